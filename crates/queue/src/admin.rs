@@ -1,0 +1,175 @@
+//! Operator actions: show, list, cancel, replay.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use crate::db;
+use crate::error::{Error, Result};
+use crate::job::{Job, JobId, JobState};
+
+/// The most jobs one list page holds.
+pub const LIST_LIMIT_MAX: u32 = 1000;
+
+/// How many dead letters one replay statement moves; bulk replay loops in batches of this
+/// size so that no statement locks too many rows at once.
+pub const REPLAY_BATCH: u32 = 1000;
+
+/// Shows one job whole.
+///
+/// # Errors
+///
+/// [`Error::JobNotFound`] when no job has this id.
+pub async fn show(exec: impl PgExecutor<'_>, id: JobId) -> Result<Job> {
+    db::job_get(exec, id).await?.ok_or(Error::JobNotFound(id))
+}
+
+/// Which jobs to list.
+#[derive(Clone, Debug, Default)]
+pub struct ListFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs on this queue.
+    pub queue: Option<String>,
+    /// Only jobs of this kind.
+    pub kind: Option<String>,
+    /// The cursor: only jobs older than this one (the previous page's `next`).
+    pub before: Option<JobId>,
+    /// Page size, 1 to [`LIST_LIMIT_MAX`].
+    pub limit: u32,
+}
+
+/// One page of jobs, newest first.
+#[derive(Clone, Debug)]
+pub struct Page {
+    /// The jobs.
+    pub jobs: Vec<Job>,
+    /// The cursor for the next page, `None` on the last page.
+    pub next: Option<JobId>,
+}
+
+/// Lists jobs newest first, a page at a time (keyset pagination on the id).
+///
+/// # Errors
+///
+/// [`Error::InvalidJob`] for a page size out of range; [`Error::Database`].
+pub async fn list(exec: impl PgExecutor<'_>, filter: &ListFilter) -> Result<Page> {
+    if filter.limit == 0 || filter.limit > LIST_LIMIT_MAX {
+        return Err(Error::InvalidJob(format!(
+            "limit must be between 1 and {LIST_LIMIT_MAX}"
+        )));
+    }
+    let params = db::ListParams {
+        state: filter.state,
+        queue: filter.queue.as_deref(),
+        kind: filter.kind.as_deref(),
+        before: filter.before,
+        // One more than asked tells whether another page follows.
+        limit: i64::from(filter.limit) + 1,
+    };
+    let mut jobs = db::job_list(exec, &params).await?;
+    let next = if jobs.len() > filter.limit as usize {
+        jobs.truncate(filter.limit as usize);
+        jobs.last().map(|job| job.id)
+    } else {
+        None
+    };
+    Ok(Page { jobs, next })
+}
+
+/// Cancels a job. A pending or retrying job is `cancelled` at once; a processing job is
+/// marked (`cancel_requested_at`) so that its worker stops it cooperatively. Returns the
+/// job as it is now.
+///
+/// # Errors
+///
+/// [`Error::JobNotFound`]; [`Error::InvalidState`] for a job that has already finished.
+pub async fn cancel<'c, E>(exec: E, id: JobId) -> Result<Job>
+where
+    E: PgExecutor<'c> + Copy,
+{
+    if let Some(job) = db::job_cancel(exec, id, None).await? {
+        return Ok(job);
+    }
+    let job = show(exec, id).await?;
+    Err(Error::InvalidState {
+        id,
+        actual: job.state,
+        action: "cancel",
+    })
+}
+
+/// Replays a finished job (dead letter, cancelled or completed): back to `pending`, ready
+/// now, with a fresh attempt budget. Its error history stays.
+///
+/// # Errors
+///
+/// [`Error::JobNotFound`]; [`Error::InvalidState`] for a job that has not finished;
+/// [`Error::UniqueKeyTaken`] when its unique key already has a live job.
+pub async fn replay<'c, E>(exec: E, id: JobId) -> Result<Job>
+where
+    E: PgExecutor<'c> + Copy,
+{
+    match db::job_replay(exec, id, None).await {
+        Ok(Some(job)) => Ok(job),
+        Ok(None) => {
+            let job = show(exec, id).await?;
+            Err(Error::InvalidState {
+                id,
+                actual: job.state,
+                action: "replay",
+            })
+        }
+        Err(err) if is_unique_key_violation(&err) => {
+            let key = show(exec, id).await?.unique_key.unwrap_or_default();
+            Err(Error::UniqueKeyTaken { id, key })
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+fn is_unique_key_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.constraint() == Some("jobs_unique_key_live"))
+}
+
+/// Which dead letters to replay. Every field narrows the set; all `None` is every dead
+/// letter.
+#[derive(Clone, Debug, Default)]
+pub struct DeadLetterFilter {
+    /// Only this queue.
+    pub queue: Option<String>,
+    /// Only this kind.
+    pub kind: Option<String>,
+    /// Only jobs dead-lettered at or after this time.
+    pub finished_after: Option<DateTime<Utc>>,
+    /// Only jobs dead-lettered before this time.
+    pub finished_before: Option<DateTime<Utc>>,
+}
+
+/// Replays every dead letter that matches the filter, in batches of [`REPLAY_BATCH`].
+/// Dead letters whose unique key has a live job stay (of several sharing a key, the
+/// newest is replayed). Returns how many were replayed.
+///
+/// # Errors
+///
+/// [`Error::Database`]; batches replayed before the failure stay replayed.
+pub async fn replay_dead_letters<'c, E>(exec: E, filter: &DeadLetterFilter) -> Result<u64>
+where
+    E: PgExecutor<'c> + Copy,
+{
+    let params = db::ReplayParams {
+        queue: filter.queue.as_deref(),
+        kind: filter.kind.as_deref(),
+        finished_after: filter.finished_after,
+        finished_before: filter.finished_before,
+        limit: i64::from(REPLAY_BATCH),
+        now: None,
+    };
+    let mut total = 0;
+    loop {
+        let replayed = db::job_replay_dead_letters(exec, &params).await?;
+        total += replayed;
+        if replayed < u64::from(REPLAY_BATCH) {
+            return Ok(total);
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! Claim: the ready → processing step.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::db;
+use crate::error::Result;
+use crate::job::{Job, JobState};
+
+/// What to claim.
+#[derive(Clone, Debug)]
+pub struct ClaimRequest<'a> {
+    /// The queue to claim from.
+    pub queue: &'a str,
+    /// Only these kinds (a worker claims only what it can run); `None` for any kind.
+    pub kinds: Option<&'a [String]>,
+    /// The worker that will hold the jobs. Its heartbeat is its lease: register it with
+    /// [`crate::maintenance::heartbeat`] first, or the rescuer frees the jobs at once.
+    pub worker_id: Uuid,
+    /// At most this many jobs.
+    pub limit: u32,
+    /// The time to claim at; `None` for the database's clock.
+    pub now: Option<DateTime<Utc>>,
+}
+
+/// The result of one claim.
+#[derive(Clone, Debug, Default)]
+pub struct Claimed {
+    /// Jobs now `processing` under the worker, in priority, run_at, id order.
+    pub jobs: Vec<Job>,
+    /// Jobs that were reached past their `expires_at`: they are now `dead_letter` with
+    /// reason `expired` and were not handed out.
+    pub expired: Vec<Job>,
+}
+
+/// Claims up to `limit` ready jobs of one queue in one statement with
+/// `FOR UPDATE SKIP LOCKED`: concurrent claimers never get the same job and never wait on
+/// each other. Each claimed job is `processing`, its `attempt` incremented, its
+/// `locked_by` the worker.
+///
+/// # Transactions, locks, and timeouts
+///
+/// The row locks are held only for the statement's transaction. Run it on a pool (auto-
+/// commit) or commit right after: the job's lease is its `locked_by` plus the worker's
+/// heartbeat, not a row lock, so nothing is locked while the job runs.
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when the database fails.
+pub async fn claim(exec: impl PgExecutor<'_>, request: &ClaimRequest<'_>) -> Result<Claimed> {
+    let params = db::ClaimParams {
+        queue: request.queue,
+        kinds: request.kinds,
+        worker_id: request.worker_id,
+        limit: i64::from(request.limit),
+        now: request.now,
+    };
+    let rows = db::job_claim(exec, &params).await?;
+    let (mut jobs, expired): (Vec<Job>, Vec<Job>) = rows
+        .into_iter()
+        .partition(|job| job.state == JobState::Processing);
+    jobs.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+    Ok(Claimed { jobs, expired })
+}

@@ -1,0 +1,203 @@
+//! Enqueue: one job or many, typed or raw, on any executor (so inside the caller's
+//! transaction). The logic lives once, in the `docket.enqueue` / `docket.enqueue_many` SQL
+//! functions; this module validates and hands over.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgExecutor;
+
+use crate::db;
+use crate::error::{Error, Result};
+use crate::job::JobId;
+
+/// The queue a job runs on when none is given.
+pub const DEFAULT_QUEUE: &str = "default";
+
+/// How many attempts a job gets when none is given.
+pub const DEFAULT_MAX_ATTEMPTS: i32 = 25;
+
+/// A typed job: a serde payload with a kind name that selects its handler.
+///
+/// ```
+/// # use serde::Serialize;
+/// #[derive(Serialize)]
+/// struct SendWelcome { user_id: i64 }
+///
+/// impl docket_queue::JobArgs for SendWelcome {
+///     const KIND: &'static str = "send_welcome";
+/// }
+///
+/// let job = docket_queue::NewJob::typed(&SendWelcome { user_id: 7 }).unwrap().queue("mail");
+/// assert_eq!(job.kind, "send_welcome");
+/// ```
+pub trait JobArgs: Serialize {
+    /// The kind name, stored with the job.
+    const KIND: &'static str;
+}
+
+/// A job to enqueue, with its options. Build it with [`NewJob::new`] or [`NewJob::typed`]
+/// and the setters.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewJob {
+    /// The kind, which names the handler that runs it (1 to 127 characters).
+    pub kind: String,
+    /// The handler's input.
+    pub payload: serde_json::Value,
+    /// The queue to run on. Default [`DEFAULT_QUEUE`].
+    pub queue: String,
+    /// Lower runs first. Default 0.
+    pub priority: i16,
+    /// Not before this time. Default: now.
+    pub run_at: Option<DateTime<Utc>>,
+    /// Attempts before the job is dead-lettered. Default [`DEFAULT_MAX_ATTEMPTS`].
+    pub max_attempts: i32,
+    /// At most one live job per key: a duplicate enqueue returns the live job's id.
+    pub unique_key: Option<String>,
+    /// Dead-lettered as `expired` instead of started after this time.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl NewJob {
+    /// A raw job: a kind and a JSON payload.
+    pub fn new(kind: impl Into<String>, payload: serde_json::Value) -> Self {
+        NewJob {
+            kind: kind.into(),
+            payload,
+            queue: DEFAULT_QUEUE.to_owned(),
+            priority: 0,
+            run_at: None,
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            unique_key: None,
+            expires_at: None,
+        }
+    }
+
+    /// A typed job: its kind from [`JobArgs::KIND`], its payload serialized.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Payload`] when the arguments do not serialize to JSON.
+    pub fn typed<A: JobArgs>(args: &A) -> Result<Self> {
+        let payload = serde_json::to_value(args).map_err(|source| Error::Payload {
+            kind: A::KIND.to_owned(),
+            source,
+        })?;
+        Ok(NewJob::new(A::KIND, payload))
+    }
+
+    /// Sets the queue.
+    pub fn queue(mut self, queue: impl Into<String>) -> Self {
+        self.queue = queue.into();
+        self
+    }
+
+    /// Sets the priority (lower runs first).
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Schedules the job for later.
+    pub fn run_at(mut self, run_at: DateTime<Utc>) -> Self {
+        self.run_at = Some(run_at);
+        self
+    }
+
+    /// Sets how many attempts the job gets.
+    pub fn max_attempts(mut self, max_attempts: i32) -> Self {
+        self.max_attempts = max_attempts;
+        self
+    }
+
+    /// Makes the job unique among live jobs by this key.
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// Sets the time after which the job is dead-lettered rather than started.
+    pub fn expires_at(mut self, expires_at: DateTime<Utc>) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// Checks the rules the database also enforces, to give a clear message first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidJob`] naming the broken rule.
+    pub fn validate(&self) -> Result<()> {
+        let rule = |ok: bool, message: &str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(Error::InvalidJob(message.to_owned()))
+            }
+        };
+        rule(!self.kind.trim().is_empty(), "kind must not be empty")?;
+        rule(
+            self.kind.chars().count() <= 127,
+            "kind must be at most 127 characters",
+        )?;
+        rule(!self.queue.trim().is_empty(), "queue must not be empty")?;
+        rule(
+            self.queue.chars().count() <= 127,
+            "queue must be at most 127 characters",
+        )?;
+        rule(self.max_attempts >= 1, "max_attempts must be at least 1")?;
+        rule(
+            self.unique_key.as_deref() != Some(""),
+            "unique_key must not be empty",
+        )
+    }
+}
+
+/// Enqueues one job and returns its id. With a unique key that already has a live job,
+/// returns that job's id and inserts nothing. Inside a transaction, the job exists only
+/// if the transaction commits; workers are woken at commit.
+///
+/// # Errors
+///
+/// [`Error::InvalidJob`] for a job that breaks a rule (nothing is written),
+/// [`Error::Database`] when the database fails.
+pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
+    job.validate()?;
+    let params = db::EnqueueParams {
+        kind: &job.kind,
+        payload: &job.payload,
+        queue: &job.queue,
+        run_at: job.run_at,
+        priority: i32::from(job.priority),
+        max_attempts: job.max_attempts,
+        unique_key: job.unique_key.as_deref(),
+        expires_at: job.expires_at,
+    };
+    Ok(db::job_enqueue(exec, &params).await?)
+}
+
+/// Enqueues many jobs in one round trip and returns their ids in input order. Unique
+/// keys behave as in [`enqueue`], also between jobs of the same call (the first wins).
+///
+/// # Errors
+///
+/// [`Error::InvalidJob`] naming the first job that breaks a rule (nothing is written),
+/// [`Error::Database`] when the database fails.
+pub async fn enqueue_many(exec: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<Vec<JobId>> {
+    let mut columns = db::EnqueueColumns::default();
+    for (index, job) in jobs.iter().enumerate() {
+        job.validate()
+            .map_err(|err| Error::InvalidJob(format!("job {index}: {err}")))?;
+        columns.kinds.push(job.kind.clone());
+        columns.payloads.push(job.payload.clone());
+        columns.queues.push(job.queue.clone());
+        columns.run_ats.push(job.run_at);
+        columns.priorities.push(i32::from(job.priority));
+        columns.max_attempts.push(job.max_attempts);
+        columns.unique_keys.push(job.unique_key.clone());
+        columns.expires_ats.push(job.expires_at);
+    }
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(db::job_enqueue_many(exec, &columns).await?)
+}

@@ -1,0 +1,69 @@
+//! The queue crate's error type.
+
+use std::fmt;
+
+use crate::job::{JobId, JobState};
+
+/// What can go wrong in a queue operation. The variants are the cases a caller branches on;
+/// everything else stays behind `Database`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No job has this id.
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    /// The job exists but its state does not allow the action.
+    #[error("job {id} is {actual}, cannot {action}")]
+    InvalidState {
+        /// The job.
+        id: JobId,
+        /// The state it is in.
+        actual: JobState,
+        /// What was asked of it.
+        action: &'static str,
+    },
+    /// Replaying the job would give its unique key a second live job.
+    #[error("job {id} cannot be replayed: unique key {key:?} already has a live job")]
+    UniqueKeyTaken {
+        /// The job.
+        id: JobId,
+        /// Its unique key.
+        key: String,
+    },
+    /// The job or its options break a rule (empty kind, `max_attempts < 1`, ...).
+    #[error("invalid job: {0}")]
+    InvalidJob(String),
+    /// A typed job's payload could not be serialized to JSON.
+    #[error("payload of {kind} is not serializable to JSON")]
+    Payload {
+        /// The job kind.
+        kind: String,
+        /// Why serialization failed.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The database failed or could not be reached.
+    #[error("database error")]
+    Database(#[from] sqlx::Error),
+    /// Applying the migrations failed.
+    #[error("migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// The queue crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Displays an error followed by each of its causes, so that a log line carries the whole
+/// chain (a derived `Debug` does not walk `source()`).
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(err) = cause {
+            write!(f, ": {err}")?;
+            cause = err.source();
+        }
+        Ok(())
+    }
+}

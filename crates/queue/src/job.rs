@@ -1,0 +1,162 @@
+//! The job model: ids, states, and a job row as callers see it.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// A job's id: a UUID v7, so ids sort by creation time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type)]
+#[serde(transparent)]
+#[sqlx(transparent)]
+pub struct JobId(pub Uuid);
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = uuid::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(JobId)
+    }
+}
+
+/// Where a job is in its life. See `docs/state-machine.md`.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "docket.job_state", rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting for its first attempt; ready when `run_at <= now()`.
+    Pending,
+    /// Failed at least once; ready again when `run_at <= now()`.
+    Retrying,
+    /// Claimed by a worker that holds its lease.
+    Processing,
+    /// Its handler returned success.
+    Completed,
+    /// Attempts exhausted, a permanent error, a malformed payload, or expired.
+    DeadLetter,
+    /// Cancelled by an operator or by application code.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state, in life order.
+    pub const ALL: [JobState; 6] = [
+        JobState::Pending,
+        JobState::Retrying,
+        JobState::Processing,
+        JobState::Completed,
+        JobState::DeadLetter,
+        JobState::Cancelled,
+    ];
+
+    /// The state's name as DESIGN.md and the database spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Pending => "pending",
+            JobState::Retrying => "retrying",
+            JobState::Processing => "processing",
+            JobState::Completed => "completed",
+            JobState::DeadLetter => "dead_letter",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the job is finished: it will not run again unless replayed.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobState::Completed | JobState::DeadLetter | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobState {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobState::ALL
+            .into_iter()
+            .find(|state| state.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<_> = JobState::ALL.iter().map(|s| s.as_str()).collect();
+                format!("unknown job state {s:?}; expected one of {}", names.join(", "))
+            })
+    }
+}
+
+/// One failed attempt in a job's error history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AttemptError {
+    /// The attempt that failed (1 for the first).
+    pub attempt: i32,
+    /// When the failure was recorded.
+    pub at: DateTime<Utc>,
+    /// What went wrong.
+    pub error: String,
+}
+
+/// A job as stored, with every field of DESIGN.md's job JSON.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Job {
+    /// The job's id (UUID v7).
+    pub id: JobId,
+    /// The queue it runs on.
+    pub queue: String,
+    /// The kind, which names the handler that runs it.
+    pub kind: String,
+    /// The handler's input.
+    pub payload: serde_json::Value,
+    /// Where the job is in its life.
+    pub state: JobState,
+    /// Lower runs first.
+    pub priority: i16,
+    /// When the job is next ready to run.
+    pub run_at: DateTime<Utc>,
+    /// Attempts started so far.
+    pub attempt: i32,
+    /// Attempts allowed before the job is dead-lettered.
+    pub max_attempts: i32,
+    /// At most one live job has a given key.
+    pub unique_key: Option<String>,
+    /// The job is dead-lettered as `expired` rather than started after this.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The most recent failure's message.
+    pub last_error: Option<String>,
+    /// Failures, oldest first, bounded to the most recent [`ERROR_HISTORY_LIMIT`].
+    #[sqlx(json)]
+    pub errors: Vec<AttemptError>,
+    /// Why the job is in `dead_letter`.
+    pub dead_letter_reason: Option<String>,
+    /// The worker holding the job while it is processing.
+    pub locked_by: Option<Uuid>,
+    /// When a cancel was asked for while the job was processing.
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// When the job was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// When its latest attempt started.
+    pub attempted_at: Option<DateTime<Utc>>,
+    /// When it reached a final state.
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// How many failures a job's error history keeps (the most recent ones).
+pub const ERROR_HISTORY_LIMIT: i32 = 20;
+
+/// How many characters of one error message are kept.
+pub const ERROR_MESSAGE_LIMIT: i32 = 4000;

@@ -1,0 +1,55 @@
+//! # docket-queue
+//!
+//! The job table and everything done to it: enqueue, claim, outcomes, operator actions,
+//! the snapshot, and the maintenance primitives. Every function takes a sqlx Postgres
+//! executor, so callers choose the connection or transaction.
+//!
+//! # Layout
+//!
+//! - [`job`]: the job model (`Job`, `JobId`, `JobState`).
+//! - [`enqueue`]: `NewJob`, typed `JobArgs`, single and bulk enqueue.
+//! - [`claim`]: the ready → processing step (`FOR UPDATE SKIP LOCKED`).
+//! - [`outcome`]: complete, retry, dead-letter, snooze, cancel; batched and fenced.
+//! - [`backoff`]: retry delays, exponential or a ladder. Pure.
+//! - [`admin`]: show, list (keyset), cancel, replay, bulk replay of dead letters.
+//! - [`snapshot`]: the monitors' queue snapshot.
+//! - [`maintenance`]: heartbeats, rescue of lapsed leases, pruning.
+//! - `db`: every SQL statement (private).
+//! - [`error`]: `Error`, `Result`, `ErrorChain`.
+//!
+//! It has no timers and starts no tasks: the worker runtime decides when to call what.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod admin;
+pub mod backoff;
+pub mod claim;
+mod db;
+pub mod enqueue;
+pub mod error;
+pub mod job;
+pub mod maintenance;
+pub mod outcome;
+pub mod snapshot;
+
+pub use admin::{DeadLetterFilter, ListFilter, Page};
+pub use backoff::Backoff;
+pub use claim::{claim, ClaimRequest, Claimed};
+pub use enqueue::{enqueue, enqueue_many, JobArgs, NewJob};
+pub use error::{Error, ErrorChain, Result};
+pub use job::{AttemptError, Job, JobId, JobState};
+pub use maintenance::WorkerInfo;
+pub use outcome::{apply_outcomes, Applied, AttemptOutcome, Outcome};
+pub use snapshot::{snapshot, QueueFigures, Snapshot};
+
+/// The embedded migrations (`migrations/` at the workspace root). Apply them with
+/// [`migrate`] before any worker or listener starts.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");
+
+/// Applies every pending migration.
+///
+/// # Errors
+///
+/// [`Error::Migrate`] when a migration fails or the applied history does not match.
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<()> {
+    Ok(MIGRATOR.run(pool).await?)
+}

@@ -1,0 +1,24 @@
+//! Integration tests of docket-queue against a real PostgreSQL: a fresh database each.
+
+mod admin;
+mod claim;
+mod enqueue;
+mod maintenance;
+mod outcome;
+mod snapshot;
+
+use chrono::{DateTime, Utc};
+use docket_queue::{ClaimRequest, Job};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Claims up to `limit` jobs of the default queue for `worker` at `now`.
+async fn claim_default(pool: &PgPool, worker: Uuid, limit: u32, now: Option<DateTime<Utc>>) -> Vec<Job> {
+    docket_queue::claim(
+        pool,
+        &ClaimRequest { queue: "default", kinds: None, worker_id: worker, limit, now },
+    )
+    .await
+    .expect("claim")
+    .jobs
+}
