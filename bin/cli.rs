@@ -1,0 +1,134 @@
+//! The command line's shape (clap derive): one variant per subcommand.
+
+use chrono::{DateTime, Utc};
+use clap::{Args, Parser, Subcommand};
+use docket_queue::{JobId, JobState};
+
+/// Docket: a background job queue engine on PostgreSQL.
+#[derive(Debug, Parser)]
+#[command(name = "docket", version, about)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Apply the database migrations.
+    Migrate,
+    /// Enqueue one job.
+    Enqueue(EnqueueArgs),
+    /// Inspect and act on jobs.
+    #[command(subcommand)]
+    Jobs(JobsCommand),
+    /// Print the queue snapshot: counts per state and the age of the oldest ready job.
+    Snapshot(OutputArgs),
+    /// A guided run of the main job on a throwaway database (or DATABASE_URL).
+    Demo,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct OutputArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct EnqueueArgs {
+    /// The job kind, which names its handler.
+    pub(crate) kind: String,
+    /// The payload, as JSON.
+    #[arg(long, default_value = "{}")]
+    pub(crate) payload: String,
+    /// The queue.
+    #[arg(long, default_value = docket_queue::enqueue::DEFAULT_QUEUE)]
+    pub(crate) queue: String,
+    /// Lower runs first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub(crate) priority: i16,
+    /// Not before this time (RFC 3339).
+    #[arg(long, conflicts_with = "delay")]
+    pub(crate) run_at: Option<DateTime<Utc>>,
+    /// Not before this many seconds from now.
+    #[arg(long)]
+    pub(crate) delay: Option<u64>,
+    /// Attempts before the job is dead-lettered.
+    #[arg(long, default_value_t = docket_queue::enqueue::DEFAULT_MAX_ATTEMPTS, allow_negative_numbers = true)]
+    pub(crate) max_attempts: i32,
+    /// At most one live job per key; a duplicate returns the live job's id.
+    #[arg(long)]
+    pub(crate) unique_key: Option<String>,
+    /// Dead-letter the job as `expired` rather than start it after this time (RFC 3339).
+    #[arg(long)]
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum JobsCommand {
+    /// List jobs, newest first.
+    List(ListArgs),
+    /// Show one job whole.
+    Show {
+        /// The job's id.
+        id: JobId,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Replay a finished job, or with --dead-letters every dead letter matching filters.
+    Replay(ReplayArgs),
+    /// Cancel a job (a processing job is asked to stop).
+    Cancel {
+        /// The job's id.
+        id: JobId,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ListArgs {
+    /// Only jobs in this state (pending, retrying, processing, completed, dead_letter, cancelled).
+    #[arg(long)]
+    pub(crate) state: Option<JobState>,
+    /// Only jobs on this queue.
+    #[arg(long)]
+    pub(crate) queue: Option<String>,
+    /// Only jobs of this kind.
+    #[arg(long)]
+    pub(crate) kind: Option<String>,
+    /// Page size.
+    #[arg(long, default_value_t = 50)]
+    pub(crate) limit: u32,
+    /// The cursor from the previous page.
+    #[arg(long)]
+    pub(crate) before: Option<JobId>,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReplayArgs {
+    /// The job to replay.
+    #[arg(required_unless_present = "dead_letters", conflicts_with = "dead_letters")]
+    pub(crate) id: Option<JobId>,
+    /// Replay every dead letter that matches the filters below.
+    #[arg(long)]
+    pub(crate) dead_letters: bool,
+    /// With --dead-letters: only this queue.
+    #[arg(long, requires = "dead_letters")]
+    pub(crate) queue: Option<String>,
+    /// With --dead-letters: only this kind.
+    #[arg(long, requires = "dead_letters")]
+    pub(crate) kind: Option<String>,
+    /// With --dead-letters: only those dead-lettered at or after this time (RFC 3339).
+    #[arg(long, requires = "dead_letters")]
+    pub(crate) since: Option<DateTime<Utc>>,
+    /// With --dead-letters: only those dead-lettered before this time (RFC 3339).
+    #[arg(long, requires = "dead_letters")]
+    pub(crate) until: Option<DateTime<Utc>>,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}

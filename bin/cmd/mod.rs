@@ -1,0 +1,48 @@
+//! One module per subcommand; `run` dispatches.
+
+mod demo;
+mod enqueue;
+mod jobs;
+mod migrate;
+mod snapshot;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+
+use crate::cli::Command;
+use crate::config::{Config, DatabaseUrl};
+
+/// How long a command waits for the database before it gives up with a clear error.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Migrate => migrate::run(&connect(config.require_database()?).await?).await,
+        Command::Enqueue(args) => enqueue::run(&connect(config.require_database()?).await?, args).await,
+        Command::Jobs(command) => jobs::run(&connect(config.require_database()?).await?, command).await,
+        Command::Snapshot(args) => snapshot::run(&connect(config.require_database()?).await?, args).await,
+        Command::Demo => demo::run(config.database_url.as_ref()).await,
+    }?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A small pool to the database, checked with one connection so that a wrong URL or a
+/// server that is down fails here, with the URL (password redacted) in the message.
+pub(crate) async fn connect(url: &DatabaseUrl) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(CONNECT_TIMEOUT)
+        .connect_with(url.options())
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {url}"))
+}
+
+/// Prints a value as pretty JSON.
+pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

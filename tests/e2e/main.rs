@@ -1,0 +1,3 @@
+//! End-to-end tests of the `docket` binary against a real PostgreSQL.
+
+mod cli;
