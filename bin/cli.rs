@@ -112,7 +112,10 @@ pub(crate) struct ListArgs {
 #[derive(Debug, Args)]
 pub(crate) struct ReplayArgs {
     /// The job to replay.
-    #[arg(required_unless_present = "dead_letters", conflicts_with = "dead_letters")]
+    #[arg(
+        required_unless_present = "dead_letters",
+        conflicts_with = "dead_letters"
+    )]
     pub(crate) id: Option<JobId>,
     /// Replay every dead letter that matches the filters below.
     #[arg(long)]

@@ -44,9 +44,9 @@ impl Config {
 
     /// The database URL, or a clear error naming the variable.
     pub(crate) fn require_database(&self) -> anyhow::Result<&DatabaseUrl> {
-        self.database_url
-            .as_ref()
-            .context("DATABASE_URL is not set: point it at PostgreSQL, e.g. postgres://user@localhost/app")
+        self.database_url.as_ref().context(
+            "DATABASE_URL is not set: point it at PostgreSQL, e.g. postgres://user@localhost/app",
+        )
     }
 }
 

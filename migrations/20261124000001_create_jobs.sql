@@ -153,7 +153,10 @@ create function docket.enqueue_many(
     priorities    integer[],
     max_attempts_list integer[],
     unique_keys   text[],
-    expires_ats   timestamptz[]
+    expires_ats   timestamptz[],
+    -- Ids for the jobs, made by the caller (UUID v7); null: made here. Making them in the
+    -- client spares the server a text round trip per row and speeds bulk enqueue.
+    ids           uuid[] default null
 ) returns table (ord bigint, id uuid)
 language plpgsql volatile as $$
 declare
@@ -164,10 +167,10 @@ begin
     if not exists (select 1 from unnest(unique_keys) k where k is not null) then
         return query
         with input as materialized (
-            select i.ord, docket.uuid_v7() as id, i.kind, i.payload, i.queue, i.run_at,
+            select i.ord, coalesce(i.id, docket.uuid_v7()) as id, i.kind, i.payload, i.queue, i.run_at,
                    i.priority, i.max_attempts, i.expires_at
-            from unnest(kinds, payloads, queues, run_ats, priorities, max_attempts_list, expires_ats)
-                 with ordinality as i(kind, payload, queue, run_at, priority, max_attempts, expires_at, ord)
+            from unnest(kinds, payloads, queues, run_ats, priorities, max_attempts_list, expires_ats, ids)
+                 with ordinality as i(kind, payload, queue, run_at, priority, max_attempts, expires_at, id, ord)
         ), inserted as (
             insert into docket.jobs (id, queue, kind, payload, run_at, priority, max_attempts, expires_at)
             select i.id, coalesce(i.queue, 'default'), i.kind, coalesce(i.payload, '{}'),
@@ -192,11 +195,11 @@ begin
     truncate docket_enqueue_input;
 
     insert into docket_enqueue_input
-    select i.ord, docket.uuid_v7(), i.kind, coalesce(i.payload, '{}'), coalesce(i.queue, 'default'),
+    select i.ord, coalesce(i.id, docket.uuid_v7()), i.kind, coalesce(i.payload, '{}'), coalesce(i.queue, 'default'),
            coalesce(i.run_at, now()), coalesce(i.priority, 0), coalesce(i.max_attempts, 25),
            i.unique_key, i.expires_at
-    from unnest(kinds, payloads, queues, run_ats, priorities, max_attempts_list, unique_keys, expires_ats)
-         with ordinality as i(kind, payload, queue, run_at, priority, max_attempts, unique_key, expires_at, ord);
+    from unnest(kinds, payloads, queues, run_ats, priorities, max_attempts_list, unique_keys, expires_ats, ids)
+         with ordinality as i(kind, payload, queue, run_at, priority, max_attempts, unique_key, expires_at, id, ord);
 
     loop
         -- Duplicate keys inside one call: the first occurrence is the one inserted.

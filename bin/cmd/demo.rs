@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use docket_queue::{admin, maintenance, AttemptOutcome, Backoff, ClaimRequest, JobState, NewJob, Outcome};
+use docket_queue::{
+    admin, maintenance, AttemptOutcome, Backoff, ClaimRequest, JobState, NewJob, Outcome,
+};
 use docket_testkit::ThrowawayCluster;
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
@@ -29,7 +31,9 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>) -> anyhow::Result<()
             println!("== DATABASE_URL is not set: starting a throwaway PostgreSQL cluster");
             let cluster = tokio::task::spawn_blocking(ThrowawayCluster::start)
                 .await?
-                .context("cannot start a throwaway PostgreSQL (set DATABASE_URL to use a server)")?;
+                .context(
+                    "cannot start a throwaway PostgreSQL (set DATABASE_URL to use a server)",
+                )?;
             let options = cluster.url("postgres").parse()?;
             (Some(cluster), options)
         }
@@ -51,7 +55,10 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>) -> anyhow::Result<()
         .map(|n| NewJob::new("docket.noop", json!({ "n": n })))
         .collect();
     docket_queue::enqueue_many(&pool, &bulk).await?;
-    println!("{BULK_JOBS} docket.noop jobs in one round trip: {:?}", started.elapsed());
+    println!(
+        "{BULK_JOBS} docket.noop jobs in one round trip: {:?}",
+        started.elapsed()
+    );
 
     let mut tx = pool.begin().await?;
     for user in 1..=20 {
@@ -64,7 +71,8 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>) -> anyhow::Result<()
     tx.commit().await?;
     println!("20 recovery emails on queue `mail`, priority -10, in one transaction");
 
-    let report = NewJob::new("report.build", json!({ "month": "2026-11" })).unique_key("report:2026-11");
+    let report =
+        NewJob::new("report.build", json!({ "month": "2026-11" })).unique_key("report:2026-11");
     let first = docket_queue::enqueue(&pool, &report).await?;
     let second = docket_queue::enqueue(&pool, &report).await?;
     println!("unique key report:2026-11 enqueued twice: {first} and {second} (same job)");
@@ -77,7 +85,8 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>) -> anyhow::Result<()
 
     let flaky = NewJob::new("docket.fail", json!({ "permanent": false })).max_attempts(3);
     let flaky_id = docket_queue::enqueue(&pool, &flaky).await?;
-    let scheduled = NewJob::new("docket.noop", json!({})).run_at(Utc::now() + chrono::Duration::hours(1));
+    let scheduled =
+        NewJob::new("docket.noop", json!({})).run_at(Utc::now() + chrono::Duration::hours(1));
     docket_queue::enqueue(&pool, &scheduled).await?;
     println!("1 job that always fails (3 attempts), 1 job scheduled an hour from now");
 
@@ -108,15 +117,27 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>) -> anyhow::Result<()
     println!("\n== 6. Dead letters");
     let dead = admin::list(
         &pool,
-        &docket_queue::ListFilter { state: Some(JobState::DeadLetter), limit: 10, ..Default::default() },
+        &docket_queue::ListFilter {
+            state: Some(JobState::DeadLetter),
+            limit: 10,
+            ..Default::default()
+        },
     )
     .await?;
     for job in &dead.jobs {
         let reason = job.dead_letter_reason.as_deref().unwrap_or("-");
-        println!("{} {} reason={reason} errors={}", job.id, job.kind, job.errors.len());
+        println!(
+            "{} {} reason={reason} errors={}",
+            job.id,
+            job.kind,
+            job.errors.len()
+        );
     }
     let replayed = admin::replay(&pool, flaky_id).await?;
-    println!("replayed {}: now {} with attempt {}/{}", replayed.id, replayed.state, replayed.attempt, replayed.max_attempts);
+    println!(
+        "replayed {}: now {} with attempt {}/{}",
+        replayed.id, replayed.state, replayed.attempt, replayed.max_attempts
+    );
     Ok(())
 }
 
@@ -130,7 +151,13 @@ async fn work(pool: &sqlx::PgPool, worker_id: Uuid) -> anyhow::Result<(usize, us
         for queue in ["mail", "default"] {
             let claimed = docket_queue::claim(
                 pool,
-                &ClaimRequest { queue, kinds: None, worker_id, limit: 500, now: None },
+                &ClaimRequest {
+                    queue,
+                    kinds: None,
+                    worker_id,
+                    limit: 500,
+                    now: None,
+                },
             )
             .await?;
             expired += claimed.expired.len();
@@ -150,7 +177,11 @@ async fn work(pool: &sqlx::PgPool, worker_id: Uuid) -> anyhow::Result<(usize, us
                     } else {
                         Outcome::Complete
                     };
-                    AttemptOutcome { id: job.id, attempt: job.attempt, outcome }
+                    AttemptOutcome {
+                        id: job.id,
+                        attempt: job.attempt,
+                        outcome,
+                    }
                 })
                 .collect();
             done += outcomes.len();

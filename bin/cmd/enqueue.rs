@@ -15,7 +15,9 @@ pub(crate) async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> 
         .max_attempts(args.max_attempts);
     job.run_at = match (args.run_at, args.delay) {
         (Some(at), _) => Some(at),
-        (None, Some(secs)) => Some(chrono::Utc::now() + chrono::Duration::seconds(i64::try_from(secs)?)),
+        (None, Some(secs)) => {
+            Some(chrono::Utc::now() + chrono::Duration::seconds(i64::try_from(secs)?))
+        }
         (None, None) => None,
     };
     job.unique_key = args.unique_key;

@@ -59,11 +59,27 @@ async fn list(pool: &PgPool, args: ListArgs) -> anyhow::Result<()> {
                 job.state.to_string(),
                 format!("{}/{}", job.attempt, job.max_attempts),
                 job.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
-                job.last_error.clone().unwrap_or_default().chars().take(60).collect(),
+                job.last_error
+                    .clone()
+                    .unwrap_or_default()
+                    .chars()
+                    .take(60)
+                    .collect(),
             ]
         })
         .collect();
-    table::print(&["ID", "QUEUE", "KIND", "STATE", "ATTEMPT", "RUN AT (UTC)", "LAST ERROR"], &rows);
+    table::print(
+        &[
+            "ID",
+            "QUEUE",
+            "KIND",
+            "STATE",
+            "ATTEMPT",
+            "RUN AT (UTC)",
+            "LAST ERROR",
+        ],
+        &rows,
+    );
     if let Some(next) = page.next {
         println!("\nmore: --before {next}");
     }
@@ -73,8 +89,13 @@ async fn list(pool: &PgPool, args: ListArgs) -> anyhow::Result<()> {
 async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(id) = args.id {
         let job = admin::replay(pool, id).await?;
-        return if args.output.json { print_json(&job) } else {
-            println!("{id} replayed: pending, attempt budget {}", job.max_attempts);
+        return if args.output.json {
+            print_json(&job)
+        } else {
+            println!(
+                "{id} replayed: pending, attempt budget {}",
+                job.max_attempts
+            );
             Ok(())
         };
     }
@@ -94,7 +115,8 @@ async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 fn print_job(job: &Job) {
-    let time = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("-".to_owned(), |t| t.to_rfc3339());
+    let time =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("-".to_owned(), |t| t.to_rfc3339());
     let fields = [
         ("id", job.id.to_string()),
         ("queue", job.queue.clone()),
@@ -103,10 +125,19 @@ fn print_job(job: &Job) {
         ("priority", job.priority.to_string()),
         ("attempt", format!("{}/{}", job.attempt, job.max_attempts)),
         ("run_at", job.run_at.to_rfc3339()),
-        ("unique_key", job.unique_key.clone().unwrap_or_else(|| "-".into())),
+        (
+            "unique_key",
+            job.unique_key.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("expires_at", time(job.expires_at)),
-        ("dead_letter_reason", job.dead_letter_reason.clone().unwrap_or_else(|| "-".into())),
-        ("last_error", job.last_error.clone().unwrap_or_else(|| "-".into())),
+        (
+            "dead_letter_reason",
+            job.dead_letter_reason.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "last_error",
+            job.last_error.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("created_at", job.created_at.to_rfc3339()),
         ("attempted_at", time(job.attempted_at)),
         ("finished_at", time(job.finished_at)),
@@ -118,7 +149,12 @@ fn print_job(job: &Job) {
     if !job.errors.is_empty() {
         println!("errors:");
         for error in &job.errors {
-            println!("  attempt {} at {}: {}", error.attempt, error.at.to_rfc3339(), error.error);
+            println!(
+                "  attempt {} at {}: {}",
+                error.attempt,
+                error.at.to_rfc3339(),
+                error.error
+            );
         }
     }
 }

@@ -22,9 +22,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Migrate => migrate::run(&connect(config.require_database()?).await?).await,
-        Command::Enqueue(args) => enqueue::run(&connect(config.require_database()?).await?, args).await,
-        Command::Jobs(command) => jobs::run(&connect(config.require_database()?).await?, command).await,
-        Command::Snapshot(args) => snapshot::run(&connect(config.require_database()?).await?, args).await,
+        Command::Enqueue(args) => {
+            enqueue::run(&connect(config.require_database()?).await?, args).await
+        }
+        Command::Jobs(command) => {
+            jobs::run(&connect(config.require_database()?).await?, command).await
+        }
+        Command::Snapshot(args) => {
+            snapshot::run(&connect(config.require_database()?).await?, args).await
+        }
         Command::Demo => demo::run(config.database_url.as_ref()).await,
     }?;
     Ok(ExitCode::SUCCESS)

@@ -35,7 +35,14 @@ pub(crate) fn print_table(snapshot: &Snapshot) {
         .collect();
     rows.push(row("(all)", &snapshot.total));
     table::print(
-        &["QUEUE", "PENDING", "RETRYING", "PROCESSING", "DEAD_LETTER", "OLDEST READY AGE (s)"],
+        &[
+            "QUEUE",
+            "PENDING",
+            "RETRYING",
+            "PROCESSING",
+            "DEAD_LETTER",
+            "OLDEST READY AGE (s)",
+        ],
         &rows,
     );
 }

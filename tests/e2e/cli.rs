@@ -13,7 +13,11 @@ fn docket(database_url: &str, args: &[&str]) -> Output {
 }
 
 fn stdout(output: &Output) -> String {
-    assert!(output.status.success(), "docket failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "docket failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8(output.stdout.clone()).unwrap()
 }
 
@@ -22,28 +26,75 @@ fn stderr(output: &Output) -> String {
 }
 
 async fn job_count(db: &TestDb) -> i64 {
-    sqlx::query_scalar("select count(*) from docket.jobs").fetch_one(&db.pool).await.unwrap()
+    sqlx::query_scalar("select count(*) from docket.jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn enqueue_show_list_cancel_replay_and_snapshot_round_trip() {
     let db = TestDb::new().await;
     assert!(stdout(&docket(&db.url, &["migrate"])).contains("current"));
-    let out = docket(&db.url, &["enqueue", "email.send", "--payload", r#"{"to":"a@example.com"}"#, "--queue", "mail", "--priority", "-3", "--json"]);
-    let id = serde_json::from_str::<Value>(&stdout(&out)).unwrap()["id"].as_str().unwrap().to_owned();
+    let out = docket(
+        &db.url,
+        &[
+            "enqueue",
+            "email.send",
+            "--payload",
+            r#"{"to":"a@example.com"}"#,
+            "--queue",
+            "mail",
+            "--priority",
+            "-3",
+            "--json",
+        ],
+    );
+    let id = serde_json::from_str::<Value>(&stdout(&out)).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
 
-    let shown: Value = serde_json::from_str(&stdout(&docket(&db.url, &["jobs", "show", &id, "--json"]))).unwrap();
-    for field in ["id", "queue", "kind", "payload", "state", "priority", "attempt", "max_attempts", "run_at", "unique_key", "last_error", "errors", "created_at", "attempted_at", "finished_at"] {
+    let shown: Value =
+        serde_json::from_str(&stdout(&docket(&db.url, &["jobs", "show", &id, "--json"]))).unwrap();
+    for field in [
+        "id",
+        "queue",
+        "kind",
+        "payload",
+        "state",
+        "priority",
+        "attempt",
+        "max_attempts",
+        "run_at",
+        "unique_key",
+        "last_error",
+        "errors",
+        "created_at",
+        "attempted_at",
+        "finished_at",
+    ] {
         assert!(shown.get(field).is_some(), "job JSON lacks {field}");
     }
     assert_eq!(shown["payload"]["to"], "a@example.com");
-    assert_eq!((shown["queue"].as_str(), shown["priority"].as_i64(), shown["state"].as_str()), (Some("mail"), Some(-3), Some("pending")));
+    assert_eq!(
+        (
+            shown["queue"].as_str(),
+            shown["priority"].as_i64(),
+            shown["state"].as_str()
+        ),
+        (Some("mail"), Some(-3), Some("pending"))
+    );
 
     let listed = stdout(&docket(&db.url, &["jobs", "list", "--queue", "mail"]));
     assert!(listed.lines().next().unwrap().starts_with("ID"), "{listed}");
-    assert!(listed.contains(&id) && listed.contains("email.send"), "{listed}");
+    assert!(
+        listed.contains(&id) && listed.contains("email.send"),
+        "{listed}"
+    );
 
-    let snapshot: Value = serde_json::from_str(&stdout(&docket(&db.url, &["snapshot", "--json"]))).unwrap();
+    let snapshot: Value =
+        serde_json::from_str(&stdout(&docket(&db.url, &["snapshot", "--json"]))).unwrap();
     assert_eq!(snapshot["pending"], 1);
     assert_eq!(snapshot["queues"]["mail"]["pending"], 1);
     assert!(snapshot["oldest_ready_age_seconds"].as_f64().is_some());
@@ -61,24 +112,44 @@ async fn bad_input_exits_non_zero_with_a_clear_message_and_writes_nothing() {
     let db = TestDb::new().await;
     let not_json = docket(&db.url, &["enqueue", "k", "--payload", "{not json"]);
     assert!(!not_json.status.success());
-    assert!(stderr(&not_json).contains("--payload is not valid JSON"), "{}", stderr(&not_json));
+    assert!(
+        stderr(&not_json).contains("--payload is not valid JSON"),
+        "{}",
+        stderr(&not_json)
+    );
 
     let negative = docket(&db.url, &["enqueue", "k", "--max-attempts", "-1"]);
     assert!(!negative.status.success());
-    assert!(stderr(&negative).contains("max_attempts must be at least 1"), "{}", stderr(&negative));
+    assert!(
+        stderr(&negative).contains("max_attempts must be at least 1"),
+        "{}",
+        stderr(&negative)
+    );
 
     let empty_kind = docket(&db.url, &["enqueue", ""]);
     assert!(!empty_kind.status.success());
-    assert!(stderr(&empty_kind).contains("kind must not be empty"), "{}", stderr(&empty_kind));
+    assert!(
+        stderr(&empty_kind).contains("kind must not be empty"),
+        "{}",
+        stderr(&empty_kind)
+    );
 
     let unknown = "01a20cbd-d4ef-7a16-b67a-f82bfa49f79d";
     let replay = docket(&db.url, &["jobs", "replay", unknown]);
     assert!(!replay.status.success());
-    assert!(stderr(&replay).contains(&format!("job {unknown} not found")), "{}", stderr(&replay));
+    assert!(
+        stderr(&replay).contains(&format!("job {unknown} not found")),
+        "{}",
+        stderr(&replay)
+    );
 
     let bad_id = docket(&db.url, &["jobs", "show", "not-a-uuid"]);
     assert!(!bad_id.status.success());
-    assert!(stderr(&bad_id).contains("invalid value 'not-a-uuid'"), "{}", stderr(&bad_id));
+    assert!(
+        stderr(&bad_id).contains("invalid value 'not-a-uuid'"),
+        "{}",
+        stderr(&bad_id)
+    );
 
     assert_eq!(job_count(&db).await, 0);
 }
@@ -87,19 +158,37 @@ async fn bad_input_exits_non_zero_with_a_clear_message_and_writes_nothing() {
 fn a_bad_url_or_a_database_that_is_down_is_a_clear_error() {
     let bad = docket("mysql://nope", &["snapshot"]);
     assert!(!bad.status.success());
-    assert!(stderr(&bad).contains("DATABASE_URL is not a valid PostgreSQL URL"), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains("DATABASE_URL is not a valid PostgreSQL URL"),
+        "{}",
+        stderr(&bad)
+    );
 
     // Port 9 (discard) on loopback: nothing listens there.
     let down = docket("postgres://app:s3cret@127.0.0.1:9/app", &["snapshot"]);
     assert!(!down.status.success());
     let message = stderr(&down);
-    assert!(message.contains("cannot connect to PostgreSQL at postgres://app:***@127.0.0.1:9/app"), "{message}");
-    assert!(!message.contains("s3cret"), "the password leaked: {message}");
+    assert!(
+        message.contains("cannot connect to PostgreSQL at postgres://app:***@127.0.0.1:9/app"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("s3cret"),
+        "the password leaked: {message}"
+    );
 }
 
 #[test]
 fn commands_other_than_demo_ask_for_database_url() {
-    let out = Command::new(env!("CARGO_BIN_EXE_docket")).arg("snapshot").env_remove("DATABASE_URL").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("snapshot")
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("DATABASE_URL is not set"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("DATABASE_URL is not set"),
+        "{}",
+        stderr(&out)
+    );
 }

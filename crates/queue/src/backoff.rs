@@ -121,11 +121,17 @@ mod tests {
             max: Duration::from_secs(3600),
             jitter: 0.0,
         };
-        assert_eq!(backoff.delay(JobId(Uuid::nil()), i32::MAX), Duration::from_secs(3600));
+        assert_eq!(
+            backoff.delay(JobId(Uuid::nil()), i32::MAX),
+            Duration::from_secs(3600)
+        );
     }
 
     #[test]
     fn empty_ladder_means_no_delay() {
-        assert_eq!(Backoff::Ladder(vec![]).delay(JobId(Uuid::nil()), 3), Duration::ZERO);
+        assert_eq!(
+            Backoff::Ladder(vec![]).delay(JobId(Uuid::nil()), 3),
+            Duration::ZERO
+        );
     }
 }

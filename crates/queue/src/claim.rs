@@ -60,6 +60,6 @@ pub async fn claim(exec: impl PgExecutor<'_>, request: &ClaimRequest<'_>) -> Res
     let (mut jobs, expired): (Vec<Job>, Vec<Job>) = rows
         .into_iter()
         .partition(|job| job.state == JobState::Processing);
-    jobs.sort_by(|a, b| (a.priority, a.run_at, a.id).cmp(&(b.priority, b.run_at, b.id)));
+    jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
     Ok(Claimed { jobs, expired })
 }

@@ -184,16 +184,18 @@ pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
 /// [`Error::Database`] when the database fails.
 pub async fn enqueue_many(exec: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<Vec<JobId>> {
     let mut columns = db::EnqueueColumns::default();
+    columns.ids.reserve(jobs.len());
     for (index, job) in jobs.iter().enumerate() {
         job.validate()
             .map_err(|err| Error::InvalidJob(format!("job {index}: {err}")))?;
-        columns.kinds.push(job.kind.clone());
-        columns.payloads.push(job.payload.clone());
-        columns.queues.push(job.queue.clone());
+        columns.ids.push(uuid::Uuid::now_v7());
+        columns.kinds.push(&job.kind);
+        columns.payloads.push(sqlx::types::Json(&job.payload));
+        columns.queues.push(&job.queue);
         columns.run_ats.push(job.run_at);
         columns.priorities.push(i32::from(job.priority));
         columns.max_attempts.push(job.max_attempts);
-        columns.unique_keys.push(job.unique_key.clone());
+        columns.unique_keys.push(job.unique_key.as_deref());
         columns.expires_ats.push(job.expires_at);
     }
     if jobs.is_empty() {

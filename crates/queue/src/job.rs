@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// A job's id: a UUID v7, so ids sort by creation time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
+)]
 #[serde(transparent)]
 #[sqlx(transparent)]
 pub struct JobId(pub Uuid);
@@ -95,7 +97,10 @@ impl FromStr for JobState {
             .find(|state| state.as_str() == s)
             .ok_or_else(|| {
                 let names: Vec<_> = JobState::ALL.iter().map(|s| s.as_str()).collect();
-                format!("unknown job state {s:?}; expected one of {}", names.join(", "))
+                format!(
+                    "unknown job state {s:?}; expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }

@@ -81,11 +81,11 @@ pub async fn snapshot(exec: impl PgExecutor<'_>, now: Option<DateTime<Utc>>) -> 
         snapshot
             .total
             .add(row.state, row.count, row.oldest_ready_at);
-        snapshot
-            .queues
-            .entry(row.queue)
-            .or_default()
-            .add(row.state, row.count, row.oldest_ready_at);
+        snapshot.queues.entry(row.queue).or_default().add(
+            row.state,
+            row.count,
+            row.oldest_ready_at,
+        );
     }
     snapshot.total.finish(taken_at);
     for figures in snapshot.queues.values_mut() {

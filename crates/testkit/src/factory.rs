@@ -46,7 +46,8 @@ pub async fn insert_job(exec: impl PgExecutor<'_>, opts: JobOpts) -> Job {
     let started = !matches!(state, JobState::Pending);
     let now = Utc::now();
     let attempt = opts.attempt.unwrap_or(if started { 1 } else { 0 });
-    let locked_by = (state == JobState::Processing).then(|| opts.locked_by.unwrap_or_else(Uuid::new_v4));
+    let locked_by =
+        (state == JobState::Processing).then(|| opts.locked_by.unwrap_or_else(Uuid::new_v4));
     let finished_at = state.is_final().then(|| opts.finished_at.unwrap_or(now));
     let dead_letter_reason = (state == JobState::DeadLetter).then_some("discarded");
     sqlx::query_as(

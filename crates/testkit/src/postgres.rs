@@ -161,7 +161,13 @@ impl Drop for ThrowawayCluster {
         let data = self.dir.join("data");
         let _ = self
             .command("pg_ctl")
-            .args(["-D".as_ref(), data.as_os_str(), "stop".as_ref(), "-m".as_ref(), "fast".as_ref()])
+            .args([
+                "-D".as_ref(),
+                data.as_os_str(),
+                "stop".as_ref(),
+                "-m".as_ref(),
+                "fast".as_ref(),
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -177,7 +183,8 @@ impl Drop for ThrowawayCluster {
 /// `/usr/lib/postgresql/*/bin`.
 fn find_binaries() -> io::Result<PathBuf> {
     let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths).find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
+        std::env::split_paths(&paths)
+            .find(|dir| dir.join("initdb").is_file() && dir.join("pg_ctl").is_file())
     });
     if let Some(dir) = on_path {
         return Ok(dir);
@@ -255,7 +262,8 @@ pub fn server() -> &'static Server {
     SERVER.get_or_init(|| match std::env::var("DATABASE_URL") {
         Ok(url) if !url.is_empty() => Server::External(url),
         _ => Server::Throwaway(
-            ThrowawayCluster::start().unwrap_or_else(|err| panic!("cannot start PostgreSQL: {err}")),
+            ThrowawayCluster::start()
+                .unwrap_or_else(|err| panic!("cannot start PostgreSQL: {err}")),
         ),
     })
 }

@@ -8,18 +8,36 @@ use uuid::Uuid;
 #[tokio::test]
 async fn cancel_stops_waiting_jobs_at_once_and_marks_processing_ones() {
     let db = TestDb::new().await;
-    let waiting = enqueue(&db.pool, &NewJob::new("k", json!({}))).await.unwrap();
+    let waiting = enqueue(&db.pool, &NewJob::new("k", json!({})))
+        .await
+        .unwrap();
     let cancelled = admin::cancel(&db.pool, waiting).await.unwrap();
     assert_eq!(cancelled.state, JobState::Cancelled);
     assert!(cancelled.finished_at.is_some());
 
-    let running = insert_job(&db.pool, JobOpts { state: Some(JobState::Processing), ..Default::default() }).await;
+    let running = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::Processing),
+            ..Default::default()
+        },
+    )
+    .await;
     let marked = admin::cancel(&db.pool, running.id).await.unwrap();
     assert_eq!(marked.state, JobState::Processing);
     assert!(marked.cancel_requested_at.is_some());
 
     let again = admin::cancel(&db.pool, waiting).await.unwrap_err();
-    assert!(matches!(again, Error::InvalidState { actual: JobState::Cancelled, .. }), "{again}");
+    assert!(
+        matches!(
+            again,
+            Error::InvalidState {
+                actual: JobState::Cancelled,
+                ..
+            }
+        ),
+        "{again}"
+    );
 }
 
 #[tokio::test]
@@ -28,24 +46,52 @@ async fn replay_and_cancel_of_an_unknown_id_say_not_found_and_write_nothing() {
     let unknown = JobId(Uuid::now_v7());
     let err = admin::replay(&db.pool, unknown).await.unwrap_err();
     assert_eq!(err.to_string(), format!("job {unknown} not found"));
-    assert!(matches!(admin::cancel(&db.pool, unknown).await.unwrap_err(), Error::JobNotFound(_)));
-    let count: i64 = sqlx::query_scalar("select count(*) from docket.jobs").fetch_one(&db.pool).await.unwrap();
+    assert!(matches!(
+        admin::cancel(&db.pool, unknown).await.unwrap_err(),
+        Error::JobNotFound(_)
+    ));
+    let count: i64 = sqlx::query_scalar("select count(*) from docket.jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 0);
 }
 
 #[tokio::test]
 async fn replay_refuses_a_live_job_and_a_taken_unique_key() {
     let db = TestDb::new().await;
-    let live = enqueue(&db.pool, &NewJob::new("k", json!({}))).await.unwrap();
+    let live = enqueue(&db.pool, &NewJob::new("k", json!({})))
+        .await
+        .unwrap();
     assert!(matches!(
         admin::replay(&db.pool, live).await.unwrap_err(),
-        Error::InvalidState { actual: JobState::Pending, action: "replay", .. }
+        Error::InvalidState {
+            actual: JobState::Pending,
+            action: "replay",
+            ..
+        }
     ));
-    let dead = insert_job(&db.pool, JobOpts { state: Some(JobState::DeadLetter), unique_key: Some("u".into()), ..Default::default() }).await;
-    enqueue(&db.pool, &NewJob::new("k", json!({})).unique_key("u")).await.unwrap();
+    let dead = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::DeadLetter),
+            unique_key: Some("u".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    enqueue(&db.pool, &NewJob::new("k", json!({})).unique_key("u"))
+        .await
+        .unwrap();
     let err = admin::replay(&db.pool, dead.id).await.unwrap_err();
-    assert!(matches!(&err, Error::UniqueKeyTaken { key, .. } if key == "u"), "{err}");
-    assert_eq!(admin::show(&db.pool, dead.id).await.unwrap().state, JobState::DeadLetter);
+    assert!(
+        matches!(&err, Error::UniqueKeyTaken { key, .. } if key == "u"),
+        "{err}"
+    );
+    assert_eq!(
+        admin::show(&db.pool, dead.id).await.unwrap().state,
+        JobState::DeadLetter
+    );
 }
 
 #[tokio::test]
@@ -63,14 +109,26 @@ async fn bulk_replay_moves_exactly_the_matching_dead_letters() {
     let other_kind = insert_job(&db.pool, dead("mail", "bounce", 5)).await;
     let other_queue = insert_job(&db.pool, dead("default", "send", 5)).await;
     let too_old = insert_job(&db.pool, dead("mail", "send", 120)).await;
-    let completed = insert_job(&db.pool, JobOpts { state: Some(JobState::Completed), queue: Some("mail".into()), kind: Some("send".into()), ..Default::default() }).await;
+    let completed = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::Completed),
+            queue: Some("mail".into()),
+            kind: Some("send".into()),
+            ..Default::default()
+        },
+    )
+    .await;
     let filter = DeadLetterFilter {
         queue: Some("mail".into()),
         kind: Some("send".into()),
         finished_after: Some(now - Duration::hours(1)),
         finished_before: None,
     };
-    assert_eq!(admin::replay_dead_letters(&db.pool, &filter).await.unwrap(), 1);
+    assert_eq!(
+        admin::replay_dead_letters(&db.pool, &filter).await.unwrap(),
+        1
+    );
     let state = |id| {
         let pool = db.pool.clone();
         async move { admin::show(&pool, id).await.unwrap().state }
@@ -81,7 +139,12 @@ async fn bulk_replay_moves_exactly_the_matching_dead_letters() {
     }
     assert_eq!(state(completed.id).await, JobState::Completed);
     // Everything else, in batches.
-    assert_eq!(admin::replay_dead_letters(&db.pool, &DeadLetterFilter::default()).await.unwrap(), 3);
+    assert_eq!(
+        admin::replay_dead_letters(&db.pool, &DeadLetterFilter::default())
+            .await
+            .unwrap(),
+        3
+    );
 }
 
 #[tokio::test]
@@ -94,11 +157,18 @@ async fn bulk_replay_of_more_than_one_batch_replays_all() {
     .execute(&db.pool)
     .await
     .unwrap();
-    assert_eq!(admin::replay_dead_letters(&db.pool, &DeadLetterFilter::default()).await.unwrap(), 2500);
-    let pending: i64 = sqlx::query_scalar("select count(*) from docket.jobs where state = 'pending' and attempt = 0")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    assert_eq!(
+        admin::replay_dead_letters(&db.pool, &DeadLetterFilter::default())
+            .await
+            .unwrap(),
+        2500
+    );
+    let pending: i64 = sqlx::query_scalar(
+        "select count(*) from docket.jobs where state = 'pending' and attempt = 0",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(pending, 2500);
 }
 
@@ -107,11 +177,22 @@ async fn list_pages_newest_first_by_keyset_with_filters() {
     let db = TestDb::new().await;
     let mut ids = Vec::new();
     for n in 0..5 {
-        ids.push(enqueue(&db.pool, &NewJob::new("k", json!({"n": n}))).await.unwrap());
+        ids.push(
+            enqueue(&db.pool, &NewJob::new("k", json!({"n": n})))
+                .await
+                .unwrap(),
+        );
     }
-    enqueue(&db.pool, &NewJob::new("other", json!({}))).await.unwrap();
+    enqueue(&db.pool, &NewJob::new("other", json!({})))
+        .await
+        .unwrap();
     let mut seen = Vec::new();
-    let mut filter = ListFilter { kind: Some("k".into()), state: Some(JobState::Pending), limit: 2, ..Default::default() };
+    let mut filter = ListFilter {
+        kind: Some("k".into()),
+        state: Some(JobState::Pending),
+        limit: 2,
+        ..Default::default()
+    };
     loop {
         let page = admin::list(&db.pool, &filter).await.unwrap();
         seen.extend(page.jobs.iter().map(|j| j.id));
@@ -122,6 +203,14 @@ async fn list_pages_newest_first_by_keyset_with_filters() {
     }
     ids.reverse();
     assert_eq!(seen, ids);
-    let bad = admin::list(&db.pool, &ListFilter { limit: 0, ..Default::default() }).await.unwrap_err();
+    let bad = admin::list(
+        &db.pool,
+        &ListFilter {
+            limit: 0,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap_err();
     assert!(bad.to_string().contains("limit"), "{bad}");
 }

@@ -11,7 +11,9 @@ use crate::claim_default;
 #[tokio::test]
 async fn eight_concurrent_claimers_claim_each_of_ten_thousand_jobs_exactly_once() {
     let db = TestDb::with_pool_size(12).await;
-    let jobs: Vec<_> = (0..10_000).map(|n| NewJob::new("k", json!({"n": n}))).collect();
+    let jobs: Vec<_> = (0..10_000)
+        .map(|n| NewJob::new("k", json!({"n": n})))
+        .collect();
     let enqueued = enqueue_many(&db.pool, &jobs).await.unwrap();
     let mut claimers = Vec::new();
     for _ in 0..8 {
@@ -35,10 +37,12 @@ async fn eight_concurrent_claimers_claim_each_of_ten_thousand_jobs_exactly_once(
     assert_eq!(all.len(), 10_000, "no job claimed twice, none missed");
     let unique: HashSet<_> = all.into_iter().collect();
     assert_eq!(unique, enqueued.into_iter().collect::<HashSet<_>>());
-    let processing: i64 = sqlx::query_scalar("select count(*) from docket.jobs where state = 'processing' and attempt = 1")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let processing: i64 = sqlx::query_scalar(
+        "select count(*) from docket.jobs where state = 'processing' and attempt = 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
     assert_eq!(processing, 10_000);
 }
 
@@ -46,21 +50,65 @@ async fn eight_concurrent_claimers_claim_each_of_ten_thousand_jobs_exactly_once(
 async fn claim_orders_by_priority_then_run_at_and_skips_future_jobs() {
     let db = TestDb::new().await;
     let now = Utc::now();
-    let late = insert_job(&db.pool, JobOpts { run_at: Some(now - Duration::seconds(10)), ..Default::default() }).await;
-    let early = insert_job(&db.pool, JobOpts { run_at: Some(now - Duration::seconds(60)), ..Default::default() }).await;
-    let urgent = insert_job(&db.pool, JobOpts { priority: Some(-1), run_at: Some(now - Duration::seconds(1)), ..Default::default() }).await;
-    let future = insert_job(&db.pool, JobOpts { run_at: Some(now + Duration::hours(1)), ..Default::default() }).await;
+    let late = insert_job(
+        &db.pool,
+        JobOpts {
+            run_at: Some(now - Duration::seconds(10)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let early = insert_job(
+        &db.pool,
+        JobOpts {
+            run_at: Some(now - Duration::seconds(60)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let urgent = insert_job(
+        &db.pool,
+        JobOpts {
+            priority: Some(-1),
+            run_at: Some(now - Duration::seconds(1)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let future = insert_job(
+        &db.pool,
+        JobOpts {
+            run_at: Some(now + Duration::hours(1)),
+            ..Default::default()
+        },
+    )
+    .await;
     let retrying = insert_job(
         &db.pool,
-        JobOpts { state: Some(JobState::Retrying), priority: Some(5), run_at: Some(now - Duration::seconds(5)), ..Default::default() },
+        JobOpts {
+            state: Some(JobState::Retrying),
+            priority: Some(5),
+            run_at: Some(now - Duration::seconds(5)),
+            ..Default::default()
+        },
     )
     .await;
     let worker = Uuid::now_v7();
-    let claimed: Vec<_> = claim_default(&db.pool, worker, 10, Some(now)).await.into_iter().map(|j| j.id).collect();
+    let claimed: Vec<_> = claim_default(&db.pool, worker, 10, Some(now))
+        .await
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
     assert_eq!(claimed, [urgent.id, early.id, late.id, retrying.id]);
     let after = admin::show(&db.pool, retrying.id).await.unwrap();
-    assert_eq!((after.state, after.attempt, after.locked_by), (JobState::Processing, 2, Some(worker)));
-    assert_eq!(admin::show(&db.pool, future.id).await.unwrap().state, JobState::Pending);
+    assert_eq!(
+        (after.state, after.attempt, after.locked_by),
+        (JobState::Processing, 2, Some(worker))
+    );
+    assert_eq!(
+        admin::show(&db.pool, future.id).await.unwrap().state,
+        JobState::Pending
+    );
     // The scheduled job becomes claimable once its time comes.
     let later = claim_default(&db.pool, worker, 10, Some(now + Duration::hours(2))).await;
     assert_eq!(later.iter().map(|j| j.id).collect::<Vec<_>>(), [future.id]);
@@ -69,22 +117,47 @@ async fn claim_orders_by_priority_then_run_at_and_skips_future_jobs() {
 #[tokio::test]
 async fn claim_takes_only_its_queue_and_the_kinds_it_knows() {
     let db = TestDb::new().await;
-    let known = enqueue(&db.pool, &NewJob::new("known", json!({}))).await.unwrap();
-    let unknown = enqueue(&db.pool, &NewJob::new("unknown", json!({}))).await.unwrap();
-    enqueue(&db.pool, &NewJob::new("known", json!({})).queue("other")).await.unwrap();
-    let kinds = vec!["known".to_owned()];
-    let claimed = claim(&db.pool, &ClaimRequest { queue: "default", kinds: Some(&kinds), worker_id: Uuid::now_v7(), limit: 10, now: None })
+    let known = enqueue(&db.pool, &NewJob::new("known", json!({})))
         .await
         .unwrap();
-    assert_eq!(claimed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [known]);
-    assert_eq!(admin::show(&db.pool, unknown).await.unwrap().state, JobState::Pending);
+    let unknown = enqueue(&db.pool, &NewJob::new("unknown", json!({})))
+        .await
+        .unwrap();
+    enqueue(&db.pool, &NewJob::new("known", json!({})).queue("other"))
+        .await
+        .unwrap();
+    let kinds = vec!["known".to_owned()];
+    let claimed = claim(
+        &db.pool,
+        &ClaimRequest {
+            queue: "default",
+            kinds: Some(&kinds),
+            worker_id: Uuid::now_v7(),
+            limit: 10,
+            now: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        claimed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [known]
+    );
+    assert_eq!(
+        admin::show(&db.pool, unknown).await.unwrap().state,
+        JobState::Pending
+    );
 }
 
 #[tokio::test]
 async fn claim_skips_rows_locked_by_another_transaction() {
     let db = TestDb::new().await;
-    let first = enqueue(&db.pool, &NewJob::new("k", json!({})).priority(-1)).await.unwrap();
-    let second = enqueue(&db.pool, &NewJob::new("k", json!({}))).await.unwrap();
+    let first = enqueue(&db.pool, &NewJob::new("k", json!({})).priority(-1))
+        .await
+        .unwrap();
+    let second = enqueue(&db.pool, &NewJob::new("k", json!({})))
+        .await
+        .unwrap();
     let mut tx = db.pool.begin().await.unwrap();
     let held = claim_default_in(&mut tx, 1).await;
     assert_eq!(held, [first]);
@@ -95,32 +168,68 @@ async fn claim_skips_rows_locked_by_another_transaction() {
 }
 
 async fn claim_default_in(tx: &mut sqlx::PgConnection, limit: u32) -> Vec<docket_queue::JobId> {
-    claim(&mut *tx, &ClaimRequest { queue: "default", kinds: None, worker_id: Uuid::now_v7(), limit, now: None })
-        .await
-        .unwrap()
-        .jobs
-        .into_iter()
-        .map(|j| j.id)
-        .collect()
+    claim(
+        &mut *tx,
+        &ClaimRequest {
+            queue: "default",
+            kinds: None,
+            worker_id: Uuid::now_v7(),
+            limit,
+            now: None,
+        },
+    )
+    .await
+    .unwrap()
+    .jobs
+    .into_iter()
+    .map(|j| j.id)
+    .collect()
 }
 
 #[tokio::test]
 async fn expired_jobs_are_dead_lettered_as_expired_and_never_handed_out() {
     let db = TestDb::new().await;
     let now = Utc::now();
-    let expired = enqueue(&db.pool, &NewJob::new("recovery", json!({})).priority(-1).expires_at(now - Duration::seconds(1)))
-        .await
-        .unwrap();
-    let fresh = enqueue(&db.pool, &NewJob::new("recovery", json!({})).expires_at(now + Duration::hours(1))).await.unwrap();
-    let result = claim(&db.pool, &ClaimRequest { queue: "default", kinds: None, worker_id: Uuid::now_v7(), limit: 10, now: None })
-        .await
-        .unwrap();
-    assert_eq!(result.jobs.iter().map(|j| j.id).collect::<Vec<_>>(), [fresh]);
-    assert_eq!(result.expired.iter().map(|j| j.id).collect::<Vec<_>>(), [expired]);
+    let expired = enqueue(
+        &db.pool,
+        &NewJob::new("recovery", json!({}))
+            .priority(-1)
+            .expires_at(now - Duration::seconds(1)),
+    )
+    .await
+    .unwrap();
+    let fresh = enqueue(
+        &db.pool,
+        &NewJob::new("recovery", json!({})).expires_at(now + Duration::hours(1)),
+    )
+    .await
+    .unwrap();
+    let result = claim(
+        &db.pool,
+        &ClaimRequest {
+            queue: "default",
+            kinds: None,
+            worker_id: Uuid::now_v7(),
+            limit: 10,
+            now: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        result.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [fresh]
+    );
+    assert_eq!(
+        result.expired.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [expired]
+    );
     let job = admin::show(&db.pool, expired).await.unwrap();
     assert_eq!(job.state, JobState::DeadLetter);
     assert_eq!(job.dead_letter_reason.as_deref(), Some("expired"));
     assert_eq!(job.attempt, 0, "an expired job was never attempted");
     assert!(job.finished_at.is_some());
-    assert!(claim_default(&db.pool, Uuid::now_v7(), 10, None).await.is_empty());
+    assert!(claim_default(&db.pool, Uuid::now_v7(), 10, None)
+        .await
+        .is_empty());
 }

@@ -8,26 +8,40 @@ use serde_json::json;
 use crate::claim_default;
 
 async fn job_count(db: &TestDb) -> i64 {
-    sqlx::query_scalar("select count(*) from docket.jobs").fetch_one(&db.pool).await.unwrap()
+    sqlx::query_scalar("select count(*) from docket.jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
 async fn enqueue_in_rolled_back_transaction_leaves_nothing() {
     let db = TestDb::new().await;
     let mut tx = db.pool.begin().await.unwrap();
-    enqueue(&mut *tx, &NewJob::new("email.send", json!({"to": "a@example.com"}))).await.unwrap();
+    enqueue(
+        &mut *tx,
+        &NewJob::new("email.send", json!({"to": "a@example.com"})),
+    )
+    .await
+    .unwrap();
     tx.rollback().await.unwrap();
     assert_eq!(job_count(&db).await, 0);
-    assert!(claim_default(&db.pool, uuid::Uuid::now_v7(), 10, None).await.is_empty());
+    assert!(claim_default(&db.pool, uuid::Uuid::now_v7(), 10, None)
+        .await
+        .is_empty());
 }
 
 #[tokio::test]
 async fn enqueue_in_committed_transaction_is_claimable() {
     let db = TestDb::new().await;
     let mut tx = db.pool.begin().await.unwrap();
-    let id = enqueue(&mut *tx, &NewJob::new("email.send", json!({"n": 1}))).await.unwrap();
+    let id = enqueue(&mut *tx, &NewJob::new("email.send", json!({"n": 1})))
+        .await
+        .unwrap();
     // Not visible to others before the commit.
-    assert!(claim_default(&db.pool, uuid::Uuid::now_v7(), 10, None).await.is_empty());
+    assert!(claim_default(&db.pool, uuid::Uuid::now_v7(), 10, None)
+        .await
+        .is_empty());
     tx.commit().await.unwrap();
     let claimed = claim_default(&db.pool, uuid::Uuid::now_v7(), 10, None).await;
     assert_eq!(claimed.len(), 1);
@@ -43,7 +57,8 @@ async fn concurrent_enqueues_with_one_unique_key_make_one_job() {
     for n in 0..20 {
         let pool = db.pool.clone();
         tasks.push(tokio::spawn(async move {
-            let job = NewJob::new("report.build", json!({"caller": n})).unique_key("report:2026-11");
+            let job =
+                NewJob::new("report.build", json!({"caller": n})).unique_key("report:2026-11");
             enqueue(&pool, &job).await.unwrap()
         }));
     }
@@ -54,7 +69,14 @@ async fn concurrent_enqueues_with_one_unique_key_make_one_job() {
     assert_eq!(ids.len(), 1, "every caller gets the one job's id");
     assert_eq!(job_count(&db).await, 1);
     let id = *ids.iter().next().unwrap();
-    assert_eq!(admin::show(&db.pool, id).await.unwrap().unique_key.as_deref(), Some("report:2026-11"));
+    assert_eq!(
+        admin::show(&db.pool, id)
+            .await
+            .unwrap()
+            .unique_key
+            .as_deref(),
+        Some("report:2026-11")
+    );
 }
 
 #[tokio::test]
@@ -69,7 +91,11 @@ async fn unique_key_is_free_again_once_the_job_finished() {
     docket_queue::apply_outcomes(
         &db.pool,
         worker,
-        &[docket_queue::AttemptOutcome { id: first, attempt: claimed[0].attempt, outcome: docket_queue::Outcome::Complete }],
+        &[docket_queue::AttemptOutcome {
+            id: first,
+            attempt: claimed[0].attempt,
+            outcome: docket_queue::Outcome::Complete,
+        }],
         None,
     )
     .await
@@ -91,7 +117,12 @@ impl JobArgs for Welcome {
 async fn typed_job_stores_its_kind_and_serialized_payload_with_options() {
     let db = TestDb::new().await;
     let run_at = chrono::Utc::now() + chrono::Duration::hours(1);
-    let job = NewJob::typed(&Welcome { user_id: 42 }).unwrap().queue("mail").priority(-5).run_at(run_at).max_attempts(3);
+    let job = NewJob::typed(&Welcome { user_id: 42 })
+        .unwrap()
+        .queue("mail")
+        .priority(-5)
+        .run_at(run_at)
+        .max_attempts(3);
     let id = enqueue(&db.pool, &job).await.unwrap();
     let stored = admin::show(&db.pool, id).await.unwrap();
     assert_eq!(stored.kind, "welcome");
@@ -108,7 +139,9 @@ async fn typed_job_stores_its_kind_and_serialized_payload_with_options() {
 #[tokio::test]
 async fn bulk_enqueue_returns_ids_in_input_order_and_dedupes_unique_keys() {
     let db = TestDb::new().await;
-    let existing = enqueue(&db.pool, &NewJob::new("k", json!({})).unique_key("taken")).await.unwrap();
+    let existing = enqueue(&db.pool, &NewJob::new("k", json!({})).unique_key("taken"))
+        .await
+        .unwrap();
     let jobs = vec![
         NewJob::new("k", json!({"n": 0})),
         NewJob::new("k", json!({"n": 1})).unique_key("taken"),
@@ -119,10 +152,16 @@ async fn bulk_enqueue_returns_ids_in_input_order_and_dedupes_unique_keys() {
     let ids = enqueue_many(&db.pool, &jobs).await.unwrap();
     assert_eq!(ids.len(), 5);
     assert_eq!(ids[1], existing);
-    assert_eq!(ids[2], ids[3], "the first job with a key wins within one call");
+    assert_eq!(
+        ids[2], ids[3],
+        "the first job with a key wins within one call"
+    );
     assert_eq!(job_count(&db).await, 4);
     for (index, n) in [(0usize, 0), (2, 2), (4, 4)] {
-        assert_eq!(admin::show(&db.pool, ids[index]).await.unwrap().payload, json!({"n": n}));
+        assert_eq!(
+            admin::show(&db.pool, ids[index]).await.unwrap().payload,
+            json!({"n": n})
+        );
     }
     assert_eq!(admin::show(&db.pool, ids[4]).await.unwrap().queue, "other");
 }
@@ -130,7 +169,9 @@ async fn bulk_enqueue_returns_ids_in_input_order_and_dedupes_unique_keys() {
 #[tokio::test]
 async fn bulk_enqueue_of_ten_thousand_jobs_in_one_call() {
     let db = TestDb::new().await;
-    let jobs: Vec<_> = (0..10_000).map(|n| NewJob::new("bulk", json!({"n": n}))).collect();
+    let jobs: Vec<_> = (0..10_000)
+        .map(|n| NewJob::new("bulk", json!({"n": n})))
+        .collect();
     let ids = enqueue_many(&db.pool, &jobs).await.unwrap();
     assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 10_000);
     assert_eq!(job_count(&db).await, 10_000);
@@ -147,33 +188,53 @@ async fn sql_enqueue_function_works_from_plain_sql() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    let again: uuid::Uuid = sqlx::query_scalar("select docket.enqueue('report.build', '{}'::jsonb, unique_key => 'r-11')")
-        .fetch_one(&db.pool)
+    let again: uuid::Uuid = sqlx::query_scalar(
+        "select docket.enqueue('report.build', '{}'::jsonb, unique_key => 'r-11')",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(id, again);
+    let job = admin::show(&db.pool, docket_queue::JobId(id))
         .await
         .unwrap();
-    assert_eq!(id, again);
-    let job = admin::show(&db.pool, docket_queue::JobId(id)).await.unwrap();
-    assert_eq!((job.queue.as_str(), job.priority, job.max_attempts), ("reports", 2, 25));
+    assert_eq!(
+        (job.queue.as_str(), job.priority, job.max_attempts),
+        ("reports", 2, 25)
+    );
     assert_eq!(job.payload, json!({"month": 11}));
 }
 
 #[tokio::test]
 async fn enqueue_notifies_each_queue_once_per_transaction() {
     let db = TestDb::new().await;
-    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool).await.unwrap();
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        .await
+        .unwrap();
     listener.listen("docket_jobs").await.unwrap();
     let mut tx = db.pool.begin().await.unwrap();
     let many: Vec<_> = (0..50).map(|n| NewJob::new("k", json!({"n": n}))).collect();
     enqueue_many(&mut *tx, &many).await.unwrap();
-    enqueue(&mut *tx, &NewJob::new("k", json!({}))).await.unwrap();
-    enqueue(&mut *tx, &NewJob::new("k", json!({})).queue("mail")).await.unwrap();
-    // Scheduled for later: no wake-up for it.
-    enqueue(&mut *tx, &NewJob::new("k", json!({})).queue("later").run_at(chrono::Utc::now() + chrono::Duration::hours(1)))
+    enqueue(&mut *tx, &NewJob::new("k", json!({})))
         .await
         .unwrap();
+    enqueue(&mut *tx, &NewJob::new("k", json!({})).queue("mail"))
+        .await
+        .unwrap();
+    // Scheduled for later: no wake-up for it.
+    enqueue(
+        &mut *tx,
+        &NewJob::new("k", json!({}))
+            .queue("later")
+            .run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let mut queues = Vec::new();
-    while let Ok(Ok(Some(n))) = tokio::time::timeout(std::time::Duration::from_millis(500), listener.try_recv()).await {
+    while let Ok(Ok(Some(n))) =
+        tokio::time::timeout(std::time::Duration::from_millis(500), listener.try_recv()).await
+    {
         queues.push(n.payload().to_owned());
     }
     queues.sort();
@@ -183,16 +244,45 @@ async fn enqueue_notifies_each_queue_once_per_transaction() {
 #[tokio::test]
 async fn bad_input_is_a_clear_error_and_writes_nothing() {
     let db = TestDb::new().await;
-    let empty_kind = enqueue(&db.pool, &NewJob::new("", json!({}))).await.unwrap_err();
-    assert!(matches!(&empty_kind, Error::InvalidJob(m) if m.contains("kind")), "{empty_kind}");
-    let negative = enqueue(&db.pool, &NewJob::new("k", json!({})).max_attempts(-1)).await.unwrap_err();
-    assert!(matches!(&negative, Error::InvalidJob(m) if m.contains("max_attempts")), "{negative}");
-    let in_bulk = enqueue_many(&db.pool, &[NewJob::new("k", json!({})), NewJob::new(" ", json!({}))]).await.unwrap_err();
-    assert!(matches!(&in_bulk, Error::InvalidJob(m) if m.starts_with("job 1:")), "{in_bulk}");
+    let empty_kind = enqueue(&db.pool, &NewJob::new("", json!({})))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&empty_kind, Error::InvalidJob(m) if m.contains("kind")),
+        "{empty_kind}"
+    );
+    let negative = enqueue(&db.pool, &NewJob::new("k", json!({})).max_attempts(-1))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&negative, Error::InvalidJob(m) if m.contains("max_attempts")),
+        "{negative}"
+    );
+    let in_bulk = enqueue_many(
+        &db.pool,
+        &[NewJob::new("k", json!({})), NewJob::new(" ", json!({}))],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&in_bulk, Error::InvalidJob(m) if m.starts_with("job 1:")),
+        "{in_bulk}"
+    );
     // From SQL, the schema's checks hold the same line.
-    let sql = sqlx::query("select docket.enqueue('', '{}'::jsonb)").execute(&db.pool).await.unwrap_err();
+    let sql = sqlx::query("select docket.enqueue('', '{}'::jsonb)")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
     assert!(sql.to_string().contains("jobs_kind_length"), "{sql}");
-    let not_json = sqlx::query("select docket.enqueue('k', 'not json'::jsonb)").execute(&db.pool).await.unwrap_err();
-    assert!(not_json.to_string().contains("invalid input syntax for type json"), "{not_json}");
+    let not_json = sqlx::query("select docket.enqueue('k', 'not json'::jsonb)")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    assert!(
+        not_json
+            .to_string()
+            .contains("invalid input syntax for type json"),
+        "{not_json}"
+    );
     assert_eq!(job_count(&db).await, 0);
 }

@@ -13,10 +13,21 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Claims up to `limit` jobs of the default queue for `worker` at `now`.
-async fn claim_default(pool: &PgPool, worker: Uuid, limit: u32, now: Option<DateTime<Utc>>) -> Vec<Job> {
+async fn claim_default(
+    pool: &PgPool,
+    worker: Uuid,
+    limit: u32,
+    now: Option<DateTime<Utc>>,
+) -> Vec<Job> {
     docket_queue::claim(
         pool,
-        &ClaimRequest { queue: "default", kinds: None, worker_id: worker, limit, now },
+        &ClaimRequest {
+            queue: "default",
+            kinds: None,
+            worker_id: worker,
+            limit,
+            now,
+        },
     )
     .await
     .expect("claim")

@@ -18,24 +18,52 @@ async fn prune_deletes_exactly_the_old_jobs_of_the_state_in_batches() {
     };
     let mut old = Vec::new();
     for _ in 0..5 {
-        old.push(insert_job(&db.pool, finished(JobState::Completed, 48)).await.id);
+        old.push(
+            insert_job(&db.pool, finished(JobState::Completed, 48))
+                .await
+                .id,
+        );
     }
     let recent = insert_job(&db.pool, finished(JobState::Completed, 1)).await;
     let old_dead = insert_job(&db.pool, finished(JobState::DeadLetter, 48)).await;
     let pending = insert_job(&db.pool, JobOpts::default()).await;
 
     let retention = Duration::from_secs(24 * 3600);
-    assert_eq!(maintenance::prune(&db.pool, JobState::Completed, retention, 2, now).await.unwrap(), 2);
-    assert_eq!(maintenance::prune(&db.pool, JobState::Completed, retention, 2, now).await.unwrap(), 2);
-    assert_eq!(maintenance::prune(&db.pool, JobState::Completed, retention, 2, now).await.unwrap(), 1);
-    assert_eq!(maintenance::prune(&db.pool, JobState::Completed, retention, 2, now).await.unwrap(), 0);
+    assert_eq!(
+        maintenance::prune(&db.pool, JobState::Completed, retention, 2, now)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        maintenance::prune(&db.pool, JobState::Completed, retention, 2, now)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        maintenance::prune(&db.pool, JobState::Completed, retention, 2, now)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        maintenance::prune(&db.pool, JobState::Completed, retention, 2, now)
+            .await
+            .unwrap(),
+        0
+    );
     for id in old {
         assert!(admin::show(&db.pool, id).await.is_err());
     }
     for kept in [recent.id, old_dead.id, pending.id] {
         assert!(admin::show(&db.pool, kept).await.is_ok());
     }
-    assert!(maintenance::prune(&db.pool, JobState::Pending, retention, 10, now).await.is_err());
+    assert!(
+        maintenance::prune(&db.pool, JobState::Pending, retention, 10, now)
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -45,8 +73,20 @@ async fn rescue_frees_exactly_the_jobs_of_lapsed_or_unknown_workers() {
     let lease = Duration::from_secs(30);
     let alive = Uuid::now_v7();
     let stale = Uuid::now_v7();
-    maintenance::heartbeat(&db.pool, &worker_info(alive), Some(now - chrono::Duration::seconds(5))).await.unwrap();
-    maintenance::heartbeat(&db.pool, &worker_info(stale), Some(now - chrono::Duration::seconds(31))).await.unwrap();
+    maintenance::heartbeat(
+        &db.pool,
+        &worker_info(alive),
+        Some(now - chrono::Duration::seconds(5)),
+    )
+    .await
+    .unwrap();
+    maintenance::heartbeat(
+        &db.pool,
+        &worker_info(stale),
+        Some(now - chrono::Duration::seconds(31)),
+    )
+    .await
+    .unwrap();
     let processing = |worker: Uuid, attempt: i32| JobOpts {
         state: Some(JobState::Processing),
         locked_by: Some(worker),
@@ -60,23 +100,49 @@ async fn rescue_frees_exactly_the_jobs_of_lapsed_or_unknown_workers() {
     let orphan = insert_job(&db.pool, processing(Uuid::now_v7(), 2)).await;
     let waiting = insert_job(&db.pool, JobOpts::default()).await;
 
-    let rescued = maintenance::rescue_lapsed(&db.pool, lease, 100, Some(now)).await.unwrap();
+    let rescued = maintenance::rescue_lapsed(&db.pool, lease, 100, Some(now))
+        .await
+        .unwrap();
     let mut moved: Vec<_> = rescued.iter().map(|j| (j.id, j.state)).collect();
     moved.sort();
-    let mut expected =
-        vec![(lapsed.id, JobState::Retrying), (last_try.id, JobState::DeadLetter), (orphan.id, JobState::Retrying)];
+    let mut expected = vec![
+        (lapsed.id, JobState::Retrying),
+        (last_try.id, JobState::DeadLetter),
+        (orphan.id, JobState::Retrying),
+    ];
     expected.sort();
     assert_eq!(moved, expected);
     let back = admin::show(&db.pool, lapsed.id).await.unwrap();
-    assert_eq!((back.locked_by, back.run_at.timestamp_micros()), (None, now.timestamp_micros()));
+    assert_eq!(
+        (back.locked_by, back.run_at.timestamp_micros()),
+        (None, now.timestamp_micros())
+    );
     assert_eq!(back.errors.last().unwrap().error, "worker lease lapsed");
-    assert_eq!(admin::show(&db.pool, last_try.id).await.unwrap().dead_letter_reason.as_deref(), Some("attempts_exhausted"));
-    assert_eq!(admin::show(&db.pool, held.id).await.unwrap().state, JobState::Processing);
-    assert_eq!(admin::show(&db.pool, waiting.id).await.unwrap().state, JobState::Pending);
-    assert!(maintenance::rescue_lapsed(&db.pool, lease, 100, Some(now)).await.unwrap().is_empty());
+    assert_eq!(
+        admin::show(&db.pool, last_try.id)
+            .await
+            .unwrap()
+            .dead_letter_reason
+            .as_deref(),
+        Some("attempts_exhausted")
+    );
+    assert_eq!(
+        admin::show(&db.pool, held.id).await.unwrap().state,
+        JobState::Processing
+    );
+    assert_eq!(
+        admin::show(&db.pool, waiting.id).await.unwrap().state,
+        JobState::Pending
+    );
+    assert!(maintenance::rescue_lapsed(&db.pool, lease, 100, Some(now))
+        .await
+        .unwrap()
+        .is_empty());
 
     // After a deregistration, the worker's remaining jobs are rescued.
     maintenance::deregister(&db.pool, alive).await.unwrap();
-    let rescued = maintenance::rescue_lapsed(&db.pool, lease, 100, Some(now)).await.unwrap();
+    let rescued = maintenance::rescue_lapsed(&db.pool, lease, 100, Some(now))
+        .await
+        .unwrap();
     assert_eq!(rescued.iter().map(|j| j.id).collect::<Vec<_>>(), [held.id]);
 }

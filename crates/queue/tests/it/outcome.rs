@@ -2,7 +2,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use docket_queue::{
-    admin, apply_outcomes, enqueue, maintenance, AttemptOutcome, Backoff, Job, JobState, NewJob, Outcome,
+    admin, apply_outcomes, enqueue, maintenance, AttemptOutcome, Backoff, Job, JobState, NewJob,
+    Outcome,
 };
 use docket_testkit::TestDb;
 use serde_json::json;
@@ -10,11 +11,29 @@ use uuid::Uuid;
 
 use crate::claim_default;
 
-async fn fail(db: &TestDb, worker: Uuid, job: &Job, delay: Duration, now: DateTime<Utc>) -> JobState {
-    let outcome = Outcome::Retry { error: format!("boom on attempt {}", job.attempt), delay };
-    let applied = apply_outcomes(&db.pool, worker, &[AttemptOutcome { id: job.id, attempt: job.attempt, outcome }], Some(now))
-        .await
-        .unwrap();
+async fn fail(
+    db: &TestDb,
+    worker: Uuid,
+    job: &Job,
+    delay: Duration,
+    now: DateTime<Utc>,
+) -> JobState {
+    let outcome = Outcome::Retry {
+        error: format!("boom on attempt {}", job.attempt),
+        delay,
+    };
+    let applied = apply_outcomes(
+        &db.pool,
+        worker,
+        &[AttemptOutcome {
+            id: job.id,
+            attempt: job.attempt,
+            outcome,
+        }],
+        Some(now),
+    )
+    .await
+    .unwrap();
     assert!(applied.fenced.is_empty());
     applied.changed[0].1
 }
@@ -22,13 +41,19 @@ async fn fail(db: &TestDb, worker: Uuid, job: &Job, delay: Duration, now: DateTi
 #[tokio::test]
 async fn retries_follow_the_backoff_then_dead_letter_with_full_history_and_replay_completes() {
     let db = TestDb::new().await;
-    let id = enqueue(&db.pool, &NewJob::new("flaky", json!({})).max_attempts(3)).await.unwrap();
+    let id = enqueue(&db.pool, &NewJob::new("flaky", json!({})).max_attempts(3))
+        .await
+        .unwrap();
     let backoff = Backoff::Ladder(vec![Duration::from_secs(60), Duration::from_secs(300)]);
     let worker = Uuid::now_v7();
     let mut now = Utc::now();
     for attempt in 1..=3 {
         let claimed = claim_default(&db.pool, worker, 1, Some(now)).await;
-        assert_eq!(claimed.len(), 1, "attempt {attempt} is claimable at its run_at");
+        assert_eq!(
+            claimed.len(),
+            1,
+            "attempt {attempt} is claimable at its run_at"
+        );
         let job = &claimed[0];
         assert_eq!(job.attempt, attempt);
         let delay = backoff.delay(job.id, job.attempt);
@@ -37,58 +62,132 @@ async fn retries_follow_the_backoff_then_dead_letter_with_full_history_and_repla
         if attempt < 3 {
             assert_eq!(state, JobState::Retrying);
             let expected = now + chrono::Duration::from_std(delay).unwrap();
-            assert_eq!(stored.run_at.timestamp_micros(), expected.timestamp_micros());
+            assert_eq!(
+                stored.run_at.timestamp_micros(),
+                expected.timestamp_micros()
+            );
             // Not ready a second before its time.
-            let early = claim_default(&db.pool, worker, 1, Some(expected - chrono::Duration::seconds(1))).await;
+            let early = claim_default(
+                &db.pool,
+                worker,
+                1,
+                Some(expected - chrono::Duration::seconds(1)),
+            )
+            .await;
             assert!(early.is_empty());
             now = expected;
         } else {
             assert_eq!(state, JobState::DeadLetter);
-            assert_eq!(stored.dead_letter_reason.as_deref(), Some("attempts_exhausted"));
+            assert_eq!(
+                stored.dead_letter_reason.as_deref(),
+                Some("attempts_exhausted")
+            );
             assert!(stored.finished_at.is_some());
         }
     }
     let dead = admin::show(&db.pool, id).await.unwrap();
-    let history: Vec<_> = dead.errors.iter().map(|e| (e.attempt, e.error.as_str())).collect();
-    assert_eq!(history, [(1, "boom on attempt 1"), (2, "boom on attempt 2"), (3, "boom on attempt 3")]);
+    let history: Vec<_> = dead
+        .errors
+        .iter()
+        .map(|e| (e.attempt, e.error.as_str()))
+        .collect();
+    assert_eq!(
+        history,
+        [
+            (1, "boom on attempt 1"),
+            (2, "boom on attempt 2"),
+            (3, "boom on attempt 3")
+        ]
+    );
     assert_eq!(dead.last_error.as_deref(), Some("boom on attempt 3"));
 
     let replayed = admin::replay(&db.pool, id).await.unwrap();
     assert_eq!((replayed.state, replayed.attempt), (JobState::Pending, 0));
     assert_eq!(replayed.errors.len(), 3, "replay keeps the history");
     let claimed = claim_default(&db.pool, worker, 1, None).await;
-    let applied = apply_outcomes(&db.pool, worker, &[AttemptOutcome { id, attempt: claimed[0].attempt, outcome: Outcome::Complete }], None)
-        .await
-        .unwrap();
+    let applied = apply_outcomes(
+        &db.pool,
+        worker,
+        &[AttemptOutcome {
+            id,
+            attempt: claimed[0].attempt,
+            outcome: Outcome::Complete,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(applied.changed, [(id, JobState::Completed)]);
 }
 
 #[tokio::test]
 async fn permanent_failure_dead_letters_at_once_with_its_reason() {
     let db = TestDb::new().await;
-    let id = enqueue(&db.pool, &NewJob::new("k", json!({}))).await.unwrap();
+    let id = enqueue(&db.pool, &NewJob::new("k", json!({})))
+        .await
+        .unwrap();
     let worker = Uuid::now_v7();
     let job = claim_default(&db.pool, worker, 1, None).await.remove(0);
-    let outcome = Outcome::DeadLetter { reason: "malformed: missing field `to`".into(), error: "missing field `to`".into() };
-    apply_outcomes(&db.pool, worker, &[AttemptOutcome { id, attempt: job.attempt, outcome }], None).await.unwrap();
+    let outcome = Outcome::DeadLetter {
+        reason: "malformed: missing field `to`".into(),
+        error: "missing field `to`".into(),
+    };
+    apply_outcomes(
+        &db.pool,
+        worker,
+        &[AttemptOutcome {
+            id,
+            attempt: job.attempt,
+            outcome,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
     let stored = admin::show(&db.pool, id).await.unwrap();
     assert_eq!(stored.state, JobState::DeadLetter);
-    assert_eq!(stored.dead_letter_reason.as_deref(), Some("malformed: missing field `to`"));
+    assert_eq!(
+        stored.dead_letter_reason.as_deref(),
+        Some("malformed: missing field `to`")
+    );
     assert_eq!(stored.attempt, 1, "24 attempts were left, none used");
 }
 
 #[tokio::test]
 async fn snooze_gives_the_attempt_back() {
     let db = TestDb::new().await;
-    let id = enqueue(&db.pool, &NewJob::new("k", json!({}))).await.unwrap();
+    let id = enqueue(&db.pool, &NewJob::new("k", json!({})))
+        .await
+        .unwrap();
     let worker = Uuid::now_v7();
     let now = Utc::now();
-    let job = claim_default(&db.pool, worker, 1, Some(now)).await.remove(0);
-    let outcome = Outcome::Snooze { delay: Duration::from_secs(30) };
-    apply_outcomes(&db.pool, worker, &[AttemptOutcome { id, attempt: job.attempt, outcome }], Some(now)).await.unwrap();
+    let job = claim_default(&db.pool, worker, 1, Some(now))
+        .await
+        .remove(0);
+    let outcome = Outcome::Snooze {
+        delay: Duration::from_secs(30),
+    };
+    apply_outcomes(
+        &db.pool,
+        worker,
+        &[AttemptOutcome {
+            id,
+            attempt: job.attempt,
+            outcome,
+        }],
+        Some(now),
+    )
+    .await
+    .unwrap();
     let stored = admin::show(&db.pool, id).await.unwrap();
-    assert_eq!((stored.state, stored.attempt, stored.locked_by), (JobState::Pending, 0, None));
-    assert_eq!(stored.run_at.timestamp_micros(), (now + chrono::Duration::seconds(30)).timestamp_micros());
+    assert_eq!(
+        (stored.state, stored.attempt, stored.locked_by),
+        (JobState::Pending, 0, None)
+    );
+    assert_eq!(
+        stored.run_at.timestamp_micros(),
+        (now + chrono::Duration::seconds(30)).timestamp_micros()
+    );
 }
 
 #[tokio::test]
@@ -100,19 +199,35 @@ async fn outcomes_apply_in_one_batch() {
     let claimed = claim_default(&db.pool, worker, 3, None).await;
     let outcomes = [
         Outcome::Complete,
-        Outcome::Retry { error: "later".into(), delay: Duration::from_secs(5) },
+        Outcome::Retry {
+            error: "later".into(),
+            delay: Duration::from_secs(5),
+        },
         Outcome::Cancel,
     ];
     let batch: Vec<_> = claimed
         .iter()
         .zip(outcomes)
-        .map(|(job, outcome)| AttemptOutcome { id: job.id, attempt: job.attempt, outcome })
+        .map(|(job, outcome)| AttemptOutcome {
+            id: job.id,
+            attempt: job.attempt,
+            outcome,
+        })
         .collect();
-    let applied = apply_outcomes(&db.pool, worker, &batch, None).await.unwrap();
-    let mut states: Vec<_> = applied.changed.iter().map(|(id, state)| (*id, *state)).collect();
+    let applied = apply_outcomes(&db.pool, worker, &batch, None)
+        .await
+        .unwrap();
+    let mut states: Vec<_> = applied
+        .changed
+        .iter()
+        .map(|(id, state)| (*id, *state))
+        .collect();
     states.sort();
-    let mut expected =
-        vec![(claimed[0].id, JobState::Completed), (claimed[1].id, JobState::Retrying), (claimed[2].id, JobState::Cancelled)];
+    let mut expected = vec![
+        (claimed[0].id, JobState::Completed),
+        (claimed[1].id, JobState::Retrying),
+        (claimed[2].id, JobState::Cancelled),
+    ];
     expected.sort();
     assert_eq!(states, expected);
 }
@@ -120,52 +235,103 @@ async fn outcomes_apply_in_one_batch() {
 #[tokio::test]
 async fn late_outcome_of_a_rescued_worker_changes_nothing_and_the_new_holder_counts() {
     let db = TestDb::new().await;
-    let id = enqueue(&db.pool, &NewJob::new("k", json!({}))).await.unwrap();
+    let id = enqueue(&db.pool, &NewJob::new("k", json!({})))
+        .await
+        .unwrap();
     let a = Uuid::now_v7();
     let b = Uuid::now_v7();
     let now = Utc::now();
     let job_a = claim_default(&db.pool, a, 1, Some(now)).await.remove(0);
     // A never heartbeats: its lease lapses and the job is rescued, then B claims it.
-    let rescued = maintenance::rescue_lapsed(&db.pool, Duration::from_secs(30), 100, Some(now)).await.unwrap();
-    assert_eq!(rescued.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(), [(id, JobState::Retrying)]);
-    maintenance::heartbeat(&db.pool, &worker_info(b), Some(now)).await.unwrap();
+    let rescued = maintenance::rescue_lapsed(&db.pool, Duration::from_secs(30), 100, Some(now))
+        .await
+        .unwrap();
+    assert_eq!(
+        rescued.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(),
+        [(id, JobState::Retrying)]
+    );
+    maintenance::heartbeat(&db.pool, &worker_info(b), Some(now))
+        .await
+        .unwrap();
     let job_b = claim_default(&db.pool, b, 1, Some(now)).await.remove(0);
     assert_eq!(job_b.attempt, 2);
 
-    let late = apply_outcomes(&db.pool, a, &[AttemptOutcome { id, attempt: job_a.attempt, outcome: Outcome::Complete }], None)
-        .await
-        .unwrap();
+    let late = apply_outcomes(
+        &db.pool,
+        a,
+        &[AttemptOutcome {
+            id,
+            attempt: job_a.attempt,
+            outcome: Outcome::Complete,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(late.fenced, [id]);
     assert!(late.changed.is_empty());
     // Even with the current attempt number, A is not the holder.
-    let forged = apply_outcomes(&db.pool, a, &[AttemptOutcome { id, attempt: job_b.attempt, outcome: Outcome::Complete }], None)
-        .await
-        .unwrap();
+    let forged = apply_outcomes(
+        &db.pool,
+        a,
+        &[AttemptOutcome {
+            id,
+            attempt: job_b.attempt,
+            outcome: Outcome::Complete,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(forged.fenced, [id]);
-    assert_eq!(admin::show(&db.pool, id).await.unwrap().state, JobState::Processing);
+    assert_eq!(
+        admin::show(&db.pool, id).await.unwrap().state,
+        JobState::Processing
+    );
 
-    let real = apply_outcomes(&db.pool, b, &[AttemptOutcome { id, attempt: job_b.attempt, outcome: Outcome::Complete }], None)
-        .await
-        .unwrap();
+    let real = apply_outcomes(
+        &db.pool,
+        b,
+        &[AttemptOutcome {
+            id,
+            attempt: job_b.attempt,
+            outcome: Outcome::Complete,
+        }],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(real.changed, [(id, JobState::Completed)]);
 }
 
 #[tokio::test]
 async fn rescue_racing_a_completion_never_turns_a_completed_job_back() {
     let db = TestDb::with_pool_size(4).await;
-    let jobs: Vec<_> = (0..300).map(|n| NewJob::new("k", json!({"n": n}))).collect();
+    let jobs: Vec<_> = (0..300)
+        .map(|n| NewJob::new("k", json!({"n": n})))
+        .collect();
     docket_queue::enqueue_many(&db.pool, &jobs).await.unwrap();
     // The worker never registered, so every job it holds looks lapsed to the rescuer.
     let worker = Uuid::now_v7();
     let claimed = claim_default(&db.pool, worker, 300, None).await;
-    let batch: Vec<_> =
-        claimed.iter().map(|job| AttemptOutcome { id: job.id, attempt: job.attempt, outcome: Outcome::Complete }).collect();
+    let batch: Vec<_> = claimed
+        .iter()
+        .map(|job| AttemptOutcome {
+            id: job.id,
+            attempt: job.attempt,
+            outcome: Outcome::Complete,
+        })
+        .collect();
     let completer = {
         let pool = db.pool.clone();
         tokio::spawn(async move {
             let mut completed = 0;
             for chunk in batch.chunks(10) {
-                completed += apply_outcomes(&pool, worker, chunk, None).await.unwrap().changed.len();
+                completed += apply_outcomes(&pool, worker, chunk, None)
+                    .await
+                    .unwrap()
+                    .changed
+                    .len();
             }
             completed
         })
@@ -175,7 +341,9 @@ async fn rescue_racing_a_completion_never_turns_a_completed_job_back() {
         tokio::spawn(async move {
             let mut rescued = 0;
             loop {
-                let batch = maintenance::rescue_lapsed(&pool, Duration::from_secs(30), 7, None).await.unwrap();
+                let batch = maintenance::rescue_lapsed(&pool, Duration::from_secs(30), 7, None)
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     return rescued;
                 }
@@ -186,27 +354,47 @@ async fn rescue_racing_a_completion_never_turns_a_completed_job_back() {
     let completed = completer.await.unwrap();
     let rescued = rescuer.await.unwrap();
     assert_eq!(completed + rescued, 300, "each job went exactly one way");
-    let counts: Vec<(JobState, i64)> = sqlx::query_as("select state, count(*) from docket.jobs group by state order by state")
-        .fetch_all(&db.pool)
-        .await
-        .unwrap();
-    let completed_rows = counts.iter().find(|(s, _)| *s == JobState::Completed).map_or(0, |(_, n)| *n);
-    let retrying_rows = counts.iter().find(|(s, _)| *s == JobState::Retrying).map_or(0, |(_, n)| *n);
-    assert_eq!((completed_rows as usize, retrying_rows as usize), (completed, rescued));
+    let counts: Vec<(JobState, i64)> =
+        sqlx::query_as("select state, count(*) from docket.jobs group by state order by state")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    let completed_rows = counts
+        .iter()
+        .find(|(s, _)| *s == JobState::Completed)
+        .map_or(0, |(_, n)| *n);
+    let retrying_rows = counts
+        .iter()
+        .find(|(s, _)| *s == JobState::Retrying)
+        .map_or(0, |(_, n)| *n);
+    assert_eq!(
+        (completed_rows as usize, retrying_rows as usize),
+        (completed, rescued)
+    );
 }
 
 pub(crate) fn worker_info(id: Uuid) -> maintenance::WorkerInfo {
-    maintenance::WorkerInfo { id, host: "test-host".into(), pid: 1, queues: vec!["default".into()], version: "test".into() }
+    maintenance::WorkerInfo {
+        id,
+        host: "test-host".into(),
+        pid: 1,
+        queues: vec!["default".into()],
+        version: "test".into(),
+    }
 }
 
 #[tokio::test]
 async fn error_history_keeps_the_most_recent_twenty() {
     let db = TestDb::new().await;
-    let id = enqueue(&db.pool, &NewJob::new("k", json!({})).max_attempts(30)).await.unwrap();
+    let id = enqueue(&db.pool, &NewJob::new("k", json!({})).max_attempts(30))
+        .await
+        .unwrap();
     let worker = Uuid::now_v7();
     let mut now = Utc::now();
     for _ in 0..25 {
-        let job = claim_default(&db.pool, worker, 1, Some(now)).await.remove(0);
+        let job = claim_default(&db.pool, worker, 1, Some(now))
+            .await
+            .remove(0);
         fail(&db, worker, &job, Duration::ZERO, now).await;
         now += chrono::Duration::seconds(1);
     }

@@ -27,24 +27,54 @@ async fn snapshot_figures_are_exact_on_a_prepared_data_set() {
 
     let snap = snapshot(&db.pool, Some(now)).await.unwrap();
     let default = &snap.queues["default"];
-    assert_eq!((default.pending, default.retrying, default.processing, default.dead_letter), (3, 1, 1, 1));
-    assert_eq!(default.oldest_ready_at.unwrap().timestamp_micros(), (now - Duration::seconds(120)).timestamp_micros());
+    assert_eq!(
+        (
+            default.pending,
+            default.retrying,
+            default.processing,
+            default.dead_letter
+        ),
+        (3, 1, 1, 1)
+    );
+    assert_eq!(
+        default.oldest_ready_at.unwrap().timestamp_micros(),
+        (now - Duration::seconds(120)).timestamp_micros()
+    );
     assert_eq!(default.oldest_ready_age_seconds, Some(120.0));
     let mail = &snap.queues["mail"];
     assert_eq!(
         mail,
-        &QueueFigures { retrying: 1, ..QueueFigures::default() },
+        &QueueFigures {
+            retrying: 1,
+            ..QueueFigures::default()
+        },
         "a scheduled job is not ready; finished ones are not counted"
     );
     assert_eq!(
-        (snap.total.pending, snap.total.retrying, snap.total.processing, snap.total.dead_letter),
+        (
+            snap.total.pending,
+            snap.total.retrying,
+            snap.total.processing,
+            snap.total.dead_letter
+        ),
         (3, 2, 1, 1)
     );
     assert_eq!(snap.total.oldest_ready_age_seconds, Some(120.0));
 
     let json = serde_json::to_value(&snap).unwrap();
-    for field in ["pending", "retrying", "processing", "dead_letter", "oldest_ready_at", "oldest_ready_age_seconds", "queues"] {
-        assert!(json.get(field).is_some(), "snapshot JSON lacks {field}: {json}");
+    for field in [
+        "pending",
+        "retrying",
+        "processing",
+        "dead_letter",
+        "oldest_ready_at",
+        "oldest_ready_age_seconds",
+        "queues",
+    ] {
+        assert!(
+            json.get(field).is_some(),
+            "snapshot JSON lacks {field}: {json}"
+        );
     }
     assert!(json["queues"]["mail"]["oldest_ready_at"].is_null());
     assert!(json["queues"]["mail"]["oldest_ready_age_seconds"].is_null());
