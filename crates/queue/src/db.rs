@@ -518,3 +518,35 @@ pub(crate) async fn worker_delete(exec: impl PgExecutor<'_>, id: Uuid) -> sqlx::
         .await?;
     Ok(())
 }
+
+/// Jobs this worker holds whose cancel an operator asked for.
+pub(crate) async fn job_cancel_requested(
+    exec: impl PgExecutor<'_>,
+    worker_id: Uuid,
+) -> sqlx::Result<Vec<JobId>> {
+    sqlx::query_scalar(
+        r#"
+        select id from docket.jobs
+        where state = 'processing' and locked_by = $1 and cancel_requested_at is not null
+        "#,
+    )
+    .bind(worker_id)
+    .fetch_all(exec)
+    .await
+}
+
+/// Takes a session-level advisory lock if it is free; `false` when another session holds it.
+pub(crate) async fn advisory_try_lock(exec: impl PgExecutor<'_>, key: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(exec)
+        .await
+}
+
+pub(crate) async fn advisory_unlock(exec: impl PgExecutor<'_>, key: i64) -> sqlx::Result<()> {
+    sqlx::query("select pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(exec)
+        .await?;
+    Ok(())
+}

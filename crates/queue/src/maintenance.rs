@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobState};
+use crate::job::{Job, JobId, JobState};
 
 /// A worker process as it announces itself with each heartbeat.
 #[derive(Clone, Debug)]
@@ -98,4 +98,53 @@ pub async fn prune(
     let retention = chrono::Duration::from_std(retention)
         .map_err(|_| Error::InvalidJob("retention is too long".to_owned()))?;
     Ok(db::job_delete_finished_before(exec, state, now - retention, i64::from(limit)).await?)
+}
+
+/// The jobs `worker_id` holds whose cancel an operator asked for; the worker stops them.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn cancel_requested(exec: impl PgExecutor<'_>, worker_id: Uuid) -> Result<Vec<JobId>> {
+    Ok(db::job_cancel_requested(exec, worker_id).await?)
+}
+
+/// The maintenance tasks that run on one worker at a time, each under its own advisory lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exclusive {
+    /// The rescuer.
+    Rescue,
+    /// The pruner.
+    Prune,
+}
+
+impl Exclusive {
+    /// The advisory lock key: fixed, so every worker of every version agrees.
+    fn key(self) -> i64 {
+        // "docket" in ASCII, then the task's number.
+        const BASE: i64 = 0x646f_636b_6574_0000;
+        match self {
+            Exclusive::Rescue => BASE + 1,
+            Exclusive::Prune => BASE + 2,
+        }
+    }
+}
+
+/// Takes the task's lock on this connection if no other session holds it. The lock lasts
+/// until [`release`] or until the connection closes (so a crashed worker frees it).
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn try_take(conn: &mut sqlx::PgConnection, task: Exclusive) -> Result<bool> {
+    Ok(db::advisory_try_lock(conn, task.key()).await?)
+}
+
+/// Releases a lock taken with [`try_take`] on the same connection.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn release(conn: &mut sqlx::PgConnection, task: Exclusive) -> Result<()> {
+    Ok(db::advisory_unlock(conn, task.key()).await?)
 }

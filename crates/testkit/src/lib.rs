@@ -9,6 +9,7 @@
 //! - [`db`]: `TestDb`, a database per test cloned from a template migrated once; dropped
 //!   when the test passes, kept when it fails, leftovers swept.
 //! - [`factory`]: `insert_job` with `JobOpts`, fixtures in any state.
+//! - [`wait`]: `eventually`, a bounded wait for a real process to react.
 //!
 //! It is a dev-dependency everywhere but the `docket` binary, whose `demo` needs the
 //! throwaway cluster.
@@ -16,7 +17,9 @@
 pub mod db;
 pub mod factory;
 pub mod postgres;
+pub mod wait;
 
 pub use db::TestDb;
 pub use factory::{insert_job, JobOpts};
 pub use postgres::{server, ThrowawayCluster};
+pub use wait::eventually;

@@ -1,0 +1,137 @@
+//! The completer: the only writer of outcomes. It gathers outcomes for a few milliseconds
+//! (or until a batch is full) and writes them in one fenced statement. A failed write is
+//! retried with backoff, so no outcome is lost to a database error; at shutdown it drains
+//! every outcome before it returns.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use docket_queue::{AttemptOutcome, ErrorChain, JobId, JobState};
+use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::events;
+use crate::executor::Finished;
+use crate::metrics;
+
+/// How long the completer keeps retrying a batch once shutdown has begun. Past it, the
+/// jobs stay `processing` under this worker and the rescuer frees them.
+const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Writes outcomes in batches.
+pub(crate) struct Completer {
+    pub(crate) pool: PgPool,
+    pub(crate) worker_id: Uuid,
+    pub(crate) batch: usize,
+    pub(crate) flush_interval: Duration,
+}
+
+impl Completer {
+    /// Runs until every sender is dropped and every outcome is written.
+    pub(crate) async fn run(self, mut outcomes: mpsc::Receiver<Finished>) {
+        let mut buffer: Vec<Finished> = Vec::with_capacity(self.batch);
+        loop {
+            if outcomes.recv_many(&mut buffer, self.batch).await == 0 {
+                return; // closed and drained
+            }
+            // Gather a little longer, so that a burst becomes one statement.
+            let until = Instant::now() + self.flush_interval;
+            while buffer.len() < self.batch {
+                let room = self.batch - buffer.len();
+                match tokio::time::timeout_at(until, outcomes.recv_many(&mut buffer, room)).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            let closing = outcomes.is_closed() && outcomes.is_empty();
+            self.flush(&mut buffer, closing).await;
+        }
+    }
+
+    async fn flush(&self, buffer: &mut Vec<Finished>, closing: bool) {
+        let batch: Vec<AttemptOutcome> = buffer
+            .iter()
+            .map(|f| AttemptOutcome {
+                id: f.id,
+                attempt: f.attempt,
+                outcome: f.outcome.clone(),
+            })
+            .collect();
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match docket_queue::apply_outcomes(&self.pool, self.worker_id, &batch, None).await {
+                Ok(applied) => {
+                    let states: HashMap<JobId, JobState> = applied.changed.into_iter().collect();
+                    for finished in buffer.drain(..) {
+                        report(&finished, states.get(&finished.id).copied());
+                    }
+                    if !applied.fenced.is_empty() {
+                        metrics::jobs_fenced(applied.fenced.len());
+                    }
+                    return;
+                }
+                Err(err) => {
+                    error!(
+                        event = events::WORKER_ERROR, outcomes = batch.len(),
+                        error.message = %err, error.cause_chain = %ErrorChain(&err),
+                        "writing outcomes failed; retrying"
+                    );
+                    if closing && started.elapsed() > SHUTDOWN_FLUSH_LIMIT {
+                        let ids: Vec<String> = buffer.drain(..).map(|f| f.id.to_string()).collect();
+                        error!(
+                            event = events::WORKER_ERROR, jobs = %ids.join(","),
+                            "gave up writing outcomes at shutdown; the rescuer will free these jobs"
+                        );
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Logs and counts one written outcome; `None` means it was fenced off.
+fn report(finished: &Finished, state: Option<JobState>) {
+    let Finished { id, attempt, queue, kind, duration, outcome } = finished;
+    let duration_ms = duration.as_secs_f64() * 1000.0;
+    let Some(state) = state else {
+        warn!(
+            event = events::JOB_FENCED, job.id = %id, job.kind = %kind, job.queue = %queue,
+            job.attempt = attempt, "outcome dropped: this worker no longer holds the job"
+        );
+        return;
+    };
+    metrics::job_finished(queue, kind, state.as_str(), *duration);
+    let error = match outcome {
+        docket_queue::Outcome::Retry { error, .. } | docket_queue::Outcome::DeadLetter { error, .. } => error.as_str(),
+        _ => "",
+    };
+    match state {
+        JobState::Completed => debug!(
+            event = events::JOB_COMPLETED, job.id = %id, job.kind = %kind, job.queue = %queue,
+            job.attempt = attempt, duration_ms, "job completed"
+        ),
+        JobState::Retrying if matches!(outcome, docket_queue::Outcome::Retry { .. }) => info!(
+            event = events::JOB_RETRYING, job.id = %id, job.kind = %kind, job.queue = %queue,
+            job.attempt = attempt, duration_ms, error.message = error, "job failed; will retry"
+        ),
+        JobState::DeadLetter => warn!(
+            event = events::JOB_DEAD_LETTER, job.id = %id, job.kind = %kind, job.queue = %queue,
+            job.attempt = attempt, duration_ms, error.message = error, "job dead-lettered"
+        ),
+        JobState::Cancelled => info!(
+            event = events::JOB_CANCELLED, job.id = %id, job.kind = %kind, job.queue = %queue,
+            job.attempt = attempt, duration_ms, "job cancelled"
+        ),
+        _ => debug!(
+            event = events::JOB_SNOOZED, job.id = %id, job.kind = %kind, job.queue = %queue,
+            job.attempt = attempt, state = %state, "job handed back without spending the attempt"
+        ),
+    }
+}

@@ -1,0 +1,36 @@
+//! The `event` field values of the runtime's log lines: DESIGN.md's families, spelled once.
+
+/// A job was claimed and its handler started.
+pub const JOB_STARTED: &str = "background_job.started";
+/// A job's handler succeeded and the outcome was written.
+pub const JOB_COMPLETED: &str = "background_job.completed";
+/// A job failed and will be retried.
+pub const JOB_RETRYING: &str = "background_job.retrying";
+/// A job went to the dead-letter state.
+pub const JOB_DEAD_LETTER: &str = "background_job.dead_letter";
+/// A job whose worker's lease lapsed was freed by the rescuer.
+pub const JOB_RESCUED: &str = "background_job.rescued";
+/// A job was snoozed or handed back without spending an attempt.
+pub const JOB_SNOOZED: &str = "background_job.snoozed";
+/// A job stopped because it was cancelled.
+pub const JOB_CANCELLED: &str = "background_job.cancelled";
+/// An outcome was dropped because this worker no longer held the job.
+pub const JOB_FENCED: &str = "background_job.fenced";
+
+/// The worker registered and started.
+pub const WORKER_STARTED: &str = "worker.started";
+/// A background part of the worker failed and will try again.
+pub const WORKER_ERROR: &str = "worker.error";
+/// Shutdown began: claiming stopped.
+pub const SHUTDOWN_STARTED: &str = "worker.shutdown.started";
+/// Every running job finished within the shutdown timeout.
+pub const SHUTDOWN_DRAINED: &str = "worker.shutdown.drained";
+/// Jobs still running at the deadline were stopped and handed back.
+pub const SHUTDOWN_RELEASED: &str = "worker.shutdown.released";
+/// The completer wrote every buffered outcome.
+pub const SHUTDOWN_FLUSHED: &str = "worker.shutdown.flushed";
+/// The worker deregistered and stopped.
+pub const SHUTDOWN_COMPLETED: &str = "worker.shutdown.completed";
+
+/// A maintenance service's run did something worth reporting.
+pub const MAINTENANCE_RUN: &str = "worker.maintenance";

@@ -1,0 +1,120 @@
+//! What application code writes: a handler gets a job's payload and a [`JobContext`], and
+//! returns `Ok(())` or a [`JobError`] that says what should happen next.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use docket_queue::JobId;
+use tokio::time::Instant;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+
+/// Any error a handler may return with `?`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What a failed attempt asks for. `?` on any error gives [`JobError::Retry`] with the
+/// kind's backoff.
+///
+/// It deliberately does not implement `std::error::Error`, so that the blanket `From`
+/// below can exist (as with `anyhow::Error`).
+#[derive(Debug)]
+pub enum JobError {
+    /// Try again later: after `delay`, or after the kind's backoff when `None`. The last
+    /// attempt's retry dead-letters the job (`attempts_exhausted`).
+    Retry {
+        /// What went wrong.
+        error: BoxError,
+        /// The handler's own delay, overriding the backoff.
+        delay: Option<Duration>,
+    },
+    /// Give up now, whatever attempts remain: `dead_letter` with this reason.
+    DeadLetter {
+        /// Why (stored as `dead_letter_reason`).
+        reason: String,
+        /// What went wrong.
+        error: BoxError,
+    },
+    /// Not now: run again after the delay without spending an attempt.
+    Snooze(Duration),
+}
+
+impl<E: Into<BoxError>> From<E> for JobError {
+    fn from(error: E) -> Self {
+        JobError::Retry {
+            error: error.into(),
+            delay: None,
+        }
+    }
+}
+
+impl JobError {
+    /// Retry after a delay of the handler's choosing.
+    pub fn retry_after(error: impl Into<BoxError>, delay: Duration) -> Self {
+        JobError::Retry {
+            error: error.into(),
+            delay: Some(delay),
+        }
+    }
+
+    /// A permanent failure: dead-lettered at once with reason `discarded`.
+    pub fn permanent(error: impl Into<BoxError>) -> Self {
+        JobError::DeadLetter {
+            reason: "discarded".to_owned(),
+            error: error.into(),
+        }
+    }
+}
+
+/// What a running job knows about itself, and how it hears that it should stop.
+#[derive(Clone, Debug)]
+pub struct JobContext {
+    pub(crate) id: JobId,
+    pub(crate) queue: Arc<str>,
+    pub(crate) attempt: i32,
+    pub(crate) max_attempts: i32,
+    pub(crate) cancel: CancellationToken,
+    pub(crate) deadline: Arc<Mutex<Instant>>,
+}
+
+impl JobContext {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// The queue it runs on.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// This attempt's number, 1 for the first.
+    pub fn attempt(&self) -> i32 {
+        self.attempt
+    }
+
+    /// The attempts the job has in all.
+    pub fn max_attempts(&self) -> i32 {
+        self.max_attempts
+    }
+
+    /// Whether the job should stop: an operator cancelled it, its timeout passed, or the
+    /// worker is shutting down and the grace period is over.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Completes when the job should stop; `select!` on it in long loops.
+    pub fn cancelled(&self) -> WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    /// Pushes this attempt's timeout back by `by` from now, for a long job that is still
+    /// making progress. The worker's heartbeat keeps the lease; this keeps the timeout
+    /// from cutting the job off.
+    pub fn extend_timeout(&self, by: Duration) {
+        let mut deadline = self
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *deadline = (*deadline).max(Instant::now() + by);
+    }
+}

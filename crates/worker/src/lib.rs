@@ -1,0 +1,61 @@
+//! # docket-worker
+//!
+//! The runtime that turns job rows into running code: application handlers, a producer
+//! per queue woken by `LISTEN/NOTIFY` (with polling as the fallback), executors with
+//! per-queue concurrency, batched and fenced completion, heartbeats as leases, and the
+//! rescuer and pruner, with a bounded graceful shutdown.
+//!
+//! ```no_run
+//! use docket_worker::{Registry, Runtime, RuntimeConfig, JobContext, JobError};
+//! # #[derive(serde::Serialize, serde::Deserialize)] struct SendWelcome { user_id: i64 }
+//! # impl docket_queue::JobArgs for SendWelcome { const KIND: &'static str = "send_welcome"; }
+//! # async fn example(pool: sqlx::PgPool) -> Result<(), Box<dyn std::error::Error>> {
+//! let mut registry = Registry::new();
+//! registry.register(|args: SendWelcome, ctx: JobContext| async move {
+//!     println!("welcome {} (attempt {})", args.user_id, ctx.attempt());
+//!     Ok::<(), JobError>(())
+//! });
+//! let runtime = Runtime::new(pool, registry, RuntimeConfig::default())?;
+//! runtime.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! - [`handler`]: `JobContext`, `JobError`: what a handler gets and returns.
+//! - [`registry`]: kind → handler, per-kind timeout and backoff.
+//! - [`builtin`]: `docket.noop`, `docket.sleep`, `docket.fail`.
+//! - [`config`]: `RuntimeConfig` with named defaults and `validate`.
+//! - [`runtime`]: `Runtime::run`: start-up and ordered shutdown.
+//! - `producer`: claims `min(free slots, batch)` per queue when woken.
+//! - `executor`: runs one job: decode, timeout, panic capture, cancellation → `Outcome`.
+//! - `completer`: the only writer of outcomes; batched, retried, drained at shutdown.
+//! - `listener`: LISTEN on a dedicated connection, reconnecting with backoff.
+//! - `service`, `heartbeat`, `rescuer`, `pruner`: periodic maintenance.
+//! - [`events`], [`metrics`]: log event names and metric names.
+//!
+//! It does not own SQL (that is `docket-queue`) or the process (signals and
+//! configuration belong to the binary that embeds it).
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod builtin;
+mod completer;
+pub mod config;
+pub mod events;
+mod executor;
+pub mod handler;
+mod heartbeat;
+mod listener;
+pub mod metrics;
+mod producer;
+mod pruner;
+pub mod registry;
+mod rescuer;
+pub mod runtime;
+mod service;
+
+pub use config::{ConfigError, QueueConfig, RuntimeConfig};
+pub use handler::{BoxError, JobContext, JobError};
+pub use listener::CHANNEL;
+pub use registry::{KindOptions, Registry};
+pub use runtime::Runtime;

@@ -1,0 +1,117 @@
+//! Kind → handler. Handlers are registered typed (a serde payload) or raw (JSON); the
+//! registry decodes the payload, and a payload that does not decode is reported as
+//! malformed instead of being run.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use docket_queue::{Backoff, JobArgs};
+use serde::de::DeserializeOwned;
+
+use crate::handler::{JobContext, JobError};
+
+/// A running handler's future.
+pub(crate) type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>>;
+
+/// The default time one attempt may run before it is cancelled and retried.
+pub const JOB_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30 * 60);
+
+/// Per-kind settings.
+#[derive(Clone, Debug)]
+pub struct KindOptions {
+    /// How long one attempt may run before it is cancelled and retried. Default
+    /// [`JOB_TIMEOUT_DEFAULT`]; a job can extend it with [`JobContext::extend_timeout`].
+    pub timeout: Duration,
+    /// Delays between attempts. Default exponential (1 s base, 1 h cap, ±10%).
+    pub backoff: Backoff,
+}
+
+impl Default for KindOptions {
+    fn default() -> Self {
+        KindOptions {
+            timeout: JOB_TIMEOUT_DEFAULT,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+type Decoder = dyn Fn(serde_json::Value, JobContext) -> Result<HandlerFuture, String> + Send + Sync;
+
+/// One registered kind.
+pub(crate) struct Entry {
+    /// Decodes the payload and starts the handler, or says why the payload is malformed.
+    pub(crate) start: Box<Decoder>,
+    pub(crate) options: KindOptions,
+}
+
+/// The kinds a worker runs. A worker claims only these kinds, so a job of a kind no
+/// running worker knows stays ready (and visible in the snapshot) instead of being burned.
+#[derive(Default)]
+pub struct Registry {
+    entries: HashMap<String, Arc<Entry>>,
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Registers a typed handler for `A::KIND`: the payload is deserialized into `A`.
+    /// Returns the kind's options to adjust.
+    pub fn register<A, F, Fut>(&mut self, handler: F) -> &mut KindOptions
+    where
+        A: JobArgs + DeserializeOwned + Send + 'static,
+        F: Fn(A, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        self.insert(
+            A::KIND,
+            Box::new(move |payload, ctx| {
+                let args: A = serde_json::from_value(payload).map_err(|err| err.to_string())?;
+                Ok(Box::pin(handler(args, ctx)) as HandlerFuture)
+            }),
+        )
+    }
+
+    /// Registers a handler that takes the payload as raw JSON.
+    pub fn register_raw<F, Fut>(&mut self, kind: &str, handler: F) -> &mut KindOptions
+    where
+        F: Fn(serde_json::Value, JobContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        self.insert(
+            kind,
+            Box::new(move |payload, ctx| Ok(Box::pin(handler(payload, ctx)) as HandlerFuture)),
+        )
+    }
+
+    fn insert(&mut self, kind: &str, start: Box<Decoder>) -> &mut KindOptions {
+        let entry = Arc::new(Entry {
+            start,
+            options: KindOptions::default(),
+        });
+        self.entries.insert(kind.to_owned(), entry);
+        let entry = self.entries.get_mut(kind).and_then(Arc::get_mut);
+        // Just inserted and not yet shared, so the Arc is unique.
+        &mut entry.expect("freshly inserted entry").options
+    }
+
+    /// The registered kinds, sorted.
+    pub fn kinds(&self) -> Vec<String> {
+        let mut kinds: Vec<String> = self.entries.keys().cloned().collect();
+        kinds.sort();
+        kinds
+    }
+
+    pub(crate) fn get(&self, kind: &str) -> Option<&Arc<Entry>> {
+        self.entries.get(kind)
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
