@@ -23,8 +23,23 @@ pub(crate) enum Command {
     Jobs(JobsCommand),
     /// Print the queue snapshot: counts per state and the age of the oldest ready job.
     Snapshot(OutputArgs),
+    /// Run the worker runtime: claim and run jobs until SIGTERM or SIGINT.
+    Worker(WorkerArgs),
+    /// Migrate, then run the worker runtime (and, as they arrive, HTTP, cron and
+    /// maintenance) in one process.
+    Serve(WorkerArgs),
     /// A guided run of the main job on a throwaway database (or DATABASE_URL).
     Demo,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct WorkerArgs {
+    /// Queues to serve, `name[:concurrency]` comma-separated (overrides DOCKET_QUEUES).
+    #[arg(long)]
+    pub(crate) queues: Option<String>,
+    /// Jobs at once per queue (overrides DOCKET_CONCURRENCY).
+    #[arg(long)]
+    pub(crate) concurrency: Option<usize>,
 }
 
 #[derive(Debug, Args)]

@@ -1,8 +1,11 @@
 //! Configuration from the environment: the only place that reads it.
 
 use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
+use docket_worker::{QueueConfig, RuntimeConfig};
 use sqlx::postgres::PgConnectOptions;
 
 /// How log lines are written.
@@ -20,6 +23,11 @@ pub(crate) struct Config {
     pub(crate) database_url: Option<DatabaseUrl>,
     /// `DOCKET_LOG_FORMAT`: `json` or `pretty`; default `pretty` on a terminal, else `json`.
     pub(crate) log_format: LogFormat,
+    /// The worker runtime's settings (`DOCKET_QUEUES`, `DOCKET_CONCURRENCY`, ...).
+    pub(crate) runtime: RuntimeConfig,
+    /// `DOCKET_DB_POOL_SIZE`: connections for claims, outcomes and handlers; default: the
+    /// total concurrency plus 4, at most 50.
+    pub(crate) pool_size: Option<u32>,
 }
 
 impl Config {
@@ -39,7 +47,30 @@ impl Config {
         Ok(Config {
             database_url,
             log_format,
+            runtime: runtime_from_env()?,
+            pool_size: parse_var("DOCKET_DB_POOL_SIZE")?,
         })
+    }
+
+    /// The runtime's settings with the command line's `--queues` / `--concurrency` over
+    /// the environment's.
+    pub(crate) fn runtime_with(
+        &self,
+        queues: Option<&str>,
+        concurrency: Option<usize>,
+    ) -> anyhow::Result<RuntimeConfig> {
+        let mut runtime = self.runtime.clone();
+        if let Some(concurrency) = concurrency {
+            for queue in &mut runtime.queues {
+                queue.concurrency = concurrency;
+            }
+        }
+        if let Some(queues) = queues {
+            let default = concurrency.unwrap_or(runtime.queues[0].concurrency);
+            runtime.queues = parse_queues(queues, default).context("--queues")?;
+        }
+        runtime.validate()?;
+        Ok(runtime)
     }
 
     /// The database URL, or a clear error naming the variable.
@@ -47,6 +78,91 @@ impl Config {
         self.database_url.as_ref().context(
             "DATABASE_URL is not set: point it at PostgreSQL, e.g. postgres://user@localhost/app",
         )
+    }
+}
+
+/// The runtime's settings from `DOCKET_*` variables; unset ones keep their defaults.
+fn runtime_from_env() -> anyhow::Result<RuntimeConfig> {
+    let mut config = RuntimeConfig::default();
+    let concurrency =
+        parse_var("DOCKET_CONCURRENCY")?.unwrap_or(docket_worker::config::CONCURRENCY_DEFAULT);
+    config.queues = match std::env::var("DOCKET_QUEUES") {
+        Ok(queues) => parse_queues(&queues, concurrency).context("DOCKET_QUEUES")?,
+        Err(_) => {
+            vec![QueueConfig::new(docket_queue::enqueue::DEFAULT_QUEUE).concurrency(concurrency)]
+        }
+    };
+    config.global_concurrency = parse_var("DOCKET_GLOBAL_CONCURRENCY")?;
+    if let Some(batch) = parse_var("DOCKET_CLAIM_BATCH")? {
+        config.claim_batch = batch;
+    }
+    if let Some(listen) = parse_var::<bool>("DOCKET_LISTEN")? {
+        config.listen = listen;
+    }
+    let seconds = |name: &str, field: &mut Duration| -> anyhow::Result<()> {
+        if let Some(value) = parse_var::<f64>(name)? {
+            *field = Duration::try_from_secs_f64(value)
+                .map_err(|_| anyhow::anyhow!("{name} must be a number of seconds, not {value}"))?;
+        }
+        Ok(())
+    };
+    seconds("DOCKET_POLL_INTERVAL", &mut config.poll_interval)?;
+    seconds("DOCKET_HEARTBEAT_INTERVAL", &mut config.heartbeat_interval)?;
+    seconds("DOCKET_LEASE_TIMEOUT", &mut config.lease_timeout)?;
+    seconds("DOCKET_SHUTDOWN_TIMEOUT", &mut config.shutdown_timeout)?;
+    seconds("DOCKET_RESCUER_INTERVAL", &mut config.rescuer_interval)?;
+    seconds("DOCKET_PRUNER_INTERVAL", &mut config.pruner_interval)?;
+    seconds(
+        "DOCKET_COMPLETED_RETENTION",
+        &mut config.completed_retention,
+    )?;
+    seconds(
+        "DOCKET_CANCELLED_RETENTION",
+        &mut config.cancelled_retention,
+    )?;
+    seconds(
+        "DOCKET_DEAD_LETTER_RETENTION",
+        &mut config.dead_letter_retention,
+    )?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// `name[:concurrency],...`, e.g. `default,mail:4`.
+fn parse_queues(list: &str, concurrency: usize) -> anyhow::Result<Vec<QueueConfig>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| match item.split_once(':') {
+            Some((name, n)) => {
+                let n = n
+                    .parse()
+                    .with_context(|| format!("{item:?}: concurrency must be a whole number"))?;
+                Ok(QueueConfig::new(name.trim()).concurrency(n))
+            }
+            None => Ok(QueueConfig::new(item).concurrency(concurrency)),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .and_then(|queues| {
+            if queues.is_empty() {
+                bail!("names no queue");
+            }
+            Ok(queues)
+        })
+}
+
+/// Reads and parses a variable; unset or empty is `None`, unparsable is an error naming it.
+fn parse_var<T: FromStr>(name: &str) -> anyhow::Result<Option<T>>
+where
+    T::Err: fmt::Display,
+{
+    match std::env::var(name) {
+        Ok(value) if !value.trim().is_empty() => value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|err| anyhow::anyhow!("{name}={value:?} is not valid: {err}")),
+        _ => Ok(None),
     }
 }
 
@@ -96,6 +212,20 @@ mod tests {
     fn database_url_displays_without_its_password() {
         let url = DatabaseUrl::parse("postgres://app:s3cret@db.internal:5432/app").unwrap();
         assert_eq!(url.to_string(), "postgres://app:***@db.internal:5432/app");
+    }
+
+    #[test]
+    fn queue_list_takes_per_queue_concurrency() {
+        let queues = parse_queues("default, mail:4", 10).unwrap();
+        assert_eq!(
+            queues,
+            [
+                QueueConfig::new("default").concurrency(10),
+                QueueConfig::new("mail").concurrency(4)
+            ]
+        );
+        assert!(parse_queues("mail:four", 10).is_err());
+        assert!(parse_queues(" , ", 10).is_err());
     }
 
     #[test]

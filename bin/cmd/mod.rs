@@ -5,6 +5,7 @@ mod enqueue;
 mod jobs;
 mod migrate;
 mod snapshot;
+mod worker;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -30,6 +31,17 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         }
         Command::Snapshot(args) => {
             snapshot::run(&connect(config.require_database()?).await?, args).await
+        }
+        Command::Worker(args) => {
+            let runtime = config.runtime_with(args.queues.as_deref(), args.concurrency)?;
+            worker::run(config.require_database()?, runtime, config.pool_size).await
+        }
+        Command::Serve(args) => {
+            let runtime = config.runtime_with(args.queues.as_deref(), args.concurrency)?;
+            let url = config.require_database()?;
+            // Migrations first, before any listener opens.
+            docket_queue::migrate(&connect(url).await?).await?;
+            worker::run(url, runtime, config.pool_size).await
         }
         Command::Demo => demo::run(config.database_url.as_ref()).await,
     }?;

@@ -1,3 +1,4 @@
 //! End-to-end tests of the `docket` binary against a real PostgreSQL.
 
 mod cli;
+mod worker;

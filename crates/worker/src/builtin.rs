@@ -52,7 +52,9 @@ pub fn register(registry: &mut Registry) {
     });
     registry.register(|args: Fail, ctx: JobContext| async move {
         if args.permanent {
-            return Err(JobError::permanent("docket.fail: permanent failure on purpose"));
+            return Err(JobError::permanent(
+                "docket.fail: permanent failure on purpose",
+            ));
         }
         if ctx.attempt() <= args.times {
             return Err(JobError::from(format!(

@@ -98,7 +98,14 @@ impl Completer {
 
 /// Logs and counts one written outcome; `None` means it was fenced off.
 fn report(finished: &Finished, state: Option<JobState>) {
-    let Finished { id, attempt, queue, kind, duration, outcome } = finished;
+    let Finished {
+        id,
+        attempt,
+        queue,
+        kind,
+        duration,
+        outcome,
+    } = finished;
     let duration_ms = duration.as_secs_f64() * 1000.0;
     let Some(state) = state else {
         warn!(
@@ -109,7 +116,8 @@ fn report(finished: &Finished, state: Option<JobState>) {
     };
     metrics::job_finished(queue, kind, state.as_str(), *duration);
     let error = match outcome {
-        docket_queue::Outcome::Retry { error, .. } | docket_queue::Outcome::DeadLetter { error, .. } => error.as_str(),
+        docket_queue::Outcome::Retry { error, .. }
+        | docket_queue::Outcome::DeadLetter { error, .. } => error.as_str(),
         _ => "",
     };
     match state {

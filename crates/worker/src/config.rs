@@ -187,7 +187,11 @@ mod tests {
             lease_timeout: Duration::from_secs(8),
             ..RuntimeConfig::default()
         };
-        assert!(config.validate().unwrap_err().to_string().contains("lease_timeout"));
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("lease_timeout"));
     }
 
     #[test]
@@ -196,11 +200,19 @@ mod tests {
             queues: vec![QueueConfig::new("a"), QueueConfig::new("a")],
             ..RuntimeConfig::default()
         };
-        assert!(twice.validate().unwrap_err().to_string().contains("listed twice"));
+        assert!(twice
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("listed twice"));
         let idle = RuntimeConfig {
             queues: vec![QueueConfig::new("a").concurrency(0)],
             ..RuntimeConfig::default()
         };
-        assert!(idle.validate().unwrap_err().to_string().contains("concurrency 0"));
+        assert!(idle
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("concurrency 0"));
     }
 }

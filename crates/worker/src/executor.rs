@@ -52,8 +52,12 @@ impl Running {
             .count()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<JobId, CancellationToken>> {
-        self.jobs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<JobId, CancellationToken>> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -113,7 +117,9 @@ impl Executor {
     async fn run(&self, job: &Job, queue: &Arc<str>) -> Outcome {
         let Some(entry) = self.registry.get(&job.kind) else {
             // The claim asks only for registered kinds, so this is a bug, not bad input.
-            return Outcome::Snooze { delay: Duration::from_secs(60) };
+            return Outcome::Snooze {
+                delay: Duration::from_secs(60),
+            };
         };
         let options = &entry.options;
         let deadline = Arc::new(Mutex::new(Instant::now() + options.timeout));
@@ -137,7 +143,9 @@ impl Executor {
         let operator = self.running.insert(job.id);
         let mut task = tokio::spawn(future);
         let ended = loop {
-            let wake_at = *deadline.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let wake_at = *deadline
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             tokio::select! {
                 joined = &mut task => break match joined {
                     Ok(result) => Ended::Returned(result),
@@ -181,7 +189,9 @@ impl Executor {
             },
             Ended::CancelledByOperator => Outcome::Cancel,
             // Handed back without spending the attempt.
-            Ended::Released => Outcome::Snooze { delay: Duration::ZERO },
+            Ended::Released => Outcome::Snooze {
+                delay: Duration::ZERO,
+            },
         }
     }
 }

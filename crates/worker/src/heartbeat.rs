@@ -25,7 +25,11 @@ impl Service for Heartbeat {
         let requested = maintenance::cancel_requested(&self.pool, self.worker.id).await?;
         if !requested.is_empty() {
             let stopped = self.running.cancel(&requested);
-            info!(event = events::JOB_CANCELLED, count = stopped, "stopping jobs an operator cancelled");
+            info!(
+                event = events::JOB_CANCELLED,
+                count = stopped,
+                "stopping jobs an operator cancelled"
+            );
         }
         Ok(String::new())
     }

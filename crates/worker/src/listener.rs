@@ -67,7 +67,10 @@ impl Listener {
                     }
                 }
                 None => {
-                    warn!(event = events::WORKER_ERROR, "LISTEN connection lost; reconnecting");
+                    warn!(
+                        event = events::WORKER_ERROR,
+                        "LISTEN connection lost; reconnecting"
+                    );
                     self.wake_all();
                 }
             }

@@ -17,7 +17,8 @@ pub const JOBS_RESCUED: &str = "docket_jobs_rescued_total";
 pub const JOBS_PRUNED: &str = "docket_jobs_pruned_total";
 
 pub(crate) fn job_started(queue: &str, kind: &str) {
-    metrics::counter!(JOBS_STARTED, "queue" => queue.to_owned(), "kind" => kind.to_owned()).increment(1);
+    metrics::counter!(JOBS_STARTED, "queue" => queue.to_owned(), "kind" => kind.to_owned())
+        .increment(1);
 }
 
 pub(crate) fn job_finished(queue: &str, kind: &str, state: &'static str, duration: Duration) {

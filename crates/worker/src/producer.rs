@@ -112,7 +112,9 @@ impl Producer {
             let completer = self.completer.clone();
             let wake = self.wake.clone();
             self.jobs.spawn(async move {
-                executor.execute(job, queue, (slot, global), completer, wake).await;
+                executor
+                    .execute(job, queue, (slot, global), completer, wake)
+                    .await;
             });
         }
         Ok(count)

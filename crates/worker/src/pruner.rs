@@ -31,7 +31,8 @@ impl Service for Pruner {
                 let mut deleted = 0;
                 loop {
                     let now = chrono::Utc::now();
-                    let batch = maintenance::prune(&mut *conn, state, retention, self.batch, now).await?;
+                    let batch =
+                        maintenance::prune(&mut *conn, state, retention, self.batch, now).await?;
                     deleted += batch;
                     if batch < u64::from(self.batch) {
                         break;
@@ -49,6 +50,10 @@ impl Service for Pruner {
         .await;
         maintenance::release(&mut conn, Exclusive::Prune).await?;
         result?;
-        Ok(if report.is_empty() { String::new() } else { format!("pruned {}", report.join(", ")) })
+        Ok(if report.is_empty() {
+            String::new()
+        } else {
+            format!("pruned {}", report.join(", "))
+        })
     }
 }

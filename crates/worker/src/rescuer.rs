@@ -28,7 +28,9 @@ impl Service for Rescuer {
         let mut total = 0;
         let result: docket_queue::Result<()> = async {
             loop {
-                let rescued = maintenance::rescue_lapsed(&mut *conn, self.lease_timeout, self.batch, None).await?;
+                let rescued =
+                    maintenance::rescue_lapsed(&mut *conn, self.lease_timeout, self.batch, None)
+                        .await?;
                 for job in &rescued {
                     warn!(
                         event = events::JOB_RESCUED, job.id = %job.id, job.kind = %job.kind,
@@ -46,6 +48,10 @@ impl Service for Rescuer {
         .await;
         maintenance::release(&mut conn, Exclusive::Rescue).await?;
         result?;
-        Ok(if total > 0 { format!("rescued {total} jobs") } else { String::new() })
+        Ok(if total > 0 {
+            format!("rescued {total} jobs")
+        } else {
+            String::new()
+        })
     }
 }

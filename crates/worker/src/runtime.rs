@@ -49,7 +49,11 @@ impl Runtime {
     /// # Errors
     ///
     /// [`ConfigError`] when the configuration cannot work or no kind is registered.
-    pub fn new(pool: PgPool, registry: Registry, config: RuntimeConfig) -> Result<Runtime, ConfigError> {
+    pub fn new(
+        pool: PgPool,
+        registry: Registry,
+        config: RuntimeConfig,
+    ) -> Result<Runtime, ConfigError> {
         config.validate()?;
         if registry.is_empty() {
             return Err(ConfigError("no job kinds are registered".into()));
@@ -149,7 +153,10 @@ impl Runtime {
         drop(completer_tx);
 
         if config.listen {
-            let listener = Listener { pool: side_pool(1), queues: wakes };
+            let listener = Listener {
+                pool: side_pool(1),
+                queues: wakes,
+            };
             services.spawn(listener.run(stop_services.clone()));
         }
         let heartbeat = Heartbeat {
@@ -157,13 +164,21 @@ impl Runtime {
             worker: self.worker.clone(),
             running,
         };
-        services.spawn(run_periodic(heartbeat, config.heartbeat_interval, stop_services.clone()));
+        services.spawn(run_periodic(
+            heartbeat,
+            config.heartbeat_interval,
+            stop_services.clone(),
+        ));
         let rescuer = Rescuer {
             pool: maintenance_pool.clone(),
             lease_timeout: config.lease_timeout,
             batch: config.maintenance_batch,
         };
-        services.spawn(run_periodic(rescuer, config.rescuer_interval, stop_services.clone()));
+        services.spawn(run_periodic(
+            rescuer,
+            config.rescuer_interval,
+            stop_services.clone(),
+        ));
         let pruner = Pruner {
             pool: maintenance_pool.clone(),
             retention: [
@@ -173,7 +188,11 @@ impl Runtime {
             ],
             batch: config.maintenance_batch,
         };
-        services.spawn(run_periodic(pruner, config.pruner_interval, stop_services.clone()));
+        services.spawn(run_periodic(
+            pruner,
+            config.pruner_interval,
+            stop_services.clone(),
+        ));
 
         shutdown.await;
 
@@ -184,14 +203,21 @@ impl Runtime {
         producers.wait().await;
         // 2. Let running jobs finish within the timeout; 3. then stop and hand back the rest.
         jobs.close();
-        if tokio::time::timeout(config.shutdown_timeout, jobs.wait()).await.is_ok() {
-            info!(event = events::SHUTDOWN_DRAINED, "every running job finished");
+        if tokio::time::timeout(config.shutdown_timeout, jobs.wait())
+            .await
+            .is_ok()
+        {
+            info!(
+                event = events::SHUTDOWN_DRAINED,
+                "every running job finished"
+            );
         } else {
             let left = jobs.len();
             hard_stop.cancel();
             jobs.wait().await;
             warn!(
-                event = events::SHUTDOWN_RELEASED, jobs = left,
+                event = events::SHUTDOWN_RELEASED,
+                jobs = left,
                 timeout_s = config.shutdown_timeout.as_secs_f64(),
                 "jobs still running at the shutdown timeout were stopped and handed back"
             );
@@ -204,7 +230,12 @@ impl Runtime {
         stop_services.cancel();
         services.close();
         services.wait().await;
-        if let Err(err) = maintenance::deregister(&maintenance_pool, self.worker.id).await {
+        // Twice: the first try may meet a connection the server closed while we were idle.
+        let mut deregistered = maintenance::deregister(&maintenance_pool, self.worker.id).await;
+        if deregistered.is_err() {
+            deregistered = maintenance::deregister(&maintenance_pool, self.worker.id).await;
+        }
+        if let Err(err) = deregistered {
             warn!(event = events::WORKER_ERROR, error.message = %err, "could not deregister; the registration will go stale");
         }
         maintenance_pool.close().await;

@@ -20,7 +20,11 @@ pub(crate) trait Service: Send + Sync + 'static {
 }
 
 /// Runs `service` every `interval` (first run at once) until `stop` is cancelled.
-pub(crate) async fn run_periodic<S: Service>(service: S, interval: Duration, stop: CancellationToken) {
+pub(crate) async fn run_periodic<S: Service>(
+    service: S,
+    interval: Duration,
+    stop: CancellationToken,
+) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -30,7 +34,11 @@ pub(crate) async fn run_periodic<S: Service>(service: S, interval: Duration, sto
         }
         match service.run_once().await {
             Ok(report) if report.is_empty() => {}
-            Ok(report) => info!(event = events::MAINTENANCE_RUN, service = S::NAME, "{report}"),
+            Ok(report) => info!(
+                event = events::MAINTENANCE_RUN,
+                service = S::NAME,
+                "{report}"
+            ),
             Err(err) => error!(
                 event = events::WORKER_ERROR, service = S::NAME,
                 error.message = %err, error.cause_chain = %ErrorChain(&err), "maintenance run failed"

@@ -21,32 +21,62 @@ fn builtins() -> Registry {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notified_worker_runs_every_job_to_completion() {
     let db = TestDb::new().await;
-    let config = RuntimeConfig { poll_interval: Duration::from_secs(3600), ..quick_config() };
+    let config = RuntimeConfig {
+        poll_interval: Duration::from_secs(3600),
+        ..quick_config()
+    };
     let worker = start(&db.pool, builtins(), config);
     // Polling is an hour: only NOTIFY can bring these in quickly.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let jobs: Vec<_> = (0..500).map(|n| NewJob::new(builtin::NOOP, json!({ "n": n }))).collect();
+    let jobs: Vec<_> = (0..500)
+        .map(|n| NewJob::new(builtin::NOOP, json!({ "n": n })))
+        .collect();
     enqueue_many(&db.pool, &jobs).await.unwrap();
-    eventually(WAIT, "500 jobs completed", || async { count_in(&db.pool, JobState::Completed).await == 500 }).await;
+    eventually(WAIT, "500 jobs completed", || async {
+        count_in(&db.pool, JobState::Completed).await == 500
+    })
+    .await;
     worker.shutdown().await;
-    let workers: i64 = sqlx::query_scalar("select count(*) from docket.workers").fetch_one(&db.pool).await.unwrap();
+    let workers: i64 = sqlx::query_scalar("select count(*) from docket.workers")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
     assert_eq!(workers, 0, "the worker deregisters at shutdown");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_listen_disabled_jobs_are_picked_up_by_polling() {
     let db = TestDb::new().await;
-    let config = RuntimeConfig { listen: false, poll_interval: Duration::from_millis(100), ..quick_config() };
+    let config = RuntimeConfig {
+        listen: false,
+        poll_interval: Duration::from_millis(100),
+        ..quick_config()
+    };
     let worker = start(&db.pool, builtins(), config);
     let later = chrono::Utc::now() + chrono::Duration::milliseconds(500);
-    let scheduled = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({})).run_at(later)).await.unwrap();
-    let now = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({}))).await.unwrap();
+    let scheduled = enqueue(
+        &db.pool,
+        &NewJob::new(builtin::NOOP, json!({})).run_at(later),
+    )
+    .await
+    .unwrap();
+    let now = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({})))
+        .await
+        .unwrap();
     eventually(WAIT, "both jobs completed", || async {
-        state_of(&db.pool, now).await == JobState::Completed && state_of(&db.pool, scheduled).await == JobState::Completed
+        state_of(&db.pool, now).await == JobState::Completed
+            && state_of(&db.pool, scheduled).await == JobState::Completed
     })
     .await;
-    let finished = admin::show(&db.pool, scheduled).await.unwrap().finished_at.unwrap();
-    assert!(finished >= later, "a scheduled job does not run before its time");
+    let finished = admin::show(&db.pool, scheduled)
+        .await
+        .unwrap()
+        .finished_at
+        .unwrap();
+    assert!(
+        finished >= later,
+        "a scheduled job does not run before its time"
+    );
     worker.shutdown().await;
 }
 
@@ -70,9 +100,21 @@ async fn malformed_payload_and_panicking_handler_end_as_expected_and_the_worker_
         Ok::<(), JobError>(())
     });
     let worker = start(&db.pool, registry, quick_config());
-    let malformed = enqueue(&db.pool, &NewJob::new(Greeting::KIND, json!({ "nom": 3 }))).await.unwrap();
-    let panics = enqueue(&db.pool, &NewJob::new(Greeting::KIND, json!({ "name": "panic" })).max_attempts(1)).await.unwrap();
-    let fine = enqueue(&db.pool, &NewJob::new(Greeting::KIND, json!({ "name": "ada" }))).await.unwrap();
+    let malformed = enqueue(&db.pool, &NewJob::new(Greeting::KIND, json!({ "nom": 3 })))
+        .await
+        .unwrap();
+    let panics = enqueue(
+        &db.pool,
+        &NewJob::new(Greeting::KIND, json!({ "name": "panic" })).max_attempts(1),
+    )
+    .await
+    .unwrap();
+    let fine = enqueue(
+        &db.pool,
+        &NewJob::new(Greeting::KIND, json!({ "name": "ada" })),
+    )
+    .await
+    .unwrap();
     eventually(WAIT, "all three jobs finished", || async {
         state_of(&db.pool, malformed).await == JobState::DeadLetter
             && state_of(&db.pool, panics).await == JobState::DeadLetter
@@ -81,14 +123,28 @@ async fn malformed_payload_and_panicking_handler_end_as_expected_and_the_worker_
     .await;
     let malformed = admin::show(&db.pool, malformed).await.unwrap();
     let reason = malformed.dead_letter_reason.unwrap();
-    assert!(reason.starts_with("malformed: missing field `name`"), "{reason}");
+    assert!(
+        reason.starts_with("malformed: missing field `name`"),
+        "{reason}"
+    );
     assert_eq!(malformed.attempt, 1);
     let panicked = admin::show(&db.pool, panics).await.unwrap();
-    assert_eq!(panicked.dead_letter_reason.as_deref(), Some("attempts_exhausted"));
-    assert_eq!(panicked.last_error.as_deref(), Some("panicked: handler blew up for panic"));
+    assert_eq!(
+        panicked.dead_letter_reason.as_deref(),
+        Some("attempts_exhausted")
+    );
+    assert_eq!(
+        panicked.last_error.as_deref(),
+        Some("panicked: handler blew up for panic")
+    );
     // Still working after both.
-    let after = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({}))).await.unwrap();
-    eventually(WAIT, "a later job completes", || async { state_of(&db.pool, after).await == JobState::Completed }).await;
+    let after = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({})))
+        .await
+        .unwrap();
+    eventually(WAIT, "a later job completes", || async {
+        state_of(&db.pool, after).await == JobState::Completed
+    })
+    .await;
     worker.shutdown().await;
 }
 
@@ -109,22 +165,41 @@ async fn a_queue_limited_to_two_never_runs_three_at_once() {
             Ok(())
         }
     });
-    let config = RuntimeConfig { queues: vec![QueueConfig::new("default").concurrency(2)], ..quick_config() };
+    let config = RuntimeConfig {
+        queues: vec![QueueConfig::new("default").concurrency(2)],
+        ..quick_config()
+    };
     let worker = start(&db.pool, registry, config);
-    let jobs: Vec<_> = (0..30).map(|n| NewJob::new("test.slow", json!({ "n": n }))).collect();
+    let jobs: Vec<_> = (0..30)
+        .map(|n| NewJob::new("test.slow", json!({ "n": n })))
+        .collect();
     enqueue_many(&db.pool, &jobs).await.unwrap();
-    eventually(WAIT, "30 jobs completed", || async { count_in(&db.pool, JobState::Completed).await == 30 }).await;
+    eventually(WAIT, "30 jobs completed", || async {
+        count_in(&db.pool, JobState::Completed).await == 30
+    })
+    .await;
     worker.shutdown().await;
-    assert_eq!(peak.load(Ordering::SeqCst), 2, "ran two at once at most, and did reach two");
+    assert_eq!(
+        peak.load(Ordering::SeqCst),
+        2,
+        "ran two at once at most, and did reach two"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kind_no_worker_knows_stays_ready() {
     let db = TestDb::new().await;
     let worker = start(&db.pool, builtins(), quick_config());
-    let unknown = enqueue(&db.pool, &NewJob::new("nobody.knows", json!({}))).await.unwrap();
-    let known = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({}))).await.unwrap();
-    eventually(WAIT, "the known job completed", || async { state_of(&db.pool, known).await == JobState::Completed }).await;
+    let unknown = enqueue(&db.pool, &NewJob::new("nobody.knows", json!({})))
+        .await
+        .unwrap();
+    let known = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({})))
+        .await
+        .unwrap();
+    eventually(WAIT, "the known job completed", || async {
+        state_of(&db.pool, known).await == JobState::Completed
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let job = admin::show(&db.pool, unknown).await.unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Pending, 0));
@@ -135,14 +210,23 @@ async fn a_kind_no_worker_knows_stays_ready() {
 async fn timeout_cancels_the_handler_and_retries_with_a_clear_error() {
     let db = TestDb::new().await;
     let mut registry = builtins();
-    registry.register_raw("test.hang", |_payload, ctx: JobContext| async move {
-        ctx.cancelled().await;
-        Err(JobError::from("noticed the cancel"))
-    })
-    .timeout = Duration::from_millis(200);
+    registry
+        .register_raw("test.hang", |_payload, ctx: JobContext| async move {
+            ctx.cancelled().await;
+            Err(JobError::from("noticed the cancel"))
+        })
+        .timeout = Duration::from_millis(200);
     let worker = start(&db.pool, registry, quick_config());
-    let id = enqueue(&db.pool, &NewJob::new("test.hang", json!({})).max_attempts(2)).await.unwrap();
-    eventually(WAIT, "the hanging job is dead-lettered", || async { state_of(&db.pool, id).await == JobState::DeadLetter }).await;
+    let id = enqueue(
+        &db.pool,
+        &NewJob::new("test.hang", json!({})).max_attempts(2),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "the hanging job is dead-lettered", || async {
+        state_of(&db.pool, id).await == JobState::DeadLetter
+    })
+    .await;
     let job = admin::show(&db.pool, id).await.unwrap();
     let errors: Vec<_> = job.errors.iter().map(|e| e.error.as_str()).collect();
     assert_eq!(errors, ["timed out after 200ms", "timed out after 200ms"]);
@@ -153,46 +237,92 @@ async fn timeout_cancels_the_handler_and_retries_with_a_clear_error() {
 async fn extend_timeout_keeps_a_long_job_alive() {
     let db = TestDb::new().await;
     let mut registry = builtins();
-    registry.register_raw("test.long", |_payload, ctx: JobContext| async move {
-        for _ in 0..6 {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            ctx.extend_timeout(Duration::from_millis(300));
-        }
-        Ok(())
-    })
-    .timeout = Duration::from_millis(300);
+    registry
+        .register_raw("test.long", |_payload, ctx: JobContext| async move {
+            for _ in 0..6 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                ctx.extend_timeout(Duration::from_millis(300));
+            }
+            Ok(())
+        })
+        .timeout = Duration::from_millis(300);
     let worker = start(&db.pool, registry, quick_config());
-    let id = enqueue(&db.pool, &NewJob::new("test.long", json!({})).max_attempts(1)).await.unwrap();
-    eventually(WAIT, "the long job completed", || async { state_of(&db.pool, id).await == JobState::Completed }).await;
+    let id = enqueue(
+        &db.pool,
+        &NewJob::new("test.long", json!({})).max_attempts(1),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "the long job completed", || async {
+        state_of(&db.pool, id).await == JobState::Completed
+    })
+    .await;
     worker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_cancel_stops_a_running_job() {
     let db = TestDb::new().await;
-    let config = RuntimeConfig { heartbeat_interval: Duration::from_millis(100), lease_timeout: Duration::from_secs(5), ..quick_config() };
+    let config = RuntimeConfig {
+        heartbeat_interval: Duration::from_millis(100),
+        lease_timeout: Duration::from_secs(5),
+        ..quick_config()
+    };
     let worker = start(&db.pool, builtins(), config);
-    let id = enqueue(&db.pool, &NewJob::typed(&builtin::Sleep { ms: 60_000 }).unwrap()).await.unwrap();
-    eventually(WAIT, "the job is running", || async { state_of(&db.pool, id).await == JobState::Processing }).await;
+    let id = enqueue(
+        &db.pool,
+        &NewJob::typed(&builtin::Sleep { ms: 60_000 }).unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "the job is running", || async {
+        state_of(&db.pool, id).await == JobState::Processing
+    })
+    .await;
     admin::cancel(&db.pool, id).await.unwrap();
-    eventually(WAIT, "the job is cancelled", || async { state_of(&db.pool, id).await == JobState::Cancelled }).await;
+    eventually(WAIT, "the job is cancelled", || async {
+        state_of(&db.pool, id).await == JobState::Cancelled
+    })
+    .await;
     worker.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_hands_back_unfinished_jobs_without_spending_the_attempt() {
     let db = TestDb::new().await;
-    let config = RuntimeConfig { shutdown_timeout: Duration::from_millis(300), ..quick_config() };
+    let config = RuntimeConfig {
+        shutdown_timeout: Duration::from_millis(300),
+        ..quick_config()
+    };
     let worker = start(&db.pool, builtins(), config);
-    let quick = enqueue(&db.pool, &NewJob::typed(&builtin::Sleep { ms: 50 }).unwrap()).await.unwrap();
-    let slow = enqueue(&db.pool, &NewJob::typed(&builtin::Sleep { ms: 60_000 }).unwrap()).await.unwrap();
-    eventually(WAIT, "the slow job is running", || async { state_of(&db.pool, slow).await == JobState::Processing }).await;
+    let quick = enqueue(
+        &db.pool,
+        &NewJob::typed(&builtin::Sleep { ms: 50 }).unwrap(),
+    )
+    .await
+    .unwrap();
+    let slow = enqueue(
+        &db.pool,
+        &NewJob::typed(&builtin::Sleep { ms: 60_000 }).unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "the slow job is running", || async {
+        state_of(&db.pool, slow).await == JobState::Processing
+    })
+    .await;
     let started = std::time::Instant::now();
     worker.shutdown().await;
-    assert!(started.elapsed() < Duration::from_secs(5), "shutdown is bounded by its timeout");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown is bounded by its timeout"
+    );
     assert_eq!(state_of(&db.pool, quick).await, JobState::Completed);
     let slow = admin::show(&db.pool, slow).await.unwrap();
-    assert_eq!((slow.state, slow.attempt, slow.locked_by), (JobState::Pending, 0, None));
+    assert_eq!(
+        (slow.state, slow.attempt, slow.locked_by),
+        (JobState::Pending, 0, None)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -202,17 +332,44 @@ async fn fail_builtin_retries_on_the_handlers_schedule_then_succeeds() {
     // Retry at once, so the test does not wait on the default backoff.
     registry.register(|args: builtin::Fail, ctx: JobContext| async move {
         if ctx.attempt() <= args.times {
-            return Err(JobError::retry_after(format!("attempt {}", ctx.attempt()), Duration::ZERO));
+            return Err(JobError::retry_after(
+                format!("attempt {}", ctx.attempt()),
+                Duration::ZERO,
+            ));
         }
         Ok(())
     });
     let worker = start(&db.pool, registry, quick_config());
-    let id = enqueue(&db.pool, &NewJob::typed(&builtin::Fail { times: 2, permanent: false }).unwrap()).await.unwrap();
-    let no_failures = enqueue(&db.pool, &NewJob::typed(&builtin::Fail { times: 0, permanent: false }).unwrap()).await.unwrap();
-    eventually(WAIT, "the failing job succeeded", || async { state_of(&db.pool, id).await == JobState::Completed }).await;
+    let id = enqueue(
+        &db.pool,
+        &NewJob::typed(&builtin::Fail {
+            times: 2,
+            permanent: false,
+        })
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    let no_failures = enqueue(
+        &db.pool,
+        &NewJob::typed(&builtin::Fail {
+            times: 0,
+            permanent: false,
+        })
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "the failing job succeeded", || async {
+        state_of(&db.pool, id).await == JobState::Completed
+    })
+    .await;
     let job = admin::show(&db.pool, id).await.unwrap();
     assert_eq!((job.attempt, job.errors.len()), (3, 2));
-    eventually(WAIT, "the job without failures completed", || async { state_of(&db.pool, no_failures).await == JobState::Completed }).await;
+    eventually(WAIT, "the job without failures completed", || async {
+        state_of(&db.pool, no_failures).await == JobState::Completed
+    })
+    .await;
     worker.shutdown().await;
 }
 
@@ -220,9 +377,24 @@ async fn fail_builtin_retries_on_the_handlers_schedule_then_succeeds() {
 async fn permanent_fail_builtin_dead_letters_at_once() {
     let db = TestDb::new().await;
     let worker = start(&db.pool, builtins(), quick_config());
-    let id = enqueue(&db.pool, &NewJob::typed(&builtin::Fail { times: 0, permanent: true }).unwrap()).await.unwrap();
-    eventually(WAIT, "dead-lettered", || async { state_of(&db.pool, id).await == JobState::DeadLetter }).await;
+    let id = enqueue(
+        &db.pool,
+        &NewJob::typed(&builtin::Fail {
+            times: 0,
+            permanent: true,
+        })
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "dead-lettered", || async {
+        state_of(&db.pool, id).await == JobState::DeadLetter
+    })
+    .await;
     let job = admin::show(&db.pool, id).await.unwrap();
-    assert_eq!((job.attempt, job.dead_letter_reason.as_deref()), (1, Some("discarded")));
+    assert_eq!(
+        (job.attempt, job.dead_letter_reason.as_deref()),
+        (1, Some("discarded"))
+    );
     worker.shutdown().await;
 }

@@ -1,0 +1,188 @@
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use docket_queue::{enqueue, enqueue_many, JobState, NewJob};
+use docket_testkit::{eventually, TestDb};
+use docket_worker::builtin::{Sleep, NOOP};
+use serde_json::json;
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// Starts `docket worker` on the test database; `application_name` tags its connections.
+fn spawn_worker(db: &TestDb, env: &[(&str, &str)]) -> Child {
+    let url = format!(
+        "{}{}application_name=docket-e2e-worker",
+        db.url,
+        if db.url.contains('?') { "&" } else { "?" }
+    );
+    Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("worker")
+        .env("DATABASE_URL", url)
+        .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_POLL_INTERVAL", "0.2")
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start docket worker")
+}
+
+fn signal(child: &Child, name: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{name}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn count(db: &TestDb, state: JobState) -> i64 {
+    sqlx::query_scalar("select count(*) from docket.jobs where state = $1")
+        .bind(state)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_long_jobs_exits_in_time_and_hands_them_back_unspent() {
+    let db = TestDb::new().await;
+    let long: Vec<_> = (0..3)
+        .map(|_| NewJob::typed(&Sleep { ms: 120_000 }).unwrap())
+        .collect();
+    let long_ids = enqueue_many(&db.pool, &long).await.unwrap();
+    let mut worker = spawn_worker(&db, &[("DOCKET_SHUTDOWN_TIMEOUT", "1")]);
+    eventually(WAIT, "the long jobs are running", || async {
+        count(&db, JobState::Processing).await == 3
+    })
+    .await;
+    let quick = enqueue(&db.pool, &NewJob::new(NOOP, json!({})))
+        .await
+        .unwrap();
+    eventually(WAIT, "a quick job completes meanwhile", || async {
+        docket_queue::admin::show(&db.pool, quick)
+            .await
+            .unwrap()
+            .state
+            == JobState::Completed
+    })
+    .await;
+
+    let sent = Instant::now();
+    signal(&worker, "TERM");
+    let status = tokio::task::spawn_blocking(move || {
+        let status = worker.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut log).unwrap();
+        (status, log)
+    });
+    let (status, log) = tokio::time::timeout(Duration::from_secs(10), status)
+        .await
+        .expect("worker exits")
+        .unwrap();
+    let took = sent.elapsed();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(
+        took < Duration::from_secs(4),
+        "took {took:?} with a 1 s shutdown timeout"
+    );
+    for step in [
+        "worker.shutdown.started",
+        "worker.shutdown.released",
+        "worker.shutdown.flushed",
+        "worker.shutdown.completed",
+    ] {
+        assert!(log.contains(step), "log lacks {step}:\n{log}");
+    }
+    for id in long_ids {
+        let job = docket_queue::admin::show(&db.pool, id).await.unwrap();
+        assert_eq!(
+            (job.state, job.attempt, job.locked_by),
+            (JobState::Pending, 0, None),
+            "job {id}"
+        );
+    }
+    let workers: i64 = sqlx::query_scalar("select count(*) from docket.workers")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(workers, 0, "the worker deregistered; log:\n{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_survives_pg_terminate_backend_on_every_connection_and_finishes_all_jobs() {
+    let db = TestDb::new().await;
+    let jobs: Vec<_> = (0..1000)
+        .map(|_| NewJob::typed(&Sleep { ms: 5 }).unwrap())
+        .collect();
+    enqueue_many(&db.pool, &jobs).await.unwrap();
+    let mut worker = spawn_worker(&db, &[("DOCKET_CONCURRENCY", "10")]);
+    eventually(WAIT, "some jobs completed", || async {
+        count(&db, JobState::Completed).await >= 100
+    })
+    .await;
+    let killed: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+         where application_name = 'docket-e2e-worker' and datname = current_database()) t",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        killed >= 2,
+        "the worker's connections were terminated ({killed})"
+    );
+    eventually(
+        WAIT,
+        "every job completed after the connections died",
+        || async { count(&db, JobState::Completed).await == 1000 },
+    )
+    .await;
+    signal(&worker, "TERM");
+    let status = tokio::task::spawn_blocking(move || worker.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_with_listen_disabled_still_runs_jobs() {
+    let db = TestDb::new().await;
+    let mut worker = spawn_worker(&db, &[("DOCKET_LISTEN", "false")]);
+    let id = enqueue(&db.pool, &NewJob::new(NOOP, json!({})))
+        .await
+        .unwrap();
+    eventually(WAIT, "the job completed by polling", || async {
+        docket_queue::admin::show(&db.pool, id).await.unwrap().state == JobState::Completed
+    })
+    .await;
+    signal(&worker, "INT");
+    let status = tokio::task::spawn_blocking(move || worker.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn bad_worker_configuration_is_refused_before_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .args(["worker", "--queues", "mail:lots"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--queues") && err.contains("concurrency must be a whole number"),
+        "{err}"
+    );
+
+    let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("worker")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/x")
+        .env("DOCKET_SHUTDOWN_TIMEOUT", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("DOCKET_SHUTDOWN_TIMEOUT"), "{err}");
+}
