@@ -111,9 +111,13 @@ create index jobs_snapshot on docket.jobs (queue, state, run_at)
 create unique index jobs_unique_key_live on docket.jobs (unique_key)
     where unique_key is not null and state in ('pending', 'retrying', 'processing');
 
--- The rescuer looks up processing jobs by the worker that holds them.
-create index jobs_processing_locked_by on docket.jobs (locked_by)
-    where state = 'processing';
+-- Workers look up the jobs they hold that an operator asked to cancel. Deliberately not
+-- an index of all processing jobs by worker: PostgreSQL would drive the outcome
+-- statement's join from it (its estimate ignores the entries of just-finished jobs) and
+-- turn each batch into a nested loop over every job the worker holds. The rescuer, which
+-- runs every few seconds under a lock, reads processing rows through jobs_snapshot.
+create index jobs_cancel_requested on docket.jobs (locked_by)
+    where cancel_requested_at is not null;
 
 -- The pruner deletes finished jobs by state and age, oldest first.
 create index jobs_finished on docket.jobs (state, finished_at)

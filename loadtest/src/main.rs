@@ -6,8 +6,10 @@
 //! off is used, whose figures are not comparable). Figures go to stdout; the commands and
 //! results we keep are in `docs/benchmarks.md`.
 
+mod drill;
 mod queue_bench;
 mod stats;
+mod worker_bench;
 
 use clap::{Parser, Subcommand};
 
@@ -52,6 +54,52 @@ enum Bench {
         #[arg(long, default_value_t = 0)]
         finished_rows: usize,
     },
+    /// One in-process worker runtime working queued no-op jobs.
+    Throughput {
+        /// Jobs queued before the worker starts.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        /// Jobs at once.
+        #[arg(long, default_value_t = 10)]
+        concurrency: usize,
+        /// Most jobs per claim.
+        #[arg(long, default_value_t = docket_worker::config::CLAIM_BATCH_DEFAULT)]
+        claim_batch: u32,
+    },
+    /// Pickup latency at idle, one job at a time.
+    Latency {
+        /// Jobs to time.
+        #[arg(long, default_value_t = 500)]
+        samples: usize,
+    },
+    /// `docket worker` processes on one database: throughput and memory.
+    Scale {
+        /// Path of the `docket` binary.
+        #[arg(long, default_value = "target/release/docket")]
+        docket: String,
+        /// Worker processes.
+        #[arg(long, default_value_t = 1)]
+        processes: usize,
+        /// Jobs queued before the workers start.
+        #[arg(long, default_value_t = 20_000)]
+        jobs: usize,
+        /// Jobs at once per process.
+        #[arg(long, default_value_t = 50)]
+        concurrency: usize,
+    },
+    /// Run a drill worker (the runtime embedded, with the `drill.ledger` kind) until
+    /// SIGTERM; used by the crash drills.
+    DrillWorker {
+        /// Jobs at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// Heartbeat interval, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        heartbeat_ms: u64,
+        /// Lease timeout, in milliseconds.
+        #[arg(long, default_value_t = 3000)]
+        lease_ms: u64,
+    },
     /// Snapshot latency with a given number of rows in the table.
     Snapshot {
         /// Rows in the table.
@@ -66,25 +114,58 @@ enum Bench {
     },
 }
 
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if std::env::var_os("DATABASE_URL").is_none() {
         eprintln!("note: DATABASE_URL is unset; measuring a throwaway cluster with fsync off");
     }
+    // Single-client benchmarks run on one thread, so that a sequential client pays no
+    // cross-thread wake-up per round trip; worker benchmarks run as a worker process would.
+    let single = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let multi = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     match cli.bench {
-        Bench::Enqueue { jobs } => queue_bench::enqueue(jobs).await,
-        Bench::Bulk { jobs, batch } => queue_bench::bulk(jobs, batch).await,
+        Bench::Enqueue { jobs } => single.block_on(queue_bench::enqueue(jobs)),
+        Bench::Bulk { jobs, batch } => single.block_on(queue_bench::bulk(jobs, batch)),
         Bench::Cycle {
             jobs,
             batch,
             claimers,
             finished_rows,
-        } => queue_bench::cycle(jobs, batch, claimers, finished_rows).await,
+        } => single.block_on(queue_bench::cycle(jobs, batch, claimers, finished_rows)),
         Bench::Snapshot {
             rows,
             live_share,
             samples,
-        } => queue_bench::snapshot(rows, live_share, samples).await,
+        } => single.block_on(queue_bench::snapshot(rows, live_share, samples)),
+        Bench::Throughput {
+            jobs,
+            concurrency,
+            claim_batch,
+        } => multi.block_on(worker_bench::throughput(jobs, concurrency, claim_batch)),
+        Bench::Latency { samples } => multi.block_on(worker_bench::latency(samples)),
+        Bench::Scale {
+            docket,
+            processes,
+            jobs,
+            concurrency,
+        } => multi.block_on(worker_bench::scale(&docket, processes, jobs, concurrency)),
+        Bench::DrillWorker {
+            concurrency,
+            heartbeat_ms,
+            lease_ms,
+        } => {
+            let url = std::env::var("DATABASE_URL")
+                .map_err(|_| anyhow::anyhow!("the drill worker needs DATABASE_URL"))?;
+            let options = drill::DrillWorker {
+                concurrency,
+                heartbeat: std::time::Duration::from_millis(heartbeat_ms),
+                lease: std::time::Duration::from_millis(lease_ms),
+            };
+            multi.block_on(drill::run(&url, options))
+        }
     }
 }

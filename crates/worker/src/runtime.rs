@@ -28,9 +28,6 @@ use crate::registry::Registry;
 use crate::rescuer::Rescuer;
 use crate::service::run_periodic;
 
-/// Outcomes that may wait for the completer before executors feel backpressure.
-const COMPLETER_CHANNEL: usize = 10_000;
-
 /// A worker process's runtime. Build it with [`Runtime::new`], then [`Runtime::run`] it
 /// with the future that says when to stop.
 pub struct Runtime {
@@ -111,7 +108,10 @@ impl Runtime {
         let producers = TaskTracker::new();
         let jobs = TaskTracker::new();
 
-        let (completer_tx, completer_rx) = mpsc::channel(COMPLETER_CHANNEL);
+        // Outcomes that may wait for the completer before executors feel backpressure: one
+        // batch. Jobs stay `processing` until their outcome is written, so a deeper buffer
+        // would only let the producer claim ahead of a completer that is behind.
+        let (completer_tx, completer_rx) = mpsc::channel(config.completer_batch);
         let completer = tokio::spawn(
             Completer {
                 pool: self.pool.clone(),

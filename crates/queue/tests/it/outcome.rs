@@ -403,3 +403,85 @@ async fn error_history_keeps_the_most_recent_twenty() {
     assert_eq!(job.errors.first().unwrap().attempt, 6);
     assert_eq!(job.errors.last().unwrap().attempt, 25);
 }
+
+/// Index and sequential tuple reads on `docket.jobs` so far, as the statistics see them.
+async fn tuple_reads(pool: &sqlx::PgPool) -> (i64, i64) {
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("select pg_stat_clear_snapshot()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query_as(
+        "select coalesce(idx_tup_fetch, 0) + coalesce((select sum(idx_tup_read) from pg_stat_user_indexes
+                 where relid = 'docket.jobs'::regclass), 0)::bigint,
+                coalesce(seq_tup_read, 0)
+         from pg_stat_user_tables where relid = 'docket.jobs'::regclass",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_of_outcomes_reads_only_its_own_jobs_however_many_the_worker_holds() {
+    let db = TestDb::new().await;
+    let worker = Uuid::now_v7();
+    // Statistics taken while the jobs were pending, then claimed: as in a worker that
+    // started on a backlog, the planner believes the worker holds next to nothing.
+    let mut conn = db.pool.acquire().await.unwrap();
+    for statement in [
+        "insert into docket.jobs (kind) select 'k' from generate_series(1, 5000)",
+        "analyze docket.jobs",
+        "update docket.jobs set state = 'processing', attempt = 1, locked_by = $1, attempted_at = now()",
+        // The plan a long-running worker ends up with: the generic one.
+        "set plan_cache_mode = force_generic_plan",
+        "select pg_stat_force_next_flush()",
+    ] {
+        let query = sqlx::query(statement);
+        let query = if statement.contains("$1") { query.bind(worker) } else { query };
+        query.execute(&mut *conn).await.unwrap();
+    }
+    let ids: Vec<docket_queue::JobId> =
+        sqlx::query_scalar("select id from docket.jobs order by id limit 10")
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    sqlx::query("select pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let batch: Vec<_> = ids
+        .iter()
+        .map(|id| AttemptOutcome {
+            id: *id,
+            attempt: 1,
+            outcome: Outcome::Complete,
+        })
+        .collect();
+    let (index_before, seq_before) = tuple_reads(&db.pool).await;
+    let applied = apply_outcomes(&mut *conn, worker, &batch, None)
+        .await
+        .unwrap();
+    assert_eq!(applied.changed.len(), 10);
+    sqlx::query("select pg_stat_force_next_flush()")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let mut reads = (0, 0);
+    for _ in 0..50 {
+        let (index_after, seq_after) = tuple_reads(&db.pool).await;
+        reads = (index_after - index_before, seq_after - seq_before);
+        if reads.0 > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(reads.0 > 0, "statistics never arrived");
+    assert_eq!(reads.1, 0, "no sequential scan of the jobs table");
+    assert!(
+        reads.0 <= 100,
+        "10 outcomes read {} index tuples: the statement walks the worker's other jobs",
+        reads.0
+    );
+}
