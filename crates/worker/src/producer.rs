@@ -16,6 +16,9 @@ use uuid::Uuid;
 use crate::events;
 use crate::executor::{Executor, Finished};
 
+/// How long a producer with few free slots waits for more before it claims.
+const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
+
 /// A queue's producer.
 pub(crate) struct Producer {
     pub(crate) pool: PgPool,
@@ -24,7 +27,9 @@ pub(crate) struct Producer {
     pub(crate) worker_id: Uuid,
     pub(crate) claim_batch: u32,
     pub(crate) poll_interval: Duration,
-    /// This queue's concurrency.
+    /// This queue's concurrency, as a number.
+    pub(crate) concurrency: usize,
+    /// This queue's concurrency, as permits.
     pub(crate) slots: Arc<Semaphore>,
     /// The cap over all queues.
     pub(crate) global: Arc<Semaphore>,
@@ -41,6 +46,7 @@ impl Producer {
     pub(crate) async fn run(self, stop: CancellationToken) {
         let mut failures = 0u32;
         while !stop.is_cancelled() {
+            self.gather_free_slots().await;
             let free = self
                 .slots
                 .available_permits()
@@ -76,6 +82,21 @@ impl Producer {
                 () = stop.cancelled() => break,
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+
+    /// When only a few slots are free (a job or two just finished), waits a moment for
+    /// more to free up, so that one claim takes a batch instead of one round trip per
+    /// finished job. An idle producer (most slots free) claims at once.
+    async fn gather_free_slots(&self) {
+        let enough = (self.concurrency / 2).clamp(1, self.claim_batch as usize);
+        let deadline = tokio::time::Instant::now() + CLAIM_COOLDOWN;
+        // Each finishing job notifies `wake`; stop waiting once enough slots are free.
+        while self.slots.available_permits() < enough {
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep_until(deadline) => return,
             }
         }
     }

@@ -141,6 +141,7 @@ impl Runtime {
                 worker_id: self.worker.id,
                 claim_batch: config.claim_batch,
                 poll_interval: config.poll_interval,
+                concurrency: queue.concurrency,
                 slots: Arc::new(Semaphore::new(queue.concurrency)),
                 global: global.clone(),
                 wake,
