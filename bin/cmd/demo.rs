@@ -1,18 +1,17 @@
 //! `docket demo`: a guided run of the main job on a throwaway PostgreSQL (or on
-//! DATABASE_URL when set): migrate, enqueue a workload, work it, and show the snapshot,
-//! a dead letter and its replay.
+//! DATABASE_URL when set): migrate, enqueue a workload, work it with the worker runtime,
+//! and show the snapshot, the dead letters and a replay.
 
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use docket_queue::{
-    admin, maintenance, AttemptOutcome, Backoff, ClaimRequest, JobState, NewJob, Outcome,
-};
+use docket_queue::{admin, JobState, NewJob};
 use docket_testkit::ThrowawayCluster;
+use docket_worker::{builtin, QueueConfig, Registry, Runtime, RuntimeConfig};
 use serde_json::json;
 use sqlx::postgres::PgPoolOptions;
-use uuid::Uuid;
+use tokio_util::sync::CancellationToken;
 
 use crate::cmd::snapshot::print_table;
 use crate::config::DatabaseUrl;
@@ -40,6 +39,7 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>) -> anyhow::Result<()
     };
     let pool = PgPoolOptions::new()
         .max_connections(8)
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(options)
         .await
@@ -83,34 +83,65 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>) -> anyhow::Result<()
     docket_queue::enqueue(&pool, &late).await?;
     println!("1 recovery email whose deadline already passed (it must never be sent)");
 
-    let flaky = NewJob::new("docket.fail", json!({ "permanent": false })).max_attempts(3);
-    let flaky_id = docket_queue::enqueue(&pool, &flaky).await?;
+    let flaky = NewJob::typed(&builtin::Fail {
+        times: 2,
+        permanent: false,
+    })?
+    .max_attempts(5);
+    docket_queue::enqueue(&pool, &flaky).await?;
+    let broken = NewJob::typed(&builtin::Fail {
+        times: 0,
+        permanent: true,
+    })?;
+    let broken_id = docket_queue::enqueue(&pool, &broken).await?;
+    let malformed = NewJob::new("docket.sleep", json!({ "seconds": "ten" }));
+    docket_queue::enqueue(&pool, &malformed).await?;
     let scheduled =
         NewJob::new("docket.noop", json!({})).run_at(Utc::now() + chrono::Duration::hours(1));
     docket_queue::enqueue(&pool, &scheduled).await?;
-    println!("1 job that always fails (3 attempts), 1 job scheduled an hour from now");
+    println!("1 job that fails twice then succeeds, 1 that fails permanently, 1 with a malformed payload,");
+    println!("1 job scheduled an hour from now");
 
     println!("\n== 3. Snapshot before work");
     print_table(&docket_queue::snapshot(&pool, None).await?);
 
-    println!("\n== 4. Work: claim in batches, complete in batches (fenced by worker and attempt)");
-    let worker = maintenance::WorkerInfo {
-        id: Uuid::now_v7(),
-        host: "demo".into(),
-        pid: i32::try_from(std::process::id()).unwrap_or(0),
-        queues: vec!["default".into(), "mail".into()],
-        version: env!("CARGO_PKG_VERSION").into(),
+    println!("\n== 4. Work: the worker runtime (LISTEN/NOTIFY, batched claims and outcomes)");
+    let mut registry = Registry::new();
+    builtin::register(&mut registry);
+    registry.register_raw("recovery_email", |_payload, _ctx| async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        Ok(())
+    });
+    registry.register_raw("report.build", |_payload, _ctx| async { Ok(()) });
+    let config = RuntimeConfig {
+        queues: vec![
+            QueueConfig::new("default").concurrency(50),
+            QueueConfig::new("mail").concurrency(5),
+        ],
+        shutdown_timeout: Duration::from_secs(5),
+        ..RuntimeConfig::default()
     };
-    maintenance::heartbeat(&pool, &worker, None).await?;
+    let runtime = Runtime::new(pool.clone(), registry, config)?;
+    let stop = CancellationToken::new();
     let started = Instant::now();
-    let (done, expired) = work(&pool, worker.id).await?;
+    let worker = tokio::spawn(runtime.run(stop.clone().cancelled_owned()));
+    // Until nothing is ready or running (the retries come back after their backoff).
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let snapshot = docket_queue::snapshot(&pool, None).await?;
+        if snapshot.total.oldest_ready_at.is_none()
+            && snapshot.total.processing == 0
+            && snapshot.total.retrying == 0
+        {
+            break;
+        }
+    }
     let elapsed = started.elapsed();
+    stop.cancel();
+    worker.await??;
     println!(
-        "{done} attempts in {elapsed:.2?} ({:.0} jobs/s); {expired} expired job dead-lettered unsent",
-        done as f64 / elapsed.as_secs_f64()
+        "worked the queue in {elapsed:.2?}, including the failing job's retries (1 s, then 2 s)"
     );
-    maintenance::deregister(&pool, worker.id).await?;
-
     println!("\n== 5. Snapshot after work");
     print_table(&docket_queue::snapshot(&pool, None).await?);
 
@@ -133,62 +164,10 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>) -> anyhow::Result<()
             job.errors.len()
         );
     }
-    let replayed = admin::replay(&pool, flaky_id).await?;
+    let replayed = admin::replay(&pool, broken_id).await?;
     println!(
         "replayed {}: now {} with attempt {}/{}",
         replayed.id, replayed.state, replayed.attempt, replayed.max_attempts
     );
     Ok(())
-}
-
-/// Works every ready job until none is left: the claim → run → outcome cycle that the
-/// worker runtime runs, with the built-in kinds' behaviour inline.
-async fn work(pool: &sqlx::PgPool, worker_id: Uuid) -> anyhow::Result<(usize, usize)> {
-    let backoff = Backoff::Ladder(vec![Duration::ZERO]);
-    let (mut done, mut expired) = (0, 0);
-    loop {
-        let mut idle = true;
-        for queue in ["mail", "default"] {
-            let claimed = docket_queue::claim(
-                pool,
-                &ClaimRequest {
-                    queue,
-                    kinds: None,
-                    worker_id,
-                    limit: 500,
-                    now: None,
-                },
-            )
-            .await?;
-            expired += claimed.expired.len();
-            if claimed.jobs.is_empty() {
-                continue;
-            }
-            idle = false;
-            let outcomes: Vec<AttemptOutcome> = claimed
-                .jobs
-                .iter()
-                .map(|job| {
-                    let outcome = if job.kind == "docket.fail" {
-                        Outcome::Retry {
-                            error: format!("docket.fail: attempt {} fails on purpose", job.attempt),
-                            delay: backoff.delay(job.id, job.attempt),
-                        }
-                    } else {
-                        Outcome::Complete
-                    };
-                    AttemptOutcome {
-                        id: job.id,
-                        attempt: job.attempt,
-                        outcome,
-                    }
-                })
-                .collect();
-            done += outcomes.len();
-            docket_queue::apply_outcomes(pool, worker_id, &outcomes, None).await?;
-        }
-        if idle {
-            return Ok((done, expired));
-        }
-    }
 }
