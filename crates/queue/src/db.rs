@@ -484,6 +484,7 @@ pub(crate) struct WorkerParams<'a> {
     pub(crate) host: &'a str,
     pub(crate) pid: i32,
     pub(crate) queues: &'a [String],
+    pub(crate) kinds: &'a [String],
     pub(crate) version: &'a str,
     pub(crate) now: Option<DateTime<Utc>>,
 }
@@ -495,8 +496,8 @@ pub(crate) async fn worker_heartbeat(
 ) -> sqlx::Result<()> {
     sqlx::query(
         r#"
-        insert into docket.workers (id, host, pid, queues, version, started_at, heartbeat_at)
-        values ($1, $2, $3, $4, $5, coalesce($6, now()), coalesce($6, now()))
+        insert into docket.workers (id, host, pid, queues, kinds, version, started_at, heartbeat_at)
+        values ($1, $2, $3, $4, $5, $6, coalesce($7, now()), coalesce($7, now()))
         on conflict (id) do update set heartbeat_at = excluded.heartbeat_at
         "#,
     )
@@ -504,6 +505,7 @@ pub(crate) async fn worker_heartbeat(
     .bind(params.host)
     .bind(params.pid)
     .bind(params.queues)
+    .bind(params.kinds)
     .bind(params.version)
     .bind(params.now)
     .execute(exec)
@@ -549,4 +551,63 @@ pub(crate) async fn advisory_unlock(exec: impl PgExecutor<'_>, key: i64) -> sqlx
         .execute(exec)
         .await?;
     Ok(())
+}
+
+/// Every registered worker, freshest heartbeat first.
+pub(crate) async fn worker_list(
+    exec: impl PgExecutor<'_>,
+    now: Option<DateTime<Utc>>,
+) -> sqlx::Result<Vec<crate::workers::Worker>> {
+    sqlx::query_as(
+        r#"
+        select id, host, pid, queues, kinds, version, started_at, heartbeat_at,
+               extract(epoch from coalesce($1, now()) - heartbeat_at)::float8 as heartbeat_age_seconds
+        from docket.workers
+        order by heartbeat_at desc
+        limit 1000
+        "#,
+    )
+    .bind(now)
+    .fetch_all(exec)
+    .await
+}
+
+/// Kinds of jobs that have been ready for at least `min_age` on a queue where no live
+/// worker (heartbeat within `lease_timeout_secs`) runs that kind. Reads the ready jobs
+/// through `jobs_claim`; bounded by `limit` kinds.
+pub(crate) async fn job_unhandled_kinds(
+    exec: impl PgExecutor<'_>,
+    lease_timeout_secs: f64,
+    min_age_secs: f64,
+    limit: i64,
+    now: Option<DateTime<Utc>>,
+) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        r#"
+        with live as (
+            select queues, kinds from docket.workers
+            where heartbeat_at > coalesce($3, now()) - make_interval(secs => $1)
+        )
+        select distinct j.queue, j.kind
+        from docket.jobs j
+        where j.state in ('pending', 'retrying')
+          and j.run_at <= coalesce($3, now()) - make_interval(secs => $2)
+          and not exists (select 1 from live w where j.queue = any(w.queues) and j.kind = any(w.kinds))
+        order by j.queue, j.kind
+        limit $4
+        "#,
+    )
+    .bind(lease_timeout_secs)
+    .bind(min_age_secs)
+    .bind(now)
+    .bind(limit)
+    .fetch_all(exec)
+    .await
+}
+
+/// Versions of the migrations this database has applied successfully.
+pub(crate) async fn migration_versions(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<i64>> {
+    sqlx::query_scalar("select version from _sqlx_migrations where success order by version")
+        .fetch_all(exec)
+        .await
 }

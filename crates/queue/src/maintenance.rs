@@ -23,6 +23,8 @@ pub struct WorkerInfo {
     pub pid: i32,
     /// The queues it serves.
     pub queues: Vec<String>,
+    /// The kinds it runs.
+    pub kinds: Vec<String>,
     /// Its version.
     pub version: String,
 }
@@ -43,6 +45,7 @@ pub async fn heartbeat(
         host: &worker.host,
         pid: worker.pid,
         queues: &worker.queues,
+        kinds: &worker.kinds,
         version: &worker.version,
         now,
     };

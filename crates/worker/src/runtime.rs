@@ -61,6 +61,7 @@ impl Runtime {
             host: hostname(),
             pid: i32::try_from(std::process::id()).unwrap_or(i32::MAX),
             queues: config.queues.iter().map(|q| q.name.clone()).collect(),
+            kinds: registry.kinds(),
             version: env!("CARGO_PKG_VERSION").to_owned(),
         };
         Ok(Runtime {

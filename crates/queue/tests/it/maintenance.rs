@@ -146,3 +146,68 @@ async fn rescue_frees_exactly_the_jobs_of_lapsed_or_unknown_workers() {
         .unwrap();
     assert_eq!(rescued.iter().map(|j| j.id).collect::<Vec<_>>(), [held.id]);
 }
+
+#[tokio::test]
+async fn unhandled_kinds_names_ready_jobs_no_live_worker_runs() {
+    let db = TestDb::new().await;
+    let now = Utc::now();
+    let live = worker_info(Uuid::now_v7()); // serves `default`, runs `test.job`
+    maintenance::heartbeat(&db.pool, &live, Some(now))
+        .await
+        .unwrap();
+    let mut stale = worker_info(Uuid::now_v7());
+    stale.kinds = vec!["report.build".into()];
+    maintenance::heartbeat(&db.pool, &stale, Some(now - chrono::Duration::minutes(5)))
+        .await
+        .unwrap();
+    let old = Some(now - chrono::Duration::minutes(2));
+    let job = |kind: &str, queue: &str, run_at| JobOpts {
+        kind: Some(kind.into()),
+        queue: Some(queue.into()),
+        run_at,
+        ..Default::default()
+    };
+    insert_job(&db.pool, job("test.job", "default", old)).await; // handled
+    insert_job(&db.pool, job("report.build", "default", old)).await; // only a stale worker knows it
+    insert_job(&db.pool, job("test.job", "mail", old)).await; // nobody serves `mail`
+    insert_job(&db.pool, job("fresh.kind", "default", Some(now))).await; // not ready long enough
+    let unhandled = docket_queue::workers::unhandled_kinds(
+        &db.pool,
+        Duration::from_secs(30),
+        Duration::from_secs(60),
+        Some(now),
+    )
+    .await
+    .unwrap();
+    let names: Vec<_> = unhandled
+        .iter()
+        .map(|u| (u.queue.as_str(), u.kind.as_str()))
+        .collect();
+    assert_eq!(names, [("default", "report.build"), ("mail", "test.job")]);
+
+    let workers = docket_queue::workers::list(&db.pool, Some(now))
+        .await
+        .unwrap();
+    assert_eq!(workers.len(), 2);
+    assert_eq!(workers[0].id, live.id);
+    assert!(workers[1].heartbeat_age_seconds >= 300.0);
+}
+
+#[tokio::test]
+async fn migration_status_is_current_on_a_migrated_database_and_pending_on_a_blank_one() {
+    let db = TestDb::new().await;
+    let status = docket_queue::workers::migration_status(&db.pool)
+        .await
+        .unwrap();
+    assert!(status.is_current(), "{status:?}");
+    assert_eq!(status.applied, docket_queue::MIGRATOR.iter().count());
+    sqlx::query("drop table _sqlx_migrations")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let blank = docket_queue::workers::migration_status(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(blank.applied, 0);
+    assert!(!blank.is_current());
+}

@@ -379,6 +379,7 @@ pub(crate) fn worker_info(id: Uuid) -> maintenance::WorkerInfo {
         host: "test-host".into(),
         pid: 1,
         queues: vec!["default".into()],
+        kinds: vec!["test.job".into()],
         version: "test".into(),
     }
 }

@@ -1,0 +1,125 @@
+//! What the health check and the operator report need to know about the system beyond the
+//! snapshot: the registered workers, kinds no live worker runs, and migration status.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::db;
+use crate::error::Result;
+
+/// A registered worker process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Worker {
+    /// Its id (fresh per process start).
+    pub id: Uuid,
+    /// The host it runs on.
+    pub host: String,
+    /// Its process id.
+    pub pid: i32,
+    /// The queues it serves.
+    pub queues: Vec<String>,
+    /// The kinds it runs.
+    pub kinds: Vec<String>,
+    /// Its version.
+    pub version: String,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// Its latest heartbeat.
+    pub heartbeat_at: DateTime<Utc>,
+    /// Seconds since that heartbeat.
+    pub heartbeat_age_seconds: f64,
+}
+
+/// Every registered worker, freshest first (at most 1,000).
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when the database fails.
+pub async fn list(exec: impl PgExecutor<'_>, now: Option<DateTime<Utc>>) -> Result<Vec<Worker>> {
+    Ok(db::worker_list(exec, now).await?)
+}
+
+/// A queue and kind with ready jobs that no live worker runs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnhandledKind {
+    /// The queue.
+    pub queue: String,
+    /// The kind.
+    pub kind: String,
+}
+
+/// Queues and kinds whose jobs have been ready for at least `min_age` while no worker with
+/// a heartbeat younger than `lease_timeout` serves that queue and runs that kind (at most
+/// 20). Such jobs are not claimed by anyone: they wait until a worker that knows the kind
+/// starts.
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when the database fails.
+pub async fn unhandled_kinds(
+    exec: impl PgExecutor<'_>,
+    lease_timeout: Duration,
+    min_age: Duration,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<UnhandledKind>> {
+    let rows = db::job_unhandled_kinds(
+        exec,
+        lease_timeout.as_secs_f64(),
+        min_age.as_secs_f64(),
+        20,
+        now,
+    )
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(queue, kind)| UnhandledKind { queue, kind })
+        .collect())
+}
+
+/// Where the database stands against the migrations this build embeds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationStatus {
+    /// Migrations this build embeds.
+    pub known: usize,
+    /// Of those, applied to the database.
+    pub applied: usize,
+    /// Versions this build has that the database has not applied.
+    pub pending: Vec<i64>,
+}
+
+impl MigrationStatus {
+    /// Whether every embedded migration is applied.
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Compares the database's applied migrations with the embedded ones. A database never
+/// migrated has every migration pending.
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when the database fails.
+pub async fn migration_status(exec: impl PgExecutor<'_>) -> Result<MigrationStatus> {
+    let applied = match db::migration_versions(exec).await {
+        Ok(versions) => versions,
+        // No bookkeeping table yet: nothing applied.
+        Err(sqlx::Error::Database(err)) if err.code().as_deref() == Some("42P01") => Vec::new(),
+        Err(err) => return Err(err.into()),
+    };
+    let known: Vec<i64> = crate::MIGRATOR.iter().map(|m| m.version).collect();
+    let pending: Vec<i64> = known
+        .iter()
+        .copied()
+        .filter(|v| !applied.contains(v))
+        .collect();
+    Ok(MigrationStatus {
+        known: known.len(),
+        applied: known.len() - pending.len(),
+        pending,
+    })
+}
