@@ -1,0 +1,81 @@
+//! `ApiError`: every error the API answers with, as JSON `{"error": code, "message": ...}`
+//! with a stable code. Client errors say what is wrong; server errors are logged once with
+//! their cause chain and say nothing internal.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use docket_queue::ErrorChain;
+use serde_json::json;
+
+/// An error answer.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request is malformed (bad JSON, a bad id, a bad cursor, a bad query value).
+    BadRequest(String),
+    /// 401: no valid bearer token.
+    Unauthorized,
+    /// 404: no such job.
+    NotFound(String),
+    /// 409: the job's state does not allow the action.
+    Conflict(String),
+    /// 413: the body is larger than the limit.
+    TooLarge(String),
+    /// 422: well-formed, but breaks a rule (unknown field, empty kind, ...).
+    Invalid(String),
+    /// 503: the database does not answer.
+    Unavailable,
+    /// 500: anything else; logged, never described to the client.
+    Internal(docket_queue::Error),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, Option<&str>) {
+        match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", Some(m)),
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", Some(m)),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", Some(m)),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", Some(m)),
+            ApiError::Invalid(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some(m)),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        }
+    }
+}
+
+impl From<docket_queue::Error> for ApiError {
+    fn from(err: docket_queue::Error) -> Self {
+        use docket_queue::Error;
+        match err {
+            Error::JobNotFound(_) => ApiError::NotFound(err.to_string()),
+            Error::InvalidState { .. } | Error::UniqueKeyTaken { .. } => {
+                ApiError::Conflict(err.to_string())
+            }
+            Error::InvalidJob(_) | Error::Payload { .. } => ApiError::Invalid(err.to_string()),
+            Error::Database(ref db) if is_unavailable(db) => ApiError::Unavailable,
+            other => ApiError::Internal(other),
+        }
+    }
+}
+
+fn is_unavailable(err: &sqlx::Error) -> bool {
+    matches!(
+        err,
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = self.parts();
+        if let ApiError::Internal(err) = &self {
+            tracing::error!(event = "http.error", error.message = %err, error.cause_chain = %ErrorChain(err), "request failed");
+        }
+        let body = match message {
+            Some(message) => json!({ "error": code, "message": message }),
+            None => json!({ "error": code }),
+        };
+        (status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,94 @@
+//! # docket-http
+//!
+//! Docket's HTTP layer on axum: a public health probe, the bearer-guarded health document
+//! with the queue snapshot, the job admin API and Prometheus metrics.
+//!
+//! | route | who |
+//! |---|---|
+//! | `HEAD /api/health` | anyone: 200 when the database answers, 503 when not |
+//! | `GET /api/health` | anyone: `{"status": ...}`; with the bearer: the full document |
+//! | `GET /metrics` | bearer |
+//! | `GET /api/jobs`, `GET /api/jobs/{id}` | bearer |
+//! | `POST /api/jobs`, `POST /api/jobs/{id}/replay`, `POST /api/jobs/{id}/cancel`, `POST /api/jobs/replay-dead-letters` | bearer |
+//!
+//! # Layout
+//!
+//! - [`router`]: the `Router`, testable without a socket; [`serve`] runs it.
+//! - [`state`]: `AppState`.
+//! - [`auth`]: the bearer extractors (constant-time compare) and `Secret`.
+//! - [`health`]: checks, thresholds, the cached evaluation, transition logs.
+//! - `routes`: one module per route family.
+//! - [`error`]: `ApiError` → JSON with a stable code.
+//! - [`observe`]: request logs, HTTP metrics, snapshot gauges.
+//!
+//! It does not run jobs (that is `docket-worker`): worker liveness comes from the
+//! heartbeat table.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod auth;
+pub mod error;
+pub mod health;
+pub mod observe;
+mod routes;
+pub mod state;
+
+use std::future::Future;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+
+pub use auth::Secret;
+pub use health::HealthConfig;
+pub use state::AppState;
+
+/// The largest request body accepted, in bytes.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// The whole API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route(
+            "/api/health",
+            get(routes::health::get).head(routes::health::head),
+        )
+        .route("/metrics", get(routes::metrics::get))
+        .route(
+            "/api/jobs",
+            get(routes::jobs::list).post(routes::jobs::enqueue),
+        )
+        .route(
+            "/api/jobs/replay-dead-letters",
+            post(routes::jobs::replay_dead_letters),
+        )
+        .route("/api/jobs/{id}", get(routes::jobs::show))
+        .route("/api/jobs/{id}/replay", post(routes::jobs::replay))
+        .route("/api/jobs/{id}/cancel", post(routes::jobs::cancel))
+        .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .route_layer(axum::middleware::from_fn(observe::track))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` completes, then stops accepting and
+/// finishes the requests in flight.
+///
+/// # Errors
+///
+/// When the listener fails.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if state.cron_secret.is_none() {
+        tracing::warn!(
+            event = "health_check.no_secret",
+            "CRON_SECRET is not set: the snapshot, metrics and job API answer 401 to everyone"
+        );
+    }
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

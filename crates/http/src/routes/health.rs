@@ -1,0 +1,35 @@
+//! `HEAD /api/health` and `GET /api/health`: public status for anyone, the full document
+//! for holders of the secret.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use crate::auth::Caller;
+use crate::health::Status;
+use crate::state::AppState;
+
+fn code(status: Status) -> StatusCode {
+    match status {
+        Status::Down => StatusCode::SERVICE_UNAVAILABLE,
+        Status::Ok | Status::Degraded => StatusCode::OK,
+    }
+}
+
+/// 200 when the database answers, 503 when not; no body.
+pub(crate) async fn head(State(state): State<AppState>) -> StatusCode {
+    code(state.health.report().await.status)
+}
+
+/// Anyone: `{"status": ...}` and nothing more. With the secret: status, checks, snapshot,
+/// workers and unhandled kinds.
+pub(crate) async fn get(State(state): State<AppState>, caller: Caller) -> Response {
+    let report = state.health.report().await;
+    let status = code(report.status);
+    match caller {
+        Caller::Anonymous => (status, Json(json!({ "status": report.status }))).into_response(),
+        Caller::Authorized => (status, Json(report.as_ref().clone())).into_response(),
+    }
+}

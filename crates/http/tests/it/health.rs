@@ -1,0 +1,175 @@
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::Utc;
+use docket_http::HealthConfig;
+use docket_queue::JobState;
+use docket_testkit::{insert_job, JobOpts, TestDb};
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+
+use crate::{app, app_with, authed, call, get, SECRET};
+
+#[tokio::test]
+async fn public_get_and_head_answer_ok_with_a_healthy_database() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let (status, body) = call(&app, get("/api/health")).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+    let (status, body) = call(
+        &app,
+        Request::head("/api/health").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!((status, body), (StatusCode::OK, json!("")));
+}
+
+#[tokio::test]
+async fn a_database_that_is_down_gives_503_down_within_the_check_timeout() {
+    // Nothing listens on port 9 of loopback.
+    let pool = PgPoolOptions::new()
+        .connect_lazy("postgres://nobody@127.0.0.1:9/none")
+        .unwrap();
+    let config = HealthConfig {
+        check_timeout: Duration::from_millis(500),
+        cache_ttl: Duration::ZERO,
+        ..HealthConfig::default()
+    };
+    let app = app_with(&pool, docket_http::Secret::new(SECRET), config);
+    let started = Instant::now();
+    let (status, body) = call(&app, get("/api/health")).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::SERVICE_UNAVAILABLE, json!({"status": "down"}))
+    );
+    let (status, _) = call(
+        &app,
+        Request::head("/api/health").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let (status, body) = call(&app, authed("GET", "/api/health", None)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        (&body["status"], &body["checks"]["database"], &body["queue"]),
+        (&json!("down"), &json!("down"), &json!(null))
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "probes answer within the check timeout"
+    );
+}
+
+#[tokio::test]
+async fn the_bearer_gets_the_snapshot_exactly_as_prepared() {
+    let db = TestDb::new().await;
+    let now = Utc::now();
+    let at = |secs: i64| Some(now - chrono::Duration::seconds(secs));
+    let job = |state, queue: &str, run_at| JobOpts {
+        state: Some(state),
+        queue: Some(queue.into()),
+        run_at,
+        ..Default::default()
+    };
+    insert_job(&db.pool, job(JobState::Pending, "default", at(30))).await;
+    insert_job(&db.pool, job(JobState::Pending, "default", at(-3600))).await; // scheduled: not ready
+    insert_job(&db.pool, job(JobState::Retrying, "mail", at(10))).await;
+    insert_job(&db.pool, job(JobState::DeadLetter, "mail", at(99))).await;
+    let (status, body) = call(&app(&db.pool), authed("GET", "/api/health", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let queue = &body["queue"];
+    assert_eq!(
+        (
+            &queue["pending"],
+            &queue["retrying"],
+            &queue["processing"],
+            &queue["dead_letter"]
+        ),
+        (&json!(2), &json!(1), &json!(0), &json!(1))
+    );
+    let age = queue["oldest_ready_age_seconds"].as_f64().unwrap();
+    assert!((30.0..32.0).contains(&age), "oldest ready age {age}");
+    assert_eq!(queue["queues"]["mail"]["retrying"], 1);
+    assert_eq!(queue["queues"]["default"]["pending"], 2);
+    // Jobs are ready and no worker is alive: degraded; a dead letter warns.
+    assert_eq!(body["status"], "degraded");
+    assert_eq!(
+        body["checks"],
+        json!({"database": "ok", "workers": "degraded", "backlog": "ok", "dead_letter": "warn", "unhandled_kinds": "ok"})
+    );
+}
+
+#[tokio::test]
+async fn wrong_tokens_get_401_and_the_body_leaks_nothing() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let wrong = [
+        "Bearer wrong-token-of-the-same-len!!".to_owned(),
+        "Bearer ".to_owned(),
+        "Bearer x".to_owned(),
+        format!("bearer {SECRET}"),
+        format!("Basic {SECRET}"),
+        format!("Bearer {SECRET} "),
+        SECRET.to_owned(),
+    ];
+    for header in wrong {
+        for uri in ["/api/health", "/metrics", "/api/jobs"] {
+            let request = Request::get(uri)
+                .header("authorization", header.as_str())
+                .body(Body::empty())
+                .unwrap();
+            let (status, body) = call(&app, request).await;
+            assert_eq!(
+                (status, body),
+                (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"})),
+                "{header:?} on {uri}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_public_body_holds_the_status_alone_whatever_the_state() {
+    let db = TestDb::new().await;
+    for state in [
+        JobState::Pending,
+        JobState::DeadLetter,
+        JobState::Processing,
+    ] {
+        insert_job(
+            &db.pool,
+            JobOpts {
+                state: Some(state),
+                run_at: Some(Utc::now() - chrono::Duration::hours(1)),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let (status, body) = call(&app(&db.pool), get("/api/health")).await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"status": "degraded"}))
+    );
+}
+
+#[tokio::test]
+async fn without_a_configured_secret_guarded_routes_refuse_everyone() {
+    let db = TestDb::new().await;
+    let app = app_with(&db.pool, None, HealthConfig::default());
+    for request in [
+        get("/api/jobs"),
+        authed("GET", "/api/jobs", None),
+        authed("GET", "/metrics", None),
+        authed("GET", "/api/health", None),
+    ] {
+        let (status, body) = call(&app, request).await;
+        assert_eq!(
+            (status, body),
+            (StatusCode::UNAUTHORIZED, json!({"error": "unauthorized"}))
+        );
+    }
+    let (status, body) = call(&app, get("/api/health")).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
+}

@@ -1,0 +1,247 @@
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use docket_queue::JobState;
+use docket_testkit::{insert_job, JobOpts, TestDb};
+use serde_json::{json, Value};
+
+use crate::{app, authed, call, SECRET};
+
+#[tokio::test]
+async fn enqueue_list_show_cancel_replay_round_trip() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let body = r#"{"kind": "email.send", "payload": {"to": "a@example.com"}, "queue": "mail", "priority": -2, "unique_key": "mail:a"}"#;
+    let (status, created) = call(&app, authed("POST", "/api/jobs", Some(body))).await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // The same unique key gives the same job.
+    let (_, again) = call(&app, authed("POST", "/api/jobs", Some(body))).await;
+    assert_eq!(again["id"], created["id"]);
+
+    let (status, job) = call(&app, authed("GET", &format!("/api/jobs/{id}"), None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        (&job["kind"], &job["queue"], &job["priority"], &job["state"]),
+        (
+            &json!("email.send"),
+            &json!("mail"),
+            &json!(-2),
+            &json!("pending")
+        )
+    );
+
+    let (status, page) = call(
+        &app,
+        authed("GET", "/api/jobs?state=pending&queue=mail&limit=10", None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 1);
+    assert_eq!(page["next"], Value::Null);
+
+    let (status, cancelled) = call(
+        &app,
+        authed("POST", &format!("/api/jobs/{id}/cancel"), None),
+    )
+    .await;
+    assert_eq!(
+        (status, &cancelled["state"]),
+        (StatusCode::OK, &json!("cancelled"))
+    );
+    let (status, conflict) = call(
+        &app,
+        authed("POST", &format!("/api/jobs/{id}/cancel"), None),
+    )
+    .await;
+    assert_eq!(
+        (status, &conflict["error"]),
+        (StatusCode::CONFLICT, &json!("conflict"))
+    );
+    let (status, replayed) = call(
+        &app,
+        authed("POST", &format!("/api/jobs/{id}/replay"), None),
+    )
+    .await;
+    assert_eq!(
+        (status, &replayed["state"], &replayed["attempt"]),
+        (StatusCode::OK, &json!("pending"), &json!(0))
+    );
+}
+
+#[tokio::test]
+async fn list_pages_with_a_cursor() {
+    let db = TestDb::new().await;
+    for _ in 0..5 {
+        insert_job(&db.pool, JobOpts::default()).await;
+    }
+    let app = app(&db.pool);
+    let (_, first) = call(&app, authed("GET", "/api/jobs?limit=3", None)).await;
+    assert_eq!(first["jobs"].as_array().unwrap().len(), 3);
+    let next = first["next"].as_str().unwrap();
+    let (_, second) = call(
+        &app,
+        authed("GET", &format!("/api/jobs?limit=3&before={next}"), None),
+    )
+    .await;
+    assert_eq!(second["jobs"].as_array().unwrap().len(), 2);
+    assert_eq!(second["next"], Value::Null);
+}
+
+#[tokio::test]
+async fn bulk_replay_of_dead_letters_by_filter() {
+    let db = TestDb::new().await;
+    for queue in ["mail", "mail", "default"] {
+        insert_job(
+            &db.pool,
+            JobOpts {
+                state: Some(JobState::DeadLetter),
+                queue: Some(queue.into()),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    let (status, body) = call(
+        &app(&db.pool),
+        authed(
+            "POST",
+            "/api/jobs/replay-dead-letters",
+            Some(r#"{"queue": "mail"}"#),
+        ),
+    )
+    .await;
+    assert_eq!((status, body), (StatusCode::OK, json!({"replayed": 2})));
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_4xx_with_a_clear_message_and_write_nothing() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let cases: Vec<(Request<Body>, StatusCode, &str)> = vec![
+        (
+            authed("POST", "/api/jobs", Some("{not json")),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+        (
+            authed(
+                "POST",
+                "/api/jobs",
+                Some(r#"{"kind": "k", "colour": "red"}"#),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "unknown field `colour`",
+        ),
+        (
+            authed("POST", "/api/jobs", Some(r#"{"kind": ""}"#)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "kind must not be empty",
+        ),
+        (
+            authed(
+                "POST",
+                "/api/jobs",
+                Some(r#"{"kind": "k", "max_attempts": -1}"#),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "max_attempts must be at least 1",
+        ),
+        (
+            authed(
+                "POST",
+                "/api/jobs",
+                Some(r#"{"kind": "k", "priority": "high"}"#),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "priority",
+        ),
+        (
+            Request::post("/api/jobs")
+                .header("authorization", format!("Bearer {SECRET}"))
+                .body(Body::from(r#"{"kind":"k"}"#))
+                .unwrap(),
+            StatusCode::BAD_REQUEST,
+            "Content-Type",
+        ),
+        (
+            authed(
+                "POST",
+                "/api/jobs",
+                Some(&format!(
+                    r#"{{"kind": "k", "payload": "{}"}}"#,
+                    "x".repeat(70_000)
+                )),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than 65536 bytes",
+        ),
+        (
+            authed("GET", "/api/jobs/not-a-uuid", None),
+            StatusCode::BAD_REQUEST,
+            "is not a job id",
+        ),
+        (
+            authed(
+                "GET",
+                "/api/jobs/01a20cbd-d4ef-7a16-b67a-f82bfa49f79d",
+                None,
+            ),
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
+        (
+            authed(
+                "POST",
+                "/api/jobs/01a20cbd-d4ef-7a16-b67a-f82bfa49f79d/replay",
+                None,
+            ),
+            StatusCode::NOT_FOUND,
+            "not found",
+        ),
+        (
+            authed("GET", "/api/jobs?before=zzz", None),
+            StatusCode::BAD_REQUEST,
+            "not a valid cursor",
+        ),
+        (
+            authed("GET", "/api/jobs?limit=0", None),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            authed("GET", "/api/jobs?limit=many", None),
+            StatusCode::BAD_REQUEST,
+            "limit",
+        ),
+        (
+            authed("GET", "/api/jobs?state=finished", None),
+            StatusCode::BAD_REQUEST,
+            "unknown job state",
+        ),
+        (
+            authed("GET", "/api/jobs?colour=red", None),
+            StatusCode::BAD_REQUEST,
+            "colour",
+        ),
+        (
+            authed("GET", "/api/nothing-here", None),
+            StatusCode::NOT_FOUND,
+            "no such route",
+        ),
+    ];
+    for (request, expected, needle) in cases {
+        let uri = request.uri().to_string();
+        let (status, body) = call(&app, request).await;
+        assert_eq!(status, expected, "{uri}: {body}");
+        assert!(body["error"].is_string(), "{uri}: {body}");
+        assert!(
+            body.to_string().contains(needle),
+            "{uri}: {body} lacks {needle:?}"
+        );
+    }
+    let count: i64 = sqlx::query_scalar("select count(*) from docket.jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
