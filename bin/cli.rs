@@ -25,9 +25,11 @@ pub(crate) enum Command {
     Snapshot(OutputArgs),
     /// Run the worker runtime: claim and run jobs until SIGTERM or SIGINT.
     Worker(WorkerArgs),
-    /// Migrate, then run the worker runtime (and, as they arrive, HTTP, cron and
-    /// maintenance) in one process.
+    /// Migrate, then serve HTTP (health, snapshot, metrics, job API) and run the workers in
+    /// one process.
     Serve(WorkerArgs),
+    /// The operator's health report: exit 0 ok, 1 warn, 2 fail.
+    Check(OutputArgs),
     /// A guided run of the main job on a throwaway database (or DATABASE_URL).
     Demo,
 }

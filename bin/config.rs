@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use docket_http::{HealthConfig, Secret};
 use docket_worker::{QueueConfig, RuntimeConfig};
 use sqlx::postgres::PgConnectOptions;
 
@@ -28,6 +29,28 @@ pub(crate) struct Config {
     /// `DOCKET_DB_POOL_SIZE`: connections for claims, outcomes and handlers; default: the
     /// total concurrency plus 4, at most 50.
     pub(crate) pool_size: Option<u32>,
+    /// `CRON_SECRET`: the bearer token of the guarded routes; never printed.
+    pub(crate) cron_secret: Option<Secret>,
+    /// `DOCKET_HTTP_ADDR`: where `serve` listens. Default `127.0.0.1:8080`.
+    pub(crate) http_addr: std::net::SocketAddr,
+    /// Health thresholds (`DOCKET_HEALTH_*`).
+    pub(crate) health: HealthConfig,
+    /// What `docket check` looks at beyond the database (`DOCKET_CHECK_*`, `DOCKET_BACKUP_*`).
+    pub(crate) check: CheckConfig,
+}
+
+/// What `docket check` inspects on the host.
+#[derive(Clone, Debug)]
+pub(crate) struct CheckConfig {
+    /// `DOCKET_CHECK_DISK_PATH`: the filesystem whose free space is checked. Default `/`.
+    pub(crate) disk_path: std::path::PathBuf,
+    /// `DOCKET_CHECK_DISK_MIN_FREE_PERCENT`: below this, a warning. Default 10.
+    pub(crate) disk_min_free_percent: f64,
+    /// `DOCKET_BACKUP_DIR`: where backups land; unset, the backup check is skipped.
+    pub(crate) backup_dir: Option<std::path::PathBuf>,
+    /// `DOCKET_BACKUP_MAX_AGE`: seconds the newest backup may age before a warning.
+    /// Default 93600 (26 h: a daily backup with slack).
+    pub(crate) backup_max_age: Duration,
 }
 
 impl Config {
@@ -49,6 +72,20 @@ impl Config {
             log_format,
             runtime: runtime_from_env()?,
             pool_size: parse_var("DOCKET_DB_POOL_SIZE")?,
+            cron_secret: std::env::var("CRON_SECRET").ok().and_then(Secret::new),
+            http_addr: parse_var("DOCKET_HTTP_ADDR")?.unwrap_or(([127, 0, 0, 1], 8080).into()),
+            health: health_from_env()?,
+            check: CheckConfig {
+                disk_path: std::env::var_os("DOCKET_CHECK_DISK_PATH")
+                    .map_or_else(|| "/".into(), Into::into),
+                disk_min_free_percent: parse_var("DOCKET_CHECK_DISK_MIN_FREE_PERCENT")?
+                    .unwrap_or(10.0),
+                backup_dir: std::env::var_os("DOCKET_BACKUP_DIR")
+                    .filter(|d| !d.is_empty())
+                    .map(Into::into),
+                backup_max_age: seconds_var("DOCKET_BACKUP_MAX_AGE")?
+                    .unwrap_or(Duration::from_secs(26 * 3600)),
+            },
         })
     }
 
@@ -100,9 +137,8 @@ fn runtime_from_env() -> anyhow::Result<RuntimeConfig> {
         config.listen = listen;
     }
     let seconds = |name: &str, field: &mut Duration| -> anyhow::Result<()> {
-        if let Some(value) = parse_var::<f64>(name)? {
-            *field = Duration::try_from_secs_f64(value)
-                .map_err(|_| anyhow::anyhow!("{name} must be a number of seconds, not {value}"))?;
+        if let Some(value) = seconds_var(name)? {
+            *field = value;
         }
         Ok(())
     };
@@ -126,6 +162,34 @@ fn runtime_from_env() -> anyhow::Result<RuntimeConfig> {
     )?;
     config.validate()?;
     Ok(config)
+}
+
+/// Health thresholds from `DOCKET_HEALTH_*` (seconds); unset ones keep their defaults.
+fn health_from_env() -> anyhow::Result<HealthConfig> {
+    let mut config = HealthConfig::default();
+    if let Some(value) = seconds_var("DOCKET_HEALTH_BACKLOG_THRESHOLD")? {
+        config.backlog_threshold = value;
+    }
+    if let Some(value) = seconds_var("DOCKET_HEALTH_WORKER_STALE_AFTER")? {
+        config.worker_stale_after = value;
+    }
+    if let Some(value) = seconds_var("DOCKET_HEALTH_CHECK_TIMEOUT")? {
+        config.check_timeout = value;
+    }
+    if let Some(value) = parse_var("DOCKET_HEALTH_DEAD_LETTER_DEGRADES")? {
+        config.dead_letter_degrades = value;
+    }
+    Ok(config)
+}
+
+/// A variable holding a number of seconds.
+fn seconds_var(name: &str) -> anyhow::Result<Option<Duration>> {
+    parse_var::<f64>(name)?
+        .map(|value| {
+            Duration::try_from_secs_f64(value)
+                .map_err(|_| anyhow::anyhow!("{name} must be a number of seconds, not {value}"))
+        })
+        .transpose()
 }
 
 /// `name[:concurrency],...`, e.g. `default,mail:4`.
@@ -212,6 +276,12 @@ mod tests {
     fn database_url_displays_without_its_password() {
         let url = DatabaseUrl::parse("postgres://app:s3cret@db.internal:5432/app").unwrap();
         assert_eq!(url.to_string(), "postgres://app:***@db.internal:5432/app");
+    }
+
+    #[test]
+    fn the_secret_never_prints() {
+        let secret = Secret::new("hunter2").unwrap();
+        assert_eq!(format!("{secret:?}"), "***");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! One module per subcommand; `run` dispatches.
 
+mod check;
 mod demo;
 mod enqueue;
 mod jobs;
 mod migrate;
+mod serve;
 mod snapshot;
 mod worker;
 
@@ -22,6 +24,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Check(output) => return check::run(&config, output).await,
         Command::Migrate => migrate::run(&connect(config.require_database()?).await?).await,
         Command::Enqueue(args) => {
             enqueue::run(&connect(config.require_database()?).await?, args).await
@@ -36,13 +39,7 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
             let runtime = config.runtime_with(args.queues.as_deref(), args.concurrency)?;
             worker::run(config.require_database()?, runtime, config.pool_size).await
         }
-        Command::Serve(args) => {
-            let runtime = config.runtime_with(args.queues.as_deref(), args.concurrency)?;
-            let url = config.require_database()?;
-            // Migrations first, before any listener opens.
-            docket_queue::migrate(&connect(url).await?).await?;
-            worker::run(url, runtime, config.pool_size).await
-        }
+        Command::Serve(args) => serve::run(&config, args.queues.as_deref(), args.concurrency).await,
         Command::Demo => demo::run(config.database_url.as_ref()).await,
     }?;
     Ok(ExitCode::SUCCESS)

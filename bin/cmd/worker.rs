@@ -1,13 +1,31 @@
-//! `docket worker` and the worker half of `docket serve`: run the runtime with the
-//! built-in kinds until a signal.
+//! `docket worker`: run the runtime with the built-in kinds until a signal.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use docket_worker::{builtin, Registry, Runtime, RuntimeConfig};
 use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
 
 use crate::config::DatabaseUrl;
+
+/// The pool claims, outcomes and handlers share: the total concurrency plus a few, at most
+/// 50, unless configured.
+pub(crate) async fn work_pool(
+    url: &DatabaseUrl,
+    runtime: &RuntimeConfig,
+    pool_size: Option<u32>,
+) -> anyhow::Result<PgPool> {
+    let total: usize = runtime.queues.iter().map(|q| q.concurrency).sum();
+    let size = pool_size.unwrap_or_else(|| u32::try_from(total + 4).unwrap_or(u32::MAX).min(50));
+    PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(10))
+        .test_before_acquire(false)
+        .connect_with(url.options())
+        .await
+        .with_context(|| format!("cannot connect to PostgreSQL at {url}"))
+}
 
 /// Runs the runtime until SIGTERM or SIGINT.
 pub(crate) async fn run(
@@ -15,15 +33,7 @@ pub(crate) async fn run(
     runtime: RuntimeConfig,
     pool_size: Option<u32>,
 ) -> anyhow::Result<()> {
-    let total: usize = runtime.queues.iter().map(|q| q.concurrency).sum();
-    let size = pool_size.unwrap_or_else(|| u32::try_from(total + 4).unwrap_or(u32::MAX).min(50));
-    let pool = PgPoolOptions::new()
-        .max_connections(size)
-        .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(false)
-        .connect_with(url.options())
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {url}"))?;
+    let pool = work_pool(url, &runtime, pool_size).await?;
     let mut registry = Registry::new();
     builtin::register(&mut registry);
     let runtime = Runtime::new(pool.clone(), registry, runtime)?;

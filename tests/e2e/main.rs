@@ -1,4 +1,5 @@
 //! End-to-end tests of the `docket` binary against a real PostgreSQL.
 
 mod cli;
+mod http;
 mod worker;

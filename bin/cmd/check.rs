@@ -1,0 +1,243 @@
+//! `docket check [--json]`: the operator's health report. Exit 0 when everything is ok,
+//! 1 when something needs a look (warn), 2 when something is failing, so that cron and
+//! monitoring systems can act on the code alone.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use docket_http::health::{Check, HealthMonitor};
+use serde::Serialize;
+
+use crate::cli::OutputArgs;
+use crate::config::{CheckConfig, Config};
+use crate::table;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Verdict {
+    Ok,
+    Warn,
+    Fail,
+}
+
+#[derive(Serialize)]
+struct Item {
+    name: &'static str,
+    status: Verdict,
+    detail: String,
+}
+
+#[derive(Serialize)]
+struct Report {
+    status: Verdict,
+    checks: Vec<Item>,
+}
+
+pub(crate) async fn run(config: &Config, output: OutputArgs) -> anyhow::Result<ExitCode> {
+    let mut checks = Vec::new();
+    match config.require_database() {
+        Err(err) => checks.push(Item {
+            name: "database",
+            status: Verdict::Fail,
+            detail: err.to_string(),
+        }),
+        Ok(url) => match crate::cmd::connect(url).await {
+            Err(err) => checks.push(Item {
+                name: "database",
+                status: Verdict::Fail,
+                detail: format!("{err:#}"),
+            }),
+            Ok(pool) => {
+                database_checks(&pool, config, &mut checks).await;
+                pool.close().await;
+            }
+        },
+    }
+    checks.push(disk_check(&config.check));
+    if let Some(dir) = &config.check.backup_dir {
+        checks.push(backup_check(dir, &config.check));
+    }
+    let status = checks.iter().map(|c| c.status).max().unwrap_or(Verdict::Ok);
+    let report = Report { status, checks };
+    if output.json {
+        crate::cmd::print_json(&report)?;
+    } else {
+        let rows: Vec<Vec<String>> = report
+            .checks
+            .iter()
+            .map(|c| {
+                vec![
+                    c.name.to_owned(),
+                    format!("{:?}", c.status).to_lowercase(),
+                    c.detail.clone(),
+                ]
+            })
+            .collect();
+        table::print(&["CHECK", "STATUS", "DETAIL"], &rows);
+        println!("\noverall: {}", format!("{status:?}").to_lowercase());
+    }
+    Ok(ExitCode::from(match status {
+        Verdict::Ok => 0,
+        Verdict::Warn => 1,
+        Verdict::Fail => 2,
+    }))
+}
+
+async fn database_checks(pool: &sqlx::PgPool, config: &Config, checks: &mut Vec<Item>) {
+    match docket_queue::workers::migration_status(pool).await {
+        Ok(status) if status.is_current() => checks.push(Item {
+            name: "migrations",
+            status: Verdict::Ok,
+            detail: format!("{} of {} applied", status.applied, status.known),
+        }),
+        Ok(status) => checks.push(Item {
+            name: "migrations",
+            status: Verdict::Fail,
+            detail: format!("pending: {:?}; run `docket migrate`", status.pending),
+        }),
+        Err(err) => checks.push(Item {
+            name: "migrations",
+            status: Verdict::Fail,
+            detail: err.to_string(),
+        }),
+    }
+    let report = HealthMonitor::new(pool, config.health.clone())
+        .report()
+        .await;
+    let verdict = |check: Check| match check {
+        Check::Ok => Verdict::Ok,
+        Check::Warn | Check::Degraded => Verdict::Warn,
+        Check::Down => Verdict::Fail,
+    };
+    checks.push(Item {
+        name: "database",
+        status: verdict(report.checks.database),
+        detail: "answers".into(),
+    });
+    let Some(snapshot) = &report.queue else {
+        return;
+    };
+    let live = report
+        .workers
+        .iter()
+        .filter(|w| w.heartbeat_age_seconds < config.health.worker_stale_after.as_secs_f64())
+        .count();
+    checks.push(Item {
+        name: "workers",
+        status: verdict(report.checks.workers),
+        detail: format!("{live} live of {} registered", report.workers.len()),
+    });
+    checks.push(Item {
+        name: "backlog",
+        status: verdict(report.checks.backlog),
+        detail: match snapshot.total.oldest_ready_age_seconds {
+            Some(age) => format!(
+                "{} ready or waiting; oldest ready {age:.0} s (threshold {} s)",
+                snapshot.total.pending + snapshot.total.retrying,
+                config.health.backlog_threshold.as_secs()
+            ),
+            None => "nothing ready".into(),
+        },
+    });
+    checks.push(Item {
+        name: "dead_letter",
+        status: verdict(report.checks.dead_letter),
+        detail: format!("{} dead letters", snapshot.total.dead_letter),
+    });
+    checks.push(Item {
+        name: "unhandled_kinds",
+        status: verdict(report.checks.unhandled_kinds),
+        detail: if report.unhandled_kinds.is_empty() {
+            "every ready kind has a live worker".into()
+        } else {
+            let names: Vec<String> = report
+                .unhandled_kinds
+                .iter()
+                .map(|u| format!("{}/{}", u.queue, u.kind))
+                .collect();
+            format!("no live worker runs {}", names.join(", "))
+        },
+    });
+}
+
+/// Free space of the configured path's filesystem, from `df -Pk`.
+fn disk_check(config: &CheckConfig) -> Item {
+    let output = std::process::Command::new("df")
+        .arg("-Pk")
+        .arg(&config.disk_path)
+        .output();
+    let parsed = output.ok().and_then(|out| {
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let fields: Vec<u64> = text
+            .lines()
+            .nth(1)?
+            .split_whitespace()
+            .skip(1)
+            .take(3)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        Some((fields[0], fields[2]))
+    });
+    let Some((total_kib, free_kib)) = parsed.filter(|(total, _)| *total > 0) else {
+        return Item {
+            name: "disk",
+            status: Verdict::Warn,
+            detail: format!("cannot read free space of {}", config.disk_path.display()),
+        };
+    };
+    let percent = free_kib as f64 * 100.0 / total_kib as f64;
+    Item {
+        name: "disk",
+        status: if percent < config.disk_min_free_percent {
+            Verdict::Warn
+        } else {
+            Verdict::Ok
+        },
+        detail: format!(
+            "{:.1} GiB free ({percent:.0}%) on {} (minimum {}%)",
+            free_kib as f64 / 1024.0 / 1024.0,
+            config.disk_path.display(),
+            config.disk_min_free_percent
+        ),
+    }
+}
+
+/// Age of the newest file in the backup directory.
+fn backup_check(dir: &Path, config: &CheckConfig) -> Item {
+    let newest = std::fs::read_dir(dir).ok().and_then(|entries| {
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                entry
+                    .metadata()
+                    .ok()
+                    .filter(|m| m.is_file())?
+                    .modified()
+                    .ok()
+            })
+            .max()
+    });
+    let Some(newest) = newest else {
+        return Item {
+            name: "backup",
+            status: Verdict::Warn,
+            detail: format!("no backup file in {}", dir.display()),
+        };
+    };
+    let age = SystemTime::now().duration_since(newest).unwrap_or_default();
+    let hours = age.as_secs_f64() / 3600.0;
+    Item {
+        name: "backup",
+        status: if age > config.backup_max_age {
+            Verdict::Warn
+        } else {
+            Verdict::Ok
+        },
+        detail: format!(
+            "newest backup {hours:.1} h old in {} (maximum {:.1} h)",
+            dir.display(),
+            config.backup_max_age.as_secs_f64() / 3600.0
+        ),
+    }
+}

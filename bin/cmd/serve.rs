@@ -1,0 +1,72 @@
+//! `docket serve`: one process with everything. Start-up order: connect, migrate, validate,
+//! then open the HTTP listener and start the workers; any failure exits non-zero before a
+//! port is opened. Shutdown order: the listener first, then the workers.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use docket_http::AppState;
+use docket_worker::{builtin, Registry, Runtime};
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::cmd::{connect, worker::work_pool};
+use crate::config::Config;
+
+/// How long requests in flight get once the listener stops.
+const HTTP_DRAIN: Duration = Duration::from_secs(5);
+
+pub(crate) async fn run(
+    config: &Config,
+    queues: Option<&str>,
+    concurrency: Option<usize>,
+) -> anyhow::Result<()> {
+    let runtime_config = config.runtime_with(queues, concurrency)?;
+    let url = config.require_database()?;
+    docket_queue::migrate(&connect(url).await?)
+        .await
+        .context("applying migrations")?;
+    let pool = work_pool(url, &runtime_config, config.pool_size).await?;
+    let mut registry = Registry::new();
+    builtin::register(&mut registry);
+    let runtime = Runtime::new(pool.clone(), registry, runtime_config)?;
+    let metrics = PrometheusBuilder::new()
+        .install_recorder()
+        .context("installing the metrics recorder")?;
+    let state = AppState::new(
+        pool.clone(),
+        config.cron_secret.clone(),
+        Some(metrics),
+        config.health.clone(),
+    );
+    let listener = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (DOCKET_HTTP_ADDR)", config.http_addr))?;
+    info!(event = "http.listening", addr = %listener.local_addr()?, "HTTP listening");
+
+    let stop_http = CancellationToken::new();
+    let stop_workers = CancellationToken::new();
+    let http = tokio::spawn(docket_http::serve(
+        listener,
+        state,
+        stop_http.clone().cancelled_owned(),
+    ));
+    let workers = tokio::spawn(runtime.run(stop_workers.clone().cancelled_owned()));
+
+    crate::signal::shutdown_signal().await;
+    stop_http.cancel();
+    match tokio::time::timeout(HTTP_DRAIN, http).await {
+        Ok(result) => result?.context("HTTP server")?,
+        Err(_) => tracing::warn!(
+            event = "http.drain_timeout",
+            "requests still in flight were dropped"
+        ),
+    }
+    info!(event = "http.stopped", "HTTP stopped; stopping workers");
+    stop_workers.cancel();
+    workers.await??;
+    pool.close().await;
+    Ok(())
+}
