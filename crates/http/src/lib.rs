@@ -14,7 +14,7 @@
 //! # Layout
 //!
 //! - [`router`]: the `Router`, testable without a socket; [`serve`] runs it.
-//! - [`state`]: `AppState`.
+//! - [`state`]: `AppState`, what every handler shares.
 //! - [`auth`]: the bearer extractors (constant-time compare) and `Secret`.
 //! - [`health`]: checks, thresholds, the cached evaluation, transition logs.
 //! - `routes`: one module per route family.
