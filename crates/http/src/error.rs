@@ -8,6 +8,16 @@ use axum::Json;
 use docket_queue::ErrorChain;
 use serde_json::json;
 
+/// The body of every error answer.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: bad_request, unauthorized, not_found, conflict, too_large, invalid,
+    /// unavailable, internal.
+    pub error: String,
+    /// What is wrong, for client errors.
+    pub message: Option<String>,
+}
+
 /// An error answer.
 #[derive(Debug)]
 pub enum ApiError {

@@ -62,7 +62,7 @@ impl Default for HealthConfig {
 }
 
 /// The overall status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Everything within thresholds.
@@ -74,7 +74,7 @@ pub enum Status {
 }
 
 /// One check's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Check {
     /// Fine.
@@ -88,7 +88,7 @@ pub enum Check {
 }
 
 /// Every check, by DESIGN.md's names.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Checks {
     /// The database answered within the timeout.
     pub database: Check,
@@ -103,7 +103,7 @@ pub struct Checks {
 }
 
 /// A worker as the health document shows it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct WorkerSummary {
     /// Its id.
     pub id: Uuid,
@@ -116,7 +116,7 @@ pub struct WorkerSummary {
 }
 
 /// The full health document served to holders of the secret.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     /// `ok`, `degraded` or `down`.
     pub status: Status,

@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
             get(routes::health::get).head(routes::health::head),
         )
         .route("/metrics", get(routes::metrics::get))
+        .route("/api/openapi.json", get(routes::openapi::get))
         .route(
             "/api/jobs",
             get(routes::jobs::list).post(routes::jobs::enqueue),

@@ -11,6 +11,7 @@ use uuid::Uuid;
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(value_type = String, format = Uuid))]
 #[serde(transparent)]
 #[sqlx(transparent)]
 pub struct JobId(pub Uuid);
@@ -33,6 +34,7 @@ impl FromStr for JobId {
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, sqlx::Type,
 )]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "docket.job_state", rename_all = "snake_case")]
 pub enum JobState {
@@ -107,6 +109,7 @@ impl FromStr for JobState {
 
 /// One failed attempt in a job's error history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AttemptError {
     /// The attempt that failed (1 for the first).
     pub attempt: i32,
@@ -118,6 +121,7 @@ pub struct AttemptError {
 
 /// A job as stored, with every field of DESIGN.md's job JSON.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     /// The job's id (UUID v7).
     pub id: JobId,

@@ -13,6 +13,7 @@ use crate::job::JobState;
 
 /// Counts and the oldest ready job, for the whole queue system or one queue.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct QueueFigures {
     /// Jobs waiting for their first attempt (scheduled ones included).
     pub pending: i64,
@@ -30,6 +31,7 @@ pub struct QueueFigures {
 
 /// The snapshot: overall figures plus a breakdown under `queues`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Snapshot {
     /// Figures over every queue.
     #[serde(flatten)]

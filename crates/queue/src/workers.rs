@@ -45,6 +45,7 @@ pub async fn list(exec: impl PgExecutor<'_>, now: Option<DateTime<Utc>>) -> Resu
 
 /// A queue and kind with ready jobs that no live worker runs.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UnhandledKind {
     /// The queue.
     pub queue: String,

@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::health::Status;
+use crate::health::{HealthReport, Status};
 use crate::state::AppState;
 
 fn code(status: Status) -> StatusCode {
@@ -19,12 +19,16 @@ fn code(status: Status) -> StatusCode {
 }
 
 /// 200 when the database answers, 503 when not; no body.
+#[utoipa::path(head, path = "/api/health", responses((status = 200, description = "the database answers"), (status = 503, description = "it does not")))]
 pub(crate) async fn head(State(state): State<AppState>) -> StatusCode {
     code(state.health.report().await.status)
 }
 
 /// Anyone: `{"status": ...}` and nothing more. With the secret: status, checks, snapshot,
 /// workers and unhandled kinds.
+#[utoipa::path(get, path = "/api/health", security((), ("bearer" = [])),
+    responses((status = 200, description = "`{\"status\": \"ok\"|\"degraded\"}` for anyone; the full document with the bearer", body = HealthReport),
+        (status = 401, body = crate::error::ErrorBody), (status = 503, description = "the database is down")))]
 pub(crate) async fn get(State(state): State<AppState>, caller: Caller) -> Response {
     let report = state.health.report().await;
     let status = code(report.status);

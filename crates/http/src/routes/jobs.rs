@@ -56,25 +56,32 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 }
 
 /// `GET /api/jobs` query.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    /// Only jobs in this state: pending, retrying, processing, completed, dead_letter, cancelled.
     state: Option<String>,
+    /// Only jobs on this queue.
     queue: Option<String>,
+    /// Only jobs of this kind.
     kind: Option<String>,
+    /// Page size, 1 to 1000; default 50.
     limit: Option<u32>,
     /// The cursor: the previous page's `next`.
     before: Option<String>,
 }
 
-/// A page of jobs.
-#[derive(Serialize)]
+/// A page of jobs, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct JobPage {
     jobs: Vec<Job>,
     /// The cursor for the next page; `null` on the last one.
     next: Option<JobId>,
 }
 
+#[utoipa::path(get, path = "/api/jobs", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, body = JobPage), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _: Authorized,
@@ -115,6 +122,8 @@ pub(crate) async fn list(
     }))
 }
 
+#[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path, description = "The job's id")), security(("bearer" = [])),
+    responses((status = 200, body = Job), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     _: Authorized,
@@ -124,29 +133,46 @@ pub(crate) async fn show(
 }
 
 /// `POST /api/jobs` body: the options of the Rust API.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnqueueRequest {
+    /// The kind, which names the handler (1 to 127 characters).
     kind: String,
+    /// The handler's input; default `{}`.
     #[serde(default = "empty_object")]
     payload: Value,
+    /// Default `default`.
     queue: Option<String>,
+    /// Lower runs first; default 0.
     priority: Option<i16>,
+    /// Not before this time; default now.
     run_at: Option<DateTime<Utc>>,
+    /// Default 25; at least 1.
     max_attempts: Option<i32>,
+    /// At most one live job per key: a duplicate returns the live job's id.
     unique_key: Option<String>,
+    /// Dead-lettered as `expired` rather than started after this time.
     expires_at: Option<DateTime<Utc>>,
+}
+
+/// `POST /api/jobs` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Enqueued {
+    /// The job's id (the live job's, for a duplicate unique key).
+    id: JobId,
 }
 
 fn empty_object() -> Value {
     json!({})
 }
 
+#[utoipa::path(post, path = "/api/jobs", request_body = EnqueueRequest, security(("bearer" = [])),
+    responses((status = 201, body = Enqueued), (status = 400, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn enqueue(
     State(state): State<AppState>,
     _: Authorized,
     ApiJson(body): ApiJson<EnqueueRequest>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
     let mut job = NewJob::new(body.kind, body.payload);
     if let Some(queue) = body.queue {
         job = job.queue(queue);
@@ -161,9 +187,11 @@ pub(crate) async fn enqueue(
     job.unique_key = body.unique_key;
     job.expires_at = body.expires_at;
     let id = docket_queue::enqueue(&state.pool, &job).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "id": id }))))
+    Ok((StatusCode::CREATED, Json(Enqueued { id })))
 }
 
+#[utoipa::path(post, path = "/api/jobs/{id}/replay", params(("id" = String, Path, description = "The job's id")), security(("bearer" = [])),
+    responses((status = 200, body = Job), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub(crate) async fn replay(
     State(state): State<AppState>,
     _: Authorized,
@@ -172,6 +200,8 @@ pub(crate) async fn replay(
     Ok(Json(admin::replay(&state.pool, parse_id(&id)?).await?))
 }
 
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", params(("id" = String, Path, description = "The job's id")), security(("bearer" = [])),
+    responses((status = 200, body = Job), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     _: Authorized,
@@ -181,20 +211,33 @@ pub(crate) async fn cancel(
 }
 
 /// `POST /api/jobs/replay-dead-letters` body: every field narrows the set.
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReplayRequest {
+    /// Only this queue.
     queue: Option<String>,
+    /// Only this kind.
     kind: Option<String>,
+    /// Only those dead-lettered at or after this time.
     since: Option<DateTime<Utc>>,
+    /// Only those dead-lettered before this time.
     until: Option<DateTime<Utc>>,
 }
 
+/// `POST /api/jobs/replay-dead-letters` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Replayed {
+    /// How many dead letters went back to pending.
+    replayed: u64,
+}
+
+#[utoipa::path(post, path = "/api/jobs/replay-dead-letters", request_body = ReplayRequest, security(("bearer" = [])),
+    responses((status = 200, body = Replayed), (status = 422, body = crate::error::ErrorBody)))]
 pub(crate) async fn replay_dead_letters(
     State(state): State<AppState>,
     _: Authorized,
     ApiJson(body): ApiJson<ReplayRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Replayed>, ApiError> {
     let filter = DeadLetterFilter {
         queue: body.queue,
         kind: body.kind,
@@ -202,5 +245,5 @@ pub(crate) async fn replay_dead_letters(
         finished_before: body.until,
     };
     let replayed = admin::replay_dead_letters(&state.pool, &filter).await?;
-    Ok(Json(json!({ "replayed": replayed })))
+    Ok(Json(Replayed { replayed }))
 }

@@ -8,6 +8,8 @@ use crate::auth::Authorized;
 use crate::error::ApiError;
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/metrics", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"), (status = 401, body = crate::error::ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     _: Authorized,

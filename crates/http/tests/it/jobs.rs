@@ -245,3 +245,73 @@ async fn bad_requests_get_a_4xx_with_a_clear_message_and_write_nothing() {
         .unwrap();
     assert_eq!(count, 0);
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_route_and_the_job_fields() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let (status, doc) = call(
+        &app,
+        axum::http::Request::get("/api/openapi.json")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let mut paths: Vec<&str> = doc["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "/api/health",
+            "/api/jobs",
+            "/api/jobs/replay-dead-letters",
+            "/api/jobs/{id}",
+            "/api/jobs/{id}/cancel",
+            "/api/jobs/{id}/replay",
+            "/metrics"
+        ]
+    );
+    // Every documented path is served (an id where the path takes one).
+    for path in &paths {
+        let uri = path.replace("{id}", "01a20cbd-d4ef-7a16-b67a-f82bfa49f79d");
+        let methods = doc["paths"][*path].as_object().unwrap();
+        for method in methods.keys() {
+            let (status, body) = call(
+                &app,
+                authed(
+                    &method.to_uppercase(),
+                    &uri,
+                    (method == "post").then_some("{}"),
+                ),
+            )
+            .await;
+            assert_ne!(body["message"], "no such route", "{method} {uri}: {status}");
+        }
+    }
+    let job = &doc["components"]["schemas"]["Job"]["properties"];
+    for field in [
+        "id",
+        "queue",
+        "kind",
+        "payload",
+        "state",
+        "priority",
+        "attempt",
+        "max_attempts",
+        "run_at",
+        "unique_key",
+        "last_error",
+        "errors",
+        "created_at",
+        "attempted_at",
+        "finished_at",
+    ] {
+        assert!(job.get(field).is_some(), "the Job schema lacks {field}");
+    }
+}
