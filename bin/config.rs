@@ -176,6 +176,9 @@ fn health_from_env() -> anyhow::Result<HealthConfig> {
     if let Some(value) = seconds_var("DOCKET_HEALTH_CHECK_TIMEOUT")? {
         config.check_timeout = value;
     }
+    if let Some(value) = seconds_var("DOCKET_HEALTH_CACHE_TTL")? {
+        config.cache_ttl = value;
+    }
     if let Some(value) = parse_var("DOCKET_HEALTH_DEAD_LETTER_DEGRADES")? {
         config.dead_letter_degrades = value;
     }

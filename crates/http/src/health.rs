@@ -220,12 +220,39 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
     }
 }
 
+/// How often the unhandled-kinds query runs: it reads every long-ready job, so it runs on
+/// a slower cadence than the rest of the evaluation.
+pub const UNHANDLED_REFRESH: Duration = Duration::from_secs(30);
+
+type Cached<T> = std::sync::Mutex<Option<(Instant, T)>>;
+
 /// Evaluates health on its own pool, caches it, and logs status transitions once.
 pub struct HealthMonitor {
     pool: PgPool,
     config: HealthConfig,
-    cache: Mutex<Option<(Instant, std::sync::Arc<HealthReport>)>>,
+    /// The latest report and when it was made.
+    cache: Cached<std::sync::Arc<HealthReport>>,
+    /// The latest unhandled kinds and when they were read.
+    unhandled: Cached<Vec<UnhandledKind>>,
+    /// Held by the one request that refreshes; the others get the previous report meanwhile.
+    refreshing: Mutex<()>,
     last_status: std::sync::Mutex<Option<Status>>,
+}
+
+fn read<T: Clone>(cached: &Cached<T>, ttl: Duration) -> (Option<T>, bool) {
+    let guard = cached
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match guard.as_ref() {
+        Some((at, value)) => (Some(value.clone()), at.elapsed() < ttl),
+        None => (None, false),
+    }
+}
+
+fn store<T>(cached: &Cached<T>, value: T) {
+    *cached
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), value));
 }
 
 impl HealthMonitor {
@@ -244,7 +271,9 @@ impl HealthMonitor {
         HealthMonitor {
             pool,
             config,
-            cache: Mutex::new(None),
+            cache: std::sync::Mutex::new(None),
+            unhandled: std::sync::Mutex::new(None),
+            refreshing: Mutex::new(()),
             last_status: std::sync::Mutex::new(None),
         }
     }
@@ -254,14 +283,25 @@ impl HealthMonitor {
         &self.config
     }
 
-    /// The current report: the cached one if fresh, else a new evaluation.
+    /// The current report: the cached one while fresh; otherwise one request evaluates
+    /// anew while the others are answered with the previous report, so a slow evaluation
+    /// never holds up every probe.
     pub async fn report(&self) -> std::sync::Arc<HealthReport> {
-        let mut cache = self.cache.lock().await;
-        if let Some((at, report)) = cache.as_ref() {
-            if at.elapsed() < self.config.cache_ttl {
-                return report.clone();
-            }
+        let (cached, fresh) = read(&self.cache, self.config.cache_ttl);
+        if let (Some(report), true) = (&cached, fresh) {
+            return report.clone();
         }
+        let _refreshing = match (self.refreshing.try_lock(), cached) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some(stale)) => return stale,
+            (Err(_), None) => {
+                let guard = self.refreshing.lock().await;
+                if let (Some(report), true) = read(&self.cache, self.config.cache_ttl) {
+                    return report;
+                }
+                guard
+            }
+        };
         let observed = tokio::time::timeout(self.config.check_timeout, self.observe()).await;
         let observed = match observed {
             Ok(Ok(observed)) => Some(observed),
@@ -277,7 +317,7 @@ impl HealthMonitor {
         let report = std::sync::Arc::new(judge(observed, &self.config));
         observe::record_health(&report);
         self.log_transition(&report);
-        *cache = Some((Instant::now(), report.clone()));
+        store(&self.cache, report.clone());
         report
     }
 
@@ -285,13 +325,22 @@ impl HealthMonitor {
         let now = Some(Utc::now());
         let snapshot = docket_queue::snapshot(&self.pool, now).await?;
         let workers = workers::list(&self.pool, now).await?;
-        let unhandled = workers::unhandled_kinds(
-            &self.pool,
-            self.config.worker_stale_after,
-            self.config.unhandled_after,
-            now,
-        )
-        .await?;
+        // With caching off, every evaluation reads them afresh.
+        let reuse = !self.config.cache_ttl.is_zero();
+        let unhandled = match read(&self.unhandled, UNHANDLED_REFRESH) {
+            (Some(kinds), true) if reuse => kinds,
+            _ => {
+                let kinds = workers::unhandled_kinds(
+                    &self.pool,
+                    self.config.worker_stale_after,
+                    self.config.unhandled_after,
+                    now,
+                )
+                .await?;
+                store(&self.unhandled, kinds.clone());
+                kinds
+            }
+        };
         Ok(Observed {
             snapshot,
             workers,
