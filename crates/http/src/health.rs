@@ -210,10 +210,10 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
         workers: workers
             .into_iter()
             .map(|w| WorkerSummary {
-                id: w.id,
-                host: w.host,
+                id: w.info.id,
+                host: w.info.host,
                 heartbeat_age_seconds: w.heartbeat_age_seconds,
-                queues: w.queues,
+                queues: w.info.queues,
             })
             .collect(),
         unhandled_kinds: unhandled,
@@ -403,12 +403,14 @@ mod tests {
 
     fn worker(age: f64) -> Worker {
         Worker {
-            id: Uuid::nil(),
-            host: "h".into(),
-            pid: 1,
-            queues: vec!["default".into()],
-            kinds: vec![],
-            version: "v".into(),
+            info: docket_queue::WorkerInfo {
+                id: Uuid::nil(),
+                host: "h".into(),
+                pid: 1,
+                queues: vec!["default".into()],
+                kinds: vec![],
+                version: "v".into(),
+            },
             started_at: Utc::now(),
             heartbeat_at: Utc::now(),
             heartbeat_age_seconds: age,

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobState};
 
 /// A worker process as it announces itself with each heartbeat.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
 pub struct WorkerInfo {
     /// Fresh per process start: a restarted process never inherits a dead one's jobs.
     pub id: Uuid,

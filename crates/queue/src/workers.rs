@@ -6,26 +6,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
-use uuid::Uuid;
 
 use crate::db;
 use crate::error::Result;
+use crate::maintenance::WorkerInfo;
 
-/// A registered worker process.
+/// A registered worker process: how it announced itself, and how fresh its heartbeat is.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Worker {
-    /// Its id (fresh per process start).
-    pub id: Uuid,
-    /// The host it runs on.
-    pub host: String,
-    /// Its process id.
-    pub pid: i32,
-    /// The queues it serves.
-    pub queues: Vec<String>,
-    /// The kinds it runs.
-    pub kinds: Vec<String>,
-    /// Its version.
-    pub version: String,
+    /// Its announcement: id, host, pid, queues, kinds, version.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub info: WorkerInfo,
     /// When it started.
     pub started_at: DateTime<Utc>,
     /// Its latest heartbeat.

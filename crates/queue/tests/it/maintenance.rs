@@ -189,7 +189,7 @@ async fn unhandled_kinds_names_ready_jobs_no_live_worker_runs() {
         .await
         .unwrap();
     assert_eq!(workers.len(), 2);
-    assert_eq!(workers[0].id, live.id);
+    assert_eq!(workers[0].info, live);
     assert!(workers[1].heartbeat_age_seconds >= 300.0);
 }
 
