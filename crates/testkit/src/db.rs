@@ -140,7 +140,7 @@ async fn make_template() -> String {
         .execute(&mut admin)
         .await
         .expect("advisory lock");
-    sweep_leftovers(&mut admin).await;
+    sweep_leftovers(&mut admin, &name).await;
 
     let exists: bool =
         sqlx::query_scalar("select exists (select 1 from pg_database where datname = $1)")
@@ -182,8 +182,21 @@ async fn make_template() -> String {
     name
 }
 
-/// Drops test databases left by runs that failed long enough ago.
-async fn sweep_leftovers(admin: &mut PgConnection) {
+/// Drops test databases left by runs that failed long enough ago, and templates of other
+/// migration histories (best effort: one in use by another run stays).
+async fn sweep_leftovers(admin: &mut PgConnection, template: &str) {
+    let templates: Vec<String> = sqlx::query_scalar(
+        "select datname from pg_database where datname like 'docket_template_%' and datname <> $1",
+    )
+    .bind(template)
+    .fetch_all(&mut *admin)
+    .await
+    .unwrap_or_default();
+    for name in templates {
+        let _ = admin
+            .execute(format!(r#"drop database if exists "{name}""#).as_str())
+            .await;
+    }
     let names: Vec<String> =
         sqlx::query_scalar("select datname from pg_database where datname like 'docket_test_%'")
             .fetch_all(&mut *admin)
