@@ -315,7 +315,7 @@ impl HealthMonitor {
             }
         };
         let report = std::sync::Arc::new(judge(observed, &self.config));
-        observe::record_health(&report);
+        observe::record_health(&report, self.config.worker_stale_after);
         self.log_transition(&report);
         store(&self.cache, report.clone());
         report

@@ -47,8 +47,9 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// Sets the gauges from a fresh health report.
-pub(crate) fn record_health(report: &HealthReport) {
+/// Sets the gauges from a fresh health report; a worker whose heartbeat is younger than
+/// `stale_after` counts as live.
+pub(crate) fn record_health(report: &HealthReport, stale_after: std::time::Duration) {
     for status in ["ok", "degraded", "down"] {
         let current = serde_json::to_value(report.status).ok();
         let value = if current.as_ref().and_then(|v| v.as_str()) == Some(status) {
