@@ -78,7 +78,7 @@ pub(crate) fn record_health(report: &HealthReport, stale_after: std::time::Durat
     let live = report
         .workers
         .iter()
-        .filter(|w| w.heartbeat_age_seconds < 30.0)
+        .filter(|w| w.heartbeat_age_seconds < stale_after.as_secs_f64())
         .count();
     metrics::gauge!(WORKERS_LIVE).set(live as f64);
 }
