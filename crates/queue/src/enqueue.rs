@@ -172,7 +172,24 @@ pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
         unique_key: job.unique_key.as_deref(),
         expires_at: job.expires_at,
     };
-    Ok(db::job_enqueue(exec, &params).await?)
+    let id = db::job_enqueue(exec, &params).await?;
+    record_enqueued(&job.queue, &job.kind, 1);
+    tracing::debug!(
+        event = EVENT_ENQUEUED, job.id = %id, job.kind = %job.kind, job.queue = %job.queue,
+        "job enqueued (visible once the transaction commits)"
+    );
+    Ok(id)
+}
+
+/// The log event of an enqueue.
+pub const EVENT_ENQUEUED: &str = "background_job.enqueued";
+
+/// Jobs enqueued, by queue and kind (duplicates of a live unique key included).
+pub const METRIC_ENQUEUED: &str = "docket_jobs_enqueued_total";
+
+fn record_enqueued(queue: &str, kind: &str, count: u64) {
+    metrics::counter!(METRIC_ENQUEUED, "queue" => queue.to_owned(), "kind" => kind.to_owned())
+        .increment(count);
 }
 
 /// Enqueues many jobs in one round trip and returns their ids in input order. Unique
@@ -201,5 +218,15 @@ pub async fn enqueue_many(exec: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(db::job_enqueue_many(exec, &columns).await?)
+    let ids = db::job_enqueue_many(exec, &columns).await?;
+    // One count per queue and kind, not per job: bulk calls carry thousands.
+    let mut counts: std::collections::HashMap<(&str, &str), u64> = std::collections::HashMap::new();
+    for job in jobs {
+        *counts.entry((&job.queue, &job.kind)).or_default() += 1;
+    }
+    for ((queue, kind), count) in counts {
+        record_enqueued(queue, kind, count);
+        tracing::debug!(event = EVENT_ENQUEUED, job.kind = %kind, job.queue = %queue, count, "jobs enqueued in bulk");
+    }
+    Ok(ids)
 }

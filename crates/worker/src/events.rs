@@ -1,5 +1,7 @@
 //! The `event` field values of the runtime's log lines: DESIGN.md's families, spelled once.
 
+/// A job was enqueued (logged by `docket-queue`).
+pub const JOB_ENQUEUED: &str = docket_queue::enqueue::EVENT_ENQUEUED;
 /// A job was claimed and its handler started.
 pub const JOB_STARTED: &str = "background_job.started";
 /// A job's handler succeeded and the outcome was written.

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+/// Jobs enqueued, by queue and kind (recorded by `docket-queue`).
+pub const JOBS_ENQUEUED: &str = docket_queue::enqueue::METRIC_ENQUEUED;
 /// Jobs whose outcome was written, by queue, kind and resulting state.
 pub const JOBS_FINISHED: &str = "docket_jobs_outcomes_total";
 /// Handler run time in seconds, by queue and kind.
@@ -11,7 +13,7 @@ pub const JOB_DURATION: &str = "docket_job_duration_seconds";
 pub const JOBS_STARTED: &str = "docket_jobs_started_total";
 /// Outcomes dropped because the worker no longer held the job.
 pub const JOBS_FENCED: &str = "docket_jobs_fenced_total";
-/// Jobs freed by the rescuer.
+/// Jobs freed by the rescuer, by queue and kind.
 pub const JOBS_RESCUED: &str = "docket_jobs_rescued_total";
 /// Jobs deleted by the pruner, by state.
 pub const JOBS_PRUNED: &str = "docket_jobs_pruned_total";
@@ -32,8 +34,9 @@ pub(crate) fn jobs_fenced(count: usize) {
     metrics::counter!(JOBS_FENCED).increment(count as u64);
 }
 
-pub(crate) fn jobs_rescued(count: usize) {
-    metrics::counter!(JOBS_RESCUED).increment(count as u64);
+pub(crate) fn job_rescued(queue: &str, kind: &str) {
+    metrics::counter!(JOBS_RESCUED, "queue" => queue.to_owned(), "kind" => kind.to_owned())
+        .increment(1);
 }
 
 pub(crate) fn jobs_pruned(state: &'static str, count: u64) {

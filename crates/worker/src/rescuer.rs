@@ -37,9 +37,9 @@ impl Service for Rescuer {
                         job.queue = %job.queue, job.attempt = job.attempt, state = %job.state,
                         "worker lease lapsed; job freed"
                     );
+                    metrics::job_rescued(&job.queue, &job.kind);
                 }
                 total += rescued.len();
-                metrics::jobs_rescued(rescued.len());
                 if rescued.len() < self.batch as usize {
                     return Ok(());
                 }

@@ -61,6 +61,9 @@ async fn metrics_parse_as_prometheus_text_and_depths_match_the_snapshot() {
         .await;
     }
     let app = app(&db.pool);
+    let enqueue = format!(r#"{{"kind": "metrics.kind", "queue": "{queue}-api"}}"#);
+    let (status, _) = call(&app, authed("POST", "/api/jobs", Some(&enqueue))).await;
+    assert_eq!(status, StatusCode::CREATED);
     let (_, health) = call(&app, authed("GET", "/api/health", None)).await;
     let (status, body) = call(&app, authed("GET", "/metrics", None)).await;
     assert_eq!(status, StatusCode::OK);
