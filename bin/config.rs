@@ -1,12 +1,14 @@
-//! Configuration from the environment: the only place that reads it.
+//! Configuration: the environment over `docket.toml` (see `source`), validated and composed
+//! into each crate's typed config. The only place that reads either.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use docket_http::{HealthConfig, Secret};
 use docket_worker::{QueueConfig, RuntimeConfig};
+
+use crate::source::Source;
 use sqlx::postgres::PgConnectOptions;
 
 /// How log lines are written.
@@ -54,36 +56,40 @@ pub(crate) struct CheckConfig {
 }
 
 impl Config {
-    /// Reads and validates the environment.
-    pub(crate) fn from_env() -> anyhow::Result<Config> {
-        let database_url = match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.trim().is_empty() => Some(DatabaseUrl::parse(&url)?),
-            _ => None,
-        };
-        let log_format = match std::env::var("DOCKET_LOG_FORMAT").as_deref() {
-            Ok("json") => LogFormat::Json,
-            Ok("pretty") => LogFormat::Pretty,
-            Ok(other) => bail!("DOCKET_LOG_FORMAT must be `json` or `pretty`, not {other:?}"),
-            Err(_) if std::io::IsTerminal::is_terminal(&std::io::stderr()) => LogFormat::Pretty,
-            Err(_) => LogFormat::Json,
+    /// Reads and validates the environment over `docket.toml`.
+    pub(crate) fn load() -> anyhow::Result<Config> {
+        let source = Source::load()?;
+        let database_url = source
+            .text("DATABASE_URL")
+            .map(|url| DatabaseUrl::parse(&url))
+            .transpose()?;
+        let log_format = match source.text("DOCKET_LOG_FORMAT").as_deref() {
+            Some("json") => LogFormat::Json,
+            Some("pretty") => LogFormat::Pretty,
+            Some(other) => bail!("DOCKET_LOG_FORMAT must be `json` or `pretty`, not {other:?}"),
+            None if std::io::IsTerminal::is_terminal(&std::io::stderr()) => LogFormat::Pretty,
+            None => LogFormat::Json,
         };
         Ok(Config {
             database_url,
             log_format,
-            runtime: runtime_from_env()?,
-            pool_size: parse_var("DOCKET_DB_POOL_SIZE")?,
-            cron_secret: std::env::var("CRON_SECRET").ok().and_then(Secret::new),
-            http_addr: parse_var("DOCKET_HTTP_ADDR")?.unwrap_or(([127, 0, 0, 1], 8080).into()),
-            health: health_from_env()?,
+            runtime: runtime_config(&source)?,
+            pool_size: source.parse("DOCKET_DB_POOL_SIZE")?,
+            cron_secret: source.text("CRON_SECRET").and_then(Secret::new),
+            http_addr: source
+                .parse("DOCKET_HTTP_ADDR")?
+                .unwrap_or(([127, 0, 0, 1], 8080).into()),
+            health: health_config(&source)?,
             check: CheckConfig {
-                disk_path: std::env::var_os("DOCKET_CHECK_DISK_PATH")
+                disk_path: source
+                    .text("DOCKET_CHECK_DISK_PATH")
                     .map_or_else(|| "/".into(), Into::into),
-                disk_min_free_percent: parse_var("DOCKET_CHECK_DISK_MIN_FREE_PERCENT")?
+                disk_min_free_percent: source
+                    .parse("DOCKET_CHECK_DISK_MIN_FREE_PERCENT")?
                     .unwrap_or(10.0),
-                backup_dir: std::env::var_os("DOCKET_BACKUP_DIR")
-                    .filter(|d| !d.is_empty())
-                    .map(Into::into),
-                backup_max_age: seconds_var("DOCKET_BACKUP_MAX_AGE")?
+                backup_dir: source.text("DOCKET_BACKUP_DIR").map(Into::into),
+                backup_max_age: source
+                    .seconds("DOCKET_BACKUP_MAX_AGE")?
                     .unwrap_or(Duration::from_secs(26 * 3600)),
             },
         })
@@ -118,26 +124,27 @@ impl Config {
     }
 }
 
-/// The runtime's settings from `DOCKET_*` variables; unset ones keep their defaults.
-fn runtime_from_env() -> anyhow::Result<RuntimeConfig> {
+/// The runtime's settings from `DOCKET_*` values; unset ones keep their defaults.
+fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
     let mut config = RuntimeConfig::default();
-    let concurrency =
-        parse_var("DOCKET_CONCURRENCY")?.unwrap_or(docket_worker::config::CONCURRENCY_DEFAULT);
-    config.queues = match std::env::var("DOCKET_QUEUES") {
-        Ok(queues) => parse_queues(&queues, concurrency).context("DOCKET_QUEUES")?,
-        Err(_) => {
+    let concurrency = source
+        .parse("DOCKET_CONCURRENCY")?
+        .unwrap_or(docket_worker::config::CONCURRENCY_DEFAULT);
+    config.queues = match source.text("DOCKET_QUEUES") {
+        Some(queues) => parse_queues(&queues, concurrency).context("DOCKET_QUEUES")?,
+        None => {
             vec![QueueConfig::new(docket_queue::enqueue::DEFAULT_QUEUE).concurrency(concurrency)]
         }
     };
-    config.global_concurrency = parse_var("DOCKET_GLOBAL_CONCURRENCY")?;
-    if let Some(batch) = parse_var("DOCKET_CLAIM_BATCH")? {
+    config.global_concurrency = source.parse("DOCKET_GLOBAL_CONCURRENCY")?;
+    if let Some(batch) = source.parse("DOCKET_CLAIM_BATCH")? {
         config.claim_batch = batch;
     }
-    if let Some(listen) = parse_var::<bool>("DOCKET_LISTEN")? {
+    if let Some(listen) = source.parse::<bool>("DOCKET_LISTEN")? {
         config.listen = listen;
     }
     let seconds = |name: &str, field: &mut Duration| -> anyhow::Result<()> {
-        if let Some(value) = seconds_var(name)? {
+        if let Some(value) = source.seconds(name)? {
             *field = value;
         }
         Ok(())
@@ -165,34 +172,24 @@ fn runtime_from_env() -> anyhow::Result<RuntimeConfig> {
 }
 
 /// Health thresholds from `DOCKET_HEALTH_*` (seconds); unset ones keep their defaults.
-fn health_from_env() -> anyhow::Result<HealthConfig> {
+fn health_config(source: &Source) -> anyhow::Result<HealthConfig> {
     let mut config = HealthConfig::default();
-    if let Some(value) = seconds_var("DOCKET_HEALTH_BACKLOG_THRESHOLD")? {
+    if let Some(value) = source.seconds("DOCKET_HEALTH_BACKLOG_THRESHOLD")? {
         config.backlog_threshold = value;
     }
-    if let Some(value) = seconds_var("DOCKET_HEALTH_WORKER_STALE_AFTER")? {
+    if let Some(value) = source.seconds("DOCKET_HEALTH_WORKER_STALE_AFTER")? {
         config.worker_stale_after = value;
     }
-    if let Some(value) = seconds_var("DOCKET_HEALTH_CHECK_TIMEOUT")? {
+    if let Some(value) = source.seconds("DOCKET_HEALTH_CHECK_TIMEOUT")? {
         config.check_timeout = value;
     }
-    if let Some(value) = seconds_var("DOCKET_HEALTH_CACHE_TTL")? {
+    if let Some(value) = source.seconds("DOCKET_HEALTH_CACHE_TTL")? {
         config.cache_ttl = value;
     }
-    if let Some(value) = parse_var("DOCKET_HEALTH_DEAD_LETTER_DEGRADES")? {
+    if let Some(value) = source.parse("DOCKET_HEALTH_DEAD_LETTER_DEGRADES")? {
         config.dead_letter_degrades = value;
     }
     Ok(config)
-}
-
-/// A variable holding a number of seconds.
-fn seconds_var(name: &str) -> anyhow::Result<Option<Duration>> {
-    parse_var::<f64>(name)?
-        .map(|value| {
-            Duration::try_from_secs_f64(value)
-                .map_err(|_| anyhow::anyhow!("{name} must be a number of seconds, not {value}"))
-        })
-        .transpose()
 }
 
 /// `name[:concurrency],...`, e.g. `default,mail:4`.
@@ -216,21 +213,6 @@ fn parse_queues(list: &str, concurrency: usize) -> anyhow::Result<Vec<QueueConfi
             }
             Ok(queues)
         })
-}
-
-/// Reads and parses a variable; unset or empty is `None`, unparsable is an error naming it.
-fn parse_var<T: FromStr>(name: &str) -> anyhow::Result<Option<T>>
-where
-    T::Err: fmt::Display,
-{
-    match std::env::var(name) {
-        Ok(value) if !value.trim().is_empty() => value
-            .trim()
-            .parse()
-            .map(Some)
-            .map_err(|err| anyhow::anyhow!("{name}={value:?} is not valid: {err}")),
-        _ => Ok(None),
-    }
 }
 
 /// A validated database URL. Displays with its password redacted, so it can be logged.

@@ -4,6 +4,7 @@ mod cli;
 mod cmd;
 mod config;
 mod signal;
+mod source;
 mod table;
 mod telemetry;
 
@@ -13,7 +14,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let config = match config::Config::from_env() {
+    let config = match config::Config::load() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err:#}");

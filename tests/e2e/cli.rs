@@ -192,3 +192,51 @@ fn commands_other_than_demo_ask_for_database_url() {
         stderr(&out)
     );
 }
+
+#[tokio::test]
+async fn docket_toml_configures_and_the_environment_overrides_it() {
+    let db = TestDb::new().await;
+    let dir = std::env::temp_dir().join(format!("docket-config-{}", db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("docket.toml");
+    std::fs::write(
+        &file,
+        format!("database_url = \"{}\"\nshutdown_timeout = 5\n", db.url),
+    )
+    .unwrap();
+    let run = |env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_docket"))
+            .args(["snapshot", "--json"])
+            .env_remove("DATABASE_URL")
+            .env("DOCKET_CONFIG", &file)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let from_file = run(&[]);
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+    let overridden = run(&[("DATABASE_URL", "postgres://app:pw@127.0.0.1:9/app")]);
+    assert!(
+        stderr(&overridden)
+            .contains("cannot connect to PostgreSQL at postgres://app:***@127.0.0.1:9/app"),
+        "{}",
+        stderr(&overridden)
+    );
+
+    std::fs::write(&file, "databse_url = \"postgres://x@y/z\"\n").unwrap();
+    let typo = run(&[]);
+    assert!(!typo.status.success());
+    assert!(
+        stderr(&typo).contains("unknown key `databse_url`; did you mean `database_url`?"),
+        "{}",
+        stderr(&typo)
+    );
+    std::fs::remove_file(&file).unwrap();
+    let missing = run(&[]);
+    assert!(
+        stderr(&missing).contains("(DOCKET_CONFIG)"),
+        "{}",
+        stderr(&missing)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

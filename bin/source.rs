@@ -1,0 +1,217 @@
+//! Where configuration values come from: the environment first, then `docket.toml` (the
+//! file named by `DOCKET_CONFIG`, else `./docket.toml` when it exists). A file key is the
+//! variable's name in lower case without its `DOCKET_` prefix: `DOCKET_SHUTDOWN_TIMEOUT`
+//! is `shutdown_timeout`, `DATABASE_URL` is `database_url`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+/// Every variable Docket reads.
+pub(crate) const KNOWN: &[&str] = &[
+    "DATABASE_URL",
+    "CRON_SECRET",
+    "DOCKET_LOG_FORMAT",
+    "DOCKET_HTTP_ADDR",
+    "DOCKET_DB_POOL_SIZE",
+    "DOCKET_QUEUES",
+    "DOCKET_CONCURRENCY",
+    "DOCKET_GLOBAL_CONCURRENCY",
+    "DOCKET_CLAIM_BATCH",
+    "DOCKET_LISTEN",
+    "DOCKET_POLL_INTERVAL",
+    "DOCKET_HEARTBEAT_INTERVAL",
+    "DOCKET_LEASE_TIMEOUT",
+    "DOCKET_SHUTDOWN_TIMEOUT",
+    "DOCKET_RESCUER_INTERVAL",
+    "DOCKET_PRUNER_INTERVAL",
+    "DOCKET_COMPLETED_RETENTION",
+    "DOCKET_CANCELLED_RETENTION",
+    "DOCKET_DEAD_LETTER_RETENTION",
+    "DOCKET_HEALTH_BACKLOG_THRESHOLD",
+    "DOCKET_HEALTH_WORKER_STALE_AFTER",
+    "DOCKET_HEALTH_CHECK_TIMEOUT",
+    "DOCKET_HEALTH_CACHE_TTL",
+    "DOCKET_HEALTH_DEAD_LETTER_DEGRADES",
+    "DOCKET_CHECK_DISK_PATH",
+    "DOCKET_CHECK_DISK_MIN_FREE_PERCENT",
+    "DOCKET_BACKUP_DIR",
+    "DOCKET_BACKUP_MAX_AGE",
+];
+
+/// The file's key for a variable.
+fn file_key(var: &str) -> String {
+    var.strip_prefix("DOCKET_")
+        .unwrap_or(var)
+        .to_ascii_lowercase()
+}
+
+/// The environment over the file.
+pub(crate) struct Source {
+    /// The file's values by variable name, as text.
+    file: BTreeMap<String, String>,
+    /// The file, for messages.
+    path: Option<PathBuf>,
+}
+
+impl Source {
+    /// Reads `DOCKET_CONFIG`'s file, or `./docket.toml` if it exists, or none.
+    pub(crate) fn load() -> anyhow::Result<Source> {
+        let (path, required) = match std::env::var_os("DOCKET_CONFIG") {
+            Some(path) => (PathBuf::from(path), true),
+            None => (PathBuf::from("docket.toml"), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Source::from_toml(&text, &path),
+            Err(err) if !required && err.kind() == std::io::ErrorKind::NotFound => Ok(Source {
+                file: BTreeMap::new(),
+                path: None,
+            }),
+            Err(err) => {
+                Err(err).with_context(|| format!("cannot read {} (DOCKET_CONFIG)", path.display()))
+            }
+        }
+    }
+
+    /// Parses a file's text; an unknown key is an error that suggests the nearest known one.
+    pub(crate) fn from_toml(text: &str, path: &Path) -> anyhow::Result<Source> {
+        let table: toml::Table = text
+            .parse()
+            .with_context(|| format!("{} is not valid TOML", path.display()))?;
+        let mut file = BTreeMap::new();
+        for (key, value) in table {
+            let Some(var) = KNOWN.iter().find(|var| file_key(var) == key) else {
+                let nearest = KNOWN
+                    .iter()
+                    .map(|var| file_key(var))
+                    .min_by_key(|known| strsim::levenshtein(known, &key))
+                    .filter(|known| strsim::levenshtein(known, &key) <= 3);
+                match nearest {
+                    Some(known) => bail!(
+                        "{}: unknown key `{key}`; did you mean `{known}`?",
+                        path.display()
+                    ),
+                    None => bail!("{}: unknown key `{key}`", path.display()),
+                }
+            };
+            let text = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(n) => n.to_string(),
+                toml::Value::Float(x) => x.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(|item| match item {
+                        toml::Value::String(s) => Ok(s.clone()),
+                        toml::Value::Integer(n) => Ok(n.to_string()),
+                        other => bail!("{}: `{key}` lists a {}", path.display(), other.type_str()),
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()?
+                    .join(","),
+                other => bail!(
+                    "{}: `{key}` must be a string, number or boolean, not {}",
+                    path.display(),
+                    other.type_str()
+                ),
+            };
+            file.insert((*var).to_owned(), text);
+        }
+        Ok(Source {
+            file,
+            path: Some(path.to_owned()),
+        })
+    }
+
+    /// A variable's value and where it came from; unset or empty is `None`.
+    fn lookup(&self, var: &str) -> Option<(String, String)> {
+        if let Ok(value) = std::env::var(var) {
+            if !value.trim().is_empty() {
+                return Some((value, var.to_owned()));
+            }
+        }
+        let value = self.file.get(var)?;
+        let path = self.path.as_deref().unwrap_or(Path::new("docket.toml"));
+        Some((
+            value.clone(),
+            format!("{}: {}", path.display(), file_key(var)),
+        ))
+    }
+
+    /// A variable's text.
+    pub(crate) fn text(&self, var: &str) -> Option<String> {
+        self.lookup(var).map(|(value, _)| value)
+    }
+
+    /// A variable parsed; unparsable is an error naming the variable (or the file's key).
+    pub(crate) fn parse<T: FromStr>(&self, var: &str) -> anyhow::Result<Option<T>>
+    where
+        T::Err: fmt::Display,
+    {
+        let Some((value, origin)) = self.lookup(var) else {
+            return Ok(None);
+        };
+        value
+            .trim()
+            .parse()
+            .map(Some)
+            .map_err(|err| anyhow::anyhow!("{origin}={value:?} is not valid: {err}"))
+    }
+
+    /// A variable holding a number of seconds.
+    pub(crate) fn seconds(&self, var: &str) -> anyhow::Result<Option<Duration>> {
+        self.parse::<f64>(var)?
+            .map(|value| {
+                Duration::try_from_secs_f64(value)
+                    .map_err(|_| anyhow::anyhow!("{var} must be a number of seconds, not {value}"))
+            })
+            .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_keys_are_the_variables_without_their_prefix() {
+        let source = Source::from_toml(
+            "shutdown_timeout = 12\nqueues = [\"default\", \"mail:4\"]\nlisten = false\n",
+            Path::new("docket.toml"),
+        )
+        .unwrap();
+        assert_eq!(source.file["DOCKET_SHUTDOWN_TIMEOUT"], "12");
+        assert_eq!(source.file["DOCKET_QUEUES"], "default,mail:4");
+        assert_eq!(source.file["DOCKET_LISTEN"], "false");
+    }
+
+    #[test]
+    fn an_unknown_key_suggests_the_nearest() {
+        let err = Source::from_toml("concurency = 4", Path::new("docket.toml"))
+            .err()
+            .unwrap();
+        assert_eq!(
+            err.to_string(),
+            "docket.toml: unknown key `concurency`; did you mean `concurrency`?"
+        );
+        let err = Source::from_toml("[section]\nx = 1", Path::new("docket.toml"))
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("unknown key `section`"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_file_value_names_the_file_and_key() {
+        let source =
+            Source::from_toml("backup_max_age = \"soon\"", Path::new("/etc/docket.toml")).unwrap();
+        let err = source.seconds("DOCKET_BACKUP_MAX_AGE").err().unwrap();
+        assert!(
+            err.to_string()
+                .starts_with("/etc/docket.toml: backup_max_age=\"soon\" is not valid"),
+            "{err}"
+        );
+    }
+}
