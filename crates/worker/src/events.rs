@@ -21,6 +21,10 @@ pub const JOB_FENCED: &str = "background_job.fenced";
 
 /// The worker registered and started.
 pub const WORKER_STARTED: &str = "worker.started";
+/// The worker could not renew its lease in time and handed back its running jobs.
+pub const LEASE_LOST: &str = "worker.lease_lost";
+/// The worker renewed a lease it had lost, and claims again.
+pub const LEASE_RENEWED: &str = "worker.lease_renewed";
 /// A background part of the worker failed and will try again.
 pub const WORKER_ERROR: &str = "worker.error";
 /// Shutdown began: claiming stopped.

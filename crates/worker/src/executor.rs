@@ -16,6 +16,10 @@ use crate::handler::{JobContext, JobError};
 use crate::metrics;
 use crate::registry::Registry;
 
+/// How long a handler that is stopped from outside (timeout, cancel, lease loss, the
+/// shutdown deadline) gets to return after its context says so, before it is dropped.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
+
 /// A job whose attempt is over, on its way to the completer.
 pub(crate) struct Finished {
     pub(crate) id: JobId,
@@ -26,35 +30,76 @@ pub(crate) struct Finished {
     pub(crate) duration: Duration,
 }
 
-/// The jobs running in this process, by id, with the token an operator's cancel fires.
+/// Why a running job is being stopped from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopReason {
+    /// An operator cancelled it: the outcome is `cancel`.
+    Cancel,
+    /// This worker lost its lease: hand the job back without spending the attempt.
+    Release,
+}
+
+/// A running job's stop switch: the reason is set first, then the token fires.
+#[derive(Clone, Default)]
+struct StopSwitch {
+    token: CancellationToken,
+    reason: Arc<Mutex<Option<StopReason>>>,
+}
+
+impl StopSwitch {
+    fn stop(&self, reason: StopReason) {
+        self.reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get_or_insert(reason);
+        self.token.cancel();
+    }
+
+    fn reason(&self) -> StopReason {
+        self.reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or(StopReason::Cancel)
+    }
+}
+
+/// The jobs running in this process, by id, with the switch that stops each.
 #[derive(Default)]
 pub(crate) struct Running {
-    jobs: Mutex<std::collections::HashMap<JobId, CancellationToken>>,
+    jobs: Mutex<std::collections::HashMap<JobId, StopSwitch>>,
 }
 
 impl Running {
-    fn insert(&self, id: JobId) -> CancellationToken {
-        let token = CancellationToken::new();
-        self.lock().insert(id, token.clone());
-        token
+    fn insert(&self, id: JobId) -> StopSwitch {
+        let switch = StopSwitch::default();
+        self.lock().insert(id, switch.clone());
+        switch
     }
 
     fn remove(&self, id: JobId) {
         self.lock().remove(&id);
     }
 
-    /// Fires the cancel of each listed job running here; returns how many there were.
+    /// Stops each listed job running here as cancelled; returns how many there were.
     pub(crate) fn cancel(&self, ids: &[JobId]) -> usize {
         let jobs = self.lock();
         ids.iter()
             .filter_map(|id| jobs.get(id))
-            .inspect(|token| token.cancel())
+            .inspect(|switch| switch.stop(StopReason::Cancel))
             .count()
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<JobId, CancellationToken>> {
+    /// Stops every running job and hands it back: this worker's lease is lapsing, so
+    /// another worker may take its jobs over. Returns how many there were.
+    pub(crate) fn release_all(&self) -> usize {
+        let jobs = self.lock();
+        for switch in jobs.values() {
+            switch.stop(StopReason::Release);
+        }
+        jobs.len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<JobId, StopSwitch>> {
         self.jobs
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -140,7 +185,7 @@ impl Executor {
                 }
             }
         };
-        let operator = self.running.insert(job.id);
+        let stop = self.running.insert(job.id);
         let mut task = tokio::spawn(future);
         let ended = loop {
             let wake_at = *deadline
@@ -159,13 +204,21 @@ impl Executor {
                     }
                     break Ended::TimedOut(options.timeout);
                 }
-                () = operator.cancelled() => break Ended::CancelledByOperator,
+                () = stop.token.cancelled() => break match stop.reason() {
+                    StopReason::Cancel => Ended::CancelledByOperator,
+                    StopReason::Release => Ended::Released,
+                },
                 () = self.hard_stop.cancelled() => break Ended::Released,
             }
         };
         self.running.remove(job.id);
         if !matches!(ended, Ended::Returned(_) | Ended::Panicked(_)) {
+            // Stopped from outside: tell the handler, give it a moment to wind down, then
+            // drop it. Work it finished in that moment counts; anything else is the stop.
             ctx.cancel.cancel();
+            if let Ok(Ok(Ok(()))) = tokio::time::timeout(STOP_GRACE, &mut task).await {
+                return Outcome::Complete;
+            }
             task.abort();
         }
         match ended {

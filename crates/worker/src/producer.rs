@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::events;
 use crate::executor::{Executor, Finished};
+use crate::heartbeat::Lease;
 
 /// How long a producer with few free slots waits for more before it claims.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
@@ -39,6 +40,8 @@ pub(crate) struct Producer {
     pub(crate) completer: mpsc::Sender<Finished>,
     /// Where job tasks are tracked, so shutdown can wait for them.
     pub(crate) jobs: TaskTracker,
+    /// The worker's lease: no claims while it is not held.
+    pub(crate) lease: Arc<Lease>,
 }
 
 impl Producer {
@@ -53,7 +56,7 @@ impl Producer {
                 .min(self.global.available_permits())
                 .min(self.claim_batch as usize);
             let mut full_batch = false;
-            if free > 0 {
+            if free > 0 && self.lease.is_held() {
                 match self.claim_and_dispatch(free).await {
                     Ok(claimed) => {
                         failures = 0;

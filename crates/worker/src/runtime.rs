@@ -20,7 +20,7 @@ use crate::completer::Completer;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::events;
 use crate::executor::{Executor, Running};
-use crate::heartbeat::Heartbeat;
+use crate::heartbeat::{Heartbeat, Lease};
 use crate::listener::Listener;
 use crate::producer::Producer;
 use crate::pruner::Pruner;
@@ -102,6 +102,7 @@ impl Runtime {
         );
 
         let running = Arc::new(Running::default());
+        let lease = Arc::new(Lease::default());
         let hard_stop = CancellationToken::new();
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
@@ -149,6 +150,7 @@ impl Runtime {
                 executor: executor.clone(),
                 completer: completer_tx.clone(),
                 jobs: jobs.clone(),
+                lease: lease.clone(),
             };
             producers.spawn(producer.run(stop_claiming.clone()));
         }
@@ -161,11 +163,14 @@ impl Runtime {
             };
             services.spawn(listener.run(stop_services.clone()));
         }
-        let heartbeat = Heartbeat {
-            pool: maintenance_pool.clone(),
-            worker: self.worker.clone(),
+        let heartbeat = Heartbeat::new(
+            maintenance_pool.clone(),
+            lease,
+            self.worker.clone(),
             running,
-        };
+            config.heartbeat_interval,
+            config.lease_timeout,
+        );
         services.spawn(run_periodic(
             heartbeat,
             config.heartbeat_interval,

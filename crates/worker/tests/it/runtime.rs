@@ -398,3 +398,74 @@ async fn permanent_fail_builtin_dead_letters_at_once() {
     );
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_cannot_renew_its_lease_stops_its_jobs_and_claims_nothing_until_it_can() {
+    let db = TestDb::new().await;
+    let stopped = Arc::new(AtomicUsize::new(0));
+    let mut registry = builtins();
+    let seen = stopped.clone();
+    registry.register_raw("test.watch", move |_payload, ctx: JobContext| {
+        let seen = seen.clone();
+        async move {
+            if seen.load(Ordering::SeqCst) > 0 {
+                return Ok(());
+            }
+            ctx.cancelled().await;
+            seen.fetch_add(1, Ordering::SeqCst);
+            Err(JobError::from("stopped"))
+        }
+    });
+    let config = RuntimeConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        lease_timeout: Duration::from_secs(1),
+        rescuer_interval: Duration::from_secs(3600),
+        ..quick_config()
+    };
+    let worker = start(&db.pool, registry, config);
+    let first = enqueue(&db.pool, &NewJob::new("test.watch", json!({})))
+        .await
+        .unwrap();
+    eventually(WAIT, "the job is running", || async {
+        state_of(&db.pool, first).await == JobState::Processing
+    })
+    .await;
+
+    // Heartbeats now hang on the lock: the lease cannot be renewed.
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("lock table docket.workers in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    eventually(WAIT, "the running job is stopped", || async {
+        stopped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let second = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({})))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        state_of(&db.pool, second).await,
+        JobState::Pending,
+        "no claims without a lease"
+    );
+
+    blocker.rollback().await.unwrap();
+    eventually(
+        WAIT,
+        "both jobs complete once the lease is renewed",
+        || async {
+            state_of(&db.pool, first).await == JobState::Completed
+                && state_of(&db.pool, second).await == JobState::Completed
+        },
+    )
+    .await;
+    let job = admin::show(&db.pool, first).await.unwrap();
+    assert_eq!(
+        (job.attempt, job.errors.len()),
+        (1, 0),
+        "the stopped run was handed back, its attempt not spent"
+    );
+    worker.shutdown().await;
+}
