@@ -286,3 +286,31 @@ async fn bad_input_is_a_clear_error_and_writes_nothing() {
     );
     assert_eq!(job_count(&db).await, 0);
 }
+
+#[tokio::test]
+async fn sql_made_ids_are_version_7_and_sort_in_the_order_they_were_made() {
+    let db = TestDb::new().await;
+    let mut ids = Vec::new();
+    for _ in 0..200 {
+        let id: uuid::Uuid = sqlx::query_scalar("select docket.uuid_v7()")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        ids.push(id);
+    }
+    assert!(ids
+        .iter()
+        .all(|id| id.get_version_num() == 7 && id.get_variant() == uuid::Variant::RFC4122));
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(sorted, ids);
+    let millis = ids[0].get_timestamp().unwrap().to_unix();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        now.abs_diff(millis.0) < 60,
+        "the id carries the time it was made"
+    );
+}
