@@ -1,7 +1,7 @@
 //! The completer: the only writer of outcomes. It gathers outcomes for a few milliseconds
 //! (or until a batch is full) and writes them in one fenced statement. A failed write is
 //! retried with backoff, so no outcome is lost to a database error; at shutdown it drains
-//! every outcome before it returns.
+//! every outcome before it returns, trying for at most the shutdown timeout.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +10,7 @@ use docket_queue::{AttemptOutcome, ErrorChain, JobId, JobState};
 use sqlx::PgPool;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 use uuid::Uuid;
 
@@ -17,22 +18,25 @@ use crate::events;
 use crate::executor::Finished;
 use crate::metrics;
 
-/// How long the completer keeps retrying a batch once shutdown has begun. Past it, the
-/// jobs stay `processing` under this worker and the rescuer frees them.
-const SHUTDOWN_FLUSH_LIMIT: Duration = Duration::from_secs(10);
-
 /// Writes outcomes in batches.
 pub(crate) struct Completer {
     pub(crate) pool: PgPool,
     pub(crate) worker_id: Uuid,
     pub(crate) batch: usize,
     pub(crate) flush_interval: Duration,
+    /// Cancelled when shutdown begins: from then on, writing is bounded by `flush_limit`.
+    pub(crate) stopping: CancellationToken,
+    /// How long, from the start of shutdown, writes keep being tried. Past it, the jobs
+    /// stay `processing` under this (deregistered) worker and the rescuer frees them.
+    pub(crate) flush_limit: Duration,
 }
 
 impl Completer {
-    /// Runs until every sender is dropped and every outcome is written.
+    /// Runs until every sender is dropped and every outcome is written (or, at shutdown,
+    /// given up on after `flush_limit`).
     pub(crate) async fn run(self, mut outcomes: mpsc::Receiver<Finished>) {
         let mut buffer: Vec<Finished> = Vec::with_capacity(self.batch);
+        let mut give_up_at = None;
         loop {
             if outcomes.recv_many(&mut buffer, self.batch).await == 0 {
                 return; // closed and drained
@@ -46,12 +50,11 @@ impl Completer {
                     Ok(_) => {}
                 }
             }
-            let closing = outcomes.is_closed() && outcomes.is_empty();
-            self.flush(&mut buffer, closing).await;
+            self.flush(&mut buffer, &mut give_up_at).await;
         }
     }
 
-    async fn flush(&self, buffer: &mut Vec<Finished>, closing: bool) {
+    async fn flush(&self, buffer: &mut Vec<Finished>, give_up_at: &mut Option<Instant>) {
         let batch: Vec<AttemptOutcome> = buffer
             .iter()
             .map(|f| AttemptOutcome {
@@ -60,11 +63,23 @@ impl Completer {
                 outcome: f.outcome.clone(),
             })
             .collect();
-        let started = Instant::now();
         let mut delay = Duration::from_millis(50);
         loop {
-            match docket_queue::apply_outcomes(&self.pool, self.worker_id, &batch, None).await {
-                Ok(applied) => {
+            if give_up_at.is_none() && self.stopping.is_cancelled() {
+                *give_up_at = Some(Instant::now() + self.flush_limit);
+            }
+            let write = docket_queue::apply_outcomes(&self.pool, self.worker_id, &batch, None);
+            // Unbounded while running (a database that is down comes back); bounded once
+            // shutdown begins, also for a write already waiting (a lock, a hung server).
+            let result = match *give_up_at {
+                Some(at) => tokio::time::timeout_at(at, write).await.ok(),
+                None => tokio::select! {
+                    result = write => Some(result),
+                    () = self.stopping.cancelled() => continue,
+                },
+            };
+            match result {
+                Some(Ok(applied)) => {
                     let states: HashMap<JobId, JobState> = applied.changed.into_iter().collect();
                     for finished in buffer.drain(..) {
                         report(&finished, states.get(&finished.id).copied());
@@ -74,24 +89,23 @@ impl Completer {
                     }
                     return;
                 }
-                Err(err) => {
-                    error!(
-                        event = events::WORKER_ERROR, outcomes = batch.len(),
-                        error.message = %err, error.cause_chain = %ErrorChain(&err),
-                        "writing outcomes failed; retrying"
-                    );
-                    if closing && started.elapsed() > SHUTDOWN_FLUSH_LIMIT {
-                        let ids: Vec<String> = buffer.drain(..).map(|f| f.id.to_string()).collect();
-                        error!(
-                            event = events::WORKER_ERROR, jobs = %ids.join(","),
-                            "gave up writing outcomes at shutdown; the rescuer will free these jobs"
-                        );
-                        return;
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+                Some(Err(err)) => error!(
+                    event = events::WORKER_ERROR, outcomes = batch.len(),
+                    error.message = %err, error.cause_chain = %ErrorChain(&err),
+                    "writing outcomes failed; retrying"
+                ),
+                None => {}
             }
+            if give_up_at.is_some_and(|at| Instant::now() >= at) {
+                let ids: Vec<String> = buffer.drain(..).map(|f| f.id.to_string()).collect();
+                error!(
+                    event = events::WORKER_ERROR, jobs = %ids.join(","),
+                    "gave up writing outcomes at shutdown; the rescuer will free these jobs"
+                );
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 }

@@ -57,7 +57,14 @@ impl Producer {
                 .min(self.claim_batch as usize);
             let mut full_batch = false;
             if free > 0 && self.lease.is_held() {
-                match self.claim_and_dispatch(free).await {
+                // A claim stuck on the database (a lock, a hung server) must not hold up
+                // shutdown. One cut short after it committed leaves its jobs `processing`
+                // under this worker, which deregisters at shutdown: the rescuer frees them.
+                let claimed = tokio::select! {
+                    claimed = self.claim_and_dispatch(free) => claimed,
+                    () = stop.cancelled() => break,
+                };
+                match claimed {
                     Ok(claimed) => {
                         failures = 0;
                         full_batch = claimed == free;

@@ -120,6 +120,8 @@ impl Runtime {
                 worker_id: self.worker.id,
                 batch: config.completer_batch,
                 flush_interval: config.completer_flush_interval,
+                stopping: stop_claiming.clone(),
+                flush_limit: config.shutdown_timeout,
             }
             .run(completer_rx),
         );
@@ -238,14 +240,26 @@ impl Runtime {
         services.close();
         services.wait().await;
         // Twice: the first try may meet a connection the server closed while we were idle.
-        let mut deregistered = maintenance::deregister(&maintenance_pool, self.worker.id).await;
-        if deregistered.is_err() {
-            deregistered = maintenance::deregister(&maintenance_pool, self.worker.id).await;
+        let deregister = async {
+            let first = maintenance::deregister(&maintenance_pool, self.worker.id).await;
+            match first {
+                Ok(()) => Ok(()),
+                Err(_) => maintenance::deregister(&maintenance_pool, self.worker.id).await,
+            }
+        };
+        match tokio::time::timeout(config.shutdown_timeout, deregister).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => warn!(
+                event = events::WORKER_ERROR, error.message = %err,
+                "could not deregister; the registration goes stale and the rescuer frees what it held"
+            ),
+            Err(_) => warn!(
+                event = events::WORKER_ERROR,
+                "deregistering timed out; the registration goes stale and the rescuer frees what it held"
+            ),
         }
-        if let Err(err) = deregistered {
-            warn!(event = events::WORKER_ERROR, error.message = %err, "could not deregister; the registration will go stale");
-        }
-        maintenance_pool.close().await;
+        // Connections cut off mid-statement are closed, not returned; never wait on them.
+        let _ = tokio::time::timeout(Duration::from_secs(1), maintenance_pool.close()).await;
         info!(event = events::SHUTDOWN_COMPLETED, worker.id = %self.worker.id, "worker stopped");
         Ok(())
     }

@@ -32,7 +32,12 @@ pub(crate) async fn run_periodic<S: Service>(
             () = stop.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        match service.run_once().await {
+        // A run stuck on the database must not hold up shutdown.
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            result = service.run_once() => result,
+        };
+        match result {
             Ok(report) if report.is_empty() => {}
             Ok(report) => info!(
                 event = events::MAINTENANCE_RUN,

@@ -469,3 +469,51 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_jobs_and_claims_nothing_
     );
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stays_bounded_when_outcomes_cannot_be_written_and_the_rescuer_frees_those_jobs() {
+    let db = TestDb::new().await;
+    let config = RuntimeConfig {
+        shutdown_timeout: Duration::from_millis(500),
+        ..quick_config()
+    };
+    let worker = start(&db.pool, builtins(), config);
+    let id = enqueue(
+        &db.pool,
+        &NewJob::typed(&builtin::Sleep { ms: 60_000 }).unwrap(),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "the job is running", || async {
+        state_of(&db.pool, id).await == JobState::Processing
+    })
+    .await;
+
+    // Every write to the jobs table now waits on this lock: claims, outcomes, everything.
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("lock table docket.jobs in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    worker.shutdown().await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "shutdown took {took:?} with a 0.5 s timeout"
+    );
+    blocker.rollback().await.unwrap();
+
+    // The handed-back outcome was never written: the job is still held by the worker, which
+    // deregistered, so the rescuer frees it at once.
+    let job = admin::show(&db.pool, id).await.unwrap();
+    assert_eq!(job.state, JobState::Processing);
+    let rescued =
+        docket_queue::maintenance::rescue_lapsed(&db.pool, Duration::from_secs(30), 10, None)
+            .await
+            .unwrap();
+    assert_eq!(
+        rescued.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(),
+        [(id, JobState::Retrying)]
+    );
+}
