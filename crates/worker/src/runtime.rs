@@ -239,13 +239,16 @@ impl Runtime {
         stop_services.cancel();
         services.close();
         services.wait().await;
-        // Twice: the first try may meet a connection the server closed while we were idle.
+        // On a connection of its own: the maintenance pool's may all be stuck behind
+        // statements that shutdown cut short.
         let deregister = async {
-            let first = maintenance::deregister(&maintenance_pool, self.worker.id).await;
-            match first {
-                Ok(()) => Ok(()),
-                Err(_) => maintenance::deregister(&maintenance_pool, self.worker.id).await,
-            }
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(
+                &self.pool.connect_options(),
+            )
+            .await?;
+            maintenance::deregister(&mut conn, self.worker.id).await?;
+            sqlx::Connection::close(conn).await?;
+            Ok::<(), docket_queue::Error>(())
         };
         match tokio::time::timeout(config.shutdown_timeout, deregister).await {
             Ok(Ok(())) => {}

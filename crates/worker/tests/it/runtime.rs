@@ -504,16 +504,18 @@ async fn shutdown_stays_bounded_when_outcomes_cannot_be_written_and_the_rescuer_
     );
     blocker.rollback().await.unwrap();
 
-    // The handed-back outcome was never written: the job is still held by the worker, which
-    // deregistered, so the rescuer frees it at once.
-    let job = admin::show(&db.pool, id).await.unwrap();
-    assert_eq!(job.state, JobState::Processing);
-    let rescued =
+    // The handed-back outcome did not get through in time. Either the write that was waiting
+    // on the lock lands after all (the server runs it once the lock goes), or the job is
+    // still held by the worker, which deregistered, and the rescuer frees it. Either way the
+    // job is ready again, not lost.
+    eventually(WAIT, "the job is ready again", || async {
         docket_queue::maintenance::rescue_lapsed(&db.pool, Duration::from_secs(30), 10, None)
             .await
             .unwrap();
-    assert_eq!(
-        rescued.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(),
-        [(id, JobState::Retrying)]
-    );
+        matches!(
+            state_of(&db.pool, id).await,
+            JobState::Pending | JobState::Retrying
+        )
+    })
+    .await;
 }
