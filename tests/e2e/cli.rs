@@ -57,23 +57,7 @@ async fn enqueue_show_list_cancel_replay_and_snapshot_round_trip() {
 
     let shown: Value =
         serde_json::from_str(&stdout(&docket(&db.url, &["jobs", "show", &id, "--json"]))).unwrap();
-    for field in [
-        "id",
-        "queue",
-        "kind",
-        "payload",
-        "state",
-        "priority",
-        "attempt",
-        "max_attempts",
-        "run_at",
-        "unique_key",
-        "last_error",
-        "errors",
-        "created_at",
-        "attempted_at",
-        "finished_at",
-    ] {
+    for field in docket_testkit::factory::JOB_JSON_FIELDS {
         assert!(shown.get(field).is_some(), "job JSON lacks {field}");
     }
     assert_eq!(shown["payload"]["to"], "a@example.com");

@@ -78,3 +78,22 @@ pub async fn insert_job(exec: impl PgExecutor<'_>, opts: JobOpts) -> Job {
     .await
     .unwrap_or_else(|err| panic!("cannot insert fixture job: {err}"))
 }
+
+/// The fields DESIGN.md says a job's JSON has at least (HTTP API and `--json`).
+pub const JOB_JSON_FIELDS: [&str; 15] = [
+    "id",
+    "queue",
+    "kind",
+    "payload",
+    "state",
+    "priority",
+    "attempt",
+    "max_attempts",
+    "run_at",
+    "unique_key",
+    "last_error",
+    "errors",
+    "created_at",
+    "attempted_at",
+    "finished_at",
+];

@@ -295,23 +295,7 @@ async fn the_openapi_document_describes_every_route_and_the_job_fields() {
         }
     }
     let job = &doc["components"]["schemas"]["Job"]["properties"];
-    for field in [
-        "id",
-        "queue",
-        "kind",
-        "payload",
-        "state",
-        "priority",
-        "attempt",
-        "max_attempts",
-        "run_at",
-        "unique_key",
-        "last_error",
-        "errors",
-        "created_at",
-        "attempted_at",
-        "finished_at",
-    ] {
+    for field in docket_testkit::factory::JOB_JSON_FIELDS {
         assert!(job.get(field).is_some(), "the Job schema lacks {field}");
     }
 }
