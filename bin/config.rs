@@ -177,9 +177,6 @@ fn health_config(source: &Source) -> anyhow::Result<HealthConfig> {
     if let Some(value) = source.seconds("DOCKET_HEALTH_BACKLOG_THRESHOLD")? {
         config.backlog_threshold = value;
     }
-    if let Some(value) = source.seconds("DOCKET_HEALTH_WORKER_STALE_AFTER")? {
-        config.worker_stale_after = value;
-    }
     if let Some(value) = source.seconds("DOCKET_HEALTH_CHECK_TIMEOUT")? {
         config.check_timeout = value;
     }
@@ -243,13 +240,28 @@ impl DatabaseUrl {
 
 impl fmt::Display for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match url::Url::parse(&self.raw) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("***"));
-                write!(f, "{url}")
-            }
-            _ => f.write_str(&self.raw),
+        // The password may sit in the authority or in the query (`?password=`).
+        let Ok(mut url) = url::Url::parse(&self.raw) else {
+            return f.write_str("(an unparsable URL)");
+        };
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
         }
+        if url.query_pairs().any(|(key, _)| key == "password") {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(key, value)| {
+                    let value = if key == "password" {
+                        "***".into()
+                    } else {
+                        value.into_owned()
+                    };
+                    (key.into_owned(), value)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        write!(f, "{url}")
     }
 }
 
@@ -261,6 +273,16 @@ mod tests {
     fn database_url_displays_without_its_password() {
         let url = DatabaseUrl::parse("postgres://app:s3cret@db.internal:5432/app").unwrap();
         assert_eq!(url.to_string(), "postgres://app:***@db.internal:5432/app");
+    }
+
+    #[test]
+    fn a_password_in_the_query_is_redacted_too() {
+        let url =
+            DatabaseUrl::parse("postgres://app@db.internal/app?password=s3cret&sslmode=require")
+                .unwrap();
+        let shown = url.to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("sslmode=require"), "{shown}");
     }
 
     #[test]

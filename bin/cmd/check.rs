@@ -107,7 +107,7 @@ async fn database_checks(pool: &sqlx::PgPool, config: &Config, checks: &mut Vec<
         .await;
     let verdict = |check: Check| match check {
         Check::Ok => Verdict::Ok,
-        Check::Warn | Check::Degraded => Verdict::Warn,
+        Check::Warn | Check::Unknown | Check::Degraded => Verdict::Warn,
         Check::Down => Verdict::Fail,
     };
     checks.push(Item {
@@ -118,11 +118,7 @@ async fn database_checks(pool: &sqlx::PgPool, config: &Config, checks: &mut Vec<
     let Some(snapshot) = &report.queue else {
         return;
     };
-    let live = report
-        .workers
-        .iter()
-        .filter(|w| w.heartbeat_age_seconds < config.health.worker_stale_after.as_secs_f64())
-        .count();
+    let live = report.workers.iter().filter(|w| w.live).count();
     checks.push(Item {
         name: "workers",
         status: verdict(report.checks.workers),

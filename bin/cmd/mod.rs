@@ -56,6 +56,24 @@ pub(crate) async fn connect(url: &DatabaseUrl) -> anyhow::Result<PgPool> {
         .with_context(|| format!("cannot connect to PostgreSQL at {url}"))
 }
 
+/// How long closing the pool may take at exit.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Closes a pool at exit without waiting on connections stuck mid-statement (a lock, a
+/// hung server): `PgPool::close` waits for every connection to come back, and one that
+/// shutdown abandoned may never come back. The process exits; the server drops them.
+pub(crate) async fn close_pool(pool: PgPool) {
+    if tokio::time::timeout(CLOSE_TIMEOUT, pool.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            event = "worker.shutdown.pool_abandoned",
+            "connections still busy at exit were abandoned"
+        );
+    }
+}
+
 /// Prints a value as pretty JSON.
 pub(crate) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);

@@ -67,6 +67,6 @@ pub(crate) async fn run(
     info!(event = "http.stopped", "HTTP stopped; stopping workers");
     stop_workers.cancel();
     workers.await??;
-    pool.close().await;
+    crate::cmd::close_pool(pool).await;
     Ok(())
 }

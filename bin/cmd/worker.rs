@@ -41,6 +41,6 @@ pub(crate) async fn run(
         .run(crate::signal::shutdown_signal())
         .await
         .context("the worker could not start (is the database migrated? run `docket migrate`)")?;
-    pool.close().await;
+    crate::cmd::close_pool(pool).await;
     Ok(())
 }

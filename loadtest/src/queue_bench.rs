@@ -89,6 +89,7 @@ pub(crate) async fn cycle(
                     queue: "default",
                     kinds: None,
                     worker_id: worker,
+                    token: ClaimRequest::new_token(),
                     limit: batch,
                     now: None,
                 };
@@ -99,11 +100,7 @@ pub(crate) async fn cycle(
                 let outcomes: Vec<AttemptOutcome> = claimed
                     .jobs
                     .iter()
-                    .map(|job| AttemptOutcome {
-                        id: job.id,
-                        attempt: job.attempt,
-                        outcome: Outcome::Complete,
-                    })
+                    .map(|job| AttemptOutcome::of(job, Outcome::Complete))
                     .collect();
                 done += docket_queue::apply_outcomes(&pool, worker, &outcomes, None)
                     .await?

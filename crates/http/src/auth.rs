@@ -21,10 +21,17 @@ impl Secret {
         (!value.is_empty()).then_some(Secret(value))
     }
 
+    /// Compares in time that depends on the secret's length only, never on the token's
+    /// content or length: every byte of the secret is compared with the token's byte at
+    /// that place (or a zero past its end), and the lengths are compared in constant time
+    /// too. A guess therefore learns nothing, not even whether its length is right.
     fn matches(&self, token: &str) -> bool {
-        // Equal lengths are compared in constant time; a length mismatch fails at once,
-        // which says only that the length is wrong.
-        self.0.as_bytes().ct_eq(token.as_bytes()).into()
+        let (secret, token) = (self.0.as_bytes(), token.as_bytes());
+        let mut same = (secret.len() as u64).ct_eq(&(token.len() as u64));
+        for (index, byte) in secret.iter().enumerate() {
+            same &= byte.ct_eq(token.get(index).unwrap_or(&0));
+        }
+        same.into()
     }
 }
 
@@ -92,6 +99,26 @@ impl FromRequestParts<AppState> for Authorized {
         match Caller::from_request_parts(parts, state).await? {
             Caller::Authorized => Ok(Authorized),
             Caller::Anonymous => Err(ApiError::Unauthorized),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_exact_secret_matches() {
+        let secret = Secret::new("s3cret-token").unwrap();
+        assert!(secret.matches("s3cret-token"));
+        for wrong in [
+            "",
+            "s3cret",
+            "s3cret-token\0",
+            "s3cret-tokenX",
+            "S3cret-token",
+        ] {
+            assert!(!secret.matches(wrong), "{wrong:?}");
         }
     }
 }

@@ -1,7 +1,13 @@
 //! The health evaluation: database, workers, backlog, dead letters and unhandled kinds,
 //! judged against configurable thresholds. It runs on a small pool of its own with a short
-//! timeout (a hung database gives `down`, never a hung probe; busy workers never starve it)
-//! and is cached briefly, so that probes cost the database at most one evaluation a second.
+//! timeout (busy workers never starve it) and is cached briefly, so that probes cost the
+//! database at most one evaluation a second.
+//!
+//! `down` means one thing: the database does not answer `select 1` within the check
+//! timeout. The expensive parts (the snapshot, the worker list, unhandled kinds) are each
+//! bounded on their own; one that fails or times out (a huge backlog, a busy server) makes
+//! its checks `unknown` and the status `degraded`, and the last good snapshot is served,
+//! marked stale, never `down`.
 
 use std::time::Duration;
 
@@ -19,8 +25,6 @@ use crate::observe;
 
 /// Oldest ready age above which the backlog is degraded (the monitors' alert value).
 pub const BACKLOG_THRESHOLD_DEFAULT: Duration = Duration::from_secs(300);
-/// A worker whose heartbeat is older than this does not count as live.
-pub const WORKER_STALE_AFTER_DEFAULT: Duration = Duration::from_secs(30);
 /// How long the database check may take before it counts as down.
 pub const CHECK_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 /// How long an evaluation is reused.
@@ -33,10 +37,8 @@ pub const UNHANDLED_AFTER_DEFAULT: Duration = Duration::from_secs(60);
 pub struct HealthConfig {
     /// Backlog degraded above this oldest ready age. Default [`BACKLOG_THRESHOLD_DEFAULT`].
     pub backlog_threshold: Duration,
-    /// Workers degraded when jobs are ready and no heartbeat is younger than this. Default
-    /// [`WORKER_STALE_AFTER_DEFAULT`].
-    pub worker_stale_after: Duration,
-    /// Database check timeout. Default [`CHECK_TIMEOUT_DEFAULT`].
+    /// How long each part of the evaluation may take (the `select 1` that decides `down`,
+    /// and each expensive read on its own). Default [`CHECK_TIMEOUT_DEFAULT`].
     pub check_timeout: Duration,
     /// Evaluation reuse. Default [`CACHE_TTL_DEFAULT`].
     pub cache_ttl: Duration,
@@ -52,7 +54,6 @@ impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
             backlog_threshold: BACKLOG_THRESHOLD_DEFAULT,
-            worker_stale_after: WORKER_STALE_AFTER_DEFAULT,
             check_timeout: CHECK_TIMEOUT_DEFAULT,
             cache_ttl: CACHE_TTL_DEFAULT,
             unhandled_after: UNHANDLED_AFTER_DEFAULT,
@@ -81,6 +82,8 @@ pub enum Check {
     Ok,
     /// Worth a look; does not change the status.
     Warn,
+    /// Could not be evaluated (its read failed or timed out): makes the status `degraded`.
+    Unknown,
     /// Makes the status `degraded`.
     Degraded,
     /// Makes the status `down`.
@@ -111,6 +114,9 @@ pub struct WorkerSummary {
     pub host: String,
     /// Seconds since its heartbeat.
     pub heartbeat_age_seconds: f64,
+    /// Whether its lease holds: the worker's own lease timeout has not passed since its
+    /// last heartbeat.
+    pub live: bool,
     /// The queues it serves.
     pub queues: Vec<String>,
 }
@@ -122,22 +128,26 @@ pub struct HealthReport {
     pub status: Status,
     /// Each check's verdict.
     pub checks: Checks,
-    /// The queue snapshot; `null` when the database is down.
+    /// The queue snapshot; `null` when the database is down or none could be taken yet.
     pub queue: Option<Snapshot>,
+    /// Seconds since the snapshot was taken, when it is an earlier one because taking a
+    /// fresh one failed; absent when it is fresh.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_stale_seconds: Option<f64>,
     /// Registered workers, freshest first.
     pub workers: Vec<WorkerSummary>,
     /// Queues and kinds with ready jobs no live worker runs.
     pub unhandled_kinds: Vec<UnhandledKind>,
 }
 
-/// What the database told us, before judgement.
+/// What the database told us, before judgement. A part that could not be read is `None`.
 pub struct Observed {
-    /// The snapshot.
-    pub snapshot: Snapshot,
+    /// The snapshot, and how stale it is when it is an earlier one (`None`: fresh).
+    pub snapshot: Option<(Snapshot, Option<f64>)>,
     /// The registered workers.
-    pub workers: Vec<Worker>,
+    pub workers: Option<Vec<Worker>>,
     /// Unhandled queues and kinds.
-    pub unhandled: Vec<UnhandledKind>,
+    pub unhandled: Option<Vec<UnhandledKind>>,
 }
 
 /// Judges observations against the thresholds. `None` means the database did not answer.
@@ -152,41 +162,54 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
             status: Status::Down,
             checks: Checks {
                 database: Check::Down,
-                workers: Check::Ok,
-                backlog: Check::Ok,
-                dead_letter: Check::Ok,
-                unhandled_kinds: Check::Ok,
+                workers: Check::Unknown,
+                backlog: Check::Unknown,
+                dead_letter: Check::Unknown,
+                unhandled_kinds: Check::Unknown,
             },
             queue: None,
+            snapshot_stale_seconds: None,
             workers: Vec::new(),
             unhandled_kinds: Vec::new(),
         };
     };
-    let stale = config.worker_stale_after.as_secs_f64();
-    let live = workers.iter().any(|w| w.heartbeat_age_seconds < stale);
-    let ready = snapshot.total.oldest_ready_at.is_some();
-    let backlog_age = snapshot.total.oldest_ready_age_seconds.unwrap_or(0.0);
+    let (snapshot, stale) = match snapshot {
+        Some((snapshot, stale)) => (Some(snapshot), stale),
+        None => (None, None),
+    };
+    // A stale snapshot still shows the figures, but cannot vouch for the backlog now.
+    let current = snapshot.as_ref().filter(|_| stale.is_none());
+    let live = workers
+        .as_ref()
+        .map(|workers| workers.iter().any(|w| w.live));
+    let ready = current.map(|s| s.total.oldest_ready_at.is_some());
     let checks = Checks {
         database: Check::Ok,
-        workers: if ready && !live {
-            Check::Degraded
-        } else {
-            Check::Ok
+        workers: match (ready, live) {
+            (Some(false), _) | (_, Some(true)) => Check::Ok,
+            (Some(true), Some(false)) => Check::Degraded,
+            _ => Check::Unknown,
         },
-        backlog: if backlog_age > config.backlog_threshold.as_secs_f64() {
-            Check::Degraded
-        } else {
-            Check::Ok
+        backlog: match current {
+            None => Check::Unknown,
+            Some(s)
+                if s.total.oldest_ready_age_seconds.unwrap_or(0.0)
+                    > config.backlog_threshold.as_secs_f64() =>
+            {
+                Check::Degraded
+            }
+            Some(_) => Check::Ok,
         },
-        dead_letter: match (snapshot.total.dead_letter > 0, config.dead_letter_degrades) {
-            (false, _) => Check::Ok,
-            (true, false) => Check::Warn,
-            (true, true) => Check::Degraded,
+        dead_letter: match (snapshot.as_ref(), config.dead_letter_degrades) {
+            (None, _) => Check::Unknown,
+            (Some(s), _) if s.total.dead_letter == 0 => Check::Ok,
+            (Some(_), false) => Check::Warn,
+            (Some(_), true) => Check::Degraded,
         },
-        unhandled_kinds: if unhandled.is_empty() {
-            Check::Ok
-        } else {
-            Check::Degraded
+        unhandled_kinds: match &unhandled {
+            None => Check::Unknown,
+            Some(kinds) if kinds.is_empty() => Check::Ok,
+            Some(_) => Check::Degraded,
         },
     };
     let worst = [
@@ -198,7 +221,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
     .into_iter()
     .max()
     .unwrap_or(Check::Ok);
-    let status = if worst >= Check::Degraded {
+    let status = if worst >= Check::Unknown {
         Status::Degraded
     } else {
         Status::Ok
@@ -206,17 +229,20 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
     HealthReport {
         status,
         checks,
-        queue: Some(snapshot),
+        queue: snapshot,
+        snapshot_stale_seconds: stale,
         workers: workers
+            .unwrap_or_default()
             .into_iter()
             .map(|w| WorkerSummary {
                 id: w.info.id,
                 host: w.info.host,
                 heartbeat_age_seconds: w.heartbeat_age_seconds,
+                live: w.live,
                 queues: w.info.queues,
             })
             .collect(),
-        unhandled_kinds: unhandled,
+        unhandled_kinds: unhandled.unwrap_or_default(),
     }
 }
 
@@ -226,14 +252,40 @@ pub const UNHANDLED_REFRESH: Duration = Duration::from_secs(30);
 
 type Cached<T> = std::sync::Mutex<Option<(Instant, T)>>;
 
+/// A bounded read's value, or `None` (logged) when it failed or timed out.
+fn bounded<T>(
+    part: &'static str,
+    result: Result<docket_queue::Result<T>, tokio::time::error::Elapsed>,
+) -> Option<T> {
+    match result {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(err)) => {
+            tracing::warn!(event = "health_check.database", part, error.message = %err, "health read failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(
+                event = "health_check.database",
+                part,
+                "health read timed out"
+            );
+            None
+        }
+    }
+}
+
 /// Evaluates health on its own pool, caches it, and logs status transitions once.
 pub struct HealthMonitor {
     pool: PgPool,
     config: HealthConfig,
     /// The latest report and when it was made.
     cache: Cached<std::sync::Arc<HealthReport>>,
-    /// The latest unhandled kinds and when they were read.
-    unhandled: Cached<Vec<UnhandledKind>>,
+    /// The latest unhandled kinds and when they were read (`None`: the read failed, which
+    /// is remembered as long as a success would be, so a slow query is not retried on
+    /// every probe).
+    unhandled: Cached<Option<Vec<UnhandledKind>>>,
+    /// The last snapshot taken, served (marked stale) when a fresh one cannot be taken.
+    last_snapshot: Cached<Snapshot>,
     /// Held by the one request that refreshes; the others get the previous report meanwhile.
     refreshing: Mutex<()>,
     last_status: std::sync::Mutex<Option<Status>>,
@@ -273,6 +325,7 @@ impl HealthMonitor {
             config,
             cache: std::sync::Mutex::new(None),
             unhandled: std::sync::Mutex::new(None),
+            last_snapshot: std::sync::Mutex::new(None),
             refreshing: Mutex::new(()),
             last_status: std::sync::Mutex::new(None),
         }
@@ -302,50 +355,56 @@ impl HealthMonitor {
                 guard
             }
         };
-        let observed = tokio::time::timeout(self.config.check_timeout, self.observe()).await;
-        let observed = match observed {
-            Ok(Ok(observed)) => Some(observed),
-            Ok(Err(err)) => {
-                tracing::warn!(event = "health_check.database", error.message = %err, "database check failed");
-                None
-            }
-            Err(_) => {
-                tracing::warn!(event = "health_check.database", "database check timed out");
-                None
-            }
-        };
+        let observed = self.observe().await;
         let report = std::sync::Arc::new(judge(observed, &self.config));
-        observe::record_health(&report, self.config.worker_stale_after);
+        observe::record_health(&report);
         self.log_transition(&report);
         store(&self.cache, report.clone());
         report
     }
 
-    async fn observe(&self) -> docket_queue::Result<Observed> {
+    /// Reads what the judgement needs. `None` only when the database does not answer.
+    async fn observe(&self) -> Option<Observed> {
+        let timeout = self.config.check_timeout;
+        let ping = tokio::time::timeout(timeout, docket_queue::workers::ping(&self.pool)).await;
+        bounded("database", ping)?;
         let now = Some(Utc::now());
-        let snapshot = docket_queue::snapshot(&self.pool, now).await?;
-        let workers = workers::list(&self.pool, now).await?;
+        let snapshot = tokio::time::timeout(timeout, docket_queue::snapshot(&self.pool, now)).await;
+        let snapshot = match bounded("snapshot", snapshot) {
+            Some(snapshot) => {
+                store(&self.last_snapshot, snapshot.clone());
+                Some((snapshot, None))
+            }
+            None => self.last_snapshot_with_age(),
+        };
+        let workers = tokio::time::timeout(timeout, workers::list(&self.pool, now)).await;
+        let workers = bounded("workers", workers);
         // With caching off, every evaluation reads them afresh.
         let reuse = !self.config.cache_ttl.is_zero();
         let unhandled = match read(&self.unhandled, UNHANDLED_REFRESH) {
             (Some(kinds), true) if reuse => kinds,
             _ => {
-                let kinds = workers::unhandled_kinds(
-                    &self.pool,
-                    self.config.worker_stale_after,
-                    self.config.unhandled_after,
-                    now,
-                )
-                .await?;
+                let read = workers::unhandled_kinds(&self.pool, self.config.unhandled_after, now);
+                let kinds = bounded("unhandled_kinds", tokio::time::timeout(timeout, read).await);
                 store(&self.unhandled, kinds.clone());
                 kinds
             }
         };
-        Ok(Observed {
+        Some(Observed {
             snapshot,
             workers,
             unhandled,
         })
+    }
+
+    fn last_snapshot_with_age(&self) -> Option<(Snapshot, Option<f64>)> {
+        let guard = self
+            .last_snapshot
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard
+            .as_ref()
+            .map(|(at, snapshot)| (snapshot.clone(), Some(at.elapsed().as_secs_f64())))
     }
 
     fn log_transition(&self, report: &HealthReport) {
@@ -401,7 +460,7 @@ mod tests {
         }
     }
 
-    fn worker(age: f64) -> Worker {
+    fn worker(live: bool) -> Worker {
         Worker {
             info: docket_queue::WorkerInfo {
                 id: Uuid::nil(),
@@ -413,28 +472,31 @@ mod tests {
             },
             started_at: Utc::now(),
             heartbeat_at: Utc::now(),
-            heartbeat_age_seconds: age,
+            lease_expires_at: Utc::now(),
+            heartbeat_age_seconds: 1.0,
+            live,
+        }
+    }
+
+    fn observed(snapshot: Snapshot, workers: Vec<Worker>) -> Observed {
+        Observed {
+            snapshot: Some((snapshot, None)),
+            workers: Some(workers),
+            unhandled: Some(vec![]),
         }
     }
 
     fn judged(snapshot: Snapshot, workers: Vec<Worker>) -> HealthReport {
-        judge(
-            Some(Observed {
-                snapshot,
-                workers,
-                unhandled: vec![],
-            }),
-            &HealthConfig::default(),
-        )
+        judge(Some(observed(snapshot, workers)), &HealthConfig::default())
     }
 
     #[test]
     fn an_old_backlog_degrades() {
         assert_eq!(
-            judged(snapshot(Some(299.0), 0), vec![worker(1.0)]).status,
+            judged(snapshot(Some(299.0), 0), vec![worker(true)]).status,
             Status::Ok
         );
-        let report = judged(snapshot(Some(301.0), 0), vec![worker(1.0)]);
+        let report = judged(snapshot(Some(301.0), 0), vec![worker(true)]);
         assert_eq!(
             (report.status, report.checks.backlog),
             (Status::Degraded, Check::Degraded)
@@ -443,7 +505,7 @@ mod tests {
 
     #[test]
     fn ready_jobs_without_a_live_worker_degrade_but_an_idle_queue_does_not() {
-        let report = judged(snapshot(Some(1.0), 0), vec![worker(31.0)]);
+        let report = judged(snapshot(Some(1.0), 0), vec![worker(false)]);
         assert_eq!(
             (report.status, report.checks.workers),
             (Status::Degraded, Check::Degraded)
@@ -462,14 +524,7 @@ mod tests {
             dead_letter_degrades: true,
             ..HealthConfig::default()
         };
-        let report = judge(
-            Some(Observed {
-                snapshot: snapshot(None, 3),
-                workers: vec![],
-                unhandled: vec![],
-            }),
-            &strict,
-        );
+        let report = judge(Some(observed(snapshot(None, 3), vec![])), &strict);
         assert_eq!(report.status, Status::Degraded);
     }
 
@@ -480,5 +535,36 @@ mod tests {
             (report.status, report.checks.database, report.queue),
             (Status::Down, Check::Down, None)
         );
+    }
+
+    #[test]
+    fn a_part_that_cannot_be_read_is_unknown_and_degrades_but_is_never_down() {
+        let blind = Observed {
+            snapshot: None,
+            workers: Some(vec![worker(true)]),
+            unhandled: None,
+        };
+        let report = judge(Some(blind), &HealthConfig::default());
+        assert_eq!(
+            (report.status, report.checks.database, report.checks.backlog),
+            (Status::Degraded, Check::Ok, Check::Unknown)
+        );
+        assert_eq!(report.checks.unhandled_kinds, Check::Unknown);
+        // A stale snapshot is shown, but cannot vouch for the backlog.
+        let stale = Observed {
+            snapshot: Some((snapshot(Some(1.0), 0), Some(12.0))),
+            workers: Some(vec![worker(true)]),
+            unhandled: Some(vec![]),
+        };
+        let report = judge(Some(stale), &HealthConfig::default());
+        assert_eq!(
+            (
+                report.status,
+                report.checks.backlog,
+                report.snapshot_stale_seconds
+            ),
+            (Status::Degraded, Check::Unknown, Some(12.0))
+        );
+        assert!(report.queue.is_some());
     }
 }

@@ -49,7 +49,7 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
 
 /// Sets the gauges from a fresh health report; a worker whose heartbeat is younger than
 /// `stale_after` counts as live.
-pub(crate) fn record_health(report: &HealthReport, stale_after: std::time::Duration) {
+pub(crate) fn record_health(report: &HealthReport) {
     for status in ["ok", "degraded", "down"] {
         let current = serde_json::to_value(report.status).ok();
         let value = if current.as_ref().and_then(|v| v.as_str()) == Some(status) {
@@ -75,10 +75,6 @@ pub(crate) fn record_health(report: &HealthReport, stale_after: std::time::Durat
         metrics::gauge!(QUEUE_OLDEST_READY_AGE, "queue" => queue.clone())
             .set(figures.oldest_ready_age_seconds.unwrap_or(0.0));
     }
-    let live = report
-        .workers
-        .iter()
-        .filter(|w| w.heartbeat_age_seconds < stale_after.as_secs_f64())
-        .count();
+    let live = report.workers.iter().filter(|w| w.live).count();
     metrics::gauge!(WORKERS_LIVE).set(live as f64);
 }

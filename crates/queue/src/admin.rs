@@ -99,12 +99,15 @@ where
 }
 
 /// Replays a finished job (dead letter, cancelled or completed): back to `pending`, ready
-/// now, with a fresh attempt budget. Its error history stays.
+/// now, with a fresh attempt budget. Its error history stays. A job whose `expires_at`
+/// has passed is refused rather than replayed: it would only expire again, and a job with
+/// an expiry (a sign-in link, say) must never run late.
 ///
 /// # Errors
 ///
 /// [`Error::JobNotFound`]; [`Error::InvalidState`] for a job that has not finished;
-/// [`Error::UniqueKeyTaken`] when its unique key already has a live job.
+/// [`Error::Expired`] for one whose expiry has passed; [`Error::UniqueKeyTaken`] when its
+/// unique key already has a live job.
 pub async fn replay<'c, E>(exec: E, id: JobId) -> Result<Job>
 where
     E: PgExecutor<'c> + Copy,
@@ -113,6 +116,9 @@ where
         Ok(Some(job)) => Ok(job),
         Ok(None) => {
             let job = show(exec, id).await?;
+            if let (true, Some(expires_at)) = (job.state.is_final(), job.expires_at) {
+                return Err(Error::Expired { id, expires_at });
+            }
             Err(Error::InvalidState {
                 id,
                 actual: job.state,
@@ -147,7 +153,11 @@ pub struct DeadLetterFilter {
 
 /// Replays every dead letter that matches the filter, in batches of [`REPLAY_BATCH`].
 /// Dead letters whose unique key has a live job stay (of several sharing a key, the
-/// newest is replayed). Returns how many were replayed.
+/// newest is replayed), and so do those whose `expires_at` has passed. Returns how many
+/// were replayed.
+///
+/// A job enqueued with the same unique key while a batch runs makes that batch fail on
+/// the unique index; the batch is then tried again, and now passes that key over.
 ///
 /// # Errors
 ///
@@ -165,8 +175,17 @@ where
         now: None,
     };
     let mut total = 0;
+    let mut key_races = 0;
     loop {
-        let replayed = db::job_replay_dead_letters(exec, &params).await?;
+        let replayed = match db::job_replay_dead_letters(exec, &params).await {
+            Ok(replayed) => replayed,
+            // The racing live job is committed by now, so the next try skips its key.
+            Err(err) if is_unique_key_violation(&err) && key_races < 10 => {
+                key_races += 1;
+                continue;
+            }
+            Err(err) => return Err(err.into()),
+        };
         total += replayed;
         if replayed < u64::from(REPLAY_BATCH) {
             return Ok(total);

@@ -6,7 +6,7 @@ use uuid::Uuid;
 
 use crate::db;
 use crate::error::Result;
-use crate::job::{Job, JobState};
+use crate::job::Job;
 
 /// What to claim.
 #[derive(Clone, Debug)]
@@ -18,10 +18,22 @@ pub struct ClaimRequest<'a> {
     /// The worker that will hold the jobs. Its heartbeat is its lease: register it with
     /// [`crate::maintenance::heartbeat`] first, or the rescuer frees the jobs at once.
     pub worker_id: Uuid,
+    /// This claim's fencing token: make a fresh one for every claim
+    /// ([`ClaimRequest::new_token`]). Every job the claim takes carries it, and each
+    /// outcome must name it. Knowing it before the claim is sent lets a worker whose claim
+    /// reply was lost find (and hand back) exactly the jobs that claim took.
+    pub token: Uuid,
     /// At most this many jobs.
     pub limit: u32,
     /// The time to claim at; `None` for the database's clock.
     pub now: Option<DateTime<Utc>>,
+}
+
+impl ClaimRequest<'_> {
+    /// A fresh claim token: a UUID v7, never repeated.
+    pub fn new_token() -> Uuid {
+        Uuid::now_v7()
+    }
 }
 
 /// The result of one claim.
@@ -29,9 +41,6 @@ pub struct ClaimRequest<'a> {
 pub struct Claimed {
     /// Jobs now `processing` under the worker, in priority, run_at, id order.
     pub jobs: Vec<Job>,
-    /// Jobs that were reached past their `expires_at`: they are now `dead_letter` with
-    /// reason `expired` and were not handed out.
-    pub expired: Vec<Job>,
 }
 
 /// Claims up to `limit` ready jobs of one queue in one statement with
@@ -45,6 +54,12 @@ pub struct Claimed {
 /// commit) or commit right after: the job's lease is its `locked_by` plus the worker's
 /// heartbeat, not a row lock, so nothing is locked while the job runs.
 ///
+/// # Expired jobs
+///
+/// A ready job past its `expires_at` is never claimed and does not count against
+/// `limit`: however many expired jobs sit at the head of a queue, a claim still takes the
+/// fresh ones behind them. [`crate::maintenance::expire`] dead-letters them.
+///
 /// # Errors
 ///
 /// [`crate::Error::Database`] when the database fails.
@@ -53,13 +68,11 @@ pub async fn claim(exec: impl PgExecutor<'_>, request: &ClaimRequest<'_>) -> Res
         queue: request.queue,
         kinds: request.kinds,
         worker_id: request.worker_id,
+        token: request.token,
         limit: i64::from(request.limit),
         now: request.now,
     };
-    let rows = db::job_claim(exec, &params).await?;
-    let (mut jobs, expired): (Vec<Job>, Vec<Job>) = rows
-        .into_iter()
-        .partition(|job| job.state == JobState::Processing);
+    let mut jobs = db::job_claim(exec, &params).await?;
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
-    Ok(Claimed { jobs, expired })
+    Ok(Claimed { jobs })
 }

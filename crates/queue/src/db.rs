@@ -91,14 +91,16 @@ pub(crate) struct ClaimParams<'a> {
     pub(crate) queue: &'a str,
     pub(crate) kinds: Option<&'a [String]>,
     pub(crate) worker_id: Uuid,
+    /// Fresh for this claim: the fencing token every claimed job carries.
+    pub(crate) token: Uuid,
     pub(crate) limit: i64,
     pub(crate) now: Option<DateTime<Utc>>,
 }
 
 /// Locks up to `limit` ready jobs of one queue (skipping rows other claimers hold), in
 /// priority, run_at, id order, and in the same statement marks them `processing` under
-/// this worker with `attempt + 1`. A locked job already past its `expires_at` goes to
-/// `dead_letter` (reason `expired`) instead and is returned in that state.
+/// this worker and this claim's token, with `attempt + 1`. A job past its `expires_at` is
+/// passed over (it does not count against the limit; the expiry sweep dead-letters it).
 ///
 /// The row locks last only as long as this statement's transaction: callers run it in
 /// autocommit (or commit at once), never while a job runs.
@@ -109,23 +111,23 @@ pub(crate) async fn job_claim(
     sqlx::query_as(
         r#"
         with locked as (
-            select j.id, coalesce(j.expires_at <= coalesce($5, now()), false) as expired
+            select j.id
             from docket.jobs j
             where j.state in ('pending', 'retrying')
               and j.queue = $1
               and j.run_at <= coalesce($5, now())
               and ($2::text[] is null or j.kind = any($2))
+              and (j.expires_at is null or j.expires_at > coalesce($5, now()))
             order by j.priority, j.run_at, j.id
             limit $4
             for update skip locked
         )
         update docket.jobs j set
-            state = case when l.expired then 'dead_letter' else 'processing' end::docket.job_state,
-            attempt = case when l.expired then j.attempt else j.attempt + 1 end,
-            locked_by = case when l.expired then null else $3 end,
-            attempted_at = case when l.expired then j.attempted_at else coalesce($5, now()) end,
-            finished_at = case when l.expired then coalesce($5, now()) end,
-            dead_letter_reason = case when l.expired then 'expired' end,
+            state = 'processing',
+            attempt = j.attempt + 1,
+            locked_by = $3,
+            lease_token = $6,
+            attempted_at = coalesce($5, now()),
             cancel_requested_at = null
         from locked l
         where j.id = l.id
@@ -137,6 +139,40 @@ pub(crate) async fn job_claim(
     .bind(params.worker_id)
     .bind(params.limit)
     .bind(params.now)
+    .bind(params.token)
+    .fetch_all(exec)
+    .await
+}
+
+/// Dead-letters up to `limit` ready jobs past their `expires_at` (reason `expired`),
+/// soonest expiry first, through `jobs_expiring`. Locked rows are skipped: a claim that
+/// holds one passes it over anyway.
+pub(crate) async fn job_expire_ready(
+    exec: impl PgExecutor<'_>,
+    limit: i64,
+    now: Option<DateTime<Utc>>,
+) -> sqlx::Result<Vec<Job>> {
+    sqlx::query_as(
+        r#"
+        with doomed as (
+            select id from docket.jobs
+            where expires_at <= coalesce($2, now()) and state in ('pending', 'retrying')
+            order by expires_at
+            limit $1
+            for update skip locked
+        )
+        update docket.jobs j set
+            state = 'dead_letter',
+            finished_at = coalesce($2, now()),
+            dead_letter_reason = 'expired',
+            cancel_requested_at = null
+        from doomed d
+        where j.id = d.id
+        returning j.*
+        "#,
+    )
+    .bind(limit)
+    .bind(now)
     .fetch_all(exec)
     .await
 }
@@ -145,8 +181,8 @@ pub(crate) async fn job_claim(
 #[derive(Default)]
 pub(crate) struct OutcomeColumns {
     pub(crate) ids: Vec<Uuid>,
-    /// The attempt the outcome is for: with the worker id, the lease token.
-    pub(crate) attempts: Vec<i32>,
+    /// The token of the claim the outcome is for: with the worker id, the fence.
+    pub(crate) tokens: Vec<Uuid>,
     /// `complete`, `retry`, `dead_letter`, `snooze` or `cancel`.
     pub(crate) outcomes: Vec<&'static str>,
     pub(crate) errors: Column<String>,
@@ -157,12 +193,15 @@ pub(crate) struct OutcomeColumns {
 }
 
 /// Applies many outcomes in one statement. Fenced: a job changes only while it is still
-/// `processing` under the same worker and attempt, so the outcome of a worker that lost
-/// its lease (the job was rescued, perhaps re-claimed) changes nothing. Returns the jobs
-/// that changed with their new state; the missing ones were fenced off.
+/// `processing` under the same worker and the same claim token, so the outcome of a
+/// worker that lost its lease (the job was rescued, perhaps re-claimed, even by this same
+/// worker) changes nothing: tokens never repeat. Returns the jobs that changed with their
+/// new state; the missing ones were fenced off.
 ///
 /// The fence is checked under the row lock (`for update`): a rescue that commits first
-/// makes the re-checked fence fail, so a late outcome never overwrites it.
+/// makes the re-checked fence fail, so a late outcome never overwrites it. A job an
+/// operator asked to cancel ends `cancelled` when its attempt ends in a retry or a
+/// snooze (a hand-back included): the cancel is never lost.
 pub(crate) async fn job_set_outcome_many(
     exec: impl PgExecutor<'_>,
     worker_id: Uuid,
@@ -173,12 +212,14 @@ pub(crate) async fn job_set_outcome_many(
         r#"
         with input as (
             select *
-            from unnest($2::uuid[], $3::int[], $4::text[], $5::text[], $6::float8[], $7::text[])
-                 as i(id, attempt, outcome, error, delay, reason)
+            from unnest($2::uuid[], $3::uuid[], $4::text[], $5::text[], $6::float8[], $7::text[])
+                 as i(id, token, outcome, error, delay, reason)
         ), target as (
             select j.id, i.outcome, i.error, i.delay, i.reason,
                    case
                        when i.outcome = 'complete' then 'completed'
+                       when i.outcome in ('retry', 'snooze') and j.cancel_requested_at is not null
+                           then 'cancelled'
                        when i.outcome = 'cancel' then 'cancelled'
                        when i.outcome = 'dead_letter' then 'dead_letter'
                        when i.outcome = 'retry' and j.attempt >= j.max_attempts then 'dead_letter'
@@ -187,19 +228,25 @@ pub(crate) async fn job_set_outcome_many(
                        when j.attempt > 1 then 'retrying'
                        else 'pending'
                    end::docket.job_state as new_state
-            from input i
-            join docket.jobs j on j.id = i.id
-            where j.state = 'processing' and j.locked_by = $1 and j.attempt = i.attempt
-            order by j.id
-            for update of j
+            from (select * from input order by id) i
+            -- Each job is found by its primary key and nothing else: `offset 0` keeps the
+            -- fence's conditions out of the locking subquery, so no partial index
+            -- (jobs_processing, whose statistics may say it is empty) can draw the plan
+            -- into a walk over every job the worker holds. The fence is then checked on
+            -- the row as locked.
+            cross join lateral (
+                select * from docket.jobs j where j.id = i.id offset 0 for update
+            ) j
+            where j.state = 'processing' and j.locked_by = $1 and j.lease_token = i.token
         )
         update docket.jobs j set
             state = t.new_state,
             attempt = case when t.outcome = 'snooze' then j.attempt - 1 else j.attempt end,
-            run_at = case when t.outcome in ('retry', 'snooze')
+            run_at = case when t.new_state in ('pending', 'retrying')
                           then coalesce($8, now()) + make_interval(secs => t.delay)
                           else j.run_at end,
             locked_by = null,
+            lease_token = null,
             finished_at = case when t.new_state in ('completed', 'dead_letter', 'cancelled')
                                then coalesce($8, now()) end,
             last_error = case when t.error is not null then left(t.error, 4000) else j.last_error end,
@@ -218,7 +265,7 @@ pub(crate) async fn job_set_outcome_many(
     )
     .bind(worker_id)
     .bind(&columns.ids)
-    .bind(&columns.attempts)
+    .bind(&columns.tokens)
     .bind(&columns.outcomes)
     .bind(&columns.errors)
     .bind(&columns.delays)
@@ -295,7 +342,8 @@ pub(crate) async fn job_cancel(
 }
 
 /// Puts a finished job back to `pending` with a fresh attempt budget; its error history
-/// stays. Returns `None` when the job is not finished.
+/// stays. Returns `None` when the job is not finished, or when its `expires_at` has passed
+/// (replaying it would only expire it again: it must never run late).
 pub(crate) async fn job_replay(
     exec: impl PgExecutor<'_>,
     id: JobId,
@@ -307,6 +355,7 @@ pub(crate) async fn job_replay(
             state = 'pending', attempt = 0, run_at = coalesce($2, now()), finished_at = null,
             dead_letter_reason = null, cancel_requested_at = null
         where id = $1 and state in ('completed', 'dead_letter', 'cancelled')
+          and (expires_at is null or expires_at > coalesce($2, now()))
         returning *
         "#,
     )
@@ -328,7 +377,8 @@ pub(crate) struct ReplayParams<'a> {
 
 /// Replays up to `limit` dead letters matching the filter. A dead letter whose unique key
 /// already has a live job is left where it is (replaying it would make a second live job),
-/// and of several dead letters sharing a key only the newest is replayed.
+/// of several dead letters sharing a key only the newest is replayed, and one whose
+/// `expires_at` has passed stays (it must never run late).
 pub(crate) async fn job_replay_dead_letters(
     exec: impl PgExecutor<'_>,
     params: &ReplayParams<'_>,
@@ -343,6 +393,7 @@ pub(crate) async fn job_replay_dead_letters(
               and ($2::text is null or j.kind = $2)
               and ($3::timestamptz is null or j.finished_at >= $3)
               and ($4::timestamptz is null or j.finished_at < $4)
+              and (j.expires_at is null or j.expires_at > coalesce($6, now()))
               and (j.unique_key is null or not exists (
                   select 1 from docket.jobs live
                   where live.unique_key = j.unique_key
@@ -402,19 +453,21 @@ pub(crate) async fn job_count_by_queue_and_state(
     .await
 }
 
-/// Deletes up to `limit` jobs in `state` that finished before `cutoff`, oldest first.
+/// Deletes up to `limit` jobs in `state` that finished more than `retention_secs` before
+/// `now` (the database's clock by default: `finished_at` was written by it), oldest first.
 /// Rows locked by someone else are skipped, so pruning never waits on the hot path.
 pub(crate) async fn job_delete_finished_before(
     exec: impl PgExecutor<'_>,
     state: JobState,
-    cutoff: DateTime<Utc>,
+    retention_secs: f64,
     limit: i64,
+    now: Option<DateTime<Utc>>,
 ) -> sqlx::Result<u64> {
     let done = sqlx::query(
         r#"
         with doomed as (
             select id from docket.jobs
-            where state = $1 and finished_at < $2
+            where state = $1 and finished_at < coalesce($4, now()) - make_interval(secs => $2)
             order by finished_at
             limit $3
             for update skip locked
@@ -423,55 +476,59 @@ pub(crate) async fn job_delete_finished_before(
         "#,
     )
     .bind(state)
-    .bind(cutoff)
+    .bind(retention_secs)
     .bind(limit)
+    .bind(now)
     .execute(exec)
     .await?;
     Ok(done.rows_affected())
 }
 
-/// Frees up to `limit` processing jobs whose worker's lease has lapsed: the worker has no
-/// heartbeat newer than `lease_timeout`, or no row at all. Such a job goes back to
-/// `retrying` (ready now), or to `dead_letter` when its attempts are spent; the lapse is
+/// Frees up to `limit` processing jobs whose worker's lease has lapsed: the worker's own
+/// `lease_expires_at` (each worker stores its lease with its heartbeat) is past, or it has
+/// no row at all. Such a job goes back to `retrying` (ready now), to `dead_letter` when its
+/// attempts are spent, or to `cancelled` when an operator asked for that; the lapse is
 /// recorded in its error history.
 ///
-/// Jobs whose row is locked (a completion in flight) are skipped, and the lock re-checks
-/// `state = 'processing'`, so a job completed meanwhile is never turned back.
+/// Only processing rows are read (`jobs_processing`). Rows locked by someone else (a
+/// completion in flight) are skipped, and the lock re-checks `state = 'processing'`, so a
+/// job completed meanwhile is never turned back.
 pub(crate) async fn job_rescue_lapsed(
     exec: impl PgExecutor<'_>,
-    lease_timeout_secs: f64,
     limit: i64,
     now: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Vec<Job>> {
     sqlx::query_as(
         r#"
         with lapsed as (
-            select j.id from docket.jobs j
+            select j.id,
+                   case when j.cancel_requested_at is not null then 'cancelled'
+                        when j.attempt >= j.max_attempts then 'dead_letter'
+                        else 'retrying' end::docket.job_state as new_state
+            from docket.jobs j
             where j.state = 'processing'
               and not exists (
                   select 1 from docket.workers w
-                  where w.id = j.locked_by
-                    and w.heartbeat_at > coalesce($3, now()) - make_interval(secs => $1))
-            order by j.id
-            limit $2
-            for update skip locked
+                  where w.id = j.locked_by and w.lease_expires_at > coalesce($2, now()))
+            order by j.lease_token
+            limit $1
+            for update of j skip locked
         )
         update docket.jobs j set
-            state = case when j.attempt >= j.max_attempts then 'dead_letter'
-                         else 'retrying' end::docket.job_state,
-            run_at = coalesce($3, now()),
+            state = l.new_state,
+            run_at = coalesce($2, now()),
             locked_by = null,
-            finished_at = case when j.attempt >= j.max_attempts then coalesce($3, now()) end,
-            dead_letter_reason = case when j.attempt >= j.max_attempts then 'attempts_exhausted' end,
+            lease_token = null,
+            finished_at = case when l.new_state <> 'retrying' then coalesce($2, now()) end,
+            dead_letter_reason = case when l.new_state = 'dead_letter' then 'attempts_exhausted' end,
             last_error = 'worker lease lapsed',
-            errors = docket.append_error(j.errors, j.attempt, coalesce($3, now()), 'worker lease lapsed'),
+            errors = docket.append_error(j.errors, j.attempt, coalesce($2, now()), 'worker lease lapsed'),
             cancel_requested_at = null
         from lapsed l
         where j.id = l.id
         returning j.*
         "#,
     )
-    .bind(lease_timeout_secs)
     .bind(limit)
     .bind(now)
     .fetch_all(exec)
@@ -486,19 +543,25 @@ pub(crate) struct WorkerParams<'a> {
     pub(crate) queues: &'a [String],
     pub(crate) kinds: &'a [String],
     pub(crate) version: &'a str,
+    /// How long this heartbeat's lease lasts: the worker's own setting.
+    pub(crate) lease_secs: f64,
     pub(crate) now: Option<DateTime<Utc>>,
 }
 
-/// Registers the worker on its first call, renews its heartbeat (and so its lease) after.
+/// Registers the worker on its first call, renews its heartbeat (and so its lease, until
+/// `now + lease_secs`) after.
 pub(crate) async fn worker_heartbeat(
     exec: impl PgExecutor<'_>,
     params: &WorkerParams<'_>,
 ) -> sqlx::Result<()> {
     sqlx::query(
         r#"
-        insert into docket.workers (id, host, pid, queues, kinds, version, started_at, heartbeat_at)
-        values ($1, $2, $3, $4, $5, $6, coalesce($7, now()), coalesce($7, now()))
-        on conflict (id) do update set heartbeat_at = excluded.heartbeat_at
+        insert into docket.workers (id, host, pid, queues, kinds, version, started_at, heartbeat_at,
+                                    lease_expires_at)
+        values ($1, $2, $3, $4, $5, $6, coalesce($7, now()), coalesce($7, now()),
+                coalesce($7, now()) + make_interval(secs => $8))
+        on conflict (id) do update set heartbeat_at = excluded.heartbeat_at,
+                                       lease_expires_at = excluded.lease_expires_at
         "#,
     )
     .bind(params.id)
@@ -508,6 +571,7 @@ pub(crate) async fn worker_heartbeat(
     .bind(params.kinds)
     .bind(params.version)
     .bind(params.now)
+    .bind(params.lease_secs)
     .execute(exec)
     .await?;
     Ok(())
@@ -521,20 +585,53 @@ pub(crate) async fn worker_delete(exec: impl PgExecutor<'_>, id: Uuid) -> sqlx::
     Ok(())
 }
 
-/// Jobs this worker holds whose cancel an operator asked for.
-pub(crate) async fn job_cancel_requested(
+/// One job the database says a worker holds.
+#[derive(sqlx::FromRow)]
+pub(crate) struct HeldRow {
+    pub(crate) id: JobId,
+    pub(crate) attempt: i32,
+    pub(crate) lease_token: Uuid,
+    pub(crate) cancel_requested: bool,
+}
+
+/// Every job this worker holds, with its claim token and whether an operator asked to
+/// cancel it. Reads processing rows only (`jobs_processing`).
+pub(crate) async fn job_held_by(
     exec: impl PgExecutor<'_>,
     worker_id: Uuid,
-) -> sqlx::Result<Vec<JobId>> {
-    sqlx::query_scalar(
+) -> sqlx::Result<Vec<HeldRow>> {
+    sqlx::query_as(
         r#"
-        select id from docket.jobs
-        where state = 'processing' and locked_by = $1 and cancel_requested_at is not null
+        select id, attempt, lease_token, cancel_requested_at is not null as cancel_requested
+        from docket.jobs
+        where state = 'processing' and locked_by = $1
         "#,
     )
     .bind(worker_id)
     .fetch_all(exec)
     .await
+}
+
+/// Deletes registrations whose lease lapsed more than `after_secs` ago and that hold no
+/// job any more (the rescuer has freed them), so dead workers do not pile up.
+pub(crate) async fn worker_delete_stale(
+    exec: impl PgExecutor<'_>,
+    after_secs: f64,
+    now: Option<DateTime<Utc>>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        r#"
+        delete from docket.workers w
+        where w.lease_expires_at < coalesce($2, now()) - make_interval(secs => $1)
+          and not exists (select 1 from docket.jobs j
+                          where j.state = 'processing' and j.locked_by = w.id)
+        "#,
+    )
+    .bind(after_secs)
+    .bind(now)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// Takes a session-level advisory lock if it is free; `false` when another session holds it.
@@ -560,8 +657,9 @@ pub(crate) async fn worker_list(
 ) -> sqlx::Result<Vec<crate::workers::Worker>> {
     sqlx::query_as(
         r#"
-        select id, host, pid, queues, kinds, version, started_at, heartbeat_at,
-               extract(epoch from coalesce($1, now()) - heartbeat_at)::float8 as heartbeat_age_seconds
+        select id, host, pid, queues, kinds, version, started_at, heartbeat_at, lease_expires_at,
+               extract(epoch from coalesce($1, now()) - heartbeat_at)::float8 as heartbeat_age_seconds,
+               lease_expires_at > coalesce($1, now()) as live
         from docket.workers
         order by heartbeat_at desc
         limit 1000
@@ -573,11 +671,10 @@ pub(crate) async fn worker_list(
 }
 
 /// Kinds of jobs that have been ready for at least `min_age` on a queue where no live
-/// worker (heartbeat within `lease_timeout_secs`) runs that kind. Reads the ready jobs
-/// through `jobs_claim`; bounded by `limit` kinds.
+/// worker (one whose lease is held) runs that kind. Reads the ready jobs through
+/// `jobs_claim`; bounded by `limit` kinds.
 pub(crate) async fn job_unhandled_kinds(
     exec: impl PgExecutor<'_>,
-    lease_timeout_secs: f64,
     min_age_secs: f64,
     limit: i64,
     now: Option<DateTime<Utc>>,
@@ -586,23 +683,28 @@ pub(crate) async fn job_unhandled_kinds(
         r#"
         with live as (
             select queues, kinds from docket.workers
-            where heartbeat_at > coalesce($3, now()) - make_interval(secs => $1)
+            where lease_expires_at > coalesce($2, now())
         )
         select distinct j.queue, j.kind
         from docket.jobs j
         where j.state in ('pending', 'retrying')
-          and j.run_at <= coalesce($3, now()) - make_interval(secs => $2)
+          and j.run_at <= coalesce($2, now()) - make_interval(secs => $1)
           and not exists (select 1 from live w where j.queue = any(w.queues) and j.kind = any(w.kinds))
         order by j.queue, j.kind
-        limit $4
+        limit $3
         "#,
     )
-    .bind(lease_timeout_secs)
     .bind(min_age_secs)
     .bind(now)
     .bind(limit)
     .fetch_all(exec)
     .await
+}
+
+/// The cheapest statement there is: whether the database answers at all.
+pub(crate) async fn ping(exec: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query("select 1").execute(exec).await?;
+    Ok(())
 }
 
 /// Versions of the migrations this database has applied successfully.

@@ -13,6 +13,22 @@ use crate::job::JobId;
 /// The queue a job runs on when none is given.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// The longest unique key, in bytes (UTF-8). The database enforces it too
+/// (`jobs_unique_key_length`): longer keys do not fit the unique index.
+pub const UNIQUE_KEY_MAX_BYTES: usize = 1024;
+
+/// Whether a NUL character hides anywhere in a JSON value, keys included.
+fn json_has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(json_has_nul),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(key, value)| key.contains('\0') || json_has_nul(value)),
+        _ => false,
+    }
+}
+
 /// How many attempts a job gets when none is given.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 25;
 
@@ -121,11 +137,13 @@ impl NewJob {
         self
     }
 
-    /// Checks the rules the database also enforces, to give a clear message first.
+    /// Checks the rules the database also enforces, to give a clear message first: the
+    /// lengths of kind, queue and unique key, no NUL character in them or anywhere in the
+    /// payload (PostgreSQL's `text` and `jsonb` cannot store one), `max_attempts >= 1`.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidJob`] naming the broken rule.
+    /// [`Error::InvalidJob`] naming the field and the broken rule.
     pub fn validate(&self) -> Result<()> {
         let rule = |ok: bool, message: &str| {
             if ok {
@@ -148,6 +166,25 @@ impl NewJob {
         rule(
             self.unique_key.as_deref() != Some(""),
             "unique_key must not be empty",
+        )?;
+        rule(
+            self.unique_key
+                .as_ref()
+                .is_none_or(|key| key.len() <= UNIQUE_KEY_MAX_BYTES),
+            "unique_key must be at most 1024 bytes",
+        )?;
+        for (field, value) in [("kind", Some(&self.kind)), ("queue", Some(&self.queue))]
+            .into_iter()
+            .chain([("unique_key", self.unique_key.as_ref())])
+        {
+            rule(
+                value.is_none_or(|v| !v.contains('\0')),
+                &format!("{field} must not contain a NUL character"),
+            )?;
+        }
+        rule(
+            !json_has_nul(&self.payload),
+            "payload must not contain a NUL character (\\u0000), which PostgreSQL's jsonb cannot store",
         )
     }
 }

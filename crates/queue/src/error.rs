@@ -29,6 +29,15 @@ pub enum Error {
         /// Its unique key.
         key: String,
     },
+    /// Replaying the job would only expire it again: its `expires_at` has passed, and a job
+    /// is never run late. Enqueue a new job instead.
+    #[error("job {id} cannot be replayed: it expired at {expires_at}; enqueue a new job instead")]
+    Expired {
+        /// The job.
+        id: JobId,
+        /// When it expired.
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
     /// The job or its options break a rule (empty kind, `max_attempts < 1`, ...).
     #[error("invalid job: {0}")]
     InvalidJob(String),

@@ -154,6 +154,9 @@ pub struct Job {
     pub dead_letter_reason: Option<String>,
     /// The worker holding the job while it is processing.
     pub locked_by: Option<Uuid>,
+    /// The token of the claim that holds it while it is processing (the outcome's fence).
+    #[serde(skip)]
+    pub lease_token: Option<Uuid>,
     /// When a cancel was asked for while the job was processing.
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// When the job was enqueued.

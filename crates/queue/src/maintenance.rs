@@ -29,8 +29,9 @@ pub struct WorkerInfo {
     pub version: String,
 }
 
-/// Registers the worker, or renews its heartbeat. While the heartbeat is younger than the
-/// lease timeout, the jobs the worker holds are its own.
+/// Registers the worker, or renews its heartbeat, and with it the worker's lease on every
+/// job it holds until `now + lease` (the worker's own setting: the rescuer reads the
+/// stored expiry, so workers with different settings never judge each other).
 ///
 /// # Errors
 ///
@@ -38,6 +39,7 @@ pub struct WorkerInfo {
 pub async fn heartbeat(
     exec: impl PgExecutor<'_>,
     worker: &WorkerInfo,
+    lease: Duration,
     now: Option<DateTime<Utc>>,
 ) -> Result<()> {
     let params = db::WorkerParams {
@@ -47,6 +49,7 @@ pub async fn heartbeat(
         queues: &worker.queues,
         kinds: &worker.kinds,
         version: &worker.version,
+        lease_secs: lease.as_secs_f64(),
         now,
     };
     Ok(db::worker_heartbeat(exec, &params).await?)
@@ -61,55 +64,110 @@ pub async fn deregister(exec: impl PgExecutor<'_>, worker_id: Uuid) -> Result<()
     Ok(db::worker_delete(exec, worker_id).await?)
 }
 
-/// Rescues up to `limit` processing jobs whose worker has not sent a heartbeat within
-/// `lease_timeout` (or is not registered): each goes back to `retrying`, ready now, or to
-/// `dead_letter` when its attempts are spent. Returns the rescued jobs as they are now.
-/// Safe to run from several workers at once: locked rows are skipped, never fought over.
+/// Rescues up to `limit` processing jobs whose worker's lease has lapsed (its stored
+/// `lease_expires_at` is past, or it is not registered): each goes back to `retrying`,
+/// ready now, to `dead_letter` when its attempts are spent, or to `cancelled` when an
+/// operator asked for that. Returns the rescued jobs as they are now. Safe to run from
+/// several workers at once: locked rows are skipped, never fought over.
 ///
 /// # Errors
 ///
 /// [`Error::Database`] when the database fails.
 pub async fn rescue_lapsed(
     exec: impl PgExecutor<'_>,
-    lease_timeout: Duration,
     limit: u32,
     now: Option<DateTime<Utc>>,
 ) -> Result<Vec<Job>> {
-    Ok(db::job_rescue_lapsed(exec, lease_timeout.as_secs_f64(), i64::from(limit), now).await?)
+    Ok(db::job_rescue_lapsed(exec, i64::from(limit), now).await?)
 }
 
-/// Deletes up to `limit` jobs in the finished `state` whose `finished_at` is older than
-/// `retention` before `now`. Returns how many were deleted; call again while it returns
-/// `limit`. Small batches keep every lock short.
+/// Dead-letters up to `limit` ready jobs whose `expires_at` has passed (reason
+/// `expired`) and returns them. Claims never hand such jobs out; this sweep moves them
+/// where operators see them, soonest expiry first.
 ///
 /// # Errors
 ///
-/// [`Error::InvalidState`]-like [`Error::InvalidJob`] for a state that is not final;
 /// [`Error::Database`] when the database fails.
+pub async fn expire(
+    exec: impl PgExecutor<'_>,
+    limit: u32,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<Job>> {
+    Ok(db::job_expire_ready(exec, i64::from(limit), now).await?)
+}
+
+/// Deletes up to `limit` jobs in the finished `state` whose `finished_at` is older than
+/// `retention` before `now` (`None`: the database's clock, the one `finished_at` was
+/// written with). Returns how many were deleted; call again while it returns `limit`.
+/// Small batches keep every lock short.
+///
+/// # Errors
+///
+/// [`Error::InvalidJob`] for a state that is not final; [`Error::Database`] when the
+/// database fails.
 pub async fn prune(
     exec: impl PgExecutor<'_>,
     state: JobState,
     retention: Duration,
     limit: u32,
-    now: DateTime<Utc>,
+    now: Option<DateTime<Utc>>,
 ) -> Result<u64> {
     if !state.is_final() {
         return Err(Error::InvalidJob(format!(
             "only finished jobs are pruned, not {state}"
         )));
     }
-    let retention = chrono::Duration::from_std(retention)
-        .map_err(|_| Error::InvalidJob("retention is too long".to_owned()))?;
-    Ok(db::job_delete_finished_before(exec, state, now - retention, i64::from(limit)).await?)
+    Ok(
+        db::job_delete_finished_before(exec, state, retention.as_secs_f64(), i64::from(limit), now)
+            .await?,
+    )
 }
 
-/// The jobs `worker_id` holds whose cancel an operator asked for; the worker stops them.
+/// Deletes the registrations of workers whose lease lapsed more than `after` ago and that
+/// hold no job any more. Returns how many.
 ///
 /// # Errors
 ///
 /// [`Error::Database`] when the database fails.
-pub async fn cancel_requested(exec: impl PgExecutor<'_>, worker_id: Uuid) -> Result<Vec<JobId>> {
-    Ok(db::job_cancel_requested(exec, worker_id).await?)
+pub async fn prune_workers(
+    exec: impl PgExecutor<'_>,
+    after: Duration,
+    now: Option<DateTime<Utc>>,
+) -> Result<u64> {
+    Ok(db::worker_delete_stale(exec, after.as_secs_f64(), now).await?)
+}
+
+/// One job the database says a worker holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Held {
+    /// The job.
+    pub id: JobId,
+    /// The attempt it was claimed for.
+    pub attempt: i32,
+    /// The token of the claim that holds it.
+    pub token: Uuid,
+    /// Whether an operator asked to cancel it.
+    pub cancel_requested: bool,
+}
+
+/// Every job `worker_id` holds according to the database. The worker compares it with
+/// what it runs: it stops the ones an operator cancelled, and hands back the ones it holds
+/// without running them (a claim whose reply was lost, an executor that died).
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn held_by(exec: impl PgExecutor<'_>, worker_id: Uuid) -> Result<Vec<Held>> {
+    let rows = db::job_held_by(exec, worker_id).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| Held {
+            id: row.id,
+            attempt: row.attempt,
+            token: row.lease_token,
+            cancel_requested: row.cancel_requested,
+        })
+        .collect())
 }
 
 /// The maintenance tasks that run on one worker at a time, each under its own advisory lock.
@@ -119,6 +177,8 @@ pub enum Exclusive {
     Rescue,
     /// The pruner.
     Prune,
+    /// The expiry sweep.
+    Expire,
 }
 
 impl Exclusive {
@@ -129,6 +189,7 @@ impl Exclusive {
         match self {
             Exclusive::Rescue => BASE + 1,
             Exclusive::Prune => BASE + 2,
+            Exclusive::Expire => BASE + 3,
         }
     }
 }

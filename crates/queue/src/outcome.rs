@@ -41,15 +41,38 @@ pub enum Outcome {
     Cancel,
 }
 
-/// One attempt's outcome, with the lease token it was claimed under.
+/// The longest delay a retry or snooze is stored with: a century, which is as good as
+/// "park forever" and stays inside PostgreSQL's timestamp range (`Duration::MAX` does not).
+pub const DELAY_MAX: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// One attempt's outcome, with the claim it is for.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AttemptOutcome {
     /// The job.
     pub id: JobId,
     /// The attempt this outcome is for (the job's `attempt` after the claim).
     pub attempt: i32,
+    /// The token of the claim that handed the job out: the fence.
+    pub token: Uuid,
     /// What became of it.
     pub outcome: Outcome,
+}
+
+impl AttemptOutcome {
+    /// The outcome of the attempt `job` was claimed for.
+    ///
+    /// # Panics
+    ///
+    /// When `job` is not a claimed job (it has no claim token): a caller's bug.
+    pub fn of(job: &crate::Job, outcome: Outcome) -> AttemptOutcome {
+        AttemptOutcome {
+            id: job.id,
+            attempt: job.attempt,
+            #[allow(clippy::expect_used)]
+            token: job.lease_token.expect("only a claimed job has an outcome"),
+            outcome,
+        }
+    }
 }
 
 /// What a batch of outcomes did.
@@ -60,53 +83,129 @@ pub struct Applied {
     /// Jobs whose outcome was dropped: the worker no longer held them (they were rescued,
     /// perhaps re-claimed by another worker, or handed back).
     pub fenced: Vec<JobId>,
+    /// Jobs whose outcome the database refused (the reason is given); each was recorded as
+    /// a failed attempt instead, and is in `changed` with its new state. Empty unless
+    /// something slipped past the sanitising below.
+    pub refused: Vec<(JobId, String)>,
 }
 
 /// Applies many outcomes in one statement. Each applies only while its job is still
-/// `processing` under `worker_id` and the same attempt: a worker that lost its lease
-/// cannot complete a job another worker now holds, and an outcome can never overwrite a
-/// rescue (nor a rescue an outcome).
+/// `processing` under `worker_id` and the same claim token: a worker that lost its lease
+/// cannot complete a job another worker now holds (nor one it re-claimed itself), and an
+/// outcome can never overwrite a rescue (nor a rescue an outcome).
+///
+/// # What the database would refuse
+///
+/// One row PostgreSQL refuses fails its whole statement, so texts are sanitised (a NUL
+/// byte, which `text` cannot hold, becomes U+FFFD) and delays clamped to [`DELAY_MAX`]
+/// first. If the database still refuses the data of a batch, the batch is split and
+/// retried until the offending rows are alone; each of those is recorded as a failed
+/// attempt with the database's reason, and the rest land. A batch can therefore never
+/// wedge the worker that writes it.
 ///
 /// # Errors
 ///
-/// [`crate::Error::Database`] when the database fails; then nothing was written and the
-/// batch may be applied again.
-pub async fn apply_outcomes(
+/// [`crate::Error::Database`] when the database fails (connection lost, shut down, ...);
+/// then nothing was written and the batch may be applied again.
+pub async fn apply_outcomes<'c, A>(
+    exec: A,
+    worker_id: Uuid,
+    outcomes: &[AttemptOutcome],
+    now: Option<DateTime<Utc>>,
+) -> Result<Applied>
+where
+    A: sqlx::Acquire<'c, Database = sqlx::Postgres>,
+{
+    let mut applied = Applied::default();
+    if outcomes.is_empty() {
+        return Ok(applied);
+    }
+    let mut conn = exec.acquire().await?;
+    let mut pending: Vec<&[AttemptOutcome]> = vec![outcomes];
+    while let Some(batch) = pending.pop() {
+        if batch.is_empty() {
+            continue;
+        }
+        match write(&mut *conn, worker_id, batch, now).await {
+            Ok(changed) => applied.changed.extend(changed),
+            Err(err) if is_refused_data(&err) && batch.len() > 1 => {
+                let (left, right) = batch.split_at(batch.len() / 2);
+                pending.push(right);
+                pending.push(left);
+            }
+            Err(err) if is_refused_data(&err) => {
+                let item = &batch[0];
+                let reason = format!("the outcome could not be recorded: {err}");
+                let failed = AttemptOutcome {
+                    outcome: Outcome::Retry {
+                        error: reason.clone(),
+                        delay: crate::Backoff::default().delay(item.id, item.attempt),
+                    },
+                    ..item.clone()
+                };
+                applied
+                    .changed
+                    .extend(write(&mut *conn, worker_id, &[failed], now).await?);
+                applied.refused.push((item.id, reason));
+            }
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let changed_ids: HashSet<JobId> = applied.changed.iter().map(|(id, _)| *id).collect();
+    applied.fenced = outcomes
+        .iter()
+        .map(|item| item.id)
+        .filter(|id| !changed_ids.contains(id))
+        .collect();
+    Ok(applied)
+}
+
+/// Whether the database refused the statement's data (SQLSTATE class 22 data exception,
+/// 23 integrity violation, 54 program limit, P0 raised by a trigger), as opposed to
+/// failing (a lost connection, a shutdown, a timeout), after which the same batch is
+/// simply written again.
+fn is_refused_data(err: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(db) = err else {
+        return false;
+    };
+    let code = db.code();
+    matches!(
+        code.as_deref().map(|c| c.get(..2).unwrap_or(c)),
+        Some("22" | "23" | "54" | "P0")
+    )
+}
+
+/// Text as PostgreSQL's `text` can hold it.
+fn sanitise(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+async fn write(
     exec: impl PgExecutor<'_>,
     worker_id: Uuid,
     outcomes: &[AttemptOutcome],
     now: Option<DateTime<Utc>>,
-) -> Result<Applied> {
-    if outcomes.is_empty() {
-        return Ok(Applied::default());
-    }
+) -> sqlx::Result<Vec<(JobId, JobState)>> {
     let mut columns = db::OutcomeColumns::default();
     for item in outcomes {
         let (name, error, delay, reason) = match &item.outcome {
             Outcome::Complete => ("complete", None, Duration::ZERO, None),
-            Outcome::Retry { error, delay } => ("retry", Some(error.clone()), *delay, None),
+            Outcome::Retry { error, delay } => ("retry", Some(sanitise(error)), *delay, None),
             Outcome::DeadLetter { reason, error } => (
                 "dead_letter",
-                Some(error.clone()),
+                Some(sanitise(error)),
                 Duration::ZERO,
-                Some(reason.clone()),
+                Some(sanitise(reason)),
             ),
             Outcome::Snooze { delay } => ("snooze", None, *delay, None),
             Outcome::Cancel => ("cancel", None, Duration::ZERO, None),
         };
         columns.ids.push(item.id.0);
-        columns.attempts.push(item.attempt);
+        columns.tokens.push(item.token);
         columns.outcomes.push(name);
         columns.errors.push(error);
-        columns.delays.push(delay.as_secs_f64());
+        columns.delays.push(delay.min(DELAY_MAX).as_secs_f64());
         columns.reasons.push(reason);
     }
-    let changed = db::job_set_outcome_many(exec, worker_id, &columns, now).await?;
-    let changed_ids: HashSet<JobId> = changed.iter().map(|(id, _)| *id).collect();
-    let fenced = outcomes
-        .iter()
-        .map(|item| item.id)
-        .filter(|id| !changed_ids.contains(id))
-        .collect();
-    Ok(Applied { changed, fenced })
+    db::job_set_outcome_many(exec, worker_id, &columns, now).await
 }

@@ -22,8 +22,12 @@ pub struct Worker {
     pub started_at: DateTime<Utc>,
     /// Its latest heartbeat.
     pub heartbeat_at: DateTime<Utc>,
+    /// Until when its lease holds (its heartbeat plus its own lease timeout).
+    pub lease_expires_at: DateTime<Utc>,
     /// Seconds since that heartbeat.
     pub heartbeat_age_seconds: f64,
+    /// Whether its lease holds now: the one rule for "is this worker alive".
+    pub live: bool,
 }
 
 /// Every registered worker, freshest first (at most 1,000).
@@ -45,32 +49,33 @@ pub struct UnhandledKind {
     pub kind: String,
 }
 
-/// Queues and kinds whose jobs have been ready for at least `min_age` while no worker with
-/// a heartbeat younger than `lease_timeout` serves that queue and runs that kind (at most
-/// 20). Such jobs are not claimed by anyone: they wait until a worker that knows the kind
-/// starts.
+/// Queues and kinds whose jobs have been ready for at least `min_age` while no live
+/// worker (one whose lease holds) serves that queue and runs that kind (at most 20). Such
+/// jobs are not claimed by anyone: they wait until a worker that knows the kind starts.
 ///
 /// # Errors
 ///
 /// [`crate::Error::Database`] when the database fails.
 pub async fn unhandled_kinds(
     exec: impl PgExecutor<'_>,
-    lease_timeout: Duration,
     min_age: Duration,
     now: Option<DateTime<Utc>>,
 ) -> Result<Vec<UnhandledKind>> {
-    let rows = db::job_unhandled_kinds(
-        exec,
-        lease_timeout.as_secs_f64(),
-        min_age.as_secs_f64(),
-        20,
-        now,
-    )
-    .await?;
+    let rows = db::job_unhandled_kinds(exec, min_age.as_secs_f64(), 20, now).await?;
     Ok(rows
         .into_iter()
         .map(|(queue, kind)| UnhandledKind { queue, kind })
         .collect())
+}
+
+/// Whether the database answers (`select 1`): what "the database is up" means to the
+/// health check, apart from every more expensive read.
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when it does not.
+pub async fn ping(exec: impl PgExecutor<'_>) -> Result<()> {
+    Ok(db::ping(exec).await?)
 }
 
 /// Where the database stands against the migrations this build embeds.

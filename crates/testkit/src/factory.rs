@@ -30,6 +30,8 @@ pub struct JobOpts {
     pub expires_at: Option<DateTime<Utc>>,
     /// For `processing`: the worker holding it. Default a random id (no such worker).
     pub locked_by: Option<Uuid>,
+    /// For `processing`: the claim token. Default a fresh one.
+    pub lease_token: Option<Uuid>,
     /// For finished states. Default now.
     pub finished_at: Option<DateTime<Utc>>,
     /// Default now.
@@ -48,14 +50,16 @@ pub async fn insert_job(exec: impl PgExecutor<'_>, opts: JobOpts) -> Job {
     let attempt = opts.attempt.unwrap_or(if started { 1 } else { 0 });
     let locked_by =
         (state == JobState::Processing).then(|| opts.locked_by.unwrap_or_else(Uuid::new_v4));
+    let lease_token =
+        (state == JobState::Processing).then(|| opts.lease_token.unwrap_or_else(Uuid::now_v7));
     let finished_at = state.is_final().then(|| opts.finished_at.unwrap_or(now));
     let dead_letter_reason = (state == JobState::DeadLetter).then_some("discarded");
     sqlx::query_as(
         r#"
         insert into docket.jobs (queue, kind, payload, state, priority, run_at, attempt,
             max_attempts, unique_key, expires_at, locked_by, attempted_at, finished_at,
-            dead_letter_reason, created_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+            dead_letter_reason, created_at, lease_token)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
         returning *
         "#,
     )
@@ -74,6 +78,7 @@ pub async fn insert_job(exec: impl PgExecutor<'_>, opts: JobOpts) -> Job {
     .bind(finished_at)
     .bind(dead_letter_reason)
     .bind(opts.created_at.unwrap_or(now))
+    .bind(lease_token)
     .fetch_one(exec)
     .await
     .unwrap_or_else(|err| panic!("cannot insert fixture job: {err}"))

@@ -1,7 +1,9 @@
 //! The completer: the only writer of outcomes. It gathers outcomes for a few milliseconds
 //! (or until a batch is full) and writes them in one fenced statement. A failed write is
-//! retried with backoff, so no outcome is lost to a database error; at shutdown it drains
-//! every outcome before it returns, trying for at most the shutdown timeout.
+//! retried with backoff, so no outcome is lost to a database error (and the database's
+//! refusal of one row never holds up the others: `apply_outcomes` isolates it). At
+//! shutdown it drains every outcome before it returns; once the runtime says the jobs are
+//! done (or stopped), writing is bounded by the flush limit.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -24,10 +26,13 @@ pub(crate) struct Completer {
     pub(crate) worker_id: Uuid,
     pub(crate) batch: usize,
     pub(crate) flush_interval: Duration,
-    /// Cancelled when shutdown begins: from then on, writing is bounded by `flush_limit`.
-    pub(crate) stopping: CancellationToken,
-    /// How long, from the start of shutdown, writes keep being tried. Past it, the jobs
-    /// stay `processing` under this (deregistered) worker and the rescuer frees them.
+    /// Cancelled at shutdown once running jobs have finished or been stopped: from then on,
+    /// writing is bounded by `flush_limit`. Not earlier: the hand-backs of stopped jobs
+    /// arrive after the drain, and must still land.
+    pub(crate) bounded: CancellationToken,
+    /// How long, from `bounded`, writes keep being tried. Past it, the jobs stay
+    /// `processing` under this worker; the reconciler's last pass or, failing that, the
+    /// rescuer frees them.
     pub(crate) flush_limit: Duration,
 }
 
@@ -60,12 +65,13 @@ impl Completer {
             .map(|f| AttemptOutcome {
                 id: f.id,
                 attempt: f.attempt,
+                token: f.token,
                 outcome: f.outcome.clone(),
             })
             .collect();
         let mut delay = Duration::from_millis(50);
         loop {
-            if give_up_at.is_none() && self.stopping.is_cancelled() {
+            if give_up_at.is_none() && self.bounded.is_cancelled() {
                 *give_up_at = Some(Instant::now() + self.flush_limit);
             }
             let write = docket_queue::apply_outcomes(&self.pool, self.worker_id, &batch, None);
@@ -75,11 +81,17 @@ impl Completer {
                 Some(at) => tokio::time::timeout_at(at, write).await.ok(),
                 None => tokio::select! {
                     result = write => Some(result),
-                    () = self.stopping.cancelled() => continue,
+                    () = self.bounded.cancelled() => continue,
                 },
             };
             match result {
                 Some(Ok(applied)) => {
+                    for (id, reason) in &applied.refused {
+                        error!(
+                            event = events::JOB_OUTCOME_REFUSED, job.id = %id, error.message = %reason,
+                            "the database refused this outcome; recorded a failed attempt instead"
+                        );
+                    }
                     let states: HashMap<JobId, JobState> = applied.changed.into_iter().collect();
                     for finished in buffer.drain(..) {
                         report(&finished, states.get(&finished.id).copied());
@@ -100,7 +112,7 @@ impl Completer {
                 let ids: Vec<String> = buffer.drain(..).map(|f| f.id.to_string()).collect();
                 error!(
                     event = events::WORKER_ERROR, jobs = %ids.join(","),
-                    "gave up writing outcomes at shutdown; the rescuer will free these jobs"
+                    "gave up writing outcomes at shutdown; these jobs are handed back or rescued"
                 );
                 return;
             }
@@ -119,6 +131,7 @@ fn report(finished: &Finished, state: Option<JobState>) {
         kind,
         duration,
         outcome,
+        ..
     } = finished;
     let duration_ms = duration.as_secs_f64() * 1000.0;
     let Some(state) = state else {

@@ -16,6 +16,13 @@ pub const JOB_RESCUED: &str = "background_job.rescued";
 pub const JOB_SNOOZED: &str = "background_job.snoozed";
 /// A job stopped because it was cancelled.
 pub const JOB_CANCELLED: &str = "background_job.cancelled";
+/// A job the database gave this worker but that was not running here (a claim whose
+/// reply was lost, an executor that died) was handed back without spending its attempt.
+pub const JOB_HANDED_BACK: &str = "background_job.handed_back";
+/// A ready job passed its `expires_at` and was dead-lettered by the expiry sweep.
+pub const JOB_EXPIRED: &str = "background_job.expired";
+/// The database refused an outcome's data; a failed attempt was recorded instead.
+pub const JOB_OUTCOME_REFUSED: &str = "background_job.outcome_refused";
 /// An outcome was dropped because this worker no longer held the job.
 pub const JOB_FENCED: &str = "background_job.fenced";
 

@@ -10,9 +10,11 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
+use uuid::Uuid;
 
 use crate::events;
 use crate::handler::{JobContext, JobError};
+use crate::lease::{HeldJob, StopReason, StopSwitch};
 use crate::metrics;
 use crate::registry::Registry;
 
@@ -24,99 +26,29 @@ pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 pub(crate) struct Finished {
     pub(crate) id: JobId,
     pub(crate) attempt: i32,
+    /// The claim's token: the outcome's fence.
+    pub(crate) token: Uuid,
     pub(crate) queue: Arc<str>,
     pub(crate) kind: String,
     pub(crate) outcome: Outcome,
     pub(crate) duration: Duration,
+    /// The holding, ended (dropped) once the outcome is written or given up on.
+    pub(crate) _held: HeldJob,
 }
 
-/// Why a running job is being stopped from outside.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum StopReason {
-    /// An operator cancelled it: the outcome is `cancel`.
-    Cancel,
-    /// This worker lost its lease: hand the job back without spending the attempt.
-    Release,
-}
-
-/// A running job's stop switch: the reason is set first, then the token fires.
-#[derive(Clone, Default)]
-struct StopSwitch {
-    token: CancellationToken,
-    reason: Arc<Mutex<Option<StopReason>>>,
-}
-
-impl StopSwitch {
-    fn stop(&self, reason: StopReason) {
-        self.reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get_or_insert(reason);
-        self.token.cancel();
-    }
-
-    fn reason(&self) -> StopReason {
-        self.reason
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .unwrap_or(StopReason::Cancel)
-    }
-}
-
-/// The jobs running in this process, by id, with the switch that stops each.
-#[derive(Default)]
-pub(crate) struct Running {
-    jobs: Mutex<std::collections::HashMap<JobId, StopSwitch>>,
-}
-
-impl Running {
-    fn insert(&self, id: JobId) -> StopSwitch {
-        let switch = StopSwitch::default();
-        self.lock().insert(id, switch.clone());
-        switch
-    }
-
-    fn remove(&self, id: JobId) {
-        self.lock().remove(&id);
-    }
-
-    /// Stops each listed job running here as cancelled; returns how many there were.
-    pub(crate) fn cancel(&self, ids: &[JobId]) -> usize {
-        let jobs = self.lock();
-        ids.iter()
-            .filter_map(|id| jobs.get(id))
-            .inspect(|switch| switch.stop(StopReason::Cancel))
-            .count()
-    }
-
-    /// Stops every running job and hands it back: this worker's lease is lapsing, so
-    /// another worker may take its jobs over. Returns how many there were.
-    pub(crate) fn release_all(&self) -> usize {
-        let jobs = self.lock();
-        for switch in jobs.values() {
-            switch.stop(StopReason::Release);
-        }
-        jobs.len()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<JobId, StopSwitch>> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-/// What the executor needs besides the job.
+/// Runs jobs and hands their outcomes to the completer.
 pub(crate) struct Executor {
     pub(crate) registry: Arc<Registry>,
-    pub(crate) running: Arc<Running>,
     /// Cancelled at the shutdown deadline: running jobs stop and are handed back.
     pub(crate) hard_stop: CancellationToken,
+    /// Where outcomes go. The channel closes once every executor is gone.
+    pub(crate) completer: mpsc::Sender<Finished>,
 }
 
 /// How a run ended, before it is turned into an outcome.
 enum Ended {
     Returned(Result<(), JobError>),
+    Malformed(String),
     Panicked(String),
     TimedOut(Duration),
     CancelledByOperator,
@@ -129,9 +61,9 @@ impl Executor {
     pub(crate) async fn execute(
         &self,
         job: Job,
+        held: HeldJob,
         queue: Arc<str>,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-        completer: mpsc::Sender<Finished>,
         wake_producer: Arc<Notify>,
     ) {
         let started = Instant::now();
@@ -141,32 +73,40 @@ impl Executor {
             "job started"
         );
         metrics::job_started(&queue, &job.kind);
-        let outcome = self.run(&job, &queue).await;
+        let outcome = self.run(&job, &queue, &held.stop).await;
+        let Some(token) = job.lease_token else {
+            // A claimed job always carries its claim's token.
+            return;
+        };
         let finished = Finished {
             id: job.id,
             attempt: job.attempt,
+            token,
             queue,
             kind: job.kind,
             outcome,
             duration: started.elapsed(),
+            _held: held,
         };
-        if completer.send(finished).await.is_err() {
+        if self.completer.send(finished).await.is_err() {
             // Only when the completer is gone, which the runtime prevents until every
-            // executor is done; the lease covers it anyway: the job will be rescued.
-            tracing::error!(event = events::WORKER_ERROR, job.id = %job.id, "completer is gone; job left for the rescuer");
+            // executor is done. The holding ends with the message: the reconciler hands
+            // the job back.
+            tracing::error!(event = events::WORKER_ERROR, job.id = %job.id, "completer is gone; the job will be handed back");
         }
         drop(permits);
         wake_producer.notify_one();
     }
 
-    async fn run(&self, job: &Job, queue: &Arc<str>) -> Outcome {
-        let Some(entry) = self.registry.get(&job.kind) else {
+    async fn run(&self, job: &Job, queue: &Arc<str>, stop: &StopSwitch) -> Outcome {
+        let Some(entry) = self.registry.get(&job.kind).cloned() else {
             // The claim asks only for registered kinds, so this is a bug, not bad input.
             return Outcome::Snooze {
                 delay: Duration::from_secs(60),
             };
         };
-        let options = &entry.options;
+        let options = entry.options.clone();
+        let options = &options;
         let deadline = Arc::new(Mutex::new(Instant::now() + options.timeout));
         let ctx = JobContext {
             id: job.id,
@@ -176,24 +116,25 @@ impl Executor {
             cancel: CancellationToken::new(),
             deadline: deadline.clone(),
         };
-        let future = match (entry.start)(job.payload.clone(), ctx.clone()) {
-            Ok(future) => future,
-            Err(detail) => {
-                return Outcome::DeadLetter {
-                    reason: format!("malformed: {detail}"),
-                    error: format!("payload does not decode into {}: {detail}", job.kind),
-                }
+        // Decoding and the handler's synchronous part run inside the task too, so that a
+        // panic there (a custom `Deserialize`, a closure that panics before returning its
+        // future) is caught like any other.
+        let payload = job.payload.clone();
+        let task_ctx = ctx.clone();
+        let mut task = tokio::spawn(async move {
+            match (entry.start)(payload, task_ctx) {
+                Ok(future) => Ok(future.await),
+                Err(detail) => Err(detail),
             }
-        };
-        let stop = self.running.insert(job.id);
-        let mut task = tokio::spawn(future);
+        });
         let ended = loop {
             let wake_at = *deadline
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             tokio::select! {
                 joined = &mut task => break match joined {
-                    Ok(result) => Ended::Returned(result),
+                    Ok(Ok(result)) => Ended::Returned(result),
+                    Ok(Err(detail)) => Ended::Malformed(detail),
                     Err(err) if err.is_panic() => Ended::Panicked(panic_message(err.into_panic())),
                     Err(_) => Ended::Released,
                 },
@@ -211,17 +152,23 @@ impl Executor {
                 () = self.hard_stop.cancelled() => break Ended::Released,
             }
         };
-        self.running.remove(job.id);
-        if !matches!(ended, Ended::Returned(_) | Ended::Panicked(_)) {
+        if !matches!(
+            ended,
+            Ended::Returned(_) | Ended::Malformed(_) | Ended::Panicked(_)
+        ) {
             // Stopped from outside: tell the handler, give it a moment to wind down, then
             // drop it. Work it finished in that moment counts; anything else is the stop.
             ctx.cancel.cancel();
-            if let Ok(Ok(Ok(()))) = tokio::time::timeout(STOP_GRACE, &mut task).await {
+            if let Ok(Ok(Ok(Ok(())))) = tokio::time::timeout(STOP_GRACE, &mut task).await {
                 return Outcome::Complete;
             }
             task.abort();
         }
         match ended {
+            Ended::Malformed(detail) => Outcome::DeadLetter {
+                reason: format!("malformed: {detail}"),
+                error: format!("payload does not decode into {}: {detail}", job.kind),
+            },
             Ended::Returned(Ok(())) => Outcome::Complete,
             Ended::Returned(Err(JobError::Retry { error, delay })) => Outcome::Retry {
                 error: error_chain(&*error),

@@ -31,7 +31,12 @@
 //! - `executor`: runs one job: decode, timeout, panic capture, cancellation → `Outcome`.
 //! - `completer`: the only writer of outcomes; batched, retried, drained at shutdown.
 //! - `listener`: LISTEN on a dedicated connection, reconnecting with backoff.
-//! - `service`, `heartbeat`, `rescuer`, `pruner`: periodic maintenance.
+//! - `lease`: what this worker holds: its lease, claims in flight, held jobs and their
+//!   stop switches.
+//! - `service`: the periodic-service trait and loop.
+//! - `heartbeat`: renews the lease; stops and hands back jobs when it cannot.
+//! - `reconciler`: stops cancelled jobs; hands back jobs held in the database but unknown here.
+//! - `rescuer`, `expirer`, `pruner`: shared maintenance, one worker at a time.
 //! - [`events`], [`metrics`]: log event names and metric names.
 //!
 //! It does not own SQL (that is `docket-queue`) or the process (signals and
@@ -43,12 +48,15 @@ mod completer;
 pub mod config;
 pub mod events;
 mod executor;
+mod expirer;
 pub mod handler;
 mod heartbeat;
+mod lease;
 mod listener;
 pub mod metrics;
 mod producer;
 mod pruner;
+mod reconciler;
 pub mod registry;
 mod rescuer;
 pub mod runtime;

@@ -1,21 +1,23 @@
 //! One producer per queue: when woken (a notification, a job finishing, or the poll
-//! timer), it claims `min(free slots, claim batch)` jobs in one statement and hands each
-//! to an executor task. It never decides outcomes.
+//! timer), it takes the free slots first (this queue's and the global cap's), claims at
+//! most that many jobs in one statement and hands each to an executor task with its slots.
+//! A claimed job therefore always starts at once: none waits `processing` for a slot
+//! (where it could not be cancelled, released or expired). It never decides outcomes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use docket_queue::{ClaimRequest, ErrorChain};
 use sqlx::PgPool;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{error, warn};
+use tracing::error;
 use uuid::Uuid;
 
 use crate::events;
-use crate::executor::{Executor, Finished};
-use crate::heartbeat::Lease;
+use crate::executor::Executor;
+use crate::lease::{Holdings, Lease};
 
 /// How long a producer with few free slots waits for more before it claims.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
@@ -37,12 +39,16 @@ pub(crate) struct Producer {
     /// Notified by the listener and by finishing jobs.
     pub(crate) wake: Arc<Notify>,
     pub(crate) executor: Arc<Executor>,
-    pub(crate) completer: mpsc::Sender<Finished>,
     /// Where job tasks are tracked, so shutdown can wait for them.
     pub(crate) jobs: TaskTracker,
     /// The worker's lease: no claims while it is not held.
     pub(crate) lease: Arc<Lease>,
+    /// The claims in flight and the jobs held.
+    pub(crate) holdings: Arc<Holdings>,
 }
+
+/// One job's slots: this queue's and the global cap's.
+type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 impl Producer {
     /// Claims and dispatches until `stop` is cancelled.
@@ -50,18 +56,20 @@ impl Producer {
         let mut failures = 0u32;
         while !stop.is_cancelled() {
             self.gather_free_slots().await;
-            let free = self
-                .slots
-                .available_permits()
-                .min(self.global.available_permits())
-                .min(self.claim_batch as usize);
+            let slots = if self.lease.is_held() {
+                self.take_slots()
+            } else {
+                Vec::new()
+            };
+            let free = slots.len();
             let mut full_batch = false;
-            if free > 0 && self.lease.is_held() {
+            if free > 0 {
                 // A claim stuck on the database (a lock, a hung server) must not hold up
                 // shutdown. One cut short after it committed leaves its jobs `processing`
-                // under this worker, which deregisters at shutdown: the rescuer frees them.
+                // under this worker and this claim's token, known to nobody here: the
+                // reconciler hands them back (at the latest in its pass at shutdown).
                 let claimed = tokio::select! {
-                    claimed = self.claim_and_dispatch(free) => claimed,
+                    claimed = self.claim_and_dispatch(slots) => claimed,
                     () = stop.cancelled() => break,
                 };
                 match claimed {
@@ -111,41 +119,44 @@ impl Producer {
         }
     }
 
-    async fn claim_and_dispatch(&self, free: usize) -> docket_queue::Result<usize> {
+    /// Takes as many slots as are free in both this queue and the global cap, up to the
+    /// claim batch.
+    fn take_slots(&self) -> Vec<Slots> {
+        let mut slots = Vec::new();
+        while slots.len() < self.claim_batch as usize {
+            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            let Ok(global) = self.global.clone().try_acquire_owned() else {
+                break;
+            };
+            slots.push((slot, global));
+        }
+        slots
+    }
+
+    /// Claims at most one job per slot and starts each; unused slots are given back.
+    async fn claim_and_dispatch(&self, mut slots: Vec<Slots>) -> docket_queue::Result<usize> {
         let request = ClaimRequest {
             queue: &self.queue,
             kinds: Some(&self.kinds),
             worker_id: self.worker_id,
-            limit: u32::try_from(free).unwrap_or(u32::MAX),
+            token: ClaimRequest::new_token(),
+            limit: u32::try_from(slots.len()).unwrap_or(u32::MAX),
             now: None,
         };
+        let in_flight = self.holdings.begin_claim(request.token);
         let claimed = docket_queue::claim(&self.pool, &request).await?;
-        for job in &claimed.expired {
-            warn!(
-                event = events::JOB_DEAD_LETTER, job.id = %job.id, job.kind = %job.kind,
-                job.queue = %job.queue, job.attempt = job.attempt, reason = "expired",
-                "job expired before it could start"
-            );
-        }
+        let held = in_flight.adopt(claimed.jobs.iter().map(|job| job.id));
         let count = claimed.jobs.len();
-        for job in claimed.jobs {
-            // Our queue's permits are ours alone, so these are free; the global ones may
-            // have gone to another queue's producer meanwhile, and then we wait for one.
-            let (Ok(slot), Ok(global)) = (
-                self.slots.clone().acquire_owned().await,
-                self.global.clone().acquire_owned().await,
-            ) else {
-                // The semaphores are never closed.
-                break;
-            };
+        for (job, held) in claimed.jobs.into_iter().zip(held) {
+            // One slot per job was taken before the claim, and the claim took no more.
+            let Some(slots) = slots.pop() else { break };
             let executor = self.executor.clone();
             let queue = self.queue.clone();
-            let completer = self.completer.clone();
             let wake = self.wake.clone();
             self.jobs.spawn(async move {
-                executor
-                    .execute(job, queue, (slot, global), completer, wake)
-                    .await;
+                executor.execute(job, held, queue, slots, wake).await;
             });
         }
         Ok(count)

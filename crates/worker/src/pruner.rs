@@ -10,6 +10,10 @@ use sqlx::PgPool;
 use crate::metrics;
 use crate::service::Service;
 
+/// How long after its lease lapsed a worker's registration is removed (once the rescuer
+/// has freed its jobs): long enough for operators to see that it died.
+const STALE_WORKER_AFTER: Duration = Duration::from_secs(3600);
+
 pub(crate) struct Pruner {
     pub(crate) pool: PgPool,
     /// Per finished state, how long its jobs are kept.
@@ -30,9 +34,8 @@ impl Service for Pruner {
             for (state, retention) in self.retention {
                 let mut deleted = 0;
                 loop {
-                    let now = chrono::Utc::now();
                     let batch =
-                        maintenance::prune(&mut *conn, state, retention, self.batch, now).await?;
+                        maintenance::prune(&mut *conn, state, retention, self.batch, None).await?;
                     deleted += batch;
                     if batch < u64::from(self.batch) {
                         break;
@@ -44,6 +47,10 @@ impl Service for Pruner {
                     metrics::jobs_pruned(state.as_str(), deleted);
                     report.push(format!("{deleted} {state}"));
                 }
+            }
+            let workers = maintenance::prune_workers(&mut *conn, STALE_WORKER_AFTER, None).await?;
+            if workers > 0 {
+                report.push(format!("{workers} stale worker registrations"));
             }
             Ok(())
         }

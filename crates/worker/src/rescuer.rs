@@ -1,8 +1,6 @@
 //! The rescuer: frees jobs held by workers whose heartbeat lapsed. Runs in every worker,
 //! under an advisory lock so that one works at a time.
 
-use std::time::Duration;
-
 use docket_queue::maintenance::{self, Exclusive};
 use sqlx::PgPool;
 use tracing::warn;
@@ -13,7 +11,6 @@ use crate::service::Service;
 
 pub(crate) struct Rescuer {
     pub(crate) pool: PgPool,
-    pub(crate) lease_timeout: Duration,
     pub(crate) batch: u32,
 }
 
@@ -28,9 +25,7 @@ impl Service for Rescuer {
         let mut total = 0;
         let result: docket_queue::Result<()> = async {
             loop {
-                let rescued =
-                    maintenance::rescue_lapsed(&mut *conn, self.lease_timeout, self.batch, None)
-                        .await?;
+                let rescued = maintenance::rescue_lapsed(&mut *conn, self.batch, None).await?;
                 for job in &rescued {
                     warn!(
                         event = events::JOB_RESCUED, job.id = %job.id, job.kind = %job.kind,

@@ -11,6 +11,7 @@ use docket_queue::JobState;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
@@ -19,14 +20,17 @@ use uuid::Uuid;
 use crate::completer::Completer;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::events;
-use crate::executor::{Executor, Running};
-use crate::heartbeat::{Heartbeat, Lease};
+use crate::executor::Executor;
+use crate::expirer::Expirer;
+use crate::heartbeat::Heartbeat;
+use crate::lease::{Holdings, Lease};
 use crate::listener::Listener;
 use crate::producer::Producer;
 use crate::pruner::Pruner;
+use crate::reconciler::Reconciler;
 use crate::registry::Registry;
 use crate::rescuer::Rescuer;
-use crate::service::run_periodic;
+use crate::service::{run_periodic, Service};
 
 /// A worker process's runtime. Build it with [`Runtime::new`], then [`Runtime::run`] it
 /// with the future that says when to stop.
@@ -79,14 +83,25 @@ impl Runtime {
 
     /// Runs until `shutdown` completes, then shuts down in order: stop claiming; give
     /// running jobs `shutdown_timeout` to finish; stop the rest and hand their jobs back
-    /// without spending the attempt; write every outcome; stop the services; deregister.
+    /// without spending the attempt; write every outcome; hand back whatever the database
+    /// still says this worker holds; stop the services; deregister. Every step is bounded,
+    /// also when the database hangs.
     ///
     /// # Errors
     ///
     /// [`docket_queue::Error`] when the worker cannot register at start. Later database
     /// errors are logged and retried, never returned.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> docket_queue::Result<()> {
-        let config = &self.config;
+        let started = self.start().await?;
+        shutdown.await;
+        started.shutdown().await;
+        Ok(())
+    }
+
+    /// Registers the worker and starts every part: the completer, a producer per queue,
+    /// the listener and the periodic services.
+    async fn start(self) -> docket_queue::Result<Started> {
+        let config = self.config;
         let side_pool = |size: u32| {
             PgPoolOptions::new()
                 .max_connections(size)
@@ -94,18 +109,20 @@ impl Runtime {
                 .test_before_acquire(false)
                 .connect_lazy_with((*self.pool.connect_options()).clone())
         };
-        let maintenance_pool = side_pool(2);
-        maintenance::heartbeat(&maintenance_pool, &self.worker, None).await?;
+        let maintenance_pool = side_pool(3);
+        let registered_at = Instant::now();
+        maintenance::heartbeat(&maintenance_pool, &self.worker, config.lease_timeout, None).await?;
         info!(
             event = events::WORKER_STARTED, worker.id = %self.worker.id, queues = ?self.worker.queues,
             kinds = ?self.registry.kinds(), "worker started"
         );
 
-        let running = Arc::new(Running::default());
+        let holdings = Arc::new(Holdings::default());
         let lease = Arc::new(Lease::default());
         let hard_stop = CancellationToken::new();
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
+        let completer_bounded = CancellationToken::new();
         let services = TaskTracker::new();
         let producers = TaskTracker::new();
         let jobs = TaskTracker::new();
@@ -120,16 +137,18 @@ impl Runtime {
                 worker_id: self.worker.id,
                 batch: config.completer_batch,
                 flush_interval: config.completer_flush_interval,
-                stopping: stop_claiming.clone(),
+                bounded: completer_bounded.clone(),
                 flush_limit: config.shutdown_timeout,
             }
             .run(completer_rx),
         );
 
+        // The producers and job tasks hold the only references: once they are all done,
+        // the completer's channel closes.
         let executor = Arc::new(Executor {
             registry: self.registry.clone(),
-            running: running.clone(),
             hard_stop: hard_stop.clone(),
+            completer: completer_tx,
         });
         let total: usize = config.queues.iter().map(|q| q.concurrency).sum();
         let global = Arc::new(Semaphore::new(config.global_concurrency.unwrap_or(total)));
@@ -150,14 +169,18 @@ impl Runtime {
                 global: global.clone(),
                 wake,
                 executor: executor.clone(),
-                completer: completer_tx.clone(),
                 jobs: jobs.clone(),
                 lease: lease.clone(),
+                holdings: holdings.clone(),
             };
             producers.spawn(producer.run(stop_claiming.clone()));
         }
-        drop(completer_tx);
+        drop(executor);
 
+        let mut spawner = Spawner {
+            tracker: &services,
+            stop: &stop_services,
+        };
         if config.listen {
             let listener = Listener {
                 pool: side_pool(1),
@@ -165,54 +188,129 @@ impl Runtime {
             };
             services.spawn(listener.run(stop_services.clone()));
         }
-        let heartbeat = Heartbeat::new(
-            maintenance_pool.clone(),
-            lease,
-            self.worker.clone(),
-            running,
+        spawner.periodic(
+            Heartbeat::new(
+                maintenance_pool.clone(),
+                lease,
+                self.worker.clone(),
+                holdings.clone(),
+                config.heartbeat_interval,
+                config.lease_timeout,
+                registered_at,
+            ),
             config.heartbeat_interval,
-            config.lease_timeout,
         );
-        services.spawn(run_periodic(
-            heartbeat,
-            config.heartbeat_interval,
-            stop_services.clone(),
-        ));
-        let rescuer = Rescuer {
+        let reconciler = Arc::new(Reconciler {
             pool: maintenance_pool.clone(),
-            lease_timeout: config.lease_timeout,
-            batch: config.maintenance_batch,
-        };
-        services.spawn(run_periodic(
-            rescuer,
+            worker_id: self.worker.id,
+            holdings: holdings.clone(),
+        });
+        spawner.periodic(reconciler.clone(), config.heartbeat_interval);
+        spawner.periodic(
+            Rescuer {
+                pool: maintenance_pool.clone(),
+                batch: config.maintenance_batch,
+            },
             config.rescuer_interval,
-            stop_services.clone(),
-        ));
-        let pruner = Pruner {
-            pool: maintenance_pool.clone(),
-            retention: [
-                (JobState::Completed, config.completed_retention),
-                (JobState::Cancelled, config.cancelled_retention),
-                (JobState::DeadLetter, config.dead_letter_retention),
-            ],
-            batch: config.maintenance_batch,
-        };
-        services.spawn(run_periodic(
-            pruner,
+        );
+        spawner.periodic(
+            Expirer {
+                pool: maintenance_pool.clone(),
+                batch: config.maintenance_batch,
+            },
+            config.poll_interval,
+        );
+        spawner.periodic(
+            Pruner {
+                pool: maintenance_pool.clone(),
+                retention: [
+                    (JobState::Completed, config.completed_retention),
+                    (JobState::Cancelled, config.cancelled_retention),
+                    (JobState::DeadLetter, config.dead_letter_retention),
+                ],
+                batch: config.maintenance_batch,
+            },
             config.pruner_interval,
-            stop_services.clone(),
-        ));
+        );
 
-        shutdown.await;
+        Ok(Started {
+            pool: self.pool,
+            maintenance_pool,
+            worker_id: self.worker.id,
+            shutdown_timeout: config.shutdown_timeout,
+            hard_stop,
+            stop_claiming,
+            stop_services,
+            completer_bounded,
+            services,
+            producers,
+            jobs,
+            completer,
+            reconciler,
+            holdings,
+        })
+    }
+}
 
-        // 1. Stop claiming.
-        info!(event = events::SHUTDOWN_STARTED, worker.id = %self.worker.id, running = jobs.len(), "shutting down: claiming stopped");
-        stop_claiming.cancel();
-        producers.close();
-        producers.wait().await;
-        // 2. Let running jobs finish within the timeout; 3. then stop and hand back the rest.
-        jobs.close();
-        if tokio::time::timeout(config.shutdown_timeout, jobs.wait())
+/// Spawns periodic services onto one tracker with one stop token: adding a service is
+/// one call.
+struct Spawner<'a> {
+    tracker: &'a TaskTracker,
+    stop: &'a CancellationToken,
+}
+
+impl Spawner<'_> {
+    fn periodic<S: Service>(&mut self, service: S, interval: Duration) {
+        self.tracker
+            .spawn(run_periodic(service, interval, self.stop.clone()));
+    }
+}
+
+/// A running worker: what its shutdown needs.
+struct Started {
+    pool: PgPool,
+    maintenance_pool: PgPool,
+    worker_id: Uuid,
+    shutdown_timeout: Duration,
+    /// Stops running jobs (handed back) at the shutdown deadline.
+    hard_stop: CancellationToken,
+    stop_claiming: CancellationToken,
+    stop_services: CancellationToken,
+    /// Bounds the completer's writes from the moment the jobs are done.
+    completer_bounded: CancellationToken,
+    services: TaskTracker,
+    producers: TaskTracker,
+    jobs: TaskTracker,
+    completer: tokio::task::JoinHandle<()>,
+    reconciler: Arc<Reconciler>,
+    holdings: Arc<Holdings>,
+}
+
+impl Started {
+    async fn shutdown(mut self) {
+        info!(event = events::SHUTDOWN_STARTED, worker.id = %self.worker_id, running = self.holdings.len(), "shutting down: claiming stopped");
+        self.stop_claiming().await;
+        self.finish_or_stop_jobs().await;
+        self.flush_outcomes().await;
+        self.hand_back_leftovers().await;
+        self.stop_services().await;
+        self.deregister().await;
+        // Connections cut off mid-statement are closed, not returned; never wait on them.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.maintenance_pool.close()).await;
+        info!(event = events::SHUTDOWN_COMPLETED, worker.id = %self.worker_id, "worker stopped");
+    }
+
+    /// 1. Producers stop; a claim in flight is cut off (step 4 hands back what it took).
+    async fn stop_claiming(&self) {
+        self.stop_claiming.cancel();
+        self.producers.close();
+        self.producers.wait().await;
+    }
+
+    /// 2. Running jobs get the shutdown timeout; 3. the rest are stopped and handed back.
+    async fn finish_or_stop_jobs(&self) {
+        self.jobs.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.jobs.wait())
             .await
             .is_ok()
         {
@@ -220,37 +318,72 @@ impl Runtime {
                 event = events::SHUTDOWN_DRAINED,
                 "every running job finished"
             );
-        } else {
-            let left = jobs.len();
-            hard_stop.cancel();
-            jobs.wait().await;
-            warn!(
-                event = events::SHUTDOWN_RELEASED,
-                jobs = left,
-                timeout_s = config.shutdown_timeout.as_secs_f64(),
-                "jobs still running at the shutdown timeout were stopped and handed back"
-            );
+            return;
         }
-        // 4. Write every outcome (the executors dropped their senders; the channel closes).
-        if completer.await.is_ok() {
+        let left = self.holdings.len();
+        // From here on, the completer's writes are bounded; the hand-backs of the jobs
+        // stopped now still get the whole flush limit.
+        self.completer_bounded.cancel();
+        self.hard_stop.cancel();
+        self.jobs.wait().await;
+        warn!(
+            event = events::SHUTDOWN_RELEASED,
+            jobs = left,
+            timeout_s = self.shutdown_timeout.as_secs_f64(),
+            "jobs still running at the shutdown timeout were stopped and handed back"
+        );
+    }
+
+    /// 4. Every outcome is written (the executors are gone, so the channel closes),
+    /// trying for at most the flush limit.
+    async fn flush_outcomes(&mut self) {
+        self.completer_bounded.cancel();
+        if (&mut self.completer).await.is_ok() {
             info!(event = events::SHUTDOWN_FLUSHED, "outcomes written");
         }
-        // 5. Stop the services; 6. deregister.
-        stop_services.cancel();
-        services.close();
-        services.wait().await;
-        // On a connection of its own: the maintenance pool's may all be stuck behind
-        // statements that shutdown cut short.
+    }
+
+    /// 5. Whatever the database still says this worker holds is handed back: jobs of a
+    /// claim cut off in step 1, outcomes the completer gave up on.
+    async fn hand_back_leftovers(&self) {
+        match tokio::time::timeout(self.shutdown_timeout, self.reconciler.reconcile()).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => info!(
+                event = events::JOB_HANDED_BACK,
+                jobs = count,
+                "jobs held but not running were handed back"
+            ),
+            Ok(Err(err)) => warn!(
+                event = events::WORKER_ERROR, error.message = %err,
+                "could not hand back what this worker still holds; the rescuer frees it"
+            ),
+            Err(_) => warn!(
+                event = events::WORKER_ERROR,
+                "handing back what this worker still holds timed out; the rescuer frees it"
+            ),
+        }
+    }
+
+    /// 6. The services stop.
+    async fn stop_services(&self) {
+        self.stop_services.cancel();
+        self.services.close();
+        self.services.wait().await;
+    }
+
+    /// 7. The registration goes, on a connection of its own: the maintenance pool's may
+    /// all be stuck behind statements that shutdown cut short.
+    async fn deregister(&self) {
         let deregister = async {
             let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect_with(
                 &self.pool.connect_options(),
             )
             .await?;
-            maintenance::deregister(&mut conn, self.worker.id).await?;
+            maintenance::deregister(&mut conn, self.worker_id).await?;
             sqlx::Connection::close(conn).await?;
             Ok::<(), docket_queue::Error>(())
         };
-        match tokio::time::timeout(config.shutdown_timeout, deregister).await {
+        match tokio::time::timeout(self.shutdown_timeout, deregister).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => warn!(
                 event = events::WORKER_ERROR, error.message = %err,
@@ -261,10 +394,6 @@ impl Runtime {
                 "deregistering timed out; the registration goes stale and the rescuer frees what it held"
             ),
         }
-        // Connections cut off mid-statement are closed, not returned; never wait on them.
-        let _ = tokio::time::timeout(Duration::from_secs(1), maintenance_pool.close()).await;
-        info!(event = events::SHUTDOWN_COMPLETED, worker.id = %self.worker.id, "worker stopped");
-        Ok(())
     }
 }
 

@@ -19,6 +19,14 @@ pub(crate) trait Service: Send + Sync + 'static {
     fn run_once(&self) -> impl Future<Output = docket_queue::Result<String>> + Send;
 }
 
+impl<S: Service> Service for std::sync::Arc<S> {
+    const NAME: &'static str = S::NAME;
+
+    fn run_once(&self) -> impl Future<Output = docket_queue::Result<String>> + Send {
+        S::run_once(self)
+    }
+}
+
 /// Runs `service` every `interval` (first run at once) until `stop` is cancelled.
 pub(crate) async fn run_periodic<S: Service>(
     service: S,

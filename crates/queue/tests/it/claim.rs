@@ -133,6 +133,7 @@ async fn claim_takes_only_its_queue_and_the_kinds_it_knows() {
             queue: "default",
             kinds: Some(&kinds),
             worker_id: Uuid::now_v7(),
+            token: ClaimRequest::new_token(),
             limit: 10,
             now: None,
         },
@@ -174,6 +175,7 @@ async fn claim_default_in(tx: &mut sqlx::PgConnection, limit: u32) -> Vec<docket
             queue: "default",
             kinds: None,
             worker_id: Uuid::now_v7(),
+            token: ClaimRequest::new_token(),
             limit,
             now: None,
         },
@@ -187,7 +189,7 @@ async fn claim_default_in(tx: &mut sqlx::PgConnection, limit: u32) -> Vec<docket
 }
 
 #[tokio::test]
-async fn expired_jobs_are_dead_lettered_as_expired_and_never_handed_out() {
+async fn expired_jobs_are_never_handed_out_and_the_sweep_dead_letters_them_as_expired() {
     let db = TestDb::new().await;
     let now = Utc::now();
     let expired = enqueue(
@@ -204,26 +206,17 @@ async fn expired_jobs_are_dead_lettered_as_expired_and_never_handed_out() {
     )
     .await
     .unwrap();
-    let result = claim(
-        &db.pool,
-        &ClaimRequest {
-            queue: "default",
-            kinds: None,
-            worker_id: Uuid::now_v7(),
-            limit: 10,
-            now: None,
-        },
-    )
-    .await
-    .unwrap();
+    let result = claim_default(&db.pool, Uuid::now_v7(), 10, None).await;
+    assert_eq!(result.iter().map(|j| j.id).collect::<Vec<_>>(), [fresh]);
     assert_eq!(
-        result.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
-        [fresh]
+        admin::show(&db.pool, expired).await.unwrap().state,
+        JobState::Pending,
+        "the claim passes it over without touching it"
     );
-    assert_eq!(
-        result.expired.iter().map(|j| j.id).collect::<Vec<_>>(),
-        [expired]
-    );
+    let swept = docket_queue::maintenance::expire(&db.pool, 100, None)
+        .await
+        .unwrap();
+    assert_eq!(swept.iter().map(|j| j.id).collect::<Vec<_>>(), [expired]);
     let job = admin::show(&db.pool, expired).await.unwrap();
     assert_eq!(job.state, JobState::DeadLetter);
     assert_eq!(job.dead_letter_reason.as_deref(), Some("expired"));
@@ -232,4 +225,25 @@ async fn expired_jobs_are_dead_lettered_as_expired_and_never_handed_out() {
     assert!(claim_default(&db.pool, Uuid::now_v7(), 10, None)
         .await
         .is_empty());
+}
+
+/// Issue #9: expired rows at the head of a queue used up the claim's LIMIT, so a claim
+/// with ten free slots came back with nothing while fresh jobs waited behind them.
+#[tokio::test]
+async fn expired_jobs_at_the_head_of_a_queue_do_not_use_up_the_claim() {
+    let db = TestDb::new().await;
+    let past = Utc::now() - Duration::seconds(1);
+    let stale: Vec<NewJob> = (0..50)
+        .map(|_| {
+            NewJob::new("recovery", json!({}))
+                .priority(-5)
+                .expires_at(past)
+        })
+        .collect();
+    docket_queue::enqueue_many(&db.pool, &stale).await.unwrap();
+    let fresh = enqueue(&db.pool, &NewJob::new("recovery", json!({})))
+        .await
+        .unwrap();
+    let claimed = claim_default(&db.pool, Uuid::now_v7(), 10, None).await;
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), [fresh]);
 }

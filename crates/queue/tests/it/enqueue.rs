@@ -94,6 +94,7 @@ async fn unique_key_is_free_again_once_the_job_finished() {
         &[docket_queue::AttemptOutcome {
             id: first,
             attempt: claimed[0].attempt,
+            token: claimed[0].lease_token.unwrap(),
             outcome: docket_queue::Outcome::Complete,
         }],
         None,

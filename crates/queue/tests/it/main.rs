@@ -25,6 +25,7 @@ async fn claim_default(
             queue: "default",
             kinds: None,
             worker_id: worker,
+            token: ClaimRequest::new_token(),
             limit,
             now,
         },

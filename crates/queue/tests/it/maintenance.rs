@@ -30,25 +30,25 @@ async fn prune_deletes_exactly_the_old_jobs_of_the_state_in_batches() {
 
     let retention = Duration::from_secs(24 * 3600);
     assert_eq!(
-        maintenance::prune(&db.pool, JobState::Completed, retention, 2, now)
+        maintenance::prune(&db.pool, JobState::Completed, retention, 2, Some(now))
             .await
             .unwrap(),
         2
     );
     assert_eq!(
-        maintenance::prune(&db.pool, JobState::Completed, retention, 2, now)
+        maintenance::prune(&db.pool, JobState::Completed, retention, 2, Some(now))
             .await
             .unwrap(),
         2
     );
     assert_eq!(
-        maintenance::prune(&db.pool, JobState::Completed, retention, 2, now)
+        maintenance::prune(&db.pool, JobState::Completed, retention, 2, Some(now))
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        maintenance::prune(&db.pool, JobState::Completed, retention, 2, now)
+        maintenance::prune(&db.pool, JobState::Completed, retention, 2, Some(now))
             .await
             .unwrap(),
         0
@@ -60,7 +60,7 @@ async fn prune_deletes_exactly_the_old_jobs_of_the_state_in_batches() {
         assert!(admin::show(&db.pool, kept).await.is_ok());
     }
     assert!(
-        maintenance::prune(&db.pool, JobState::Pending, retention, 10, now)
+        maintenance::prune(&db.pool, JobState::Pending, retention, 10, Some(now))
             .await
             .is_err()
     );
@@ -76,6 +76,7 @@ async fn rescue_frees_exactly_the_jobs_of_lapsed_or_unknown_workers() {
     maintenance::heartbeat(
         &db.pool,
         &worker_info(alive),
+        lease,
         Some(now - chrono::Duration::seconds(5)),
     )
     .await
@@ -83,7 +84,19 @@ async fn rescue_frees_exactly_the_jobs_of_lapsed_or_unknown_workers() {
     maintenance::heartbeat(
         &db.pool,
         &worker_info(stale),
+        lease,
         Some(now - chrono::Duration::seconds(31)),
+    )
+    .await
+    .unwrap();
+    // Issue #12: a worker with a lease of its own (two minutes) that beat 55 s ago still
+    // holds its jobs, whatever lease the rescuing worker runs with.
+    let patient = Uuid::now_v7();
+    maintenance::heartbeat(
+        &db.pool,
+        &worker_info(patient),
+        Duration::from_secs(120),
+        Some(now - chrono::Duration::seconds(55)),
     )
     .await
     .unwrap();
@@ -98,9 +111,13 @@ async fn rescue_frees_exactly_the_jobs_of_lapsed_or_unknown_workers() {
     let lapsed = insert_job(&db.pool, processing(stale, 1)).await;
     let last_try = insert_job(&db.pool, processing(stale, 3)).await;
     let orphan = insert_job(&db.pool, processing(Uuid::now_v7(), 2)).await;
+    let long_job = insert_job(&db.pool, processing(patient, 1)).await;
     let waiting = insert_job(&db.pool, JobOpts::default()).await;
+    // Issue #6: an operator's cancel of a job whose worker died is not lost to the rescue.
+    let cancelled = insert_job(&db.pool, processing(stale, 1)).await;
+    admin::cancel(&db.pool, cancelled.id).await.unwrap();
 
-    let rescued = maintenance::rescue_lapsed(&db.pool, lease, 100, Some(now))
+    let rescued = maintenance::rescue_lapsed(&db.pool, 100, Some(now))
         .await
         .unwrap();
     let mut moved: Vec<_> = rescued.iter().map(|j| (j.id, j.state)).collect();
@@ -109,6 +126,7 @@ async fn rescue_frees_exactly_the_jobs_of_lapsed_or_unknown_workers() {
         (lapsed.id, JobState::Retrying),
         (last_try.id, JobState::DeadLetter),
         (orphan.id, JobState::Retrying),
+        (cancelled.id, JobState::Cancelled),
     ];
     expected.sort();
     assert_eq!(moved, expected);
@@ -134,14 +152,20 @@ async fn rescue_frees_exactly_the_jobs_of_lapsed_or_unknown_workers() {
         admin::show(&db.pool, waiting.id).await.unwrap().state,
         JobState::Pending
     );
-    assert!(maintenance::rescue_lapsed(&db.pool, lease, 100, Some(now))
+    assert_eq!(
+        admin::show(&db.pool, long_job.id).await.unwrap().state,
+        JobState::Processing
+    );
+    let cancelled = admin::show(&db.pool, cancelled.id).await.unwrap();
+    assert!(cancelled.finished_at.is_some() && cancelled.locked_by.is_none());
+    assert!(maintenance::rescue_lapsed(&db.pool, 100, Some(now))
         .await
         .unwrap()
         .is_empty());
 
     // After a deregistration, the worker's remaining jobs are rescued.
     maintenance::deregister(&db.pool, alive).await.unwrap();
-    let rescued = maintenance::rescue_lapsed(&db.pool, lease, 100, Some(now))
+    let rescued = maintenance::rescue_lapsed(&db.pool, 100, Some(now))
         .await
         .unwrap();
     assert_eq!(rescued.iter().map(|j| j.id).collect::<Vec<_>>(), [held.id]);
@@ -152,14 +176,19 @@ async fn unhandled_kinds_names_ready_jobs_no_live_worker_runs() {
     let db = TestDb::new().await;
     let now = Utc::now();
     let live = worker_info(Uuid::now_v7()); // serves `default`, runs `test.job`
-    maintenance::heartbeat(&db.pool, &live, Some(now))
+    maintenance::heartbeat(&db.pool, &live, Duration::from_secs(30), Some(now))
         .await
         .unwrap();
     let mut stale = worker_info(Uuid::now_v7());
     stale.kinds = vec!["report.build".into()];
-    maintenance::heartbeat(&db.pool, &stale, Some(now - chrono::Duration::minutes(5)))
-        .await
-        .unwrap();
+    maintenance::heartbeat(
+        &db.pool,
+        &stale,
+        Duration::from_secs(30),
+        Some(now - chrono::Duration::minutes(5)),
+    )
+    .await
+    .unwrap();
     let old = Some(now - chrono::Duration::minutes(2));
     let job = |kind: &str, queue: &str, run_at| JobOpts {
         kind: Some(kind.into()),
@@ -171,14 +200,10 @@ async fn unhandled_kinds_names_ready_jobs_no_live_worker_runs() {
     insert_job(&db.pool, job("report.build", "default", old)).await; // only a stale worker knows it
     insert_job(&db.pool, job("test.job", "mail", old)).await; // nobody serves `mail`
     insert_job(&db.pool, job("fresh.kind", "default", Some(now))).await; // not ready long enough
-    let unhandled = docket_queue::workers::unhandled_kinds(
-        &db.pool,
-        Duration::from_secs(30),
-        Duration::from_secs(60),
-        Some(now),
-    )
-    .await
-    .unwrap();
+    let unhandled =
+        docket_queue::workers::unhandled_kinds(&db.pool, Duration::from_secs(60), Some(now))
+            .await
+            .unwrap();
     let names: Vec<_> = unhandled
         .iter()
         .map(|u| (u.queue.as_str(), u.kind.as_str()))
@@ -191,6 +216,52 @@ async fn unhandled_kinds_names_ready_jobs_no_live_worker_runs() {
     assert_eq!(workers.len(), 2);
     assert_eq!(workers[0].info, live);
     assert!(workers[1].heartbeat_age_seconds >= 300.0);
+    assert!(workers[0].live && !workers[1].live);
+}
+
+/// Smaller, same issue: stale worker rows were never removed.
+#[tokio::test]
+async fn registrations_of_long_dead_workers_that_hold_nothing_are_pruned() {
+    let db = TestDb::new().await;
+    let now = Utc::now();
+    let lease = Duration::from_secs(30);
+    let (dead, dead_holding, alive) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let two_hours_ago = Some(now - chrono::Duration::hours(2));
+    for (id, at) in [
+        (dead, two_hours_ago),
+        (dead_holding, two_hours_ago),
+        (alive, Some(now)),
+    ] {
+        maintenance::heartbeat(&db.pool, &worker_info(id), lease, at)
+            .await
+            .unwrap();
+    }
+    insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::Processing),
+            locked_by: Some(dead_holding),
+            ..Default::default()
+        },
+    )
+    .await;
+    let pruned = maintenance::prune_workers(&db.pool, Duration::from_secs(3600), Some(now))
+        .await
+        .unwrap();
+    assert_eq!(pruned, 1);
+    let mut left: Vec<Uuid> = docket_queue::workers::list(&db.pool, Some(now))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.info.id)
+        .collect();
+    left.sort();
+    let mut expected = vec![dead_holding, alive];
+    expected.sort();
+    assert_eq!(
+        left, expected,
+        "a worker still holding jobs waits for the rescuer"
+    );
 }
 
 #[tokio::test]

@@ -28,6 +28,7 @@ async fn fail(
         &[AttemptOutcome {
             id: job.id,
             attempt: job.attempt,
+            token: job.lease_token.unwrap(),
             outcome,
         }],
         Some(now),
@@ -111,6 +112,7 @@ async fn retries_follow_the_backoff_then_dead_letter_with_full_history_and_repla
         &[AttemptOutcome {
             id,
             attempt: claimed[0].attempt,
+            token: claimed[0].lease_token.unwrap(),
             outcome: Outcome::Complete,
         }],
         None,
@@ -138,6 +140,7 @@ async fn permanent_failure_dead_letters_at_once_with_its_reason() {
         &[AttemptOutcome {
             id,
             attempt: job.attempt,
+            token: job.lease_token.unwrap(),
             outcome,
         }],
         None,
@@ -173,6 +176,7 @@ async fn snooze_gives_the_attempt_back() {
         &[AttemptOutcome {
             id,
             attempt: job.attempt,
+            token: job.lease_token.unwrap(),
             outcome,
         }],
         Some(now),
@@ -211,6 +215,7 @@ async fn outcomes_apply_in_one_batch() {
         .map(|(job, outcome)| AttemptOutcome {
             id: job.id,
             attempt: job.attempt,
+            token: job.lease_token.unwrap(),
             outcome,
         })
         .collect();
@@ -243,16 +248,21 @@ async fn late_outcome_of_a_rescued_worker_changes_nothing_and_the_new_holder_cou
     let now = Utc::now();
     let job_a = claim_default(&db.pool, a, 1, Some(now)).await.remove(0);
     // A never heartbeats: its lease lapses and the job is rescued, then B claims it.
-    let rescued = maintenance::rescue_lapsed(&db.pool, Duration::from_secs(30), 100, Some(now))
+    let rescued = maintenance::rescue_lapsed(&db.pool, 100, Some(now))
         .await
         .unwrap();
     assert_eq!(
         rescued.iter().map(|j| (j.id, j.state)).collect::<Vec<_>>(),
         [(id, JobState::Retrying)]
     );
-    maintenance::heartbeat(&db.pool, &worker_info(b), Some(now))
-        .await
-        .unwrap();
+    maintenance::heartbeat(
+        &db.pool,
+        &worker_info(b),
+        Duration::from_secs(30),
+        Some(now),
+    )
+    .await
+    .unwrap();
     let job_b = claim_default(&db.pool, b, 1, Some(now)).await.remove(0);
     assert_eq!(job_b.attempt, 2);
 
@@ -262,6 +272,7 @@ async fn late_outcome_of_a_rescued_worker_changes_nothing_and_the_new_holder_cou
         &[AttemptOutcome {
             id,
             attempt: job_a.attempt,
+            token: job_a.lease_token.unwrap(),
             outcome: Outcome::Complete,
         }],
         None,
@@ -277,6 +288,7 @@ async fn late_outcome_of_a_rescued_worker_changes_nothing_and_the_new_holder_cou
         &[AttemptOutcome {
             id,
             attempt: job_b.attempt,
+            token: job_b.lease_token.unwrap(),
             outcome: Outcome::Complete,
         }],
         None,
@@ -295,6 +307,7 @@ async fn late_outcome_of_a_rescued_worker_changes_nothing_and_the_new_holder_cou
         &[AttemptOutcome {
             id,
             attempt: job_b.attempt,
+            token: job_b.lease_token.unwrap(),
             outcome: Outcome::Complete,
         }],
         None,
@@ -319,6 +332,7 @@ async fn rescue_racing_a_completion_never_turns_a_completed_job_back() {
         .map(|job| AttemptOutcome {
             id: job.id,
             attempt: job.attempt,
+            token: job.lease_token.unwrap(),
             outcome: Outcome::Complete,
         })
         .collect();
@@ -341,9 +355,7 @@ async fn rescue_racing_a_completion_never_turns_a_completed_job_back() {
         tokio::spawn(async move {
             let mut rescued = 0;
             loop {
-                let batch = maintenance::rescue_lapsed(&pool, Duration::from_secs(30), 7, None)
-                    .await
-                    .unwrap();
+                let batch = maintenance::rescue_lapsed(&pool, 7, None).await.unwrap();
                 if batch.is_empty() {
                     return rescued;
                 }
@@ -433,7 +445,12 @@ async fn a_batch_of_outcomes_reads_only_its_own_jobs_however_many_the_worker_hol
     for statement in [
         "insert into docket.jobs (kind) select 'k' from generate_series(1, 5000)",
         "analyze docket.jobs",
-        "update docket.jobs set state = 'processing', attempt = 1, locked_by = $1, attempted_at = now()",
+        // Claimed 100 at a time: one token per 100 jobs, as the worker's claims make them.
+        "with numbered as (select id, (row_number() over (order by id) - 1) / 100 as claim from docket.jobs),
+              tokens as (select claim, docket.uuid_v7() as token from (select distinct claim from numbered) c)
+         update docket.jobs j set state = 'processing', attempt = 1, locked_by = $1,
+                attempted_at = now(), lease_token = t.token
+         from numbered n join tokens t using (claim) where j.id = n.id",
         // The plan a long-running worker ends up with: the generic one.
         "set plan_cache_mode = force_generic_plan",
         "select pg_stat_force_next_flush()",
@@ -442,8 +459,8 @@ async fn a_batch_of_outcomes_reads_only_its_own_jobs_however_many_the_worker_hol
         let query = if statement.contains("$1") { query.bind(worker) } else { query };
         query.execute(&mut *conn).await.unwrap();
     }
-    let ids: Vec<docket_queue::JobId> =
-        sqlx::query_scalar("select id from docket.jobs order by id limit 10")
+    let ids: Vec<(docket_queue::JobId, Uuid)> =
+        sqlx::query_as("select id, lease_token from docket.jobs order by id limit 10")
             .fetch_all(&mut *conn)
             .await
             .unwrap();
@@ -453,9 +470,10 @@ async fn a_batch_of_outcomes_reads_only_its_own_jobs_however_many_the_worker_hol
         .unwrap();
     let batch: Vec<_> = ids
         .iter()
-        .map(|id| AttemptOutcome {
+        .map(|(id, token)| AttemptOutcome {
             id: *id,
             attempt: 1,
+            token: *token,
             outcome: Outcome::Complete,
         })
         .collect();

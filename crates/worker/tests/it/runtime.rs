@@ -509,7 +509,7 @@ async fn shutdown_stays_bounded_when_outcomes_cannot_be_written_and_the_rescuer_
     // still held by the worker, which deregistered, and the rescuer frees it. Either way the
     // job is ready again, not lost.
     eventually(WAIT, "the job is ready again", || async {
-        docket_queue::maintenance::rescue_lapsed(&db.pool, Duration::from_secs(30), 10, None)
+        docket_queue::maintenance::rescue_lapsed(&db.pool, 10, None)
             .await
             .unwrap();
         matches!(

@@ -1,0 +1,52 @@
+//! The expiry sweep: dead-letters ready jobs past their `expires_at`, so that they are
+//! seen (and counted) as expired as soon as they expire. Claims never hand them out either
+//! way; the sweep keeps them from piling up in front of the claim. Runs in every worker,
+//! under an advisory lock so that one works at a time.
+
+use docket_queue::maintenance::{self, Exclusive};
+use sqlx::PgPool;
+use tracing::warn;
+
+use crate::events;
+use crate::service::Service;
+
+pub(crate) struct Expirer {
+    pub(crate) pool: PgPool,
+    pub(crate) batch: u32,
+}
+
+impl Service for Expirer {
+    const NAME: &'static str = "expirer";
+
+    async fn run_once(&self) -> docket_queue::Result<String> {
+        let mut conn = self.pool.acquire().await?;
+        if !maintenance::try_take(&mut conn, Exclusive::Expire).await? {
+            return Ok(String::new());
+        }
+        let mut total = 0;
+        let result: docket_queue::Result<()> = async {
+            loop {
+                let expired = maintenance::expire(&mut *conn, self.batch, None).await?;
+                for job in &expired {
+                    warn!(
+                        event = events::JOB_EXPIRED, job.id = %job.id, job.kind = %job.kind,
+                        job.queue = %job.queue, job.attempt = job.attempt, reason = "expired",
+                        "job expired before it could start; dead-lettered"
+                    );
+                }
+                total += expired.len();
+                if expired.len() < self.batch as usize {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        maintenance::release(&mut conn, Exclusive::Expire).await?;
+        result?;
+        Ok(if total > 0 {
+            format!("dead-lettered {total} expired jobs")
+        } else {
+            String::new()
+        })
+    }
+}

@@ -1,0 +1,85 @@
+//! The reconciler: compares the jobs the database says this worker holds with the jobs it
+//! knows it holds ([`crate::lease::Holdings`]). It stops the ones an operator asked to
+//! cancel, and hands back, without spending the attempt, the ones held in the database but
+//! unknown here: a claim whose reply was lost (the connection dropped after the commit),
+//! an executor that died, an outcome the completer gave up on. It runs every heartbeat
+//! interval and once more at shutdown, after the last outcome is written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use docket_queue::maintenance;
+use docket_queue::{AttemptOutcome, Outcome};
+use sqlx::PgPool;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::events;
+use crate::lease::Holdings;
+use crate::service::Service;
+
+pub(crate) struct Reconciler {
+    pub(crate) pool: PgPool,
+    pub(crate) worker_id: Uuid,
+    pub(crate) holdings: Arc<Holdings>,
+}
+
+impl Reconciler {
+    /// One pass; returns how many jobs were handed back.
+    pub(crate) async fn reconcile(&self) -> docket_queue::Result<usize> {
+        let held = maintenance::held_by(&self.pool, self.worker_id).await?;
+        let cancelled: Vec<_> = held
+            .iter()
+            .filter(|job| job.cancel_requested)
+            .map(|job| job.id)
+            .collect();
+        if !cancelled.is_empty() {
+            let stopped = self.holdings.cancel(&cancelled);
+            if stopped > 0 {
+                info!(
+                    event = events::JOB_CANCELLED,
+                    count = stopped,
+                    "stopping jobs an operator cancelled"
+                );
+            }
+        }
+        let lost: Vec<AttemptOutcome> = held
+            .iter()
+            .filter(|job| !self.holdings.knows(job.id, job.token))
+            .map(|job| AttemptOutcome {
+                id: job.id,
+                attempt: job.attempt,
+                token: job.token,
+                outcome: Outcome::Snooze {
+                    delay: Duration::ZERO,
+                },
+            })
+            .collect();
+        if lost.is_empty() {
+            return Ok(0);
+        }
+        // Fenced by the token like any outcome: a job whose outcome landed meanwhile is
+        // left alone.
+        let applied = docket_queue::apply_outcomes(&self.pool, self.worker_id, &lost, None).await?;
+        for (id, state) in &applied.changed {
+            warn!(
+                event = events::JOB_HANDED_BACK, job.id = %id, state = %state,
+                "job held in the database but not running here; handed back"
+            );
+        }
+        Ok(applied.changed.len())
+    }
+}
+
+impl Service for Reconciler {
+    const NAME: &'static str = "reconciler";
+
+    async fn run_once(&self) -> docket_queue::Result<String> {
+        let handed_back = self.reconcile().await?;
+        Ok(if handed_back > 0 {
+            format!("handed back {handed_back} jobs this worker held but did not run")
+        } else {
+            String::new()
+        })
+    }
+}
