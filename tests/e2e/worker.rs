@@ -186,3 +186,54 @@ fn bad_worker_configuration_is_refused_before_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("DOCKET_SHUTDOWN_TIMEOUT"), "{err}");
 }
+
+/// Issue #14: with `docket.jobs` locked, the worker logged that it stopped but did not
+/// exit until the lock was released: closing its pool waited for connections abandoned
+/// mid-statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_jobs_table_is_locked_still_exits_in_bounded_time() {
+    let db = TestDb::new().await;
+    let long = enqueue(&db.pool, &NewJob::typed(&Sleep { ms: 120_000 }).unwrap())
+        .await
+        .unwrap();
+    let mut worker = spawn_worker(&db, &[("DOCKET_SHUTDOWN_TIMEOUT", "1")]);
+    eventually(WAIT, "the long job is running", || async {
+        count(&db, JobState::Processing).await == 1
+    })
+    .await;
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("lock table docket.jobs in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let sent = Instant::now();
+    signal(&worker, "TERM");
+    let exited = tokio::task::spawn_blocking(move || {
+        let status = worker.wait().unwrap();
+        let mut log = String::new();
+        std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut log).unwrap();
+        (status, log)
+    });
+    let (status, log) = tokio::time::timeout(Duration::from_secs(20), exited)
+        .await
+        .expect("the worker exits while the lock is still held")
+        .unwrap();
+    let took = sent.elapsed();
+    blocker.rollback().await.unwrap();
+    assert!(status.success(), "exit status {status}; log:\n{log}");
+    assert!(took < Duration::from_secs(15), "took {took:?}; log:\n{log}");
+    // Nothing is lost: the rescuer (here, by hand) frees what the worker could not
+    // hand back while the table was locked.
+    eventually(WAIT, "the job is not left processing", || async {
+        docket_queue::maintenance::rescue_lapsed(&db.pool, 10, None)
+            .await
+            .unwrap();
+        count(&db, JobState::Processing).await == 0
+    })
+    .await;
+    let job = docket_queue::admin::show(&db.pool, long).await.unwrap();
+    assert!(
+        matches!(job.state, JobState::Pending | JobState::Retrying),
+        "{job:?}"
+    );
+}

@@ -59,7 +59,7 @@ impl From<docket_queue::Error> for ApiError {
         use docket_queue::Error;
         match err {
             Error::JobNotFound(_) => ApiError::NotFound(err.to_string()),
-            Error::InvalidState { .. } | Error::UniqueKeyTaken { .. } => {
+            Error::InvalidState { .. } | Error::UniqueKeyTaken { .. } | Error::Expired { .. } => {
                 ApiError::Conflict(err.to_string())
             }
             Error::InvalidJob(_) | Error::Payload { .. } => ApiError::Invalid(err.to_string()),
@@ -70,10 +70,13 @@ impl From<docket_queue::Error> for ApiError {
 }
 
 fn is_unavailable(err: &sqlx::Error) -> bool {
-    matches!(
-        err,
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed
-    )
+    match err {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        // 57014: the statement timeout cut it short (the server is busy, or the filter is
+        // served by no index); the request may be tried again, or narrowed.
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("57014"),
+        _ => false,
+    }
 }
 
 impl IntoResponse for ApiError {

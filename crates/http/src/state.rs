@@ -1,17 +1,27 @@
 //! What every handler shares.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
 use crate::auth::Secret;
 use crate::health::{HealthConfig, HealthMonitor};
 
+/// How long one job-admin statement may run. A filter no index serves (a kind with no
+/// match over millions of rows) gives up here instead of holding a connection.
+pub const ADMIN_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections of the job-admin pool.
+const ADMIN_POOL_SIZE: u32 = 5;
+
 /// The router's state.
 #[derive(Clone)]
 pub struct AppState {
-    /// The pool for job admin requests.
+    /// The pool for job admin requests: its own, each statement bounded by
+    /// [`ADMIN_STATEMENT_TIMEOUT`].
     pub pool: PgPool,
     /// The bearer secret; `None` refuses every guarded request.
     pub cron_secret: Option<Secret>,
@@ -22,8 +32,8 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// State for `pool`, with a health monitor on a pool of its own built from the same
-    /// connection options.
+    /// State for `pool`'s database: job admin and health each get a small pool of their
+    /// own, built from `pool`'s connection options, with their own statement timeouts.
     pub fn new(
         pool: PgPool,
         cron_secret: Option<Secret>,
@@ -31,6 +41,15 @@ impl AppState {
         health: HealthConfig,
     ) -> AppState {
         let monitor = HealthMonitor::new(&pool, health);
+        let timeout_ms = ADMIN_STATEMENT_TIMEOUT.as_millis().to_string();
+        let options: PgConnectOptions = (*pool.connect_options())
+            .clone()
+            .options([("statement_timeout", timeout_ms.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(ADMIN_POOL_SIZE)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .connect_lazy_with(options);
         AppState {
             pool,
             cron_secret,

@@ -173,3 +173,43 @@ async fn without_a_configured_secret_guarded_routes_refuse_everyone() {
     let (status, body) = call(&app, get("/api/health")).await;
     assert_eq!((status, body), (StatusCode::OK, json!({"status": "ok"})));
 }
+
+/// Issue #8: a snapshot that could not be taken in time (a huge backlog, here a lock that
+/// blocks it) made the health check answer `down` and HEAD 503 while the database was
+/// fine. The database check means "the database answers"; the rest degrades.
+#[tokio::test]
+async fn a_snapshot_that_cannot_be_taken_in_time_degrades_the_status_but_is_not_down() {
+    let db = TestDb::new().await;
+    insert_job(&db.pool, JobOpts::default()).await;
+    let config = HealthConfig {
+        check_timeout: Duration::from_millis(300),
+        cache_ttl: Duration::ZERO,
+        ..HealthConfig::default()
+    };
+    let app = app_with(&db.pool, docket_http::Secret::new(SECRET), config);
+    // A good report first, so there is an earlier snapshot to show.
+    let (status, _) = call(&app, authed("GET", "/api/health", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("lock table docket.jobs in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let (status, body) = call(
+        &app,
+        Request::head("/api/health").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = call(&app, authed("GET", "/api/health", None)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["checks"]["database"], "ok", "{body}");
+    assert_eq!(body["checks"]["backlog"], "unknown", "{body}");
+    assert_eq!(
+        body["queue"]["pending"], 1,
+        "the earlier snapshot is shown: {body}"
+    );
+    assert!(body["snapshot_stale_seconds"].as_f64().is_some(), "{body}");
+    blocker.rollback().await.unwrap();
+}

@@ -299,3 +299,64 @@ async fn the_openapi_document_describes_every_route_and_the_job_fields() {
         assert!(job.get(field).is_some(), "the Job schema lacks {field}");
     }
 }
+
+/// Issue #10: NUL characters and oversized unique keys came back as 500. Each is a 422
+/// that names the field, and nothing is written.
+#[tokio::test]
+async fn nul_characters_and_oversized_unique_keys_are_422_naming_the_field() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let long_key = "k".repeat(3000);
+    let cases = [
+        (
+            "payload",
+            r#"{"kind": "k", "payload": {"note": "a\u0000b"}}"#.to_owned(),
+        ),
+        ("kind", r#"{"kind": "k\u0000", "payload": {}}"#.to_owned()),
+        (
+            "queue",
+            r#"{"kind": "k", "payload": {}, "queue": "q\u0000"}"#.to_owned(),
+        ),
+        (
+            "unique_key",
+            r#"{"kind": "k", "payload": {}, "unique_key": "a\u0000"}"#.to_owned(),
+        ),
+        (
+            "unique_key",
+            format!(r#"{{"kind": "k", "payload": {{}}, "unique_key": "{long_key}"}}"#),
+        ),
+    ];
+    for (field, body) in cases {
+        let (status, answer) = call(&app, authed("POST", "/api/jobs", Some(&body))).await;
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{field}: {answer}"
+        );
+        let message = answer["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{field}: {answer}");
+    }
+    let count: i64 = sqlx::query_scalar("select count(*) from docket.jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
+
+/// Issue #15: job-admin statements had no statement timeout; a filter no index serves
+/// could hold a connection for as long as it scanned.
+#[tokio::test]
+async fn job_admin_statements_run_under_a_statement_timeout() {
+    let db = TestDb::new().await;
+    let state = docket_http::AppState::new(
+        db.pool.clone(),
+        docket_http::Secret::new(SECRET),
+        None,
+        docket_http::HealthConfig::default(),
+    );
+    let timeout: String = sqlx::query_scalar("select current_setting('statement_timeout')")
+        .fetch_one(&state.pool)
+        .await
+        .unwrap();
+    assert_eq!(timeout, "5s");
+}

@@ -214,3 +214,87 @@ async fn list_pages_newest_first_by_keyset_with_filters() {
     .unwrap_err();
     assert!(bad.to_string().contains("limit"), "{bad}");
 }
+
+/// Issue #7: replaying an expired dead letter kept its expiry, so the first claim
+/// dead-lettered it again, and bulk replay counted it as replayed.
+#[tokio::test]
+async fn an_expired_dead_letter_is_refused_by_replay_and_left_by_bulk_replay() {
+    let db = TestDb::new().await;
+    let expired = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::DeadLetter),
+            expires_at: Some(Utc::now() - Duration::minutes(1)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let err = admin::replay(&db.pool, expired.id).await.unwrap_err();
+    assert!(
+        matches!(err, Error::Expired { id, .. } if id == expired.id),
+        "{err}"
+    );
+    assert!(err.to_string().contains("enqueue a new job"), "{err}");
+    let still_valid = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::DeadLetter),
+            expires_at: Some(Utc::now() + Duration::minutes(10)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let replayed = admin::replay_dead_letters(&db.pool, &DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    assert_eq!(
+        admin::show(&db.pool, still_valid.id).await.unwrap().state,
+        JobState::Pending
+    );
+    assert_eq!(
+        admin::show(&db.pool, expired.id).await.unwrap().state,
+        JobState::DeadLetter
+    );
+}
+
+/// Smaller, same issue: a bulk replay racing an enqueue with the same unique key failed on
+/// the unique index (a 500 over HTTP). It now passes that key over.
+#[tokio::test]
+async fn bulk_replay_racing_an_enqueue_of_the_same_key_passes_the_key_over() {
+    let db = TestDb::new().await;
+    let dead = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::DeadLetter),
+            unique_key: Some("report:11".into()),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The live job's transaction is open while the replay runs: the replay cannot see
+    // it, and waits on the unique index until it commits.
+    let mut tx = db.pool.begin().await.unwrap();
+    let live = enqueue(
+        &mut *tx,
+        &NewJob::new("k", json!({})).unique_key("report:11"),
+    )
+    .await
+    .unwrap();
+    let pool = db.pool.clone();
+    let replay = tokio::spawn(async move {
+        admin::replay_dead_letters(&pool, &DeadLetterFilter::default()).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    tx.commit().await.unwrap();
+    let replayed = replay.await.unwrap().unwrap();
+    assert_eq!(replayed, 0);
+    assert_eq!(
+        admin::show(&db.pool, dead.id).await.unwrap().state,
+        JobState::DeadLetter
+    );
+    assert_eq!(
+        admin::show(&db.pool, live).await.unwrap().state,
+        JobState::Pending
+    );
+}

@@ -315,3 +315,34 @@ async fn sql_made_ids_are_version_7_and_sort_in_the_order_they_were_made() {
         "the id carries the time it was made"
     );
 }
+
+/// Issue #10: NUL characters and oversized unique keys reached the database and came back
+/// as raw errors (a 500 over HTTP). Each is refused first, naming the field, and nothing
+/// is written; the database refuses the same from SQL.
+#[tokio::test]
+async fn nul_characters_and_oversized_unique_keys_are_refused_naming_the_field() {
+    let db = TestDb::new().await;
+    let base = || NewJob::new("k", json!({}));
+    let cases = [
+        ("payload", NewJob::new("k", json!({ "note": "a\u{0}b" }))),
+        ("payload", NewJob::new("k", json!([{ "a\u{0}": 1 }]))),
+        ("kind", NewJob::new("k\u{0}", json!({}))),
+        ("queue", base().queue("mail\u{0}")),
+        ("unique_key", base().unique_key("key\u{0}")),
+        ("unique_key", base().unique_key("x".repeat(3000))),
+    ];
+    for (field, job) in cases {
+        let err = enqueue(&db.pool, &job).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidJob(_)), "{err}");
+        assert!(err.to_string().contains(field), "{field}: {err}");
+        let err = enqueue_many(&db.pool, &[job]).await.unwrap_err();
+        assert!(err.to_string().contains(field), "{field}: {err}");
+    }
+    assert_eq!(job_count(&db).await, 0);
+    let err = sqlx::query("select docket.enqueue('k', '{}', unique_key => repeat('x', 3000))")
+        .execute(&db.pool)
+        .await
+        .unwrap_err();
+    let constraint = err.as_database_error().and_then(|e| e.constraint());
+    assert_eq!(constraint, Some("jobs_unique_key_length"), "{err}");
+}

@@ -504,3 +504,180 @@ async fn a_batch_of_outcomes_reads_only_its_own_jobs_however_many_the_worker_hol
         reads.0
     );
 }
+
+/// Issue #1: one row PostgreSQL refuses (a NUL byte in an error, a delay past the
+/// timestamp range) failed the whole batch, forever.
+#[tokio::test]
+async fn an_error_with_a_nul_byte_and_an_endless_snooze_land_with_the_rest_of_their_batch() {
+    let db = TestDb::new().await;
+    let jobs: Vec<_> = (0..3)
+        .map(|n| NewJob::new("k", json!({ "n": n })))
+        .collect();
+    docket_queue::enqueue_many(&db.pool, &jobs).await.unwrap();
+    let worker = Uuid::now_v7();
+    let now = Utc::now();
+    let claimed = claim_default(&db.pool, worker, 3, Some(now)).await;
+    let outcomes = [
+        Outcome::Retry {
+            error: "bad\0byte".into(),
+            delay: Duration::from_secs(1),
+        },
+        Outcome::Snooze {
+            delay: Duration::MAX,
+        },
+        Outcome::Complete,
+    ];
+    let batch: Vec<_> = claimed
+        .iter()
+        .zip(outcomes)
+        .map(|(job, outcome)| AttemptOutcome::of(job, outcome))
+        .collect();
+    let applied = apply_outcomes(&db.pool, worker, &batch, Some(now))
+        .await
+        .unwrap();
+    assert_eq!(applied.changed.len(), 3, "{applied:?}");
+    let failed = admin::show(&db.pool, claimed[0].id).await.unwrap();
+    assert_eq!(failed.state, JobState::Retrying);
+    assert_eq!(failed.last_error.as_deref(), Some("bad\u{FFFD}byte"));
+    let parked = admin::show(&db.pool, claimed[1].id).await.unwrap();
+    assert_eq!(parked.state, JobState::Pending);
+    assert!(parked.run_at > now + chrono::Duration::days(365 * 99));
+    let done = admin::show(&db.pool, claimed[2].id).await.unwrap();
+    assert_eq!(done.state, JobState::Completed);
+}
+
+/// Issue #1: whatever the database still refuses is isolated to its own row, which is
+/// recorded as a failed attempt with the reason; the others land.
+#[tokio::test]
+async fn a_row_the_database_refuses_is_isolated_and_recorded_as_a_failed_attempt() {
+    let db = TestDb::new().await;
+    sqlx::raw_sql(
+        r#"
+        create function refuse_poison() returns trigger language plpgsql as $$
+        begin
+            if new.kind = 'poison' and new.state = 'completed' then
+                raise exception 'poison cannot complete';
+            end if;
+            return new;
+        end $$;
+        create trigger refuse_poison before update on docket.jobs
+            for each row execute function refuse_poison();
+        "#,
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let jobs = [
+        NewJob::new("fine", json!({})),
+        NewJob::new("poison", json!({})),
+        NewJob::new("fine", json!({})),
+        NewJob::new("fine", json!({})),
+    ];
+    docket_queue::enqueue_many(&db.pool, &jobs).await.unwrap();
+    let worker = Uuid::now_v7();
+    let claimed = claim_default(&db.pool, worker, 4, None).await;
+    let batch: Vec<_> = claimed
+        .iter()
+        .map(|job| AttemptOutcome::of(job, Outcome::Complete))
+        .collect();
+    let applied = apply_outcomes(&db.pool, worker, &batch, None)
+        .await
+        .unwrap();
+    let poison = claimed.iter().find(|j| j.kind == "poison").unwrap();
+    assert_eq!(
+        applied
+            .refused
+            .iter()
+            .map(|(id, _)| *id)
+            .collect::<Vec<_>>(),
+        [poison.id]
+    );
+    for job in &claimed {
+        let stored = admin::show(&db.pool, job.id).await.unwrap();
+        if job.kind == "poison" {
+            assert_eq!(stored.state, JobState::Retrying);
+            let error = stored.last_error.unwrap();
+            assert!(error.contains("poison cannot complete"), "{error}");
+        } else {
+            assert_eq!(stored.state, JobState::Completed);
+        }
+    }
+}
+
+/// Issue #11: `(worker, attempt)` repeats (replay resets the attempt), so a stale outcome
+/// of an earlier claim by the same worker passed the fence. The claim token never repeats.
+#[tokio::test]
+async fn a_stale_outcome_of_an_earlier_claim_by_the_same_worker_is_fenced() {
+    let db = TestDb::new().await;
+    let id = enqueue(&db.pool, &NewJob::new("k", json!({})))
+        .await
+        .unwrap();
+    let (w, x) = (Uuid::now_v7(), Uuid::now_v7());
+    let now = Utc::now();
+    // W claims (attempt 1), is cut off and its lease lapses: the job is rescued.
+    let first = claim_default(&db.pool, w, 1, Some(now)).await.remove(0);
+    maintenance::rescue_lapsed(&db.pool, 100, Some(now))
+        .await
+        .unwrap();
+    // X claims and dead-letters it; an operator replays it (attempt back to 0).
+    let lease = Duration::from_secs(30);
+    maintenance::heartbeat(&db.pool, &worker_info(x), lease, Some(now))
+        .await
+        .unwrap();
+    let second = claim_default(&db.pool, x, 1, Some(now)).await.remove(0);
+    let dead = Outcome::DeadLetter {
+        reason: "discarded".into(),
+        error: "no".into(),
+    };
+    apply_outcomes(&db.pool, x, &[AttemptOutcome::of(&second, dead)], Some(now))
+        .await
+        .unwrap();
+    admin::replay(&db.pool, id).await.unwrap();
+    // W is back and claims it again: the same worker, the same attempt number.
+    maintenance::heartbeat(&db.pool, &worker_info(w), lease, None)
+        .await
+        .unwrap();
+    let third = claim_default(&db.pool, w, 1, None).await.remove(0);
+    assert_eq!(
+        (third.attempt, third.locked_by),
+        (first.attempt, first.locked_by)
+    );
+    // The first claim's late snooze arrives: it must change nothing.
+    let stale = AttemptOutcome::of(
+        &first,
+        Outcome::Snooze {
+            delay: Duration::ZERO,
+        },
+    );
+    let applied = apply_outcomes(&db.pool, w, &[stale], None).await.unwrap();
+    assert_eq!(applied.fenced, [id]);
+    let stored = admin::show(&db.pool, id).await.unwrap();
+    assert_eq!((stored.state, stored.attempt), (JobState::Processing, 1));
+}
+
+/// Issue #6: handing a job back (a snooze at shutdown or on lease loss) cleared an
+/// operator's cancel and made the job ready again.
+#[tokio::test]
+async fn a_job_cancelled_while_running_ends_cancelled_when_it_is_handed_back() {
+    let db = TestDb::new().await;
+    let id = enqueue(&db.pool, &NewJob::new("k", json!({})))
+        .await
+        .unwrap();
+    let worker = Uuid::now_v7();
+    let job = claim_default(&db.pool, worker, 1, None).await.remove(0);
+    admin::cancel(&db.pool, id).await.unwrap();
+    let hand_back = Outcome::Snooze {
+        delay: Duration::ZERO,
+    };
+    let applied = apply_outcomes(
+        &db.pool,
+        worker,
+        &[AttemptOutcome::of(&job, hand_back)],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied.changed, [(id, JobState::Cancelled)]);
+    let stored = admin::show(&db.pool, id).await.unwrap();
+    assert!(stored.finished_at.is_some());
+}
