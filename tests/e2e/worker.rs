@@ -187,18 +187,19 @@ fn bad_worker_configuration_is_refused_before_start() {
     assert!(err.contains("DOCKET_SHUTDOWN_TIMEOUT"), "{err}");
 }
 
-/// Issue #14: with `docket.jobs` locked, the worker logged that it stopped but did not
-/// exit until the lock was released: closing its pool waited for connections abandoned
-/// mid-statement.
+/// Issue #14: with `docket.jobs` locked while jobs were finishing, the worker logged that
+/// it stopped but did not exit until the lock was released: closing its pool waited for
+/// connections abandoned mid-statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_jobs_table_is_locked_still_exits_in_bounded_time() {
     let db = TestDb::new().await;
-    let long = enqueue(&db.pool, &NewJob::typed(&Sleep { ms: 120_000 }).unwrap())
-        .await
-        .unwrap();
+    let jobs: Vec<_> = (0..20_000)
+        .map(|_| NewJob::typed(&Sleep { ms: 20 }).unwrap())
+        .collect();
+    enqueue_many(&db.pool, &jobs).await.unwrap();
     let mut worker = spawn_worker(&db, &[("DOCKET_SHUTDOWN_TIMEOUT", "1")]);
-    eventually(WAIT, "the long job is running", || async {
-        count(&db, JobState::Processing).await == 1
+    eventually(WAIT, "jobs are flowing", || async {
+        count(&db, JobState::Completed).await >= 50
     })
     .await;
     let mut blocker = db.pool.begin().await.unwrap();
@@ -206,6 +207,8 @@ async fn sigterm_while_the_jobs_table_is_locked_still_exits_in_bounded_time() {
         .execute(&mut *blocker)
         .await
         .unwrap();
+    // Let outcomes pile up behind the lock.
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = Instant::now();
     signal(&worker, "TERM");
     let exited = tokio::task::spawn_blocking(move || {
@@ -214,26 +217,22 @@ async fn sigterm_while_the_jobs_table_is_locked_still_exits_in_bounded_time() {
         std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut log).unwrap();
         (status, log)
     });
-    let (status, log) = tokio::time::timeout(Duration::from_secs(20), exited)
-        .await
-        .expect("the worker exits while the lock is still held")
-        .unwrap();
+    let exited = tokio::time::timeout(Duration::from_secs(20), exited).await;
     let took = sent.elapsed();
     blocker.rollback().await.unwrap();
+    let (status, log) = exited
+        .expect("the worker exits while the lock is held")
+        .unwrap();
     assert!(status.success(), "exit status {status}; log:\n{log}");
-    assert!(took < Duration::from_secs(15), "took {took:?}; log:\n{log}");
-    // Nothing is lost: the rescuer (here, by hand) frees what the worker could not
-    // hand back while the table was locked.
-    eventually(WAIT, "the job is not left processing", || async {
-        docket_queue::maintenance::rescue_lapsed(&db.pool, 10, None)
+    assert!(took < Duration::from_secs(12), "took {took:?}; log:\n{log}");
+    // Nothing is lost: what the worker could not hand back behind the lock (and what its
+    // abandoned statements still do once the lock goes) is freed by the rescuer, here run
+    // by hand.
+    eventually(WAIT, "nothing is left processing", || async {
+        docket_queue::maintenance::rescue_lapsed(&db.pool, 1000, None)
             .await
             .unwrap();
         count(&db, JobState::Processing).await == 0
     })
     .await;
-    let job = docket_queue::admin::show(&db.pool, long).await.unwrap();
-    assert!(
-        matches!(job.state, JobState::Pending | JobState::Retrying),
-        "{job:?}"
-    );
 }
