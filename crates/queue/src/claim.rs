@@ -76,3 +76,20 @@ pub async fn claim(exec: impl PgExecutor<'_>, request: &ClaimRequest<'_>) -> Res
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
     Ok(Claimed { jobs })
 }
+
+/// Says that workers are waiting for work on these queues, so that the next enqueue on
+/// each notifies (`LISTEN docket_jobs`). Call it once when producers start; after that,
+/// every claim that comes back short says it again.
+///
+/// Enqueues notify only while a worker waits: PostgreSQL serialises the commits of
+/// notifying transactions, and under load, when every worker is busy, nobody needs a
+/// wake-up. The flag is taken with `SKIP LOCKED`, so concurrent enqueuers never wait on one
+/// another; a wake-up lost to a rolled-back enqueue, or to an enqueue that commits just
+/// after a claim looked, costs at most one poll interval.
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when the database fails.
+pub async fn want_wakeups(exec: impl PgExecutor<'_>, queues: &[String]) -> Result<()> {
+    Ok(db::queue_wakeup_want(exec, queues).await?)
+}

@@ -99,7 +99,8 @@ pub(crate) struct ClaimParams<'a> {
 
 /// Locks up to `limit` ready jobs of one queue (skipping rows other claimers hold), in
 /// priority, run_at, id order, and in the same statement marks them `processing` under
-/// this worker and this claim's token, with `attempt + 1`. A job past its `expires_at` is
+/// this worker and this claim's token, with `attempt + 1`. A claim that comes back short
+/// raises the queue's wake-up flag. A job past its `expires_at` is
 /// passed over (it does not count against the limit; the expiry sweep dead-letters it).
 ///
 /// The row locks last only as long as this statement's transaction: callers run it in
@@ -121,6 +122,11 @@ pub(crate) async fn job_claim(
             order by j.priority, j.run_at, j.id
             limit $4
             for update skip locked
+        ), waiting as (
+            -- A claim that comes back short means this worker is about to wait: the next
+            -- enqueue on the queue notifies (docket.wake). Writes only when the flag is off.
+            update docket.queue_wakeups w set wanted = true
+            where w.queue = $1 and not w.wanted and (select count(*) from locked) < $4
         )
         update docket.jobs j set
             state = 'processing',
@@ -142,6 +148,24 @@ pub(crate) async fn job_claim(
     .bind(params.token)
     .fetch_all(exec)
     .await
+}
+
+/// Marks the queues as having a waiting worker, registering them on first use.
+pub(crate) async fn queue_wakeup_want(
+    exec: impl PgExecutor<'_>,
+    queues: &[String],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        r#"
+        insert into docket.queue_wakeups (queue, wanted)
+        select q, true from unnest($1::text[]) q
+        on conflict (queue) do update set wanted = true
+        "#,
+    )
+    .bind(queues)
+    .execute(exec)
+    .await?;
+    Ok(())
 }
 
 /// Dead-letters up to `limit` ready jobs past their `expires_at` (reason `expired`),

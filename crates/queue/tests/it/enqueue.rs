@@ -206,13 +206,28 @@ async fn sql_enqueue_function_works_from_plain_sql() {
     assert_eq!(job.payload, json!({"month": 11}));
 }
 
+async fn notified(listener: &mut sqlx::postgres::PgListener) -> Vec<String> {
+    let mut queues = Vec::new();
+    while let Ok(Ok(Some(n))) =
+        tokio::time::timeout(std::time::Duration::from_millis(300), listener.try_recv()).await
+    {
+        queues.push(n.payload().to_owned());
+    }
+    queues.sort();
+    queues
+}
+
 #[tokio::test]
-async fn enqueue_notifies_each_queue_once_per_transaction() {
+async fn enqueue_notifies_each_queue_with_a_waiting_worker_once_per_transaction() {
     let db = TestDb::new().await;
     let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
         .await
         .unwrap();
     listener.listen("docket_jobs").await.unwrap();
+    let queues = ["default", "mail", "later"].map(String::from);
+    docket_queue::claim::want_wakeups(&db.pool, &queues)
+        .await
+        .unwrap();
     let mut tx = db.pool.begin().await.unwrap();
     let many: Vec<_> = (0..50).map(|n| NewJob::new("k", json!({"n": n}))).collect();
     enqueue_many(&mut *tx, &many).await.unwrap();
@@ -232,14 +247,39 @@ async fn enqueue_notifies_each_queue_once_per_transaction() {
     .await
     .unwrap();
     tx.commit().await.unwrap();
-    let mut queues = Vec::new();
-    while let Ok(Ok(Some(n))) =
-        tokio::time::timeout(std::time::Duration::from_millis(500), listener.try_recv()).await
-    {
-        queues.push(n.payload().to_owned());
-    }
-    queues.sort();
-    assert_eq!(queues, ["default", "mail"]);
+    assert_eq!(notified(&mut listener).await, ["default", "mail"]);
+}
+
+/// Issue #16: every notifying transaction takes a database-wide lock through its commit,
+/// so notifying on every enqueue serialised concurrent enqueues. Only the first enqueue
+/// after a worker starts waiting notifies; a claim that comes back short re-arms it.
+#[tokio::test]
+async fn only_the_first_enqueue_after_a_worker_starts_waiting_notifies() {
+    let db = TestDb::new().await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
+        .await
+        .unwrap();
+    listener.listen("docket_jobs").await.unwrap();
+    let job = || NewJob::new("k", json!({}));
+    enqueue(&db.pool, &job()).await.unwrap();
+    assert!(notified(&mut listener).await.is_empty(), "nobody waits yet");
+    docket_queue::claim::want_wakeups(&db.pool, &["default".to_owned()])
+        .await
+        .unwrap();
+    enqueue(&db.pool, &job()).await.unwrap();
+    enqueue(&db.pool, &job()).await.unwrap();
+    enqueue_many(&db.pool, &[job(), job()]).await.unwrap();
+    assert_eq!(notified(&mut listener).await, ["default"], "the first one only");
+    // A worker takes everything (fewer than it asked for) and waits again.
+    let claimed = claim_default(&db.pool, uuid::Uuid::now_v7(), 10, None).await;
+    assert_eq!(claimed.len(), 5);
+    enqueue(&db.pool, &job()).await.unwrap();
+    assert_eq!(notified(&mut listener).await, ["default"]);
+    // A claim that comes back full means the worker is busy: no wake-up wanted.
+    enqueue(&db.pool, &job()).await.unwrap();
+    claim_default(&db.pool, uuid::Uuid::now_v7(), 2, None).await;
+    enqueue(&db.pool, &job()).await.unwrap();
+    assert!(notified(&mut listener).await.is_empty());
 }
 
 #[tokio::test]
