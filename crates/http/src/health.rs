@@ -29,8 +29,6 @@ pub const BACKLOG_THRESHOLD_DEFAULT: Duration = Duration::from_secs(300);
 pub const CHECK_TIMEOUT_DEFAULT: Duration = Duration::from_secs(2);
 /// How long an evaluation is reused.
 pub const CACHE_TTL_DEFAULT: Duration = Duration::from_secs(1);
-/// How long a job must have been ready before its kind counts as unhandled.
-pub const UNHANDLED_AFTER_DEFAULT: Duration = Duration::from_secs(60);
 
 /// Thresholds and timings of the health evaluation.
 #[derive(Clone, Debug)]
@@ -42,9 +40,6 @@ pub struct HealthConfig {
     pub check_timeout: Duration,
     /// Evaluation reuse. Default [`CACHE_TTL_DEFAULT`].
     pub cache_ttl: Duration,
-    /// Ready this long with no live worker for the kind: unhandled. Default
-    /// [`UNHANDLED_AFTER_DEFAULT`].
-    pub unhandled_after: Duration,
     /// Whether dead letters degrade the status (otherwise they are a `warn` check only).
     /// Default `false`.
     pub dead_letter_degrades: bool,
@@ -56,7 +51,6 @@ impl Default for HealthConfig {
             backlog_threshold: BACKLOG_THRESHOLD_DEFAULT,
             check_timeout: CHECK_TIMEOUT_DEFAULT,
             cache_ttl: CACHE_TTL_DEFAULT,
-            unhandled_after: UNHANDLED_AFTER_DEFAULT,
             dead_letter_degrades: false,
         }
     }
@@ -246,10 +240,6 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
     }
 }
 
-/// How often the unhandled-kinds query runs: it reads every long-ready job, so it runs on
-/// a slower cadence than the rest of the evaluation.
-pub const UNHANDLED_REFRESH: Duration = Duration::from_secs(30);
-
 type Cached<T> = std::sync::Mutex<Option<(Instant, T)>>;
 
 /// A bounded read's value, or `None` (logged) when it failed or timed out.
@@ -280,10 +270,6 @@ pub struct HealthMonitor {
     config: HealthConfig,
     /// The latest report and when it was made.
     cache: Cached<std::sync::Arc<HealthReport>>,
-    /// The latest unhandled kinds and when they were read (`None`: the read failed, which
-    /// is remembered as long as a success would be, so a slow query is not retried on
-    /// every probe).
-    unhandled: Cached<Option<Vec<UnhandledKind>>>,
     /// The last snapshot taken, served (marked stale) when a fresh one cannot be taken.
     last_snapshot: Cached<Snapshot>,
     /// Held by the one request that refreshes; the others get the previous report meanwhile.
@@ -324,7 +310,6 @@ impl HealthMonitor {
             pool,
             config,
             cache: std::sync::Mutex::new(None),
-            unhandled: std::sync::Mutex::new(None),
             last_snapshot: std::sync::Mutex::new(None),
             refreshing: Mutex::new(()),
             last_status: std::sync::Mutex::new(None),
@@ -379,17 +364,9 @@ impl HealthMonitor {
         };
         let workers = tokio::time::timeout(timeout, workers::list(&self.pool, now)).await;
         let workers = bounded("workers", workers);
-        // With caching off, every evaluation reads them afresh.
-        let reuse = !self.config.cache_ttl.is_zero();
-        let unhandled = match read(&self.unhandled, UNHANDLED_REFRESH) {
-            (Some(kinds), true) if reuse => kinds,
-            _ => {
-                let read = workers::unhandled_kinds(&self.pool, self.config.unhandled_after, now);
-                let kinds = bounded("unhandled_kinds", tokio::time::timeout(timeout, read).await);
-                store(&self.unhandled, kinds.clone());
-                kinds
-            }
-        };
+        // Parked jobs (the parker's verdict): one index probe per queue and kind.
+        let unhandled = tokio::time::timeout(timeout, workers::unhandled_kinds(&self.pool)).await;
+        let unhandled = bounded("unhandled_kinds", unhandled);
         Some(Observed {
             snapshot,
             workers,

@@ -114,7 +114,7 @@ pub(crate) async fn job_claim(
         with locked as (
             select j.id
             from docket.jobs j
-            where j.state in ('pending', 'retrying')
+            where j.state in ('pending', 'retrying') and j.parked_at is null
               and j.queue = $1
               and j.run_at <= coalesce($5, now())
               and ($2::text[] is null or j.kind = any($2))
@@ -377,7 +377,7 @@ pub(crate) async fn job_replay(
         r#"
         update docket.jobs set
             state = 'pending', attempt = 0, run_at = coalesce($2, now()), finished_at = null,
-            dead_letter_reason = null, cancel_requested_at = null
+            dead_letter_reason = null, cancel_requested_at = null, parked_at = null
         where id = $1 and state in ('completed', 'dead_letter', 'cancelled')
           and (expires_at is null or expires_at > coalesce($2, now()))
         returning *
@@ -431,7 +431,7 @@ pub(crate) async fn job_replay_dead_letters(
         )
         update docket.jobs j set
             state = 'pending', attempt = 0, run_at = coalesce($6, now()), finished_at = null,
-            dead_letter_reason = null
+            dead_letter_reason = null, parked_at = null
         from locked l
         where j.id = l.id
         "#,
@@ -694,35 +694,131 @@ pub(crate) async fn worker_list(
     .await
 }
 
-/// Kinds of jobs that have been ready for at least `min_age` on a queue where no live
-/// worker (one whose lease is held) runs that kind. Reads the ready jobs through
-/// `jobs_claim`; bounded by `limit` kinds.
-pub(crate) async fn job_unhandled_kinds(
+/// Queues and kinds of parked jobs: ready, and no live worker runs them. A skip scan of
+/// `jobs_parked` (one probe per pair, however many jobs are parked); at most `limit` pairs.
+pub(crate) async fn job_parked_kinds(
     exec: impl PgExecutor<'_>,
-    min_age_secs: f64,
+    limit: i64,
+) -> sqlx::Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        r#"
+        with recursive pairs as (
+            (select j.queue, j.kind from docket.jobs j
+             where j.parked_at is not null and j.state in ('pending', 'retrying')
+             order by j.queue, j.kind limit 1)
+            union all
+            select n.queue, n.kind
+            from pairs p
+            cross join lateral (
+                select j.queue, j.kind from docket.jobs j
+                where j.parked_at is not null and j.state in ('pending', 'retrying')
+                  and (j.queue, j.kind) > (p.queue, p.kind)
+                order by j.queue, j.kind limit 1
+            ) n
+        )
+        select queue, kind from pairs limit $1
+        "#,
+    )
+    .bind(limit)
+    .fetch_all(exec)
+    .await
+}
+
+/// Parks up to `limit` ready jobs that have been ready for `after_secs` with no live
+/// worker for their queue and kind. Looks at the `scan` oldest ready jobs of each queue
+/// (the head of `jobs_claim`, found by a skip scan over its queues), where such jobs
+/// gather: nobody claims them. Returns the parked jobs' queue and kind.
+pub(crate) async fn job_park_unhandled(
+    exec: impl PgExecutor<'_>,
+    after_secs: f64,
+    scan: i64,
     limit: i64,
     now: Option<DateTime<Utc>>,
 ) -> sqlx::Result<Vec<(String, String)>> {
     sqlx::query_as(
         r#"
-        with live as (
-            select queues, kinds from docket.workers
-            where lease_expires_at > coalesce($2, now())
+        with recursive queues as (
+            (select j.queue from docket.jobs j
+             where j.state in ('pending', 'retrying') and j.parked_at is null
+             order by j.queue limit 1)
+            union all
+            select (select j.queue from docket.jobs j
+                    where j.state in ('pending', 'retrying') and j.parked_at is null
+                      and j.queue > q.queue
+                    order by j.queue limit 1)
+            from queues q where q.queue is not null
+        ), live as (
+            select queues, kinds from docket.workers where lease_expires_at > coalesce($4, now())
+        ), doomed as (
+            select c.id
+            from queues q
+            cross join lateral (
+                select j.id, j.queue, j.kind from docket.jobs j
+                where j.queue = q.queue and j.state in ('pending', 'retrying') and j.parked_at is null
+                  and j.run_at <= coalesce($4, now()) - make_interval(secs => $1)
+                order by j.priority, j.run_at, j.id
+                limit $2
+            ) c
+            where q.queue is not null
+              and not exists (select 1 from live w where c.queue = any(w.queues) and c.kind = any(w.kinds))
+            limit $3
+        ), locked as (
+            select j.id from docket.jobs j
+            where j.id in (select id from doomed)
+              and j.state in ('pending', 'retrying') and j.parked_at is null
+            for update skip locked
         )
-        select distinct j.queue, j.kind
-        from docket.jobs j
-        where j.state in ('pending', 'retrying')
-          and j.run_at <= coalesce($2, now()) - make_interval(secs => $1)
-          and not exists (select 1 from live w where j.queue = any(w.queues) and j.kind = any(w.kinds))
-        order by j.queue, j.kind
-        limit $3
+        update docket.jobs j set parked_at = coalesce($4, now())
+        from locked l
+        where j.id = l.id
+        returning j.queue, j.kind
         "#,
     )
-    .bind(min_age_secs)
-    .bind(now)
+    .bind(after_secs)
+    .bind(scan)
     .bind(limit)
+    .bind(now)
     .fetch_all(exec)
     .await
+}
+
+/// Unparks up to `limit` parked jobs whose queue and kind a live worker runs, driven from
+/// the live workers' pairs through `jobs_parked`. Returns how many.
+pub(crate) async fn job_unpark_handled(
+    exec: impl PgExecutor<'_>,
+    limit: i64,
+    now: Option<DateTime<Utc>>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query(
+        r#"
+        with pairs as (
+            select distinct q.queue, k.kind
+            from docket.workers w
+            cross join unnest(w.queues) q(queue)
+            cross join unnest(w.kinds) k(kind)
+            where w.lease_expires_at > coalesce($2, now())
+        ), freed as (
+            select f.id
+            from pairs p
+            cross join lateral (
+                select j.id from docket.jobs j
+                where j.parked_at is not null and j.state in ('pending', 'retrying')
+                  and j.queue = p.queue and j.kind = p.kind
+                limit $1
+                for update skip locked
+            ) f
+            limit $1
+        )
+        update docket.jobs j set parked_at = null
+        from freed f
+        where j.id = f.id
+        "#,
+    )
+    .bind(limit)
+    .bind(now)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected())
 }
 
 /// The cheapest statement there is: whether the database answers at all.

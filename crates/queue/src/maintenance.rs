@@ -137,6 +137,45 @@ pub async fn prune_workers(
     Ok(db::worker_delete_stale(exec, after.as_secs_f64(), now).await?)
 }
 
+/// Parks ready jobs that have been ready for `after` while no live worker serves their
+/// queue and runs their kind: claims pass parked jobs by without reading them. Looks at the
+/// `scan` oldest ready jobs of each queue, parks at most `limit`; returns the queue and
+/// kind of each parked job.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn park_unhandled(
+    exec: impl PgExecutor<'_>,
+    after: Duration,
+    scan: u32,
+    limit: u32,
+    now: Option<DateTime<Utc>>,
+) -> Result<Vec<(String, String)>> {
+    Ok(db::job_park_unhandled(
+        exec,
+        after.as_secs_f64(),
+        i64::from(scan),
+        i64::from(limit),
+        now,
+    )
+    .await?)
+}
+
+/// Unparks up to `limit` parked jobs whose queue and kind a live worker now runs (call it
+/// after registering). Returns how many; call again while it returns `limit`.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn unpark_handled(
+    exec: impl PgExecutor<'_>,
+    limit: u32,
+    now: Option<DateTime<Utc>>,
+) -> Result<u64> {
+    Ok(db::job_unpark_handled(exec, i64::from(limit), now).await?)
+}
+
 /// One job the database says a worker holds.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Held {
@@ -179,6 +218,8 @@ pub enum Exclusive {
     Prune,
     /// The expiry sweep.
     Expire,
+    /// The parker.
+    Park,
 }
 
 impl Exclusive {
@@ -190,6 +231,7 @@ impl Exclusive {
             Exclusive::Rescue => BASE + 1,
             Exclusive::Prune => BASE + 2,
             Exclusive::Expire => BASE + 3,
+            Exclusive::Park => BASE + 4,
         }
     }
 }

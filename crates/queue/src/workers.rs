@@ -1,8 +1,6 @@
 //! What the health check and the operator report need to know about the system beyond the
 //! snapshot: the registered workers, kinds no live worker runs, and migration status.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::PgExecutor;
@@ -49,19 +47,15 @@ pub struct UnhandledKind {
     pub kind: String,
 }
 
-/// Queues and kinds whose jobs have been ready for at least `min_age` while no live
-/// worker (one whose lease holds) serves that queue and runs that kind (at most 20). Such
-/// jobs are not claimed by anyone: they wait until a worker that knows the kind starts.
+/// Queues and kinds with parked jobs: ready for a while with no live worker that serves
+/// the queue and runs the kind (at most 20). Nobody claims them until a worker that knows
+/// the kind starts. Cheap however many jobs are parked: one index probe per pair.
 ///
 /// # Errors
 ///
 /// [`crate::Error::Database`] when the database fails.
-pub async fn unhandled_kinds(
-    exec: impl PgExecutor<'_>,
-    min_age: Duration,
-    now: Option<DateTime<Utc>>,
-) -> Result<Vec<UnhandledKind>> {
-    let rows = db::job_unhandled_kinds(exec, min_age.as_secs_f64(), 20, now).await?;
+pub async fn unhandled_kinds(exec: impl PgExecutor<'_>) -> Result<Vec<UnhandledKind>> {
+    let rows = db::job_parked_kinds(exec, 20).await?;
     Ok(rows
         .into_iter()
         .map(|(queue, kind)| UnhandledKind { queue, kind })

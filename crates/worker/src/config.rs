@@ -21,6 +21,11 @@ pub const LEASE_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 pub const SHUTDOWN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 /// How often the rescuer runs.
 pub const RESCUER_INTERVAL_DEFAULT: Duration = Duration::from_secs(15);
+/// How long a ready job may wait with no live worker for its queue and kind before it is
+/// parked out of the claim's way.
+pub const PARK_AFTER_DEFAULT: Duration = Duration::from_secs(60);
+/// How often the parker runs.
+pub const PARKER_INTERVAL_DEFAULT: Duration = Duration::from_secs(10);
 /// How often the pruner runs.
 pub const PRUNER_INTERVAL_DEFAULT: Duration = Duration::from_secs(60);
 /// How long completed jobs are kept.
@@ -91,6 +96,12 @@ pub struct RuntimeConfig {
     pub rescuer_interval: Duration,
     /// How often the pruner runs. Default [`PRUNER_INTERVAL_DEFAULT`].
     pub pruner_interval: Duration,
+    /// Ready this long with no live worker for its queue and kind: the job is parked
+    /// (claims pass it by; the health check lists it as unhandled). Default
+    /// [`PARK_AFTER_DEFAULT`].
+    pub park_after: Duration,
+    /// How often the parker runs. Default [`PARKER_INTERVAL_DEFAULT`].
+    pub parker_interval: Duration,
     /// Completed jobs older than this are deleted. Default [`COMPLETED_RETENTION_DEFAULT`].
     pub completed_retention: Duration,
     /// Cancelled jobs older than this are deleted. Default [`CANCELLED_RETENTION_DEFAULT`].
@@ -116,6 +127,8 @@ impl Default for RuntimeConfig {
             shutdown_timeout: SHUTDOWN_TIMEOUT_DEFAULT,
             rescuer_interval: RESCUER_INTERVAL_DEFAULT,
             pruner_interval: PRUNER_INTERVAL_DEFAULT,
+            park_after: PARK_AFTER_DEFAULT,
+            parker_interval: PARKER_INTERVAL_DEFAULT,
             completed_retention: COMPLETED_RETENTION_DEFAULT,
             cancelled_retention: CANCELLED_RETENTION_DEFAULT,
             dead_letter_retention: DEAD_LETTER_RETENTION_DEFAULT,
@@ -161,6 +174,9 @@ impl RuntimeConfig {
         }
         if self.poll_interval.is_zero() || self.heartbeat_interval.is_zero() {
             return fail("poll_interval and heartbeat_interval must be above zero".into());
+        }
+        if self.parker_interval.is_zero() {
+            return fail("parker_interval must be above zero".into());
         }
         if self.lease_timeout <= self.heartbeat_interval * 2 {
             return fail(format!(

@@ -21,6 +21,9 @@ pub const JOB_CANCELLED: &str = "background_job.cancelled";
 pub const JOB_HANDED_BACK: &str = "background_job.handed_back";
 /// A ready job passed its `expires_at` and was dead-lettered by the expiry sweep.
 pub const JOB_EXPIRED: &str = "background_job.expired";
+/// Ready jobs of a queue and kind that no live worker runs were parked out of the claim's
+/// way (they stay ready; the health check lists them as unhandled).
+pub const JOBS_PARKED: &str = "background_job.parked";
 /// The database refused an outcome's data; a failed attempt was recorded instead.
 pub const JOB_OUTCOME_REFUSED: &str = "background_job.outcome_refused";
 /// An outcome was dropped because this worker no longer held the job.

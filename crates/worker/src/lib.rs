@@ -36,7 +36,7 @@
 //! - `service`: the periodic-service trait and loop.
 //! - `heartbeat`: renews the lease; stops and hands back jobs when it cannot.
 //! - `reconciler`: stops cancelled jobs; hands back jobs held in the database but unknown here.
-//! - `rescuer`, `expirer`, `pruner`: shared maintenance, one worker at a time.
+//! - `rescuer`, `expirer`, `parker`, `pruner`: shared maintenance, one worker at a time.
 //! - [`events`], [`metrics`]: log event names and metric names.
 //!
 //! It does not own SQL (that is `docket-queue`) or the process (signals and
@@ -54,6 +54,7 @@ mod heartbeat;
 mod lease;
 mod listener;
 pub mod metrics;
+mod parker;
 mod producer;
 mod pruner;
 mod reconciler;

@@ -25,6 +25,7 @@ use crate::expirer::Expirer;
 use crate::heartbeat::Heartbeat;
 use crate::lease::{Holdings, Lease};
 use crate::listener::Listener;
+use crate::parker::Parker;
 use crate::producer::Producer;
 use crate::pruner::Pruner;
 use crate::reconciler::Reconciler;
@@ -112,6 +113,10 @@ impl Runtime {
         let maintenance_pool = side_pool(3);
         let registered_at = Instant::now();
         maintenance::heartbeat(&maintenance_pool, &self.worker, config.lease_timeout, None).await?;
+        if config.listen {
+            // Waiting from the start: the first enqueue on each queue notifies.
+            docket_queue::claim::want_wakeups(&maintenance_pool, &self.worker.queues).await?;
+        }
         info!(
             event = events::WORKER_STARTED, worker.id = %self.worker.id, queues = ?self.worker.queues,
             kinds = ?self.registry.kinds(), "worker started"
@@ -219,6 +224,14 @@ impl Runtime {
                 batch: config.maintenance_batch,
             },
             config.poll_interval,
+        );
+        spawner.periodic(
+            Parker {
+                pool: maintenance_pool.clone(),
+                park_after: config.park_after,
+                batch: config.maintenance_batch,
+            },
+            config.parker_interval,
         );
         spawner.periodic(
             Pruner {

@@ -269,7 +269,11 @@ async fn only_the_first_enqueue_after_a_worker_starts_waiting_notifies() {
     enqueue(&db.pool, &job()).await.unwrap();
     enqueue(&db.pool, &job()).await.unwrap();
     enqueue_many(&db.pool, &[job(), job()]).await.unwrap();
-    assert_eq!(notified(&mut listener).await, ["default"], "the first one only");
+    assert_eq!(
+        notified(&mut listener).await,
+        ["default"],
+        "the first one only"
+    );
     // A worker takes everything (fewer than it asked for) and waits again.
     let claimed = claim_default(&db.pool, uuid::Uuid::now_v7(), 10, None).await;
     assert_eq!(claimed.len(), 5);

@@ -200,23 +200,43 @@ async fn unhandled_kinds_names_ready_jobs_no_live_worker_runs() {
     insert_job(&db.pool, job("report.build", "default", old)).await; // only a stale worker knows it
     insert_job(&db.pool, job("test.job", "mail", old)).await; // nobody serves `mail`
     insert_job(&db.pool, job("fresh.kind", "default", Some(now))).await; // not ready long enough
-    let unhandled =
-        docket_queue::workers::unhandled_kinds(&db.pool, Duration::from_secs(60), Some(now))
+    let after = Duration::from_secs(60);
+    let mut parked = maintenance::park_unhandled(&db.pool, after, 1000, 1000, Some(now))
+        .await
+        .unwrap();
+    parked.sort();
+    let pair = |q: &str, k: &str| (q.to_owned(), k.to_owned());
+    assert_eq!(
+        parked,
+        [pair("default", "report.build"), pair("mail", "test.job")]
+    );
+    let names = |kinds: Vec<docket_queue::workers::UnhandledKind>| -> Vec<(String, String)> {
+        kinds.into_iter().map(|u| (u.queue, u.kind)).collect()
+    };
+    let unhandled = docket_queue::workers::unhandled_kinds(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(names(unhandled), parked);
+    // A worker that runs report.build starts: its jobs come back.
+    maintenance::heartbeat(&db.pool, &stale, Duration::from_secs(30), Some(now))
+        .await
+        .unwrap();
+    assert_eq!(
+        maintenance::unpark_handled(&db.pool, 100, Some(now))
             .await
-            .unwrap();
-    let names: Vec<_> = unhandled
-        .iter()
-        .map(|u| (u.queue.as_str(), u.kind.as_str()))
-        .collect();
-    assert_eq!(names, [("default", "report.build"), ("mail", "test.job")]);
+            .unwrap(),
+        1
+    );
+    let unhandled = docket_queue::workers::unhandled_kinds(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(names(unhandled), [pair("mail", "test.job")]);
 
     let workers = docket_queue::workers::list(&db.pool, Some(now))
         .await
         .unwrap();
     assert_eq!(workers.len(), 2);
-    assert_eq!(workers[0].info, live);
-    assert!(workers[1].heartbeat_age_seconds >= 300.0);
-    assert!(workers[0].live && !workers[1].live);
+    assert!(workers.iter().all(|w| w.live));
 }
 
 /// Smaller, same issue: stale worker rows were never removed.
@@ -281,4 +301,61 @@ async fn migration_status_is_current_on_a_migrated_database_and_pending_on_a_bla
         .unwrap();
     assert_eq!(blank.applied, 0);
     assert!(!blank.is_current());
+}
+
+/// Issue #15: ready jobs of a kind no worker runs sat at the head of the claim's index and
+/// were read from the heap by every claim. Parked, they cost a claim nothing.
+#[tokio::test]
+async fn a_claim_does_not_read_parked_jobs_however_many_wait_ahead_of_it() {
+    let db = TestDb::new().await;
+    let now = Utc::now();
+    let worker = worker_info(Uuid::now_v7()); // runs test.job on default
+    maintenance::heartbeat(&db.pool, &worker, Duration::from_secs(30), Some(now))
+        .await
+        .unwrap();
+    sqlx::query(
+        "insert into docket.jobs (kind, run_at) select 'nobody.runs', now() - interval '1 hour'
+         from generate_series(1, 3000)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let fresh = insert_job(&db.pool, JobOpts::default()).await;
+    let parked =
+        maintenance::park_unhandled(&db.pool, Duration::from_secs(60), 10_000, 10_000, None)
+            .await
+            .unwrap();
+    assert_eq!(parked.len(), 3000);
+    let mut tx = db.pool.begin().await.unwrap();
+    let kinds = worker.kinds.clone();
+    let claimed = docket_queue::claim(
+        &mut *tx,
+        &docket_queue::ClaimRequest {
+            queue: "default",
+            kinds: Some(&kinds),
+            worker_id: worker.id,
+            token: docket_queue::ClaimRequest::new_token(),
+            limit: 10,
+            now: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        claimed.jobs.iter().map(|j| j.id).collect::<Vec<_>>(),
+        [fresh.id]
+    );
+    let (fetched, scanned): (i64, i64) = sqlx::query_as(
+        "select coalesce(idx_tup_fetch, 0), coalesce(seq_tup_read, 0)
+         from pg_stat_xact_user_tables where relid = 'docket.jobs'::regclass",
+    )
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(scanned, 0, "no sequential scan");
+    assert!(
+        fetched <= 10,
+        "the claim fetched {fetched} rows from the heap"
+    );
 }

@@ -306,3 +306,43 @@ async fn count_workers(db: &TestDb) -> i64 {
         .await
         .unwrap()
 }
+
+/// Issue #15: ready jobs of a kind no live worker runs are parked out of the claim's way,
+/// and run as soon as a worker that knows the kind starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_no_live_worker_runs_are_parked_and_run_once_a_worker_knows_their_kind() {
+    let db = TestDb::new().await;
+    let config = || RuntimeConfig {
+        park_after: Duration::from_millis(200),
+        parker_interval: Duration::from_millis(100),
+        ..quick_config()
+    };
+    let orphan = enqueue(&db.pool, &NewJob::new("test.later", json!({})))
+        .await
+        .unwrap();
+    let first = start(&db.pool, builtins(), config());
+    eventually(WAIT, "the job is parked", || async {
+        admin::show(&db.pool, orphan)
+            .await
+            .unwrap()
+            .parked_at
+            .is_some()
+    })
+    .await;
+    let unhandled = docket_queue::workers::unhandled_kinds(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(unhandled.len(), 1);
+    assert_eq!(unhandled[0].kind, "test.later");
+    let mut registry = builtins();
+    registry.register_raw("test.later", |_payload, _ctx: JobContext| async {
+        Ok::<(), JobError>(())
+    });
+    let second = start(&db.pool, registry, config());
+    eventually(WAIT, "the job ran", || async {
+        state_of(&db.pool, orphan).await == JobState::Completed
+    })
+    .await;
+    second.shutdown().await;
+    first.shutdown().await;
+}

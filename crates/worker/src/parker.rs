@@ -1,0 +1,75 @@
+//! The parker: moves ready jobs that no live worker can run (their queue and kind are
+//! served by nobody) out of the claim's way, and back when a worker that runs them is
+//! live. Parked jobs stay ready in every other sense: counted, aged, listed as unhandled.
+//! Runs in every worker, under an advisory lock so that one works at a time; the first run
+//! comes at start, so a worker's own kinds are unparked at once (unless another worker's
+//! parker is running, which unparks them too).
+
+use std::time::Duration;
+
+use docket_queue::maintenance::{self, Exclusive};
+use sqlx::PgPool;
+use tracing::warn;
+
+use crate::events;
+use crate::service::Service;
+
+/// How many of each queue's oldest ready jobs one run looks at.
+const SCAN_PER_QUEUE: u32 = 10_000;
+
+pub(crate) struct Parker {
+    pub(crate) pool: PgPool,
+    /// Ready this long with no live worker for the kind: parked.
+    pub(crate) park_after: Duration,
+    pub(crate) batch: u32,
+}
+
+impl Service for Parker {
+    const NAME: &'static str = "parker";
+
+    async fn run_once(&self) -> docket_queue::Result<String> {
+        let mut conn = self.pool.acquire().await?;
+        if !maintenance::try_take(&mut conn, Exclusive::Park).await? {
+            return Ok(String::new());
+        }
+        let result: docket_queue::Result<(u64, usize)> = async {
+            let mut unparked = 0;
+            loop {
+                let batch = maintenance::unpark_handled(&mut *conn, self.batch, None).await?;
+                unparked += batch;
+                if batch < u64::from(self.batch) {
+                    break;
+                }
+            }
+            let parked = maintenance::park_unhandled(
+                &mut *conn,
+                self.park_after,
+                SCAN_PER_QUEUE,
+                self.batch,
+                None,
+            )
+            .await?;
+            let mut pairs: Vec<_> = parked.iter().collect();
+            pairs.sort();
+            pairs.dedup();
+            for (queue, kind) in pairs {
+                warn!(
+                    event = events::JOBS_PARKED, job.queue = %queue, job.kind = %kind,
+                    "ready jobs of a kind no live worker runs on this queue were parked"
+                );
+            }
+            Ok((unparked, parked.len()))
+        }
+        .await;
+        maintenance::release(&mut conn, Exclusive::Park).await?;
+        let (unparked, parked) = result?;
+        let mut report = Vec::new();
+        if parked > 0 {
+            report.push(format!("parked {parked} jobs no live worker runs"));
+        }
+        if unparked > 0 {
+            report.push(format!("unparked {unparked} jobs a live worker runs"));
+        }
+        Ok(report.join("; "))
+    }
+}
