@@ -155,6 +155,7 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
     seconds("DOCKET_SHUTDOWN_TIMEOUT", &mut config.shutdown_timeout)?;
     seconds("DOCKET_RESCUER_INTERVAL", &mut config.rescuer_interval)?;
     seconds("DOCKET_PRUNER_INTERVAL", &mut config.pruner_interval)?;
+    seconds("DOCKET_PARK_AFTER", &mut config.park_after)?;
     seconds(
         "DOCKET_COMPLETED_RETENTION",
         &mut config.completed_retention,

@@ -11,7 +11,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use docket_queue::workers::{self, UnhandledKind, Worker};
 use docket_queue::Snapshot;
 use serde::Serialize;
@@ -353,7 +352,8 @@ impl HealthMonitor {
         let timeout = self.config.check_timeout;
         let ping = tokio::time::timeout(timeout, docket_queue::workers::ping(&self.pool)).await;
         bounded("database", ping)?;
-        let now = Some(Utc::now());
+        // Ages by the database's clock, the one that wrote the timestamps.
+        let now = None;
         let snapshot = tokio::time::timeout(timeout, docket_queue::snapshot(&self.pool, now)).await;
         let snapshot = match bounded("snapshot", snapshot) {
             Some(snapshot) => {
@@ -421,6 +421,7 @@ fn status_name(status: Status) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
     use docket_queue::QueueFigures;
 
     fn snapshot(oldest_age: Option<f64>, dead: i64) -> Snapshot {

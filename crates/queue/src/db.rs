@@ -454,6 +454,8 @@ pub(crate) struct SnapshotRow {
     pub(crate) state: JobState,
     pub(crate) count: i64,
     pub(crate) oldest_ready_at: Option<DateTime<Utc>>,
+    /// The time the counts are for: `now`, or the database's clock.
+    pub(crate) taken_at: DateTime<Utc>,
 }
 
 /// Counts per queue and state, and the oldest ready `run_at`, from an index-only scan of
@@ -466,7 +468,8 @@ pub(crate) async fn job_count_by_queue_and_state(
         r#"
         select queue, state, count(*) as count,
                min(run_at) filter (where state in ('pending', 'retrying')
-                                     and run_at <= coalesce($1, now())) as oldest_ready_at
+                                     and run_at <= coalesce($1, now())) as oldest_ready_at,
+               coalesce($1, now()) as taken_at
         from docket.jobs
         where state in ('pending', 'retrying', 'processing', 'dead_letter')
         group by queue, state

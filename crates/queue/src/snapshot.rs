@@ -65,16 +65,23 @@ impl QueueFigures {
     }
 }
 
-/// Takes the snapshot at `now` (`None`: the database's clock). One index-only scan of the
-/// live and dead-lettered jobs; completed and cancelled rows are never read, however many
-/// the table keeps.
+/// Takes the snapshot at `now` (`None`: the database's clock, which also measures the
+/// ages, so that a client whose clock is off reports true ages). Counts the live and
+/// dead-lettered jobs through `jobs_snapshot`, index-only when the planner finds that
+/// cheapest; with millions of such rows it may prefer a parallel sequential scan, which
+/// also reads finished rows, so callers that must stay fast bound it with a timeout.
 ///
 /// # Errors
 ///
 /// [`crate::Error::Database`] when the database fails.
 pub async fn snapshot(exec: impl PgExecutor<'_>, now: Option<DateTime<Utc>>) -> Result<Snapshot> {
     let rows = db::job_count_by_queue_and_state(exec, now).await?;
-    let taken_at = now.unwrap_or_else(Utc::now);
+    // With no rows there is no age to measure; the local clock only stamps the snapshot.
+    let taken_at = rows
+        .first()
+        .map(|row| row.taken_at)
+        .or(now)
+        .unwrap_or_else(Utc::now);
     let mut snapshot = Snapshot {
         taken_at,
         ..Snapshot::default()

@@ -313,14 +313,14 @@ impl Started {
         info!(event = events::SHUTDOWN_COMPLETED, worker.id = %self.worker_id, "worker stopped");
     }
 
-    /// 1. Producers stop; a claim in flight is cut off (step 4 hands back what it took).
+    /// Step 1: producers stop; a claim in flight is cut off (step 4 hands back what it took).
     async fn stop_claiming(&self) {
         self.stop_claiming.cancel();
         self.producers.close();
         self.producers.wait().await;
     }
 
-    /// 2. Running jobs get the shutdown timeout; 3. the rest are stopped and handed back.
+    /// Steps 2 and 3: running jobs get the shutdown timeout; the rest are stopped and handed back.
     async fn finish_or_stop_jobs(&self) {
         self.jobs.close();
         if tokio::time::timeout(self.shutdown_timeout, self.jobs.wait())
@@ -347,7 +347,7 @@ impl Started {
         );
     }
 
-    /// 4. Every outcome is written (the executors are gone, so the channel closes),
+    /// Step 4: every outcome is written (the executors are gone, so the channel closes),
     /// trying for at most the flush limit.
     async fn flush_outcomes(&mut self) {
         self.completer_bounded.cancel();
@@ -356,7 +356,7 @@ impl Started {
         }
     }
 
-    /// 5. Whatever the database still says this worker holds is handed back: jobs of a
+    /// Step 5: whatever the database still says this worker holds is handed back: jobs of a
     /// claim cut off in step 1, outcomes the completer gave up on.
     async fn hand_back_leftovers(&self) {
         match tokio::time::timeout(self.shutdown_timeout, self.reconciler.reconcile()).await {
@@ -377,14 +377,14 @@ impl Started {
         }
     }
 
-    /// 6. The services stop.
+    /// Step 6: the services stop.
     async fn stop_services(&self) {
         self.stop_services.cancel();
         self.services.close();
         self.services.wait().await;
     }
 
-    /// 7. The registration goes, on a connection of its own: the maintenance pool's may
+    /// Step 7: the registration goes, on a connection of its own: the maintenance pool's may
     /// all be stuck behind statements that shutdown cut short.
     async fn deregister(&self) {
         let deregister = async {
