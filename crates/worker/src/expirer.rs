@@ -8,7 +8,7 @@ use sqlx::PgPool;
 use tracing::warn;
 
 use crate::events;
-use crate::service::Service;
+use crate::service::{exclusively, Service};
 
 pub(crate) struct Expirer {
     pub(crate) pool: PgPool,
@@ -19,34 +19,30 @@ impl Service for Expirer {
     const NAME: &'static str = "expirer";
 
     async fn run_once(&self) -> docket_queue::Result<String> {
-        let mut conn = self.pool.acquire().await?;
-        if !maintenance::try_take(&mut conn, Exclusive::Expire).await? {
-            return Ok(String::new());
-        }
-        let mut total = 0;
-        let result: docket_queue::Result<()> = async {
-            loop {
-                let expired = maintenance::expire(&mut *conn, self.batch, None).await?;
-                for job in &expired {
-                    warn!(
-                        event = events::JOB_EXPIRED, job.id = %job.id, job.kind = %job.kind,
-                        job.queue = %job.queue, job.attempt = job.attempt, reason = "expired",
-                        "job expired before it could start; dead-lettered"
-                    );
+        let batch = self.batch;
+        let total = exclusively(&self.pool, Exclusive::Expire, move |conn| {
+            Box::pin(async move {
+                let mut total = 0;
+                loop {
+                    let expired = maintenance::expire(&mut *conn, batch, None).await?;
+                    for job in &expired {
+                        warn!(
+                            event = events::JOB_EXPIRED, job.id = %job.id, job.kind = %job.kind,
+                            job.queue = %job.queue, job.attempt = job.attempt, reason = "expired",
+                            "job expired before it could start; dead-lettered"
+                        );
+                    }
+                    total += expired.len();
+                    if expired.len() < batch as usize {
+                        return Ok(total);
+                    }
                 }
-                total += expired.len();
-                if expired.len() < self.batch as usize {
-                    return Ok(());
-                }
-            }
-        }
-        .await;
-        maintenance::release(&mut conn, Exclusive::Expire).await?;
-        result?;
-        Ok(if total > 0 {
-            format!("dead-lettered {total} expired jobs")
-        } else {
-            String::new()
+            })
+        })
+        .await?;
+        Ok(match total {
+            Some(total) if total > 0 => format!("dead-lettered {total} expired jobs"),
+            _ => String::new(),
         })
     }
 }

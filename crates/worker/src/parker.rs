@@ -12,7 +12,7 @@ use sqlx::PgPool;
 use tracing::warn;
 
 use crate::events;
-use crate::service::Service;
+use crate::service::{exclusively, Service};
 
 /// How many of each queue's oldest ready jobs one run looks at.
 const SCAN_PER_QUEUE: u32 = 10_000;
@@ -28,41 +28,41 @@ impl Service for Parker {
     const NAME: &'static str = "parker";
 
     async fn run_once(&self) -> docket_queue::Result<String> {
-        let mut conn = self.pool.acquire().await?;
-        if !maintenance::try_take(&mut conn, Exclusive::Park).await? {
-            return Ok(String::new());
-        }
-        let result: docket_queue::Result<(u64, usize)> = async {
-            let mut unparked = 0;
-            loop {
-                let batch = maintenance::unpark_handled(&mut *conn, self.batch, None).await?;
-                unparked += batch;
-                if batch < u64::from(self.batch) {
-                    break;
+        let (batch, park_after) = (self.batch, self.park_after);
+        let done = exclusively(&self.pool, Exclusive::Park, move |conn| {
+            Box::pin(async move {
+                let mut unparked = 0;
+                loop {
+                    let freed = maintenance::unpark_handled(&mut *conn, batch, None).await?;
+                    unparked += freed;
+                    if freed < u64::from(batch) {
+                        break;
+                    }
                 }
-            }
-            let parked = maintenance::park_unhandled(
-                &mut *conn,
-                self.park_after,
-                SCAN_PER_QUEUE,
-                self.batch,
-                None,
-            )
-            .await?;
-            let mut pairs: Vec<_> = parked.iter().collect();
-            pairs.sort();
-            pairs.dedup();
-            for (queue, kind) in pairs {
-                warn!(
-                    event = events::JOBS_PARKED, job.queue = %queue, job.kind = %kind,
-                    "ready jobs of a kind no live worker runs on this queue were parked"
-                );
-            }
-            Ok((unparked, parked.len()))
-        }
-        .await;
-        maintenance::release(&mut conn, Exclusive::Park).await?;
-        let (unparked, parked) = result?;
+                let parked = maintenance::park_unhandled(
+                    &mut *conn,
+                    park_after,
+                    SCAN_PER_QUEUE,
+                    batch,
+                    None,
+                )
+                .await?;
+                let mut pairs: Vec<_> = parked.iter().collect();
+                pairs.sort();
+                pairs.dedup();
+                for (queue, kind) in pairs {
+                    warn!(
+                        event = events::JOBS_PARKED, job.queue = %queue, job.kind = %kind,
+                        "ready jobs of a kind no live worker runs on this queue were parked"
+                    );
+                }
+                Ok((unparked, parked.len()))
+            })
+        })
+        .await?;
+        let Some((unparked, parked)) = done else {
+            return Ok(String::new());
+        };
         let mut report = Vec::new();
         if parked > 0 {
             report.push(format!("parked {parked} jobs no live worker runs"));

@@ -8,7 +8,7 @@ use docket_queue::JobState;
 use sqlx::PgPool;
 
 use crate::metrics;
-use crate::service::Service;
+use crate::service::{exclusively, Service};
 
 /// How long after its lease lapsed a worker's registration is removed (once the rescuer
 /// has freed its jobs): long enough for operators to see that it died.
@@ -25,38 +25,37 @@ impl Service for Pruner {
     const NAME: &'static str = "pruner";
 
     async fn run_once(&self) -> docket_queue::Result<String> {
-        let mut conn = self.pool.acquire().await?;
-        if !maintenance::try_take(&mut conn, Exclusive::Prune).await? {
-            return Ok(String::new());
-        }
-        let mut report = Vec::new();
-        let result: docket_queue::Result<()> = async {
-            for (state, retention) in self.retention {
-                let mut deleted = 0;
-                loop {
-                    let batch =
-                        maintenance::prune(&mut *conn, state, retention, self.batch, None).await?;
-                    deleted += batch;
-                    if batch < u64::from(self.batch) {
-                        break;
+        let (retention, batch) = (self.retention, self.batch);
+        let report = exclusively(&self.pool, Exclusive::Prune, move |conn| {
+            Box::pin(async move {
+                let mut report = Vec::new();
+                for (state, retention) in retention {
+                    let mut deleted = 0;
+                    loop {
+                        let pruned =
+                            maintenance::prune(&mut *conn, state, retention, batch, None).await?;
+                        deleted += pruned;
+                        if pruned < u64::from(batch) {
+                            break;
+                        }
+                        // Let the hot path breathe between batches.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
                     }
-                    // Let the hot path breathe between batches.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if deleted > 0 {
+                        metrics::jobs_pruned(state.as_str(), deleted);
+                        report.push(format!("{deleted} {state}"));
+                    }
                 }
-                if deleted > 0 {
-                    metrics::jobs_pruned(state.as_str(), deleted);
-                    report.push(format!("{deleted} {state}"));
+                let workers =
+                    maintenance::prune_workers(&mut *conn, STALE_WORKER_AFTER, None).await?;
+                if workers > 0 {
+                    report.push(format!("{workers} stale worker registrations"));
                 }
-            }
-            let workers = maintenance::prune_workers(&mut *conn, STALE_WORKER_AFTER, None).await?;
-            if workers > 0 {
-                report.push(format!("{workers} stale worker registrations"));
-            }
-            Ok(())
-        }
-        .await;
-        maintenance::release(&mut conn, Exclusive::Prune).await?;
-        result?;
+                Ok(report)
+            })
+        })
+        .await?
+        .unwrap_or_default();
         Ok(if report.is_empty() {
             String::new()
         } else {

@@ -7,7 +7,7 @@ use tracing::warn;
 
 use crate::events;
 use crate::metrics;
-use crate::service::Service;
+use crate::service::{exclusively, Service};
 
 pub(crate) struct Rescuer {
     pub(crate) pool: PgPool,
@@ -18,35 +18,31 @@ impl Service for Rescuer {
     const NAME: &'static str = "rescuer";
 
     async fn run_once(&self) -> docket_queue::Result<String> {
-        let mut conn = self.pool.acquire().await?;
-        if !maintenance::try_take(&mut conn, Exclusive::Rescue).await? {
-            return Ok(String::new()); // another worker is rescuing
-        }
-        let mut total = 0;
-        let result: docket_queue::Result<()> = async {
-            loop {
-                let rescued = maintenance::rescue_lapsed(&mut *conn, self.batch, None).await?;
-                for job in &rescued {
-                    warn!(
-                        event = events::JOB_RESCUED, job.id = %job.id, job.kind = %job.kind,
-                        job.queue = %job.queue, job.attempt = job.attempt, state = %job.state,
-                        "worker lease lapsed; job freed"
-                    );
-                    metrics::job_rescued(&job.queue, &job.kind);
+        let batch = self.batch;
+        let total = exclusively(&self.pool, Exclusive::Rescue, move |conn| {
+            Box::pin(async move {
+                let mut total = 0;
+                loop {
+                    let rescued = maintenance::rescue_lapsed(&mut *conn, batch, None).await?;
+                    for job in &rescued {
+                        warn!(
+                            event = events::JOB_RESCUED, job.id = %job.id, job.kind = %job.kind,
+                            job.queue = %job.queue, job.attempt = job.attempt, state = %job.state,
+                            "worker lease lapsed; job freed"
+                        );
+                        metrics::job_rescued(&job.queue, &job.kind);
+                    }
+                    total += rescued.len();
+                    if rescued.len() < batch as usize {
+                        return Ok(total);
+                    }
                 }
-                total += rescued.len();
-                if rescued.len() < self.batch as usize {
-                    return Ok(());
-                }
-            }
-        }
-        .await;
-        maintenance::release(&mut conn, Exclusive::Rescue).await?;
-        result?;
-        Ok(if total > 0 {
-            format!("rescued {total} jobs")
-        } else {
-            String::new()
+            })
+        })
+        .await?;
+        Ok(match total {
+            Some(total) if total > 0 => format!("rescued {total} jobs"),
+            _ => String::new(),
         })
     }
 }

@@ -4,7 +4,11 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::pin::Pin;
+
+use docket_queue::maintenance::{self, Exclusive};
 use docket_queue::ErrorChain;
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
@@ -17,6 +21,28 @@ pub(crate) trait Service: Send + Sync + 'static {
 
     /// One run. Returns a report for the log, empty when there was nothing to do.
     fn run_once(&self) -> impl Future<Output = docket_queue::Result<String>> + Send;
+}
+
+/// The future of a piece of work on one borrowed connection.
+pub(crate) type ConnFuture<'c, T> =
+    Pin<Box<dyn Future<Output = docket_queue::Result<T>> + Send + 'c>>;
+
+/// Runs `work` on one connection while holding `task`'s advisory lock, so that however many
+/// workers run the service, one works at a time. `Ok(None)` when another worker holds the
+/// lock (it is doing this work). The lock is released whether the work succeeds or not;
+/// should the connection die first, the lock dies with it.
+pub(crate) async fn exclusively<T>(
+    pool: &PgPool,
+    task: Exclusive,
+    work: impl for<'c> FnOnce(&'c mut PgConnection) -> ConnFuture<'c, T>,
+) -> docket_queue::Result<Option<T>> {
+    let mut conn = pool.acquire().await?;
+    if !maintenance::try_take(&mut conn, task).await? {
+        return Ok(None);
+    }
+    let result = work(&mut conn).await;
+    maintenance::release(&mut conn, task).await?;
+    result.map(Some)
 }
 
 impl<S: Service> Service for std::sync::Arc<S> {
