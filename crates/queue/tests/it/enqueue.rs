@@ -390,3 +390,25 @@ async fn nul_characters_and_oversized_unique_keys_are_refused_naming_the_field()
     let constraint = err.as_database_error().and_then(|e| e.constraint());
     assert_eq!(constraint, Some("jobs_unique_key_length"), "{err}");
 }
+
+/// Issue #15: keyed `enqueue_many` created a temporary table per call (slow, and a catalog
+/// entry each time). Inside the caller's transaction, none is left to see.
+#[tokio::test]
+async fn keyed_bulk_enqueue_creates_no_temporary_table() {
+    let db = TestDb::new().await;
+    let mut tx = db.pool.begin().await.unwrap();
+    let jobs = [
+        NewJob::new("k", json!({})).unique_key("a"),
+        NewJob::new("k", json!({})).unique_key("a"),
+        NewJob::new("k", json!({})),
+    ];
+    let ids = enqueue_many(&mut *tx, &jobs).await.unwrap();
+    assert_eq!(ids[0], ids[1]);
+    let temporary: i64 =
+        sqlx::query_scalar("select count(*) from pg_class where relpersistence = 't'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(temporary, 0);
+}
