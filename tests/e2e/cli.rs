@@ -118,6 +118,26 @@ async fn bad_input_exits_non_zero_with_a_clear_message_and_writes_nothing() {
         stderr(&empty_kind)
     );
 
+    // Issue #10: a NUL character and an oversized unique key are refused naming the field.
+    let nul = docket(
+        &db.url,
+        &["enqueue", "k", "--payload", r#"{"a": "x\u0000y"}"#],
+    );
+    assert!(!nul.status.success());
+    assert!(
+        stderr(&nul).contains("payload must not contain a NUL"),
+        "{}",
+        stderr(&nul)
+    );
+    let long_key = "k".repeat(2000);
+    let long = docket(&db.url, &["enqueue", "k", "--unique-key", &long_key]);
+    assert!(!long.status.success());
+    assert!(
+        stderr(&long).contains("unique_key must be at most 1024 bytes"),
+        "{}",
+        stderr(&long)
+    );
+
     let unknown = "01a20cbd-d4ef-7a16-b67a-f82bfa49f79d";
     let replay = docket(&db.url, &["jobs", "replay", unknown]);
     assert!(!replay.status.success());
