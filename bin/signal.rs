@@ -11,7 +11,7 @@ pub(crate) async fn shutdown_signal() {
         signal(SignalKind::interrupt()),
     ) else {
         warn!(
-            event = "worker.error",
+            event = docket_queue::telemetry::event::WORKER_ERROR,
             "cannot install signal handlers; stop with SIGKILL"
         );
         return std::future::pending().await;
@@ -21,7 +21,7 @@ pub(crate) async fn shutdown_signal() {
         _ = int.recv() => "SIGINT",
     };
     warn!(
-        event = "worker.shutdown.signal",
+        event = docket_queue::telemetry::event::SHUTDOWN_SIGNAL,
         signal = name,
         "shutting down gracefully; signal again to exit at once"
     );
@@ -31,7 +31,7 @@ pub(crate) async fn shutdown_signal() {
             _ = int.recv() => {}
         }
         warn!(
-            event = "worker.shutdown.forced",
+            event = docket_queue::telemetry::event::SHUTDOWN_FORCED,
             "second signal: exiting now; running jobs will be rescued by lease"
         );
         std::process::exit(130);

@@ -68,7 +68,7 @@ pub(crate) async fn close_pool(pool: PgPool) {
         .is_err()
     {
         tracing::warn!(
-            event = "worker.shutdown.pool_abandoned",
+            event = docket_queue::telemetry::event::SHUTDOWN_POOL_ABANDONED,
             "connections still busy at exit were abandoned"
         );
     }

@@ -44,7 +44,7 @@ pub(crate) async fn run(
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {} (DOCKET_HTTP_ADDR)", config.http_addr))?;
-    info!(event = "http.listening", addr = %listener.local_addr()?, "HTTP listening");
+    info!(event = docket_queue::telemetry::event::HTTP_LISTENING, addr = %listener.local_addr()?, "HTTP listening");
 
     let stop_http = CancellationToken::new();
     let stop_workers = CancellationToken::new();
@@ -60,11 +60,14 @@ pub(crate) async fn run(
     match tokio::time::timeout(HTTP_DRAIN, http).await {
         Ok(result) => result?.context("HTTP server")?,
         Err(_) => tracing::warn!(
-            event = "http.drain_timeout",
+            event = docket_queue::telemetry::event::HTTP_DRAIN_TIMEOUT,
             "requests still in flight were dropped"
         ),
     }
-    info!(event = "http.stopped", "HTTP stopped; stopping workers");
+    info!(
+        event = docket_queue::telemetry::event::HTTP_STOPPED,
+        "HTTP stopped; stopping workers"
+    );
     stop_workers.cancel();
     workers.await??;
     crate::cmd::close_pool(pool).await;

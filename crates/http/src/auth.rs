@@ -76,7 +76,7 @@ impl FromRequestParts<AppState> for Caller {
         }
         let route = parts.uri.path().to_owned();
         tracing::warn!(
-            event = "health_check.auth_failed",
+            event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
             route,
             "request with a wrong bearer token refused"
         );

@@ -83,7 +83,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = self.parts();
         if let ApiError::Internal(err) = &self {
-            tracing::error!(event = "http.error", error.message = %err, error.cause_chain = %ErrorChain(err), "request failed");
+            tracing::error!(event = docket_queue::telemetry::event::HTTP_ERROR, error.message = %err, error.cause_chain = %ErrorChain(err), "request failed");
         }
         let body = match message {
             Some(message) => json!({ "error": code, "message": message }),

@@ -249,12 +249,12 @@ fn bounded<T>(
     match result {
         Ok(Ok(value)) => Some(value),
         Ok(Err(err)) => {
-            tracing::warn!(event = "health_check.database", part, error.message = %err, "health read failed");
+            tracing::warn!(event = docket_queue::telemetry::event::HEALTH_DATABASE, part, error.message = %err, "health read failed");
             None
         }
         Err(_) => {
             tracing::warn!(
-                event = "health_check.database",
+                event = docket_queue::telemetry::event::HEALTH_DATABASE,
                 part,
                 "health read timed out"
             );
@@ -395,11 +395,15 @@ impl HealthMonitor {
         let from = last.map_or("none", |s| status_name(s));
         match report.status {
             Status::Ok if last.is_some() => {
-                tracing::info!(event = "health_check.recovered", from, "health is ok again");
+                tracing::info!(
+                    event = docket_queue::telemetry::event::HEALTH_RECOVERED,
+                    from,
+                    "health is ok again"
+                );
             }
             Status::Ok => {}
             status => tracing::warn!(
-                event = "health_check.degraded",
+                event = docket_queue::telemetry::event::HEALTH_DEGRADED,
                 status = status_name(status),
                 from,
                 checks = ?report.checks,

@@ -85,7 +85,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     if state.cron_secret.is_none() {
         tracing::warn!(
-            event = "health_check.no_secret",
+            event = docket_queue::telemetry::event::HEALTH_NO_SECRET,
             "CRON_SECRET is not set: the snapshot, metrics and job API answer 401 to everyone"
         );
     }

@@ -9,20 +9,10 @@ use axum::response::Response;
 
 use crate::health::HealthReport;
 
-/// HTTP requests, by method, route and status.
-pub const HTTP_REQUESTS: &str = "docket_http_requests_total";
-/// HTTP request duration in seconds, by method and route.
-pub const HTTP_DURATION: &str = "docket_http_request_duration_seconds";
-/// Requests refused for a wrong bearer token.
-pub const AUTH_FAILURES: &str = "docket_http_auth_failures_total";
-/// Jobs per queue and state (pending, retrying, processing, dead_letter).
-pub const QUEUE_JOBS: &str = "docket_queue_jobs";
-/// Seconds the oldest ready job of a queue has waited (0 when none is ready).
-pub const QUEUE_OLDEST_READY_AGE: &str = "docket_queue_oldest_ready_age_seconds";
-/// Workers with a fresh heartbeat.
-pub const WORKERS_LIVE: &str = "docket_workers_live";
-/// 1 when the health status is this one, else 0, by status.
-pub const HEALTH_STATUS: &str = "docket_health_status";
+pub use docket_queue::telemetry::metric::{
+    AUTH_FAILURES, HEALTH_STATUS, HTTP_DURATION, HTTP_REQUESTS, QUEUE_JOBS, QUEUE_OLDEST_READY_AGE,
+    WORKERS_LIVE,
+};
 
 /// Logs each request (method, route, status, latency) and counts it. The route is the
 /// matched pattern (`/api/jobs/{id}`), never the raw path, so ids do not explode labels.
@@ -37,7 +27,7 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
     let latency = started.elapsed();
     let status = response.status().as_u16();
     tracing::info!(
-        event = "http.request", http.method = %method, http.route = %route, http.status = status,
+        event = docket_queue::telemetry::event::HTTP_REQUEST, http.method = %method, http.route = %route, http.status = status,
         latency_ms = latency.as_secs_f64() * 1000.0, "request"
     );
     metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())

@@ -9,6 +9,7 @@ use sqlx::PgExecutor;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::job::JobId;
+use crate::telemetry::{event, metric};
 
 /// The queue a job runs on when none is given.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -212,20 +213,14 @@ pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
     let id = db::job_enqueue(exec, &params).await?;
     record_enqueued(&job.queue, &job.kind, 1);
     tracing::debug!(
-        event = EVENT_ENQUEUED, job.id = %id, job.kind = %job.kind, job.queue = %job.queue,
+        event = event::JOB_ENQUEUED, job.id = %id, job.kind = %job.kind, job.queue = %job.queue,
         "job enqueued (visible once the transaction commits)"
     );
     Ok(id)
 }
 
-/// The log event of an enqueue.
-pub const EVENT_ENQUEUED: &str = "background_job.enqueued";
-
-/// Jobs enqueued, by queue and kind (duplicates of a live unique key included).
-pub const METRIC_ENQUEUED: &str = "docket_jobs_enqueued_total";
-
 fn record_enqueued(queue: &str, kind: &str, count: u64) {
-    metrics::counter!(METRIC_ENQUEUED, "queue" => queue.to_owned(), "kind" => kind.to_owned())
+    metrics::counter!(metric::JOBS_ENQUEUED, "queue" => queue.to_owned(), "kind" => kind.to_owned())
         .increment(count);
 }
 
@@ -263,7 +258,7 @@ pub async fn enqueue_many(exec: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<
     }
     for ((queue, kind), count) in counts {
         record_enqueued(queue, kind, count);
-        tracing::debug!(event = EVENT_ENQUEUED, job.kind = %kind, job.queue = %queue, count, "jobs enqueued in bulk");
+        tracing::debug!(event = event::JOB_ENQUEUED, job.kind = %kind, job.queue = %queue, count, "jobs enqueued in bulk");
     }
     Ok(ids)
 }

@@ -14,6 +14,7 @@
 //! - [`admin`]: show, list (keyset), cancel, replay, bulk replay of dead letters.
 //! - [`snapshot`]: the monitors' queue snapshot.
 //! - [`maintenance`]: heartbeats, rescue of lapsed leases, pruning.
+//! - [`telemetry`]: every log event and metric name, of every crate.
 //! - [`workers`]: registered workers, kinds no live worker runs, migration status.
 //! - `db`: every SQL statement (private).
 //! - [`error`]: `Error`, `Result`, `ErrorChain`.
@@ -31,6 +32,7 @@ pub mod job;
 pub mod maintenance;
 pub mod outcome;
 pub mod snapshot;
+pub mod telemetry;
 pub mod workers;
 
 pub use admin::{DeadLetterFilter, ListFilter, Page};

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use tracing::warn;
 
 use crate::events;
+use crate::metrics;
 use crate::service::{exclusively, Service};
 
 pub(crate) struct Expirer {
@@ -31,6 +32,7 @@ impl Service for Expirer {
                             job.queue = %job.queue, job.attempt = job.attempt, reason = "expired",
                             "job expired before it could start; dead-lettered"
                         );
+                        metrics::job_reached(&job.queue, &job.kind, job.state.as_str());
                     }
                     total += expired.len();
                     if expired.len() < batch as usize {

@@ -31,6 +31,9 @@ impl Service for Rescuer {
                             "worker lease lapsed; job freed"
                         );
                         metrics::job_rescued(&job.queue, &job.kind);
+                        if job.state.is_final() {
+                            metrics::job_reached(&job.queue, &job.kind, job.state.as_str());
+                        }
                     }
                     total += rescued.len();
                     if rescued.len() < batch as usize {

@@ -1,0 +1,192 @@
+//! Every log `event` value and metric name of every crate, spelled once. DESIGN.md's
+//! families: `background_job.*`, `worker.*`, `health_check.*`, `http.*`. The test below
+//! keeps `docs/operations.md` listing each of them.
+
+/// The `event` field values of log lines.
+pub mod event {
+    /// A job was enqueued from Rust, HTTP or the command line.
+    pub const JOB_ENQUEUED: &str = "background_job.enqueued";
+    /// A job was claimed and its handler started.
+    pub const JOB_STARTED: &str = "background_job.started";
+    /// A job's handler succeeded and the outcome was written.
+    pub const JOB_COMPLETED: &str = "background_job.completed";
+    /// A job failed and will be retried.
+    pub const JOB_RETRYING: &str = "background_job.retrying";
+    /// A job went to the dead-letter state.
+    pub const JOB_DEAD_LETTER: &str = "background_job.dead_letter";
+    /// A job whose worker's lease lapsed was freed by the rescuer.
+    pub const JOB_RESCUED: &str = "background_job.rescued";
+    /// A job was snoozed or handed back without spending an attempt.
+    pub const JOB_SNOOZED: &str = "background_job.snoozed";
+    /// A job stopped because it was cancelled.
+    pub const JOB_CANCELLED: &str = "background_job.cancelled";
+    /// A job the database gave this worker but that was not running here (a claim whose
+    /// reply was lost, an executor that died) was handed back without spending its attempt.
+    pub const JOB_HANDED_BACK: &str = "background_job.handed_back";
+    /// A ready job passed its `expires_at` and was dead-lettered by the expiry sweep.
+    pub const JOB_EXPIRED: &str = "background_job.expired";
+    /// Ready jobs of a queue and kind that no live worker runs were parked out of the claim's
+    /// way (they stay ready; the health check lists them as unhandled).
+    pub const JOBS_PARKED: &str = "background_job.parked";
+    /// The database refused an outcome's data; a failed attempt was recorded instead.
+    pub const JOB_OUTCOME_REFUSED: &str = "background_job.outcome_refused";
+    /// An outcome was dropped because this worker no longer held the job.
+    pub const JOB_FENCED: &str = "background_job.fenced";
+
+    /// The worker registered and started.
+    pub const WORKER_STARTED: &str = "worker.started";
+    /// The worker could not renew its lease in time and handed back its running jobs.
+    pub const LEASE_LOST: &str = "worker.lease_lost";
+    /// The worker renewed a lease it had lost, and claims again.
+    pub const LEASE_RENEWED: &str = "worker.lease_renewed";
+    /// A background part of the worker failed and will try again.
+    pub const WORKER_ERROR: &str = "worker.error";
+    /// Shutdown began: claiming stopped.
+    pub const SHUTDOWN_STARTED: &str = "worker.shutdown.started";
+    /// Every running job finished within the shutdown timeout.
+    pub const SHUTDOWN_DRAINED: &str = "worker.shutdown.drained";
+    /// Jobs still running at the deadline were stopped and handed back.
+    pub const SHUTDOWN_RELEASED: &str = "worker.shutdown.released";
+    /// The completer wrote every buffered outcome.
+    pub const SHUTDOWN_FLUSHED: &str = "worker.shutdown.flushed";
+    /// The worker deregistered and stopped.
+    pub const SHUTDOWN_COMPLETED: &str = "worker.shutdown.completed";
+
+    /// A maintenance service's run did something worth reporting.
+    pub const MAINTENANCE_RUN: &str = "worker.maintenance";
+
+    /// SIGTERM or SIGINT reached the binary.
+    pub const SHUTDOWN_SIGNAL: &str = "worker.shutdown.signal";
+    /// A second signal: the binary exits at once.
+    pub const SHUTDOWN_FORCED: &str = "worker.shutdown.forced";
+    /// Connections still stuck mid-statement at exit were abandoned, not waited for.
+    pub const SHUTDOWN_POOL_ABANDONED: &str = "worker.shutdown.pool_abandoned";
+
+    /// The health status became degraded or down (once per change).
+    pub const HEALTH_DEGRADED: &str = "health_check.degraded";
+    /// The health status is ok again.
+    pub const HEALTH_RECOVERED: &str = "health_check.recovered";
+    /// One part of the health evaluation failed or timed out.
+    pub const HEALTH_DATABASE: &str = "health_check.database";
+    /// A request with a wrong bearer token was refused.
+    pub const HEALTH_AUTH_FAILED: &str = "health_check.auth_failed";
+    /// `serve` started without `CRON_SECRET`.
+    pub const HEALTH_NO_SECRET: &str = "health_check.no_secret";
+
+    /// One HTTP request was answered.
+    pub const HTTP_REQUEST: &str = "http.request";
+    /// A request failed on the server's side.
+    pub const HTTP_ERROR: &str = "http.error";
+    /// The HTTP listener opened.
+    pub const HTTP_LISTENING: &str = "http.listening";
+    /// The HTTP listener closed.
+    pub const HTTP_STOPPED: &str = "http.stopped";
+    /// Requests still in flight when the drain time ran out were dropped.
+    pub const HTTP_DRAIN_TIMEOUT: &str = "http.drain_timeout";
+
+    /// Every event, for the test that keeps `docs/operations.md` complete.
+    pub const ALL: &[&str] = &[
+        JOB_ENQUEUED,
+        JOB_STARTED,
+        JOB_COMPLETED,
+        JOB_RETRYING,
+        JOB_DEAD_LETTER,
+        JOB_RESCUED,
+        JOB_SNOOZED,
+        JOB_CANCELLED,
+        JOB_HANDED_BACK,
+        JOB_EXPIRED,
+        JOBS_PARKED,
+        JOB_OUTCOME_REFUSED,
+        JOB_FENCED,
+        WORKER_STARTED,
+        LEASE_LOST,
+        LEASE_RENEWED,
+        WORKER_ERROR,
+        SHUTDOWN_STARTED,
+        SHUTDOWN_DRAINED,
+        SHUTDOWN_RELEASED,
+        SHUTDOWN_FLUSHED,
+        SHUTDOWN_COMPLETED,
+        MAINTENANCE_RUN,
+        SHUTDOWN_SIGNAL,
+        SHUTDOWN_FORCED,
+        SHUTDOWN_POOL_ABANDONED,
+        HEALTH_DEGRADED,
+        HEALTH_RECOVERED,
+        HEALTH_DATABASE,
+        HEALTH_AUTH_FAILED,
+        HEALTH_NO_SECRET,
+        HTTP_REQUEST,
+        HTTP_ERROR,
+        HTTP_LISTENING,
+        HTTP_STOPPED,
+        HTTP_DRAIN_TIMEOUT,
+    ];
+}
+
+/// Metric names (Prometheus).
+pub mod metric {
+    /// Jobs enqueued, by queue and kind (duplicates of a live unique key included).
+    pub const JOBS_ENQUEUED: &str = "docket_jobs_enqueued_total";
+    /// Jobs that reached a state through an outcome, a rescue or the expiry sweep, by queue,
+    /// kind and that state.
+    pub const JOBS_FINISHED: &str = "docket_jobs_outcomes_total";
+    /// Handler run time in seconds, by queue and kind.
+    pub const JOB_DURATION: &str = "docket_job_duration_seconds";
+    /// Jobs started, by queue and kind.
+    pub const JOBS_STARTED: &str = "docket_jobs_started_total";
+    /// Outcomes dropped because the worker no longer held the job.
+    pub const JOBS_FENCED: &str = "docket_jobs_fenced_total";
+    /// Jobs freed by the rescuer, by queue and kind.
+    pub const JOBS_RESCUED: &str = "docket_jobs_rescued_total";
+    /// Jobs deleted by the pruner, by state.
+    pub const JOBS_PRUNED: &str = "docket_jobs_pruned_total";
+    /// HTTP requests, by method, route and status.
+    pub const HTTP_REQUESTS: &str = "docket_http_requests_total";
+    /// HTTP request duration in seconds, by method and route.
+    pub const HTTP_DURATION: &str = "docket_http_request_duration_seconds";
+    /// Requests refused for a wrong bearer token.
+    pub const AUTH_FAILURES: &str = "docket_http_auth_failures_total";
+    /// Jobs per queue and state (pending, retrying, processing, dead_letter).
+    pub const QUEUE_JOBS: &str = "docket_queue_jobs";
+    /// Seconds the oldest ready job of a queue has waited (0 when none is ready).
+    pub const QUEUE_OLDEST_READY_AGE: &str = "docket_queue_oldest_ready_age_seconds";
+    /// Workers with a fresh heartbeat.
+    pub const WORKERS_LIVE: &str = "docket_workers_live";
+    /// 1 when the health status is this one, else 0, by status.
+    pub const HEALTH_STATUS: &str = "docket_health_status";
+
+    /// Every metric, for the test that keeps `docs/operations.md` complete.
+    pub const ALL: &[&str] = &[
+        JOBS_ENQUEUED,
+        JOBS_FINISHED,
+        JOB_DURATION,
+        JOBS_STARTED,
+        JOBS_FENCED,
+        JOBS_RESCUED,
+        JOBS_PRUNED,
+        HTTP_REQUESTS,
+        HTTP_DURATION,
+        AUTH_FAILURES,
+        QUEUE_JOBS,
+        QUEUE_OLDEST_READY_AGE,
+        WORKERS_LIVE,
+        HEALTH_STATUS,
+    ];
+}
+
+#[cfg(test)]
+mod tests {
+    /// A name missing from the operations doc is a name operators cannot look up.
+    #[test]
+    fn every_event_and_metric_is_documented_in_operations_md() {
+        let doc = include_str!("../../../docs/operations.md");
+        for name in super::event::ALL.iter().chain(super::metric::ALL) {
+            assert!(
+                doc.contains(&format!("`{name}`")),
+                "docs/operations.md lacks `{name}`"
+            );
+        }
+    }
+}
