@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use docket_http::health::{Check, HealthMonitor};
+use docket_queue::health::{self, Check};
 use serde::Serialize;
 
 use crate::cli::OutputArgs;
@@ -102,9 +102,7 @@ async fn database_checks(pool: &sqlx::PgPool, config: &Config, checks: &mut Vec<
             detail: err.to_string(),
         }),
     }
-    let report = HealthMonitor::new(pool, config.health.clone())
-        .report()
-        .await;
+    let report = health::evaluate(pool, &config.health).await;
     let verdict = |check: Check| match check {
         Check::Ok => Verdict::Ok,
         Check::Warn | Check::Unknown | Check::Degraded => Verdict::Warn,

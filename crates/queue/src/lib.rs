@@ -15,11 +15,13 @@
 //! - [`snapshot`]: the monitors' queue snapshot.
 //! - [`maintenance`]: heartbeats, rescue of lapsed leases, pruning.
 //! - [`telemetry`]: every log event and metric name, of every crate.
+//! - [`health`]: the health judgement over the snapshot and the workers.
 //! - [`workers`]: registered workers, kinds no live worker runs, migration status.
 //! - `db`: every SQL statement (private).
 //! - [`error`]: `Error`, `Result`, `ErrorChain`.
 //!
-//! It has no timers and starts no tasks: the worker runtime decides when to call what.
+//! It starts no tasks, and its only timers are the health evaluation's bounds: the worker
+//! runtime decides when to call what.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod admin;
@@ -28,6 +30,7 @@ pub mod claim;
 mod db;
 pub mod enqueue;
 pub mod error;
+pub mod health;
 pub mod job;
 pub mod maintenance;
 pub mod outcome;
