@@ -63,6 +63,8 @@ impl From<docket_queue::Error> for ApiError {
                 ApiError::Conflict(err.to_string())
             }
             Error::InvalidJob(_) | Error::Payload { .. } => ApiError::Invalid(err.to_string()),
+            Error::InvalidArgument(message) => ApiError::BadRequest(message),
+            Error::TimedOut { .. } => ApiError::Unavailable,
             Error::Database(ref db) if is_unavailable(db) => ApiError::Unavailable,
             other => ApiError::Internal(other),
         }

@@ -51,10 +51,10 @@ pub struct Page {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidJob`] for a page size out of range; [`Error::Database`].
+/// [`Error::InvalidArgument`] for a page size out of range; [`Error::Database`].
 pub async fn list(exec: impl PgExecutor<'_>, filter: &ListFilter) -> Result<Page> {
     if filter.limit == 0 || filter.limit > LIST_LIMIT_MAX {
-        return Err(Error::InvalidJob(format!(
+        return Err(Error::InvalidArgument(format!(
             "limit must be between 1 and {LIST_LIMIT_MAX}"
         )));
     }

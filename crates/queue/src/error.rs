@@ -38,6 +38,18 @@ pub enum Error {
         /// When it expired.
         expires_at: chrono::DateTime<chrono::Utc>,
     },
+    /// An argument is out of its range (a page size, a retention, a state that cannot be
+    /// pruned): the caller's input, not a job.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// An operation did not finish in the time it was given.
+    #[error("{what} timed out after {after:?}")]
+    TimedOut {
+        /// What was being done.
+        what: &'static str,
+        /// The bound it ran into.
+        after: std::time::Duration,
+    },
     /// The job or its options break a rule (empty kind, `max_attempts < 1`, ...).
     #[error("invalid job: {0}")]
     InvalidJob(String),

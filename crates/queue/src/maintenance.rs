@@ -103,7 +103,7 @@ pub async fn expire(
 ///
 /// # Errors
 ///
-/// [`Error::InvalidJob`] for a state that is not final; [`Error::Database`] when the
+/// [`Error::InvalidArgument`] for a state that is not final; [`Error::Database`] when the
 /// database fails.
 pub async fn prune(
     exec: impl PgExecutor<'_>,
@@ -113,7 +113,7 @@ pub async fn prune(
     now: Option<DateTime<Utc>>,
 ) -> Result<u64> {
     if !state.is_final() {
-        return Err(Error::InvalidJob(format!(
+        return Err(Error::InvalidArgument(format!(
             "only finished jobs are pruned, not {state}"
         )));
     }

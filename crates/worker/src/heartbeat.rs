@@ -63,7 +63,10 @@ impl Service for Heartbeat {
         let beat = maintenance::heartbeat(&self.pool, &self.worker, self.lease_timeout, None);
         let result = match tokio::time::timeout(self.interval, beat).await {
             Ok(result) => result,
-            Err(_) => Err(docket_queue::Error::Database(sqlx::Error::PoolTimedOut)),
+            Err(_) => Err(docket_queue::Error::TimedOut {
+                what: "heartbeat",
+                after: self.interval,
+            }),
         };
         let mut renewed = self
             .renewed_sent_at

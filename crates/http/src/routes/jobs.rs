@@ -110,12 +110,7 @@ pub(crate) async fn list(
         before,
         limit: params.limit.unwrap_or(50),
     };
-    let page = admin::list(&state.pool, &filter)
-        .await
-        .map_err(|err| match err {
-            docket_queue::Error::InvalidJob(message) => ApiError::BadRequest(message),
-            other => other.into(),
-        })?;
+    let page = admin::list(&state.pool, &filter).await?;
     Ok(Json(JobPage {
         jobs: page.jobs,
         next: page.next,
