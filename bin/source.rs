@@ -130,7 +130,10 @@ impl Source {
     fn lookup(&self, var: &str) -> Option<(String, String)> {
         // KNOWN is the one list of settings: a read of anything else is a bug (caught by
         // any test that reads it), not a setting operators could find.
-        debug_assert!(KNOWN.contains(&var), "{var} is read but not listed in KNOWN");
+        debug_assert!(
+            KNOWN.contains(&var),
+            "{var} is read but not listed in KNOWN"
+        );
         if let Ok(value) = std::env::var(var) {
             if !value.trim().is_empty() {
                 return Some((value, var.to_owned()));
@@ -184,10 +187,17 @@ mod tests {
     fn every_setting_is_documented_and_every_documented_setting_is_known() {
         let doc = include_str!("../docs/configuration.md");
         for var in KNOWN {
-            assert!(doc.contains(&format!("| `{var}` |")), "docs/configuration.md lacks {var}");
+            assert!(
+                doc.contains(&format!("| `{var}` |")),
+                "docs/configuration.md lacks {var}"
+            );
         }
         for line in doc.lines().filter(|line| line.starts_with("| `")) {
-            let var = line.trim_start_matches("| `").split('`').next().unwrap_or_default();
+            let var = line
+                .trim_start_matches("| `")
+                .split('`')
+                .next()
+                .unwrap_or_default();
             if var.starts_with("DOCKET_") || var == "DATABASE_URL" || var == "CRON_SECRET" {
                 assert!(KNOWN.contains(&var), "{var} is documented but not read");
             }

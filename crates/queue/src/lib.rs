@@ -16,8 +16,9 @@
 //! - [`maintenance`]: heartbeats, rescue of lapsed leases, pruning.
 //! - [`telemetry`]: every log event and metric name, of every crate.
 //! - [`health`]: the health judgement over the snapshot and the workers.
+//! - [`worker`]: the worker model (`WorkerInfo`, `Worker`).
 //! - [`workers`]: registered workers, kinds no live worker runs, migration status.
-//! - `db`: every SQL statement (private).
+//! - `db`: every SQL statement (private), one module per table.
 //! - [`error`]: `Error`, `Result`, `ErrorChain`.
 //!
 //! It starts no tasks, and its only timers are the health evaluation's bounds: the worker
@@ -36,6 +37,7 @@ pub mod maintenance;
 pub mod outcome;
 pub mod snapshot;
 pub mod telemetry;
+pub mod worker;
 pub mod workers;
 
 pub use admin::{DeadLetterFilter, ListFilter, Page};

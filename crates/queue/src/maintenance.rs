@@ -11,23 +11,7 @@ use uuid::Uuid;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobState};
-
-/// A worker process as it announces itself with each heartbeat.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, sqlx::FromRow)]
-pub struct WorkerInfo {
-    /// Fresh per process start: a restarted process never inherits a dead one's jobs.
-    pub id: Uuid,
-    /// The host it runs on.
-    pub host: String,
-    /// Its process id.
-    pub pid: i32,
-    /// The queues it serves.
-    pub queues: Vec<String>,
-    /// The kinds it runs.
-    pub kinds: Vec<String>,
-    /// Its version.
-    pub version: String,
-}
+pub use crate::worker::WorkerInfo;
 
 /// Registers the worker, or renews its heartbeat, and with it the worker's lease on every
 /// job it holds until `now + lease` (the worker's own setting: the rescuer reads the

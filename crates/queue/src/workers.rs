@@ -7,26 +7,7 @@ use sqlx::PgExecutor;
 
 use crate::db;
 use crate::error::Result;
-use crate::maintenance::WorkerInfo;
-
-/// A registered worker process: how it announced itself, and how fresh its heartbeat is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct Worker {
-    /// Its announcement: id, host, pid, queues, kinds, version.
-    #[serde(flatten)]
-    #[sqlx(flatten)]
-    pub info: WorkerInfo,
-    /// When it started.
-    pub started_at: DateTime<Utc>,
-    /// Its latest heartbeat.
-    pub heartbeat_at: DateTime<Utc>,
-    /// Until when its lease holds (its heartbeat plus its own lease timeout).
-    pub lease_expires_at: DateTime<Utc>,
-    /// Seconds since that heartbeat.
-    pub heartbeat_age_seconds: f64,
-    /// Whether its lease holds now: the one rule for "is this worker alive".
-    pub live: bool,
-}
+pub use crate::worker::Worker;
 
 /// Every registered worker, freshest first (at most 1,000).
 ///

@@ -1,0 +1,19 @@
+//! Session advisory locks: one maintenance task at a time over all workers.
+
+use sqlx::PgExecutor;
+
+/// Takes a session-level advisory lock if it is free; `false` when another session holds it.
+pub(crate) async fn advisory_try_lock(exec: impl PgExecutor<'_>, key: i64) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select pg_try_advisory_lock($1)")
+        .bind(key)
+        .fetch_one(exec)
+        .await
+}
+
+pub(crate) async fn advisory_unlock(exec: impl PgExecutor<'_>, key: i64) -> sqlx::Result<()> {
+    sqlx::query("select pg_advisory_unlock($1)")
+        .bind(key)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
