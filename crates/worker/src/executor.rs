@@ -164,35 +164,42 @@ impl Executor {
             }
             task.abort();
         }
-        match ended {
-            Ended::Malformed(detail) => Outcome::DeadLetter {
-                reason: format!("malformed: {detail}"),
-                error: format!("payload does not decode into {}: {detail}", job.kind),
-            },
-            Ended::Returned(Ok(())) => Outcome::Complete,
-            Ended::Returned(Err(JobError::Retry { error, delay })) => Outcome::Retry {
-                error: error_chain(&*error),
-                delay: delay.unwrap_or_else(|| options.backoff.delay(job.id, job.attempt)),
-            },
-            Ended::Returned(Err(JobError::DeadLetter { reason, error })) => Outcome::DeadLetter {
-                reason,
-                error: error_chain(&*error),
-            },
-            Ended::Returned(Err(JobError::Snooze(delay))) => Outcome::Snooze { delay },
-            Ended::Panicked(message) => Outcome::Retry {
-                error: format!("panicked: {message}"),
-                delay: options.backoff.delay(job.id, job.attempt),
-            },
-            Ended::TimedOut(timeout) => Outcome::Retry {
-                error: format!("timed out after {timeout:?}"),
-                delay: options.backoff.delay(job.id, job.attempt),
-            },
-            Ended::CancelledByOperator => Outcome::Cancel,
-            // Handed back without spending the attempt.
-            Ended::Released => Outcome::Snooze {
-                delay: Duration::ZERO,
-            },
-        }
+        outcome_of(ended, job, &options.backoff)
+    }
+}
+
+/// What an ended run means for the job: the one mapping from "how it ended" to an outcome.
+/// Pure, so that each case is a unit test.
+fn outcome_of(ended: Ended, job: &Job, backoff: &docket_queue::Backoff) -> Outcome {
+    let retry_delay = || backoff.delay(job.id, job.attempt);
+    match ended {
+        Ended::Malformed(detail) => Outcome::DeadLetter {
+            reason: format!("malformed: {detail}"),
+            error: format!("payload does not decode into {}: {detail}", job.kind),
+        },
+        Ended::Returned(Ok(())) => Outcome::Complete,
+        Ended::Returned(Err(JobError::Retry { error, delay })) => Outcome::Retry {
+            error: error_chain(&*error),
+            delay: delay.unwrap_or_else(retry_delay),
+        },
+        Ended::Returned(Err(JobError::DeadLetter { reason, error })) => Outcome::DeadLetter {
+            reason,
+            error: error_chain(&*error),
+        },
+        Ended::Returned(Err(JobError::Snooze(delay))) => Outcome::Snooze { delay },
+        Ended::Panicked(message) => Outcome::Retry {
+            error: format!("panicked: {message}"),
+            delay: retry_delay(),
+        },
+        Ended::TimedOut(timeout) => Outcome::Retry {
+            error: format!("timed out after {timeout:?}"),
+            delay: retry_delay(),
+        },
+        Ended::CancelledByOperator => Outcome::Cancel,
+        // Handed back without spending the attempt.
+        Ended::Released => Outcome::Snooze {
+            delay: Duration::ZERO,
+        },
     }
 }
 
@@ -206,4 +213,105 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "a panic with a non-text payload".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use docket_queue::{Backoff, JobState};
+
+    fn job() -> Job {
+        let now = chrono::Utc::now();
+        Job {
+            id: JobId(uuid::Uuid::now_v7()),
+            queue: "default".into(),
+            kind: "test.kind".into(),
+            payload: serde_json::json!({}),
+            state: JobState::Processing,
+            priority: 0,
+            run_at: now,
+            attempt: 2,
+            max_attempts: 25,
+            unique_key: None,
+            expires_at: None,
+            last_error: None,
+            errors: vec![],
+            dead_letter_reason: None,
+            locked_by: None,
+            lease_token: None,
+            parked_at: None,
+            cancel_requested_at: None,
+            created_at: now,
+            attempted_at: Some(now),
+            finished_at: None,
+        }
+    }
+
+    #[test]
+    fn each_way_a_run_ends_maps_to_its_outcome() {
+        let (job, backoff) = (job(), Backoff::default());
+        let backoff_delay = backoff.delay(job.id, job.attempt);
+        let outcome = |ended| outcome_of(ended, &job, &backoff);
+        assert_eq!(outcome(Ended::Returned(Ok(()))), Outcome::Complete);
+        assert_eq!(
+            outcome(Ended::Returned(Err(JobError::from("boom")))),
+            Outcome::Retry {
+                error: "boom".into(),
+                delay: backoff_delay
+            }
+        );
+        assert_eq!(
+            outcome(Ended::Returned(Err(JobError::retry_after(
+                "later",
+                Duration::from_secs(7)
+            )))),
+            Outcome::Retry {
+                error: "later".into(),
+                delay: Duration::from_secs(7)
+            }
+        );
+        assert_eq!(
+            outcome(Ended::Returned(Err(JobError::permanent("no")))),
+            Outcome::DeadLetter {
+                reason: "discarded".into(),
+                error: "no".into()
+            }
+        );
+        assert_eq!(
+            outcome(Ended::Returned(Err(JobError::Snooze(Duration::from_secs(
+                3
+            ))))),
+            Outcome::Snooze {
+                delay: Duration::from_secs(3)
+            }
+        );
+        assert_eq!(
+            outcome(Ended::Malformed("missing field `to`".into())),
+            Outcome::DeadLetter {
+                reason: "malformed: missing field `to`".into(),
+                error: "payload does not decode into test.kind: missing field `to`".into(),
+            }
+        );
+        assert_eq!(
+            outcome(Ended::Panicked("oops".into())),
+            Outcome::Retry {
+                error: "panicked: oops".into(),
+                delay: backoff_delay
+            }
+        );
+        assert_eq!(
+            outcome(Ended::TimedOut(Duration::from_secs(30))),
+            Outcome::Retry {
+                error: "timed out after 30s".into(),
+                delay: backoff_delay
+            }
+        );
+        assert_eq!(outcome(Ended::CancelledByOperator), Outcome::Cancel);
+        assert_eq!(
+            outcome(Ended::Released),
+            Outcome::Snooze {
+                delay: Duration::ZERO
+            }
+        );
+    }
 }

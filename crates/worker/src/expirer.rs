@@ -3,13 +3,14 @@
 //! way; the sweep keeps them from piling up in front of the claim. Runs in every worker,
 //! under an advisory lock so that one works at a time.
 
+use chrono::{DateTime, Utc};
 use docket_queue::maintenance::{self, Exclusive};
 use sqlx::PgPool;
 use tracing::warn;
 
 use crate::events;
 use crate::metrics;
-use crate::service::{exclusively, Service};
+use crate::service::{exclusively, RunReport, Service};
 
 pub(crate) struct Expirer {
     pub(crate) pool: PgPool,
@@ -19,13 +20,13 @@ pub(crate) struct Expirer {
 impl Service for Expirer {
     const NAME: &'static str = "expirer";
 
-    async fn run_once(&self) -> docket_queue::Result<String> {
+    async fn run_once(&self, now: Option<DateTime<Utc>>) -> docket_queue::Result<RunReport> {
         let batch = self.batch;
         let total = exclusively(&self.pool, Exclusive::Expire, move |conn| {
             Box::pin(async move {
                 let mut total = 0;
                 loop {
-                    let expired = maintenance::expire(&mut *conn, batch, None).await?;
+                    let expired = maintenance::expire(&mut *conn, batch, now).await?;
                     for job in &expired {
                         warn!(
                             event = events::JOB_EXPIRED, job.id = %job.id, job.kind = %job.kind,
@@ -42,9 +43,6 @@ impl Service for Expirer {
             })
         })
         .await?;
-        Ok(match total {
-            Some(total) if total > 0 => format!("dead-lettered {total} expired jobs"),
-            _ => String::new(),
-        })
+        Ok(RunReport::default().count("expired", total.unwrap_or(0) as u64))
     }
 }

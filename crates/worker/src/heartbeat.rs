@@ -7,6 +7,7 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use docket_queue::maintenance::{self, WorkerInfo};
 use sqlx::PgPool;
 use tokio::time::Instant;
@@ -14,7 +15,7 @@ use tracing::{error, info};
 
 use crate::events;
 use crate::lease::{must_release, Holdings, Lease};
-use crate::service::Service;
+use crate::service::{RunReport, Service};
 
 pub(crate) struct Heartbeat {
     pub(crate) pool: PgPool,
@@ -56,11 +57,11 @@ impl Heartbeat {
 impl Service for Heartbeat {
     const NAME: &'static str = "heartbeat";
 
-    async fn run_once(&self) -> docket_queue::Result<String> {
+    async fn run_once(&self, now: Option<DateTime<Utc>>) -> docket_queue::Result<RunReport> {
         let sent_at = Instant::now();
         // A heartbeat slower than its interval counts as failed: a hung database must not
         // keep us running jobs on a lease that is running out.
-        let beat = maintenance::heartbeat(&self.pool, &self.worker, self.lease_timeout, None);
+        let beat = maintenance::heartbeat(&self.pool, &self.worker, self.lease_timeout, now);
         let result = match tokio::time::timeout(self.interval, beat).await {
             Ok(result) => result,
             Err(_) => Err(docket_queue::Error::TimedOut {
@@ -93,6 +94,6 @@ impl Service for Heartbeat {
                 );
             }
         }
-        result.map(|()| String::new())
+        result.map(|()| RunReport::default())
     }
 }

@@ -54,9 +54,9 @@ impl Lease {
 /// since the last heartbeat that succeeded was *sent* (the database stamped its lease no
 /// earlier than that). The jobs must be stopped, grace included, before the lease lapses
 /// and a rescuer may hand them to another worker; the next check comes one `interval`
-/// later, so the margin is one interval plus the grace.
+/// later (plus the ticker's jitter at most), so that is the margin, with the grace.
 pub(crate) fn must_release(since_sent: Duration, interval: Duration, lease: Duration) -> bool {
-    since_sent + interval + STOP_GRACE >= lease
+    since_sent + interval.mul_f64(1.0 + crate::service::JITTER) + STOP_GRACE >= lease
 }
 
 /// Why a running job is being stopped from outside.

@@ -7,12 +7,13 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use docket_queue::maintenance::{self, Exclusive};
 use sqlx::PgPool;
 use tracing::warn;
 
 use crate::events;
-use crate::service::{exclusively, Service};
+use crate::service::{exclusively, RunReport, Service};
 
 /// How many of each queue's oldest ready jobs one run looks at.
 const SCAN_PER_QUEUE: u32 = 10_000;
@@ -27,26 +28,21 @@ pub(crate) struct Parker {
 impl Service for Parker {
     const NAME: &'static str = "parker";
 
-    async fn run_once(&self) -> docket_queue::Result<String> {
+    async fn run_once(&self, now: Option<DateTime<Utc>>) -> docket_queue::Result<RunReport> {
         let (batch, park_after) = (self.batch, self.park_after);
         let done = exclusively(&self.pool, Exclusive::Park, move |conn| {
             Box::pin(async move {
                 let mut unparked = 0;
                 loop {
-                    let freed = maintenance::unpark_handled(&mut *conn, batch, None).await?;
+                    let freed = maintenance::unpark_handled(&mut *conn, batch, now).await?;
                     unparked += freed;
                     if freed < u64::from(batch) {
                         break;
                     }
                 }
-                let parked = maintenance::park_unhandled(
-                    &mut *conn,
-                    park_after,
-                    SCAN_PER_QUEUE,
-                    batch,
-                    None,
-                )
-                .await?;
+                let parked =
+                    maintenance::park_unhandled(&mut *conn, park_after, SCAN_PER_QUEUE, batch, now)
+                        .await?;
                 let mut pairs: Vec<_> = parked.iter().collect();
                 pairs.sort();
                 pairs.dedup();
@@ -60,16 +56,9 @@ impl Service for Parker {
             })
         })
         .await?;
-        let Some((unparked, parked)) = done else {
-            return Ok(String::new());
-        };
-        let mut report = Vec::new();
-        if parked > 0 {
-            report.push(format!("parked {parked} jobs no live worker runs"));
-        }
-        if unparked > 0 {
-            report.push(format!("unparked {unparked} jobs a live worker runs"));
-        }
-        Ok(report.join("; "))
+        let (unparked, parked) = done.unwrap_or_default();
+        Ok(RunReport::default()
+            .count("parked (no live worker)", parked as u64)
+            .count("unparked", unparked))
     }
 }

@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use docket_queue::maintenance::{self, Exclusive};
 use docket_queue::JobState;
 use sqlx::PgPool;
 
 use crate::metrics;
-use crate::service::{exclusively, Service};
+use crate::service::{exclusively, RunReport, Service};
 
 /// How long after its lease lapsed a worker's registration is removed (once the rescuer
 /// has freed its jobs): long enough for operators to see that it died.
@@ -24,16 +25,16 @@ pub(crate) struct Pruner {
 impl Service for Pruner {
     const NAME: &'static str = "pruner";
 
-    async fn run_once(&self) -> docket_queue::Result<String> {
+    async fn run_once(&self, now: Option<DateTime<Utc>>) -> docket_queue::Result<RunReport> {
         let (retention, batch) = (self.retention, self.batch);
         let report = exclusively(&self.pool, Exclusive::Prune, move |conn| {
             Box::pin(async move {
-                let mut report = Vec::new();
+                let mut report = RunReport::default();
                 for (state, retention) in retention {
                     let mut deleted = 0;
                     loop {
                         let pruned =
-                            maintenance::prune(&mut *conn, state, retention, batch, None).await?;
+                            maintenance::prune(&mut *conn, state, retention, batch, now).await?;
                         deleted += pruned;
                         if pruned < u64::from(batch) {
                             break;
@@ -43,23 +44,25 @@ impl Service for Pruner {
                     }
                     if deleted > 0 {
                         metrics::jobs_pruned(state.as_str(), deleted);
-                        report.push(format!("{deleted} {state}"));
+                        report = report.count(pruned_what(state), deleted);
                     }
                 }
                 let workers =
-                    maintenance::prune_workers(&mut *conn, STALE_WORKER_AFTER, None).await?;
-                if workers > 0 {
-                    report.push(format!("{workers} stale worker registrations"));
-                }
-                Ok(report)
+                    maintenance::prune_workers(&mut *conn, STALE_WORKER_AFTER, now).await?;
+                Ok(report.count("pruned stale worker registrations", workers))
             })
         })
         .await?
         .unwrap_or_default();
-        Ok(if report.is_empty() {
-            String::new()
-        } else {
-            format!("pruned {}", report.join(", "))
-        })
+        Ok(report)
+    }
+}
+
+/// How a prune count reads in the report.
+fn pruned_what(state: JobState) -> &'static str {
+    match state {
+        JobState::Completed => "pruned completed",
+        JobState::Cancelled => "pruned cancelled",
+        _ => "pruned dead letters",
     }
 }

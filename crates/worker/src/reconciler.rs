@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use docket_queue::maintenance;
 use docket_queue::{AttemptOutcome, Outcome};
 use sqlx::PgPool;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 
 use crate::events;
 use crate::lease::Holdings;
-use crate::service::Service;
+use crate::service::{RunReport, Service};
 
 pub(crate) struct Reconciler {
     pub(crate) pool: PgPool,
@@ -25,8 +26,12 @@ pub(crate) struct Reconciler {
 }
 
 impl Reconciler {
-    /// One pass; returns how many jobs were handed back.
-    pub(crate) async fn reconcile(&self) -> docket_queue::Result<usize> {
+    /// One pass at `now` (`None`: the database's clock); returns how many jobs were
+    /// handed back.
+    pub(crate) async fn reconcile(
+        &self,
+        now: Option<DateTime<Utc>>,
+    ) -> docket_queue::Result<usize> {
         let held = maintenance::held_by(&self.pool, self.worker_id).await?;
         let cancelled: Vec<_> = held
             .iter()
@@ -60,7 +65,7 @@ impl Reconciler {
         }
         // Fenced by the token like any outcome: a job whose outcome landed meanwhile is
         // left alone.
-        let applied = docket_queue::apply_outcomes(&self.pool, self.worker_id, &lost, None).await?;
+        let applied = docket_queue::apply_outcomes(&self.pool, self.worker_id, &lost, now).await?;
         for (id, state) in &applied.changed {
             warn!(
                 event = events::JOB_HANDED_BACK, job.id = %id, state = %state,
@@ -74,12 +79,8 @@ impl Reconciler {
 impl Service for Reconciler {
     const NAME: &'static str = "reconciler";
 
-    async fn run_once(&self) -> docket_queue::Result<String> {
-        let handed_back = self.reconcile().await?;
-        Ok(if handed_back > 0 {
-            format!("handed back {handed_back} jobs this worker held but did not run")
-        } else {
-            String::new()
-        })
+    async fn run_once(&self, now: Option<DateTime<Utc>>) -> docket_queue::Result<RunReport> {
+        let handed_back = self.reconcile(now).await?;
+        Ok(RunReport::default().count("handed back (held, not running)", handed_back as u64))
     }
 }

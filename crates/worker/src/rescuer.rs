@@ -1,13 +1,14 @@
 //! The rescuer: frees jobs held by workers whose heartbeat lapsed. Runs in every worker,
 //! under an advisory lock so that one works at a time.
 
+use chrono::{DateTime, Utc};
 use docket_queue::maintenance::{self, Exclusive};
 use sqlx::PgPool;
 use tracing::warn;
 
 use crate::events;
 use crate::metrics;
-use crate::service::{exclusively, Service};
+use crate::service::{exclusively, RunReport, Service};
 
 pub(crate) struct Rescuer {
     pub(crate) pool: PgPool,
@@ -17,13 +18,13 @@ pub(crate) struct Rescuer {
 impl Service for Rescuer {
     const NAME: &'static str = "rescuer";
 
-    async fn run_once(&self) -> docket_queue::Result<String> {
+    async fn run_once(&self, now: Option<DateTime<Utc>>) -> docket_queue::Result<RunReport> {
         let batch = self.batch;
         let total = exclusively(&self.pool, Exclusive::Rescue, move |conn| {
             Box::pin(async move {
                 let mut total = 0;
                 loop {
-                    let rescued = maintenance::rescue_lapsed(&mut *conn, batch, None).await?;
+                    let rescued = maintenance::rescue_lapsed(&mut *conn, batch, now).await?;
                     for job in &rescued {
                         warn!(
                             event = events::JOB_RESCUED, job.id = %job.id, job.kind = %job.kind,
@@ -43,9 +44,6 @@ impl Service for Rescuer {
             })
         })
         .await?;
-        Ok(match total {
-            Some(total) if total > 0 => format!("rescued {total} jobs"),
-            _ => String::new(),
-        })
+        Ok(RunReport::default().count("rescued", total.unwrap_or(0) as u64))
     }
 }

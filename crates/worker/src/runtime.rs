@@ -359,7 +359,7 @@ impl Started {
     /// Step 5: whatever the database still says this worker holds is handed back: jobs of a
     /// claim cut off in step 1, outcomes the completer gave up on.
     async fn hand_back_leftovers(&self) {
-        match tokio::time::timeout(self.shutdown_timeout, self.reconciler.reconcile()).await {
+        match tokio::time::timeout(self.shutdown_timeout, self.reconciler.reconcile(None)).await {
             Ok(Ok(0)) => {}
             Ok(Ok(count)) => info!(
                 event = events::JOB_HANDED_BACK,

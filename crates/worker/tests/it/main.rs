@@ -55,3 +55,24 @@ pub(crate) async fn count_in(pool: &PgPool, state: JobState) -> i64 {
         .await
         .unwrap()
 }
+
+/// Whether a worker's LISTEN connection is up (its last statement was the LISTEN).
+pub(crate) async fn listening(pool: &PgPool) -> bool {
+    sqlx::query_scalar(
+        "select exists (select 1 from pg_stat_activity
+                        where datname = current_database() and query ilike 'listen%')",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// Enqueues `job` and waits until a worker runs it.
+pub(crate) async fn enqueue_running(pool: &PgPool, job: &docket_queue::NewJob) -> JobId {
+    let id = docket_queue::enqueue(pool, job).await.unwrap();
+    docket_testkit::eventually(Duration::from_secs(20), "the job is running", || async {
+        state_of(pool, id).await == JobState::Processing
+    })
+    .await;
+    id
+}

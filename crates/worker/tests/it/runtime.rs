@@ -8,7 +8,7 @@ use docket_worker::{builtin, JobContext, JobError, QueueConfig, Registry, Runtim
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::{count_in, quick_config, start, state_of};
+use crate::{count_in, enqueue_running, listening, quick_config, start, state_of};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -26,8 +26,11 @@ async fn notified_worker_runs_every_job_to_completion() {
         ..quick_config()
     };
     let worker = start(&db.pool, builtins(), config);
-    // Polling is an hour: only NOTIFY can bring these in quickly.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Polling is an hour: only NOTIFY can bring these in quickly, once the worker listens.
+    eventually(WAIT, "the worker listens", || async {
+        listening(&db.pool).await
+    })
+    .await;
     let jobs: Vec<_> = (0..500)
         .map(|n| NewJob::new(builtin::NOOP, json!({ "n": n })))
         .collect();
@@ -200,7 +203,8 @@ async fn a_kind_no_worker_knows_stays_ready() {
         state_of(&db.pool, known).await == JobState::Completed
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The known job was enqueued after the unknown one, so the claim that took it passed
+    // the unknown one by.
     let job = admin::show(&db.pool, unknown).await.unwrap();
     assert_eq!((job.state, job.attempt), (JobState::Pending, 0));
     worker.shutdown().await;
@@ -269,15 +273,10 @@ async fn operator_cancel_stops_a_running_job() {
         ..quick_config()
     };
     let worker = start(&db.pool, builtins(), config);
-    let id = enqueue(
+    let id = enqueue_running(
         &db.pool,
         &NewJob::typed(&builtin::Sleep { ms: 60_000 }).unwrap(),
     )
-    .await
-    .unwrap();
-    eventually(WAIT, "the job is running", || async {
-        state_of(&db.pool, id).await == JobState::Processing
-    })
     .await;
     admin::cancel(&db.pool, id).await.unwrap();
     eventually(WAIT, "the job is cancelled", || async {
@@ -301,15 +300,10 @@ async fn shutdown_hands_back_unfinished_jobs_without_spending_the_attempt() {
     )
     .await
     .unwrap();
-    let slow = enqueue(
+    let slow = enqueue_running(
         &db.pool,
         &NewJob::typed(&builtin::Sleep { ms: 60_000 }).unwrap(),
     )
-    .await
-    .unwrap();
-    eventually(WAIT, "the slow job is running", || async {
-        state_of(&db.pool, slow).await == JobState::Processing
-    })
     .await;
     let started = std::time::Instant::now();
     worker.shutdown().await;
@@ -423,13 +417,7 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_jobs_and_claims_nothing_
         ..quick_config()
     };
     let worker = start(&db.pool, registry, config);
-    let first = enqueue(&db.pool, &NewJob::new("test.watch", json!({})))
-        .await
-        .unwrap();
-    eventually(WAIT, "the job is running", || async {
-        state_of(&db.pool, first).await == JobState::Processing
-    })
-    .await;
+    let first = enqueue_running(&db.pool, &NewJob::new("test.watch", json!({}))).await;
 
     // Heartbeats now hang on the lock: the lease cannot be renewed.
     let mut blocker = db.pool.begin().await.unwrap();
@@ -444,6 +432,8 @@ async fn a_worker_that_cannot_renew_its_lease_stops_its_jobs_and_claims_nothing_
     let second = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({})))
         .await
         .unwrap();
+    // Nothing to wait on: a claim that does not happen leaves no trace. Several poll
+    // intervals pass instead.
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
         state_of(&db.pool, second).await,
@@ -478,15 +468,10 @@ async fn shutdown_stays_bounded_when_outcomes_cannot_be_written_and_the_rescuer_
         ..quick_config()
     };
     let worker = start(&db.pool, builtins(), config);
-    let id = enqueue(
+    let id = enqueue_running(
         &db.pool,
         &NewJob::typed(&builtin::Sleep { ms: 60_000 }).unwrap(),
     )
-    .await
-    .unwrap();
-    eventually(WAIT, "the job is running", || async {
-        state_of(&db.pool, id).await == JobState::Processing
-    })
     .await;
 
     // Every write to the jobs table now waits on this lock: claims, outcomes, everything.
