@@ -133,7 +133,7 @@ async fn bad_input_exits_non_zero_with_a_clear_message_and_writes_nothing() {
     let long = docket(&db.url, &["enqueue", "k", "--unique-key", &long_key]);
     assert!(!long.status.success());
     assert!(
-        stderr(&long).contains("unique_key must be at most 1024 bytes"),
+        stderr(&long).contains("unique_key must be at most 256 characters"),
         "{}",
         stderr(&long)
     );

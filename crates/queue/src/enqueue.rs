@@ -14,9 +14,10 @@ use crate::telemetry::{event, metric};
 /// The queue a job runs on when none is given.
 pub const DEFAULT_QUEUE: &str = "default";
 
-/// The longest unique key, in bytes (UTF-8). The database enforces it too
-/// (`jobs_unique_key_length`): longer keys do not fit the unique index.
-pub const UNIQUE_KEY_MAX_BYTES: usize = 1024;
+/// The longest unique key, in characters. The database enforces it too
+/// (`jobs_unique_key_length`): 256 characters are at most 1,024 bytes of UTF-8, well within
+/// what the unique index can hold (about 2.7 kB).
+pub const UNIQUE_KEY_MAX_CHARS: usize = 256;
 
 /// Whether a NUL character hides anywhere in a JSON value, keys included.
 fn json_has_nul(value: &serde_json::Value) -> bool {
@@ -171,8 +172,8 @@ impl NewJob {
         rule(
             self.unique_key
                 .as_ref()
-                .is_none_or(|key| key.len() <= UNIQUE_KEY_MAX_BYTES),
-            "unique_key must be at most 1024 bytes",
+                .is_none_or(|key| key.chars().count() <= UNIQUE_KEY_MAX_CHARS),
+            "unique_key must be at most 256 characters",
         )?;
         for (field, value) in [("kind", Some(&self.kind)), ("queue", Some(&self.queue))]
             .into_iter()

@@ -61,14 +61,19 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// Only jobs in this state: pending, retrying, processing, completed, dead_letter, cancelled.
+    #[param(value_type = Option<JobState>)]
     state: Option<String>,
     /// Only jobs on this queue.
+    #[param(min_length = 1, max_length = 127)]
     queue: Option<String>,
     /// Only jobs of this kind.
+    #[param(min_length = 1, max_length = 127)]
     kind: Option<String>,
     /// Page size, 1 to 1000; default 50.
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// The cursor: the previous page's `next`.
+    #[param(value_type = Option<uuid::Uuid>)]
     before: Option<String>,
 }
 
@@ -81,13 +86,23 @@ pub(crate) struct JobPage {
 }
 
 #[utoipa::path(get, path = "/api/jobs", params(ListQuery), security(("bearer" = [])),
-    responses((status = 200, body = JobPage), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = JobPage), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     _: Authorized,
     params: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<JobPage>, ApiError> {
     let params = query(params)?;
+    for (name, value) in [("queue", &params.queue), ("kind", &params.kind)] {
+        if value
+            .as_ref()
+            .is_some_and(|v| v.is_empty() || v.chars().count() > 127)
+        {
+            return Err(ApiError::BadRequest(format!(
+                "{name} must be 1 to 127 characters"
+            )));
+        }
+    }
     let job_state = params
         .state
         .as_deref()
@@ -117,8 +132,8 @@ pub(crate) async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path, description = "The job's id")), security(("bearer" = [])),
-    responses((status = 200, body = Job), (status = 400, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)))]
+#[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = uuid::Uuid, Path, description = "The job's id")), security(("bearer" = [])),
+    responses((status = 200, body = Job), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn show(
     State(state): State<AppState>,
     _: Authorized,
@@ -131,20 +146,37 @@ pub(crate) async fn show(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct EnqueueRequest {
-    /// The kind, which names the handler (1 to 127 characters).
+    /// The kind, which names the handler (1 to 127 characters, not all blank, no NUL).
+    #[schema(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     kind: String,
-    /// The handler's input; default `{}`.
+    /// The handler's input; default `{}`. No string in it may hold a NUL character
+    /// (`\u0000`): PostgreSQL's `jsonb` cannot store one (422).
     #[serde(default = "empty_object")]
     payload: Value,
-    /// Default `default`.
+    /// Default `default` (1 to 127 characters, not all blank, no NUL).
+    #[schema(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     queue: Option<String>,
     /// Lower runs first; default 0.
+    #[schema(minimum = -32768, maximum = 32767)]
+    #[serde(default, deserialize_with = "integral")]
     priority: Option<i16>,
     /// Not before this time; default now.
     run_at: Option<DateTime<Utc>>,
     /// Default 25; at least 1.
+    #[schema(minimum = 1, maximum = 2147483647)]
+    #[serde(default, deserialize_with = "integral")]
     max_attempts: Option<i32>,
-    /// At most one live job per key: a duplicate returns the live job's id.
+    /// At most one live job per key: a duplicate returns the live job's id. 1 to 256
+    /// characters, no NUL.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00]+$")]
     unique_key: Option<String>,
     /// Dead-lettered as `expired` rather than started after this time.
     expires_at: Option<DateTime<Utc>>,
@@ -161,8 +193,29 @@ fn empty_object() -> Value {
     json!({})
 }
 
+/// An optional integer that may be written as a whole float (`3.0`): JSON Schema counts
+/// that as an integer, so a client generated from the document may send it.
+fn integral<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64>,
+{
+    use serde::de::Error;
+    let Some(number) = Option::<serde_json::Number>::deserialize(deserializer)? else {
+        return Ok(None);
+    };
+    let whole = match (number.as_i64(), number.as_f64()) {
+        (Some(n), _) => n,
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => f as i64,
+        _ => return Err(D::Error::custom(format!("{number} is not a whole number"))),
+    };
+    T::try_from(whole)
+        .map(Some)
+        .map_err(|_| D::Error::custom(format!("{whole} is out of range")))
+}
+
 #[utoipa::path(post, path = "/api/jobs", request_body = EnqueueRequest, security(("bearer" = [])),
-    responses((status = 201, body = Enqueued), (status = 400, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 201, body = Enqueued), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn enqueue(
     State(state): State<AppState>,
     _: Authorized,
@@ -185,8 +238,8 @@ pub(crate) async fn enqueue(
     Ok((StatusCode::CREATED, Json(Enqueued { id })))
 }
 
-#[utoipa::path(post, path = "/api/jobs/{id}/replay", params(("id" = String, Path, description = "The job's id")), security(("bearer" = [])),
-    responses((status = 200, body = Job), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/jobs/{id}/replay", params(("id" = uuid::Uuid, Path, description = "The job's id")), security(("bearer" = [])),
+    responses((status = 200, body = Job), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn replay(
     State(state): State<AppState>,
     _: Authorized,
@@ -195,8 +248,8 @@ pub(crate) async fn replay(
     Ok(Json(admin::replay(&state.pool, parse_id(&id)?).await?))
 }
 
-#[utoipa::path(post, path = "/api/jobs/{id}/cancel", params(("id" = String, Path, description = "The job's id")), security(("bearer" = [])),
-    responses((status = 200, body = Job), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody)))]
+#[utoipa::path(post, path = "/api/jobs/{id}/cancel", params(("id" = uuid::Uuid, Path, description = "The job's id")), security(("bearer" = [])),
+    responses((status = 200, body = Job), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     _: Authorized,
@@ -227,7 +280,7 @@ pub(crate) struct Replayed {
 }
 
 #[utoipa::path(post, path = "/api/jobs/replay-dead-letters", request_body = ReplayRequest, security(("bearer" = [])),
-    responses((status = 200, body = Replayed), (status = 422, body = crate::error::ErrorBody)))]
+    responses((status = 200, body = Replayed), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn replay_dead_letters(
     State(state): State<AppState>,
     _: Authorized,
