@@ -9,12 +9,13 @@ use docket_queue::{Job, JobId, Outcome};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::debug;
 use uuid::Uuid;
 
 use crate::events;
 use crate::handler::{JobContext, JobError};
-use crate::lease::{HeldJob, StopReason, StopSwitch};
+use crate::lease::{HeldJob, Holdings, StopReason, StopSwitch};
 use crate::metrics;
 use crate::registry::Registry;
 
@@ -43,6 +44,10 @@ pub(crate) struct Executor {
     pub(crate) hard_stop: CancellationToken,
     /// Where outcomes go. The channel closes once every executor is gone.
     pub(crate) completer: mpsc::Sender<Finished>,
+    /// The claims in flight and the jobs held.
+    pub(crate) holdings: Arc<Holdings>,
+    /// Where job tasks are tracked, so shutdown can wait for them.
+    pub(crate) jobs: TaskTracker,
 }
 
 /// How a run ended, before it is turned into an outcome.
@@ -56,6 +61,23 @@ enum Ended {
 }
 
 impl Executor {
+    /// Runs `job` in a task of its own (tracked for shutdown).
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        job: Job,
+        held: HeldJob,
+        queue: Arc<str>,
+        permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+        wake_producer: Arc<Notify>,
+    ) {
+        let executor = self.clone();
+        self.jobs.spawn(async move {
+            executor
+                .execute(job, held, queue, permits, wake_producer)
+                .await;
+        });
+    }
+
     /// Runs `job` and sends its outcome to the completer. The permits are held until the
     /// outcome is handed over; then the producer is woken to claim more.
     pub(crate) async fn execute(

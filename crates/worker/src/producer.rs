@@ -11,13 +11,12 @@ use docket_queue::{ClaimRequest, ErrorChain};
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::error;
 use uuid::Uuid;
 
 use crate::events;
 use crate::executor::Executor;
-use crate::lease::{Holdings, Lease};
+use crate::lease::Lease;
 
 /// How long a producer with few free slots waits for more before it claims.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
@@ -30,21 +29,24 @@ pub(crate) struct Producer {
     pub(crate) worker_id: Uuid,
     pub(crate) claim_batch: u32,
     pub(crate) poll_interval: Duration,
+    /// This queue's slots and the global ones.
+    pub(crate) slots: QueueSlots,
+    /// Notified by the listener and by finishing jobs.
+    pub(crate) wake: Arc<Notify>,
+    /// Runs the claimed jobs (and knows what this worker holds).
+    pub(crate) executor: Arc<Executor>,
+    /// The worker's lease: no claims while it is not held.
+    pub(crate) lease: Arc<Lease>,
+}
+
+/// A queue's concurrency: its own permits, and the cap over all queues.
+pub(crate) struct QueueSlots {
     /// This queue's concurrency, as a number.
     pub(crate) concurrency: usize,
     /// This queue's concurrency, as permits.
-    pub(crate) slots: Arc<Semaphore>,
+    pub(crate) queue: Arc<Semaphore>,
     /// The cap over all queues.
     pub(crate) global: Arc<Semaphore>,
-    /// Notified by the listener and by finishing jobs.
-    pub(crate) wake: Arc<Notify>,
-    pub(crate) executor: Arc<Executor>,
-    /// Where job tasks are tracked, so shutdown can wait for them.
-    pub(crate) jobs: TaskTracker,
-    /// The worker's lease: no claims while it is not held.
-    pub(crate) lease: Arc<Lease>,
-    /// The claims in flight and the jobs held.
-    pub(crate) holdings: Arc<Holdings>,
 }
 
 /// One job's slots: this queue's and the global cap's.
@@ -108,10 +110,10 @@ impl Producer {
     /// more to free up, so that one claim takes a batch instead of one round trip per
     /// finished job. An idle producer (most slots free) claims at once.
     async fn gather_free_slots(&self) {
-        let enough = (self.concurrency / 2).clamp(1, self.claim_batch as usize);
+        let enough = (self.slots.concurrency / 2).clamp(1, self.claim_batch as usize);
         let deadline = tokio::time::Instant::now() + CLAIM_COOLDOWN;
         // Each finishing job notifies `wake`; stop waiting once enough slots are free.
-        while self.slots.available_permits() < enough {
+        while self.slots.queue.available_permits() < enough {
             tokio::select! {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep_until(deadline) => return,
@@ -124,10 +126,10 @@ impl Producer {
     fn take_slots(&self) -> Vec<Slots> {
         let mut slots = Vec::new();
         while slots.len() < self.claim_batch as usize {
-            let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            let Ok(slot) = self.slots.queue.clone().try_acquire_owned() else {
                 break;
             };
-            let Ok(global) = self.global.clone().try_acquire_owned() else {
+            let Ok(global) = self.slots.global.clone().try_acquire_owned() else {
                 break;
             };
             slots.push((slot, global));
@@ -145,19 +147,15 @@ impl Producer {
             limit: u32::try_from(slots.len()).unwrap_or(u32::MAX),
             now: None,
         };
-        let in_flight = self.holdings.begin_claim(request.token);
+        let in_flight = self.executor.holdings.begin_claim(request.token);
         let claimed = docket_queue::claim(&self.pool, &request).await?;
         let held = in_flight.adopt(claimed.jobs.iter().map(|job| job.id));
         let count = claimed.jobs.len();
         for (job, held) in claimed.jobs.into_iter().zip(held) {
             // One slot per job was taken before the claim, and the claim took no more.
             let Some(slots) = slots.pop() else { break };
-            let executor = self.executor.clone();
-            let queue = self.queue.clone();
-            let wake = self.wake.clone();
-            self.jobs.spawn(async move {
-                executor.execute(job, held, queue, slots, wake).await;
-            });
+            self.executor
+                .spawn(job, held, self.queue.clone(), slots, self.wake.clone());
         }
         Ok(count)
     }

@@ -26,7 +26,7 @@ use crate::heartbeat::Heartbeat;
 use crate::lease::{Holdings, Lease};
 use crate::listener::Listener;
 use crate::parker::Parker;
-use crate::producer::Producer;
+use crate::producer::{Producer, QueueSlots};
 use crate::pruner::Pruner;
 use crate::reconciler::Reconciler;
 use crate::registry::Registry;
@@ -154,6 +154,8 @@ impl Runtime {
             registry: self.registry.clone(),
             hard_stop: hard_stop.clone(),
             completer: completer_tx,
+            holdings: holdings.clone(),
+            jobs: jobs.clone(),
         });
         let total: usize = config.queues.iter().map(|q| q.concurrency).sum();
         let global = Arc::new(Semaphore::new(config.global_concurrency.unwrap_or(total)));
@@ -169,14 +171,14 @@ impl Runtime {
                 worker_id: self.worker.id,
                 claim_batch: config.claim_batch,
                 poll_interval: config.poll_interval,
-                concurrency: queue.concurrency,
-                slots: Arc::new(Semaphore::new(queue.concurrency)),
-                global: global.clone(),
+                slots: QueueSlots {
+                    concurrency: queue.concurrency,
+                    queue: Arc::new(Semaphore::new(queue.concurrency)),
+                    global: global.clone(),
+                },
                 wake,
                 executor: executor.clone(),
-                jobs: jobs.clone(),
                 lease: lease.clone(),
-                holdings: holdings.clone(),
             };
             producers.spawn(producer.run(stop_claiming.clone()));
         }
