@@ -68,7 +68,6 @@ impl AttemptOutcome {
         AttemptOutcome {
             id: job.id,
             attempt: job.attempt,
-            #[allow(clippy::expect_used)]
             token: job.lease_token.expect("only a claimed job has an outcome"),
             outcome,
         }
