@@ -359,3 +359,73 @@ async fn a_claim_does_not_read_parked_jobs_however_many_wait_ahead_of_it() {
         "the claim fetched {fetched} rows from the heap"
     );
 }
+
+/// Issue #15: the rescuer walked the whole of `jobs_snapshot` (every live and
+/// dead-lettered row) on each run. It reads `jobs_processing`: the running jobs only.
+#[tokio::test]
+async fn the_rescuer_reads_only_running_jobs_however_many_others_the_table_holds() {
+    let db = TestDb::new().await;
+    sqlx::query(
+        "insert into docket.jobs (kind, state, finished_at, dead_letter_reason)
+         select 'k', 'dead_letter', now(), 'discarded' from generate_series(1, 3000)",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("insert into docket.jobs (kind) select 'k' from generate_series(1, 3000)")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        insert_job(
+            &db.pool,
+            JobOpts {
+                state: Some(JobState::Processing),
+                ..Default::default()
+            },
+        )
+        .await;
+    }
+    sqlx::query("analyze docket.jobs")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let before = snapshot_index_reads(&db.pool).await;
+    let rescued = maintenance::rescue_lapsed(&db.pool, 100, None)
+        .await
+        .unwrap();
+    assert_eq!(rescued.len(), 3);
+    let mut after = before;
+    for _ in 0..150 {
+        after = snapshot_index_reads(&db.pool).await;
+        if after.1 > before.1 {
+            break; // the statistics of the rescue have arrived
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(after.1 > before.1, "statistics never arrived");
+    assert_eq!(
+        after.0 - before.0,
+        0,
+        "the rescue read jobs_snapshot, which holds every live and dead-lettered row"
+    );
+}
+
+/// Index tuples read from `jobs_snapshot` and from `jobs_processing`, as flushed.
+async fn snapshot_index_reads(pool: &sqlx::PgPool) -> (i64, i64) {
+    let mut conn = pool.acquire().await.unwrap();
+    for statement in [
+        "select pg_stat_force_next_flush()",
+        "select pg_stat_clear_snapshot()",
+    ] {
+        sqlx::query(statement).execute(&mut *conn).await.unwrap();
+    }
+    sqlx::query_as(
+        "select coalesce(sum(idx_tup_read) filter (where indexrelname = 'jobs_snapshot'), 0)::bigint,
+                coalesce(sum(idx_tup_read) filter (where indexrelname = 'jobs_processing'), 0)::bigint
+         from pg_stat_user_indexes where relid = 'docket.jobs'::regclass",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap()
+}
