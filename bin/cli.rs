@@ -30,8 +30,33 @@ pub(crate) enum Command {
     Serve(WorkerArgs),
     /// The operator's health report: exit 0 ok, 1 warn, 2 fail.
     Check(OutputArgs),
+    /// Cron schedules: list, run one now, pause, resume (for every process).
+    #[command(subcommand)]
+    Cron(CronCommand),
     /// A guided run of the main job on a throwaway database (or DATABASE_URL).
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CronCommand {
+    /// Every registered schedule with its last and next tick.
+    List(OutputArgs),
+    /// Enqueue one job of the schedule now (not a tick) and print its id.
+    Run {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Pause the schedule in every process; its missed ticks follow its catch-up policy on
+    /// resume.
+    Pause {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Resume a paused schedule.
+    Resume {
+        /// The schedule's name.
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]

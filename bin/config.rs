@@ -140,6 +140,10 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
     if let Some(batch) = source.parse("DOCKET_CLAIM_BATCH")? {
         config.claim_batch = batch;
     }
+    if let Some(cron) = source.parse::<bool>("DOCKET_CRON")? {
+        config.cron = cron;
+    }
+    config.schedules = source.schedules.clone();
     if let Some(listen) = source.parse::<bool>("DOCKET_LISTEN")? {
         config.listen = listen;
     }

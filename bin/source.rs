@@ -10,6 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use docket_worker::schedule::ScheduleConfig;
 
 /// Every variable Docket reads.
 pub(crate) const KNOWN: &[&str] = &[
@@ -23,6 +24,7 @@ pub(crate) const KNOWN: &[&str] = &[
     "DOCKET_GLOBAL_CONCURRENCY",
     "DOCKET_CLAIM_BATCH",
     "DOCKET_LISTEN",
+    "DOCKET_CRON",
     "DOCKET_POLL_INTERVAL",
     "DOCKET_HEARTBEAT_INTERVAL",
     "DOCKET_LEASE_TIMEOUT",
@@ -56,6 +58,94 @@ pub(crate) struct Source {
     file: BTreeMap<String, String>,
     /// The file, for messages.
     path: Option<PathBuf>,
+    /// The file's `[[schedule]]` tables.
+    pub(crate) schedules: Vec<ScheduleConfig>,
+}
+
+/// The keys of a `[[schedule]]` table.
+const SCHEDULE_KEYS: &[&str] = &[
+    "name",
+    "cron",
+    "kind",
+    "payload",
+    "queue",
+    "priority",
+    "max_attempts",
+    "timezone",
+    "catch_up",
+    "catch_up_max",
+];
+
+/// One `[[schedule]]` table; an unknown key or a value of the wrong type is an error that
+/// names the schedule (or its position, when it has no name yet).
+fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Result<ScheduleConfig> {
+    let label = match table.get("name").and_then(toml::Value::as_str) {
+        Some(name) => format!("schedule {name:?}"),
+        None => format!("schedule #{}", index + 1),
+    };
+    let at = |what: String| anyhow::anyhow!("{}: {label}: {what}", path.display());
+    for key in table.keys() {
+        if !SCHEDULE_KEYS.contains(&key.as_str()) {
+            let nearest = SCHEDULE_KEYS
+                .iter()
+                .min_by_key(|known| strsim::levenshtein(known, key))
+                .filter(|known| strsim::levenshtein(known, key) <= 3);
+            return Err(at(match nearest {
+                Some(known) => format!("unknown key `{key}`; did you mean `{known}`?"),
+                None => format!("unknown key `{key}`"),
+            }));
+        }
+    }
+    let text = |key: &str| -> anyhow::Result<Option<String>> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(at(format!(
+                "`{key}` must be a string, not {}",
+                other.type_str()
+            ))),
+        }
+    };
+    let number = |key: &str| -> anyhow::Result<Option<i64>> {
+        match table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Integer(n)) => Ok(Some(*n)),
+            Some(other) => Err(at(format!(
+                "`{key}` must be a whole number, not {}",
+                other.type_str()
+            ))),
+        }
+    };
+    let required = |key: &str| -> anyhow::Result<String> {
+        text(key)?.ok_or_else(|| at(format!("`{key}` is required")))
+    };
+    let mut schedule = ScheduleConfig::new(required("name")?, required("cron")?, required("kind")?);
+    if let Some(payload) = table.get("payload") {
+        schedule.payload =
+            serde_json::to_value(payload).map_err(|err| at(format!("`payload`: {err}")))?;
+    }
+    if let Some(queue) = text("queue")? {
+        schedule.queue = queue;
+    }
+    if let Some(zone) = text("timezone")? {
+        schedule.timezone = zone;
+    }
+    if let Some(catch_up) = text("catch_up")? {
+        schedule.catch_up = catch_up.parse().map_err(at)?;
+    }
+    if let Some(priority) = number("priority")? {
+        schedule.priority =
+            i16::try_from(priority).map_err(|_| at("`priority` is out of range".into()))?;
+    }
+    if let Some(max) = number("max_attempts")? {
+        schedule.max_attempts =
+            i32::try_from(max).map_err(|_| at("`max_attempts` is out of range".into()))?;
+    }
+    if let Some(max) = number("catch_up_max")? {
+        schedule.catch_up_max =
+            u32::try_from(max).map_err(|_| at("`catch_up_max` is out of range".into()))?;
+    }
+    Ok(schedule)
 }
 
 impl Source {
@@ -70,6 +160,7 @@ impl Source {
             Err(err) if !required && err.kind() == std::io::ErrorKind::NotFound => Ok(Source {
                 file: BTreeMap::new(),
                 path: None,
+                schedules: Vec::new(),
             }),
             Err(err) => {
                 Err(err).with_context(|| format!("cannot read {} (DOCKET_CONFIG)", path.display()))
@@ -83,7 +174,20 @@ impl Source {
             .parse()
             .with_context(|| format!("{} is not valid TOML", path.display()))?;
         let mut file = BTreeMap::new();
+        let mut schedules = Vec::new();
         for (key, value) in table {
+            if key == "schedule" {
+                let toml::Value::Array(items) = value else {
+                    bail!("{}: `schedule` must be [[schedule]] tables", path.display());
+                };
+                for (index, item) in items.iter().enumerate() {
+                    let toml::Value::Table(table) = item else {
+                        bail!("{}: `schedule` must be [[schedule]] tables", path.display());
+                    };
+                    schedules.push(schedule_from(table, index, path)?);
+                }
+                continue;
+            }
             let Some(var) = KNOWN.iter().find(|var| file_key(var) == key) else {
                 let nearest = KNOWN
                     .iter()
@@ -122,6 +226,7 @@ impl Source {
         }
         Ok(Source {
             file,
+            schedules,
             path: Some(path.to_owned()),
         })
     }

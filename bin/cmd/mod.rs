@@ -1,6 +1,7 @@
 //! One module per subcommand; `run` dispatches.
 
 mod check;
+mod cron;
 mod demo;
 mod enqueue;
 mod jobs;
@@ -28,6 +29,9 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         Command::Migrate => migrate::run(&connect(config.require_database()?).await?).await,
         Command::Enqueue(args) => {
             enqueue::run(&connect(config.require_database()?).await?, args).await
+        }
+        Command::Cron(command) => {
+            cron::run(&connect(config.require_database()?).await?, command).await
         }
         Command::Jobs(command) => {
             jobs::run(&connect(config.require_database()?).await?, command).await

@@ -12,6 +12,7 @@
 //! - [`outcome`]: complete, retry, dead-letter, snooze, cancel; batched and fenced.
 //! - [`backoff`]: retry delays, exponential or a ladder. Pure.
 //! - [`admin`]: show, list (keyset), cancel, replay, bulk replay of dead letters.
+//! - [`schedule`]: cron schedules in the database: registration, exactly-once ticks, pause.
 //! - [`snapshot`]: the monitors' queue snapshot.
 //! - [`maintenance`]: heartbeats, rescue of lapsed leases, pruning.
 //! - [`telemetry`]: every log event and metric name, of every crate.
@@ -35,6 +36,7 @@ pub mod health;
 pub mod job;
 pub mod maintenance;
 pub mod outcome;
+pub mod schedule;
 pub mod snapshot;
 pub mod telemetry;
 pub mod worker;

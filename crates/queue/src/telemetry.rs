@@ -55,6 +55,16 @@ pub mod event {
     /// A maintenance service's run did something worth reporting.
     pub const MAINTENANCE_RUN: &str = "worker.maintenance";
 
+    /// A schedule's tick was enqueued (once, over all processes).
+    pub const CRON_ENQUEUED: &str = "background_job_cron.enqueued";
+    /// Due ticks were dropped by a schedule's catch-up policy.
+    pub const CRON_MISSED: &str = "background_job_cron.missed";
+    /// A schedule was paused (for every process).
+    pub const CRON_PAUSED: &str = "background_job_cron.paused";
+    /// A schedule was resumed.
+    pub const CRON_RESUMED: &str = "background_job_cron.resumed";
+    /// A schedule's tick could not be enqueued; the next run tries again.
+    pub const CRON_FAILED: &str = "background_job_cron.failed";
     /// SIGTERM or SIGINT reached the binary.
     pub const SHUTDOWN_SIGNAL: &str = "worker.shutdown.signal";
     /// A second signal: the binary exits at once.
@@ -109,6 +119,11 @@ pub mod event {
         SHUTDOWN_FLUSHED,
         SHUTDOWN_COMPLETED,
         MAINTENANCE_RUN,
+        CRON_ENQUEUED,
+        CRON_MISSED,
+        CRON_PAUSED,
+        CRON_RESUMED,
+        CRON_FAILED,
         SHUTDOWN_SIGNAL,
         SHUTDOWN_FORCED,
         SHUTDOWN_POOL_ABANDONED,
@@ -142,6 +157,8 @@ pub mod metric {
     pub const JOBS_RESCUED: &str = "docket_jobs_rescued_total";
     /// Jobs deleted by the pruner, by state.
     pub const JOBS_PRUNED: &str = "docket_jobs_pruned_total";
+    /// Schedule ticks, by schedule and outcome (`enqueued`, `missed`).
+    pub const CRON_TICKS: &str = "docket_cron_ticks_total";
     /// HTTP requests, by method, route and status.
     pub const HTTP_REQUESTS: &str = "docket_http_requests_total";
     /// HTTP request duration in seconds, by method and route.
@@ -166,6 +183,7 @@ pub mod metric {
         JOBS_FENCED,
         JOBS_RESCUED,
         JOBS_PRUNED,
+        CRON_TICKS,
         HTTP_REQUESTS,
         HTTP_DURATION,
         AUTH_FAILURES,

@@ -102,6 +102,11 @@ pub struct RuntimeConfig {
     pub park_after: Duration,
     /// How often the parker runs. Default [`PARKER_INTERVAL_DEFAULT`].
     pub parker_interval: Duration,
+    /// The cron schedules this process declares (and registers). Default none.
+    pub schedules: Vec<crate::schedule::ScheduleConfig>,
+    /// Whether this process runs the scheduler for its schedules (`DOCKET_CRON`). Default
+    /// on; however many processes run it, each tick is enqueued once.
+    pub cron: bool,
     /// Completed jobs older than this are deleted. Default [`COMPLETED_RETENTION_DEFAULT`].
     pub completed_retention: Duration,
     /// Cancelled jobs older than this are deleted. Default [`CANCELLED_RETENTION_DEFAULT`].
@@ -129,6 +134,8 @@ impl Default for RuntimeConfig {
             pruner_interval: PRUNER_INTERVAL_DEFAULT,
             park_after: PARK_AFTER_DEFAULT,
             parker_interval: PARKER_INTERVAL_DEFAULT,
+            schedules: Vec::new(),
+            cron: true,
             completed_retention: COMPLETED_RETENTION_DEFAULT,
             cancelled_retention: CANCELLED_RETENTION_DEFAULT,
             dead_letter_retention: DEAD_LETTER_RETENTION_DEFAULT,
@@ -174,6 +181,14 @@ impl RuntimeConfig {
         }
         if self.poll_interval.is_zero() || self.heartbeat_interval.is_zero() {
             return fail("poll_interval and heartbeat_interval must be above zero".into());
+        }
+        let mut names: Vec<&str> = self.schedules.iter().map(|s| s.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(pair) = names.windows(2).find(|pair| pair[0] == pair[1]) {
+            return fail(format!("schedule {:?} is declared twice", pair[0]));
+        }
+        for schedule in &self.schedules {
+            schedule.parse().map_err(ConfigError)?;
         }
         if self.parker_interval.is_zero() {
             return fail("parker_interval must be above zero".into());

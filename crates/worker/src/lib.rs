@@ -26,6 +26,7 @@
 //! - [`registry`]: kind → handler, per-kind timeout and backoff.
 //! - [`builtin`]: `docket.noop`, `docket.sleep`, `docket.fail`.
 //! - [`config`]: `RuntimeConfig` with named defaults and `validate`.
+//! - [`schedule`]: cron schedules: declaration, parsing, ticks, catch-up. Pure.
 //! - [`runtime`]: `Runtime::run`: start-up and ordered shutdown.
 //! - `producer`: claims `min(free slots, batch)` per queue when woken.
 //! - `executor`: runs one job: decode, timeout, panic capture, cancellation → `Outcome`.
@@ -37,6 +38,7 @@
 //! - `heartbeat`: renews the lease; stops and hands back jobs when it cannot.
 //! - `reconciler`: stops cancelled jobs; hands back jobs held in the database but unknown here.
 //! - `rescuer`, `expirer`, `parker`, `pruner`: shared maintenance, one worker at a time.
+//! - `scheduler`: enqueues each due schedule tick, exactly once over all processes.
 //! - [`events`], [`metrics`]: log event names and metric names.
 //!
 //! It does not own SQL (that is `docket-queue`) or the process (signals and
@@ -61,6 +63,8 @@ mod reconciler;
 pub mod registry;
 mod rescuer;
 pub mod runtime;
+pub mod schedule;
+mod scheduler;
 mod service;
 
 pub use config::{ConfigError, QueueConfig, RuntimeConfig};

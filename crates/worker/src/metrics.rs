@@ -24,6 +24,11 @@ pub(crate) fn job_reached(queue: &str, kind: &str, state: &'static str) {
         .increment(1);
 }
 
+pub(crate) fn cron_tick(schedule: &str, outcome: &'static str, count: u64) {
+    metrics::counter!(CRON_TICKS, "schedule" => schedule.to_owned(), "outcome" => outcome)
+        .increment(count);
+}
+
 pub(crate) fn jobs_fenced(count: usize) {
     metrics::counter!(JOBS_FENCED).increment(count as u64);
 }

@@ -31,6 +31,8 @@ use crate::pruner::Pruner;
 use crate::reconciler::Reconciler;
 use crate::registry::Registry;
 use crate::rescuer::Rescuer;
+use crate::schedule::{Cron, ScheduleConfig};
+use crate::scheduler::{Scheduler, SCHEDULER_INTERVAL};
 use crate::service::{run_periodic, Service};
 
 /// A worker process's runtime. Build it with [`Runtime::new`], then [`Runtime::run`] it
@@ -113,6 +115,11 @@ impl Runtime {
         let maintenance_pool = side_pool(3);
         let registered_at = Instant::now();
         maintenance::heartbeat(&maintenance_pool, &self.worker, config.lease_timeout, None).await?;
+        let schedules = if config.cron {
+            register_schedules(&maintenance_pool, &config.schedules).await?
+        } else {
+            Vec::new()
+        };
         if config.listen {
             // Waiting from the start: the first enqueue on each queue notifies.
             docket_queue::claim::want_wakeups(&maintenance_pool, &self.worker.queues).await?;
@@ -235,6 +242,15 @@ impl Runtime {
             },
             config.parker_interval,
         );
+        if !schedules.is_empty() {
+            spawner.periodic(
+                Scheduler {
+                    pool: maintenance_pool.clone(),
+                    schedules,
+                },
+                SCHEDULER_INTERVAL,
+            );
+        }
         spawner.periodic(
             Pruner {
                 pool: maintenance_pool.clone(),
@@ -265,6 +281,43 @@ impl Runtime {
             holdings,
         })
     }
+}
+
+/// Registers the schedules (their definitions; pause and last tick stay as stored) and
+/// returns them parsed. `validate` has parsed each already, so a failure here is a bug.
+async fn register_schedules(
+    pool: &PgPool,
+    schedules: &[ScheduleConfig],
+) -> docket_queue::Result<Vec<(ScheduleConfig, Cron)>> {
+    let mut parsed = Vec::with_capacity(schedules.len());
+    for config in schedules {
+        let cron = config
+            .parse()
+            .map_err(docket_queue::Error::InvalidArgument)?;
+        let def = docket_queue::schedule::ScheduleDef {
+            name: config.name.clone(),
+            cron: config.cron.clone(),
+            kind: config.kind.clone(),
+            payload: config.payload.clone(),
+            queue: config.queue.clone(),
+            priority: config.priority,
+            max_attempts: config.max_attempts,
+            timezone: config.timezone.clone(),
+            catch_up: config.catch_up.as_str().to_owned(),
+        };
+        docket_queue::schedule::register(pool, &def).await?;
+        parsed.push((config.clone(), cron));
+    }
+    Ok(parsed)
+}
+
+/// [`register_schedules`] for the scheduler's tests.
+#[cfg(test)]
+pub(crate) async fn register_for_tests(
+    pool: &PgPool,
+    schedules: &[ScheduleConfig],
+) -> Vec<(ScheduleConfig, Cron)> {
+    register_schedules(pool, schedules).await.expect("register")
 }
 
 /// Spawns periodic services onto one tracker with one stop token: adding a service is

@@ -7,17 +7,20 @@
 //! passes `None`.
 //!
 //! One module per table, each sorted by function name: [`job`], [`worker`], [`queue`]
-//! (wake-ups), [`lock`] (advisory locks), [`server`].
+//! (wake-ups), [`schedule`] (schedules and their ticks), [`lock`] (advisory locks),
+//! [`server`].
 
 mod job;
 mod lock;
 mod queue;
+mod schedule;
 mod server;
 mod worker;
 
 pub(crate) use job::*;
 pub(crate) use lock::*;
 pub(crate) use queue::*;
+pub(crate) use schedule::*;
 pub(crate) use server::*;
 pub(crate) use worker::*;
 

@@ -1,0 +1,110 @@
+//! Statements on `docket.schedules` and `docket.schedule_ticks`.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+
+use crate::job::JobId;
+use crate::schedule::{ScheduleDef, ScheduleRow};
+
+/// Deletes ticks older than `before` (their schedules are past them:
+/// `last_tick_at` alone keeps a slow scheduler from enqueueing them again).
+pub(crate) async fn schedule_tick_delete_before(
+    exec: impl PgExecutor<'_>,
+    before: DateTime<Utc>,
+) -> sqlx::Result<u64> {
+    let done = sqlx::query("delete from docket.schedule_ticks where tick_at < $1")
+        .bind(before)
+        .execute(exec)
+        .await?;
+    Ok(done.rows_affected())
+}
+
+/// Enqueues the job of one tick, exactly once (`docket.enqueue_tick`). `None` when
+/// another scheduler made it, the schedule is paused, or it is already past the tick.
+pub(crate) async fn schedule_tick_enqueue(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    tick_at: DateTime<Utc>,
+) -> sqlx::Result<Option<JobId>> {
+    sqlx::query_scalar("select docket.enqueue_tick($1, $2)")
+        .bind(name)
+        .bind(tick_at)
+        .fetch_one(exec)
+        .await
+}
+
+/// Moves a schedule past ticks it will not enqueue (missed by the catch-up policy) and
+/// records its next tick. Never moves it back.
+pub(crate) async fn schedule_advance(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    last_tick_at: Option<DateTime<Utc>>,
+    next_tick_at: Option<DateTime<Utc>>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        r#"
+        update docket.schedules set
+            last_tick_at = greatest(last_tick_at, $2),
+            next_tick_at = $3
+        where name = $1
+        "#,
+    )
+    .bind(name)
+    .bind(last_tick_at)
+    .bind(next_tick_at)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// Every schedule, by name.
+pub(crate) async fn schedule_list(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<ScheduleRow>> {
+    sqlx::query_as("select * from docket.schedules order by name")
+        .fetch_all(exec)
+        .await
+}
+
+/// Registers a schedule's definition, or updates it; its pause and last tick stay.
+pub(crate) async fn schedule_register(
+    exec: impl PgExecutor<'_>,
+    def: &ScheduleDef,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        r#"
+        insert into docket.schedules (name, cron, kind, payload, queue, priority, max_attempts,
+                                      timezone, catch_up)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+        on conflict (name) do update set
+            cron = excluded.cron, kind = excluded.kind, payload = excluded.payload,
+            queue = excluded.queue, priority = excluded.priority,
+            max_attempts = excluded.max_attempts, timezone = excluded.timezone,
+            catch_up = excluded.catch_up
+        "#,
+    )
+    .bind(&def.name)
+    .bind(&def.cron)
+    .bind(&def.kind)
+    .bind(&def.payload)
+    .bind(&def.queue)
+    .bind(def.priority)
+    .bind(def.max_attempts)
+    .bind(&def.timezone)
+    .bind(&def.catch_up)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// Pauses or resumes a schedule; `false` when there is no such schedule.
+pub(crate) async fn schedule_set_paused(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    paused: bool,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("update docket.schedules set paused = $2 where name = $1")
+        .bind(name)
+        .bind(paused)
+        .execute(exec)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}

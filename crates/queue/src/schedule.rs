@@ -1,0 +1,139 @@
+//! Cron schedules in the database: every process that runs a scheduler registers its
+//! schedules here, and each tick's job is enqueued here, exactly once however many
+//! schedulers see it due. Pause state and the last tick live here too, so they hold for
+//! every process and across restarts. Which instants are ticks is the worker's business
+//! (`docket_worker::schedule`); this module stores and enqueues.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+
+use crate::db;
+use crate::error::{Error, Result};
+use crate::job::JobId;
+
+/// A schedule's definition, as registered.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ScheduleDef {
+    /// Unique.
+    pub name: String,
+    /// The expression as declared.
+    pub cron: String,
+    /// The kind of each tick's job.
+    pub kind: String,
+    /// Its payload.
+    pub payload: serde_json::Value,
+    /// Its queue.
+    pub queue: String,
+    /// Its priority.
+    pub priority: i16,
+    /// Its attempts.
+    pub max_attempts: i32,
+    /// The IANA zone the expression is read in.
+    pub timezone: String,
+    /// `skip`, `latest` or `all`.
+    pub catch_up: String,
+}
+
+/// A schedule as stored: its definition and its state.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct ScheduleRow {
+    /// Unique.
+    pub name: String,
+    /// The expression as declared.
+    pub cron: String,
+    /// The kind of each tick's job.
+    pub kind: String,
+    /// Its payload.
+    pub payload: serde_json::Value,
+    /// Its queue.
+    pub queue: String,
+    /// Its priority.
+    pub priority: i16,
+    /// Its attempts.
+    pub max_attempts: i32,
+    /// The IANA zone.
+    pub timezone: String,
+    /// `skip`, `latest` or `all`.
+    pub catch_up: String,
+    /// Paused: no tick is enqueued, by any process, until it is resumed.
+    pub paused: bool,
+    /// The newest tick dealt with (enqueued, or missed by the catch-up policy).
+    pub last_tick_at: Option<DateTime<Utc>>,
+    /// The next tick, as the last scheduler run computed it.
+    pub next_tick_at: Option<DateTime<Utc>>,
+    /// When it was first registered; ticks count from here until the first.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Registers a schedule, or updates its definition; its pause and last tick stay.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn register(exec: impl PgExecutor<'_>, def: &ScheduleDef) -> Result<()> {
+    Ok(db::schedule_register(exec, def).await?)
+}
+
+/// Every registered schedule, by name.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn list(exec: impl PgExecutor<'_>) -> Result<Vec<ScheduleRow>> {
+    Ok(db::schedule_list(exec).await?)
+}
+
+/// Enqueues the job of `name`'s tick at `tick_at` (its `run_at` is the tick), unless that
+/// tick was enqueued already, by any process, ever, or the schedule is paused or past it.
+/// Returns the new job's id, or `None`.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn enqueue_tick(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    tick_at: DateTime<Utc>,
+) -> Result<Option<JobId>> {
+    Ok(db::schedule_tick_enqueue(exec, name, tick_at).await?)
+}
+
+/// Moves `name` past ticks it will not enqueue (never back), and records its next tick.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn advance(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    last_tick_at: Option<DateTime<Utc>>,
+    next_tick_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    Ok(db::schedule_advance(exec, name, last_tick_at, next_tick_at).await?)
+}
+
+/// Pauses (`true`) or resumes a schedule, for every process.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for an unknown schedule; [`Error::Database`].
+pub async fn set_paused(exec: impl PgExecutor<'_>, name: &str, paused: bool) -> Result<()> {
+    if db::schedule_set_paused(exec, name, paused).await? {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "no schedule is named {name:?}"
+        )))
+    }
+}
+
+/// Deletes the record of ticks older than `before`. Their schedules are past them, and
+/// `last_tick_at` keeps any scheduler from enqueueing them again.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn prune_ticks(exec: impl PgExecutor<'_>, before: DateTime<Utc>) -> Result<u64> {
+    Ok(db::schedule_tick_delete_before(exec, before).await?)
+}

@@ -1,0 +1,472 @@
+//! Cron schedules: their declaration, parsing and tick arithmetic. Pure: the scheduler
+//! service (`scheduler`) and the database decide when ticks are enqueued; this module only
+//! says which instants are ticks.
+//!
+//! # Expressions
+//!
+//! A 5-field crontab (`min hour day month weekday`) means what crontab(5) says, weekdays
+//! `0`-`7` with `0` and `7` Sunday; it is read as the 6-field form with second 0 (its
+//! numeric weekdays turned into names). The 6- and 7-field forms (seconds first, an
+//! optional year last) are the `cron` crate's, whose numeric weekdays run `1`-`7` from
+//! Sunday; names (`Mon-Fri`) mean the same in both. An expression that never fires
+//! (30 February) is refused like a malformed one.
+//!
+//! # Time zones and daylight saving
+//!
+//! Ticks are computed in the schedule's IANA zone (default UTC), as a person reading the
+//! crontab in that zone expects. On a spring-forward day a wall-clock time that does not
+//! exist (02:30 in Europe/Berlin on the last Sunday of March) does not fire that day; on a
+//! fall-back day a wall-clock time that happens twice (02:30 on the last Sunday of October)
+//! fires once, at its first occurrence (so an hourly schedule fires once, not twice, in the
+//! repeated hour). The tests `a_daily_0230_*` pin both.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+/// What happens to the ticks missed while no scheduler ran (downtime, a pause).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Missed ticks are dropped: only future ticks run.
+    Skip,
+    /// One job for the most recent missed tick (default).
+    #[default]
+    Latest,
+    /// A job for every missed tick, the most recent `catch_up_max` of them.
+    All,
+}
+
+impl FromStr for CatchUp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "skip" => Ok(CatchUp::Skip),
+            "latest" => Ok(CatchUp::Latest),
+            "all" => Ok(CatchUp::All),
+            other => Err(format!(
+                "unknown catch_up {other:?}; expected skip, latest or all"
+            )),
+        }
+    }
+}
+
+impl CatchUp {
+    /// The name as `docket.toml` and the database spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::Skip => "skip",
+            CatchUp::Latest => "latest",
+            CatchUp::All => "all",
+        }
+    }
+}
+
+/// How many missed ticks `catch_up = "all"` enqueues at most, by default.
+pub const CATCH_UP_MAX_DEFAULT: u32 = 100;
+
+/// A schedule as declared (in `docket.toml`'s `[[schedule]]` or in Rust).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScheduleConfig {
+    /// Unique; shown in logs, the CLI and the health document.
+    pub name: String,
+    /// 5-field crontab, or 6/7 fields with seconds (and a year).
+    pub cron: String,
+    /// The kind of the job each tick enqueues.
+    pub kind: String,
+    /// Its payload. Default `{}`.
+    pub payload: serde_json::Value,
+    /// Its queue. Default `default`.
+    pub queue: String,
+    /// Its priority. Default 0.
+    pub priority: i16,
+    /// Its attempts. Default 25.
+    pub max_attempts: i32,
+    /// The IANA zone the expression is read in. Default `UTC`.
+    pub timezone: String,
+    /// What happens to missed ticks. Default [`CatchUp::Latest`].
+    pub catch_up: CatchUp,
+    /// With [`CatchUp::All`], at most this many missed ticks. Default
+    /// [`CATCH_UP_MAX_DEFAULT`].
+    pub catch_up_max: u32,
+}
+
+impl ScheduleConfig {
+    /// A schedule with the defaults: queue `default`, UTC, catch-up `latest`.
+    pub fn new(name: impl Into<String>, cron: impl Into<String>, kind: impl Into<String>) -> Self {
+        ScheduleConfig {
+            name: name.into(),
+            cron: cron.into(),
+            kind: kind.into(),
+            payload: serde_json::json!({}),
+            queue: docket_queue::enqueue::DEFAULT_QUEUE.to_owned(),
+            priority: 0,
+            max_attempts: docket_queue::enqueue::DEFAULT_MAX_ATTEMPTS,
+            timezone: "UTC".to_owned(),
+            catch_up: CatchUp::Latest,
+            catch_up_max: CATCH_UP_MAX_DEFAULT,
+        }
+    }
+
+    /// Parses the expression in the zone, refusing what cannot work: a malformed
+    /// expression, one that never fires, an unknown zone, an empty name, kind or queue.
+    ///
+    /// # Errors
+    ///
+    /// A message that names the schedule and what is wrong with it.
+    pub fn parse(&self) -> Result<Cron, String> {
+        let named = |what: String| format!("schedule {:?}: {what}", self.name);
+        if self.name.trim().is_empty() {
+            return Err("a schedule has an empty name".to_owned());
+        }
+        let job = docket_queue::NewJob::new(self.kind.clone(), self.payload.clone())
+            .queue(self.queue.clone())
+            .max_attempts(self.max_attempts);
+        job.validate().map_err(|err| named(err.to_string()))?;
+        if self.catch_up_max == 0 {
+            return Err(named("catch_up_max must be at least 1".to_owned()));
+        }
+        Cron::parse(&self.cron, &self.timezone).map_err(named)
+    }
+}
+
+/// A parsed expression in its zone.
+#[derive(Clone, Debug)]
+pub struct Cron {
+    schedule: cron::Schedule,
+    zone: Tz,
+}
+
+/// How far ahead a tick is looked for before an expression counts as never firing.
+const HORIZON_YEARS: i64 = 30;
+
+impl Cron {
+    /// Parses `expr` (5, 6 or 7 fields) in the IANA zone `zone`.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong: the expression, that it never fires, or the zone.
+    pub fn parse(expr: &str, zone: &str) -> Result<Cron, String> {
+        let fields: Vec<&str> = expr.split_whitespace().collect();
+        let normalised = match fields.len() {
+            5 => format!(
+                "0 {} {}",
+                fields[..4].join(" "),
+                crontab_weekdays(fields[4])
+            ),
+            6 | 7 => expr.trim().to_owned(),
+            n => {
+                return Err(format!(
+                    "cron {expr:?} has {n} fields; expected 5 (minute hour day month weekday), or 6/7 with seconds first"
+                ))
+            }
+        };
+        let schedule = cron::Schedule::from_str(&normalised)
+            .map_err(|err| format!("cron {expr:?} is not valid: {err}"))?;
+        let zone: Tz = zone
+            .parse()
+            .map_err(|_| format!("unknown time zone {zone:?} (an IANA name like Europe/Moscow)"))?;
+        let cron = Cron { schedule, zone };
+        let from = Utc::now();
+        match cron.next_after(from) {
+            Some(next) if next < from + chrono::Duration::days(365 * HORIZON_YEARS) => Ok(cron),
+            _ => Err(format!("cron {expr:?} never fires")),
+        }
+    }
+
+    /// The ticks strictly after `after`, in order.
+    fn after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+        let local = after.with_timezone(&self.zone);
+        self.schedule
+            .after(&local)
+            .filter(|tick| !is_second_occurrence(tick))
+            .map(|tick| tick.with_timezone(&Utc))
+    }
+
+    /// The first tick strictly after `after`.
+    pub fn next_after(&self, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.after(after).next()
+    }
+
+    /// The ticks in `(after, until]`, oldest first, at most `limit` of them (the most
+    /// recent ones when there are more).
+    pub fn ticks_between(
+        &self,
+        after: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Vec<DateTime<Utc>> {
+        let mut ticks = std::collections::VecDeque::with_capacity(limit.min(1024));
+        for tick in self.after(after) {
+            if tick > until {
+                break;
+            }
+            if ticks.len() == limit {
+                ticks.pop_front();
+            }
+            ticks.push_back(tick);
+        }
+        ticks.into()
+    }
+}
+
+/// Whether `tick` is the second occurrence of a wall-clock time that a fall-back day
+/// repeats: it does not fire, its first occurrence did.
+fn is_second_occurrence(tick: &DateTime<Tz>) -> bool {
+    use chrono::TimeZone;
+    matches!(
+        tick.timezone().from_local_datetime(&tick.naive_local()),
+        chrono::LocalResult::Ambiguous(first, _) if first < *tick
+    )
+}
+
+/// A crontab weekday field in the `cron` crate's terms: each number `0`-`7` becomes its
+/// name (`0` and `7` are Sunday), so `1-5` stays Monday to Friday. A range that ends at
+/// `7` (`5-7`) becomes one that ends on Saturday plus Sunday (`FRI-SAT,SUN`).
+fn crontab_weekdays(field: &str) -> String {
+    const NAMES: [&str; 8] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT", "SUN"];
+    let name = |n: &str| n.parse::<usize>().ok().and_then(|n| NAMES.get(n)).copied();
+    field
+        .split(',')
+        .map(|part| {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            let range = match range.split_once('-') {
+                Some((from, "7")) if step.is_none() && name(from).is_some() => {
+                    return match name(from) {
+                        Some("SUN") | None => "SUN-SAT".to_owned(),
+                        Some(from) => format!("{from}-SAT,SUN"),
+                    };
+                }
+                Some((from, to)) => match (name(from), name(to)) {
+                    (Some(from), Some(to)) => format!("{from}-{to}"),
+                    _ => range.to_owned(),
+                },
+                None => name(range).map_or_else(|| range.to_owned(), str::to_owned),
+            };
+            match step {
+                Some(step) => format!("{range}/{step}"),
+                None => range,
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// What a scheduler does for a schedule at `now`, given the last tick the database has
+/// for it: the ticks to enqueue (oldest first), and how many due ticks it drops.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Due {
+    /// Ticks to enqueue, oldest first.
+    pub enqueue: Vec<DateTime<Utc>>,
+    /// Due ticks dropped by the catch-up policy (missed).
+    pub missed: u64,
+    /// The tick the schedule is at afterwards (the newest due tick), when any was due.
+    pub last: Option<DateTime<Utc>>,
+}
+
+/// The most ticks one run looks at for a schedule whose last tick is far behind (an
+/// every-second schedule after a day of downtime): enough for any catch-up policy.
+const SCAN_LIMIT: usize = 100_000;
+
+/// Decides the due ticks of a schedule at `now`: those after `last_tick` (or after
+/// `registered_at`, for a schedule that never ticked), up to `now`, through `policy`.
+/// Ticks that were due within `grace` of `now` are not "missed": they are on time, and
+/// every policy enqueues the newest of them.
+pub fn due(
+    cron: &Cron,
+    last_tick: DateTime<Utc>,
+    now: DateTime<Utc>,
+    policy: CatchUp,
+    catch_up_max: u32,
+    grace: Duration,
+) -> Due {
+    let all = cron.ticks_between(last_tick, now, SCAN_LIMIT);
+    let Some(&newest) = all.last() else {
+        return Due::default();
+    };
+    let on_time = now - chrono::Duration::from_std(grace).unwrap_or_default();
+    let keep: Vec<DateTime<Utc>> = match policy {
+        // Skip: only a tick that is on time (this run's own), none of the backlog.
+        CatchUp::Skip => all.iter().copied().filter(|t| *t >= on_time).collect(),
+        CatchUp::Latest => vec![newest],
+        CatchUp::All => {
+            let max = catch_up_max as usize;
+            all[all.len().saturating_sub(max)..].to_vec()
+        }
+    };
+    let missed = (all.len() - keep.len()) as u64;
+    Due {
+        enqueue: keep,
+        missed,
+        last: Some(newest),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use proptest::prelude::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn five_and_six_field_forms_that_mean_the_same_give_the_same_ticks() {
+        let five = Cron::parse("*/15 3 * * 1-5", "UTC").unwrap();
+        let six = Cron::parse("0 */15 3 * * Mon-Fri", "UTC").unwrap();
+        let from = utc("2026-12-01T00:00:00Z");
+        let until = utc("2026-12-15T00:00:00Z");
+        let ticks = five.ticks_between(from, until, 1000);
+        assert_eq!(ticks, six.ticks_between(from, until, 1000));
+        assert_eq!(ticks.len(), 10 * 4, "ten weekdays, four a day");
+        assert_eq!(ticks[0], utc("2026-12-01T03:00:00Z"));
+    }
+
+    #[test]
+    fn bad_expressions_zones_and_never_firing_ones_are_refused_with_the_schedule_named() {
+        let with = |cron: &str, zone: &str| {
+            let mut config = ScheduleConfig::new("nightly-report", cron, "report.build");
+            config.timezone = zone.to_owned();
+            config.parse().unwrap_err()
+        };
+        for (cron, zone, says) in [
+            ("61 * * * *", "UTC", "not valid"),
+            ("* * *", "UTC", "3 fields"),
+            ("0 0 30 2 *", "UTC", "never fires"),
+            ("0 * * * *", "Mars/Olympus", "unknown time zone"),
+        ] {
+            let err = with(cron, zone);
+            assert!(
+                err.contains("nightly-report") && err.contains(says),
+                "{err}"
+            );
+        }
+        let mut empty_kind = ScheduleConfig::new("x", "* * * * *", "");
+        empty_kind.kind = String::new();
+        assert!(empty_kind.parse().unwrap_err().contains("kind"));
+    }
+
+    #[test]
+    fn a_daily_0230_in_berlin_does_not_fire_on_the_spring_forward_day() {
+        let cron = Cron::parse("30 2 * * *", "Europe/Berlin").unwrap();
+        // 2027-03-28: clocks jump from 02:00 to 03:00; 02:30 does not exist.
+        let ticks =
+            cron.ticks_between(utc("2027-03-27T00:00:00Z"), utc("2027-03-30T00:00:00Z"), 10);
+        let berlin = |y, m, d, h, min| {
+            chrono_tz::Europe::Berlin
+                .with_ymd_and_hms(y, m, d, h, min, 0)
+                .unwrap()
+                .with_timezone(&Utc)
+        };
+        assert_eq!(
+            ticks,
+            [berlin(2027, 3, 27, 2, 30), berlin(2027, 3, 29, 2, 30)]
+        );
+    }
+
+    #[test]
+    fn a_daily_0230_in_berlin_fires_once_on_the_fall_back_day() {
+        let cron = Cron::parse("30 2 * * *", "Europe/Berlin").unwrap();
+        // 2027-10-31: clocks go back from 03:00 to 02:00; 02:30 happens twice.
+        let ticks =
+            cron.ticks_between(utc("2027-10-30T12:00:00Z"), utc("2027-11-01T12:00:00Z"), 10);
+        assert_eq!(
+            ticks,
+            [utc("2027-10-31T00:30:00Z"), utc("2027-11-01T01:30:00Z")],
+            "the first 02:30 (CEST, 00:30 UTC), then the next day's (CET)"
+        );
+        assert_eq!(
+            cron.next_after(utc("2027-10-31T00:30:00Z")),
+            Some(utc("2027-11-01T01:30:00Z"))
+        );
+    }
+
+    #[test]
+    fn crontab_weekdays_mean_what_crontab_says() {
+        for (crontab, cron) in [
+            ("1-5", "MON-FRI"),
+            ("0", "SUN"),
+            ("7", "SUN"),
+            ("0,6", "SUN,SAT"),
+            ("5-7", "FRI-SAT,SUN"),
+            ("*/2", "*/2"),
+            ("1-5/2", "MON-FRI/2"),
+            ("Mon-Fri", "Mon-Fri"),
+        ] {
+            assert_eq!(crontab_weekdays(crontab), cron, "{crontab}");
+        }
+        // Sunday 2026-12-06: a crontab `0` fires on it, `1-5` does not.
+        let sunday = utc("2026-12-06T00:00:00Z");
+        let next_day = utc("2026-12-07T00:00:00Z");
+        assert_eq!(
+            Cron::parse("0 12 * * 0", "UTC")
+                .unwrap()
+                .ticks_between(sunday, next_day, 5),
+            [utc("2026-12-06T12:00:00Z")]
+        );
+        assert!(Cron::parse("0 12 * * 1-5", "UTC")
+            .unwrap()
+            .ticks_between(sunday, next_day - chrono::Duration::seconds(1), 5)
+            .is_empty());
+    }
+
+    #[test]
+    fn catch_up_policies_after_five_missed_ticks() {
+        let cron = Cron::parse("* * * * * *", "UTC").unwrap(); // every second
+        let last = utc("2026-12-01T00:00:00Z");
+        let now = utc("2026-12-01T00:00:05Z");
+        let grace = Duration::from_millis(500);
+        let run = |policy, max| due(&cron, last, now, policy, max, grace);
+        let skip = run(CatchUp::Skip, 100);
+        assert_eq!((skip.enqueue.clone(), skip.missed), (vec![now], 4));
+        let latest = run(CatchUp::Latest, 100);
+        assert_eq!((latest.enqueue.clone(), latest.missed), (vec![now], 4));
+        let all = run(CatchUp::All, 100);
+        assert_eq!((all.enqueue.len(), all.missed), (5, 0));
+        assert_eq!(all.enqueue[0], utc("2026-12-01T00:00:01Z"));
+        let capped = run(CatchUp::All, 2);
+        assert_eq!(
+            (capped.enqueue.clone(), capped.missed),
+            (vec![utc("2026-12-01T00:00:04Z"), now], 3)
+        );
+        for due in [skip, latest, all, capped] {
+            assert_eq!(due.last, Some(now));
+        }
+        assert_eq!(run(CatchUp::All, 100).enqueue.len(), 5);
+        assert_eq!(
+            due(&cron, now, now, CatchUp::All, 100, grace),
+            Due::default()
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Parsing and next-tick computation never panic, whatever the input.
+        #[test]
+        fn parsing_and_ticks_never_panic(expr in "[0-9*/,\\-A-Za-z? ]{0,40}", zone in "[A-Za-z/_]{0,20}", offset in 0i64..4_000_000_000) {
+            if let Ok(cron) = Cron::parse(&expr, &zone) {
+                let from = DateTime::<Utc>::from_timestamp(offset, 0).unwrap();
+                let _ = cron.next_after(from);
+                let _ = cron.ticks_between(from, from + chrono::Duration::hours(1), 10);
+            }
+        }
+
+        /// Crontab-shaped input (five fields of plausible tokens) never panics either.
+        #[test]
+        fn crontab_shaped_input_never_panics(fields in proptest::collection::vec("(\\*|[0-9]{1,2}|[0-9]{1,2}-[0-9]{1,2}|\\*/[0-9]{1,2}|[0-9]{1,2},[0-9]{1,2})", 5..=7)) {
+            let expr = fields.join(" ");
+            if let Ok(cron) = Cron::parse(&expr, "Europe/Moscow") {
+                let _ = cron.ticks_between(Utc::now(), Utc::now() + chrono::Duration::days(2), 100);
+            }
+        }
+    }
+}
