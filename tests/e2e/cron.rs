@@ -1,0 +1,203 @@
+//! Cron schedules across real processes: exactly one job per tick however many schedulers
+//! run, start-up refusal of a bad schedule, and the `docket cron` commands.
+
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use docket_testkit::{eventually, TestDb};
+
+const EVERY_SECOND: &str = r#"
+[[schedule]]
+name = "heartbeat-report"
+cron = "* * * * * *"
+kind = "docket.noop"
+payload = { source = "cron" }
+"#;
+
+/// A config file of the test's own, removed when dropped.
+struct ConfigFile(std::path::PathBuf);
+
+impl Drop for ConfigFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn config_file(text: &str) -> ConfigFile {
+    let path = std::env::temp_dir().join(format!("docket-{}.toml", uuid::Uuid::new_v4()));
+    std::fs::File::create(&path)
+        .and_then(|mut file| file.write_all(text.as_bytes()))
+        .expect("write the config file");
+    ConfigFile(path)
+}
+
+fn docket(db: &TestDb, config: &std::path::Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_docket"));
+    command
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("DOCKET_CONFIG", config)
+        .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_POLL_INTERVAL", "0.2");
+    command
+}
+
+fn stop(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_worker_processes_make_exactly_one_job_per_tick_with_none_missing() {
+    let db = TestDb::new().await;
+    let config = config_file(EVERY_SECOND);
+    let workers: Vec<Child> = (0..3)
+        .map(|_| {
+            docket(&db, &config.0, &["worker"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("start docket worker")
+        })
+        .collect();
+    eventually(Duration::from_secs(30), "six ticks enqueued", || async {
+        tick_times(&db).await.len() >= 6
+    })
+    .await;
+    for worker in workers {
+        stop(worker);
+    }
+    let ticks = tick_times(&db).await;
+    for pair in ticks.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(1),
+            "ticks are distinct and consecutive: {ticks:?}"
+        );
+    }
+    assert!(
+        ticks.iter().all(|t| t.timestamp_subsec_nanos() == 0),
+        "run_at is the tick"
+    );
+}
+
+async fn tick_times(db: &TestDb) -> Vec<DateTime<Utc>> {
+    sqlx::query_scalar("select run_at from docket.jobs where kind = 'docket.noop' order by run_at")
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+}
+
+#[test]
+fn a_bad_schedule_stops_start_up_naming_the_schedule() {
+    for (toml, says) in [
+        ("[[schedule]]\nname = \"nightly\"\ncron = \"0 0 30 2 *\"\nkind = \"k\"\n", "never fires"),
+        ("[[schedule]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\nkind = \"k\"\ntimezone = \"Mars/Base\"\n", "unknown time zone"),
+        ("[[schedule]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\nkind = \"k\"\ncatchup = \"all\"\n", "did you mean `catch_up`"),
+    ] {
+        let config = config_file(toml);
+        let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+            .arg("worker")
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/x")
+            .env("DOCKET_CONFIG", &config.0)
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("nightly") && err.contains(says), "{err}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_list_pause_resume_and_run() {
+    let db = TestDb::new().await;
+    let config = config_file(EVERY_SECOND);
+    let worker = docket(&db, &config.0, &["worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "a tick enqueued", || async {
+        !tick_times(&db).await.is_empty()
+    })
+    .await;
+    let out = docket(&db, &config.0, &["cron", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let row = &listed[0];
+    for field in [
+        "name",
+        "cron",
+        "kind",
+        "queue",
+        "timezone",
+        "catch_up",
+        "paused",
+        "last_tick_at",
+        "next_tick_at",
+    ] {
+        assert!(
+            row.get(field).is_some(),
+            "cron list --json lacks {field}: {row}"
+        );
+    }
+    assert_eq!(
+        (&row["name"], &row["paused"]),
+        (
+            &serde_json::json!("heartbeat-report"),
+            &serde_json::json!(false)
+        )
+    );
+
+    let pause = docket(&db, &config.0, &["cron", "pause", "heartbeat-report"])
+        .output()
+        .unwrap();
+    assert!(pause.status.success());
+    // Within a second or so every scheduler sees the pause; after that, no more ticks.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let paused_at = tick_times(&db).await.len();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        tick_times(&db).await.len(),
+        paused_at,
+        "no ticks while paused"
+    );
+
+    let resume = docket(&db, &config.0, &["cron", "resume", "heartbeat-report"])
+        .output()
+        .unwrap();
+    assert!(resume.status.success());
+    eventually(
+        Duration::from_secs(10),
+        "ticks again after resume",
+        || async { tick_times(&db).await.len() > paused_at },
+    )
+    .await;
+
+    let run = docket(&db, &config.0, &["cron", "run", "heartbeat-report"])
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let id = String::from_utf8_lossy(&run.stdout).trim().to_owned();
+    assert!(id.parse::<uuid::Uuid>().is_ok(), "{id}");
+    let unknown = docket(&db, &config.0, &["cron", "pause", "nope"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no schedule is named \"nope\""));
+    stop(worker);
+}
