@@ -30,11 +30,27 @@ pub(crate) enum Command {
     Serve(WorkerArgs),
     /// The operator's health report: exit 0 ok, 1 warn, 2 fail.
     Check(OutputArgs),
+    /// Batches: their progress and callbacks.
+    #[command(subcommand)]
+    Batches(BatchesCommand),
     /// Cron schedules: list, run one now, pause, resume (for every process).
     #[command(subcommand)]
     Cron(CronCommand),
     /// A guided run of the main job on a throwaway database (or DATABASE_URL).
     Demo,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum BatchesCommand {
+    /// The most recent batches, newest first.
+    List(OutputArgs),
+    /// One batch: total, completed, dead letters, cancelled, remaining, callback.
+    Show {
+        /// The batch's id.
+        id: uuid::Uuid,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` dispatches.
 
+mod batches;
 mod check;
 mod cron;
 mod demo;
@@ -29,6 +30,9 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         Command::Migrate => migrate::run(&connect(config.require_database()?).await?).await,
         Command::Enqueue(args) => {
             enqueue::run(&connect(config.require_database()?).await?, args).await
+        }
+        Command::Batches(command) => {
+            batches::run(&connect(config.require_database()?).await?, command).await
         }
         Command::Cron(command) => {
             cron::run(&connect(config.require_database()?).await?, command).await

@@ -64,6 +64,8 @@ pub fn router(state: AppState) -> Router {
             post(routes::jobs::replay_dead_letters),
         )
         .route("/api/jobs/{id}", get(routes::jobs::show))
+        .route("/api/batches", post(routes::batches::create))
+        .route("/api/batches/{id}", get(routes::batches::show))
         .route("/api/jobs/{id}/replay", post(routes::jobs::replay))
         .route("/api/jobs/{id}/cancel", post(routes::jobs::cancel))
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })

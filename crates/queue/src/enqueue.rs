@@ -233,7 +233,19 @@ fn record_enqueued(queue: &str, kind: &str, count: u64) {
 /// [`Error::InvalidJob`] naming the first job that breaks a rule (nothing is written),
 /// [`Error::Database`] when the database fails.
 pub async fn enqueue_many(exec: impl PgExecutor<'_>, jobs: &[NewJob]) -> Result<Vec<JobId>> {
-    let mut columns = db::EnqueueColumns::default();
+    enqueue_many_in(exec, jobs, None).await
+}
+
+/// [`enqueue_many`], every job joining `batch` (see [`crate::batch`]).
+pub(crate) async fn enqueue_many_in(
+    exec: impl PgExecutor<'_>,
+    jobs: &[NewJob],
+    batch: Option<uuid::Uuid>,
+) -> Result<Vec<JobId>> {
+    let mut columns = db::EnqueueColumns {
+        batch_id: batch,
+        ..db::EnqueueColumns::default()
+    };
     columns.ids.reserve(jobs.len());
     for (index, job) in jobs.iter().enumerate() {
         job.validate()

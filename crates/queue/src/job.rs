@@ -157,6 +157,8 @@ pub struct Job {
     /// The token of the claim that holds it while it is processing (the outcome's fence).
     #[serde(skip)]
     pub lease_token: Option<Uuid>,
+    /// The batch the job belongs to, if any.
+    pub batch_id: Option<Uuid>,
     /// When the job was parked: ready, but no live worker runs its queue and kind, so
     /// claims pass it by until one does. `None` for claimable jobs.
     pub parked_at: Option<DateTime<Utc>>,

@@ -11,6 +11,7 @@
 //! - [`claim`]: the ready → processing step (`FOR UPDATE SKIP LOCKED`).
 //! - [`outcome`]: complete, retry, dead-letter, snooze, cancel; batched and fenced.
 //! - [`backoff`]: retry delays, exponential or a ladder. Pure.
+//! - [`batch`]: batches: jobs enqueued together, progress, an exactly-once callback.
 //! - [`admin`]: show, list (keyset), cancel, replay, bulk replay of dead letters.
 //! - [`schedule`]: cron schedules in the database: registration, exactly-once ticks, pause.
 //! - [`snapshot`]: the monitors' queue snapshot.
@@ -28,6 +29,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod batch;
 pub mod claim;
 mod db;
 pub mod enqueue;

@@ -204,6 +204,8 @@ pub enum Exclusive {
     Expire,
     /// The parker.
     Park,
+    /// The batch tracker.
+    Batch,
 }
 
 impl Exclusive {
@@ -216,6 +218,7 @@ impl Exclusive {
             Exclusive::Prune => BASE + 2,
             Exclusive::Expire => BASE + 3,
             Exclusive::Park => BASE + 4,
+            Exclusive::Batch => BASE + 5,
         }
     }
 }

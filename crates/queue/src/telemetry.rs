@@ -65,6 +65,12 @@ pub mod event {
     pub const CRON_RESUMED: &str = "background_job_cron.resumed";
     /// A schedule's tick could not be enqueued; the next run tries again.
     pub const CRON_FAILED: &str = "background_job_cron.failed";
+    /// A batch was created with its jobs.
+    pub const BATCH_CREATED: &str = "background_job_batch.created";
+    /// Every job of a batch is final: the batch is finished, with its counts.
+    pub const BATCH_COMPLETED: &str = "background_job_batch.completed";
+    /// A finished batch's callback job was enqueued (once).
+    pub const BATCH_CALLBACK_ENQUEUED: &str = "background_job_batch.callback_enqueued";
     /// SIGTERM or SIGINT reached the binary.
     pub const SHUTDOWN_SIGNAL: &str = "worker.shutdown.signal";
     /// A second signal: the binary exits at once.
@@ -124,6 +130,9 @@ pub mod event {
         CRON_PAUSED,
         CRON_RESUMED,
         CRON_FAILED,
+        BATCH_CREATED,
+        BATCH_COMPLETED,
+        BATCH_CALLBACK_ENQUEUED,
         SHUTDOWN_SIGNAL,
         SHUTDOWN_FORCED,
         SHUTDOWN_POOL_ABANDONED,

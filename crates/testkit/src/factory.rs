@@ -85,7 +85,8 @@ pub async fn insert_job(exec: impl PgExecutor<'_>, opts: JobOpts) -> Job {
 }
 
 /// The fields DESIGN.md says a job's JSON has at least (HTTP API and `--json`).
-pub const JOB_JSON_FIELDS: [&str; 15] = [
+pub const JOB_JSON_FIELDS: [&str; 16] = [
+    "batch_id",
     "id",
     "queue",
     "kind",

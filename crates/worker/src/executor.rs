@@ -261,6 +261,7 @@ mod tests {
             dead_letter_reason: None,
             locked_by: None,
             lease_token: None,
+            batch_id: None,
             parked_at: None,
             cancel_requested_at: None,
             created_at: now,

@@ -38,6 +38,7 @@
 //! - `heartbeat`: renews the lease; stops and hands back jobs when it cannot.
 //! - `reconciler`: stops cancelled jobs; hands back jobs held in the database but unknown here.
 //! - `rescuer`, `expirer`, `parker`, `pruner`: shared maintenance, one worker at a time.
+//! - `batcher`: finishes batches whose jobs are all final; enqueues their callbacks once.
 //! - `scheduler`: enqueues each due schedule tick, exactly once over all processes.
 //! - [`events`], [`metrics`]: log event names and metric names.
 //!
@@ -45,6 +46,7 @@
 //! configuration belong to the binary that embeds it).
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+mod batcher;
 pub mod builtin;
 mod completer;
 pub mod config;

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 use uuid::Uuid;
 
+use crate::batcher::BatchTracker;
 use crate::completer::Completer;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::events;
@@ -252,6 +253,13 @@ impl Runtime {
             );
         }
         spawner.periodic(
+            BatchTracker {
+                pool: maintenance_pool.clone(),
+                batch: config.maintenance_batch,
+            },
+            BATCH_TRACKER_INTERVAL,
+        );
+        spawner.periodic(
             Pruner {
                 pool: maintenance_pool.clone(),
                 retention: [
@@ -282,6 +290,10 @@ impl Runtime {
         })
     }
 }
+
+/// How often finished batches are looked for: a batch's callback follows its last job by
+/// at most this much.
+const BATCH_TRACKER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Registers the schedules (their definitions; pause and last tick stay as stored) and
 /// returns them parsed. `validate` has parsed each already, so a failure here is a bug.

@@ -276,8 +276,10 @@ const SCAN_LIMIT: usize = 100_000;
 
 /// Decides the due ticks of a schedule at `now`: those after `last_tick` (or after
 /// `registered_at`, for a schedule that never ticked), up to `now`, through `policy`.
-/// Ticks that were due within `grace` of `now` are not "missed": they are on time, and
-/// every policy enqueues the newest of them.
+/// Ticks due within `grace` of `now` are on time, not missed: every policy enqueues them.
+/// The older ones (downtime, a pause) are the policy's: `skip` drops them, `latest`
+/// enqueues the newest of them when no tick is on time, `all` enqueues them too, the
+/// newest `catch_up_max` ticks in all.
 pub fn due(
     cron: &Cron,
     last_tick: DateTime<Utc>,
@@ -290,16 +292,14 @@ pub fn due(
     let Some(&newest) = all.last() else {
         return Due::default();
     };
-    let on_time = now - chrono::Duration::from_std(grace).unwrap_or_default();
-    let keep: Vec<DateTime<Utc>> = match policy {
-        // Skip: only a tick that is on time (this run's own), none of the backlog.
-        CatchUp::Skip => all.iter().copied().filter(|t| *t >= on_time).collect(),
-        CatchUp::Latest => vec![newest],
-        CatchUp::All => {
-            let max = catch_up_max as usize;
-            all[all.len().saturating_sub(max)..].to_vec()
-        }
+    let cutoff = now - chrono::Duration::from_std(grace).unwrap_or_default();
+    let on_time = all.iter().filter(|t| **t >= cutoff).count();
+    let keep_newest = match policy {
+        CatchUp::Skip => on_time,
+        CatchUp::Latest => on_time.max(1),
+        CatchUp::All => on_time.max(catch_up_max as usize),
     };
+    let keep = all[all.len().saturating_sub(keep_newest)..].to_vec();
     let missed = (all.len() - keep.len()) as u64;
     Due {
         enqueue: keep,
@@ -424,26 +424,48 @@ mod tests {
         let last = utc("2026-12-01T00:00:00Z");
         let now = utc("2026-12-01T00:00:05Z");
         let grace = Duration::from_millis(500);
+        let tick = |s: u32| utc(&format!("2026-12-01T00:00:0{s}Z"));
         let run = |policy, max| due(&cron, last, now, policy, max, grace);
-        let skip = run(CatchUp::Skip, 100);
-        assert_eq!((skip.enqueue.clone(), skip.missed), (vec![now], 4));
-        let latest = run(CatchUp::Latest, 100);
-        assert_eq!((latest.enqueue.clone(), latest.missed), (vec![now], 4));
-        let all = run(CatchUp::All, 100);
-        assert_eq!((all.enqueue.len(), all.missed), (5, 0));
-        assert_eq!(all.enqueue[0], utc("2026-12-01T00:00:01Z"));
-        let capped = run(CatchUp::All, 2);
-        assert_eq!(
-            (capped.enqueue.clone(), capped.missed),
-            (vec![utc("2026-12-01T00:00:04Z"), now], 3)
-        );
-        for due in [skip, latest, all, capped] {
+        let cases = [
+            (CatchUp::Skip, 100, vec![tick(5)]),
+            (CatchUp::Latest, 100, vec![tick(5)]),
+            (CatchUp::All, 100, (1..=5).map(tick).collect()),
+            (CatchUp::All, 2, vec![tick(4), tick(5)]),
+        ];
+        for (policy, max, expected) in cases {
+            let due = run(policy, max);
+            assert_eq!(due.enqueue, expected, "{policy:?} {max}");
+            assert_eq!(due.missed, 5 - expected.len() as u64, "{policy:?} {max}");
             assert_eq!(due.last, Some(now));
         }
-        assert_eq!(run(CatchUp::All, 100).enqueue.len(), 5);
+        // Ticks on time are never missed, whatever the policy: two ticks due within the
+        // grace (a run that came a little late) are both enqueued.
+        let late = due(
+            &cron,
+            utc("2026-12-01T00:00:03Z"),
+            now,
+            CatchUp::Latest,
+            100,
+            Duration::from_secs(3),
+        );
+        assert_eq!(late.enqueue, [tick(4), tick(5)]);
+        // Nothing due, nothing to do; and with no tick on time, `latest` still runs one.
         assert_eq!(
             due(&cron, now, now, CatchUp::All, 100, grace),
             Due::default()
+        );
+        let hourly = Cron::parse("0 * * * *", "UTC").unwrap();
+        let after_downtime = due(
+            &hourly,
+            last,
+            utc("2026-12-01T03:30:00Z"),
+            CatchUp::Latest,
+            100,
+            grace,
+        );
+        assert_eq!(
+            (after_downtime.enqueue, after_downtime.missed),
+            (vec![utc("2026-12-01T03:00:00Z")], 2)
         );
     }
 

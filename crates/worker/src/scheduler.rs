@@ -108,7 +108,16 @@ mod tests {
     }
 
     async fn scheduler(db: &TestDb, catch_up: CatchUp, last: DateTime<Utc>) -> Scheduler {
-        let mut config = ScheduleConfig::new("every-second", "* * * * * *", "test.tick");
+        scheduler_of(db, "* * * * * *", catch_up, last).await
+    }
+
+    async fn scheduler_of(
+        db: &TestDb,
+        cron: &str,
+        catch_up: CatchUp,
+        last: DateTime<Utc>,
+    ) -> Scheduler {
+        let mut config = ScheduleConfig::new("every-second", cron, "test.tick");
         config.catch_up = catch_up;
         let schedules = crate::runtime::register_for_tests(&db.pool, &[config]).await;
         schedule::advance(&db.pool, "every-second", Some(last), None)
@@ -127,19 +136,21 @@ mod tests {
             .unwrap()
     }
 
-    /// Downtime of five ticks, then one run: each policy makes exactly the documented jobs.
+    /// Downtime of five ticks of an every-minute schedule, then one run half a second
+    /// after the fifth: each policy makes exactly the documented jobs.
     #[tokio::test]
     async fn after_five_missed_ticks_skip_latest_and_all_enqueue_what_they_say() {
         let last = utc("2026-12-01T10:00:00Z");
-        let now = utc("2026-12-01T10:00:05.500Z");
-        let tick = |s: u32| utc(&format!("2026-12-01T10:00:0{s}Z"));
+        let now = utc("2026-12-01T10:05:00.500Z");
+        let tick = |m: u32| utc(&format!("2026-12-01T10:0{m}:00Z"));
         for (policy, expected) in [
-            (CatchUp::Skip, vec![tick(3), tick(4), tick(5)]), // on time: within 3 s
+            // 10:05 is on time (due half a second ago); 10:01 to 10:04 were missed.
+            (CatchUp::Skip, vec![tick(5)]),
             (CatchUp::Latest, vec![tick(5)]),
             (CatchUp::All, (1..=5).map(tick).collect()),
         ] {
             let db = TestDb::new().await;
-            let scheduler = scheduler(&db, policy, last).await;
+            let scheduler = scheduler_of(&db, "0 * * * * *", policy, last).await;
             scheduler.run_once(Some(now)).await.unwrap();
             assert_eq!(run_ats(&db).await, expected, "{policy:?}");
             // Run again at the same instant: nothing more, ever.
@@ -147,7 +158,7 @@ mod tests {
             assert_eq!(run_ats(&db).await.len(), expected.len(), "{policy:?}");
             let row = &schedule::list(&db.pool).await.unwrap()[0];
             assert_eq!(row.last_tick_at, Some(tick(5)));
-            assert_eq!(row.next_tick_at, Some(utc("2026-12-01T10:00:06Z")));
+            assert_eq!(row.next_tick_at, Some(tick(6)));
         }
     }
 
@@ -185,7 +196,7 @@ mod tests {
     async fn a_paused_schedule_enqueues_nothing_until_resumed() {
         let db = TestDb::new().await;
         let last = utc("2026-12-01T10:00:00Z");
-        let one = scheduler(&db, CatchUp::Latest, last).await;
+        let one = scheduler_of(&db, "0 * * * * *", CatchUp::Latest, last).await;
         let other = Scheduler {
             pool: db.pool.clone(),
             schedules: one.schedules.clone(),
@@ -194,17 +205,21 @@ mod tests {
             .await
             .unwrap();
         other
-            .run_once(Some(utc("2026-12-01T10:00:04Z")))
+            .run_once(Some(utc("2026-12-01T10:04:00.5Z")))
             .await
             .unwrap();
         assert!(run_ats(&db).await.is_empty());
         schedule::set_paused(&db.pool, "every-second", false)
             .await
             .unwrap();
-        one.run_once(Some(utc("2026-12-01T10:00:09Z")))
+        one.run_once(Some(utc("2026-12-01T10:09:30Z")))
             .await
             .unwrap();
-        assert_eq!(run_ats(&db).await, [utc("2026-12-01T10:00:09Z")]);
+        assert_eq!(
+            run_ats(&db).await,
+            [utc("2026-12-01T10:09:00Z")],
+            "latest: one job for the most recent tick the pause missed"
+        );
     }
 
     /// Many schedulers see the same tick due at once: one job.

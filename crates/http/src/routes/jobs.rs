@@ -44,7 +44,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-fn parse_id(raw: &str) -> Result<JobId, ApiError> {
+pub(crate) fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a job id (a UUID)")))
 }
@@ -182,6 +182,26 @@ pub(crate) struct EnqueueRequest {
     expires_at: Option<DateTime<Utc>>,
 }
 
+impl EnqueueRequest {
+    /// The job this request asks for.
+    pub(crate) fn into_job(self) -> NewJob {
+        let mut job = NewJob::new(self.kind, self.payload);
+        if let Some(queue) = self.queue {
+            job = job.queue(queue);
+        }
+        if let Some(priority) = self.priority {
+            job = job.priority(priority);
+        }
+        if let Some(max_attempts) = self.max_attempts {
+            job = job.max_attempts(max_attempts);
+        }
+        job.run_at = self.run_at;
+        job.unique_key = self.unique_key;
+        job.expires_at = self.expires_at;
+        job
+    }
+}
+
 /// `POST /api/jobs` answer.
 #[derive(Serialize, utoipa::ToSchema)]
 pub(crate) struct Enqueued {
@@ -221,19 +241,7 @@ pub(crate) async fn enqueue(
     _: Authorized,
     ApiJson(body): ApiJson<EnqueueRequest>,
 ) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
-    let mut job = NewJob::new(body.kind, body.payload);
-    if let Some(queue) = body.queue {
-        job = job.queue(queue);
-    }
-    if let Some(priority) = body.priority {
-        job = job.priority(priority);
-    }
-    if let Some(max_attempts) = body.max_attempts {
-        job = job.max_attempts(max_attempts);
-    }
-    job.run_at = body.run_at;
-    job.unique_key = body.unique_key;
-    job.expires_at = body.expires_at;
+    let job = body.into_job();
     let id = docket_queue::enqueue(&state.pool, &job).await?;
     Ok((StatusCode::CREATED, Json(Enqueued { id })))
 }

@@ -1,5 +1,6 @@
 //! One module per route family.
 
+pub(crate) mod batches;
 pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod metrics;

@@ -18,6 +18,8 @@ use utoipa::{Modify, OpenApi};
         super::jobs::replay,
         super::jobs::cancel,
         super::jobs::replay_dead_letters,
+        super::batches::create,
+        super::batches::show,
     ),
     components(schemas(crate::error::ErrorBody, docket_queue::Snapshot, docket_queue::QueueFigures)),
     modifiers(&Bearer)

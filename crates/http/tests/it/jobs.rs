@@ -268,6 +268,8 @@ async fn the_openapi_document_describes_every_route_and_the_job_fields() {
     assert_eq!(
         paths,
         [
+            "/api/batches",
+            "/api/batches/{id}",
             "/api/health",
             "/api/jobs",
             "/api/jobs/replay-dead-letters",
@@ -359,4 +361,57 @@ async fn job_admin_statements_run_under_a_statement_timeout() {
         .await
         .unwrap();
     assert_eq!(timeout, "5s");
+}
+
+#[tokio::test]
+async fn a_batch_is_created_shown_with_its_progress_and_refused_when_empty() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let body = r#"{"jobs": [{"kind": "k", "payload": {"n": 1}}, {"kind": "k"}],
+                   "callback": {"kind": "report.done", "payload": {"to": "ops"}}}"#;
+    let (status, created) = call(&app, authed("POST", "/api/batches", Some(body))).await;
+    assert_eq!(
+        (status, &created["total"]),
+        (StatusCode::CREATED, &json!(2)),
+        "{created}"
+    );
+    let id = created["id"].as_str().unwrap().to_owned();
+    let (status, shown) = call(&app, authed("GET", &format!("/api/batches/{id}"), None)).await;
+    assert_eq!(status, StatusCode::OK, "{shown}");
+    for field in [
+        "id",
+        "total",
+        "completed",
+        "dead_letter",
+        "cancelled",
+        "remaining",
+        "finished_at",
+        "callback_job_id",
+    ] {
+        assert!(shown.get(field).is_some(), "{field}: {shown}");
+    }
+    assert_eq!(
+        (&shown["remaining"], &shown["finished_at"]),
+        (&json!(2), &Value::Null)
+    );
+    let (status, job_page) = call(&app, authed("GET", "/api/jobs?kind=k", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(job_page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|j| j["batch_id"] == json!(id)));
+    let unknown = "01a20cbd-d4ef-7a16-b67a-f82bfa49f79d";
+    let (status, _) = call(
+        &app,
+        authed("GET", &format!("/api/batches/{unknown}"), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, empty) = call(
+        &app,
+        authed("POST", "/api/batches", Some(r#"{"jobs": []}"#)),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{empty}");
 }

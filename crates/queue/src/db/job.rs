@@ -206,6 +206,8 @@ pub(crate) struct EnqueueColumns<'a> {
     pub(crate) max_attempts: Vec<i32>,
     pub(crate) unique_keys: Column<&'a str>,
     pub(crate) expires_ats: Column<DateTime<Utc>>,
+    /// The batch every job of the call joins.
+    pub(crate) batch_id: Option<Uuid>,
 }
 
 pub(crate) async fn job_enqueue_many(
@@ -214,7 +216,7 @@ pub(crate) async fn job_enqueue_many(
 ) -> sqlx::Result<Vec<JobId>> {
     sqlx::query_scalar(
         r#"
-        select id from docket.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9) order by ord
+        select id from docket.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) order by ord
         "#,
     )
     .bind(&columns.kinds)
@@ -226,6 +228,7 @@ pub(crate) async fn job_enqueue_many(
     .bind(&columns.unique_keys)
     .bind(&columns.expires_ats)
     .bind(&columns.ids)
+    .bind(columns.batch_id)
     .fetch_all(exec)
     .await
 }

@@ -6,10 +6,11 @@
 //! `now: Option<DateTime<Utc>>` and use `coalesce($n, now())`: tests fix time, production
 //! passes `None`.
 //!
-//! One module per table, each sorted by function name: [`job`], [`worker`], [`queue`]
+//! One module per table, each sorted by function name: [`batch`], [`job`], [`worker`], [`queue`]
 //! (wake-ups), [`schedule`] (schedules and their ticks), [`lock`] (advisory locks),
 //! [`server`].
 
+mod batch;
 mod job;
 mod lock;
 mod queue;
@@ -17,6 +18,7 @@ mod schedule;
 mod server;
 mod worker;
 
+pub(crate) use batch::*;
 pub(crate) use job::*;
 pub(crate) use lock::*;
 pub(crate) use queue::*;

@@ -412,3 +412,24 @@ async fn keyed_bulk_enqueue_creates_no_temporary_table() {
     tx.commit().await.unwrap();
     assert_eq!(temporary, 0);
 }
+
+/// A payload with the largest double is stored by jsonb as 309 exact digits; it must read
+/// back (it once failed to decode, and every listing that held the job answered 500).
+#[tokio::test]
+async fn a_payload_with_extreme_doubles_reads_back() {
+    let db = TestDb::new().await;
+    let payload = json!([f64::MAX, f64::MIN_POSITIVE, -5.247835516641743e16]);
+    let id = enqueue(&db.pool, &NewJob::new("k", payload.clone()))
+        .await
+        .unwrap();
+    let stored = admin::show(&db.pool, id).await.unwrap().payload;
+    // jsonb keeps the numbers exact; whole ones come back as integers.
+    let numbers = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n.as_f64().unwrap())
+            .collect()
+    };
+    assert_eq!(numbers(&stored), numbers(&payload));
+}
