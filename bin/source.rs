@@ -74,6 +74,7 @@ const SCHEDULE_KEYS: &[&str] = &[
     "timezone",
     "catch_up",
     "catch_up_max",
+    "overlap",
 ];
 
 /// One `[[schedule]]` table; an unknown key or a value of the wrong type is an error that
@@ -129,6 +130,9 @@ fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Resu
     }
     if let Some(zone) = text("timezone")? {
         schedule.timezone = zone;
+    }
+    if let Some(overlap) = text("overlap")? {
+        schedule.overlap = overlap.parse().map_err(at)?;
     }
     if let Some(catch_up) = text("catch_up")? {
         schedule.catch_up = catch_up.parse().map_err(at)?;

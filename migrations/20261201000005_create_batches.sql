@@ -32,6 +32,12 @@ create table docket.batches (
 -- The open batches, oldest first: what the tracker looks at.
 create index batches_open on docket.batches (created_at) where finished_at is null;
 
+-- A schedule's batches, newest tick first: its last tick's progress, its overlap rule.
+create index batches_schedule on docket.batches (schedule, tick_at) where schedule is not null;
+
+-- A tick's job, to link the batch that job makes to its tick.
+create index schedule_ticks_job on docket.schedule_ticks (job_id) where job_id is not null;
+
 alter table docket.jobs add column batch_id uuid;
 
 -- A batch's jobs, for its counts.

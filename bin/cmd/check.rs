@@ -153,6 +153,19 @@ async fn database_checks(pool: &sqlx::PgPool, config: &Config, checks: &mut Vec<
             format!("no live worker runs {}", names.join(", "))
         },
     });
+    checks.push(Item {
+        name: "cron",
+        status: verdict(report.checks.cron),
+        detail: match report.cron.len() {
+            0 => "no schedules".into(),
+            n if report.checks.cron == Check::Degraded => {
+                format!(
+                    "a due tick of {n} schedules is over a minute late (is any scheduler running?)"
+                )
+            }
+            n => format!("{n} schedules on time"),
+        },
+    });
 }
 
 /// Free space of the configured path's filesystem, from `df -Pk`.

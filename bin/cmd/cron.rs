@@ -21,6 +21,10 @@ struct Listed<'a> {
     paused: bool,
     last_tick_at: Option<chrono::DateTime<chrono::Utc>>,
     next_tick_at: Option<chrono::DateTime<chrono::Utc>>,
+    overlap: &'a str,
+    last_batch_id: Option<uuid::Uuid>,
+    last_batch_total: Option<i32>,
+    last_batch_remaining: Option<i32>,
 }
 
 impl<'a> From<&'a ScheduleRow> for Listed<'a> {
@@ -35,6 +39,10 @@ impl<'a> From<&'a ScheduleRow> for Listed<'a> {
             paused: row.paused,
             last_tick_at: row.last_tick_at,
             next_tick_at: row.next_tick_at,
+            overlap: &row.overlap,
+            last_batch_id: row.last_batch_id,
+            last_batch_total: row.last_batch_total,
+            last_batch_remaining: row.last_batch_remaining,
         }
     }
 }
@@ -62,6 +70,13 @@ pub(crate) async fn run(pool: &PgPool, command: CronCommand) -> anyhow::Result<(
                         if row.paused { "paused" } else { "active" }.to_owned(),
                         at(row.last_tick_at),
                         at(row.next_tick_at),
+                        match (row.last_batch_total, row.last_batch_remaining) {
+                            (Some(total), Some(0)) => format!("{total}/{total} done"),
+                            (Some(total), Some(left)) => {
+                                format!("{}/{total} running", total - left)
+                            }
+                            _ => "-".to_owned(),
+                        },
                     ]
                 })
                 .collect();
@@ -76,6 +91,7 @@ pub(crate) async fn run(pool: &PgPool, command: CronCommand) -> anyhow::Result<(
                     "STATE",
                     "LAST TICK",
                     "NEXT TICK",
+                    "LAST BATCH",
                 ],
                 &table_rows,
             );

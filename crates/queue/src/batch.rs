@@ -18,6 +18,7 @@ use uuid::Uuid;
 use crate::db;
 use crate::enqueue::NewJob;
 use crate::error::{Error, Result};
+use crate::job::JobId;
 
 /// The job a batch enqueues when every one of its jobs is final. Its payload gains
 /// `batch_id`.
@@ -48,8 +49,10 @@ pub struct NewBatch {
     pub jobs: Vec<NewJob>,
     /// The job enqueued once they are all final.
     pub callback: Option<Callback>,
-    /// The schedule and tick that made it, for a cron batch.
-    pub tick: Option<(String, DateTime<Utc>)>,
+    /// The job that makes this batch. When that is a schedule's tick job, the batch is a
+    /// cron batch: linked to its tick (its schedule's progress shows it, and `overlap =
+    /// "skip"` waits for it).
+    pub parent: Option<JobId>,
 }
 
 /// A batch and its progress.
@@ -121,8 +124,7 @@ where
             .callback
             .as_ref()
             .map_or(crate::enqueue::DEFAULT_QUEUE, |c| c.queue.as_str()),
-        schedule: batch.tick.as_ref().map(|(name, _)| name.as_str()),
-        tick_at: batch.tick.as_ref().map(|(_, at)| *at),
+        parent: batch.parent.map(|id| id.0),
     };
     db::batch_insert(&mut *tx, &params).await?;
     crate::enqueue::enqueue_many_in(&mut *tx, &batch.jobs, Some(id)).await?;

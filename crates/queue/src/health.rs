@@ -94,6 +94,8 @@ pub struct Checks {
     pub dead_letter: Check,
     /// Ready jobs whose kind no live worker runs.
     pub unhandled_kinds: Check,
+    /// A schedule's due tick has not been enqueued within a minute of its time.
+    pub cron: Check,
 }
 
 /// A worker as the health document shows it.
@@ -131,7 +133,12 @@ pub struct HealthReport {
     pub workers: Vec<WorkerSummary>,
     /// Queues and kinds with ready jobs no live worker runs.
     pub unhandled_kinds: Vec<UnhandledKind>,
+    /// The cron schedules, with their last and next tick and their last tick's batch.
+    pub cron: Vec<crate::schedule::ScheduleRow>,
 }
+
+/// How late a schedule's due tick may be before `checks.cron` is degraded.
+pub const CRON_LATE_AFTER: Duration = Duration::from_secs(60);
 
 /// What the database told us, before judgement. A part that could not be read is `None`.
 pub struct Observed {
@@ -141,6 +148,8 @@ pub struct Observed {
     pub workers: Option<Vec<Worker>>,
     /// Unhandled queues and kinds.
     pub unhandled: Option<Vec<UnhandledKind>>,
+    /// The cron schedules.
+    pub cron: Option<Vec<crate::schedule::ScheduleRow>>,
 }
 
 /// Judges observations against the thresholds. `None` means the database did not answer.
@@ -150,6 +159,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
         snapshot,
         workers,
         unhandled,
+        cron,
     }) = observed
     else {
         return HealthReport {
@@ -160,11 +170,13 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
                 backlog: Check::Unknown,
                 dead_letter: Check::Unknown,
                 unhandled_kinds: Check::Unknown,
+                cron: Check::Unknown,
             },
             queue: None,
             snapshot_stale_seconds: None,
             workers: Vec::new(),
             unhandled_kinds: Vec::new(),
+            cron: Vec::new(),
         };
     };
     let (snapshot, stale) = match snapshot {
@@ -205,12 +217,31 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
             Some(kinds) if kinds.is_empty() => Check::Ok,
             Some(_) => Check::Degraded,
         },
+        cron: match &cron {
+            None => Check::Unknown,
+            Some(schedules) => {
+                // The snapshot's time is the database's; without one, the local clock.
+                let now = snapshot
+                    .as_ref()
+                    .map_or_else(chrono::Utc::now, |s| s.taken_at);
+                let late = chrono::Duration::from_std(CRON_LATE_AFTER).unwrap_or_default();
+                let behind = schedules
+                    .iter()
+                    .any(|s| !s.paused && s.next_tick_at.is_some_and(|next| next + late < now));
+                if behind {
+                    Check::Degraded
+                } else {
+                    Check::Ok
+                }
+            }
+        },
     };
     let worst = [
         checks.workers,
         checks.backlog,
         checks.dead_letter,
         checks.unhandled_kinds,
+        checks.cron,
     ]
     .into_iter()
     .max()
@@ -237,6 +268,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
             })
             .collect(),
         unhandled_kinds: unhandled.unwrap_or_default(),
+        cron: cron.unwrap_or_default(),
     }
 }
 
@@ -283,10 +315,15 @@ where
     // Parked jobs (the parker's verdict): one index probe per queue and kind.
     let unhandled = tokio::time::timeout(timeout, workers::unhandled_kinds(exec)).await;
     let unhandled = bounded("unhandled_kinds", unhandled);
+    let cron = bounded(
+        "cron",
+        tokio::time::timeout(timeout, crate::schedule::list(exec)).await,
+    );
     Some(Observed {
         snapshot,
         workers,
         unhandled,
+        cron,
     })
 }
 
@@ -302,7 +339,7 @@ where
 mod tests {
     use super::*;
     use crate::QueueFigures;
-    use chrono::Utc;
+    use chrono::{DateTime, Utc};
 
     fn snapshot(oldest_age: Option<f64>, dead: i64) -> Snapshot {
         let total = QueueFigures {
@@ -314,6 +351,7 @@ mod tests {
         };
         Snapshot {
             total,
+            taken_at: Utc::now(),
             ..Snapshot::default()
         }
     }
@@ -341,6 +379,7 @@ mod tests {
             snapshot: Some((snapshot, None)),
             workers: Some(workers),
             unhandled: Some(vec![]),
+            cron: Some(vec![]),
         }
     }
 
@@ -401,6 +440,7 @@ mod tests {
             snapshot: None,
             workers: Some(vec![worker(true)]),
             unhandled: None,
+            cron: None,
         };
         let report = judge(Some(blind), &HealthConfig::default());
         assert_eq!(
@@ -413,6 +453,7 @@ mod tests {
             snapshot: Some((snapshot(Some(1.0), 0), Some(12.0))),
             workers: Some(vec![worker(true)]),
             unhandled: Some(vec![]),
+            cron: Some(vec![]),
         };
         let report = judge(Some(stale), &HealthConfig::default());
         assert_eq!(
@@ -424,5 +465,68 @@ mod tests {
             (Status::Degraded, Check::Unknown, Some(12.0))
         );
         assert!(report.queue.is_some());
+    }
+
+    fn schedule(next_tick_at: DateTime<Utc>, paused: bool) -> crate::schedule::ScheduleRow {
+        crate::schedule::ScheduleRow {
+            name: "hourly".into(),
+            cron: "0 * * * *".into(),
+            kind: "k".into(),
+            payload: serde_json::json!({}),
+            queue: "default".into(),
+            priority: 0,
+            max_attempts: 25,
+            timezone: "UTC".into(),
+            catch_up: "latest".into(),
+            overlap: "allow".into(),
+            paused,
+            last_tick_at: None,
+            next_tick_at: Some(next_tick_at),
+            registered_at: next_tick_at,
+            last_batch_id: None,
+            last_batch_total: None,
+            last_batch_remaining: None,
+            last_batch_finished_at: None,
+        }
+    }
+
+    #[test]
+    fn a_due_tick_not_enqueued_within_a_minute_degrades_cron_unless_paused() {
+        let now = Utc::now();
+        let with = |rows| Observed {
+            cron: Some(rows),
+            ..observed(snapshot(None, 0), vec![worker(true)])
+        };
+        let on_time = judge(
+            Some(with(vec![schedule(
+                now - chrono::Duration::seconds(30),
+                false,
+            )])),
+            &HealthConfig::default(),
+        );
+        assert_eq!(
+            (on_time.status, on_time.checks.cron),
+            (Status::Ok, Check::Ok)
+        );
+        let late = judge(
+            Some(with(vec![schedule(
+                now - chrono::Duration::seconds(90),
+                false,
+            )])),
+            &HealthConfig::default(),
+        );
+        assert_eq!(
+            (late.status, late.checks.cron),
+            (Status::Degraded, Check::Degraded)
+        );
+        assert_eq!(late.cron.len(), 1);
+        let paused = judge(
+            Some(with(vec![schedule(
+                now - chrono::Duration::seconds(90),
+                true,
+            )])),
+            &HealthConfig::default(),
+        );
+        assert_eq!(paused.checks.cron, Check::Ok);
     }
 }

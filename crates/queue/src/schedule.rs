@@ -33,10 +33,25 @@ pub struct ScheduleDef {
     pub timezone: String,
     /// `skip`, `latest` or `all`.
     pub catch_up: String,
+    /// `allow`, or `skip`: no tick while the batch of an earlier tick still runs.
+    pub overlap: String,
+}
+
+/// What became of one tick.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tick {
+    /// This call enqueued its job.
+    Enqueued(JobId),
+    /// Skipped (overlap `skip`): a batch of an earlier tick still runs.
+    Skipped,
+    /// Nothing to do here: another scheduler dealt with it, or the schedule is paused or
+    /// already past it.
+    Elsewhere,
 }
 
 /// A schedule as stored: its definition and its state.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleRow {
     /// Unique.
     pub name: String,
@@ -56,6 +71,8 @@ pub struct ScheduleRow {
     pub timezone: String,
     /// `skip`, `latest` or `all`.
     pub catch_up: String,
+    /// `allow` or `skip`.
+    pub overlap: String,
     /// Paused: no tick is enqueued, by any process, until it is resumed.
     pub paused: bool,
     /// The newest tick dealt with (enqueued, or missed by the catch-up policy).
@@ -64,6 +81,14 @@ pub struct ScheduleRow {
     pub next_tick_at: Option<DateTime<Utc>>,
     /// When it was first registered; ticks count from here until the first.
     pub registered_at: DateTime<Utc>,
+    /// The batch of its last tick that made one (a cron batch).
+    pub last_batch_id: Option<uuid::Uuid>,
+    /// That batch's jobs.
+    pub last_batch_total: Option<i32>,
+    /// Of those, not final yet: still running when above zero.
+    pub last_batch_remaining: Option<i32>,
+    /// When that batch finished.
+    pub last_batch_finished_at: Option<DateTime<Utc>>,
 }
 
 /// Registers a schedule, or updates its definition; its pause and last tick stay.
@@ -85,8 +110,8 @@ pub async fn list(exec: impl PgExecutor<'_>) -> Result<Vec<ScheduleRow>> {
 }
 
 /// Enqueues the job of `name`'s tick at `tick_at` (its `run_at` is the tick), unless that
-/// tick was enqueued already, by any process, ever, or the schedule is paused or past it.
-/// Returns the new job's id, or `None`.
+/// tick was dealt with already, by any process, ever, or the schedule is paused or past
+/// it, or (overlap `skip`) a batch of an earlier tick still runs.
 ///
 /// # Errors
 ///
@@ -95,8 +120,14 @@ pub async fn enqueue_tick(
     exec: impl PgExecutor<'_>,
     name: &str,
     tick_at: DateTime<Utc>,
-) -> Result<Option<JobId>> {
-    Ok(db::schedule_tick_enqueue(exec, name, tick_at).await?)
+) -> Result<Tick> {
+    Ok(
+        match db::schedule_tick_enqueue(exec, name, tick_at).await? {
+            (Some(job), _) => Tick::Enqueued(job),
+            (None, true) => Tick::Skipped,
+            (None, false) => Tick::Elsewhere,
+        },
+    )
 }
 
 /// Moves `name` past ticks it will not enqueue (never back), and records its next tick.

@@ -59,6 +59,8 @@ pub mod event {
     pub const CRON_ENQUEUED: &str = "background_job_cron.enqueued";
     /// Due ticks were dropped by a schedule's catch-up policy.
     pub const CRON_MISSED: &str = "background_job_cron.missed";
+    /// A tick was skipped: the batch of an earlier tick still runs (overlap `skip`).
+    pub const CRON_SKIPPED: &str = "background_job_cron.skipped";
     /// A schedule was paused (for every process).
     pub const CRON_PAUSED: &str = "background_job_cron.paused";
     /// A schedule was resumed.
@@ -127,6 +129,7 @@ pub mod event {
         MAINTENANCE_RUN,
         CRON_ENQUEUED,
         CRON_MISSED,
+        CRON_SKIPPED,
         CRON_PAUSED,
         CRON_RESUMED,
         CRON_FAILED,

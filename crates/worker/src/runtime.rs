@@ -316,6 +316,7 @@ async fn register_schedules(
             max_attempts: config.max_attempts,
             timezone: config.timezone.clone(),
             catch_up: config.catch_up.as_str().to_owned(),
+            overlap: config.overlap.as_str().to_owned(),
         };
         docket_queue::schedule::register(pool, &def).await?;
         parsed.push((config.clone(), cron));

@@ -65,6 +65,38 @@ impl CatchUp {
     }
 }
 
+/// Whether a tick may start while the batch of an earlier tick still runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Overlap {
+    /// Ticks run whatever runs (default).
+    #[default]
+    Allow,
+    /// A tick due while a batch of an earlier tick still runs is skipped (counted, logged).
+    Skip,
+}
+
+impl FromStr for Overlap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(Overlap::Allow),
+            "skip" => Ok(Overlap::Skip),
+            other => Err(format!("unknown overlap {other:?}; expected allow or skip")),
+        }
+    }
+}
+
+impl Overlap {
+    /// The name as `docket.toml` and the database spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Allow => "allow",
+            Overlap::Skip => "skip",
+        }
+    }
+}
+
 /// How many missed ticks `catch_up = "all"` enqueues at most, by default.
 pub const CATCH_UP_MAX_DEFAULT: u32 = 100;
 
@@ -92,6 +124,9 @@ pub struct ScheduleConfig {
     /// With [`CatchUp::All`], at most this many missed ticks. Default
     /// [`CATCH_UP_MAX_DEFAULT`].
     pub catch_up_max: u32,
+    /// Whether a tick may start while an earlier tick's batch runs. Default
+    /// [`Overlap::Allow`].
+    pub overlap: Overlap,
 }
 
 impl ScheduleConfig {
@@ -108,6 +143,7 @@ impl ScheduleConfig {
             timezone: "UTC".to_owned(),
             catch_up: CatchUp::Latest,
             catch_up_max: CATCH_UP_MAX_DEFAULT,
+            overlap: Overlap::Allow,
         }
     }
 

@@ -40,7 +40,7 @@ impl Service for Scheduler {
             .into_iter()
             .map(|row| (row.name.clone(), row))
             .collect();
-        let (mut enqueued, mut missed) = (0u64, 0u64);
+        let (mut enqueued, mut missed, mut skipped) = (0u64, 0u64, 0u64);
         for (config, cron) in &self.schedules {
             let Some(row) = stored.get(&config.name) else {
                 continue; // registered at start; gone only if deleted by hand
@@ -62,7 +62,15 @@ impl Service for Scheduler {
             };
             for tick in &due.enqueue {
                 match schedule::enqueue_tick(&self.pool, &config.name, *tick).await {
-                    Ok(Some(job)) => {
+                    Ok(schedule::Tick::Skipped) => {
+                        skipped += 1;
+                        metrics::cron_tick(&config.name, "skipped", 1);
+                        warn!(
+                            event = events::CRON_SKIPPED, schedule = %config.name, tick_at = %tick,
+                            "schedule tick skipped: the batch of an earlier tick still runs"
+                        );
+                    }
+                    Ok(schedule::Tick::Enqueued(job)) => {
                         enqueued += 1;
                         metrics::cron_tick(&config.name, "enqueued", 1);
                         info!(
@@ -70,7 +78,7 @@ impl Service for Scheduler {
                             tick_at = %tick, "schedule tick enqueued"
                         );
                     }
-                    Ok(None) => {} // another scheduler made it
+                    Ok(schedule::Tick::Elsewhere) => {} // another scheduler dealt with it
                     Err(err) => {
                         error!(
                             event = events::CRON_FAILED, schedule = %config.name, tick_at = %tick,
@@ -93,7 +101,8 @@ impl Service for Scheduler {
         }
         Ok(RunReport::default()
             .count("ticks enqueued", enqueued)
-            .count("ticks missed", missed))
+            .count("ticks missed", missed)
+            .count("ticks skipped (overlap)", skipped))
     }
 }
 
@@ -184,7 +193,7 @@ mod tests {
                 schedule::enqueue_tick(&db.pool, "every-second", at)
                     .await
                     .unwrap(),
-                None
+                schedule::Tick::Elsewhere
             );
         }
         assert_eq!(run_ats(&db).await.len(), 3);

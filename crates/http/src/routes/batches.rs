@@ -83,7 +83,7 @@ pub(crate) async fn create(
                 .queue
                 .unwrap_or_else(|| docket_queue::enqueue::DEFAULT_QUEUE.to_owned()),
         }),
-        tick: None,
+        parent: None,
     };
     let id = batch::create(&state.pool, &batch).await?;
     Ok((StatusCode::CREATED, Json(Created { id, total })))

@@ -1,6 +1,5 @@
 //! Statements on `docket.batches`.
 
-use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
@@ -13,8 +12,8 @@ pub(crate) struct BatchParams<'a> {
     pub(crate) callback_kind: Option<&'a str>,
     pub(crate) callback_payload: &'a serde_json::Value,
     pub(crate) callback_queue: &'a str,
-    pub(crate) schedule: Option<&'a str>,
-    pub(crate) tick_at: Option<DateTime<Utc>>,
+    /// The job making it: its schedule tick, if any, is the batch's.
+    pub(crate) parent: Option<Uuid>,
 }
 
 /// Finishes up to `limit` open batches that have no live job left: stores their final
@@ -64,7 +63,8 @@ pub(crate) async fn batch_finish_done(
     .await
 }
 
-/// Records a batch (its jobs are enqueued with its id in the same transaction).
+/// Records a batch (its jobs are enqueued with its id in the same transaction), linked to
+/// the schedule tick whose job `parent` is, when it is one.
 pub(crate) async fn batch_insert(
     exec: impl PgExecutor<'_>,
     params: &BatchParams<'_>,
@@ -73,7 +73,9 @@ pub(crate) async fn batch_insert(
         r#"
         insert into docket.batches (id, total, callback_kind, callback_payload, callback_queue,
                                     schedule, tick_at)
-        values ($1, $2, $3, $4, $5, $6, $7)
+        select $1, $2, $3, $4, $5, t.schedule, t.tick_at
+        from (select 1) one
+        left join docket.schedule_ticks t on $6::uuid is not null and t.job_id = $6
         "#,
     )
     .bind(params.id)
@@ -81,8 +83,7 @@ pub(crate) async fn batch_insert(
     .bind(params.callback_kind)
     .bind(params.callback_payload)
     .bind(params.callback_queue)
-    .bind(params.schedule)
-    .bind(params.tick_at)
+    .bind(params.parent)
     .execute(exec)
     .await?;
     Ok(())

@@ -19,14 +19,15 @@ pub(crate) async fn schedule_tick_delete_before(
     Ok(done.rows_affected())
 }
 
-/// Enqueues the job of one tick, exactly once (`docket.enqueue_tick`). `None` when
-/// another scheduler made it, the schedule is paused, or it is already past the tick.
+/// Enqueues the job of one tick, exactly once (`docket.enqueue_tick`): the job's id, or
+/// `None` when another scheduler made it, the schedule is paused, or it is already past
+/// the tick; and whether the tick was skipped (overlap) instead.
 pub(crate) async fn schedule_tick_enqueue(
     exec: impl PgExecutor<'_>,
     name: &str,
     tick_at: DateTime<Utc>,
-) -> sqlx::Result<Option<JobId>> {
-    sqlx::query_scalar("select docket.enqueue_tick($1, $2)")
+) -> sqlx::Result<(Option<JobId>, bool)> {
+    sqlx::query_as("select job_id, skipped from docket.enqueue_tick($1, $2)")
         .bind(name)
         .bind(tick_at)
         .fetch_one(exec)
@@ -57,11 +58,30 @@ pub(crate) async fn schedule_advance(
     Ok(())
 }
 
-/// Every schedule, by name.
+/// Every schedule, by name, with its last tick's batch (a cron batch) and its progress.
 pub(crate) async fn schedule_list(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<ScheduleRow>> {
-    sqlx::query_as("select * from docket.schedules order by name")
-        .fetch_all(exec)
-        .await
+    sqlx::query_as(
+        r#"
+        select s.*, b.id as last_batch_id, b.total as last_batch_total,
+               case when b.id is null then null
+                    when b.finished_at is not null then 0
+                    else (select count(*)::int from docket.jobs j
+                          where j.batch_id = b.id
+                            and j.state in ('pending', 'retrying', 'processing')) end
+                   as last_batch_remaining,
+               b.finished_at as last_batch_finished_at
+        from docket.schedules s
+        left join lateral (
+            select * from docket.batches b
+            where b.schedule = s.name
+            order by b.tick_at desc
+            limit 1
+        ) b on true
+        order by s.name
+        "#,
+    )
+    .fetch_all(exec)
+    .await
 }
 
 /// Registers a schedule's definition, or updates it; its pause and last tick stay.
@@ -72,13 +92,13 @@ pub(crate) async fn schedule_register(
     sqlx::query(
         r#"
         insert into docket.schedules (name, cron, kind, payload, queue, priority, max_attempts,
-                                      timezone, catch_up)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                                      timezone, catch_up, overlap)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
         on conflict (name) do update set
             cron = excluded.cron, kind = excluded.kind, payload = excluded.payload,
             queue = excluded.queue, priority = excluded.priority,
             max_attempts = excluded.max_attempts, timezone = excluded.timezone,
-            catch_up = excluded.catch_up
+            catch_up = excluded.catch_up, overlap = excluded.overlap
         "#,
     )
     .bind(&def.name)
@@ -90,6 +110,7 @@ pub(crate) async fn schedule_register(
     .bind(def.max_attempts)
     .bind(&def.timezone)
     .bind(&def.catch_up)
+    .bind(&def.overlap)
     .execute(exec)
     .await?;
     Ok(())

@@ -37,7 +37,7 @@ async fn a_batch_on_four_workers_calls_back_exactly_once_and_its_counts_add_up()
         &NewBatch {
             jobs,
             callback: Some(callback),
-            tick: None,
+            parent: None,
         },
     )
     .await
@@ -131,4 +131,66 @@ async fn a_batch_in_a_rolled_back_transaction_leaves_nothing() {
         .await
         .unwrap_err();
     assert!(empty.to_string().contains("at least one job"), "{empty}");
+}
+
+/// A cron batch schedule with `overlap = "skip"` whose batch outlasts its interval: the
+/// ticks due meanwhile are skipped (recorded, never run on top), and each batch is linked
+/// to its tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cron_batch_that_outlasts_its_interval_makes_the_next_ticks_skip() {
+    use docket_worker::schedule::{Overlap, ScheduleConfig};
+    let db = TestDb::new().await;
+    let mut registry = Registry::new();
+    builtin::register(&mut registry);
+    let pool = db.pool.clone();
+    registry.register_raw("test.fanout", move |_payload, ctx: JobContext| {
+        let pool = pool.clone();
+        async move {
+            let jobs = vec![NewJob::typed(&builtin::Sleep { ms: 2500 }).unwrap()];
+            let parent = Some(ctx.id());
+            batch::create(
+                &pool,
+                &NewBatch {
+                    jobs,
+                    callback: None,
+                    parent,
+                },
+            )
+            .await?;
+            Ok::<(), JobError>(())
+        }
+    });
+    let mut schedule = ScheduleConfig::new("fan-out", "* * * * * *", "test.fanout");
+    schedule.overlap = Overlap::Skip;
+    let config = docket_worker::RuntimeConfig {
+        schedules: vec![schedule],
+        ..quick_config()
+    };
+    let worker = start(&db.pool, registry, config);
+    let mut most_open = 0i64;
+    let deadline = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < deadline {
+        let open: i64 = sqlx::query_scalar(
+            "select count(*) from docket.batches where schedule = 'fan-out' and finished_at is null",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        most_open = most_open.max(open);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.shutdown().await;
+    let (batches, skipped): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from docket.batches where schedule = 'fan-out'),
+                (select count(*) from docket.schedule_ticks where schedule = 'fan-out' and job_id is null)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        batches >= 1,
+        "the tick's job made a batch linked to its tick"
+    );
+    assert!(skipped >= 1, "ticks due while the batch ran were skipped");
+    assert_eq!(most_open, 1, "a tick never ran on top of an open batch");
 }
