@@ -65,6 +65,9 @@ enum Bench {
         /// Most jobs per claim.
         #[arg(long, default_value_t = docket_worker::config::CLAIM_BATCH_DEFAULT)]
         claim_batch: u32,
+        /// Queue the jobs as one batch with a callback (timed until the callback ran).
+        #[arg(long)]
+        batch: bool,
     },
     /// Pickup latency at idle, one job at a time.
     Latency {
@@ -145,7 +148,13 @@ fn main() -> anyhow::Result<()> {
             jobs,
             concurrency,
             claim_batch,
-        } => multi.block_on(worker_bench::throughput(jobs, concurrency, claim_batch)),
+            batch,
+        } => multi.block_on(worker_bench::throughput(
+            jobs,
+            concurrency,
+            claim_batch,
+            batch,
+        )),
         Bench::Latency { samples } => multi.block_on(worker_bench::latency(samples)),
         Bench::Scale {
             docket,

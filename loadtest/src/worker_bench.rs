@@ -14,7 +14,28 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stats::percentiles;
 
-async fn seed(pool: &PgPool, jobs: usize) -> anyhow::Result<()> {
+async fn seed(pool: &PgPool, jobs: usize, as_batch: bool) -> anyhow::Result<()> {
+    if as_batch {
+        // One batch of every job, with a callback: the tracker finishes it at the end.
+        let jobs: Vec<NewJob> = (0..jobs)
+            .map(|n| NewJob::new(builtin::NOOP, json!({ "n": n })))
+            .collect();
+        let callback = docket_queue::batch::Callback {
+            kind: builtin::NOOP.to_owned(),
+            payload: json!({}),
+            queue: "default".to_owned(),
+        };
+        let batch = docket_queue::batch::NewBatch {
+            jobs,
+            callback: Some(callback),
+            parent: None,
+        };
+        docket_queue::batch::create(pool, &batch).await?;
+        sqlx::query("vacuum analyze docket.jobs")
+            .execute(pool)
+            .await?;
+        return Ok(());
+    }
     let batch: Vec<NewJob> = (0..10_000)
         .map(|n| NewJob::new(builtin::NOOP, json!({ "n": n })))
         .collect();
@@ -31,8 +52,10 @@ async fn seed(pool: &PgPool, jobs: usize) -> anyhow::Result<()> {
 }
 
 async fn unfinished(pool: &PgPool) -> anyhow::Result<bool> {
+    // An open batch counts: its callback is still to come.
     Ok(sqlx::query_scalar(
-        "select exists (select 1 from docket.jobs where state in ('pending', 'retrying', 'processing'))",
+        "select exists (select 1 from docket.jobs where state in ('pending', 'retrying', 'processing'))
+             or exists (select 1 from docket.batches where finished_at is null)",
     )
     .fetch_one(pool)
     .await?)
@@ -46,14 +69,16 @@ async fn until_all_done(pool: &PgPool, started: Instant) -> anyhow::Result<Durat
     Ok(started.elapsed())
 }
 
-/// One in-process runtime working `jobs` queued no-op jobs at `concurrency`.
+/// One in-process runtime working `jobs` queued no-op jobs at `concurrency` (as one batch
+/// with a callback when `as_batch`: the clock then stops when the callback has run).
 pub(crate) async fn throughput(
     jobs: usize,
     concurrency: usize,
     claim_batch: u32,
+    as_batch: bool,
 ) -> anyhow::Result<()> {
     let db = TestDb::with_pool_size(12).await;
-    seed(&db.pool, jobs).await?;
+    seed(&db.pool, jobs, as_batch).await?;
     let mut registry = Registry::new();
     builtin::register(&mut registry);
     let config = RuntimeConfig {
@@ -68,8 +93,13 @@ pub(crate) async fn throughput(
     let elapsed = until_all_done(&db.pool, started).await?;
     stop.cancel();
     worker.await??;
+    let what = if as_batch {
+        "jobs in one batch"
+    } else {
+        "jobs"
+    };
     println!(
-        "worker throughput: {jobs} no-op jobs, concurrency {concurrency}, claim batch {claim_batch}: \
+        "worker throughput: {jobs} no-op {what}, concurrency {concurrency}, claim batch {claim_batch}: \
          {elapsed:.2?} = {:.0} jobs/s",
         jobs as f64 / elapsed.as_secs_f64()
     );
@@ -157,7 +187,7 @@ pub(crate) async fn scale(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let db = TestDb::with_pool_size(4).await;
-    seed(&db.pool, jobs).await?;
+    seed(&db.pool, jobs, false).await?;
     let started = Instant::now();
     let mut children = Vec::new();
     for _ in 0..processes {

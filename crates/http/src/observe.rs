@@ -10,8 +10,8 @@ use axum::response::Response;
 use crate::health::HealthReport;
 
 pub use docket_queue::telemetry::metric::{
-    AUTH_FAILURES, HEALTH_STATUS, HTTP_DURATION, HTTP_REQUESTS, QUEUE_JOBS, QUEUE_OLDEST_READY_AGE,
-    WORKERS_LIVE,
+    AUTH_FAILURES, BATCHES_OPEN, CRON_LAST_TICK_AGE, HEALTH_STATUS, HTTP_DURATION, HTTP_REQUESTS,
+    QUEUE_JOBS, QUEUE_OLDEST_READY_AGE, WORKERS_LIVE,
 };
 
 /// Logs each request (method, route, status, latency) and counts it. The route is the
@@ -48,6 +48,16 @@ pub(crate) fn record_health(report: &HealthReport) {
             0.0
         };
         metrics::gauge!(HEALTH_STATUS, "status" => status).set(value);
+    }
+    let now = chrono::Utc::now();
+    for schedule in &report.cron {
+        if let Some(last) = schedule.last_tick_at {
+            let age = (now - last).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::gauge!(CRON_LAST_TICK_AGE, "schedule" => schedule.name.clone()).set(age);
+        }
+    }
+    if let Some(open) = report.batches_open {
+        metrics::gauge!(BATCHES_OPEN).set(open as f64);
     }
     let Some(snapshot) = &report.queue else {
         return;

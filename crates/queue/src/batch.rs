@@ -157,6 +157,15 @@ pub async fn list(exec: impl sqlx::PgExecutor<'_>, limit: u32) -> Result<Vec<Bat
     Ok(db::batch_list(exec, None, i64::from(limit)).await?)
 }
 
+/// How many batches are open.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn count_open(exec: impl sqlx::PgExecutor<'_>) -> Result<i64> {
+    Ok(db::batch_count_open(exec).await?)
+}
+
 /// Finishes up to `limit` open batches whose jobs are all final: stores their counts and
 /// enqueues each one's callback, exactly once however many trackers run. Returns them.
 ///

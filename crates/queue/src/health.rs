@@ -135,6 +135,8 @@ pub struct HealthReport {
     pub unhandled_kinds: Vec<UnhandledKind>,
     /// The cron schedules, with their last and next tick and their last tick's batch.
     pub cron: Vec<crate::schedule::ScheduleRow>,
+    /// Batches not finished yet; `null` when it could not be read.
+    pub batches_open: Option<i64>,
 }
 
 /// How late a schedule's due tick may be before `checks.cron` is degraded.
@@ -150,6 +152,8 @@ pub struct Observed {
     pub unhandled: Option<Vec<UnhandledKind>>,
     /// The cron schedules.
     pub cron: Option<Vec<crate::schedule::ScheduleRow>>,
+    /// Open batches.
+    pub batches_open: Option<i64>,
 }
 
 /// Judges observations against the thresholds. `None` means the database did not answer.
@@ -160,6 +164,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
         workers,
         unhandled,
         cron,
+        batches_open,
     }) = observed
     else {
         return HealthReport {
@@ -177,6 +182,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
             workers: Vec::new(),
             unhandled_kinds: Vec::new(),
             cron: Vec::new(),
+            batches_open: None,
         };
     };
     let (snapshot, stale) = match snapshot {
@@ -269,6 +275,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
             .collect(),
         unhandled_kinds: unhandled.unwrap_or_default(),
         cron: cron.unwrap_or_default(),
+        batches_open,
     }
 }
 
@@ -319,11 +326,14 @@ where
         "cron",
         tokio::time::timeout(timeout, crate::schedule::list(exec)).await,
     );
+    let open = tokio::time::timeout(timeout, crate::batch::count_open(exec)).await;
+    let batches_open = bounded("batches", open);
     Some(Observed {
         snapshot,
         workers,
         unhandled,
         cron,
+        batches_open,
     })
 }
 
@@ -380,6 +390,7 @@ mod tests {
             workers: Some(workers),
             unhandled: Some(vec![]),
             cron: Some(vec![]),
+            batches_open: Some(0),
         }
     }
 
@@ -441,6 +452,7 @@ mod tests {
             workers: Some(vec![worker(true)]),
             unhandled: None,
             cron: None,
+            batches_open: None,
         };
         let report = judge(Some(blind), &HealthConfig::default());
         assert_eq!(
@@ -454,6 +466,7 @@ mod tests {
             workers: Some(vec![worker(true)]),
             unhandled: Some(vec![]),
             cron: Some(vec![]),
+            batches_open: Some(0),
         };
         let report = judge(Some(stale), &HealthConfig::default());
         assert_eq!(

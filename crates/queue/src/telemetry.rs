@@ -171,6 +171,10 @@ pub mod metric {
     pub const JOBS_PRUNED: &str = "docket_jobs_pruned_total";
     /// Schedule ticks, by schedule and outcome (`enqueued`, `missed`).
     pub const CRON_TICKS: &str = "docket_cron_ticks_total";
+    /// Seconds since each schedule's last tick (enqueued or missed), by schedule.
+    pub const CRON_LAST_TICK_AGE: &str = "docket_cron_last_tick_age_seconds";
+    /// Batches not finished yet.
+    pub const BATCHES_OPEN: &str = "docket_batches_open";
     /// HTTP requests, by method, route and status.
     pub const HTTP_REQUESTS: &str = "docket_http_requests_total";
     /// HTTP request duration in seconds, by method and route.
@@ -196,6 +200,8 @@ pub mod metric {
         JOBS_RESCUED,
         JOBS_PRUNED,
         CRON_TICKS,
+        CRON_LAST_TICK_AGE,
+        BATCHES_OPEN,
         HTTP_REQUESTS,
         HTTP_DURATION,
         AUTH_FAILURES,

@@ -63,6 +63,13 @@ pub(crate) async fn batch_finish_done(
     .await
 }
 
+/// How many batches are open (not finished yet).
+pub(crate) async fn batch_count_open(exec: impl PgExecutor<'_>) -> sqlx::Result<i64> {
+    sqlx::query_scalar("select count(*) from docket.batches where finished_at is null")
+        .fetch_one(exec)
+        .await
+}
+
 /// Records a batch (its jobs are enqueued with its id in the same transaction), linked to
 /// the schedule tick whose job `parent` is, when it is one.
 pub(crate) async fn batch_insert(
