@@ -53,7 +53,7 @@ pub(crate) fn record_health(report: &HealthReport) {
     for schedule in &report.cron {
         if let Some(last) = schedule.last_tick_at {
             let age = (now - last).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::gauge!(CRON_LAST_TICK_AGE, "schedule" => schedule.name.clone()).set(age);
+            metrics::gauge!(CRON_LAST_TICK_AGE, "schedule" => schedule.def.name.clone()).set(age);
         }
     }
     if let Some(open) = report.batches_open {

@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::job::JobId;
 
 /// A schedule's definition, as registered.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleDef {
     /// Unique.
     pub name: String,
@@ -53,26 +54,10 @@ pub enum Tick {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ScheduleRow {
-    /// Unique.
-    pub name: String,
-    /// The expression as declared.
-    pub cron: String,
-    /// The kind of each tick's job.
-    pub kind: String,
-    /// Its payload.
-    pub payload: serde_json::Value,
-    /// Its queue.
-    pub queue: String,
-    /// Its priority.
-    pub priority: i16,
-    /// Its attempts.
-    pub max_attempts: i32,
-    /// The IANA zone.
-    pub timezone: String,
-    /// `skip`, `latest` or `all`.
-    pub catch_up: String,
-    /// `allow` or `skip`.
-    pub overlap: String,
+    /// Its definition, as last registered.
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub def: ScheduleDef,
     /// Paused: no tick is enqueued, by any process, until it is resumed.
     pub paused: bool,
     /// The newest tick dealt with (enqueued, or missed by the catch-up policy).

@@ -38,7 +38,7 @@ impl Service for Scheduler {
         let stored: HashMap<String, schedule::ScheduleRow> = schedule::list(&self.pool)
             .await?
             .into_iter()
-            .map(|row| (row.name.clone(), row))
+            .map(|row| (row.def.name.clone(), row))
             .collect();
         let (mut enqueued, mut missed, mut skipped) = (0u64, 0u64, 0u64);
         for (config, cron) in &self.schedules {
