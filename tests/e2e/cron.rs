@@ -64,8 +64,8 @@ async fn three_worker_processes_make_exactly_one_job_per_tick_with_none_missing(
                 .expect("start docket worker")
         })
         .collect();
-    eventually(Duration::from_secs(30), "six ticks enqueued", || async {
-        tick_times(&db).await.len() >= 6
+    eventually(Duration::from_secs(40), "ten ticks enqueued", || async {
+        tick_times(&db).await.len() >= 10
     })
     .await;
     for worker in workers {

@@ -69,6 +69,8 @@ pub mod event {
     pub const CRON_FAILED: &str = "background_job_cron.failed";
     /// A batch was created with its jobs.
     pub const BATCH_CREATED: &str = "background_job_batch.created";
+    /// An open batch's progress, every `BATCH_PROGRESS_EVERY` while it runs.
+    pub const BATCH_PROGRESS: &str = "background_job_batch.progress";
     /// Every job of a batch is final: the batch is finished, with its counts.
     pub const BATCH_COMPLETED: &str = "background_job_batch.completed";
     /// A finished batch's callback job was enqueued (once).
@@ -134,6 +136,7 @@ pub mod event {
         CRON_RESUMED,
         CRON_FAILED,
         BATCH_CREATED,
+        BATCH_PROGRESS,
         BATCH_COMPLETED,
         BATCH_CALLBACK_ENQUEUED,
         SHUTDOWN_SIGNAL,

@@ -256,6 +256,7 @@ impl Runtime {
             BatchTracker {
                 pool: maintenance_pool.clone(),
                 batch: config.maintenance_batch,
+                progress_logged: std::sync::Mutex::new(None),
             },
             BATCH_TRACKER_INTERVAL,
         );
