@@ -182,7 +182,7 @@ async fn a_snapshot_that_cannot_be_taken_in_time_degrades_the_status_but_is_not_
     let db = TestDb::new().await;
     insert_job(&db.pool, JobOpts::default()).await;
     let config = HealthConfig {
-        check_timeout: Duration::from_millis(300),
+        check_timeout: Duration::from_secs(1),
         cache_ttl: Duration::ZERO,
         ..HealthConfig::default()
     };
