@@ -76,6 +76,30 @@ pub struct ScheduleRow {
     pub last_batch_finished_at: Option<DateTime<Utc>>,
 }
 
+/// The state a scheduler reads each second: whether the schedule is paused and where its
+/// ticks stand.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct ScheduleState {
+    /// Unique.
+    pub name: String,
+    /// Paused: no tick is enqueued until it is resumed.
+    pub paused: bool,
+    /// The newest tick dealt with.
+    pub last_tick_at: Option<DateTime<Utc>>,
+    /// When it was first registered; ticks count from here until the first.
+    pub registered_at: DateTime<Utc>,
+}
+
+/// Every schedule's state, for the scheduler: one cheap read, without the definitions and
+/// the batch lookups of [`list`].
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn states(exec: impl PgExecutor<'_>) -> Result<Vec<ScheduleState>> {
+    Ok(db::schedule_states(exec).await?)
+}
+
 /// Registers a schedule, or updates its definition; its pause and last tick stay.
 ///
 /// # Errors

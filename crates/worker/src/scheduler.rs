@@ -35,10 +35,10 @@ impl Service for Scheduler {
 
     async fn run_once(&self, now: Option<DateTime<Utc>>) -> docket_queue::Result<RunReport> {
         let now = now.unwrap_or_else(Utc::now);
-        let stored: HashMap<String, schedule::ScheduleRow> = schedule::list(&self.pool)
+        let stored: HashMap<String, schedule::ScheduleState> = schedule::states(&self.pool)
             .await?
             .into_iter()
-            .map(|row| (row.def.name.clone(), row))
+            .map(|state| (state.name.clone(), state))
             .collect();
         let (mut enqueued, mut missed, mut skipped) = (0u64, 0u64, 0u64);
         for (config, cron) in &self.schedules {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
 use crate::job::JobId;
-use crate::schedule::{ScheduleDef, ScheduleRow};
+use crate::schedule::{ScheduleDef, ScheduleRow, ScheduleState};
 
 /// Deletes ticks older than `before` (their schedules are past them:
 /// `last_tick_at` alone keeps a slow scheduler from enqueueing them again).
@@ -56,6 +56,13 @@ pub(crate) async fn schedule_advance(
     .execute(exec)
     .await?;
     Ok(())
+}
+
+/// What a scheduler needs of every schedule each second: no definition, no batch.
+pub(crate) async fn schedule_states(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<ScheduleState>> {
+    sqlx::query_as("select name, paused, last_tick_at, registered_at from docket.schedules")
+        .fetch_all(exec)
+        .await
 }
 
 /// Every schedule, by name, with its last tick's batch (a cron batch) and its progress.
