@@ -75,6 +75,18 @@ pub mod event {
     pub const BATCH_COMPLETED: &str = "background_job_batch.completed";
     /// A finished batch's callback job was enqueued (once).
     pub const BATCH_CALLBACK_ENQUEUED: &str = "background_job_batch.callback_enqueued";
+    /// A campaign was created; its batch jobs start sending at once.
+    pub const CAMPAIGN_CREATED: &str = "campaign_batch.campaign_created";
+    /// Every recipient of a campaign is final.
+    pub const CAMPAIGN_FINISHED: &str = "campaign_batch.campaign_finished";
+    /// A batch job stopped for a paused campaign, or found it cancelled.
+    pub const CAMPAIGN_PAUSED: &str = "campaign_batch.paused";
+    /// The relay's setup is wrong (authentication, TLS): retried without spending the
+    /// recipients' attempts; `checks.mail` is degraded until a message goes through.
+    pub const MAIL_CONFIG_FAULT: &str = "mail.config_fault";
+    /// A job was made to notify the admin address (campaign finished, dead letters).
+    pub const MAIL_NOTIFIED: &str = "mail.notified";
+
     /// SIGTERM or SIGINT reached the binary.
     pub const SHUTDOWN_SIGNAL: &str = "worker.shutdown.signal";
     /// A second signal: the binary exits at once.
@@ -152,7 +164,73 @@ pub mod event {
         HTTP_LISTENING,
         HTTP_STOPPED,
         HTTP_DRAIN_TIMEOUT,
+        CAMPAIGN_CREATED,
+        CAMPAIGN_FINISHED,
+        CAMPAIGN_PAUSED,
+        MAIL_CONFIG_FAULT,
+        MAIL_NOTIFIED,
     ];
+
+    /// The events of one kind of email, `<family>.<what>`: `recovery_email`, `admin_email`,
+    /// `campaign_batch` (one recipient of a campaign). Each carries the delivery's id (and
+    /// the campaign's), never a body or a credential.
+    #[derive(Debug)]
+    pub struct MailEvents {
+        /// The delivery was recorded, waiting for its attempt.
+        pub queued: &'static str,
+        /// The relay accepted it.
+        pub sent: &'static str,
+        /// A temporary failure: retried on the ladder.
+        pub retrying: &'static str,
+        /// The relay asked to slow down: held without spending the attempt.
+        pub throttled: &'static str,
+        /// Refused permanently (5xx).
+        pub failed: &'static str,
+        /// Not sent: the suppression list or stub mode.
+        pub suppressed: &'static str,
+        /// Not sent before its job's `expires_at`.
+        pub expired: &'static str,
+        /// Given up: the ladder ran out, or the template failed.
+        pub dead_letter: &'static str,
+    }
+
+    macro_rules! mail_events {
+        ($family:literal) => {
+            MailEvents {
+                queued: concat!($family, ".queued"),
+                sent: concat!($family, ".sent"),
+                retrying: concat!($family, ".retrying"),
+                throttled: concat!($family, ".throttled"),
+                failed: concat!($family, ".failed"),
+                suppressed: concat!($family, ".suppressed"),
+                expired: concat!($family, ".expired"),
+                dead_letter: concat!($family, ".dead_letter"),
+            }
+        };
+    }
+
+    /// `recovery_email.*`.
+    pub const RECOVERY_EMAIL: MailEvents = mail_events!("recovery_email");
+    /// `admin_email.*`.
+    pub const ADMIN_EMAIL: MailEvents = mail_events!("admin_email");
+    /// `campaign_batch.*`: one recipient of a campaign.
+    pub const CAMPAIGN_EMAIL: MailEvents = mail_events!("campaign_batch");
+
+    impl MailEvents {
+        /// Every event of the family.
+        pub fn all(&self) -> [&'static str; 8] {
+            [
+                self.queued,
+                self.sent,
+                self.retrying,
+                self.throttled,
+                self.failed,
+                self.suppressed,
+                self.expired,
+                self.dead_letter,
+            ]
+        }
+    }
 }
 
 /// Metric names (Prometheus).
@@ -193,6 +271,15 @@ pub mod metric {
     /// 1 when the health status is this one, else 0, by status.
     pub const HEALTH_STATUS: &str = "docket_health_status";
 
+    /// Deliveries that reached a status, by source and status.
+    pub const MAIL_DELIVERIES: &str = "docket_mail_deliveries_total";
+    /// SMTP exchange time in seconds, by outcome class.
+    pub const MAIL_SEND_DURATION: &str = "docket_mail_send_duration_seconds";
+    /// Times a sender waited for the relay-wide rate limit, by source.
+    pub const MAIL_RATE_LIMIT_WAITS: &str = "docket_mail_rate_limit_waits_total";
+    /// Configuration faults (authentication, TLS) seen by this process.
+    pub const MAIL_CONFIG_FAULTS: &str = "docket_mail_config_faults_total";
+
     /// Every metric, for the test that keeps `docs/operations.md` complete.
     pub const ALL: &[&str] = &[
         JOBS_ENQUEUED,
@@ -212,6 +299,10 @@ pub mod metric {
         QUEUE_OLDEST_READY_AGE,
         WORKERS_LIVE,
         HEALTH_STATUS,
+        MAIL_DELIVERIES,
+        MAIL_SEND_DURATION,
+        MAIL_RATE_LIMIT_WAITS,
+        MAIL_CONFIG_FAULTS,
     ];
 }
 
@@ -221,7 +312,16 @@ mod tests {
     #[test]
     fn every_event_and_metric_is_documented_in_operations_md() {
         let doc = include_str!("../../../docs/operations.md");
-        for name in super::event::ALL.iter().chain(super::metric::ALL) {
+        let mail = [
+            super::event::RECOVERY_EMAIL.all(),
+            super::event::ADMIN_EMAIL.all(),
+            super::event::CAMPAIGN_EMAIL.all(),
+        ];
+        for name in super::event::ALL
+            .iter()
+            .chain(super::metric::ALL)
+            .chain(mail.iter().flatten())
+        {
             assert!(
                 doc.contains(&format!("`{name}`")),
                 "docs/operations.md lacks `{name}`"

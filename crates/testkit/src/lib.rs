@@ -1,6 +1,7 @@
 //! # docket-testkit
 //!
-//! What Docket's tests stand on: a real PostgreSQL and a fresh database per test.
+//! What Docket's tests stand on: a real PostgreSQL, a fresh database per test, and a real
+//! SMTP server.
 //!
 //! # Layout
 //!
@@ -9,17 +10,21 @@
 //! - [`db`]: `TestDb`, a database per test cloned from a template migrated once; dropped
 //!   when the test passes, kept when it fails, leftovers swept.
 //! - [`factory`]: `insert_job` with `JobOpts`, fixtures in any state.
+//! - [`smtp`]: `SmtpSink`, a real SMTP server on loopback that records what it receives
+//!   and answers 4xx/5xx per recipient, stalls, offers STARTTLS and AUTH on demand.
 //! - [`wait`]: `eventually`, a bounded wait for a real process to react.
 //!
 //! It is a dev-dependency everywhere but the `docket` binary, whose `demo` needs the
-//! throwaway cluster.
+//! throwaway cluster and the SMTP sink.
 
 pub mod db;
 pub mod factory;
 pub mod postgres;
+pub mod smtp;
 pub mod wait;
 
 pub use db::TestDb;
 pub use factory::{insert_job, JobOpts};
 pub use postgres::{server, ThrowawayCluster};
+pub use smtp::{SelfSigned, SmtpSink};
 pub use wait::eventually;

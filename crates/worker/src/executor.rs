@@ -135,6 +135,8 @@ impl Executor {
             queue: queue.clone(),
             attempt: job.attempt,
             max_attempts: job.max_attempts,
+            run_at: job.run_at,
+            expires_at: job.expires_at,
             cancel: CancellationToken::new(),
             deadline: deadline.clone(),
         };

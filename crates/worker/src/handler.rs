@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use docket_queue::JobId;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
@@ -71,6 +72,8 @@ pub struct JobContext {
     pub(crate) queue: Arc<str>,
     pub(crate) attempt: i32,
     pub(crate) max_attempts: i32,
+    pub(crate) run_at: DateTime<Utc>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) deadline: Arc<Mutex<Instant>>,
 }
@@ -94,6 +97,17 @@ impl JobContext {
     /// The attempts the job has in all.
     pub fn max_attempts(&self) -> i32 {
         self.max_attempts
+    }
+
+    /// When the job was due: for a schedule's tick, the tick's instant.
+    pub fn run_at(&self) -> DateTime<Utc> {
+        self.run_at
+    }
+
+    /// The job's expiry: work that is worthless after it (a sign-in link) should not
+    /// finish past it.
+    pub fn expires_at(&self) -> Option<DateTime<Utc>> {
+        self.expires_at
     }
 
     /// Whether the job should stop: an operator cancelled it, its timeout passed, or the

@@ -1,0 +1,485 @@
+//! Campaigns: one template to many recipients. Creating one records every recipient as a
+//! `queued` delivery and fans them out as a batch of `mail.campaign_batch` jobs, all in one
+//! transaction; sending starts at once. Each recipient is one delivery with the key
+//! `campaign_id:address`, so however often a batch job is retried or rescued, a recipient
+//! recorded as sent is never sent again.
+//!
+//! A campaign's counts are read from its deliveries, and its state is derived from them:
+//! `finished` once no recipient is pending (nothing stored can disagree).
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+use docket_queue::batch::{Callback, NewBatch};
+use docket_queue::NewJob;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+use crate::config::CAMPAIGN_BATCH_SIZE_DEFAULT;
+use crate::db;
+use crate::error::{MailError, Result};
+use crate::jobs::{CampaignBatch, CampaignFinished, MAIL_QUEUE};
+
+/// Attempts a campaign batch job has: far more than any recipient's ladder needs, since a
+/// recipient's own attempts (not the job's) decide when it is given up; a job's attempts
+/// are spent only by retries and rescues.
+const CAMPAIGN_JOB_ATTEMPTS: i32 = 1000;
+
+/// The most recipients one campaign takes.
+pub const RECIPIENTS_LIMIT: usize = 1_000_000;
+
+/// A campaign and its progress.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct CampaignStatus {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: String,
+    /// Its template.
+    pub template: String,
+    /// `sending`, `paused`, `cancelled` or `finished`.
+    pub state: String,
+    /// Its recipients.
+    pub total: i32,
+    /// Accepted by the relay.
+    pub sent: i32,
+    /// Skipped: on the suppression list, or stub mode.
+    pub suppressed: i32,
+    /// Refused permanently.
+    pub failed: i32,
+    /// Given up after the retry ladder, or the template failed.
+    pub dead_letter: i32,
+    /// Not sent in time.
+    pub expired: i32,
+    /// Not final yet.
+    pub pending: i32,
+    /// The batch of its jobs.
+    pub batch_id: Option<Uuid>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+}
+
+/// One recipient.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Recipient {
+    /// The address (or `Name <address>`).
+    pub to: String,
+    /// A display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// The locale of the template to use.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// Template variables of this recipient.
+    #[serde(default = "empty_object")]
+    pub vars: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// A line of a recipient file that was skipped, and why.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BadRow {
+    /// Its line number (1-based).
+    pub line: u64,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// A recipient file read: the good rows, and the bad ones with their line numbers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Recipients {
+    /// The rows to send to, in file order, each address once.
+    pub rows: Vec<Recipient>,
+    /// The rows skipped.
+    pub bad: Vec<BadRow>,
+}
+
+/// Reads recipients from CSV (a header `email[,name][,locale][,any var…]`) or JSON lines
+/// (`{"to", "vars", "locale", "name"}`), told apart by the first character. Bad rows (no
+/// address, not an address, a repeated address, a line that does not parse) are skipped
+/// and reported with their line numbers; the rest are kept.
+///
+/// # Errors
+///
+/// [`MailError::Invalid`] when the file as a whole cannot be read (no `email` column) or
+/// holds no good row.
+pub fn parse_recipients(text: &str) -> Result<Recipients> {
+    let mut parsed = if text.trim_start().starts_with('{') {
+        parse_json_lines(text)
+    } else {
+        parse_csv(text)?
+    };
+    let mut seen = HashSet::new();
+    let mut rows = Vec::with_capacity(parsed.rows.len());
+    for (line, row) in std::mem::take(&mut parsed.rows) {
+        match crate::message::parse_mailbox(&row.to, row.name.as_deref()) {
+            Err(err) => parsed.bad.push(BadRow {
+                line,
+                reason: err.to_string(),
+            }),
+            Ok(mailbox) if !seen.insert(mailbox.email.to_string().to_ascii_lowercase()) => {
+                parsed.bad.push(BadRow {
+                    line,
+                    reason: format!("{} is listed more than once", mailbox.email),
+                });
+            }
+            Ok(mailbox) => rows.push(Recipient {
+                to: mailbox.email.to_string(),
+                name: mailbox.name,
+                ..row
+            }),
+        }
+    }
+    parsed.bad.sort_by_key(|bad| bad.line);
+    if rows.is_empty() {
+        return Err(MailError::Invalid(match parsed.bad.first() {
+            Some(bad) => format!(
+                "no recipient can be sent to ({} bad rows; line {}: {})",
+                parsed.bad.len(),
+                bad.line,
+                bad.reason
+            ),
+            None => "the recipient list is empty".to_owned(),
+        }));
+    }
+    if rows.len() > RECIPIENTS_LIMIT {
+        return Err(MailError::Invalid(format!(
+            "{} recipients: one campaign takes at most {RECIPIENTS_LIMIT}",
+            rows.len()
+        )));
+    }
+    Ok(Recipients {
+        rows,
+        bad: parsed.bad,
+    })
+}
+
+/// Rows with their line numbers, before the addresses are checked.
+struct Parsed {
+    rows: Vec<(u64, Recipient)>,
+    bad: Vec<BadRow>,
+}
+
+fn parse_csv(text: &str) -> Result<Parsed> {
+    let mut reader = csv::ReaderBuilder::new()
+        .flexible(false)
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers: Vec<String> = reader
+        .headers()
+        .map_err(|err| MailError::Invalid(format!("recipient CSV header: {err}")))?
+        .iter()
+        .map(str::to_ascii_lowercase)
+        .collect();
+    let column = |name: &str| headers.iter().position(|h| h == name);
+    let email = column("email").ok_or_else(|| {
+        MailError::Invalid(
+            "the recipient CSV needs a header with an `email` column (email[,name][,locale][,vars…])"
+                .to_owned(),
+        )
+    })?;
+    let (name, locale) = (column("name"), column("locale"));
+    let mut parsed = Parsed {
+        rows: Vec::new(),
+        bad: Vec::new(),
+    };
+    for record in reader.records() {
+        let record = match record {
+            Ok(record) => record,
+            Err(err) => {
+                let line = err.position().map_or(0, csv::Position::line);
+                parsed.bad.push(BadRow {
+                    line,
+                    reason: err.to_string(),
+                });
+                continue;
+            }
+        };
+        let line = record.position().map_or(0, csv::Position::line);
+        let field = |i: Option<usize>| {
+            i.and_then(|i| record.get(i))
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let mut vars = serde_json::Map::new();
+        for (i, header) in headers.iter().enumerate() {
+            if i != email && Some(i) != locale {
+                vars.insert(header.clone(), record.get(i).unwrap_or("").into());
+            }
+        }
+        parsed.rows.push((
+            line,
+            Recipient {
+                to: field(Some(email)).unwrap_or_default(),
+                name: field(name),
+                locale: field(locale),
+                vars: vars.into(),
+            },
+        ));
+    }
+    Ok(parsed)
+}
+
+fn parse_json_lines(text: &str) -> Parsed {
+    let mut parsed = Parsed {
+        rows: Vec::new(),
+        bad: Vec::new(),
+    };
+    for (index, line) in text.lines().enumerate() {
+        let number = index as u64 + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Recipient>(line) {
+            Ok(row) if !row.vars.is_object() => parsed.bad.push(BadRow {
+                line: number,
+                reason: "`vars` must be an object".to_owned(),
+            }),
+            Ok(mut row) => {
+                if let (Some(name), Some(vars)) = (&row.name, row.vars.as_object_mut()) {
+                    vars.entry("name").or_insert_with(|| name.clone().into());
+                }
+                parsed.rows.push((number, row));
+            }
+            Err(err) => parsed.bad.push(BadRow {
+                line: number,
+                reason: err.to_string(),
+            }),
+        }
+    }
+    parsed
+}
+
+/// A campaign to create.
+#[derive(Clone, Debug)]
+pub struct NewCampaign {
+    /// Its name.
+    pub name: String,
+    /// The template every recipient gets.
+    pub template: String,
+    /// Its recipients (each address once).
+    pub recipients: Vec<Recipient>,
+    /// Recipients per `mail.campaign_batch` job. Default [`CAMPAIGN_BATCH_SIZE_DEFAULT`].
+    pub batch_size: usize,
+}
+
+impl NewCampaign {
+    /// A campaign with the default batch size.
+    pub fn new(name: &str, template: &str, recipients: Vec<Recipient>) -> NewCampaign {
+        NewCampaign {
+            name: name.to_owned(),
+            template: template.to_owned(),
+            recipients,
+            batch_size: CAMPAIGN_BATCH_SIZE_DEFAULT,
+        }
+    }
+}
+
+/// Creates a campaign and starts sending: its deliveries, its batch of jobs, in one
+/// transaction. `from` makes the Message-IDs. Returns its id.
+///
+/// # Errors
+///
+/// [`MailError::Invalid`] for an empty list, a bad batch size or name, a template the
+/// catalog lacks; [`MailError::Database`]. Nothing is written then.
+pub async fn create(
+    pool: &PgPool,
+    catalog: &crate::template::Catalog,
+    from: &lettre::message::Mailbox,
+    campaign: &NewCampaign,
+) -> Result<Uuid> {
+    if campaign.recipients.is_empty() {
+        return Err(MailError::Invalid("a campaign needs recipients".to_owned()));
+    }
+    if !(1..=10_000).contains(&campaign.batch_size) {
+        return Err(MailError::Invalid(format!(
+            "batch size must be between 1 and 10000, not {}",
+            campaign.batch_size
+        )));
+    }
+    let name = campaign.name.trim();
+    if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
+        return Err(MailError::Invalid(
+            "a campaign's name is 1 to 200 characters, without NUL".to_owned(),
+        ));
+    }
+    if !catalog.contains(&campaign.template) {
+        return Err(MailError::Invalid(format!(
+            "no template named {:?} in the catalog (docket mail templates lists them)",
+            campaign.template
+        )));
+    }
+    let id = Uuid::now_v7();
+    let mut rows = db::CampaignRows::default();
+    for recipient in &campaign.recipients {
+        let delivery = Uuid::now_v7();
+        let mut vars = recipient.vars.clone();
+        if let (Some(name), Some(map)) = (&recipient.name, vars.as_object_mut()) {
+            map.entry("name").or_insert_with(|| name.clone().into());
+        }
+        rows.ids.push(delivery);
+        rows.recipients.push(recipient.to.clone());
+        rows.names.push(recipient.name.clone());
+        rows.locales.push(recipient.locale.clone());
+        rows.vars.push(vars);
+        rows.message_ids
+            .push(crate::message::message_id(delivery, from));
+    }
+    let total = i32::try_from(rows.ids.len())
+        .map_err(|_| MailError::Invalid("too many recipients".to_owned()))?;
+    let mut tx = pool.begin().await?;
+    db::campaign_insert(
+        &mut *tx,
+        &db::CampaignParams {
+            id,
+            name,
+            template: &campaign.template,
+            total,
+        },
+    )
+    .await?;
+    let inserted = db::delivery_insert_campaign(&mut *tx, id, &campaign.template, &rows).await?;
+    if inserted.len() != rows.ids.len() {
+        return Err(MailError::Invalid(
+            "a recipient is listed more than once (addresses are compared without case)".to_owned(),
+        ));
+    }
+    let jobs = inserted
+        .chunks(campaign.batch_size)
+        .map(|chunk| {
+            NewJob::typed(&CampaignBatch {
+                campaign_id: id,
+                deliveries: chunk.to_vec(),
+            })
+            .map(|job| job.queue(MAIL_QUEUE).max_attempts(CAMPAIGN_JOB_ATTEMPTS))
+        })
+        .collect::<docket_queue::Result<Vec<_>>>()?;
+    let callback = Callback {
+        kind: <CampaignFinished as docket_queue::JobArgs>::KIND.to_owned(),
+        payload: serde_json::json!({ "campaign_id": id }),
+        queue: MAIL_QUEUE.to_owned(),
+    };
+    let batch = docket_queue::batch::create(
+        &mut *tx,
+        &NewBatch {
+            jobs,
+            callback: Some(callback),
+            parent: None,
+        },
+    )
+    .await?;
+    db::campaign_set_batch(&mut *tx, id, batch).await?;
+    tx.commit().await?;
+    tracing::info!(
+        event = docket_queue::telemetry::event::CAMPAIGN_CREATED,
+        campaign.id = %id, total, batch.id = %batch,
+        "campaign created; sending starts now"
+    );
+    Ok(id)
+}
+
+/// One campaign and its progress.
+///
+/// # Errors
+///
+/// [`MailError::CampaignNotFound`]; [`MailError::Database`].
+pub async fn show(exec: impl PgExecutor<'_>, id: Uuid) -> Result<CampaignStatus> {
+    db::campaign_get(exec, id)
+        .await?
+        .ok_or(MailError::CampaignNotFound(id))
+}
+
+/// The most recent campaigns, newest first.
+///
+/// # Errors
+///
+/// [`MailError::Database`] when the database fails.
+pub async fn list(exec: impl PgExecutor<'_>, limit: u32) -> Result<Vec<CampaignStatus>> {
+    Ok(db::campaign_list(exec, i64::from(limit)).await?)
+}
+
+/// Pauses a campaign: its batch jobs stop before their next recipient and wait.
+///
+/// # Errors
+///
+/// [`MailError::CampaignNotFound`]; [`MailError::Database`].
+pub async fn pause(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
+    set_controls(exec, id, Some(true), None).await
+}
+
+/// Resumes a paused campaign.
+///
+/// # Errors
+///
+/// [`MailError::CampaignNotFound`]; [`MailError::Database`].
+pub async fn resume(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
+    set_controls(exec, id, Some(false), None).await
+}
+
+/// Cancels a campaign: no further recipient is sent to; those not sent stay `queued`
+/// (counted as pending) for the record.
+///
+/// # Errors
+///
+/// [`MailError::CampaignNotFound`]; [`MailError::Database`].
+pub async fn cancel(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
+    set_controls(exec, id, None, Some(true)).await
+}
+
+async fn set_controls(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    paused: Option<bool>,
+    cancelled: Option<bool>,
+) -> Result<()> {
+    if db::campaign_set_controls(exec, id, paused, cancelled).await? {
+        Ok(())
+    } else {
+        Err(MailError::CampaignNotFound(id))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_keep_their_columns_as_vars_and_bad_rows_are_named_by_line() {
+        let text =
+            "email,name,locale,plan\nann@example.com,Ann,pt-BR,pro\nnot-an-address,Bob,,free\n\
+                    ANN@example.com,Ann again,,pro\n\"carl@example.com\",\"Carl, Jr.\",,team\n";
+        let parsed = parse_recipients(text).unwrap();
+        let to: Vec<&str> = parsed.rows.iter().map(|r| r.to.as_str()).collect();
+        assert_eq!(to, ["ann@example.com", "carl@example.com"]);
+        assert_eq!(parsed.rows[0].locale.as_deref(), Some("pt-BR"));
+        assert_eq!(parsed.rows[0].vars["plan"], "pro");
+        assert_eq!(parsed.rows[1].name.as_deref(), Some("Carl, Jr."));
+        let lines: Vec<u64> = parsed.bad.iter().map(|b| b.line).collect();
+        assert_eq!(lines, [3, 4], "{:?}", parsed.bad);
+    }
+
+    #[test]
+    fn json_lines_are_read_and_a_line_that_does_not_parse_is_reported() {
+        let text =
+            "{\"to\": \"Анна <anna@example.com>\", \"vars\": {\"code\": 1}}\n{\"to\": 5}\n\n\
+                    {\"to\": \"ben@example.com\", \"locale\": \"ru\"}\n";
+        let parsed = parse_recipients(text).unwrap();
+        assert_eq!(parsed.rows.len(), 2);
+        assert_eq!(parsed.rows[0].name.as_deref(), Some("Анна"));
+        assert_eq!(parsed.bad.len(), 1);
+        assert_eq!(parsed.bad[0].line, 2);
+    }
+
+    #[test]
+    fn a_file_without_an_email_column_or_without_good_rows_is_refused() {
+        let err = parse_recipients("address\nann@example.com\n").unwrap_err();
+        assert!(err.to_string().contains("`email` column"), "{err}");
+        let err = parse_recipients("email\nnope\n").unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+        assert!(parse_recipients("").is_err());
+    }
+}

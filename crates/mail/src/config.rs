@@ -1,0 +1,347 @@
+//! The mail settings, with named defaults and a `validate` whose messages say what would go
+//! wrong. The binary fills them from `DOCKET_SMTP_*` / `DOCKET_MAIL_*`.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use docket_queue::rate_limit::Rate;
+
+/// Seconds an SMTP exchange (connect, each command) may take by default.
+pub const SMTP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// Connections the SMTP pool keeps by default.
+pub const SMTP_POOL_SIZE_DEFAULT: u32 = 4;
+
+/// The template catalog's default place.
+pub const TEMPLATE_DIR_DEFAULT: &str = "./templates";
+
+/// Recipients per `mail.campaign_batch` job by default.
+pub const CAMPAIGN_BATCH_SIZE_DEFAULT: usize = 100;
+
+/// The retry ladder for temporary failures by default: `1m,5m,15m,1h,6h`.
+pub fn retry_ladder_default() -> Vec<Duration> {
+    [60, 300, 900, 3600, 21_600]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+/// How messages leave.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Mode {
+    /// Over SMTP, to this relay.
+    Smtp(SmtpUrl),
+    /// Rendered and recorded (`suppressed`, reason `stub`); nothing leaves.
+    Stub,
+}
+
+/// `DOCKET_SMTP_URL`, lettre's URL form. Its password is a secret: `Display` and `Debug`
+/// redact it.
+#[derive(Clone, PartialEq)]
+pub struct SmtpUrl(String);
+
+impl SmtpUrl {
+    /// Checks the form (`smtp://` or `smtps://`, a host).
+    ///
+    /// # Errors
+    ///
+    /// [`MailConfigError`] naming the variable, never echoing the password.
+    pub fn parse(raw: &str) -> Result<SmtpUrl, MailConfigError> {
+        let url = raw.trim();
+        let rest = url
+            .strip_prefix("smtp://")
+            .or_else(|| url.strip_prefix("smtps://"))
+            .ok_or_else(|| {
+                MailConfigError::new(
+                    "DOCKET_SMTP_URL must start with smtp:// (plain or STARTTLS) or smtps:// (TLS)",
+                )
+            })?;
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let host = authority.rsplit('@').next().unwrap_or("");
+        if host.is_empty() || host.starts_with(':') {
+            return Err(MailConfigError::new("DOCKET_SMTP_URL names no host"));
+        }
+        Ok(SmtpUrl(url.to_owned()))
+    }
+
+    /// The URL as given, password included: only for the transport.
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The host, for TLS's server name.
+    pub(crate) fn host(&self) -> &str {
+        let rest = self.0.split_once("://").map_or("", |(_, rest)| rest);
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        let host_port = authority.rsplit('@').next().unwrap_or("");
+        match host_port.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or(""),
+            None => host_port.split(':').next().unwrap_or(""),
+        }
+    }
+
+    /// `smtps://`: TLS from the first byte.
+    pub(crate) fn implicit_tls(&self) -> bool {
+        self.0.starts_with("smtps://")
+    }
+
+    /// The `tls=` query value (`required`, `opportunistic`), if any.
+    pub(crate) fn tls_query(&self) -> Option<&str> {
+        let query = self.0.split_once('?')?.1;
+        query.split('&').find_map(|pair| pair.strip_prefix("tls="))
+    }
+}
+
+impl fmt::Display for SmtpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return f.write_str("(an unparsable URL)");
+        };
+        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+        match authority.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                write!(f, "{scheme}://{user}:***@{host}{tail}")
+            }
+            None => write!(f, "{scheme}://{authority}{tail}"),
+        }
+    }
+}
+
+impl fmt::Debug for SmtpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SmtpUrl({self})")
+    }
+}
+
+/// Which notifications Docket sends itself to the admin address.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Notifications {
+    /// A campaign's last recipient became final (`campaign_finished`).
+    pub campaign_finished: bool,
+    /// Jobs were dead-lettered in the last minute (`dead_letters`).
+    pub dead_letters: bool,
+}
+
+impl Notifications {
+    /// `DOCKET_MAIL_NOTIFY`: a comma-separated list of `campaign_finished`, `dead_letters`.
+    ///
+    /// # Errors
+    ///
+    /// [`MailConfigError`] naming an unknown entry.
+    pub fn parse(list: &str) -> Result<Notifications, MailConfigError> {
+        let mut notifications = Notifications::default();
+        for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            match item {
+                "campaign_finished" => notifications.campaign_finished = true,
+                "dead_letters" => notifications.dead_letters = true,
+                other => {
+                    return Err(MailConfigError::new(format!(
+                        "DOCKET_MAIL_NOTIFY: unknown notification {other:?} (known: campaign_finished, dead_letters)"
+                    )))
+                }
+            }
+        }
+        Ok(notifications)
+    }
+}
+
+/// Everything the mail jobs need to know.
+#[derive(Clone, Debug)]
+pub struct MailConfig {
+    /// `DOCKET_SMTP_MODE` / `DOCKET_SMTP_URL`: SMTP when a URL is set, else stub.
+    pub mode: Mode,
+    /// `DOCKET_MAIL_FROM`: the sender, `Name <address>`. Required in SMTP mode.
+    pub from: Option<String>,
+    /// `DOCKET_TEMPLATE_DIR`: the catalog. Default [`TEMPLATE_DIR_DEFAULT`].
+    pub template_dir: PathBuf,
+    /// `DOCKET_SMTP_TIMEOUT`: per SMTP exchange. Default [`SMTP_TIMEOUT_DEFAULT`].
+    pub timeout: Duration,
+    /// `DOCKET_SMTP_POOL_SIZE`: pooled SMTP connections per process. Default
+    /// [`SMTP_POOL_SIZE_DEFAULT`].
+    pub pool_size: u32,
+    /// `DOCKET_SMTP_CA_FILE`: a PEM certificate to trust besides the public roots (a relay
+    /// with a private or self-signed certificate).
+    pub ca_file: Option<PathBuf>,
+    /// `DOCKET_MAIL_RATE`: messages through the relay over all processes together
+    /// (`"10/s"`); `None`: no limit.
+    pub rate: Option<Rate>,
+    /// `DOCKET_MAIL_RETRY_LADDER`: delays after each temporary failure; one more failure
+    /// than it has steps dead-letters the delivery. Default [`retry_ladder_default`].
+    pub retry_ladder: Vec<Duration>,
+    /// `DOCKET_ADMIN_EMAIL`: where `mail.admin` goes when its payload names nobody.
+    pub admin_email: Option<String>,
+    /// `DOCKET_MAIL_NOTIFY`: what Docket tells the admin address about by itself.
+    pub notify: Notifications,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            mode: Mode::Stub,
+            from: None,
+            template_dir: TEMPLATE_DIR_DEFAULT.into(),
+            timeout: SMTP_TIMEOUT_DEFAULT,
+            pool_size: SMTP_POOL_SIZE_DEFAULT,
+            ca_file: None,
+            rate: None,
+            retry_ladder: retry_ladder_default(),
+            admin_email: None,
+            notify: Notifications::default(),
+        }
+    }
+}
+
+impl MailConfig {
+    /// Checks the settings together.
+    ///
+    /// # Errors
+    ///
+    /// [`MailConfigError`] saying what would go wrong.
+    pub fn validate(&self) -> Result<(), MailConfigError> {
+        if matches!(self.mode, Mode::Smtp(_)) && self.from.is_none() {
+            return Err(MailConfigError::new(
+                "DOCKET_MAIL_FROM is required in smtp mode: every message needs a sender",
+            ));
+        }
+        if let Some(from) = &self.from {
+            from.parse::<lettre::message::Mailbox>().map_err(|err| {
+                MailConfigError::new(format!(
+                    "DOCKET_MAIL_FROM {from:?} is not a mailbox (`Name <address>` or an address): {err}"
+                ))
+            })?;
+        }
+        if let Some(admin) = &self.admin_email {
+            admin.parse::<lettre::message::Mailbox>().map_err(|err| {
+                MailConfigError::new(format!(
+                    "DOCKET_ADMIN_EMAIL {admin:?} is not an address: {err}"
+                ))
+            })?;
+        }
+        if (self.notify.campaign_finished || self.notify.dead_letters) && self.admin_email.is_none()
+        {
+            return Err(MailConfigError::new(
+                "DOCKET_MAIL_NOTIFY needs DOCKET_ADMIN_EMAIL: there is nobody to notify",
+            ));
+        }
+        if self.retry_ladder.is_empty() {
+            return Err(MailConfigError::new(
+                "DOCKET_MAIL_RETRY_LADDER needs at least one delay",
+            ));
+        }
+        if self.pool_size == 0 {
+            return Err(MailConfigError::new(
+                "DOCKET_SMTP_POOL_SIZE must be at least 1: no connection, no mail",
+            ));
+        }
+        if self.timeout.is_zero() {
+            return Err(MailConfigError::new(
+                "DOCKET_SMTP_TIMEOUT must be above zero: every exchange would time out",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `1m,5m,15m,1h,6h` (also `30s`, `2`: seconds).
+///
+/// # Errors
+///
+/// [`MailConfigError`] naming the step that does not read.
+pub fn parse_ladder(list: &str) -> Result<Vec<Duration>, MailConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|step| !step.is_empty())
+        .map(|step| {
+            let (number, unit) = step.split_at(
+                step.find(|c: char| c.is_ascii_alphabetic())
+                    .unwrap_or(step.len()),
+            );
+            let seconds = match unit {
+                "" | "s" => 1,
+                "m" => 60,
+                "h" => 3600,
+                "d" => 86_400,
+                _ => 0,
+            };
+            match number.trim().parse::<u64>() {
+                Ok(n) if seconds > 0 => Ok(Duration::from_secs(n * seconds)),
+                _ => Err(MailConfigError::new(format!(
+                    "DOCKET_MAIL_RETRY_LADDER: {step:?} is not a delay (write e.g. 30s, 5m, 1h)"
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// A setting that would not work, with what to do.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct MailConfigError(String);
+
+impl MailConfigError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        MailConfigError(message.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smtp_password_never_prints() {
+        let url = SmtpUrl::parse("smtp://mailer:s3cret@relay.internal:587?tls=required").unwrap();
+        for shown in [url.to_string(), format!("{url:?}")] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("relay.internal:587"), "{shown}");
+        }
+        assert_eq!(url.host(), "relay.internal");
+        assert_eq!(url.tls_query(), Some("required"));
+    }
+
+    #[test]
+    fn urls_without_a_scheme_or_host_are_refused_without_echoing_them() {
+        for bad in ["relay:25", "http://relay", "smtp://", "smtp://user:pw@:25"] {
+            let err = SmtpUrl::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("DOCKET_SMTP_URL"), "{bad}: {err}");
+            assert!(!err.contains("pw"), "{err}");
+        }
+    }
+
+    #[test]
+    fn ladders_read_seconds_minutes_and_hours() {
+        assert_eq!(
+            parse_ladder("1m, 5m,15m,1h,6h").unwrap(),
+            retry_ladder_default()
+        );
+        assert_eq!(
+            parse_ladder("1,2s").unwrap(),
+            [Duration::from_secs(1), Duration::from_secs(2)]
+        );
+        assert!(parse_ladder("5 minutes").is_err());
+    }
+
+    #[test]
+    fn smtp_mode_needs_a_sender_and_notifications_need_an_admin() {
+        let mut config = MailConfig {
+            mode: Mode::Smtp(SmtpUrl::parse("smtp://localhost:25").unwrap()),
+            ..MailConfig::default()
+        };
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("DOCKET_MAIL_FROM"));
+        config.from = Some("Docket <docket@example.com>".into());
+        config.validate().unwrap();
+        config.notify = Notifications::parse("dead_letters").unwrap();
+        assert!(config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("DOCKET_ADMIN_EMAIL"));
+        assert!(Notifications::parse("everything").is_err());
+    }
+}

@@ -1,0 +1,438 @@
+//! Every SQL statement of the mail crate, one function per statement, table first in the
+//! name (`campaign_*`, `delivery_*`, `status_*`, `suppression_*`), sorted by name.
+
+use chrono::{DateTime, Utc};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::campaign::CampaignStatus;
+use crate::delivery::{Delivery, DeliveryFilter, Status, Suppression};
+
+/// A campaign's row with its counts by delivery status. `state` is derived: `cancelled`,
+/// else `finished` once nothing is pending, else `paused` or `sending`. A macro, so that
+/// `concat!` can finish the statement at compile time.
+macro_rules! campaign_select {
+    () => {
+        r#"
+    select c.id, c.name, c.template, c.total, c.batch_id, c.created_at,
+           case when c.cancelled then 'cancelled'
+                when coalesce(n.pending, 0) = 0 then 'finished'
+                when c.paused then 'paused'
+                else 'sending' end as state,
+           coalesce(n.sent, 0) as sent, coalesce(n.suppressed, 0) as suppressed,
+           coalesce(n.failed, 0) as failed, coalesce(n.dead_letter, 0) as dead_letter,
+           coalesce(n.expired, 0) as expired, coalesce(n.pending, 0) as pending
+    from docket.mail_campaigns c
+    left join lateral (
+        select count(*) filter (where status = 'sent')::int as sent,
+               count(*) filter (where status = 'suppressed')::int as suppressed,
+               count(*) filter (where status = 'failed')::int as failed,
+               count(*) filter (where status = 'dead_letter')::int as dead_letter,
+               count(*) filter (where status = 'expired')::int as expired,
+               count(*) filter (where status in ('queued', 'sending'))::int as pending
+        from docket.mail_deliveries d where d.campaign_id = c.id
+    ) n on true
+"#
+    };
+}
+
+pub(crate) async fn campaign_get(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<Option<CampaignStatus>> {
+    sqlx::query_as(concat!(campaign_select!(), " where c.id = $1"))
+        .bind(id)
+        .fetch_optional(exec)
+        .await
+}
+
+/// The controls a running batch job reads: (paused, cancelled).
+pub(crate) async fn campaign_get_controls(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<Option<(bool, bool)>> {
+    sqlx::query_as("select paused, cancelled from docket.mail_campaigns where id = $1")
+        .bind(id)
+        .fetch_optional(exec)
+        .await
+}
+
+pub(crate) struct CampaignParams<'a> {
+    pub(crate) id: Uuid,
+    pub(crate) name: &'a str,
+    pub(crate) template: &'a str,
+    pub(crate) total: i32,
+}
+
+pub(crate) async fn campaign_insert(
+    exec: impl PgExecutor<'_>,
+    params: &CampaignParams<'_>,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        r#"insert into docket.mail_campaigns (id, name, template, total) values ($1, $2, $3, $4)"#,
+    )
+    .bind(params.id)
+    .bind(params.name)
+    .bind(params.template)
+    .bind(params.total)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn campaign_list(
+    exec: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<CampaignStatus>> {
+    sqlx::query_as(concat!(
+        campaign_select!(),
+        " order by c.created_at desc, c.id desc limit $1"
+    ))
+    .bind(limit)
+    .fetch_all(exec)
+    .await
+}
+
+pub(crate) async fn campaign_set_batch(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    batch_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query("update docket.mail_campaigns set batch_id = $2 where id = $1")
+        .bind(id)
+        .bind(batch_id)
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// Sets the operator's controls; `None` leaves one as it is. Returns whether the campaign
+/// exists.
+pub(crate) async fn campaign_set_controls(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    paused: Option<bool>,
+    cancelled: Option<bool>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        r#"
+        update docket.mail_campaigns
+        set paused = coalesce($2, paused), cancelled = coalesce($3, cancelled)
+        where id = $1
+        "#,
+    )
+    .bind(id)
+    .bind(paused)
+    .bind(cancelled)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A delivery to insert.
+pub(crate) struct DeliveryParams<'a> {
+    pub(crate) id: Uuid,
+    pub(crate) source: &'a str,
+    pub(crate) key: &'a str,
+    pub(crate) recipient: &'a str,
+    pub(crate) recipient_name: Option<&'a str>,
+    pub(crate) template: &'a str,
+    pub(crate) locale: Option<&'a str>,
+    pub(crate) vars: &'a serde_json::Value,
+    pub(crate) message_id: &'a str,
+    pub(crate) job_id: Option<Uuid>,
+}
+
+pub(crate) async fn delivery_get_many(
+    exec: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<(Delivery, serde_json::Value)>> {
+    let rows: Vec<DeliveryWithVars> = sqlx::query_as(
+        "select *, vars as vars_json from docket.mail_deliveries where id = any($1) order by id",
+    )
+    .bind(ids)
+    .fetch_all(exec)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.delivery, r.vars_json))
+        .collect())
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryWithVars {
+    #[sqlx(flatten)]
+    delivery: Delivery,
+    vars_json: serde_json::Value,
+}
+
+/// Inserts the delivery, or returns the one that already holds its key.
+pub(crate) async fn delivery_insert_or_get(
+    exec: impl PgExecutor<'_>,
+    params: &DeliveryParams<'_>,
+) -> sqlx::Result<Delivery> {
+    sqlx::query_as(
+        r#"
+        with inserted as (
+            insert into docket.mail_deliveries
+                (id, source, idempotency_key, recipient, recipient_name, template, locale, vars,
+                 message_id, job_id)
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+            on conflict (idempotency_key) do nothing
+            returning *
+        )
+        select * from inserted
+        union all
+        select * from docket.mail_deliveries
+        where idempotency_key = $3 and not exists (select 1 from inserted)
+        "#,
+    )
+    .bind(params.id)
+    .bind(params.source)
+    .bind(params.key)
+    .bind(params.recipient)
+    .bind(params.recipient_name)
+    .bind(params.template)
+    .bind(params.locale)
+    .bind(params.vars)
+    .bind(params.message_id)
+    .bind(params.job_id)
+    .fetch_one(exec)
+    .await
+}
+
+/// A campaign's recipients, in one statement; a repeated address is inserted once.
+/// Returns the ids inserted, in input order.
+pub(crate) async fn delivery_insert_campaign(
+    exec: impl PgExecutor<'_>,
+    campaign_id: Uuid,
+    template: &str,
+    rows: &CampaignRows,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        r#"
+        insert into docket.mail_deliveries
+            (id, source, campaign_id, idempotency_key, recipient, recipient_name, template, locale,
+             vars, message_id)
+        select r.id, 'campaign', $1, $1::text || ':' || lower(r.recipient), r.recipient, r.name, $2,
+               r.locale, r.vars, r.message_id
+        from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[])
+             with ordinality as r(id, recipient, name, locale, vars, message_id, ord)
+        order by r.ord
+        on conflict (idempotency_key) do nothing
+        returning id
+        "#,
+    )
+    .bind(campaign_id)
+    .bind(template)
+    .bind(&rows.ids)
+    .bind(&rows.recipients)
+    .bind(&rows.names)
+    .bind(&rows.locales)
+    .bind(&rows.vars)
+    .bind(&rows.message_ids)
+    .fetch_all(exec)
+    .await
+}
+
+/// A campaign's recipients as columns.
+#[derive(Default)]
+pub(crate) struct CampaignRows {
+    pub(crate) ids: Vec<Uuid>,
+    pub(crate) recipients: Vec<String>,
+    pub(crate) names: Vec<Option<String>>,
+    pub(crate) locales: Vec<Option<String>>,
+    pub(crate) vars: Vec<serde_json::Value>,
+    pub(crate) message_ids: Vec<String>,
+}
+
+pub(crate) async fn delivery_list(
+    exec: impl PgExecutor<'_>,
+    filter: &DeliveryFilter,
+) -> sqlx::Result<Vec<Delivery>> {
+    sqlx::query_as(
+        r#"
+        select * from docket.mail_deliveries
+        where ($1::text is null or status = $1)
+          and ($2::uuid is null or campaign_id = $2)
+          and ($3::text is null or lower(recipient) = lower($3))
+        order by created_at desc, id desc
+        limit $4
+        "#,
+    )
+    .bind(filter.status.map(Status::as_str))
+    .bind(filter.campaign_id)
+    .bind(filter.to.as_deref())
+    .bind(i64::from(filter.limit))
+    .fetch_all(exec)
+    .await
+}
+
+/// The outcome of one attempt, or of a decision before it.
+pub(crate) struct Record<'a> {
+    pub(crate) status: Status,
+    pub(crate) smtp_code: Option<i32>,
+    pub(crate) smtp_reply: Option<&'a str>,
+    pub(crate) last_error: Option<&'a str>,
+    pub(crate) suppressed_reason: Option<&'a str>,
+    pub(crate) retry_at: Option<DateTime<Utc>>,
+    /// The attempt did not count (a throttle, a configuration fault): give it back.
+    pub(crate) give_back_attempt: bool,
+}
+
+/// Records an outcome, fenced: only a delivery that is not final yet changes. Returns
+/// whether it did.
+pub(crate) async fn delivery_record(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    record: &Record<'_>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        r#"
+        update docket.mail_deliveries
+        set status = $2,
+            smtp_code = coalesce($3, smtp_code),
+            smtp_reply = coalesce($4, smtp_reply),
+            last_error = coalesce($5, last_error),
+            suppressed_reason = $6,
+            retry_at = $7,
+            attempts = greatest(0, attempts - $8::int),
+            sent_at = case when $2 = 'sent' then now() end,
+            updated_at = now()
+        where id = $1 and status in ('queued', 'sending')
+        "#,
+    )
+    .bind(id)
+    .bind(record.status.as_str())
+    .bind(record.smtp_code)
+    .bind(record.smtp_reply)
+    .bind(record.last_error)
+    .bind(record.suppressed_reason)
+    .bind(record.retry_at)
+    .bind(i32::from(record.give_back_attempt))
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A dead-lettered delivery whose job an operator replayed gets a fresh ladder.
+pub(crate) async fn delivery_requeue(exec: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        r#"
+        update docket.mail_deliveries
+        set status = 'queued', attempts = 0, retry_at = null, updated_at = now()
+        where id = $1 and status = 'dead_letter'
+        "#,
+    )
+    .bind(id)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// Reserves the delivery for one SMTP exchange: `sending`, attempts + 1, committed before
+/// the exchange starts. Returns the attempt's number, or `None` when the delivery is final
+/// already (another job got there first).
+pub(crate) async fn delivery_reserve(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    job_id: Uuid,
+) -> sqlx::Result<Option<i32>> {
+    sqlx::query_scalar(
+        r#"
+        update docket.mail_deliveries
+        set status = 'sending', attempts = attempts + 1, job_id = $2, updated_at = now()
+        where id = $1 and status in ('queued', 'sending')
+        returning attempts
+        "#,
+    )
+    .bind(id)
+    .bind(job_id)
+    .fetch_optional(exec)
+    .await
+}
+
+/// Clears a recorded configuration fault (the relay accepted a message since).
+pub(crate) async fn status_clear_fault(exec: impl PgExecutor<'_>) -> sqlx::Result<()> {
+    sqlx::query("update docket.mail_status set cleared_at = now() where id = 1")
+        .execute(exec)
+        .await?;
+    Ok(())
+}
+
+/// The outstanding configuration fault, if any: (when, what).
+pub(crate) async fn status_get_fault(
+    exec: impl PgExecutor<'_>,
+) -> sqlx::Result<Option<(DateTime<Utc>, String)>> {
+    sqlx::query_as(
+        r#"
+        select last_fault_at, last_fault from docket.mail_status
+        where id = 1 and last_fault_at is not null
+          and (cleared_at is null or cleared_at < last_fault_at)
+        "#,
+    )
+    .fetch_optional(exec)
+    .await
+}
+
+pub(crate) async fn status_record_fault(
+    exec: impl PgExecutor<'_>,
+    fault: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "update docket.mail_status set last_fault_at = now(), last_fault = $1 where id = 1",
+    )
+    .bind(fault)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn suppression_contains(
+    exec: impl PgExecutor<'_>,
+    address: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from docket.mail_suppressions where address = lower($1))",
+    )
+    .bind(address)
+    .fetch_one(exec)
+    .await
+}
+
+pub(crate) async fn suppression_delete(
+    exec: impl PgExecutor<'_>,
+    address: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("delete from docket.mail_suppressions where address = lower($1)")
+        .bind(address)
+        .execute(exec)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn suppression_insert(
+    exec: impl PgExecutor<'_>,
+    address: &str,
+    reason: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        r#"
+        insert into docket.mail_suppressions (address, reason) values (lower($1), $2)
+        on conflict (address) do nothing
+        "#,
+    )
+    .bind(address)
+    .bind(reason)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn suppression_list(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<Suppression>> {
+    sqlx::query_as(
+        "select address, reason, created_at from docket.mail_suppressions order by created_at desc, address",
+    )
+    .fetch_all(exec)
+    .await
+}

@@ -1,0 +1,210 @@
+//! Deliveries (one email to one recipient, as recorded) and the suppression list.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::PgExecutor;
+use uuid::Uuid;
+
+use crate::db;
+use crate::error::{MailError, Result};
+
+/// Where a delivery came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `mail.recovery`: a password reset, a sign-in link.
+    Recovery,
+    /// `mail.admin`: an operator notification.
+    Admin,
+    /// A campaign's recipient.
+    Campaign,
+}
+
+impl Source {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Recovery => "recovery",
+            Source::Admin => "admin",
+            Source::Campaign => "campaign",
+        }
+    }
+}
+
+/// Where a delivery is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for its (next) attempt.
+    Queued,
+    /// Reserved: an SMTP exchange is (or was, before a crash) under way.
+    Sending,
+    /// The relay accepted it.
+    Sent,
+    /// Not sent on purpose: on the suppression list, or stub mode.
+    Suppressed,
+    /// Refused permanently (5xx).
+    Failed,
+    /// Temporary failures used up the retry ladder, or the template failed.
+    DeadLetter,
+    /// Its job's `expires_at` passed before it could be sent.
+    Expired,
+}
+
+impl Status {
+    /// Every status, in life order.
+    pub const ALL: [Status; 7] = [
+        Status::Queued,
+        Status::Sending,
+        Status::Sent,
+        Status::Suppressed,
+        Status::Failed,
+        Status::DeadLetter,
+        Status::Expired,
+    ];
+
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Queued => "queued",
+            Status::Sending => "sending",
+            Status::Sent => "sent",
+            Status::Suppressed => "suppressed",
+            Status::Failed => "failed",
+            Status::DeadLetter => "dead_letter",
+            Status::Expired => "expired",
+        }
+    }
+
+    /// Whether nothing more will happen to it.
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Queued | Status::Sending)
+    }
+}
+
+impl std::str::FromStr for Status {
+    type Err = MailError;
+
+    fn from_str(text: &str) -> Result<Status> {
+        Status::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| {
+                MailError::Invalid(format!(
+                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired)"
+                ))
+            })
+    }
+}
+
+/// One recorded email.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Delivery {
+    /// Its id (UUID v7).
+    pub id: Uuid,
+    /// `recovery`, `admin` or `campaign`.
+    pub source: String,
+    /// The campaign, for a campaign's recipient.
+    pub campaign_id: Option<Uuid>,
+    /// The key that makes it unique.
+    pub idempotency_key: String,
+    /// The address.
+    pub recipient: String,
+    /// The display name, if any.
+    pub recipient_name: Option<String>,
+    /// The template.
+    pub template: String,
+    /// The locale asked for.
+    pub locale: Option<String>,
+    /// Where it is.
+    pub status: Status,
+    /// For `suppressed`: `list` or `stub`.
+    pub suppressed_reason: Option<String>,
+    /// The relay's last reply code.
+    pub smtp_code: Option<i32>,
+    /// The relay's last reply text.
+    pub smtp_reply: Option<String>,
+    /// Its Message-ID, the same on every attempt.
+    pub message_id: String,
+    /// SMTP exchanges started.
+    pub attempts: i32,
+    /// After a temporary failure, not before this.
+    pub retry_at: Option<DateTime<Utc>>,
+    /// The job that sends (or sent) it.
+    pub job_id: Option<Uuid>,
+    /// The last failure.
+    pub last_error: Option<String>,
+    /// When it was recorded.
+    pub created_at: DateTime<Utc>,
+    /// When the relay accepted it.
+    pub sent_at: Option<DateTime<Utc>>,
+}
+
+/// Which deliveries to list.
+#[derive(Clone, Debug, Default)]
+pub struct DeliveryFilter {
+    /// Only this status.
+    pub status: Option<Status>,
+    /// Only this campaign's.
+    pub campaign_id: Option<Uuid>,
+    /// Only to this address (any case).
+    pub to: Option<String>,
+    /// At most this many (1 to 1000), newest first.
+    pub limit: u32,
+}
+
+/// Deliveries, newest first.
+///
+/// # Errors
+///
+/// [`MailError::Invalid`] for a page size out of range; [`MailError::Database`].
+pub async fn list(exec: impl PgExecutor<'_>, filter: &DeliveryFilter) -> Result<Vec<Delivery>> {
+    if !(1..=1000).contains(&filter.limit) {
+        return Err(MailError::Invalid(format!(
+            "limit must be between 1 and 1000, not {}",
+            filter.limit
+        )));
+    }
+    Ok(db::delivery_list(exec, filter).await?)
+}
+
+/// One entry of the suppression list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct Suppression {
+    /// The address, lower case.
+    pub address: String,
+    /// Why (`manual`, or the relay's reply).
+    pub reason: String,
+    /// Since when.
+    pub created_at: DateTime<Utc>,
+}
+
+/// Adds an address to the suppression list; it is never sent to again. Returns whether it
+/// was new.
+///
+/// # Errors
+///
+/// [`MailError::Invalid`] for something that is not an address; [`MailError::Database`].
+pub async fn suppress(exec: impl PgExecutor<'_>, address: &str, reason: &str) -> Result<bool> {
+    let address = crate::message::parse_address(address)?;
+    Ok(db::suppression_insert(exec, &address.to_string().to_ascii_lowercase(), reason).await?)
+}
+
+/// Takes an address off the suppression list. Returns whether it was there.
+///
+/// # Errors
+///
+/// [`MailError::Database`] when the database fails.
+pub async fn unsuppress(exec: impl PgExecutor<'_>, address: &str) -> Result<bool> {
+    Ok(db::suppression_delete(exec, &address.trim().to_ascii_lowercase()).await?)
+}
+
+/// The suppression list, newest first.
+///
+/// # Errors
+///
+/// [`MailError::Database`] when the database fails.
+pub async fn suppressions(exec: impl PgExecutor<'_>) -> Result<Vec<Suppression>> {
+    Ok(db::suppression_list(exec).await?)
+}

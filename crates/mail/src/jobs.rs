@@ -1,0 +1,352 @@
+//! The mail job kinds and their handlers: `mail.recovery`, `mail.admin`,
+//! `mail.campaign_batch`, and the campaign's callback `mail.campaign_finished`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use docket_queue::{JobArgs, NewJob};
+use docket_worker::{JobContext, JobError, Registry};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::db;
+use crate::delivery::{Source, Status};
+use crate::error::MailError;
+use crate::sender::{Mailer, Step};
+
+/// The queue of campaign batches and admin emails.
+pub const MAIL_QUEUE: &str = "mail";
+
+/// The queue of recovery emails: their own, so a campaign never stands in their way.
+pub const RECOVERY_QUEUE: &str = "recovery";
+
+/// The priority recovery emails are enqueued with.
+pub const RECOVERY_PRIORITY: i16 = -10;
+
+/// How far below empty a recovery email may drive the relay-wide bucket: it goes first,
+/// and the campaign waits the debt off.
+const RECOVERY_BORROW: f64 = 10.0;
+
+/// How long a batch job of a paused campaign waits before it looks again.
+const PAUSED_RECHECK: Duration = Duration::from_secs(5);
+
+/// `mail.recovery`: one time-critical email (a password reset, a sign-in link). Enqueue
+/// it on [`RECOVERY_QUEUE`] with priority [`RECOVERY_PRIORITY`] and an `expires_at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recovery {
+    /// An address or `Name <address>`.
+    pub to: String,
+    /// The template.
+    pub template: String,
+    /// The template's variables.
+    #[serde(default = "empty_object")]
+    pub vars: serde_json::Value,
+    /// The recipient's locale.
+    #[serde(default)]
+    pub locale: Option<String>,
+    /// At most one delivery per key: a second job with the same key sends nothing.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+impl JobArgs for Recovery {
+    const KIND: &'static str = "mail.recovery";
+}
+
+/// `mail.admin`: an operator notification.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// Default `DOCKET_ADMIN_EMAIL`.
+    #[serde(default)]
+    pub to: Option<String>,
+    /// The template.
+    pub template: String,
+    /// The template's variables.
+    #[serde(default = "empty_object")]
+    pub vars: serde_json::Value,
+}
+
+impl JobArgs for Admin {
+    const KIND: &'static str = "mail.admin";
+}
+
+/// `mail.campaign_batch`: some of a campaign's recipients (made by a campaign).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CampaignBatch {
+    /// The campaign.
+    pub campaign_id: Uuid,
+    /// Its deliveries this job sends.
+    pub deliveries: Vec<Uuid>,
+}
+
+impl JobArgs for CampaignBatch {
+    const KIND: &'static str = "mail.campaign_batch";
+}
+
+/// `mail.campaign_finished`: a campaign's batch callback, once every batch job is final.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CampaignFinished {
+    /// The campaign.
+    pub campaign_id: Uuid,
+    /// The batch (added by the batch tracker).
+    #[serde(default)]
+    pub batch_id: Option<Uuid>,
+}
+
+impl JobArgs for CampaignFinished {
+    const KIND: &'static str = "mail.campaign_finished";
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::json!({})
+}
+
+/// Registers the mail kinds on `registry`, all sending through `mailer`.
+pub fn register(registry: &mut Registry, mailer: Arc<Mailer>) {
+    let m = mailer.clone();
+    registry.register(move |job: Recovery, ctx: JobContext| {
+        let mailer = m.clone();
+        async move {
+            let key = job
+                .idempotency_key
+                .as_ref()
+                .map(|k| format!("recovery:{k}"));
+            let single = Single {
+                to: &job.to,
+                template: &job.template,
+                vars: &job.vars,
+                locale: job.locale.as_deref(),
+                key,
+            };
+            send_single(&mailer, single, Source::Recovery, &ctx).await
+        }
+    });
+    let m = mailer.clone();
+    registry.register(move |job: Admin, ctx: JobContext| {
+        let mailer = m.clone();
+        async move {
+            let Some(to) = job.to.clone().or_else(|| mailer.config.admin_email.clone()) else {
+                return Err(JobError::DeadLetter {
+                    reason: "no_recipient".to_owned(),
+                    error: "mail.admin names nobody and DOCKET_ADMIN_EMAIL is not set".into(),
+                });
+            };
+            let single = Single {
+                to: &to,
+                template: &job.template,
+                vars: &job.vars,
+                locale: None,
+                key: None,
+            };
+            send_single(&mailer, single, Source::Admin, &ctx).await
+        }
+    });
+    let m = mailer.clone();
+    registry.register(move |job: CampaignBatch, ctx: JobContext| {
+        let mailer = m.clone();
+        async move { send_campaign_batch(&mailer, &job, &ctx).await }
+    });
+    registry.register(move |job: CampaignFinished, _ctx: JobContext| {
+        let mailer = mailer.clone();
+        async move { campaign_finished(&mailer, &job).await }
+    });
+}
+
+/// One email of a recovery or admin job.
+struct Single<'a> {
+    to: &'a str,
+    template: &'a str,
+    vars: &'a serde_json::Value,
+    locale: Option<&'a str>,
+    /// The idempotency key; `None`: the job's own id.
+    key: Option<String>,
+}
+
+async fn send_single(
+    mailer: &Mailer,
+    single: Single<'_>,
+    source: Source,
+    ctx: &JobContext,
+) -> Result<(), JobError> {
+    let mailbox =
+        crate::message::parse_mailbox(single.to, None).map_err(|err| JobError::DeadLetter {
+            reason: "malformed".to_owned(),
+            error: err.to_string().into(),
+        })?;
+    if !single.vars.is_object() {
+        return Err(JobError::DeadLetter {
+            reason: "malformed".to_owned(),
+            error: "`vars` must be an object".into(),
+        });
+    }
+    let id = Uuid::now_v7();
+    let key = single.key.unwrap_or_else(|| format!("job:{}", ctx.id()));
+    let delivery = db::delivery_insert_or_get(
+        &mailer.pool,
+        &db::DeliveryParams {
+            id,
+            source: source.as_str(),
+            key: &key,
+            recipient: &mailbox.email.to_string(),
+            recipient_name: mailbox.name.as_deref(),
+            template: single.template,
+            locale: single.locale,
+            vars: single.vars,
+            message_id: &crate::message::message_id(id, mailer.from()),
+            job_id: Some(ctx.id().0),
+        },
+    )
+    .await
+    .map_err(MailError::from)
+    .map_err(retry)?;
+    let own = delivery.job_id == Some(ctx.id().0);
+    if !own && delivery.id != id {
+        // Another job holds this key: it sends, or sent, the one message.
+        tracing::info!(event = crate::sender::events_of(source).suppressed, delivery.id = %delivery.id, "a delivery with this idempotency key exists; nothing sent");
+        return Ok(());
+    }
+    if delivery.id == id {
+        tracing::info!(event = crate::sender::events_of(source).queued, delivery.id = %id, "delivery recorded");
+    }
+    if own && delivery.status == Status::DeadLetter {
+        // An operator replayed the job: the delivery gets a fresh ladder.
+        db::delivery_requeue(&mailer.pool, delivery.id)
+            .await
+            .map_err(MailError::from)
+            .map_err(retry)?;
+    } else if delivery.status.is_final() {
+        return Ok(());
+    }
+    let borrow = if source == Source::Recovery {
+        RECOVERY_BORROW
+    } else {
+        0.0
+    };
+    let step = mailer
+        .send_one(&delivery, single.vars, ctx, source, borrow)
+        .await
+        .map_err(retry)?;
+    match step {
+        Step::Final(Status::DeadLetter) => Err(JobError::DeadLetter {
+            reason: dead_letter_reason(mailer, delivery.id).await,
+            error: "the delivery was dead-lettered (docket mail deliveries shows why)".into(),
+        }),
+        Step::Final(Status::Expired) => Err(JobError::DeadLetter {
+            reason: "expired".to_owned(),
+            error: "not sent before the job's expires_at; never sent late".into(),
+        }),
+        Step::Final(_) => Ok(()),
+        Step::Retry(delay) => Err(JobError::retry_after("a temporary SMTP failure", delay)),
+        Step::Hold(delay) => Err(JobError::Snooze(delay)),
+    }
+}
+
+/// `template` when the template failed, else `smtp_temporary` (the ladder ran out).
+async fn dead_letter_reason(mailer: &Mailer, delivery: Uuid) -> String {
+    let failed = db::delivery_get_many(&mailer.pool, &[delivery]).await;
+    let template = failed
+        .ok()
+        .and_then(|mut rows| rows.pop())
+        .and_then(|(d, _)| d.last_error)
+        .is_some_and(|e| e.starts_with("template"));
+    if template {
+        "template"
+    } else {
+        "smtp_temporary"
+    }
+    .to_owned()
+}
+
+async fn send_campaign_batch(
+    mailer: &Mailer,
+    job: &CampaignBatch,
+    ctx: &JobContext,
+) -> Result<(), JobError> {
+    let mut retry_in: Option<Duration> = None;
+    let deliveries = db::delivery_get_many(&mailer.pool, &job.deliveries)
+        .await
+        .map_err(MailError::from)
+        .map_err(retry)?;
+    for (delivery, vars) in deliveries {
+        if delivery.status.is_final() {
+            continue;
+        }
+        // The operator's controls, read before each recipient: a pause or cancel takes
+        // effect within one message.
+        match db::campaign_get_controls(&mailer.pool, job.campaign_id)
+            .await
+            .map_err(MailError::from)
+            .map_err(retry)?
+        {
+            None | Some((_, true)) => {
+                tracing::info!(event = docket_queue::telemetry::event::CAMPAIGN_PAUSED, campaign.id = %job.campaign_id, "campaign cancelled; its batch stops");
+                return Ok(());
+            }
+            Some((true, false)) => {
+                tracing::info!(event = docket_queue::telemetry::event::CAMPAIGN_PAUSED, campaign.id = %job.campaign_id, "campaign paused; its batch waits");
+                return Err(JobError::Snooze(PAUSED_RECHECK));
+            }
+            Some((false, false)) => {}
+        }
+        if let Some(at) = delivery.retry_at {
+            if let Ok(wait) = (at - chrono::Utc::now()).to_std() {
+                retry_in = Some(retry_in.map_or(wait, |r| r.min(wait)));
+                continue;
+            }
+        }
+        if ctx.is_cancelled() {
+            return Err(JobError::from("stopped before every recipient was sent"));
+        }
+        match mailer
+            .send_one(&delivery, &vars, ctx, Source::Campaign, 0.0)
+            .await
+            .map_err(retry)?
+        {
+            Step::Final(_) => {}
+            Step::Retry(delay) => retry_in = Some(retry_in.map_or(delay, |r| r.min(delay))),
+            // The relay or our settings hold everyone back: stop here and come back.
+            Step::Hold(delay) => return Err(JobError::Snooze(delay)),
+        }
+    }
+    match retry_in {
+        // Waiting for a recipient's ladder is not a failed attempt of the job.
+        Some(delay) => Err(JobError::Snooze(delay.max(Duration::from_millis(100)))),
+        None => Ok(()),
+    }
+}
+
+async fn campaign_finished(mailer: &Mailer, job: &CampaignFinished) -> Result<(), JobError> {
+    let campaign = crate::campaign::show(&mailer.pool, job.campaign_id)
+        .await
+        .map_err(retry)?;
+    tracing::info!(
+        event = docket_queue::telemetry::event::CAMPAIGN_FINISHED, campaign.id = %campaign.id,
+        state = %campaign.state, total = campaign.total, sent = campaign.sent,
+        suppressed = campaign.suppressed, failed = campaign.failed, dead_letter = campaign.dead_letter,
+        "campaign's batch jobs are all final"
+    );
+    if !mailer.config.notify.campaign_finished {
+        return Ok(());
+    }
+    let admin = NewJob::typed(&Admin {
+        to: None,
+        template: "docket/campaign_finished".to_owned(),
+        vars: serde_json::json!({ "campaign": campaign }),
+    })
+    .map_err(|err| JobError::permanent(err.to_string()))?
+    .queue(MAIL_QUEUE)
+    .unique_key(format!("campaign_finished:{}", campaign.id));
+    let id = docket_queue::enqueue(&mailer.pool, &admin)
+        .await
+        .map_err(|err| JobError::from(err.to_string()))?;
+    tracing::info!(event = docket_queue::telemetry::event::MAIL_NOTIFIED, job.id = %id, campaign.id = %campaign.id, "admin told: campaign finished");
+    Ok(())
+}
+
+/// A database error: retried with the kind's backoff.
+fn retry(err: MailError) -> JobError {
+    JobError::from(err.to_string())
+}

@@ -1,0 +1,43 @@
+//! # docket-mail
+//!
+//! Email jobs on lettre: recovery emails (password resets, sign-in links) that overtake
+//! everything, operator notifications, and campaigns fanned out as batches. Every email is a
+//! recorded delivery, reserved in the database before the SMTP exchange and recorded right
+//! after, so a retried, rescued or `kill -9`ed job never sends twice what was recorded as
+//! sent.
+//!
+//! # Layout
+//!
+//! - [`config`]: `MailConfig` (`DOCKET_SMTP_*`, `DOCKET_MAIL_*`) with named defaults.
+//! - [`template`]: the catalog (minijinja), parsed whole at start-up; locale fallback.
+//! - [`message`]: addresses, the message itself (RFC 2047 headers, multipart/alternative).
+//! - [`transport`]: lettre's pooled SMTP transport, or stub mode.
+//! - [`outcome`]: the one classifier of SMTP replies and failures. Pure.
+//! - [`sender`]: `Mailer`, the one path every email takes (suppression, render, rate
+//!   limit, reserve, send, record).
+//! - [`jobs`]: the kinds `mail.recovery`, `mail.admin`, `mail.campaign_batch`,
+//!   `mail.campaign_finished`, and `register`.
+//! - [`campaign`]: recipient files, create, show, list, pause, resume, cancel.
+//! - [`delivery`]: the delivery model, listing, the suppression list.
+//! - `db`: every SQL statement (private).
+//! - [`error`]: `MailError`.
+//!
+//! It owns no process: the binary reads the settings, builds the [`Mailer`] at start-up
+//! (so a broken template stops it before it listens) and registers the kinds.
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
+
+pub mod campaign;
+pub mod config;
+mod db;
+pub mod delivery;
+pub mod error;
+pub mod jobs;
+pub mod message;
+pub mod outcome;
+pub mod sender;
+pub mod template;
+pub mod transport;
+
+pub use config::MailConfig;
+pub use error::{MailError, Result};
+pub use sender::Mailer;

@@ -1,0 +1,489 @@
+//! The one path every email takes, whatever its kind: suppression list, render, stub, rate
+//! limit, reserve, SMTP, record. Each step that decides the delivery's fate records it
+//! before anything else happens.
+//!
+//! # The crash window
+//!
+//! The delivery is reserved (`sending`, attempts + 1) in its own committed statement before
+//! the SMTP exchange, and its outcome is recorded in the next statement after it. A sender
+//! sends one message at a time and records it before the next, so if the process dies
+//! between the relay's 250 and that record, at most one message per running sender (per
+//! SMTP connection in use) is left `sending`. The next attempt sends it again: the one way
+//! a recipient can get a message twice, and always with the same Message-ID.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use docket_queue::rate_limit::{RateLimit, Take};
+use docket_queue::telemetry::event::MailEvents;
+use docket_queue::telemetry::{event, metric};
+use docket_worker::JobContext;
+use lettre::message::Mailbox;
+use sqlx::PgPool;
+
+use crate::config::MailConfig;
+use crate::db::{self, Record};
+use crate::delivery::{Delivery, Source, Status};
+use crate::error::Result;
+use crate::outcome::{classify, Class, Failure};
+use crate::template::Catalog;
+use crate::transport::Transport;
+
+/// The relay-wide bucket's name in `docket.rate_limits`.
+pub const RELAY_BUCKET: &str = "mail.relay";
+
+/// The longest a sender sleeps in place for the rate limit; a longer wait snoozes the job.
+const RATE_WAIT_IN_PLACE: Duration = Duration::from_secs(5);
+
+/// How long the relay is left alone after it asks to slow down (421, 450, 454), at most.
+const THROTTLE_HOLD_MAX: Duration = Duration::from_secs(60);
+
+/// What one delivery's turn came to.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Step {
+    /// The delivery is final with this status.
+    Final(Status),
+    /// A temporary failure: try again after this (the ladder's step).
+    Retry(Duration),
+    /// Not now, and not counted: a throttle, a configuration fault, the rate limit.
+    Hold(Duration),
+}
+
+/// Sends email: the settings, the parsed catalog, the transport and the database.
+pub struct Mailer {
+    pub(crate) pool: PgPool,
+    pub(crate) config: MailConfig,
+    pub(crate) catalog: Catalog,
+    transport: Transport,
+    from: Mailbox,
+    limiter: Option<RateLimit>,
+    /// A configuration fault was recorded by this process and not cleared yet.
+    fault_outstanding: AtomicBool,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mailer")
+            .field("transport", &self.transport)
+            .field("from", &self.from.to_string())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Mailer {
+    /// Validates the settings, parses the whole catalog and builds the transport. Call it
+    /// at start-up: a broken template stops the process here, with its file and line.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the setting or the template file (and line) at fault.
+    pub fn new(pool: PgPool, config: MailConfig) -> std::result::Result<Mailer, String> {
+        config.validate().map_err(|err| err.to_string())?;
+        let catalog = Catalog::load(&config.template_dir)
+            .map_err(|err| format!("template catalog: {err}"))?;
+        let transport = Transport::from_config(&config).map_err(|err| err.to_string())?;
+        let from = config
+            .from
+            .as_deref()
+            .unwrap_or("Docket <docket@localhost>")
+            .parse()
+            .map_err(|err| format!("DOCKET_MAIL_FROM: {err}"))?;
+        let limiter = config.rate.map(|rate| RateLimit::new(RELAY_BUCKET, rate));
+        Ok(Mailer {
+            pool,
+            config,
+            catalog,
+            transport,
+            from,
+            limiter,
+            fault_outstanding: AtomicBool::new(false),
+        })
+    }
+
+    /// The parsed catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The sender.
+    pub fn from(&self) -> &Mailbox {
+        &self.from
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &MailConfig {
+        &self.config
+    }
+
+    /// One delivery's turn. `borrow` lets it go ahead on the rate limit (recovery).
+    pub(crate) async fn send_one(
+        &self,
+        delivery: &Delivery,
+        vars: &serde_json::Value,
+        ctx: &JobContext,
+        source: Source,
+        borrow: f64,
+    ) -> Result<Step> {
+        let events = events_of(source);
+        let ids = Ids::of(delivery);
+        if db::suppression_contains(&self.pool, &delivery.recipient).await? {
+            return self
+                .finish(
+                    delivery,
+                    source,
+                    Status::Suppressed,
+                    Detail::suppressed("list"),
+                )
+                .await;
+        }
+        if expired(ctx.expires_at(), Duration::ZERO) {
+            return self
+                .finish(
+                    delivery,
+                    source,
+                    Status::Expired,
+                    Detail::error("expired before it could be sent"),
+                )
+                .await;
+        }
+        let rendered =
+            match self
+                .catalog
+                .render(&delivery.template, delivery.locale.as_deref(), vars)
+            {
+                Ok(rendered) => rendered,
+                Err(err) => {
+                    let error = format!("template: {err}");
+                    return self
+                        .finish(delivery, source, Status::DeadLetter, Detail::error(&error))
+                        .await;
+                }
+            };
+        let to = match crate::message::parse_mailbox(
+            &delivery.recipient,
+            delivery.recipient_name.as_deref(),
+        ) {
+            Ok(to) => to,
+            Err(err) => {
+                return self
+                    .finish(
+                        delivery,
+                        source,
+                        Status::Failed,
+                        Detail::error(&err.to_string()),
+                    )
+                    .await;
+            }
+        };
+        let (envelope, message) =
+            match crate::message::build(&self.from, to, &rendered, &delivery.message_id) {
+                Ok(built) => built,
+                Err(err) => {
+                    return self
+                        .finish(
+                            delivery,
+                            source,
+                            Status::Failed,
+                            Detail::error(&err.to_string()),
+                        )
+                        .await;
+                }
+            };
+        if self.transport.is_stub() {
+            return self
+                .finish(
+                    delivery,
+                    source,
+                    Status::Suppressed,
+                    Detail::suppressed("stub"),
+                )
+                .await;
+        }
+        if let Some(wait) = self.take_rate_token(source, borrow, ctx).await? {
+            return Ok(Step::Hold(wait));
+        }
+        let Some(attempt) = db::delivery_reserve(&self.pool, delivery.id, ctx.id().0).await? else {
+            // Final already: another job with the same key got there first.
+            return Ok(Step::Final(delivery.status));
+        };
+        let started = Instant::now();
+        // A job with an expiry never sends past it: the exchange is cut off at the deadline.
+        let sent = match deadline_of(ctx.expires_at()) {
+            Some(left) => {
+                match tokio::time::timeout(left, self.transport.send(&envelope, &message)).await {
+                    Ok(sent) => sent,
+                    Err(_) => {
+                        return self
+                            .finish(
+                                delivery,
+                                source,
+                                Status::Expired,
+                                Detail::error("expired during the SMTP exchange"),
+                            )
+                            .await;
+                    }
+                }
+            }
+            None => self.transport.send(&envelope, &message).await,
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let failure = match sent {
+            Ok(accepted) => {
+                metrics::histogram!(metric::MAIL_SEND_DURATION, "class" => "sent").record(elapsed);
+                let code = i32::from(accepted.code);
+                let step = self
+                    .finish(
+                        delivery,
+                        source,
+                        Status::Sent,
+                        Detail {
+                            smtp_code: Some(code),
+                            smtp_reply: Some(&accepted.reply),
+                            ..Detail::default()
+                        },
+                    )
+                    .await?;
+                self.clear_fault().await;
+                return Ok(step);
+            }
+            Err(failure) => failure,
+        };
+        let class = classify(&failure);
+        metrics::histogram!(metric::MAIL_SEND_DURATION, "class" => class_label(class))
+            .record(elapsed);
+        let error = failure.to_string();
+        let reply = match &failure {
+            Failure::Reply { text, .. } => Some(text.as_str()),
+            _ => None,
+        };
+        let code = failure.code().map(i32::from);
+        let detail = Detail {
+            smtp_code: code,
+            smtp_reply: reply,
+            last_error: Some(&error),
+            ..Detail::default()
+        };
+        match class {
+            Class::Permanent { suppress } => {
+                if suppress {
+                    let reason = format!("smtp: {error}");
+                    db::suppression_insert(&self.pool, &delivery.recipient, &reason).await?;
+                }
+                self.finish(delivery, source, Status::Failed, detail).await
+            }
+            Class::Temporary => {
+                let ladder = &self.config.retry_ladder;
+                let step = usize::try_from(attempt - 1).unwrap_or(0);
+                let Some(delay) = ladder.get(step).copied() else {
+                    return self
+                        .finish(delivery, source, Status::DeadLetter, detail)
+                        .await;
+                };
+                if expired(ctx.expires_at(), delay) {
+                    return self.finish(delivery, source, Status::Expired, detail).await;
+                }
+                let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+                self.record(
+                    delivery,
+                    &Record {
+                        retry_at: Some(retry_at),
+                        ..detail.record(Status::Queued, false)
+                    },
+                )
+                .await?;
+                tracing::warn!(event = events.retrying, delivery.id = %ids.delivery, campaign.id = ids.campaign, attempt, retry_in_s = delay.as_secs(), error = %error, "temporary failure; retrying on the ladder");
+                Ok(Step::Retry(delay))
+            }
+            Class::Throttled => {
+                let hold = self.config.retry_ladder[0].min(THROTTLE_HOLD_MAX);
+                self.record(delivery, &detail.record(Status::Queued, true))
+                    .await?;
+                if let Some(limiter) = &self.limiter {
+                    limiter.hold(&self.pool, hold).await?;
+                }
+                tracing::warn!(event = events.throttled, delivery.id = %ids.delivery, campaign.id = ids.campaign, hold_s = hold.as_secs(), error = %error, "the relay asks to slow down; holding without spending the attempt");
+                Ok(Step::Hold(hold))
+            }
+            Class::ConfigFault => {
+                let hold = self.config.retry_ladder[0].min(THROTTLE_HOLD_MAX);
+                self.record(delivery, &detail.record(Status::Queued, true))
+                    .await?;
+                db::status_record_fault(&self.pool, &error).await?;
+                self.fault_outstanding.store(true, Ordering::Relaxed);
+                metrics::counter!(metric::MAIL_CONFIG_FAULTS).increment(1);
+                tracing::error!(event = event::MAIL_CONFIG_FAULT, delivery.id = %ids.delivery, error = %error, "the relay refused our settings (authentication or TLS); fix the configuration; recipients' attempts are not spent");
+                Ok(Step::Hold(hold))
+            }
+        }
+    }
+
+    /// Takes a token from the relay-wide bucket; sleeps for a short wait, returns a long
+    /// one (the job snoozes), `None` once a token is taken.
+    async fn take_rate_token(
+        &self,
+        source: Source,
+        borrow: f64,
+        ctx: &JobContext,
+    ) -> Result<Option<Duration>> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(None);
+        };
+        loop {
+            match limiter.take(&self.pool, borrow).await? {
+                Take::Taken => return Ok(None),
+                Take::Wait(wait) => {
+                    metrics::counter!(metric::MAIL_RATE_LIMIT_WAITS, "source" => source.as_str())
+                        .increment(1);
+                    if wait > RATE_WAIT_IN_PLACE || ctx.is_cancelled() {
+                        return Ok(Some(wait));
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = ctx.cancelled() => return Ok(Some(wait)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records a final status, counts and logs it.
+    async fn finish(
+        &self,
+        delivery: &Delivery,
+        source: Source,
+        status: Status,
+        detail: Detail<'_>,
+    ) -> Result<Step> {
+        self.record(delivery, &detail.record(status, false)).await?;
+        let events = events_of(source);
+        let ids = Ids::of(delivery);
+        metrics::counter!(metric::MAIL_DELIVERIES, "source" => source.as_str(), "status" => status.as_str()).increment(1);
+        let error = detail.last_error.unwrap_or("");
+        match status {
+            Status::Sent => {
+                tracing::info!(event = events.sent, delivery.id = %ids.delivery, campaign.id = ids.campaign, smtp_code = detail.smtp_code, "sent")
+            }
+            Status::Suppressed => {
+                tracing::info!(event = events.suppressed, delivery.id = %ids.delivery, campaign.id = ids.campaign, reason = detail.suppressed_reason, "not sent: suppressed")
+            }
+            Status::Failed => {
+                tracing::warn!(event = events.failed, delivery.id = %ids.delivery, campaign.id = ids.campaign, smtp_code = detail.smtp_code, error, "refused permanently")
+            }
+            Status::Expired => {
+                tracing::warn!(event = events.expired, delivery.id = %ids.delivery, campaign.id = ids.campaign, error, "expired: never sent late")
+            }
+            Status::DeadLetter => {
+                tracing::error!(event = events.dead_letter, delivery.id = %ids.delivery, campaign.id = ids.campaign, error, "dead-lettered")
+            }
+            Status::Queued | Status::Sending => {}
+        }
+        Ok(Step::Final(status))
+    }
+
+    async fn record(&self, delivery: &Delivery, record: &Record<'_>) -> Result<()> {
+        db::delivery_record(&self.pool, delivery.id, record).await?;
+        Ok(())
+    }
+
+    /// The relay accepted a message: a fault this process recorded is over.
+    async fn clear_fault(&self) {
+        if self.fault_outstanding.swap(false, Ordering::Relaxed) {
+            if let Err(err) = db::status_clear_fault(&self.pool).await {
+                self.fault_outstanding.store(true, Ordering::Relaxed);
+                tracing::warn!(event = event::MAIL_CONFIG_FAULT, error = %err, "could not clear the recorded fault");
+            }
+        }
+    }
+}
+
+/// The outstanding configuration fault, for `checks.mail`: when and what.
+///
+/// # Errors
+///
+/// [`crate::MailError::Database`] when the database fails.
+pub async fn outstanding_fault(
+    exec: impl sqlx::PgExecutor<'_>,
+) -> Result<Option<(DateTime<Utc>, String)>> {
+    Ok(db::status_get_fault(exec).await?)
+}
+
+/// Ids for log lines.
+struct Ids {
+    delivery: uuid::Uuid,
+    campaign: Option<String>,
+}
+
+impl Ids {
+    fn of(delivery: &Delivery) -> Ids {
+        Ids {
+            delivery: delivery.id,
+            campaign: delivery.campaign_id.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// What an outcome records besides the status.
+#[derive(Default)]
+struct Detail<'a> {
+    smtp_code: Option<i32>,
+    smtp_reply: Option<&'a str>,
+    last_error: Option<&'a str>,
+    suppressed_reason: Option<&'a str>,
+}
+
+impl<'a> Detail<'a> {
+    fn suppressed(reason: &'a str) -> Self {
+        Detail {
+            suppressed_reason: Some(reason),
+            ..Detail::default()
+        }
+    }
+
+    fn error(error: &'a str) -> Self {
+        Detail {
+            last_error: Some(error),
+            ..Detail::default()
+        }
+    }
+
+    fn record(&self, status: Status, give_back_attempt: bool) -> Record<'a> {
+        Record {
+            status,
+            smtp_code: self.smtp_code,
+            smtp_reply: self.smtp_reply,
+            last_error: self.last_error,
+            suppressed_reason: self.suppressed_reason,
+            retry_at: None,
+            give_back_attempt,
+        }
+    }
+}
+
+pub(crate) fn events_of(source: Source) -> &'static MailEvents {
+    match source {
+        Source::Recovery => &event::RECOVERY_EMAIL,
+        Source::Admin => &event::ADMIN_EMAIL,
+        Source::Campaign => &event::CAMPAIGN_EMAIL,
+    }
+}
+
+fn class_label(class: Class) -> &'static str {
+    match class {
+        Class::Temporary => "temporary",
+        Class::Throttled => "throttled",
+        Class::Permanent { .. } => "permanent",
+        Class::ConfigFault => "config_fault",
+    }
+}
+
+/// Whether `expires_at` comes within `margin` from now.
+fn expired(expires_at: Option<DateTime<Utc>>, margin: Duration) -> bool {
+    expires_at
+        .is_some_and(|at| Utc::now() + chrono::Duration::from_std(margin).unwrap_or_default() >= at)
+}
+
+/// Time left until `expires_at`.
+fn deadline_of(expires_at: Option<DateTime<Utc>>) -> Option<Duration> {
+    expires_at.map(|at| (at - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+}

@@ -1,0 +1,394 @@
+//! The template catalog: `<dir>/<name>/subject.txt`, `body.txt`, optional `body.html`, and
+//! locale variants in `<dir>/<name>/<locale>/`. Parsed whole when it is loaded, so a broken
+//! template stops start-up with its file and line; rendered strictly, so a missing variable
+//! is an error (the delivery is dead-lettered with reason `template`), never a blank.
+//!
+//! Docket's own notifications (`docket/campaign_finished`, `docket/dead_letters`) are built
+//! in; a catalog may override them with its own files.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+/// The files of one template (or of one of its locales).
+const SUBJECT: &str = "subject.txt";
+const TEXT: &str = "body.txt";
+const HTML: &str = "body.html";
+
+/// The built-in templates: (name, subject, text body).
+const BUILT_IN: &[(&str, &str, &str)] = &[
+    (
+        "docket/campaign_finished",
+        include_str!("../templates/docket/campaign_finished/subject.txt"),
+        include_str!("../templates/docket/campaign_finished/body.txt"),
+    ),
+    (
+        "docket/dead_letters",
+        include_str!("../templates/docket/dead_letters/subject.txt"),
+        include_str!("../templates/docket/dead_letters/body.txt"),
+    ),
+];
+
+/// One template, as `docket mail templates` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TemplateInfo {
+    /// Its name (the folder's path under the catalog).
+    pub name: String,
+    /// Its locale variants, sorted.
+    pub locales: Vec<String>,
+    /// Whether it has an HTML body.
+    pub html: bool,
+    /// Built into Docket rather than read from the catalog.
+    pub built_in: bool,
+}
+
+/// A rendered message's parts.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rendered {
+    /// The subject, on one line.
+    pub subject: String,
+    /// The text body.
+    pub text: String,
+    /// The HTML body, when the template has one.
+    pub html: Option<String>,
+    /// The locale variant used (`None`: the base).
+    pub locale: Option<String>,
+}
+
+/// A template that does not parse, or a catalog that cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// A file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file or folder.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A template's syntax is wrong.
+    #[error("{path}:{line}: {detail}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// The line of the error.
+        line: usize,
+        /// What is wrong.
+        detail: String,
+    },
+    /// A folder lacks a required file.
+    #[error("{path}: missing (every template needs subject.txt and body.txt)")]
+    Missing {
+        /// The file that should be there.
+        path: PathBuf,
+    },
+}
+
+/// Rendering failed: a missing variable, a filter misused. The delivery is dead-lettered
+/// with reason `template`.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// No template has this name.
+    #[error("no template named {0:?}")]
+    Unknown(String),
+    /// The template failed on these variables.
+    #[error("{file}: {detail}")]
+    Failed {
+        /// The template file.
+        file: String,
+        /// What went wrong (the variable, the line).
+        detail: String,
+    },
+}
+
+/// The parsed catalog.
+pub struct Catalog {
+    env: Environment<'static>,
+    templates: BTreeMap<String, TemplateInfo>,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("templates", &self.templates.keys())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Catalog {
+    /// Only the built-in templates.
+    pub fn built_in() -> Catalog {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        let mut templates = BTreeMap::new();
+        for (name, subject, text) in BUILT_IN {
+            env.add_template_owned(format!("{name}/{SUBJECT}"), *subject)
+                .expect("built-in templates parse (tested)");
+            env.add_template_owned(format!("{name}/{TEXT}"), *text)
+                .expect("built-in templates parse (tested)");
+            templates.insert(
+                (*name).to_owned(),
+                TemplateInfo {
+                    name: (*name).to_owned(),
+                    locales: Vec::new(),
+                    html: false,
+                    built_in: true,
+                },
+            );
+        }
+        Catalog { env, templates }
+    }
+
+    /// Reads and parses every template under `dir` (over the built-in ones). A missing
+    /// folder is an empty catalog.
+    ///
+    /// # Errors
+    ///
+    /// [`CatalogError`] with the file (and line) of the first problem.
+    pub fn load(dir: &Path) -> Result<Catalog, CatalogError> {
+        let mut catalog = Catalog::built_in();
+        if !dir.exists() {
+            return Ok(catalog);
+        }
+        let mut folders = Vec::new();
+        collect_template_folders(dir, dir, &mut folders)?;
+        for (name, folder) in folders {
+            let mut info = TemplateInfo {
+                name: name.clone(),
+                locales: Vec::new(),
+                html: false,
+                built_in: false,
+            };
+            info.html = catalog.add_variant(&name, &folder)?;
+            for entry in read_dir(&folder)? {
+                let path = entry.path();
+                if path.is_dir() && path.join(SUBJECT).exists() {
+                    let locale = entry.file_name().to_string_lossy().into_owned();
+                    catalog.add_variant(&format!("{name}/{locale}"), &path)?;
+                    info.locales.push(locale);
+                }
+            }
+            info.locales.sort();
+            catalog.templates.insert(name, info);
+        }
+        Ok(catalog)
+    }
+
+    /// Adds one folder's files as `<key>/subject.txt`, ...; returns whether it has HTML.
+    fn add_variant(&mut self, key: &str, folder: &Path) -> Result<bool, CatalogError> {
+        let mut html = false;
+        for file in [SUBJECT, TEXT, HTML] {
+            let path = folder.join(file);
+            if !path.exists() {
+                if file == HTML {
+                    continue;
+                }
+                return Err(CatalogError::Missing { path });
+            }
+            let source = std::fs::read_to_string(&path).map_err(|source| CatalogError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            self.env
+                .add_template_owned(format!("{key}/{file}"), source)
+                .map_err(|err| CatalogError::Syntax {
+                    path: path.clone(),
+                    line: err.line().unwrap_or(1),
+                    detail: err
+                        .detail()
+                        .map_or_else(|| err.kind().to_string(), ToOwned::to_owned),
+                })?;
+            html |= file == HTML;
+        }
+        Ok(html)
+    }
+
+    /// Every template, sorted by name.
+    pub fn list(&self) -> Vec<TemplateInfo> {
+        self.templates.values().cloned().collect()
+    }
+
+    /// Whether a template of this name exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.templates.contains_key(name)
+    }
+
+    /// Renders `name` in the recipient's `locale` (`pt-BR`, then `pt`, then the base).
+    ///
+    /// # Errors
+    ///
+    /// [`RenderError`] for an unknown template or one that fails on these variables.
+    pub fn render(
+        &self,
+        name: &str,
+        locale: Option<&str>,
+        vars: &serde_json::Value,
+    ) -> Result<Rendered, RenderError> {
+        let info = self
+            .templates
+            .get(name)
+            .ok_or_else(|| RenderError::Unknown(name.to_owned()))?;
+        let chosen = locale.and_then(|wanted| {
+            let language = wanted.split(['-', '_']).next().unwrap_or(wanted);
+            [wanted, language]
+                .into_iter()
+                .find(|candidate| info.locales.iter().any(|l| l == candidate))
+                .map(str::to_owned)
+        });
+        let key = match &chosen {
+            Some(locale) => format!("{name}/{locale}"),
+            None => name.to_owned(),
+        };
+        let render = |file: &str| -> Result<Option<String>, RenderError> {
+            let Ok(template) = self.env.get_template(&format!("{key}/{file}")) else {
+                return Ok(None);
+            };
+            template
+                .render(vars)
+                .map(Some)
+                .map_err(|err| RenderError::Failed {
+                    file: format!("{key}/{file}"),
+                    detail: match err.line() {
+                        Some(line) => format!("line {line}: {}", err.detail().unwrap_or("")),
+                        None => err.to_string(),
+                    },
+                })
+        };
+        let subject = render(SUBJECT)?.unwrap_or_default();
+        Ok(Rendered {
+            // A header is one line: the subject's own line breaks become spaces.
+            subject: subject.split_whitespace().collect::<Vec<_>>().join(" "),
+            text: render(TEXT)?.unwrap_or_default(),
+            html: render(HTML)?,
+            locale: chosen,
+        })
+    }
+}
+
+/// A template folder is one with a `subject.txt`; its name is its path under the catalog.
+/// Locale folders (inside a template folder) are read by the template itself.
+fn collect_template_folders(
+    root: &Path,
+    dir: &Path,
+    out: &mut Vec<(String, PathBuf)>,
+) -> Result<(), CatalogError> {
+    for entry in read_dir(dir)? {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.join(SUBJECT).exists() || path.join(TEXT).exists() {
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .replace('\\', "/");
+            out.push((name, path));
+        } else {
+            collect_template_folders(root, &path, out)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<std::fs::DirEntry>, CatalogError> {
+    let mut entries = std::fs::read_dir(dir)
+        .and_then(|entries| entries.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| CatalogError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+    entries.sort_by_key(std::fs::DirEntry::file_name);
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(files: &[(&str, &str)]) -> (PathBuf, Result<Catalog, CatalogError>) {
+        let dir = std::env::temp_dir().join(format!("docket-templates-{}", uuid::Uuid::now_v7()));
+        for (path, text) in files {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let loaded = Catalog::load(&dir);
+        (dir, loaded)
+    }
+
+    #[test]
+    fn the_locale_falls_back_from_region_to_language_to_base() {
+        let (_, loaded) = catalog(&[
+            ("reset/subject.txt", "Reset"),
+            ("reset/body.txt", "Hello {{ name }}"),
+            ("reset/pt/subject.txt", "Redefinir"),
+            ("reset/pt/body.txt", "Olá {{ name }}"),
+        ]);
+        let catalog = loaded.unwrap();
+        let vars = serde_json::json!({"name": "Ana"});
+        let pt_br = catalog.render("reset", Some("pt-BR"), &vars).unwrap();
+        assert_eq!(
+            (pt_br.subject.as_str(), pt_br.text.as_str()),
+            ("Redefinir", "Olá Ana")
+        );
+        assert_eq!(pt_br.locale.as_deref(), Some("pt"));
+        let fr = catalog.render("reset", Some("fr"), &vars).unwrap();
+        assert_eq!(fr.text, "Hello Ana");
+        assert_eq!(fr.locale, None);
+    }
+
+    #[test]
+    fn a_broken_template_names_its_file_and_line() {
+        let (dir, loaded) = catalog(&[
+            ("welcome/subject.txt", "Hi"),
+            (
+                "welcome/body.txt",
+                "line one\nline two {{ name \nline three",
+            ),
+        ]);
+        let err = loaded.unwrap_err().to_string();
+        let file = dir.join("welcome/body.txt");
+        assert!(err.starts_with(&format!("{}:2:", file.display())), "{err}");
+    }
+
+    #[test]
+    fn a_missing_variable_is_an_error_that_names_it() {
+        let (_, loaded) = catalog(&[
+            ("welcome/subject.txt", "Hi {{ name }}"),
+            ("welcome/body.txt", "{{ link }}"),
+        ]);
+        let err = loaded
+            .unwrap()
+            .render("welcome", None, &serde_json::json!({"name": "Ann"}))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("welcome/body.txt"), "{err}");
+        assert!(err.contains("undefined"), "{err}");
+    }
+
+    #[test]
+    fn the_built_in_notifications_render() {
+        let catalog = Catalog::built_in();
+        let done = catalog
+            .render(
+                "docket/campaign_finished",
+                None,
+                &serde_json::json!({"campaign": {"id": "c1", "name": "November", "total": 3, "sent": 2,
+                    "suppressed": 0, "failed": 1, "dead_letter": 0, "expired": 0}}),
+            )
+            .unwrap();
+        assert!(done.subject.contains("November"), "{}", done.subject);
+        let dead = catalog
+            .render(
+                "docket/dead_letters",
+                None,
+                &serde_json::json!({"count": 2, "since": "t0", "until": "t1",
+                    "jobs": [{"id": "j1", "kind": "k", "queue": "q", "reason": "r", "last_error": "e"}]}),
+            )
+            .unwrap();
+        assert!(dead.text.contains("j1"), "{}", dead.text);
+    }
+}

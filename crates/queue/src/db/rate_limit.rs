@@ -1,0 +1,41 @@
+//! `docket.rate_limits`: token buckets shared by every process.
+
+use sqlx::PgExecutor;
+
+/// Takes one token (see `docket.rate_limit_take`): whether it was taken, and the level left.
+pub(crate) async fn rate_limit_take(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    rate: f64,
+    burst: f64,
+    borrow: f64,
+) -> sqlx::Result<(bool, f64)> {
+    sqlx::query_as("select taken, level from docket.rate_limit_take($1, $2, $3, $4)")
+        .bind(name)
+        .bind(rate)
+        .bind(burst)
+        .bind(borrow)
+        .fetch_one(exec)
+        .await
+}
+
+/// Empties the bucket and puts it `seconds` of refill into debt, so that every taker waits
+/// that long (a relay that says "slow down").
+pub(crate) async fn rate_limit_hold(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    seconds: f64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        r#"
+        update docket.rate_limits
+        set tokens = least(tokens, 0) - rate * $2, updated_at = clock_timestamp()
+        where name = $1
+        "#,
+    )
+    .bind(name)
+    .bind(seconds)
+    .execute(exec)
+    .await?;
+    Ok(())
+}
