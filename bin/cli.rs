@@ -36,6 +36,9 @@ pub(crate) enum Command {
     /// Cron schedules: list, run one now, pause, resume (for every process).
     #[command(subcommand)]
     Cron(CronCommand),
+    /// Email: templates, deliveries, the suppression list, campaigns.
+    #[command(subcommand)]
+    Mail(MailCommand),
     /// A guided run of the main job on a throwaway database (or DATABASE_URL).
     Demo,
 }
@@ -50,6 +53,104 @@ pub(crate) enum BatchesCommand {
         id: uuid::Uuid,
         #[command(flatten)]
         output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MailCommand {
+    /// The template catalog (DOCKET_TEMPLATE_DIR), parsed as `serve` parses it.
+    Templates(OutputArgs),
+    /// Render a template without sending it.
+    Render {
+        /// The template's name.
+        name: String,
+        /// Its variables, as a JSON object.
+        #[arg(long, default_value = "{}")]
+        vars: String,
+        /// The recipient's locale (`pt-BR` falls back to `pt`, then the base).
+        #[arg(long)]
+        locale: Option<String>,
+    },
+    /// Recorded deliveries, newest first.
+    Deliveries {
+        /// Only this status (queued, sending, sent, suppressed, failed, dead_letter, expired).
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this campaign's.
+        #[arg(long)]
+        campaign: Option<uuid::Uuid>,
+        /// Only to this address.
+        #[arg(long)]
+        to: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Put an address on the suppression list: it is never sent to.
+    Suppress {
+        /// The address.
+        address: String,
+        /// Why.
+        #[arg(long, default_value = "manual")]
+        reason: String,
+    },
+    /// Take an address off the suppression list.
+    Unsuppress {
+        /// The address.
+        address: String,
+    },
+    /// The suppression list.
+    Suppressions(OutputArgs),
+    /// Campaigns: create, show, list, pause, resume, cancel.
+    #[command(subcommand)]
+    Campaign(CampaignCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CampaignCommand {
+    /// Create a campaign from a recipient file and start sending; prints its id.
+    Create {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// The template every recipient gets.
+        #[arg(long)]
+        template: String,
+        /// CSV with a header `email[,name][,locale][,var…]`, or JSON lines
+        /// `{"to", "vars", "locale"}`. Bad rows are reported with their line and skipped.
+        #[arg(long)]
+        recipients: std::path::PathBuf,
+        /// Recipients per batch job.
+        #[arg(long, default_value_t = docket_mail::config::CAMPAIGN_BATCH_SIZE_DEFAULT)]
+        batch_size: usize,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// One campaign's progress.
+    Show {
+        /// The campaign's id.
+        id: uuid::Uuid,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// The most recent campaigns.
+    List(OutputArgs),
+    /// Pause: batch jobs stop before their next recipient.
+    Pause {
+        /// The campaign's id.
+        id: uuid::Uuid,
+    },
+    /// Resume a paused campaign.
+    Resume {
+        /// The campaign's id.
+        id: uuid::Uuid,
+    },
+    /// Cancel: nobody more is sent to.
+    Cancel {
+        /// The campaign's id.
+        id: uuid::Uuid,
     },
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use docket_http::{HealthConfig, Secret};
+use docket_mail::MailConfig;
 use docket_worker::{QueueConfig, RuntimeConfig};
 
 use crate::source::Source;
@@ -39,6 +40,8 @@ pub(crate) struct Config {
     pub(crate) health: HealthConfig,
     /// What `docket check` looks at beyond the database (`DOCKET_CHECK_*`, `DOCKET_BACKUP_*`).
     pub(crate) check: CheckConfig,
+    /// Email (`DOCKET_SMTP_*`, `DOCKET_MAIL_*`, `DOCKET_TEMPLATE_DIR`, `DOCKET_ADMIN_EMAIL`).
+    pub(crate) mail: MailConfig,
 }
 
 /// What `docket check` inspects on the host.
@@ -80,6 +83,7 @@ impl Config {
                 .parse("DOCKET_HTTP_ADDR")?
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
             health: health_config(&source)?,
+            mail: mail_config(&source)?,
             check: CheckConfig {
                 disk_path: source
                     .text("DOCKET_CHECK_DISK_PATH")
@@ -132,9 +136,16 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
         .unwrap_or(docket_worker::config::CONCURRENCY_DEFAULT);
     config.queues = match source.text("DOCKET_QUEUES") {
         Some(queues) => parse_queues(&queues, concurrency).context("DOCKET_QUEUES")?,
-        None => {
-            vec![QueueConfig::new(docket_queue::enqueue::DEFAULT_QUEUE).concurrency(concurrency)]
-        }
+        // The mail kinds' queues are served next to `default`: recovery emails on their
+        // own queue, so a campaign on `mail` never holds one back.
+        None => [
+            docket_queue::enqueue::DEFAULT_QUEUE,
+            docket_mail::jobs::MAIL_QUEUE,
+            docket_mail::jobs::RECOVERY_QUEUE,
+        ]
+        .into_iter()
+        .map(|name| QueueConfig::new(name).concurrency(concurrency))
+        .collect(),
     };
     config.global_concurrency = source.parse("DOCKET_GLOBAL_CONCURRENCY")?;
     if let Some(batch) = source.parse("DOCKET_CLAIM_BATCH")? {
@@ -172,6 +183,46 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
         "DOCKET_DEAD_LETTER_RETENTION",
         &mut config.dead_letter_retention,
     )?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// The mail settings; unset ones keep their defaults. The mode is `smtp` when a URL is
+/// set, else `stub`.
+fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
+    use docket_mail::config::{parse_ladder, Mode, Notifications, SmtpUrl};
+    let mut config = MailConfig::default();
+    let url = source.text("DOCKET_SMTP_URL").map(|url| SmtpUrl::parse(&url)).transpose()?;
+    config.mode = match (source.text("DOCKET_SMTP_MODE").as_deref(), url) {
+        (Some("stub"), _) => Mode::Stub,
+        (Some("smtp") | None, Some(url)) => Mode::Smtp(url),
+        (Some("smtp"), None) => bail!("DOCKET_SMTP_MODE=smtp needs DOCKET_SMTP_URL"),
+        (None, None) => Mode::Stub,
+        (Some(other), _) => bail!("DOCKET_SMTP_MODE must be `smtp` or `stub`, not {other:?}"),
+    };
+    config.from = source.text("DOCKET_MAIL_FROM");
+    if let Some(dir) = source.text("DOCKET_TEMPLATE_DIR") {
+        config.template_dir = dir.into();
+    }
+    if let Some(timeout) = source.seconds("DOCKET_SMTP_TIMEOUT")? {
+        config.timeout = timeout;
+    }
+    if let Some(size) = source.parse("DOCKET_SMTP_POOL_SIZE")? {
+        config.pool_size = size;
+    }
+    config.ca_file = source.text("DOCKET_SMTP_CA_FILE").map(Into::into);
+    config.rate = source
+        .text("DOCKET_MAIL_RATE")
+        .map(|rate| rate.parse())
+        .transpose()
+        .context("DOCKET_MAIL_RATE")?;
+    if let Some(ladder) = source.text("DOCKET_MAIL_RETRY_LADDER") {
+        config.retry_ladder = parse_ladder(&ladder)?;
+    }
+    config.admin_email = source.text("DOCKET_ADMIN_EMAIL");
+    if let Some(notify) = source.text("DOCKET_MAIL_NOTIFY") {
+        config.notify = Notifications::parse(&notify)?;
+    }
     config.validate()?;
     Ok(config)
 }

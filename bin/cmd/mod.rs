@@ -6,6 +6,7 @@ mod cron;
 mod demo;
 mod enqueue;
 mod jobs;
+mod mail;
 mod migrate;
 mod serve;
 mod snapshot;
@@ -37,6 +38,7 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         Command::Cron(command) => {
             cron::run(&connect(config.require_database()?).await?, command).await
         }
+        Command::Mail(command) => mail::run(&config, command).await,
         Command::Jobs(command) => {
             jobs::run(&connect(config.require_database()?).await?, command).await
         }
@@ -45,7 +47,13 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         }
         Command::Worker(args) => {
             let runtime = config.runtime_with(args.queues.as_deref(), args.concurrency)?;
-            worker::run(config.require_database()?, runtime, config.pool_size).await
+            worker::run(
+                config.require_database()?,
+                runtime,
+                config.pool_size,
+                &config.mail,
+            )
+            .await
         }
         Command::Serve(args) => serve::run(&config, args.queues.as_deref(), args.concurrency).await,
         Command::Demo => demo::run(config.database_url.as_ref()).await,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use docket_http::AppState;
-use docket_worker::{builtin, Registry, Runtime};
+use docket_worker::Runtime;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -29,8 +29,7 @@ pub(crate) async fn run(
         .await
         .context("applying migrations")?;
     let pool = work_pool(url, &runtime_config, config.pool_size).await?;
-    let mut registry = Registry::new();
-    builtin::register(&mut registry);
+    let registry = crate::cmd::worker::registry(&pool, &config.mail)?;
     let runtime = Runtime::new(pool.clone(), registry, runtime_config)?;
     let metrics = PrometheusBuilder::new()
         .install_recorder()

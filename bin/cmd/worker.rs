@@ -1,8 +1,10 @@
-//! `docket worker`: run the runtime with the built-in kinds until a signal.
+//! `docket worker`: run the runtime with the built-in and mail kinds until a signal.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use docket_mail::{MailConfig, Mailer};
 use docket_worker::{builtin, Registry, Runtime, RuntimeConfig};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
@@ -27,15 +29,26 @@ pub(crate) async fn work_pool(
         .with_context(|| format!("cannot connect to PostgreSQL at {url}"))
 }
 
+/// Every kind `docket worker` and `docket serve` run: the built-in ones and the mail kinds.
+/// Builds the mailer, so a broken template or mail setting stops start-up here, before
+/// anything listens or claims.
+pub(crate) fn registry(pool: &PgPool, mail: &MailConfig) -> anyhow::Result<Registry> {
+    let mailer = Mailer::new(pool.clone(), mail.clone()).map_err(anyhow::Error::msg)?;
+    let mut registry = Registry::new();
+    builtin::register(&mut registry);
+    docket_mail::jobs::register(&mut registry, Arc::new(mailer));
+    Ok(registry)
+}
+
 /// Runs the runtime until SIGTERM or SIGINT.
 pub(crate) async fn run(
     url: &DatabaseUrl,
     runtime: RuntimeConfig,
     pool_size: Option<u32>,
+    mail: &MailConfig,
 ) -> anyhow::Result<()> {
     let pool = work_pool(url, &runtime, pool_size).await?;
-    let mut registry = Registry::new();
-    builtin::register(&mut registry);
+    let registry = registry(&pool, mail)?;
     let runtime = Runtime::new(pool.clone(), registry, runtime)?;
     runtime
         .run(crate::signal::shutdown_signal())

@@ -50,9 +50,12 @@ impl Failure {
             let code = code.to_string().parse().unwrap_or(0);
             return Failure::Reply { code, text: detail };
         }
+        // lettre reports a refused certificate as a connection error; it is ours to fix.
+        let tls_words = ["certificate", "tls", "handshake"];
+        let lower = detail.to_ascii_lowercase();
         if err.is_timeout() {
             Failure::Timeout
-        } else if err.is_tls() {
+        } else if err.is_tls() || tls_words.iter().any(|w| lower.contains(w)) {
             Failure::Tls(detail)
         } else if err.is_client() {
             Failure::Client(detail)

@@ -58,7 +58,8 @@ pub struct Mailer {
     transport: Transport,
     from: Mailbox,
     limiter: Option<RateLimit>,
-    /// A configuration fault was recorded by this process and not cleared yet.
+    /// A recorded configuration fault may be outstanding: the next accepted message clears
+    /// it (one write, then none until the next fault).
     fault_outstanding: AtomicBool,
 }
 
@@ -97,7 +98,9 @@ impl Mailer {
             transport,
             from,
             limiter,
-            fault_outstanding: AtomicBool::new(false),
+            // A fault another process (or an earlier run) recorded is cleared by this
+            // process's first message that goes through.
+            fault_outstanding: AtomicBool::new(true),
         })
     }
 

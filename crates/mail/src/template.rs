@@ -245,16 +245,25 @@ impl Catalog {
             let Ok(template) = self.env.get_template(&format!("{key}/{file}")) else {
                 return Ok(None);
             };
-            template
-                .render(vars)
-                .map(Some)
-                .map_err(|err| RenderError::Failed {
+            template.render(vars).map(Some).map_err(|err| {
+                // minijinja's own text says "undefined value" and the line; name the
+                // variables the caller did not give, so the fix is obvious.
+                let mut missing: Vec<String> = template
+                    .undeclared_variables(false)
+                    .into_iter()
+                    .filter(|name| vars.get(name).is_none())
+                    .collect();
+                missing.sort();
+                let detail = if missing.is_empty() {
+                    err.to_string()
+                } else {
+                    format!("{err}; missing variables: {}", missing.join(", "))
+                };
+                RenderError::Failed {
                     file: format!("{key}/{file}"),
-                    detail: match err.line() {
-                        Some(line) => format!("line {line}: {}", err.detail().unwrap_or("")),
-                        None => err.to_string(),
-                    },
-                })
+                    detail,
+                }
+            })
         };
         let subject = render(SUBJECT)?.unwrap_or_default();
         Ok(Rendered {
@@ -346,7 +355,7 @@ mod tests {
             ("welcome/subject.txt", "Hi"),
             (
                 "welcome/body.txt",
-                "line one\nline two {{ name \nline three",
+                "line one\nline two {{ name | }}\nline three",
             ),
         ]);
         let err = loaded.unwrap_err().to_string();

@@ -59,6 +59,9 @@ impl SelfSigned {
             ])
             .args(["-subj", "/CN=localhost"])
             .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+            // A leaf, not a CA: webpki refuses a CA certificate as the server's own.
+            .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+            .args(["-addext", "extendedKeyUsage=serverAuth"])
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
@@ -158,6 +161,7 @@ impl SmtpSinkBuilder {
                     continue;
                 };
                 lock(&accept_shared).connections += 1;
+                let _ = stream.set_nodelay(true);
                 let session = Session {
                     shared: accept_shared.clone(),
                     acceptor: acceptor.clone(),
@@ -317,8 +321,8 @@ impl Session {
                 _ => break,
             }
         }
-        io.get_mut().write_all(text.as_bytes()).await?;
-        io.get_mut().write_all(b"\r\n").await?;
+        // One write per reply: two small writes meet Nagle and delayed ACKs (40 ms each).
+        io.get_mut().write_all(format!("{text}\r\n").as_bytes()).await?;
         io.get_mut().flush().await
     }
 

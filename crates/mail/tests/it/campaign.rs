@@ -1,0 +1,172 @@
+//! Campaigns: exactly one message per recipient, the ladder, bounces and the suppression
+//! list.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use docket_mail::campaign::{self, NewCampaign, Recipient};
+use docket_mail::delivery::{self, DeliveryFilter, Status};
+use docket_mail::template::Catalog;
+use docket_testkit::{eventually, SmtpSink, TestDb};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::{config_for, parse, start, templates};
+
+fn newsletter() -> std::path::PathBuf {
+    templates(&[
+        ("news/subject.txt", "News for {{ name }}"),
+        ("news/body.txt", "Hello {{ name }}, your code is {{ code }}."),
+    ])
+}
+
+fn recipients(n: usize, domain: &str) -> Vec<Recipient> {
+    (0..n)
+        .map(|i| Recipient {
+            to: format!("user{i}@{domain}"),
+            name: Some(format!("User {i}")),
+            locale: None,
+            vars: serde_json::json!({ "code": format!("C{i}") }),
+        })
+        .collect()
+}
+
+async fn create(pool: &PgPool, dir: &std::path::Path, name: &str, rows: Vec<Recipient>, batch_size: usize) -> Uuid {
+    let catalog = Catalog::load(dir).unwrap();
+    let from = "Docket <docket@example.com>".parse().unwrap();
+    let new = NewCampaign { batch_size, ..NewCampaign::new(name, "news", rows) };
+    campaign::create(pool, &catalog, &from, &new).await.unwrap()
+}
+
+async fn wait_finished(pool: &PgPool, id: Uuid, timeout: Duration) -> campaign::CampaignStatus {
+    eventually(timeout, "the campaign finishes", || async {
+        campaign::show(pool, id).await.unwrap().state == "finished"
+    })
+    .await;
+    campaign::show(pool, id).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_campaign_of_1000_in_batches_of_100_reaches_each_recipient_once_with_its_own_text() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    let dir = newsletter();
+    let id = create(&db.pool, &dir, "november", recipients(1000, "example.com"), 100).await;
+    let batch_jobs: i64 = sqlx::query_scalar("select count(*) from docket.jobs where kind = 'mail.campaign_batch'")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(batch_jobs, 10);
+    let running = start(&db.pool, config_for(&sink, dir));
+    let status = wait_finished(&db.pool, id, Duration::from_secs(120)).await;
+    running.shutdown().await;
+
+    assert_eq!((status.total, status.sent, status.pending), (1000, 1000, 0), "{status:?}");
+    assert_eq!(status.suppressed + status.failed + status.dead_letter + status.expired, 0);
+    let messages = sink.messages();
+    assert_eq!(messages.len(), 1000);
+    let mut per_recipient: HashMap<String, usize> = HashMap::new();
+    for message in &messages {
+        let to = &message.to[0];
+        *per_recipient.entry(to.clone()).or_default() += 1;
+        let i: usize = to.trim_start_matches("user").split('@').next().unwrap().parse().unwrap();
+        let parsed = parse(&message.data);
+        assert_eq!(parsed.subject(), Some(format!("News for User {i}").as_str()));
+        let body = parsed.body_text(0).unwrap();
+        assert_eq!(body.trim(), format!("Hello User {i}, your code is C{i}."));
+    }
+    assert_eq!(per_recipient.len(), 1000);
+    assert!(per_recipient.values().all(|n| *n == 1));
+}
+
+#[tokio::test]
+async fn temporary_failures_are_retried_on_the_ladder_and_delivered_once() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reply_to_all(Some("451 4.3.0 Temporary lookup failure"));
+    let dir = newsletter();
+    let id = create(&db.pool, &dir, "greylisted", recipients(5, "example.net"), 2).await;
+    let running = start(&db.pool, config_for(&sink, dir));
+    eventually(Duration::from_secs(30), "every recipient refused twice", || async {
+        (0..5).all(|i| sink.attempts_for(&format!("user{i}@example.net")) >= 2)
+    })
+    .await;
+    sink.reply_to_all(None);
+    let status = wait_finished(&db.pool, id, Duration::from_secs(30)).await;
+    running.shutdown().await;
+
+    assert_eq!((status.sent, status.dead_letter), (5, 0), "{status:?}");
+    for i in 0..5 {
+        assert_eq!(sink.count_for(&format!("user{i}@example.net")), 1);
+    }
+    let deliveries = delivery::list(&db.pool, &DeliveryFilter { campaign_id: Some(id), limit: 10, ..Default::default() })
+        .await
+        .unwrap();
+    for d in deliveries {
+        assert_eq!(d.status, Status::Sent);
+        assert!(d.attempts >= 3, "two 451s and the success: {d:?}");
+        assert_eq!(d.smtp_code, Some(250));
+    }
+}
+
+#[tokio::test]
+async fn temporary_failures_past_the_ladder_are_dead_lettered() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reply_to("user0@example.org", Some("451 4.3.0 try again later"));
+    let dir = newsletter();
+    let id = create(&db.pool, &dir, "exhausted", recipients(2, "example.org"), 10).await;
+    let mut config = config_for(&sink, dir);
+    config.retry_ladder = vec![Duration::from_millis(200); 2];
+    let running = start(&db.pool, config);
+    let status = wait_finished(&db.pool, id, Duration::from_secs(30)).await;
+    running.shutdown().await;
+    assert_eq!((status.sent, status.dead_letter), (1, 1), "{status:?}");
+    assert_eq!(sink.attempts_for("user0@example.org"), 3, "one attempt and one per ladder step");
+}
+
+#[tokio::test]
+async fn no_such_user_fails_the_recipient_suppresses_it_and_a_later_campaign_skips_it() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reply_to("user1@example.com", Some("550 5.1.1 The email account that you tried to reach does not exist"));
+    let dir = newsletter();
+    let first = create(&db.pool, &dir, "first", recipients(3, "example.com"), 100).await;
+    let running = start(&db.pool, config_for(&sink, dir.clone()));
+    let status = wait_finished(&db.pool, first, Duration::from_secs(30)).await;
+    assert_eq!((status.sent, status.failed), (2, 1), "{status:?}");
+    let suppressed = delivery::suppressions(&db.pool).await.unwrap();
+    assert_eq!(suppressed.len(), 1);
+    assert_eq!(suppressed[0].address, "user1@example.com");
+    assert!(suppressed[0].reason.contains("5.1.1"), "{:?}", suppressed[0]);
+
+    let second = create(&db.pool, &dir, "second", recipients(3, "example.com"), 100).await;
+    let status = wait_finished(&db.pool, second, Duration::from_secs(30)).await;
+    running.shutdown().await;
+    assert_eq!((status.sent, status.suppressed, status.failed), (2, 1, 0), "{status:?}");
+    assert_eq!(sink.attempts_for("user1@example.com"), 1, "never tried again");
+    let skipped = delivery::list(
+        &db.pool,
+        &DeliveryFilter { campaign_id: Some(second), status: Some(Status::Suppressed), limit: 10, ..Default::default() },
+    )
+    .await
+    .unwrap();
+    assert_eq!(skipped[0].suppressed_reason.as_deref(), Some("list"));
+}
+
+#[tokio::test]
+async fn a_paused_campaign_sends_nothing_until_resumed() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    let dir = newsletter();
+    let id = create(&db.pool, &dir, "paused", recipients(3, "example.com"), 1).await;
+    campaign::pause(&db.pool, id).await.unwrap();
+    assert_eq!(campaign::show(&db.pool, id).await.unwrap().state, "paused");
+    let running = start(&db.pool, config_for(&sink, dir));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sink.messages().len(), 0, "nothing leaves while paused");
+    campaign::resume(&db.pool, id).await.unwrap();
+    let status = wait_finished(&db.pool, id, Duration::from_secs(30)).await;
+    running.shutdown().await;
+    assert_eq!(status.sent, 3);
+}

@@ -1,0 +1,86 @@
+//! Integration tests of the mail jobs, in process, against a real PostgreSQL and the
+//! testkit's SMTP sink (a real SMTP server on loopback).
+
+mod campaign;
+mod recovery;
+mod transport;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use docket_mail::config::{Mode, SmtpUrl};
+use docket_mail::{MailConfig, Mailer};
+use docket_testkit::SmtpSink;
+use docket_worker::{builtin, QueueConfig, Registry, Runtime, RuntimeConfig};
+use sqlx::PgPool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A runtime running in the background, stopped by `shutdown`.
+pub(crate) struct Running {
+    stop: CancellationToken,
+    handle: JoinHandle<docket_queue::Result<()>>,
+}
+
+impl Running {
+    pub(crate) async fn shutdown(self) {
+        self.stop.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.handle)
+            .await
+            .expect("runtime stops")
+            .expect("runtime task")
+            .expect("runtime result");
+    }
+}
+
+/// A template catalog of the test's own: `(path, text)` pairs under a fresh folder.
+pub(crate) fn templates(files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("docket-mail-it-{}", uuid::Uuid::now_v7()));
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+/// Settings that send to `sink` with a ladder of seconds.
+pub(crate) fn config_for(sink: &SmtpSink, template_dir: PathBuf) -> MailConfig {
+    MailConfig {
+        mode: Mode::Smtp(SmtpUrl::parse(&sink.url()).unwrap()),
+        from: Some("Docket <docket@example.com>".to_owned()),
+        template_dir,
+        timeout: Duration::from_secs(5),
+        retry_ladder: vec![Duration::from_secs(1); 4],
+        ..MailConfig::default()
+    }
+}
+
+/// Runs the mail kinds (and the built-in ones) on `mail` and `recovery`.
+pub(crate) fn start(pool: &PgPool, config: MailConfig) -> Running {
+    let mailer = Mailer::new(pool.clone(), config).expect("valid mail settings");
+    let mut registry = Registry::new();
+    builtin::register(&mut registry);
+    docket_mail::jobs::register(&mut registry, Arc::new(mailer));
+    let runtime_config = RuntimeConfig {
+        queues: vec![
+            QueueConfig::new("mail").concurrency(4),
+            QueueConfig::new("recovery").concurrency(2),
+        ],
+        poll_interval: Duration::from_millis(200),
+        shutdown_timeout: Duration::from_secs(5),
+        ..RuntimeConfig::default()
+    };
+    let runtime = Runtime::new(pool.clone(), registry, runtime_config).expect("valid runtime");
+    let stop = CancellationToken::new();
+    let handle = tokio::spawn(runtime.run(stop.clone().cancelled_owned()));
+    Running { stop, handle }
+}
+
+/// A message as a mail client reads it.
+pub(crate) fn parse(data: &[u8]) -> mail_parser::Message<'_> {
+    mail_parser::MessageParser::default()
+        .parse(data)
+        .expect("the sink received a parsable message")
+}
