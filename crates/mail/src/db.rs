@@ -360,21 +360,6 @@ pub(crate) async fn status_clear_fault(exec: impl PgExecutor<'_>) -> sqlx::Resul
     Ok(())
 }
 
-/// The outstanding configuration fault, if any: (when, what).
-pub(crate) async fn status_get_fault(
-    exec: impl PgExecutor<'_>,
-) -> sqlx::Result<Option<(DateTime<Utc>, String)>> {
-    sqlx::query_as(
-        r#"
-        select last_fault_at, last_fault from docket.mail_status
-        where id = 1 and last_fault_at is not null
-          and (cleared_at is null or cleared_at < last_fault_at)
-        "#,
-    )
-    .fetch_optional(exec)
-    .await
-}
-
 pub(crate) async fn status_record_fault(
     exec: impl PgExecutor<'_>,
     fault: &str,

@@ -400,17 +400,6 @@ impl Mailer {
     }
 }
 
-/// The outstanding configuration fault, for `checks.mail`: when and what.
-///
-/// # Errors
-///
-/// [`crate::MailError::Database`] when the database fails.
-pub async fn outstanding_fault(
-    exec: impl sqlx::PgExecutor<'_>,
-) -> Result<Option<(DateTime<Utc>, String)>> {
-    Ok(db::status_get_fault(exec).await?)
-}
-
 /// Ids for log lines.
 struct Ids {
     delivery: uuid::Uuid,

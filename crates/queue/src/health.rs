@@ -96,6 +96,19 @@ pub struct Checks {
     pub unhandled_kinds: Check,
     /// A schedule's due tick has not been enqueued within a minute of its time.
     pub cron: Check,
+    /// `degraded` while the mail relay refuses our settings (authentication, TLS) and no
+    /// message has gone through since.
+    pub mail: Check,
+}
+
+/// The mail relay's outstanding configuration fault.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MailFault {
+    /// When it was last seen.
+    pub at: chrono::DateTime<chrono::Utc>,
+    /// What the relay said (never a credential).
+    pub error: String,
 }
 
 /// A worker as the health document shows it.
@@ -137,6 +150,8 @@ pub struct HealthReport {
     pub cron: Vec<crate::schedule::ScheduleRow>,
     /// Batches not finished yet; `null` when it could not be read.
     pub batches_open: Option<i64>,
+    /// The mail relay's outstanding configuration fault; `null` when there is none.
+    pub mail_fault: Option<MailFault>,
 }
 
 /// How late a schedule's due tick may be before `checks.cron` is degraded.
@@ -154,6 +169,20 @@ pub struct Observed {
     pub cron: Option<Vec<crate::schedule::ScheduleRow>>,
     /// Open batches.
     pub batches_open: Option<i64>,
+    /// The mail relay's fault: `Some(None)` when there is none.
+    pub mail_fault: Option<Option<MailFault>>,
+}
+
+/// The mail relay's outstanding configuration fault (authentication, TLS), recorded by the
+/// mail jobs and cleared by the next message the relay accepts.
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when the database fails.
+pub async fn mail_fault(exec: impl PgExecutor<'_>) -> crate::Result<Option<MailFault>> {
+    Ok(crate::db::mail_status_fault(exec)
+        .await?
+        .map(|(at, error)| MailFault { at, error }))
 }
 
 /// Judges observations against the thresholds. `None` means the database did not answer.
@@ -165,6 +194,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
         unhandled,
         cron,
         batches_open,
+        mail_fault,
     }) = observed
     else {
         return HealthReport {
@@ -176,6 +206,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
                 dead_letter: Check::Unknown,
                 unhandled_kinds: Check::Unknown,
                 cron: Check::Unknown,
+                mail: Check::Unknown,
             },
             queue: None,
             snapshot_stale_seconds: None,
@@ -183,6 +214,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
             unhandled_kinds: Vec::new(),
             cron: Vec::new(),
             batches_open: None,
+            mail_fault: None,
         };
     };
     let (snapshot, stale) = match snapshot {
@@ -241,6 +273,11 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
                 }
             }
         },
+        mail: match &mail_fault {
+            None => Check::Unknown,
+            Some(Some(_)) => Check::Degraded,
+            Some(None) => Check::Ok,
+        },
     };
     let worst = [
         checks.workers,
@@ -248,6 +285,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
         checks.dead_letter,
         checks.unhandled_kinds,
         checks.cron,
+        checks.mail,
     ]
     .into_iter()
     .max()
@@ -276,6 +314,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
         unhandled_kinds: unhandled.unwrap_or_default(),
         cron: cron.unwrap_or_default(),
         batches_open,
+        mail_fault: mail_fault.flatten(),
     }
 }
 
@@ -328,12 +367,15 @@ where
     );
     let open = tokio::time::timeout(timeout, crate::batch::count_open(exec)).await;
     let batches_open = bounded("batches", open);
+    let fault = tokio::time::timeout(timeout, mail_fault(exec)).await;
+    let mail_fault = bounded("mail", fault);
     Some(Observed {
         snapshot,
         workers,
         unhandled,
         cron,
         batches_open,
+        mail_fault,
     })
 }
 
@@ -391,6 +433,7 @@ mod tests {
             unhandled: Some(vec![]),
             cron: Some(vec![]),
             batches_open: Some(0),
+            mail_fault: Some(None),
         }
     }
 
@@ -446,6 +489,21 @@ mod tests {
     }
 
     #[test]
+    fn an_outstanding_mail_fault_degrades_checks_mail() {
+        let mut faulty = observed(snapshot(None, 0), vec![]);
+        faulty.mail_fault = Some(Some(MailFault {
+            at: Utc::now(),
+            error: "535 5.7.8 authentication credentials invalid".into(),
+        }));
+        let report = judge(Some(faulty), &HealthConfig::default());
+        assert_eq!(
+            (report.status, report.checks.mail),
+            (Status::Degraded, Check::Degraded)
+        );
+        assert!(report.mail_fault.is_some());
+    }
+
+    #[test]
     fn a_part_that_cannot_be_read_is_unknown_and_degrades_but_is_never_down() {
         let blind = Observed {
             snapshot: None,
@@ -453,6 +511,7 @@ mod tests {
             unhandled: None,
             cron: None,
             batches_open: None,
+            mail_fault: None,
         };
         let report = judge(Some(blind), &HealthConfig::default());
         assert_eq!(
@@ -467,6 +526,7 @@ mod tests {
             unhandled: Some(vec![]),
             cron: Some(vec![]),
             batches_open: Some(0),
+            mail_fault: Some(None),
         };
         let report = judge(Some(stale), &HealthConfig::default());
         assert_eq!(

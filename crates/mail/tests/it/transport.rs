@@ -28,7 +28,10 @@ async fn enqueue(pool: &PgPool, to: &str) -> docket_queue::JobId {
 }
 
 async fn fault(pool: &PgPool) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
-    docket_mail::sender::outstanding_fault(pool).await.unwrap()
+    docket_queue::health::mail_fault(pool)
+        .await
+        .unwrap()
+        .map(|fault| (fault.at, fault.error))
 }
 
 #[tokio::test]
