@@ -192,7 +192,10 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
 fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
     use docket_mail::config::{parse_ladder, Mode, Notifications, SmtpUrl};
     let mut config = MailConfig::default();
-    let url = source.text("DOCKET_SMTP_URL").map(|url| SmtpUrl::parse(&url)).transpose()?;
+    let url = source
+        .text("DOCKET_SMTP_URL")
+        .map(|url| SmtpUrl::parse(&url))
+        .transpose()?;
     config.mode = match (source.text("DOCKET_SMTP_MODE").as_deref(), url) {
         (Some("stub"), _) => Mode::Stub,
         (Some("smtp") | None, Some(url)) => Mode::Smtp(url),

@@ -15,7 +15,8 @@ const LIST_LIMIT: u32 = 50;
 
 pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result<()> {
     let catalog = || {
-        Catalog::load(&config.mail.template_dir).map_err(|err| anyhow::anyhow!("template catalog: {err}"))
+        Catalog::load(&config.mail.template_dir)
+            .map_err(|err| anyhow::anyhow!("template catalog: {err}"))
     };
     match command {
         MailCommand::Templates(output) => {
@@ -28,7 +29,11 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
                 .map(|t| {
                     vec![
                         t.name.clone(),
-                        if t.locales.is_empty() { "-".to_owned() } else { t.locales.join(",") },
+                        if t.locales.is_empty() {
+                            "-".to_owned()
+                        } else {
+                            t.locales.join(",")
+                        },
                         if t.html { "text+html" } else { "text" }.to_owned(),
                         if t.built_in { "built-in" } else { "catalog" }.to_owned(),
                     ]
@@ -50,7 +55,13 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
                 println!("\n--- text/html ---\n{html}");
             }
         }
-        MailCommand::Deliveries { status, campaign, to, limit, output } => {
+        MailCommand::Deliveries {
+            status,
+            campaign,
+            to,
+            limit,
+            output,
+        } => {
             let pool = connect(config.require_database()?).await?;
             let filter = DeliveryFilter {
                 status: status.map(|s| s.parse()).transpose()?,
@@ -72,22 +83,49 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
                         d.template.clone(),
                         d.status.as_str().to_owned(),
                         d.attempts.to_string(),
-                        d.smtp_code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+                        d.smtp_code
+                            .map_or_else(|| "-".to_owned(), |c| c.to_string()),
                         d.last_error.clone().unwrap_or_default(),
                     ]
                 })
                 .collect::<Vec<_>>();
-            table::print(&["ID", "SOURCE", "TO", "TEMPLATE", "STATUS", "ATTEMPTS", "CODE", "LAST ERROR"], &rows);
+            table::print(
+                &[
+                    "ID",
+                    "SOURCE",
+                    "TO",
+                    "TEMPLATE",
+                    "STATUS",
+                    "ATTEMPTS",
+                    "CODE",
+                    "LAST ERROR",
+                ],
+                &rows,
+            );
         }
         MailCommand::Suppress { address, reason } => {
             let pool = connect(config.require_database()?).await?;
             let new = delivery::suppress(&pool, &address, &reason).await?;
-            println!("{address}: {}", if new { "suppressed" } else { "already suppressed" });
+            println!(
+                "{address}: {}",
+                if new {
+                    "suppressed"
+                } else {
+                    "already suppressed"
+                }
+            );
         }
         MailCommand::Unsuppress { address } => {
             let pool = connect(config.require_database()?).await?;
             let was = delivery::unsuppress(&pool, &address).await?;
-            println!("{address}: {}", if was { "no longer suppressed" } else { "was not suppressed" });
+            println!(
+                "{address}: {}",
+                if was {
+                    "no longer suppressed"
+                } else {
+                    "was not suppressed"
+                }
+            );
         }
         MailCommand::Suppressions(output) => {
             let pool = connect(config.require_database()?).await?;
@@ -97,7 +135,13 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
             }
             let rows = list
                 .iter()
-                .map(|s| vec![s.address.clone(), s.reason.clone(), s.created_at.to_rfc3339()])
+                .map(|s| {
+                    vec![
+                        s.address.clone(),
+                        s.reason.clone(),
+                        s.created_at.to_rfc3339(),
+                    ]
+                })
                 .collect::<Vec<_>>();
             table::print(&["ADDRESS", "REASON", "SINCE"], &rows);
         }
@@ -113,12 +157,23 @@ async fn run_campaign(
 ) -> anyhow::Result<()> {
     let pool = connect(config.require_database()?).await?;
     let (campaigns, json) = match command {
-        CampaignCommand::Create { name, template, recipients, batch_size, output } => {
+        CampaignCommand::Create {
+            name,
+            template,
+            recipients,
+            batch_size,
+            output,
+        } => {
             let text = std::fs::read_to_string(&recipients)
                 .with_context(|| format!("cannot read {}", recipients.display()))?;
             let parsed = campaign::parse_recipients(&text)?;
             for bad in &parsed.bad {
-                eprintln!("{}:{}: skipped: {}", recipients.display(), bad.line, bad.reason);
+                eprintln!(
+                    "{}:{}: skipped: {}",
+                    recipients.display(),
+                    bad.line,
+                    bad.reason
+                );
             }
             let from = config
                 .mail
@@ -127,7 +182,10 @@ async fn run_campaign(
                 .unwrap_or("Docket <docket@localhost>")
                 .parse()
                 .context("DOCKET_MAIL_FROM")?;
-            let new = NewCampaign { batch_size, ..NewCampaign::new(&name, &template, parsed.rows) };
+            let new = NewCampaign {
+                batch_size,
+                ..NewCampaign::new(&name, &template, parsed.rows)
+            };
             let id = campaign::create(&pool, &catalog()?, &from, &new).await?;
             if output.json {
                 return print_json(&serde_json::json!({
@@ -145,16 +203,32 @@ async fn run_campaign(
             (vec![status], false)
         }
         CampaignCommand::List(output) => (campaign::list(&pool, LIST_LIMIT).await?, output.json),
-        CampaignCommand::Pause { id } => return act(campaign::pause(&pool, id).await, id, "paused"),
-        CampaignCommand::Resume { id } => return act(campaign::resume(&pool, id).await, id, "resumed"),
-        CampaignCommand::Cancel { id } => return act(campaign::cancel(&pool, id).await, id, "cancelled"),
+        CampaignCommand::Pause { id } => {
+            return act(campaign::pause(&pool, id).await, id, "paused")
+        }
+        CampaignCommand::Resume { id } => {
+            return act(campaign::resume(&pool, id).await, id, "resumed")
+        }
+        CampaignCommand::Cancel { id } => {
+            return act(campaign::cancel(&pool, id).await, id, "cancelled")
+        }
     };
     if json {
         return print_json(&campaigns);
     }
     let rows: Vec<Vec<String>> = campaigns.iter().map(row).collect();
     table::print(
-        &["ID", "NAME", "STATE", "TOTAL", "SENT", "SUPPRESSED", "FAILED", "DEAD_LETTER", "PENDING"],
+        &[
+            "ID",
+            "NAME",
+            "STATE",
+            "TOTAL",
+            "SENT",
+            "SUPPRESSED",
+            "FAILED",
+            "DEAD_LETTER",
+            "PENDING",
+        ],
         &rows,
     );
     Ok(())

@@ -29,7 +29,8 @@ pub(crate) async fn run(
         .await
         .context("applying migrations")?;
     let pool = work_pool(url, &runtime_config, config.pool_size).await?;
-    let registry = crate::cmd::worker::registry(&pool, &config.mail)?;
+    let mailer = crate::cmd::worker::mailer(&pool, &config.mail)?;
+    let registry = crate::cmd::worker::registry(mailer.clone());
     let runtime = Runtime::new(pool.clone(), registry, runtime_config)?;
     let metrics = PrometheusBuilder::new()
         .install_recorder()
@@ -39,7 +40,8 @@ pub(crate) async fn run(
         config.cron_secret.clone(),
         Some(metrics),
         config.health.clone(),
-    );
+    )
+    .with_mailer(mailer);
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {} (DOCKET_HTTP_ADDR)", config.http_addr))?;

@@ -29,15 +29,20 @@ pub(crate) async fn work_pool(
         .with_context(|| format!("cannot connect to PostgreSQL at {url}"))
 }
 
+/// The mailer: settings checked, the whole template catalog parsed, so a broken template or
+/// mail setting stops start-up here, before anything listens or claims.
+pub(crate) fn mailer(pool: &PgPool, mail: &MailConfig) -> anyhow::Result<Arc<Mailer>> {
+    Ok(Arc::new(
+        Mailer::new(pool.clone(), mail.clone()).map_err(anyhow::Error::msg)?,
+    ))
+}
+
 /// Every kind `docket worker` and `docket serve` run: the built-in ones and the mail kinds.
-/// Builds the mailer, so a broken template or mail setting stops start-up here, before
-/// anything listens or claims.
-pub(crate) fn registry(pool: &PgPool, mail: &MailConfig) -> anyhow::Result<Registry> {
-    let mailer = Mailer::new(pool.clone(), mail.clone()).map_err(anyhow::Error::msg)?;
+pub(crate) fn registry(mailer: Arc<Mailer>) -> Registry {
     let mut registry = Registry::new();
     builtin::register(&mut registry);
-    docket_mail::jobs::register(&mut registry, Arc::new(mailer));
-    Ok(registry)
+    docket_mail::jobs::register(&mut registry, mailer);
+    registry
 }
 
 /// Runs the runtime until SIGTERM or SIGINT.
@@ -48,7 +53,7 @@ pub(crate) async fn run(
     mail: &MailConfig,
 ) -> anyhow::Result<()> {
     let pool = work_pool(url, &runtime, pool_size).await?;
-    let registry = registry(&pool, mail)?;
+    let registry = registry(mailer(&pool, mail)?);
     let runtime = Runtime::new(pool.clone(), registry, runtime)?;
     runtime
         .run(crate::signal::shutdown_signal())

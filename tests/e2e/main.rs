@@ -3,5 +3,6 @@
 mod cli;
 mod cron;
 mod http;
+mod mail;
 mod openapi;
 mod worker;

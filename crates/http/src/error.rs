@@ -71,6 +71,19 @@ impl From<docket_queue::Error> for ApiError {
     }
 }
 
+impl From<docket_mail::MailError> for ApiError {
+    fn from(err: docket_mail::MailError) -> Self {
+        use docket_mail::MailError;
+        match err {
+            MailError::Invalid(message) => ApiError::Invalid(message),
+            MailError::CampaignNotFound(_) => ApiError::NotFound(err.to_string()),
+            MailError::Template(_) => ApiError::Invalid(err.to_string()),
+            MailError::Queue(err) => err.into(),
+            MailError::Database(err) => docket_queue::Error::Database(err).into(),
+        }
+    }
+}
+
 fn is_unavailable(err: &sqlx::Error) -> bool {
     match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,

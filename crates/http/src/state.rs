@@ -29,6 +29,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Health evaluation with its own small pool, timeout and cache.
     pub health: Arc<HealthMonitor>,
+    /// The mail settings and catalog, for creating campaigns; `None`: `POST /api/campaigns`
+    /// answers 503.
+    pub mailer: Option<Arc<docket_mail::Mailer>>,
 }
 
 impl AppState {
@@ -55,6 +58,13 @@ impl AppState {
             cron_secret,
             metrics,
             health: Arc::new(monitor),
+            mailer: None,
         }
+    }
+
+    /// The same state, creating campaigns with `mailer`'s catalog and sender.
+    pub fn with_mailer(mut self, mailer: Arc<docket_mail::Mailer>) -> AppState {
+        self.mailer = Some(mailer);
+        self
     }
 }

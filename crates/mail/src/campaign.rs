@@ -31,6 +31,7 @@ pub const RECIPIENTS_LIMIT: usize = 1_000_000;
 
 /// A campaign and its progress.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CampaignStatus {
     /// Its id.
     pub id: Uuid,
@@ -312,6 +313,22 @@ pub async fn create(
             "no template named {:?} in the catalog (docket mail templates lists them)",
             campaign.template
         )));
+    }
+    for recipient in &campaign.recipients {
+        // PostgreSQL's text and jsonb hold no NUL: refuse it here, naming the recipient.
+        let vars = recipient.vars.to_string();
+        if !recipient.vars.is_object()
+            || vars.contains("\\u0000")
+            || recipient
+                .locale
+                .as_deref()
+                .is_some_and(|l| l.contains('\0') || l.chars().count() > 35)
+        {
+            return Err(MailError::Invalid(format!(
+                "recipient {}: vars must be an object and no value may hold NUL; a locale is at most 35 characters",
+                recipient.to
+            )));
+        }
     }
     let id = Uuid::now_v7();
     let mut rows = db::CampaignRows::default();

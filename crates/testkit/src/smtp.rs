@@ -322,7 +322,9 @@ impl Session {
             }
         }
         // One write per reply: two small writes meet Nagle and delayed ACKs (40 ms each).
-        io.get_mut().write_all(format!("{text}\r\n").as_bytes()).await?;
+        io.get_mut()
+            .write_all(format!("{text}\r\n").as_bytes())
+            .await?;
         io.get_mut().flush().await
     }
 

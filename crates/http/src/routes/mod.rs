@@ -3,5 +3,6 @@
 pub(crate) mod batches;
 pub(crate) mod health;
 pub(crate) mod jobs;
+pub(crate) mod mail;
 pub(crate) mod metrics;
 pub(crate) mod openapi;

@@ -20,6 +20,9 @@ use utoipa::{Modify, OpenApi};
         super::jobs::replay_dead_letters,
         super::batches::create,
         super::batches::show,
+        super::mail::deliveries,
+        super::mail::create_campaign,
+        super::mail::show_campaign,
     ),
     components(schemas(crate::error::ErrorBody, docket_queue::Snapshot, docket_queue::QueueFigures)),
     modifiers(&Bearer)

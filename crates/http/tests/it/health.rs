@@ -96,7 +96,7 @@ async fn the_bearer_gets_the_snapshot_exactly_as_prepared() {
     assert_eq!(body["status"], "degraded");
     assert_eq!(
         body["checks"],
-        json!({"database": "ok", "workers": "degraded", "backlog": "ok", "dead_letter": "warn", "unhandled_kinds": "ok", "cron": "ok"})
+        json!({"database": "ok", "workers": "degraded", "backlog": "ok", "dead_letter": "warn", "unhandled_kinds": "ok", "cron": "ok", "mail": "ok"})
     );
 }
 

@@ -270,12 +270,15 @@ async fn the_openapi_document_describes_every_route_and_the_job_fields() {
         [
             "/api/batches",
             "/api/batches/{id}",
+            "/api/campaigns",
+            "/api/campaigns/{id}",
             "/api/health",
             "/api/jobs",
             "/api/jobs/replay-dead-letters",
             "/api/jobs/{id}",
             "/api/jobs/{id}/cancel",
             "/api/jobs/{id}/replay",
+            "/api/mail/deliveries",
             "/metrics"
         ]
     );

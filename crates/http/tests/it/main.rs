@@ -2,6 +2,7 @@
 
 mod health;
 mod jobs;
+mod mail;
 mod metrics;
 
 use std::sync::OnceLock;

@@ -16,7 +16,10 @@ use crate::{config_for, parse, start, templates};
 fn newsletter() -> std::path::PathBuf {
     templates(&[
         ("news/subject.txt", "News for {{ name }}"),
-        ("news/body.txt", "Hello {{ name }}, your code is {{ code }}."),
+        (
+            "news/body.txt",
+            "Hello {{ name }}, your code is {{ code }}.",
+        ),
     ])
 }
 
@@ -31,10 +34,19 @@ fn recipients(n: usize, domain: &str) -> Vec<Recipient> {
         .collect()
 }
 
-async fn create(pool: &PgPool, dir: &std::path::Path, name: &str, rows: Vec<Recipient>, batch_size: usize) -> Uuid {
+async fn create(
+    pool: &PgPool,
+    dir: &std::path::Path,
+    name: &str,
+    rows: Vec<Recipient>,
+    batch_size: usize,
+) -> Uuid {
     let catalog = Catalog::load(dir).unwrap();
     let from = "Docket <docket@example.com>".parse().unwrap();
-    let new = NewCampaign { batch_size, ..NewCampaign::new(name, "news", rows) };
+    let new = NewCampaign {
+        batch_size,
+        ..NewCampaign::new(name, "news", rows)
+    };
     campaign::create(pool, &catalog, &from, &new).await.unwrap()
 }
 
@@ -51,27 +63,51 @@ async fn a_campaign_of_1000_in_batches_of_100_reaches_each_recipient_once_with_i
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
     let dir = newsletter();
-    let id = create(&db.pool, &dir, "november", recipients(1000, "example.com"), 100).await;
-    let batch_jobs: i64 = sqlx::query_scalar("select count(*) from docket.jobs where kind = 'mail.campaign_batch'")
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
+    let id = create(
+        &db.pool,
+        &dir,
+        "november",
+        recipients(1000, "example.com"),
+        100,
+    )
+    .await;
+    let batch_jobs: i64 =
+        sqlx::query_scalar("select count(*) from docket.jobs where kind = 'mail.campaign_batch'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     assert_eq!(batch_jobs, 10);
     let running = start(&db.pool, config_for(&sink, dir));
     let status = wait_finished(&db.pool, id, Duration::from_secs(120)).await;
     running.shutdown().await;
 
-    assert_eq!((status.total, status.sent, status.pending), (1000, 1000, 0), "{status:?}");
-    assert_eq!(status.suppressed + status.failed + status.dead_letter + status.expired, 0);
+    assert_eq!(
+        (status.total, status.sent, status.pending),
+        (1000, 1000, 0),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.suppressed + status.failed + status.dead_letter + status.expired,
+        0
+    );
     let messages = sink.messages();
     assert_eq!(messages.len(), 1000);
     let mut per_recipient: HashMap<String, usize> = HashMap::new();
     for message in &messages {
         let to = &message.to[0];
         *per_recipient.entry(to.clone()).or_default() += 1;
-        let i: usize = to.trim_start_matches("user").split('@').next().unwrap().parse().unwrap();
+        let i: usize = to
+            .trim_start_matches("user")
+            .split('@')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
         let parsed = parse(&message.data);
-        assert_eq!(parsed.subject(), Some(format!("News for User {i}").as_str()));
+        assert_eq!(
+            parsed.subject(),
+            Some(format!("News for User {i}").as_str())
+        );
         let body = parsed.body_text(0).unwrap();
         assert_eq!(body.trim(), format!("Hello User {i}, your code is C{i}."));
     }
@@ -85,11 +121,20 @@ async fn temporary_failures_are_retried_on_the_ladder_and_delivered_once() {
     let sink = SmtpSink::start().await;
     sink.reply_to_all(Some("451 4.3.0 Temporary lookup failure"));
     let dir = newsletter();
-    let id = create(&db.pool, &dir, "greylisted", recipients(5, "example.net"), 2).await;
+    let id = create(
+        &db.pool,
+        &dir,
+        "greylisted",
+        recipients(5, "example.net"),
+        2,
+    )
+    .await;
     let running = start(&db.pool, config_for(&sink, dir));
-    eventually(Duration::from_secs(30), "every recipient refused twice", || async {
-        (0..5).all(|i| sink.attempts_for(&format!("user{i}@example.net")) >= 2)
-    })
+    eventually(
+        Duration::from_secs(30),
+        "every recipient refused twice",
+        || async { (0..5).all(|i| sink.attempts_for(&format!("user{i}@example.net")) >= 2) },
+    )
     .await;
     sink.reply_to_all(None);
     let status = wait_finished(&db.pool, id, Duration::from_secs(30)).await;
@@ -99,9 +144,16 @@ async fn temporary_failures_are_retried_on_the_ladder_and_delivered_once() {
     for i in 0..5 {
         assert_eq!(sink.count_for(&format!("user{i}@example.net")), 1);
     }
-    let deliveries = delivery::list(&db.pool, &DeliveryFilter { campaign_id: Some(id), limit: 10, ..Default::default() })
-        .await
-        .unwrap();
+    let deliveries = delivery::list(
+        &db.pool,
+        &DeliveryFilter {
+            campaign_id: Some(id),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     for d in deliveries {
         assert_eq!(d.status, Status::Sent);
         assert!(d.attempts >= 3, "two 451s and the success: {d:?}");
@@ -115,21 +167,35 @@ async fn temporary_failures_past_the_ladder_are_dead_lettered() {
     let sink = SmtpSink::start().await;
     sink.reply_to("user0@example.org", Some("451 4.3.0 try again later"));
     let dir = newsletter();
-    let id = create(&db.pool, &dir, "exhausted", recipients(2, "example.org"), 10).await;
+    let id = create(
+        &db.pool,
+        &dir,
+        "exhausted",
+        recipients(2, "example.org"),
+        10,
+    )
+    .await;
     let mut config = config_for(&sink, dir);
     config.retry_ladder = vec![Duration::from_millis(200); 2];
     let running = start(&db.pool, config);
     let status = wait_finished(&db.pool, id, Duration::from_secs(30)).await;
     running.shutdown().await;
     assert_eq!((status.sent, status.dead_letter), (1, 1), "{status:?}");
-    assert_eq!(sink.attempts_for("user0@example.org"), 3, "one attempt and one per ladder step");
+    assert_eq!(
+        sink.attempts_for("user0@example.org"),
+        3,
+        "one attempt and one per ladder step"
+    );
 }
 
 #[tokio::test]
 async fn no_such_user_fails_the_recipient_suppresses_it_and_a_later_campaign_skips_it() {
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
-    sink.reply_to("user1@example.com", Some("550 5.1.1 The email account that you tried to reach does not exist"));
+    sink.reply_to(
+        "user1@example.com",
+        Some("550 5.1.1 The email account that you tried to reach does not exist"),
+    );
     let dir = newsletter();
     let first = create(&db.pool, &dir, "first", recipients(3, "example.com"), 100).await;
     let running = start(&db.pool, config_for(&sink, dir.clone()));
@@ -138,16 +204,33 @@ async fn no_such_user_fails_the_recipient_suppresses_it_and_a_later_campaign_ski
     let suppressed = delivery::suppressions(&db.pool).await.unwrap();
     assert_eq!(suppressed.len(), 1);
     assert_eq!(suppressed[0].address, "user1@example.com");
-    assert!(suppressed[0].reason.contains("5.1.1"), "{:?}", suppressed[0]);
+    assert!(
+        suppressed[0].reason.contains("5.1.1"),
+        "{:?}",
+        suppressed[0]
+    );
 
     let second = create(&db.pool, &dir, "second", recipients(3, "example.com"), 100).await;
     let status = wait_finished(&db.pool, second, Duration::from_secs(30)).await;
     running.shutdown().await;
-    assert_eq!((status.sent, status.suppressed, status.failed), (2, 1, 0), "{status:?}");
-    assert_eq!(sink.attempts_for("user1@example.com"), 1, "never tried again");
+    assert_eq!(
+        (status.sent, status.suppressed, status.failed),
+        (2, 1, 0),
+        "{status:?}"
+    );
+    assert_eq!(
+        sink.attempts_for("user1@example.com"),
+        1,
+        "never tried again"
+    );
     let skipped = delivery::list(
         &db.pool,
-        &DeliveryFilter { campaign_id: Some(second), status: Some(Status::Suppressed), limit: 10, ..Default::default() },
+        &DeliveryFilter {
+            campaign_id: Some(second),
+            status: Some(Status::Suppressed),
+            limit: 10,
+            ..Default::default()
+        },
     )
     .await
     .unwrap();

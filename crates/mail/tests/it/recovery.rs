@@ -15,19 +15,40 @@ use crate::{config_for, parse, start, templates};
 fn reset_templates() -> std::path::PathBuf {
     templates(&[
         ("password_reset/subject.txt", "Reset your password"),
-        ("password_reset/body.txt", "Follow {{ link }} within 15 minutes."),
-        ("password_reset/ru/subject.txt", "Восстановление пароля для {{ name }}"),
-        ("password_reset/ru/body.txt", "Здравствуйте, {{ name }}! Ссылка: {{ link }}. Ёлка, щука, «кавычки»."),
-        ("password_reset/ru/body.html", "<p>Здравствуйте, <b>{{ name }}</b>! <a href=\"{{ link }}\">Сменить пароль</a></p>"),
+        (
+            "password_reset/body.txt",
+            "Follow {{ link }} within 15 minutes.",
+        ),
+        (
+            "password_reset/ru/subject.txt",
+            "Восстановление пароля для {{ name }}",
+        ),
+        (
+            "password_reset/ru/body.txt",
+            "Здравствуйте, {{ name }}! Ссылка: {{ link }}. Ёлка, щука, «кавычки».",
+        ),
+        (
+            "password_reset/ru/body.html",
+            "<p>Здравствуйте, <b>{{ name }}</b>! <a href=\"{{ link }}\">Сменить пароль</a></p>",
+        ),
     ])
 }
 
 fn recovery(to: &str, vars: serde_json::Value) -> Recovery {
-    Recovery { to: to.to_owned(), template: "password_reset".to_owned(), vars, locale: None, idempotency_key: None }
+    Recovery {
+        to: to.to_owned(),
+        template: "password_reset".to_owned(),
+        vars,
+        locale: None,
+        idempotency_key: None,
+    }
 }
 
 async fn enqueue(pool: &PgPool, job: &Recovery, expires_in: Option<Duration>) -> JobId {
-    let mut new = NewJob::typed(job).unwrap().queue(RECOVERY_QUEUE).priority(RECOVERY_PRIORITY);
+    let mut new = NewJob::typed(job)
+        .unwrap()
+        .queue(RECOVERY_QUEUE)
+        .priority(RECOVERY_PRIORITY);
     if let Some(expires_in) = expires_in {
         new = new.expires_at(Utc::now() + chrono::Duration::from_std(expires_in).unwrap());
     }
@@ -35,26 +56,45 @@ async fn enqueue(pool: &PgPool, job: &Recovery, expires_in: Option<Duration>) ->
 }
 
 async fn wait_state(pool: &PgPool, id: JobId, state: JobState) -> docket_queue::Job {
-    eventually(Duration::from_secs(30), &format!("job {id} is {state:?}"), || async {
-        docket_queue::admin::show(pool, id).await.unwrap().state == state
-    })
+    eventually(
+        Duration::from_secs(30),
+        &format!("job {id} is {state:?}"),
+        || async { docket_queue::admin::show(pool, id).await.unwrap().state == state },
+    )
     .await;
     docket_queue::admin::show(pool, id).await.unwrap()
 }
 
 async fn deliveries(pool: &PgPool) -> Vec<delivery::Delivery> {
-    delivery::list(pool, &DeliveryFilter { limit: 100, ..Default::default() }).await.unwrap()
+    delivery::list(
+        pool,
+        &DeliveryFilter {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
-async fn a_recovery_email_whose_expiry_passes_while_the_relay_stalls_is_expired_and_never_arrives() {
+async fn a_recovery_email_whose_expiry_passes_while_the_relay_stalls_is_expired_and_never_arrives()
+{
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
     sink.stall_for(Duration::from_secs(6));
     let mut config = config_for(&sink, reset_templates());
     config.timeout = Duration::from_secs(30);
     let running = start(&db.pool, config);
-    let id = enqueue(&db.pool, &recovery("ann@example.com", serde_json::json!({"link": "https://x/r/1"})), Some(Duration::from_secs(2))).await;
+    let id = enqueue(
+        &db.pool,
+        &recovery(
+            "ann@example.com",
+            serde_json::json!({"link": "https://x/r/1"}),
+        ),
+        Some(Duration::from_secs(2)),
+    )
+    .await;
     let job = wait_state(&db.pool, id, JobState::DeadLetter).await;
     assert_eq!(job.dead_letter_reason.as_deref(), Some("expired"));
     let recorded = deliveries(&db.pool).await;
@@ -63,7 +103,11 @@ async fn a_recovery_email_whose_expiry_passes_while_the_relay_stalls_is_expired_
     // Past the stall, the relay answers again: nothing may arrive late.
     tokio::time::sleep(Duration::from_secs(5)).await;
     running.shutdown().await;
-    assert_eq!(sink.messages().len(), 0, "an expired recovery email never arrives");
+    assert_eq!(
+        sink.messages().len(),
+        0,
+        "an expired recovery email never arrives"
+    );
 }
 
 #[tokio::test]
@@ -73,7 +117,10 @@ async fn cyrillic_subject_name_and_bodies_arrive_intact() {
     let running = start(&db.pool, config_for(&sink, reset_templates()));
     let job = Recovery {
         locale: Some("ru-RU".to_owned()),
-        ..recovery("Анна Каренина <anna@example.com>", serde_json::json!({"name": "Анна", "link": "https://x/r/2"}))
+        ..recovery(
+            "Анна Каренина <anna@example.com>",
+            serde_json::json!({"name": "Анна", "link": "https://x/r/2"}),
+        )
     };
     let id = enqueue(&db.pool, &job, Some(Duration::from_secs(60))).await;
     wait_state(&db.pool, id, JobState::Completed).await;
@@ -92,7 +139,10 @@ async fn cyrillic_subject_name_and_bodies_arrive_intact() {
     assert!(message.body_html(0).unwrap().contains("<b>Анна</b>"));
     let recorded = deliveries(&db.pool).await;
     assert_eq!(recorded[0].locale.as_deref(), Some("ru-RU"));
-    assert_eq!(message.message_id(), Some(recorded[0].message_id.trim_matches(['<', '>'])));
+    assert_eq!(
+        message.message_id(),
+        Some(recorded[0].message_id.trim_matches(['<', '>']))
+    );
 }
 
 #[tokio::test]
@@ -100,14 +150,23 @@ async fn a_missing_variable_dead_letters_the_delivery_with_reason_template_and_s
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
     let running = start(&db.pool, config_for(&sink, reset_templates()));
-    let id = enqueue(&db.pool, &recovery("ann@example.com", serde_json::json!({})), None).await;
+    let id = enqueue(
+        &db.pool,
+        &recovery("ann@example.com", serde_json::json!({})),
+        None,
+    )
+    .await;
     let job = wait_state(&db.pool, id, JobState::DeadLetter).await;
     running.shutdown().await;
     assert_eq!(job.dead_letter_reason.as_deref(), Some("template"));
     assert_eq!(job.attempt, 1, "never retried");
     let recorded = deliveries(&db.pool).await;
     assert_eq!(recorded[0].status, Status::DeadLetter);
-    assert!(recorded[0].last_error.as_deref().unwrap().contains("link"), "{:?}", recorded[0].last_error);
+    assert!(
+        recorded[0].last_error.as_deref().unwrap().contains("link"),
+        "{:?}",
+        recorded[0].last_error
+    );
     assert_eq!(sink.messages().len(), 0);
 }
 
@@ -116,7 +175,10 @@ async fn a_second_job_with_the_same_idempotency_key_sends_nothing() {
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
     let running = start(&db.pool, config_for(&sink, reset_templates()));
-    let job = Recovery { idempotency_key: Some("reset:42".to_owned()), ..recovery("ann@example.com", serde_json::json!({"link": "l"})) };
+    let job = Recovery {
+        idempotency_key: Some("reset:42".to_owned()),
+        ..recovery("ann@example.com", serde_json::json!({"link": "l"}))
+    };
     let first = enqueue(&db.pool, &job, None).await;
     wait_state(&db.pool, first, JobState::Completed).await;
     let second = enqueue(&db.pool, &job, None).await;
@@ -133,11 +195,19 @@ async fn stub_mode_renders_records_suppressed_and_completes() {
     let mut config = config_for(&sink, reset_templates());
     config.mode = Mode::Stub;
     let running = start(&db.pool, config);
-    let id = enqueue(&db.pool, &recovery("ann@example.com", serde_json::json!({"link": "l"})), None).await;
+    let id = enqueue(
+        &db.pool,
+        &recovery("ann@example.com", serde_json::json!({"link": "l"})),
+        None,
+    )
+    .await;
     wait_state(&db.pool, id, JobState::Completed).await;
     running.shutdown().await;
     let recorded = deliveries(&db.pool).await;
-    assert_eq!((recorded[0].status, recorded[0].suppressed_reason.as_deref()), (Status::Suppressed, Some("stub")));
+    assert_eq!(
+        (recorded[0].status, recorded[0].suppressed_reason.as_deref()),
+        (Status::Suppressed, Some("stub"))
+    );
     assert_eq!(sink.connections(), 0, "nothing leaves in stub mode");
 }
 
@@ -145,12 +215,22 @@ async fn stub_mode_renders_records_suppressed_and_completes() {
 async fn a_suppressed_address_is_never_sent_to() {
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
-    delivery::suppress(&db.pool, "Ann <ANN@example.com>", "manual").await.unwrap();
+    delivery::suppress(&db.pool, "Ann <ANN@example.com>", "manual")
+        .await
+        .unwrap();
     let running = start(&db.pool, config_for(&sink, reset_templates()));
-    let id = enqueue(&db.pool, &recovery("ann@example.com", serde_json::json!({"link": "l"})), None).await;
+    let id = enqueue(
+        &db.pool,
+        &recovery("ann@example.com", serde_json::json!({"link": "l"})),
+        None,
+    )
+    .await;
     wait_state(&db.pool, id, JobState::Completed).await;
     running.shutdown().await;
     assert_eq!(sink.attempts_for("ann@example.com"), 0);
     let recorded = deliveries(&db.pool).await;
-    assert_eq!((recorded[0].status, recorded[0].suppressed_reason.as_deref()), (Status::Suppressed, Some("list")));
+    assert_eq!(
+        (recorded[0].status, recorded[0].suppressed_reason.as_deref()),
+        (Status::Suppressed, Some("list"))
+    );
 }

@@ -13,7 +13,10 @@ use sqlx::PgPool;
 use crate::{config_for, start, templates};
 
 fn hello() -> std::path::PathBuf {
-    templates(&[("hello/subject.txt", "Hello"), ("hello/body.txt", "Hello {{ who }}")])
+    templates(&[
+        ("hello/subject.txt", "Hello"),
+        ("hello/body.txt", "Hello {{ who }}"),
+    ])
 }
 
 async fn enqueue(pool: &PgPool, to: &str) -> docket_queue::JobId {
@@ -24,7 +27,9 @@ async fn enqueue(pool: &PgPool, to: &str) -> docket_queue::JobId {
         locale: None,
         idempotency_key: None,
     };
-    docket_queue::enqueue(pool, &NewJob::typed(&job).unwrap().queue(RECOVERY_QUEUE)).await.unwrap()
+    docket_queue::enqueue(pool, &NewJob::typed(&job).unwrap().queue(RECOVERY_QUEUE))
+        .await
+        .unwrap()
 }
 
 async fn fault(pool: &PgPool) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
@@ -35,15 +40,23 @@ async fn fault(pool: &PgPool) -> Option<(chrono::DateTime<chrono::Utc>, String)>
 }
 
 #[tokio::test]
-async fn starttls_with_a_trusted_self_signed_certificate_and_auth_with_a_wrong_then_the_right_password() {
+async fn starttls_with_a_trusted_self_signed_certificate_and_auth_with_a_wrong_then_the_right_password(
+) {
     let db = TestDb::new().await;
     let cert = SelfSigned::generate();
-    let sink = SmtpSink::builder().starttls(cert.clone()).auth("docket", "right-password").start().await;
+    let sink = SmtpSink::builder()
+        .starttls(cert.clone())
+        .auth("docket", "right-password")
+        .start()
+        .await;
     let port = sink.addr().port();
     let with = |password: &str| {
         let mut config = config_for(&sink, hello());
         config.mode = docket_mail::config::Mode::Smtp(
-            SmtpUrl::parse(&format!("smtp://docket:{password}@localhost:{port}?tls=required")).unwrap(),
+            SmtpUrl::parse(&format!(
+                "smtp://docket:{password}@localhost:{port}?tls=required"
+            ))
+            .unwrap(),
         );
         config.ca_file = Some(cert.cert.clone());
         config.retry_ladder = vec![Duration::from_millis(300)];
@@ -53,17 +66,37 @@ async fn starttls_with_a_trusted_self_signed_certificate_and_auth_with_a_wrong_t
     // A wrong password: a configuration fault, retried without spending the attempt.
     let running = start(&db.pool, with("wrong-password"));
     let id = enqueue(&db.pool, "ann@example.com").await;
-    eventually(Duration::from_secs(20), "the fault is recorded", || async { fault(&db.pool).await.is_some() }).await;
+    eventually(Duration::from_secs(20), "the fault is recorded", || async {
+        fault(&db.pool).await.is_some()
+    })
+    .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     running.shutdown().await;
     let (_, what) = fault(&db.pool).await.unwrap();
     assert!(what.contains("535"), "{what}");
-    assert!(!what.contains("wrong-password"), "credentials never reach a record: {what}");
+    assert!(
+        !what.contains("wrong-password"),
+        "credentials never reach a record: {what}"
+    );
     let job = docket_queue::admin::show(&db.pool, id).await.unwrap();
-    assert!(matches!(job.state, JobState::Pending | JobState::Retrying), "{job:?}");
+    assert!(
+        matches!(job.state, JobState::Pending | JobState::Retrying),
+        "{job:?}"
+    );
     assert_eq!(job.attempt, 0, "the job's attempts are not spent: {job:?}");
-    let recorded = delivery::list(&db.pool, &DeliveryFilter { limit: 10, ..Default::default() }).await.unwrap();
-    assert_eq!((recorded[0].status, recorded[0].attempts), (Status::Queued, 0));
+    let recorded = delivery::list(
+        &db.pool,
+        &DeliveryFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (recorded[0].status, recorded[0].attempts),
+        (Status::Queued, 0)
+    );
     assert_eq!(sink.messages().len(), 0);
 
     // The right one: sent over TLS, and the fault is cleared.
@@ -74,7 +107,10 @@ async fn starttls_with_a_trusted_self_signed_certificate_and_auth_with_a_wrong_t
     .await;
     running.shutdown().await;
     assert_eq!(sink.count_for("ann@example.com"), 1);
-    assert!(fault(&db.pool).await.is_none(), "the fault is cleared by a message that went through");
+    assert!(
+        fault(&db.pool).await.is_none(),
+        "the fault is cleared by a message that went through"
+    );
 }
 
 #[tokio::test]
@@ -83,16 +119,41 @@ async fn a_pooled_connection_the_server_closed_while_idle_costs_no_attempt() {
     let sink = SmtpSink::start().await;
     let running = start(&db.pool, config_for(&sink, hello()));
     let first = enqueue(&db.pool, "one@example.com").await;
-    eventually(Duration::from_secs(20), "the first message", || async { sink.messages().len() == 1 }).await;
+    eventually(Duration::from_secs(20), "the first message", || async {
+        sink.messages().len() == 1
+    })
+    .await;
     sink.close_idle_connections();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let second = enqueue(&db.pool, "two@example.com").await;
-    eventually(Duration::from_secs(20), "the second message", || async { sink.messages().len() == 2 }).await;
+    eventually(Duration::from_secs(20), "the second message", || async {
+        sink.messages().len() == 2
+    })
+    .await;
     running.shutdown().await;
     for id in [first, second] {
-        assert_eq!(docket_queue::admin::show(&db.pool, id).await.unwrap().state, JobState::Completed);
+        assert_eq!(
+            docket_queue::admin::show(&db.pool, id).await.unwrap().state,
+            JobState::Completed
+        );
     }
-    let recorded = delivery::list(&db.pool, &DeliveryFilter { limit: 10, ..Default::default() }).await.unwrap();
-    assert!(recorded.iter().all(|d| d.status == Status::Sent && d.attempts == 1), "{recorded:?}");
-    assert!(sink.connections() >= 2, "a fresh connection replaced the closed one");
+    let recorded = delivery::list(
+        &db.pool,
+        &DeliveryFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        recorded
+            .iter()
+            .all(|d| d.status == Status::Sent && d.attempts == 1),
+        "{recorded:?}"
+    );
+    assert!(
+        sink.connections() >= 2,
+        "a fresh connection replaced the closed one"
+    );
 }

@@ -1,0 +1,173 @@
+//! `GET /api/mail/deliveries`, `POST /api/campaigns`, `GET /api/campaigns/{id}`: the mail
+//! records and campaigns, as `docket mail` shows and makes them.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use docket_mail::campaign::{self, CampaignStatus, NewCampaign, Recipient};
+use docket_mail::delivery::{self, Delivery, DeliveryFilter, Status};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Authorized;
+use crate::error::ApiError;
+use crate::routes::jobs::ApiJson;
+use crate::state::AppState;
+
+/// `GET /api/mail/deliveries` query.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct DeliveriesQuery {
+    /// Only this status: queued, sending, sent, suppressed, failed, dead_letter, expired.
+    #[param(value_type = Option<Status>)]
+    status: Option<String>,
+    /// Only this campaign's.
+    #[param(value_type = Option<uuid::Uuid>)]
+    campaign: Option<String>,
+    /// Only to this address (any case).
+    #[param(min_length = 1, max_length = 320)]
+    to: Option<String>,
+    /// At most this many, newest first: 1 to 1000; default 50.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// Deliveries, newest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct Deliveries {
+    deliveries: Vec<Delivery>,
+}
+
+#[utoipa::path(get, path = "/api/mail/deliveries", params(DeliveriesQuery), security(("bearer" = [])),
+    responses((status = 200, body = Deliveries), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn deliveries(
+    State(state): State<AppState>,
+    _: Authorized,
+    params: Result<Query<DeliveriesQuery>, QueryRejection>,
+) -> Result<Json<Deliveries>, ApiError> {
+    let Query(params) = params.map_err(|err| ApiError::BadRequest(err.body_text()))?;
+    let status = params
+        .status
+        .as_deref()
+        .map(str::parse::<Status>)
+        .transpose()
+        .map_err(|err| ApiError::BadRequest(err.to_string()))?;
+    let campaign_id = params
+        .campaign
+        .as_deref()
+        .map(|id| {
+            id.parse()
+                .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a campaign id (a UUID)")))
+        })
+        .transpose()?;
+    if params
+        .to
+        .as_ref()
+        .is_some_and(|to| to.is_empty() || to.chars().count() > 320 || to.contains('\0'))
+    {
+        return Err(ApiError::BadRequest(
+            "to must be 1 to 320 characters, without NUL".into(),
+        ));
+    }
+    let filter = DeliveryFilter {
+        status,
+        campaign_id,
+        to: params.to,
+        limit: params.limit.unwrap_or(50),
+    };
+    // A filter out of range is a bad query (400), not a bad body.
+    let deliveries = delivery::list(&state.pool, &filter)
+        .await
+        .map_err(|err| match err {
+            docket_mail::MailError::Invalid(message) => ApiError::BadRequest(message),
+            other => other.into(),
+        })?;
+    Ok(Json(Deliveries { deliveries }))
+}
+
+/// `POST /api/campaigns` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CampaignRequest {
+    /// Its name (1 to 200 characters).
+    #[schema(min_length = 1, max_length = 200)]
+    name: String,
+    /// The template every recipient gets.
+    #[schema(min_length = 1)]
+    template: String,
+    /// Its recipients: at least one, each address once.
+    #[schema(min_items = 1)]
+    recipients: Vec<RecipientRequest>,
+    /// Recipients per batch job, 1 to 10000; default 100.
+    #[schema(minimum = 1, maximum = 10000)]
+    batch_size: Option<usize>,
+}
+
+/// One recipient.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecipientRequest {
+    /// An address or `Name <address>`.
+    to: String,
+    /// The recipient's locale.
+    locale: Option<String>,
+    /// The recipient's template variables.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    vars: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `POST /api/campaigns` answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct CampaignCreated {
+    /// The campaign's id.
+    id: uuid::Uuid,
+    /// Its recipients.
+    total: usize,
+}
+
+#[utoipa::path(post, path = "/api/campaigns", request_body = CampaignRequest, security(("bearer" = [])),
+    responses((status = 201, body = CampaignCreated), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn create_campaign(
+    State(state): State<AppState>,
+    _: Authorized,
+    ApiJson(body): ApiJson<CampaignRequest>,
+) -> Result<(StatusCode, Json<CampaignCreated>), ApiError> {
+    let mailer = state.mailer.as_ref().ok_or(ApiError::Unavailable)?;
+    let mut recipients = Vec::with_capacity(body.recipients.len());
+    for r in body.recipients {
+        let mailbox = docket_mail::message::parse_mailbox(&r.to, None)
+            .map_err(|err| ApiError::Invalid(err.to_string()))?;
+        recipients.push(Recipient {
+            to: mailbox.email.to_string(),
+            name: mailbox.name,
+            locale: r.locale,
+            vars: r.vars.into(),
+        });
+    }
+    let total = recipients.len();
+    let new = NewCampaign {
+        batch_size: body
+            .batch_size
+            .unwrap_or(docket_mail::config::CAMPAIGN_BATCH_SIZE_DEFAULT),
+        ..NewCampaign::new(&body.name, &body.template, recipients)
+    };
+    let id = campaign::create(&state.pool, mailer.catalog(), mailer.from(), &new).await?;
+    Ok((StatusCode::CREATED, Json(CampaignCreated { id, total })))
+}
+
+#[utoipa::path(get, path = "/api/campaigns/{id}", params(("id" = uuid::Uuid, Path, description = "The campaign's id")), security(("bearer" = [])),
+    responses((status = 200, body = CampaignStatus), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn show_campaign(
+    State(state): State<AppState>,
+    _: Authorized,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignStatus>, ApiError> {
+    let id: uuid::Uuid = id
+        .parse()
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a campaign id (a UUID)")))?;
+    Ok(Json(campaign::show(&state.pool, id).await?))
+}

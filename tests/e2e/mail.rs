@@ -1,0 +1,376 @@
+//! Email through the real binary: start-up refuses a broken template, the `docket mail`
+//! commands, and a worker killed with SIGKILL in the middle of a campaign.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use docket_testkit::{eventually, SmtpSink, TestDb};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(90);
+
+fn folder(files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("docket-e2e-mail-{}", uuid::Uuid::now_v7()));
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+fn newsletter() -> PathBuf {
+    folder(&[
+        ("news/subject.txt", "News for {{ name }}"),
+        ("news/body.txt", "Hello {{ name }}, plan {{ plan }}."),
+    ])
+}
+
+fn docket(db: &TestDb, templates: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_docket"))
+        .args(args)
+        .env("DATABASE_URL", &db.url)
+        .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_TEMPLATE_DIR", templates)
+        .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
+        .output()
+        .expect("run docket")
+}
+
+fn ok(output: &Output) -> String {
+    assert!(
+        output.status.success(),
+        "docket failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn recipients_csv(n: usize) -> PathBuf {
+    let mut csv = String::from("email,name,plan\n");
+    for i in 0..n {
+        csv.push_str(&format!("user{i}@example.com,User {i},pro\n"));
+    }
+    let path = std::env::temp_dir().join(format!("docket-recipients-{}.csv", uuid::Uuid::now_v7()));
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_broken_template_stops_serve_before_it_listens_naming_the_file_and_line() {
+    let db = TestDb::new().await;
+    let templates = folder(&[
+        ("welcome/subject.txt", "Welcome"),
+        ("welcome/body.txt", "Hello,\n{% if name %}{{ name }\n"),
+    ]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let output = tokio::task::spawn_blocking({
+        let url = db.url.clone();
+        let templates = templates.clone();
+        move || {
+            Command::new(env!("CARGO_BIN_EXE_docket"))
+                .arg("serve")
+                .env("DATABASE_URL", url)
+                .env("DOCKET_LOG_FORMAT", "json")
+                .env("DOCKET_TEMPLATE_DIR", templates)
+                .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{port}"))
+                .env("CRON_SECRET", "s3cret")
+                .stdin(Stdio::null())
+                .output()
+                .unwrap()
+        }
+    });
+    let output = tokio::time::timeout(Duration::from_secs(30), output)
+        .await
+        .expect("serve exits")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    let file = templates.join("welcome/body.txt");
+    assert!(
+        stderr.contains(&format!("{}:2", file.display())),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("http.listening"),
+        "it never listened: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn the_mail_commands_render_list_suppress_and_run_a_campaign_s_controls() {
+    let db = TestDb::new().await;
+    let templates = newsletter();
+    let listed: Value = serde_json::from_str(&ok(&docket(
+        &db,
+        &templates,
+        &["mail", "templates", "--json"],
+    )))
+    .unwrap();
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        names.contains(&"news") && names.contains(&"docket/campaign_finished"),
+        "{names:?}"
+    );
+
+    let rendered = ok(&docket(
+        &db,
+        &templates,
+        &[
+            "mail",
+            "render",
+            "news",
+            "--vars",
+            r#"{"name": "Ann", "plan": "pro"}"#,
+        ],
+    ));
+    assert!(
+        rendered.contains("Subject: News for Ann") && rendered.contains("Hello Ann, plan pro."),
+        "{rendered}"
+    );
+    let missing = docket(
+        &db,
+        &templates,
+        &["mail", "render", "news", "--vars", r#"{"name": "Ann"}"#],
+    );
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("plan"),
+        "the missing variable is named"
+    );
+
+    ok(&docket(
+        &db,
+        &templates,
+        &[
+            "mail",
+            "suppress",
+            "Bounce <BOUNCE@example.com>",
+            "--reason",
+            "complaint",
+        ],
+    ));
+    let list: Value = serde_json::from_str(&ok(&docket(
+        &db,
+        &templates,
+        &["mail", "suppressions", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(list[0]["address"], "bounce@example.com");
+    assert_eq!(list[0]["reason"], "complaint");
+    ok(&docket(
+        &db,
+        &templates,
+        &["mail", "unsuppress", "bounce@example.com"],
+    ));
+    let list: Value = serde_json::from_str(&ok(&docket(
+        &db,
+        &templates,
+        &["mail", "suppressions", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(list, serde_json::json!([]));
+
+    // A file with a bad row: the row is reported with its line and skipped.
+    let file = std::env::temp_dir().join(format!("docket-recipients-{}.csv", uuid::Uuid::now_v7()));
+    std::fs::write(
+        &file,
+        "email,name,plan\nann@example.com,Ann,pro\nnot an address,Bob,free\n",
+    )
+    .unwrap();
+    let created = docket(
+        &db,
+        &templates,
+        &[
+            "mail",
+            "campaign",
+            "create",
+            "--name",
+            "n",
+            "--template",
+            "news",
+            "--recipients",
+            file.to_str().unwrap(),
+        ],
+    );
+    let id = ok(&created).trim().to_owned();
+    assert!(
+        String::from_utf8_lossy(&created.stderr).contains(":3: skipped"),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    ok(&docket(
+        &db,
+        &templates,
+        &["mail", "campaign", "pause", &id],
+    ));
+    let shown: Value = serde_json::from_str(&ok(&docket(
+        &db,
+        &templates,
+        &["mail", "campaign", "show", &id, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(
+        (
+            shown["state"].as_str(),
+            shown["total"].as_i64(),
+            shown["pending"].as_i64()
+        ),
+        (Some("paused"), Some(1), Some(1))
+    );
+    ok(&docket(
+        &db,
+        &templates,
+        &["mail", "campaign", "cancel", &id],
+    ));
+    let listed: Value = serde_json::from_str(&ok(&docket(
+        &db,
+        &templates,
+        &["mail", "campaign", "list", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(listed[0]["state"], "cancelled");
+    let deliveries: Value = serde_json::from_str(&ok(&docket(
+        &db,
+        &templates,
+        &["mail", "deliveries", "--campaign", &id, "--json"],
+    )))
+    .unwrap();
+    assert_eq!(deliveries[0]["recipient"], "ann@example.com");
+    assert_eq!(deliveries[0]["status"], "queued");
+
+    let unknown = docket(
+        &db,
+        &templates,
+        &[
+            "mail",
+            "campaign",
+            "create",
+            "--name",
+            "n",
+            "--template",
+            "nope",
+            "--recipients",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no template named \"nope\""));
+}
+
+fn spawn_worker(db: &TestDb, sink: &SmtpSink, templates: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("worker")
+        .env("DATABASE_URL", &db.url)
+        .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_QUEUES", "mail:4")
+        .env("DOCKET_POLL_INTERVAL", "0.2")
+        .env("DOCKET_HEARTBEAT_INTERVAL", "0.5")
+        .env("DOCKET_LEASE_TIMEOUT", "2")
+        .env("DOCKET_RESCUER_INTERVAL", "0.5")
+        .env("DOCKET_SMTP_URL", sink.url())
+        .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
+        .env("DOCKET_TEMPLATE_DIR", templates)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docket worker")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_campaign_and_restarted_sends_each_recipient_once() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    let templates = newsletter();
+    let total = 400;
+    let file = recipients_csv(total);
+    let id = ok(&docket(
+        &db,
+        &templates,
+        &[
+            "mail",
+            "campaign",
+            "create",
+            "--name",
+            "kill",
+            "--template",
+            "news",
+            "--recipients",
+            file.to_str().unwrap(),
+            "--batch-size",
+            "50",
+        ],
+    ))
+    .trim()
+    .to_owned();
+    let mut worker = spawn_worker(&db, &sink, &templates);
+    eventually(WAIT, "a quarter of the campaign is sent", || async {
+        sink.messages().len() >= total / 4
+    })
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    // What was in flight at the kill: the only deliveries that may go twice.
+    let in_flight: HashSet<String> = sqlx::query_scalar::<_, String>(
+        "select recipient from docket.mail_deliveries where status = 'sending'",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert!(sink.messages().len() < total, "killed mid-campaign");
+    assert!(
+        in_flight.len() <= 4,
+        "at most one message per sender in flight: {in_flight:?}"
+    );
+
+    let mut worker = spawn_worker(&db, &sink, &templates);
+    eventually(WAIT, "the campaign finishes", || async {
+        let shown = docket(
+            &db,
+            &templates,
+            &["mail", "campaign", "show", &id, "--json"],
+        );
+        let shown: Value = serde_json::from_slice(&shown.stdout).unwrap_or_default();
+        shown["state"] == "finished"
+    })
+    .await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    for i in 0..total {
+        let address = format!("user{i}@example.com");
+        let received = sink.count_for(&address);
+        assert!(received >= 1, "{address} was skipped");
+        assert!(
+            received == 1 || in_flight.contains(&address),
+            "{address} got {received} messages outside the crash window"
+        );
+    }
+    let shown: Value = serde_json::from_slice(
+        &docket(
+            &db,
+            &templates,
+            &["mail", "campaign", "show", &id, "--json"],
+        )
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        (shown["sent"].as_i64(), shown["pending"].as_i64()),
+        (Some(total as i64), Some(0)),
+        "{shown}"
+    );
+}
