@@ -13,6 +13,19 @@ const SECRET: &str = "openapi-secret";
 /// A fixed seed: a failure reproduces; raise `--max-examples` locally to search wider.
 const SEED: &str = "20261201";
 
+/// A catalog with one template, so that campaigns can be created.
+fn templates() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("docket-openapi-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(dir.join("news")).unwrap();
+    std::fs::write(dir.join("news/subject.txt"), "News").unwrap();
+    std::fs::write(
+        dir.join("news/body.txt"),
+        "Hello {{ name | default('you') }}",
+    )
+    .unwrap();
+    dir
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_driven_fuzzer_finds_nothing_the_document_does_not_say() {
     let available = Command::new("python3")
@@ -35,6 +48,7 @@ async fn a_schema_driven_fuzzer_finds_nothing_the_document_does_not_say() {
         .env("CRON_SECRET", SECRET)
         .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_TEMPLATE_DIR", templates())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

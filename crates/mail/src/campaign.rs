@@ -11,7 +11,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use docket_queue::batch::{Callback, NewBatch};
-use docket_queue::NewJob;
+use docket_queue::{JobId, NewJob};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
@@ -128,11 +128,20 @@ pub fn parse_recipients(text: &str) -> Result<Recipients> {
                     reason: format!("{} is listed more than once", mailbox.email),
                 });
             }
-            Ok(mailbox) => rows.push(Recipient {
-                to: mailbox.email.to_string(),
-                name: mailbox.name,
-                ..row
-            }),
+            Ok(mailbox) => {
+                let recipient = Recipient {
+                    to: mailbox.email.to_string(),
+                    name: mailbox.name,
+                    ..row
+                };
+                match check_recipient(&recipient) {
+                    Ok(()) => rows.push(recipient),
+                    Err(err) => parsed.bad.push(BadRow {
+                        line,
+                        reason: err.to_string(),
+                    }),
+                }
+            }
         }
     }
     parsed.bad.sort_by_key(|bad| bad.line);
@@ -315,25 +324,17 @@ pub async fn create(
         )));
     }
     for recipient in &campaign.recipients {
-        // PostgreSQL's text and jsonb hold no NUL: refuse it here, naming the recipient.
-        let vars = recipient.vars.to_string();
-        if !recipient.vars.is_object()
-            || vars.contains("\\u0000")
-            || recipient
-                .locale
-                .as_deref()
-                .is_some_and(|l| l.contains('\0') || l.chars().count() > 35)
-        {
-            return Err(MailError::Invalid(format!(
-                "recipient {}: vars must be an object and no value may hold NUL; a locale is at most 35 characters",
-                recipient.to
-            )));
-        }
+        check_recipient(recipient)?;
     }
     let id = Uuid::now_v7();
+    // The batch jobs' ids are made here, so each delivery records the job that sends it.
+    let job_ids: Vec<JobId> = (0..campaign.recipients.len().div_ceil(campaign.batch_size))
+        .map(|_| JobId::new())
+        .collect();
     let mut rows = db::CampaignRows::default();
-    for recipient in &campaign.recipients {
+    for (index, recipient) in campaign.recipients.iter().enumerate() {
         let delivery = Uuid::now_v7();
+        rows.job_ids.push(job_ids[index / campaign.batch_size].0);
         let mut vars = recipient.vars.clone();
         if let (Some(name), Some(map)) = (&recipient.name, vars.as_object_mut()) {
             map.entry("name").or_insert_with(|| name.clone().into());
@@ -367,12 +368,16 @@ pub async fn create(
     }
     let jobs = inserted
         .chunks(campaign.batch_size)
-        .map(|chunk| {
+        .zip(&job_ids)
+        .map(|(chunk, job_id)| {
             NewJob::typed(&CampaignBatch {
                 campaign_id: id,
                 deliveries: chunk.to_vec(),
             })
-            .map(|job| job.queue(MAIL_QUEUE).max_attempts(CAMPAIGN_JOB_ATTEMPTS))
+            .map(|job| NewJob {
+                id: Some(*job_id),
+                ..job.queue(MAIL_QUEUE).max_attempts(CAMPAIGN_JOB_ATTEMPTS)
+            })
         })
         .collect::<docket_queue::Result<Vec<_>>>()?;
     let callback = Callback {
@@ -397,6 +402,34 @@ pub async fn create(
         "campaign created; sending starts now"
     );
     Ok(id)
+}
+
+/// A recipient's display name, locale and variables must fit their columns: PostgreSQL's
+/// text and jsonb hold no NUL, and a header holds no line break.
+fn check_recipient(recipient: &Recipient) -> Result<()> {
+    let bad = |what: &str| {
+        Err(MailError::Invalid(format!(
+            "recipient {}: {what}",
+            recipient.to
+        )))
+    };
+    if !recipient.vars.is_object() || recipient.vars.to_string().contains("\\u0000") {
+        return bad("vars must be an object and no value may hold NUL");
+    }
+    if let Some(name) = &recipient.name {
+        if name.chars().count() > 200 || name.contains(['\0', '\r', '\n']) {
+            return bad("a name is at most 200 characters, on one line, without NUL");
+        }
+    }
+    if let Some(locale) = &recipient.locale {
+        let tag = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if locale.len() > 35 || !locale.chars().all(tag) {
+            return bad(
+                "a locale is a language tag such as pt-BR (at most 35 letters, digits, - or _)",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One campaign and its progress.

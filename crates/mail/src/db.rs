@@ -213,11 +213,11 @@ pub(crate) async fn delivery_insert_campaign(
         r#"
         insert into docket.mail_deliveries
             (id, source, campaign_id, idempotency_key, recipient, recipient_name, template, locale,
-             vars, message_id)
+             vars, message_id, job_id)
         select r.id, 'campaign', $1, $1::text || ':' || lower(r.recipient), r.recipient, r.name, $2,
-               r.locale, r.vars, r.message_id
-        from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[])
-             with ordinality as r(id, recipient, name, locale, vars, message_id, ord)
+               r.locale, r.vars, r.message_id, r.job_id
+        from unnest($3::uuid[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[], $9::uuid[])
+             with ordinality as r(id, recipient, name, locale, vars, message_id, job_id, ord)
         order by r.ord
         on conflict (idempotency_key) do nothing
         returning id
@@ -231,6 +231,7 @@ pub(crate) async fn delivery_insert_campaign(
     .bind(&rows.locales)
     .bind(&rows.vars)
     .bind(&rows.message_ids)
+    .bind(&rows.job_ids)
     .fetch_all(exec)
     .await
 }
@@ -244,6 +245,8 @@ pub(crate) struct CampaignRows {
     pub(crate) locales: Vec<Option<String>>,
     pub(crate) vars: Vec<serde_json::Value>,
     pub(crate) message_ids: Vec<String>,
+    /// The batch job that sends each one.
+    pub(crate) job_ids: Vec<Uuid>,
 }
 
 pub(crate) async fn delivery_list(

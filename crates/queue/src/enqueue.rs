@@ -73,6 +73,10 @@ pub struct NewJob {
     pub unique_key: Option<String>,
     /// Dead-lettered as `expired` instead of started after this time.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The caller's own id for the job (a UUID v7, [`JobId::new`]), so that the caller can
+    /// record it elsewhere in the same transaction. Default: a fresh one. With a unique
+    /// key that already has a live job, the live job's id is returned instead.
+    pub id: Option<JobId>,
 }
 
 impl NewJob {
@@ -87,6 +91,7 @@ impl NewJob {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             unique_key: None,
             expires_at: None,
+            id: None,
         }
     }
 
@@ -200,6 +205,14 @@ impl NewJob {
 /// [`Error::InvalidJob`] for a job that breaks a rule (nothing is written),
 /// [`Error::Database`] when the database fails.
 pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
+    if job.id.is_some() {
+        // Only the bulk statement takes the caller's id.
+        let ids = enqueue_many_in(exec, std::slice::from_ref(job), None).await?;
+        return ids
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::InvalidJob("the job was not enqueued".to_owned()));
+    }
     job.validate()?;
     let params = db::EnqueueParams {
         kind: &job.kind,
@@ -250,7 +263,9 @@ pub(crate) async fn enqueue_many_in(
     for (index, job) in jobs.iter().enumerate() {
         job.validate()
             .map_err(|err| Error::InvalidJob(format!("job {index}: {err}")))?;
-        columns.ids.push(uuid::Uuid::now_v7());
+        columns
+            .ids
+            .push(job.id.map_or_else(uuid::Uuid::now_v7, |id| id.0));
         columns.kinds.push(&job.kind);
         columns.payloads.push(sqlx::types::Json(&job.payload));
         columns.queues.push(&job.queue);

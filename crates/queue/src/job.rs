@@ -16,6 +16,19 @@ use uuid::Uuid;
 #[sqlx(transparent)]
 pub struct JobId(pub Uuid);
 
+impl JobId {
+    /// A fresh id (UUID v7), for a job the caller enqueues with [`crate::NewJob::id`].
+    pub fn new() -> JobId {
+        JobId(Uuid::now_v7())
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        JobId::new()
+    }
+}
+
 impl fmt::Display for JobId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)

@@ -215,7 +215,7 @@ fn empty_object() -> Value {
 
 /// An optional integer that may be written as a whole float (`3.0`): JSON Schema counts
 /// that as an integer, so a client generated from the document may send it.
-fn integral<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+pub(crate) fn integral<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: TryFrom<i64>,

@@ -90,17 +90,24 @@ pub(crate) async fn deliveries(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CampaignRequest {
-    /// Its name (1 to 200 characters).
-    #[schema(min_length = 1, max_length = 200)]
+    /// Its name (1 to 200 characters, not all blank, no NUL).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     name: String,
-    /// The template every recipient gets.
+    /// The template every recipient gets: one of the catalog's (`docket mail templates`);
+    /// another answers 404.
     #[schema(min_length = 1)]
     template: String,
-    /// Its recipients: at least one, each address once.
+    /// Its recipients: at least one. An address listed again (in any case) is sent to
+    /// once; `duplicates` counts the repeats.
     #[schema(min_items = 1)]
     recipients: Vec<RecipientRequest>,
     /// Recipients per batch job, 1 to 10000; default 100.
     #[schema(minimum = 1, maximum = 10000)]
+    #[serde(default, deserialize_with = "crate::routes::jobs::integral")]
     batch_size: Option<usize>,
 }
 
@@ -108,9 +115,17 @@ pub(crate) struct CampaignRequest {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RecipientRequest {
-    /// An address or `Name <address>`.
+    /// The address.
+    #[schema(
+        max_length = 254,
+        pattern = r"^[A-Za-z0-9]{1,32}([._+-][A-Za-z0-9]{1,32}){0,3}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,3}$"
+    )]
     to: String,
-    /// The recipient's locale.
+    /// The display name.
+    #[schema(max_length = 200, pattern = r"^[^\x00\r\n]*$")]
+    name: Option<String>,
+    /// The recipient's locale (`pt-BR`).
+    #[schema(max_length = 35, pattern = r"^[A-Za-z0-9_-]*$")]
     locale: Option<String>,
     /// The recipient's template variables.
     #[serde(default)]
@@ -125,21 +140,29 @@ pub(crate) struct CampaignCreated {
     id: uuid::Uuid,
     /// Its recipients.
     total: usize,
+    /// Repeated addresses left out.
+    duplicates: usize,
 }
 
 #[utoipa::path(post, path = "/api/campaigns", request_body = CampaignRequest, security(("bearer" = [])),
     responses((status = 201, body = CampaignCreated), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+        (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn create_campaign(
     State(state): State<AppState>,
     _: Authorized,
     ApiJson(body): ApiJson<CampaignRequest>,
 ) -> Result<(StatusCode, Json<CampaignCreated>), ApiError> {
     let mailer = state.mailer.as_ref().ok_or(ApiError::Unavailable)?;
-    let mut recipients = Vec::with_capacity(body.recipients.len());
+    let listed = body.recipients.len();
+    let mut recipients = Vec::with_capacity(listed);
+    let mut seen = std::collections::HashSet::new();
     for r in body.recipients {
-        let mailbox = docket_mail::message::parse_mailbox(&r.to, None)
+        let mailbox = docket_mail::message::parse_mailbox(&r.to, r.name.as_deref())
             .map_err(|err| ApiError::Invalid(err.to_string()))?;
+        if !seen.insert(mailbox.email.to_string().to_ascii_lowercase()) {
+            continue;
+        }
         recipients.push(Recipient {
             to: mailbox.email.to_string(),
             name: mailbox.name,
@@ -147,6 +170,7 @@ pub(crate) async fn create_campaign(
             vars: r.vars.into(),
         });
     }
+    let duplicates = listed - recipients.len();
     let total = recipients.len();
     let new = NewCampaign {
         batch_size: body
@@ -154,8 +178,21 @@ pub(crate) async fn create_campaign(
             .unwrap_or(docket_mail::config::CAMPAIGN_BATCH_SIZE_DEFAULT),
         ..NewCampaign::new(&body.name, &body.template, recipients)
     };
+    if !mailer.catalog().contains(&new.template) {
+        return Err(ApiError::NotFound(format!(
+            "no template named {:?} in the catalog",
+            new.template
+        )));
+    }
     let id = campaign::create(&state.pool, mailer.catalog(), mailer.from(), &new).await?;
-    Ok((StatusCode::CREATED, Json(CampaignCreated { id, total })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CampaignCreated {
+            id,
+            total,
+            duplicates,
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/campaigns/{id}", params(("id" = uuid::Uuid, Path, description = "The campaign's id")), security(("bearer" = [])),

@@ -1,9 +1,12 @@
 //! `GET /api/openapi.json`: the OpenAPI document, generated from the handlers and types
 //! themselves so it cannot drift from them.
 
+use axum::extract::State;
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
+
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -46,6 +49,27 @@ impl Modify for Bearer {
     }
 }
 
-pub(crate) async fn get() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub(crate) async fn get(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    let mut doc = ApiDoc::openapi();
+    if let Some(mailer) = &state.mailer {
+        let names = mailer.catalog().list().into_iter().map(|t| t.name);
+        name_templates(&mut doc, names.map(serde_json::Value::from).collect());
+    }
+    Json(doc)
+}
+
+/// The campaign request's `template` can only be one of the catalog's: the document says
+/// which, so a client (or a fuzzer) knows the values the server accepts.
+fn name_templates(doc: &mut utoipa::openapi::OpenApi, names: Vec<serde_json::Value>) {
+    use utoipa::openapi::{RefOr, Schema};
+    let Some(RefOr::T(Schema::Object(request))) = doc
+        .components
+        .as_mut()
+        .and_then(|c| c.schemas.get_mut("CampaignRequest"))
+    else {
+        return;
+    };
+    if let Some(RefOr::T(Schema::Object(template))) = request.properties.get_mut("template") {
+        template.enum_values = Some(names);
+    }
 }
