@@ -73,17 +73,26 @@ impl Config {
             None if std::io::IsTerminal::is_terminal(&std::io::stderr()) => LogFormat::Pretty,
             None => LogFormat::Json,
         };
+        let mail = mail_config(&source)?;
+        let mut runtime = runtime_config(&source)?;
+        if mail.notify.dead_letters {
+            // Docket's own schedule: one digest a minute, when there is something to say.
+            runtime
+                .schedules
+                .push(docket_mail::jobs::dead_letter_schedule());
+            runtime.validate()?;
+        }
         Ok(Config {
             database_url,
             log_format,
-            runtime: runtime_config(&source)?,
+            runtime,
             pool_size: source.parse("DOCKET_DB_POOL_SIZE")?,
             cron_secret: source.text("CRON_SECRET").and_then(Secret::new),
             http_addr: source
                 .parse("DOCKET_HTTP_ADDR")?
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
             health: health_config(&source)?,
-            mail: mail_config(&source)?,
+            mail,
             check: CheckConfig {
                 disk_path: source
                     .text("DOCKET_CHECK_DISK_PATH")

@@ -100,6 +100,45 @@ impl JobArgs for CampaignFinished {
     const KIND: &'static str = "mail.campaign_finished";
 }
 
+/// `mail.dead_letter_digest`: tells the admin address about jobs dead-lettered in the minute
+/// before its tick (nothing when there were none). Enqueued by the built-in schedule
+/// [`DEAD_LETTER_SCHEDULE`] when `DOCKET_MAIL_NOTIFY` has `dead_letters`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeadLetterDigest {
+    /// The window before the tick, in seconds. Default 60.
+    #[serde(default = "minute")]
+    pub window_seconds: u32,
+}
+
+impl JobArgs for DeadLetterDigest {
+    const KIND: &'static str = "mail.dead_letter_digest";
+}
+
+fn minute() -> u32 {
+    60
+}
+
+/// The built-in schedule's name.
+pub const DEAD_LETTER_SCHEDULE: &str = "docket.dead_letter_digest";
+
+/// The most dead letters one notification lists (it counts them all).
+const DIGEST_LIST_LIMIT: u32 = 20;
+
+/// The built-in schedule of [`DeadLetterDigest`]: every minute, on the minute; missed
+/// ticks are skipped (a digest after downtime would only repeat the current state).
+pub fn dead_letter_schedule() -> docket_worker::schedule::ScheduleConfig {
+    docket_worker::schedule::ScheduleConfig {
+        queue: MAIL_QUEUE.to_owned(),
+        catch_up: docket_worker::schedule::CatchUp::Skip,
+        ..docket_worker::schedule::ScheduleConfig::new(
+            DEAD_LETTER_SCHEDULE,
+            "0 * * * * *",
+            <DeadLetterDigest as JobArgs>::KIND,
+        )
+    }
+}
+
 fn empty_object() -> serde_json::Value {
     serde_json::json!({})
 }
@@ -149,9 +188,14 @@ pub fn register(registry: &mut Registry, mailer: Arc<Mailer>) {
         let mailer = m.clone();
         async move { send_campaign_batch(&mailer, &job, &ctx).await }
     });
+    let m = mailer.clone();
     registry.register(move |job: CampaignFinished, _ctx: JobContext| {
-        let mailer = mailer.clone();
+        let mailer = m.clone();
         async move { campaign_finished(&mailer, &job).await }
+    });
+    registry.register(move |job: DeadLetterDigest, ctx: JobContext| {
+        let mailer = mailer.clone();
+        async move { dead_letter_digest(&mailer, &job, &ctx).await }
     });
 }
 
@@ -343,6 +387,46 @@ async fn campaign_finished(mailer: &Mailer, job: &CampaignFinished) -> Result<()
         .await
         .map_err(|err| JobError::from(err.to_string()))?;
     tracing::info!(event = docket_queue::telemetry::event::MAIL_NOTIFIED, job.id = %id, campaign.id = %campaign.id, "admin told: campaign finished");
+    Ok(())
+}
+
+async fn dead_letter_digest(
+    mailer: &Mailer,
+    job: &DeadLetterDigest,
+    ctx: &JobContext,
+) -> Result<(), JobError> {
+    let until = ctx.run_at();
+    let since = until - chrono::Duration::seconds(i64::from(job.window_seconds));
+    let (count, jobs) =
+        docket_queue::admin::dead_lettered_between(&mailer.pool, since, until, DIGEST_LIST_LIMIT)
+            .await
+            .map_err(|err| JobError::from(err.to_string()))?;
+    if count == 0 {
+        return Ok(());
+    }
+    let listed: Vec<serde_json::Value> = jobs
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "id": j.id, "kind": j.kind, "queue": j.queue,
+                "reason": j.dead_letter_reason, "last_error": j.last_error,
+            })
+        })
+        .collect();
+    let admin = NewJob::typed(&Admin {
+        to: None,
+        template: "docket/dead_letters".to_owned(),
+        vars: serde_json::json!({
+            "count": count, "since": since.to_rfc3339(), "until": until.to_rfc3339(), "jobs": listed,
+        }),
+    })
+    .map_err(|err| JobError::permanent(err.to_string()))?
+    .queue(MAIL_QUEUE)
+    .unique_key(format!("dead_letters:{}", until.timestamp()));
+    let id = docket_queue::enqueue(&mailer.pool, &admin)
+        .await
+        .map_err(|err| JobError::from(err.to_string()))?;
+    tracing::info!(event = docket_queue::telemetry::event::MAIL_NOTIFIED, job.id = %id, count, "admin told: jobs dead-lettered");
     Ok(())
 }
 

@@ -192,3 +192,20 @@ where
         }
     }
 }
+
+/// Jobs dead-lettered in `(since, until]`: how many, and the newest `limit` of them. What a
+/// notification of new dead letters says.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn dead_lettered_between(
+    exec: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: u32,
+) -> Result<(i64, Vec<Job>)> {
+    let rows = db::job_list_dead_lettered_between(exec, since, until, i64::from(limit)).await?;
+    let total = rows.first().map_or(0, |row| row.total);
+    Ok((total, rows.into_iter().map(|row| row.job).collect()))
+}

@@ -32,6 +32,8 @@ pub struct Received {
     pub to: Vec<String>,
     /// The message, headers and body, dot-unstuffed, as sent.
     pub data: Vec<u8>,
+    /// When its DATA was answered 250.
+    pub at: std::time::Instant,
 }
 
 /// A certificate and its key, as PEM files the sink serves and a client may trust.
@@ -421,6 +423,7 @@ impl Session {
                         from: envelope.from.take().unwrap_or_default(),
                         to: std::mem::take(&mut envelope.to),
                         data,
+                        at: std::time::Instant::now(),
                     };
                     let number = {
                         let mut shared = lock(&self.shared);

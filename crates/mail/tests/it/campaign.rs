@@ -253,3 +253,77 @@ async fn a_paused_campaign_sends_nothing_until_resumed() {
     running.shutdown().await;
     assert_eq!(status.sent, 3);
 }
+
+#[tokio::test]
+async fn the_relay_rate_holds_over_two_processes_together() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    let dir = newsletter();
+    let id = create(&db.pool, &dir, "limited", recipients(30, "example.com"), 5).await;
+    let mut config = config_for(&sink, dir);
+    config.rate = Some("5/s".parse().unwrap());
+    // Two runtimes with pools of their own: two processes sharing one bucket.
+    let other_pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let started = std::time::Instant::now();
+    let first = start(&db.pool, config.clone());
+    let second = start(&other_pool, config);
+    let status = wait_finished(&db.pool, id, Duration::from_secs(60)).await;
+    first.shutdown().await;
+    second.shutdown().await;
+    assert_eq!(status.sent, 30);
+    // A full bucket (one second's worth, 5) goes at once; the other 25 at 5 a second.
+    let last = sink.messages().iter().map(|m| m.at).max().unwrap();
+    let took = last.duration_since(started);
+    assert!(
+        took >= Duration::from_millis(4800),
+        "30 messages at 5/s took only {took:?}"
+    );
+}
+
+#[tokio::test]
+async fn throttling_replies_hold_the_sender_without_spending_attempts() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reply_to_all(Some("421 4.7.0 Try again later, closing connection"));
+    let dir = newsletter();
+    let id = create(
+        &db.pool,
+        &dir,
+        "throttled",
+        recipients(3, "example.com"),
+        10,
+    )
+    .await;
+    let mut config = config_for(&sink, dir);
+    config.rate = Some("50/s".parse().unwrap());
+    config.retry_ladder = vec![Duration::from_millis(300)];
+    let running = start(&db.pool, config);
+    eventually(
+        Duration::from_secs(30),
+        "the relay refused three times",
+        || async { sink.attempts_for("user0@example.com") >= 3 },
+    )
+    .await;
+    sink.reply_to_all(None);
+    let status = wait_finished(&db.pool, id, Duration::from_secs(30)).await;
+    running.shutdown().await;
+    assert_eq!(
+        (status.sent, status.dead_letter),
+        (3, 0),
+        "a one-step ladder would have run out: {status:?}"
+    );
+    let deliveries = delivery::list(
+        &db.pool,
+        &DeliveryFilter {
+            campaign_id: Some(id),
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        deliveries.iter().all(|d| d.attempts == 1),
+        "only the accepted attempt counts: {deliveries:?}"
+    );
+}

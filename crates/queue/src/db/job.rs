@@ -335,6 +335,37 @@ pub(crate) async fn job_list(
     .await
 }
 
+/// Jobs dead-lettered in `(since, until]`, newest first, at most `limit`, each with the
+/// count of all of them (through `jobs_finished`).
+pub(crate) async fn job_list_dead_lettered_between(
+    exec: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    limit: i64,
+) -> sqlx::Result<Vec<JobCounted>> {
+    sqlx::query_as(
+        r#"
+        select count(*) over () as total, j.* from docket.jobs j
+        where j.state = 'dead_letter' and j.finished_at > $1 and j.finished_at <= $2
+        order by j.finished_at desc, j.id desc
+        limit $3
+        "#,
+    )
+    .bind(since)
+    .bind(until)
+    .bind(limit)
+    .fetch_all(exec)
+    .await
+}
+
+/// A job with the count of the rows its statement matched.
+#[derive(sqlx::FromRow)]
+pub(crate) struct JobCounted {
+    pub(crate) total: i64,
+    #[sqlx(flatten)]
+    pub(crate) job: Job,
+}
+
 /// Parks up to `limit` ready jobs that have been ready for `after_secs` with no live
 /// worker for their queue and kind. Looks at the `scan` oldest ready jobs of each queue
 /// (the head of `jobs_claim`, found by a skip scan over its queues), where such jobs

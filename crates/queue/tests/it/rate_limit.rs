@@ -1,0 +1,82 @@
+//! Token buckets in PostgreSQL: one bucket over every connection (every process), a
+//! borrower that goes first, and a hold that makes everyone wait.
+
+use std::time::Duration;
+
+use docket_queue::rate_limit::{Rate, RateLimit, Take};
+use docket_testkit::TestDb;
+
+/// A bucket so slow that nothing refills during a test: only its burst can be taken.
+fn slow(name: &str, burst: f64) -> RateLimit {
+    RateLimit {
+        burst,
+        ..RateLimit::new(name, "1/h".parse::<Rate>().unwrap())
+    }
+}
+
+#[tokio::test]
+async fn a_bucket_lets_its_burst_through_over_all_connections_then_says_how_long_to_wait() {
+    let db = TestDb::new().await;
+    let bucket = slow("relay", 3.0);
+    // Separate pools stand for separate processes: the bucket is in the database.
+    let other = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let mut taken = 0;
+    for i in 0..6 {
+        let pool = if i % 2 == 0 { &db.pool } else { &other };
+        if bucket.take(pool, 0.0).await.unwrap() == Take::Taken {
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 3);
+    match bucket.take(&db.pool, 0.0).await.unwrap() {
+        Take::Wait(wait) => assert!(
+            wait > Duration::from_secs(3000),
+            "about an hour for one token: {wait:?}"
+        ),
+        Take::Taken => panic!("an empty bucket gave a token"),
+    }
+}
+
+#[tokio::test]
+async fn a_borrower_goes_ahead_of_an_empty_bucket_and_others_wait_off_the_debt() {
+    let db = TestDb::new().await;
+    let bucket = slow("relay", 1.0);
+    assert_eq!(bucket.take(&db.pool, 0.0).await.unwrap(), Take::Taken);
+    assert!(matches!(
+        bucket.take(&db.pool, 0.0).await.unwrap(),
+        Take::Wait(_)
+    ));
+    for _ in 0..2 {
+        assert_eq!(
+            bucket.take(&db.pool, 2.0).await.unwrap(),
+            Take::Taken,
+            "a borrower takes from an empty bucket"
+        );
+    }
+    assert!(
+        matches!(bucket.take(&db.pool, 2.0).await.unwrap(), Take::Wait(_)),
+        "up to its limit"
+    );
+    let Take::Wait(wait) = bucket.take(&db.pool, 0.0).await.unwrap() else {
+        panic!("the bucket is in debt");
+    };
+    assert!(
+        wait > Duration::from_secs(3 * 3500),
+        "three tokens of debt at one an hour: {wait:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_hold_empties_the_bucket_for_everyone() {
+    let db = TestDb::new().await;
+    let bucket = RateLimit::new("relay", "100/s".parse().unwrap());
+    assert_eq!(bucket.take(&db.pool, 0.0).await.unwrap(), Take::Taken);
+    bucket
+        .hold(&db.pool, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let Take::Wait(wait) = bucket.take(&db.pool, 0.0).await.unwrap() else {
+        panic!("a held bucket gave a token");
+    };
+    assert!(wait > Duration::from_secs(29), "{wait:?}");
+}
