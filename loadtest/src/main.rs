@@ -7,6 +7,7 @@
 //! results we keep are in `docs/benchmarks.md`.
 
 mod drill;
+mod mail_bench;
 mod queue_bench;
 mod stats;
 mod worker_bench;
@@ -103,6 +104,27 @@ enum Bench {
         #[arg(long, default_value_t = 3000)]
         lease_ms: u64,
     },
+    /// A campaign through the SMTP sink: messages a second by SMTP pool size.
+    MailCampaign {
+        /// Recipients.
+        #[arg(long, default_value_t = 5_000)]
+        recipients: usize,
+        /// SMTP connections (and batch jobs at once).
+        #[arg(long, default_value_t = 4)]
+        pool_size: u32,
+    },
+    /// Recovery email latency while a campaign runs.
+    MailRecovery {
+        /// The campaign's recipients.
+        #[arg(long, default_value_t = 10_000)]
+        recipients: usize,
+        /// Recovery emails to time.
+        #[arg(long, default_value_t = 100)]
+        samples: usize,
+        /// SMTP connections (and campaign batch jobs at once).
+        #[arg(long, default_value_t = 4)]
+        pool_size: u32,
+    },
     /// Snapshot latency with a given number of rows in the table.
     Snapshot {
         /// Rows in the table.
@@ -155,6 +177,15 @@ fn main() -> anyhow::Result<()> {
             claim_batch,
             batch,
         )),
+        Bench::MailCampaign {
+            recipients,
+            pool_size,
+        } => multi.block_on(mail_bench::campaign(recipients, pool_size)),
+        Bench::MailRecovery {
+            recipients,
+            samples,
+            pool_size,
+        } => multi.block_on(mail_bench::recovery(recipients, samples, pool_size)),
         Bench::Latency { samples } => multi.block_on(worker_bench::latency(samples)),
         Bench::Scale {
             docket,

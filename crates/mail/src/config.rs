@@ -70,17 +70,6 @@ impl SmtpUrl {
         &self.0
     }
 
-    /// The host, for TLS's server name.
-    pub(crate) fn host(&self) -> &str {
-        let rest = self.0.split_once("://").map_or("", |(_, rest)| rest);
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
-        let host_port = authority.rsplit('@').next().unwrap_or("");
-        match host_port.strip_prefix('[') {
-            Some(v6) => v6.split(']').next().unwrap_or(""),
-            None => host_port.split(':').next().unwrap_or(""),
-        }
-    }
-
     /// `smtps://`: TLS from the first byte.
     pub(crate) fn implicit_tls(&self) -> bool {
         self.0.starts_with("smtps://")
@@ -297,7 +286,6 @@ mod tests {
             assert!(!shown.contains("s3cret"), "{shown}");
             assert!(shown.contains("relay.internal:587"), "{shown}");
         }
-        assert_eq!(url.host(), "relay.internal");
         assert_eq!(url.tls_query(), Some("required"));
     }
 

@@ -157,3 +157,25 @@ async fn a_pooled_connection_the_server_closed_while_idle_costs_no_attempt() {
         "a fresh connection replaced the closed one"
     );
 }
+
+#[tokio::test]
+async fn a_relay_that_stalls_is_cut_off_at_the_timeout_and_the_message_retried() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.stall_for(Duration::from_secs(4));
+    let mut config = config_for(&sink, hello());
+    config.timeout = Duration::from_secs(1);
+    config.retry_ladder = vec![Duration::from_secs(1); 5];
+    let running = start(&db.pool, config);
+    let id = enqueue(&db.pool, "slow@example.com").await;
+    eventually(Duration::from_secs(30), "the job completes", || async {
+        docket_queue::admin::show(&db.pool, id).await.unwrap().state == JobState::Completed
+    })
+    .await;
+    running.shutdown().await;
+    let recorded = delivery::list(&db.pool, &DeliveryFilter { limit: 10, ..Default::default() }).await.unwrap();
+    assert_eq!(recorded[0].status, Status::Sent);
+    assert!(recorded[0].attempts >= 2, "the stalled attempt was cut off: {:?}", recorded[0]);
+    assert!(recorded[0].last_error.as_deref().unwrap_or("").contains("timed out"), "{:?}", recorded[0]);
+    assert_eq!(sink.count_for("slow@example.com"), 1);
+}
