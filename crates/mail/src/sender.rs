@@ -211,24 +211,25 @@ impl Mailer {
             return Ok(Step::Final(delivery.status));
         };
         let started = Instant::now();
+        // Recovery emails never wait for a connection behind a campaign.
+        let urgent = source == Source::Recovery;
+        let send = self.transport.send(&envelope, &message, urgent);
         // A job with an expiry never sends past it: the exchange is cut off at the deadline.
         let sent = match deadline_of(ctx.expires_at()) {
-            Some(left) => {
-                match tokio::time::timeout(left, self.transport.send(&envelope, &message)).await {
-                    Ok(sent) => sent,
-                    Err(_) => {
-                        return self
-                            .finish(
-                                delivery,
-                                source,
-                                Status::Expired,
-                                Detail::error("expired during the SMTP exchange"),
-                            )
-                            .await;
-                    }
+            Some(left) => match tokio::time::timeout(left, send).await {
+                Ok(sent) => sent,
+                Err(_) => {
+                    return self
+                        .finish(
+                            delivery,
+                            source,
+                            Status::Expired,
+                            Detail::error("expired during the SMTP exchange"),
+                        )
+                        .await;
                 }
-            }
-            None => self.transport.send(&envelope, &message).await,
+            },
+            None => send.await,
         };
         let elapsed = started.elapsed().as_secs_f64();
         let failure = match sent {

@@ -12,6 +12,12 @@
 //! `smtps://`, goes through lettre's own connect and keeps the 40 ms until lettre sets
 //! `TCP_NODELAY` itself; prefer STARTTLS on 587 for throughput.)
 //!
+//! # Urgent messages
+//!
+//! Recovery emails go first on the rate limit and have their own queue; here they also
+//! never wait for a connection behind a campaign: with every pooled connection in use, an
+//! urgent message opens one of [`URGENT_EXTRA`] more.
+//!
 //! # Idle connections
 //!
 //! A connection idle for more than [`IDLE_MAX`] is closed rather than reused, and one that
@@ -34,6 +40,10 @@ use crate::outcome::Failure;
 /// Idle connections older than this are closed instead of reused (lettre's pool uses the
 /// same figure).
 pub const IDLE_MAX: Duration = Duration::from_secs(60);
+
+/// Connections beyond the pool's size that urgent messages may open while bulk mail holds
+/// every pooled one.
+pub const URGENT_EXTRA: usize = 2;
 
 /// The relay's positive reply.
 #[derive(Clone, Debug, PartialEq)]
@@ -73,13 +83,20 @@ impl Transport {
     ///
     /// [`Failure`] with what the relay said or why it could not be reached; stub mode
     /// never fails.
-    pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Accepted, Failure> {
+    /// An `urgent` message (a recovery email) never waits for a connection behind bulk
+    /// mail: when the pool is all in use, it takes one of [`URGENT_EXTRA`] more.
+    pub async fn send(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        urgent: bool,
+    ) -> Result<Accepted, Failure> {
         match self {
             Transport::Stub => Ok(Accepted {
                 code: 250,
                 reply: "stub".to_owned(),
             }),
-            Transport::Smtp(pool) => pool.send(envelope, message).await,
+            Transport::Smtp(pool) => pool.send(envelope, message, urgent).await,
         }
     }
 
@@ -113,8 +130,10 @@ pub struct SmtpPool {
     timeout: Duration,
     /// Idle connections and since when, newest last.
     idle: Mutex<Vec<(AsyncSmtpConnection, Instant)>>,
-    /// One permit per connection in use or idle.
+    /// One permit per connection in use.
     permits: Semaphore,
+    /// Permits urgent messages take when `permits` has none free.
+    urgent_permits: Semaphore,
 }
 
 impl std::fmt::Debug for SmtpPool {
@@ -140,7 +159,10 @@ impl SmtpPool {
             let mut builder = TlsParameters::builder(host.clone());
             if let Some(ca_file) = &config.ca_file {
                 let pem = std::fs::read(ca_file).map_err(|err| {
-                    MailConfigError::new(format!("DOCKET_SMTP_CA_FILE {}: {err}", ca_file.display()))
+                    MailConfigError::new(format!(
+                        "DOCKET_SMTP_CA_FILE {}: {err}",
+                        ca_file.display()
+                    ))
                 })?;
                 let certificate = Certificate::from_pem(&pem).map_err(|err| {
                     MailConfigError::new(format!(
@@ -198,12 +220,27 @@ impl SmtpPool {
             timeout: config.timeout,
             idle: Mutex::new(Vec::with_capacity(pool_size)),
             permits: Semaphore::new(pool_size),
+            urgent_permits: Semaphore::new(URGENT_EXTRA),
         })
     }
 
-    async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<Accepted, Failure> {
-        // The semaphore is never closed, so acquiring only waits.
-        let _permit = self.permits.acquire().await.map_err(|_| Failure::Timeout)?;
+    async fn send(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        urgent: bool,
+    ) -> Result<Accepted, Failure> {
+        // The semaphores are never closed, so acquiring only waits.
+        let free = self.permits.try_acquire().ok();
+        let _permit = match (free, urgent) {
+            (Some(permit), _) => permit,
+            (None, true) => self
+                .urgent_permits
+                .acquire()
+                .await
+                .map_err(|_| Failure::Timeout)?,
+            (None, false) => self.permits.acquire().await.map_err(|_| Failure::Timeout)?,
+        };
         let mut connection = match self.reuse().await {
             Some(connection) => connection,
             None => self.connect().await?,

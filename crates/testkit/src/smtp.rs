@@ -84,6 +84,8 @@ struct Rules {
     every_recipient: Option<String>,
     /// Every reply waits until then.
     stall_until: Option<Instant>,
+    /// Lower-cased address → how long its RCPT waits for an answer (a slow mailbox).
+    slow_recipients: HashMap<String, Duration>,
     /// The account AUTH accepts; `None`: AUTH is not offered nor required.
     account: Option<(String, String)>,
 }
@@ -254,6 +256,14 @@ impl SmtpSink {
         lock(&self.shared).rules.every_recipient = reply.map(str::to_owned);
     }
 
+    /// Answers RCPT for `address` only after `delay` (a slow destination), every time.
+    pub fn slow_recipient(&self, address: &str, delay: Duration) {
+        lock(&self.shared)
+            .rules
+            .slow_recipients
+            .insert(address.to_ascii_lowercase(), delay);
+    }
+
     /// Holds every reply (the greeting too) back for `duration` from now.
     pub fn stall_for(&self, duration: Duration) {
         lock(&self.shared).rules.stall_until = Some(Instant::now() + duration);
@@ -390,16 +400,20 @@ impl Session {
                 "RCPT" => {
                     let address = address_of(&line);
                     let key = address.to_ascii_lowercase();
-                    let rule = {
+                    let (rule, delay) = {
                         let mut shared = lock(&self.shared);
                         *shared.attempts.entry(key.clone()).or_default() += 1;
-                        shared
+                        let rule = shared
                             .rules
                             .per_recipient
                             .get(&key)
                             .or(shared.rules.every_recipient.as_ref())
-                            .cloned()
+                            .cloned();
+                        (rule, shared.rules.slow_recipients.get(&key).copied())
                     };
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
+                    }
                     match rule {
                         Some(reply) => self.reply(&mut io, &reply).await?,
                         None if envelope.from.is_none() => {

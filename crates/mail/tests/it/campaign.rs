@@ -327,3 +327,54 @@ async fn throttling_replies_hold_the_sender_without_spending_attempts() {
         "only the accepted attempt counts: {deliveries:?}"
     );
 }
+
+#[tokio::test]
+async fn a_recovery_email_does_not_wait_for_a_connection_behind_the_campaign() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    for i in 0..3 {
+        sink.slow_recipient(&format!("user{i}@slow.example"), Duration::from_secs(2));
+    }
+    let dir = templates(&[
+        ("news/subject.txt", "News for {{ name }}"),
+        (
+            "news/body.txt",
+            "Hello {{ name }}, your code is {{ code }}.",
+        ),
+        ("reset/subject.txt", "Reset"),
+        ("reset/body.txt", "Reset."),
+    ]);
+    let id = create(&db.pool, &dir, "slow", recipients(3, "slow.example"), 1).await;
+    let mut config = config_for(&sink, dir);
+    config.pool_size = 1;
+    let running = start(&db.pool, config);
+    eventually(
+        Duration::from_secs(10),
+        "the campaign holds the only pooled connection",
+        || async { (0..3).any(|i| sink.attempts_for(&format!("user{i}@slow.example")) > 0) },
+    )
+    .await;
+    let job = docket_mail::jobs::Recovery {
+        to: "ann@example.com".into(),
+        template: "reset".into(),
+        vars: serde_json::json!({}),
+        locale: None,
+        idempotency_key: None,
+    };
+    let new = docket_queue::NewJob::typed(&job).unwrap().queue("recovery");
+    docket_queue::enqueue(&db.pool, &new).await.unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the recovery email arrives",
+        || async { sink.count_for("ann@example.com") == 1 },
+    )
+    .await;
+    let first = sink.messages().into_iter().next().unwrap();
+    assert_eq!(
+        first.to,
+        ["ann@example.com"],
+        "it went ahead of the campaign's stalled message"
+    );
+    wait_finished(&db.pool, id, Duration::from_secs(30)).await;
+    running.shutdown().await;
+}

@@ -173,9 +173,29 @@ async fn a_relay_that_stalls_is_cut_off_at_the_timeout_and_the_message_retried()
     })
     .await;
     running.shutdown().await;
-    let recorded = delivery::list(&db.pool, &DeliveryFilter { limit: 10, ..Default::default() }).await.unwrap();
+    let recorded = delivery::list(
+        &db.pool,
+        &DeliveryFilter {
+            limit: 10,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(recorded[0].status, Status::Sent);
-    assert!(recorded[0].attempts >= 2, "the stalled attempt was cut off: {:?}", recorded[0]);
-    assert!(recorded[0].last_error.as_deref().unwrap_or("").contains("timed out"), "{:?}", recorded[0]);
+    assert!(
+        recorded[0].attempts >= 2,
+        "the stalled attempt was cut off: {:?}",
+        recorded[0]
+    );
+    assert!(
+        recorded[0]
+            .last_error
+            .as_deref()
+            .unwrap_or("")
+            .contains("timed out"),
+        "{:?}",
+        recorded[0]
+    );
     assert_eq!(sink.count_for("slow@example.com"), 1);
 }
