@@ -234,7 +234,7 @@ async fn send_single(
             id,
             source: source.as_str(),
             key: &key,
-            recipient: &mailbox.email.to_string(),
+            recipient: mailbox.email.as_ref(),
             recipient_name: mailbox.name.as_deref(),
             template: single.template,
             locale: single.locale,

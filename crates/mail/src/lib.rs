@@ -20,7 +20,7 @@
 //! - [`campaign`]: recipient files, create, show, list, pause, resume, cancel.
 //! - [`delivery`]: the delivery model, listing, the suppression list.
 //! - `db`: every SQL statement (private).
-//! - [`error`]: `MailError`.
+//! - [`error`]: the error type, `MailError`.
 //!
 //! It owns no process: the binary reads the settings, builds the [`Mailer`] at start-up
 //! (so a broken template stops it before it listens) and registers the kinds.
