@@ -163,36 +163,21 @@ impl Mailer {
                         .await;
                 }
             };
-        let to = match crate::message::parse_mailbox(
-            &delivery.recipient,
-            delivery.recipient_name.as_deref(),
-        ) {
-            Ok(to) => to,
+        // An address that does not parse, or parts lettre refuses: never sendable.
+        let built =
+            crate::message::parse_mailbox(&delivery.recipient, delivery.recipient_name.as_deref())
+                .and_then(|to| {
+                    crate::message::build(&self.from, to, &rendered, &delivery.message_id)
+                });
+        let (envelope, message) = match built {
+            Ok(built) => built,
             Err(err) => {
+                let error = err.to_string();
                 return self
-                    .finish(
-                        delivery,
-                        source,
-                        Status::Failed,
-                        Detail::error(&err.to_string()),
-                    )
+                    .finish(delivery, source, Status::Failed, Detail::error(&error))
                     .await;
             }
         };
-        let (envelope, message) =
-            match crate::message::build(&self.from, to, &rendered, &delivery.message_id) {
-                Ok(built) => built,
-                Err(err) => {
-                    return self
-                        .finish(
-                            delivery,
-                            source,
-                            Status::Failed,
-                            Detail::error(&err.to_string()),
-                        )
-                        .await;
-                }
-            };
         if self.transport.is_stub() {
             return self
                 .finish(

@@ -6,11 +6,12 @@ use std::time::Duration;
 use docket_queue::rate_limit::{Rate, RateLimit, Take};
 use docket_testkit::TestDb;
 
-/// A bucket so slow that nothing refills during a test: only its burst can be taken.
+/// A bucket so slow (one a minute) that nothing refills during a test: only its burst can
+/// be taken.
 fn slow(name: &str, burst: f64) -> RateLimit {
     RateLimit {
         burst,
-        ..RateLimit::new(name, "1/h".parse::<Rate>().unwrap())
+        ..RateLimit::new(name, "1/m".parse::<Rate>().unwrap())
     }
 }
 
@@ -30,8 +31,8 @@ async fn a_bucket_lets_its_burst_through_over_all_connections_then_says_how_long
     assert_eq!(taken, 3);
     match bucket.take(&db.pool, 0.0).await.unwrap() {
         Take::Wait(wait) => assert!(
-            wait > Duration::from_secs(3000),
-            "about an hour for one token: {wait:?}"
+            wait > Duration::from_secs(55),
+            "about a minute for one token: {wait:?}"
         ),
         Take::Taken => panic!("an empty bucket gave a token"),
     }
@@ -61,8 +62,8 @@ async fn a_borrower_goes_ahead_of_an_empty_bucket_and_others_wait_off_the_debt()
         panic!("the bucket is in debt");
     };
     assert!(
-        wait > Duration::from_secs(3 * 3500),
-        "three tokens of debt at one an hour: {wait:?}"
+        wait > Duration::from_secs(3 * 55),
+        "two tokens of debt and one to take, at one a minute: {wait:?}"
     );
 }
 
