@@ -39,8 +39,9 @@ pub(crate) enum Command {
     /// Email: templates, deliveries, the suppression list, campaigns.
     #[command(subcommand)]
     Mail(MailCommand),
-    /// A guided run of the main job on a throwaway database (or DATABASE_URL).
-    Demo,
+    /// A guided run of the main job: a campaign, recovery emails, cron, dead letters and a
+    /// replay, on a throwaway database (or a database of its own on DATABASE_URL's server).
+    Demo(DemoArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -174,6 +175,22 @@ pub(crate) enum CronCommand {
         /// The schedule's name.
         name: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DemoArgs {
+    /// A small story that finishes in seconds.
+    #[arg(long)]
+    pub(crate) quick: bool,
+    /// Keep serving (HTTP and workers) after the story, until Ctrl-C.
+    #[arg(long)]
+    pub(crate) keep: bool,
+    /// Logs on stderr instead of a file.
+    #[arg(short, long)]
+    pub(crate) verbose: bool,
+    /// Where the logs go (set by the binary, not on the command line).
+    #[arg(skip)]
+    pub(crate) log_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

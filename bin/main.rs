@@ -13,7 +13,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = cli::Cli::parse();
+    let mut cli = cli::Cli::parse();
     let config = match config::Config::load() {
         Ok(config) => config,
         Err(err) => {
@@ -21,7 +21,16 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    // The demo draws progress bars: its logs go to a file unless asked for.
+    let log_file = match &mut cli.command {
+        cli::Command::Demo(args) if !args.verbose => {
+            let path = std::env::temp_dir().join(format!("docket-demo-{}.log", std::process::id()));
+            args.log_file = Some(path.clone());
+            Some(path)
+        }
+        _ => None,
+    };
+    telemetry::init(config.log_format, log_file.as_deref());
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

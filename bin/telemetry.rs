@@ -1,15 +1,31 @@
 //! Logging: tracing-subscriber, JSON in production, pretty on a terminal, level by
-//! `RUST_LOG` (default `info`). Logs go to stderr; command output to stdout.
+//! `RUST_LOG` (default `info`). Logs go to stderr (or a file, for the demo); command output
+//! to stdout.
 
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub(crate) fn init(format: LogFormat) {
+pub(crate) fn init(format: LogFormat, file: Option<&std::path::Path>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let writer = match file.map(std::fs::File::create) {
+        Some(Ok(file)) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
+        Some(Err(err)) => {
+            eprintln!("warning: cannot write the log file ({err}); logging to stderr");
+            BoxMakeWriter::new(std::io::stderr)
+        }
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    // A file is read later, not on a terminal: JSON lines.
+    let format = if file.is_some() {
+        LogFormat::Json
+    } else {
+        format
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer);
     let result = match format {
         LogFormat::Json => builder
             .json()

@@ -56,7 +56,7 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
             .await
         }
         Command::Serve(args) => serve::run(&config, args.queues.as_deref(), args.concurrency).await,
-        Command::Demo => demo::run(config.database_url.as_ref()).await,
+        Command::Demo(args) => demo::run(config.database_url.as_ref(), &args).await,
     }?;
     Ok(ExitCode::SUCCESS)
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod cron;
+mod demo;
 mod http;
 mod mail;
 mod openapi;

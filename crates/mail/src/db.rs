@@ -271,6 +271,22 @@ pub(crate) async fn delivery_list(
     .await
 }
 
+/// Deliveries by source and status, with how many of them took more than one attempt.
+pub(crate) async fn delivery_summarise(
+    exec: impl PgExecutor<'_>,
+) -> sqlx::Result<Vec<crate::delivery::Tally>> {
+    sqlx::query_as(
+        r#"
+        select source, status, count(*) as count, count(*) filter (where attempts > 1) as retried
+        from docket.mail_deliveries
+        group by source, status
+        order by source, status
+        "#,
+    )
+    .fetch_all(exec)
+    .await
+}
+
 /// The outcome of one attempt, or of a decision before it.
 pub(crate) struct Record<'a> {
     pub(crate) status: Status,

@@ -171,6 +171,28 @@ pub async fn list(exec: impl PgExecutor<'_>, filter: &DeliveryFilter) -> Result<
     Ok(db::delivery_list(exec, filter).await?)
 }
 
+/// How many deliveries of one source are in one status.
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
+pub struct Tally {
+    /// `recovery`, `admin` or `campaign`.
+    pub source: String,
+    /// The status.
+    pub status: Status,
+    /// Deliveries.
+    pub count: i64,
+    /// Of them, those that took more than one SMTP exchange (retried after a failure).
+    pub retried: i64,
+}
+
+/// Deliveries counted by source and status (a full scan: for reports, not for probes).
+///
+/// # Errors
+///
+/// [`MailError::Database`] when the database fails.
+pub async fn tally(exec: impl PgExecutor<'_>) -> Result<Vec<Tally>> {
+    Ok(db::delivery_summarise(exec).await?)
+}
+
 /// One entry of the suppression list.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Suppression {
