@@ -3,6 +3,7 @@
 mod cli;
 mod cron;
 mod demo;
+mod deploy;
 mod http;
 mod mail;
 mod openapi;

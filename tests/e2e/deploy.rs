@@ -1,0 +1,97 @@
+//! The files under `deploy/` are checked by the tools that will read them: the alert rules
+//! by `promtool` (and each alert fires on the series that should fire it), the systemd
+//! units by `systemd-analyze verify`; and every metric an alert names is one Docket
+//! exports.
+
+use std::path::Path;
+use std::process::Command;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(program: &str, args: &[&str], dir: &Path) -> (bool, String) {
+    let output = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|err| panic!("{program} is not installed ({err}); .ci/run installs it"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_alert_rules_parse_and_fire_on_the_series_they_are_for() {
+    let dir = root().join("deploy/prometheus");
+    let (ok, text) = run("promtool", &["check", "rules", "alerts.yml"], &dir);
+    assert!(ok, "{text}");
+    let (ok, text) = run("promtool", &["test", "rules", "alerts_test.yml"], &dir);
+    assert!(ok, "{text}");
+}
+
+#[test]
+fn every_metric_an_alert_names_is_exported() {
+    let rules = std::fs::read_to_string(root().join("deploy/prometheus/alerts.yml")).unwrap();
+    let mut named = 0;
+    for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if word.starts_with("docket_") {
+            named += 1;
+            assert!(
+                docket_queue::telemetry::metric::ALL.contains(&word),
+                "alerts.yml names {word}, which Docket does not export"
+            );
+        }
+    }
+    assert!(named >= 8, "the rules name the metrics they watch");
+}
+
+#[test]
+fn the_systemd_units_verify() {
+    // `verify` checks that ExecStart exists: point the units at the binary under test.
+    let dir = std::env::temp_dir().join(format!("docket-units-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut units = Vec::new();
+    for entry in std::fs::read_dir(root().join("deploy/systemd")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        std::fs::write(
+            dir.join(&name),
+            text.replace("/usr/local/bin/docket", env!("CARGO_BIN_EXE_docket")),
+        )
+        .unwrap();
+        units.push(format!("./{name}"));
+    }
+    units.sort();
+    assert_eq!(units.len(), 4, "{units:?}");
+    let mut args = vec!["verify", "--man=no"];
+    args.extend(units.iter().map(String::as_str));
+    let (ok, text) = run("systemd-analyze", &args, &dir);
+    // An unknown setting is only a warning to systemd: any line naming a unit fails too.
+    assert!(
+        ok && !text.contains(".service") && !text.contains(".timer"),
+        "{text}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn the_units_give_running_jobs_more_time_than_the_shutdown_timeout() {
+    for unit in ["docket-serve.service", "docket-worker.service"] {
+        let text = std::fs::read_to_string(root().join("deploy/systemd").join(unit)).unwrap();
+        let value = |key: &str| -> u64 {
+            text.split(|c: char| c.is_whitespace())
+                .find_map(|word| word.strip_prefix(key))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{unit} sets {key}"))
+        };
+        assert!(
+            value("TimeoutStopSec=") > value("DOCKET_SHUTDOWN_TIMEOUT="),
+            "{unit}"
+        );
+    }
+}
