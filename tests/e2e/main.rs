@@ -4,6 +4,7 @@ mod cli;
 mod cron;
 mod demo;
 mod deploy;
+mod example;
 mod http;
 mod mail;
 mod openapi;

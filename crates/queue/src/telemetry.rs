@@ -346,12 +346,18 @@ mod tests {
         let documented = first_column(doc, "Log events");
         assert!(documented.len() > 50, "{documented:?}");
         for name in documented {
-            assert!(events.contains(&name.as_str()), "docs/operations.md lists event `{name}`, which nothing emits");
+            assert!(
+                events.contains(&name.as_str()),
+                "docs/operations.md lists event `{name}`, which nothing emits"
+            );
         }
         let documented = first_column(doc, "Metrics");
         assert!(documented.len() > 15, "{documented:?}");
         for name in documented {
-            assert!(super::metric::ALL.contains(&name.as_str()), "docs/operations.md lists metric `{name}`, which nothing exports");
+            assert!(
+                super::metric::ALL.contains(&name.as_str()),
+                "docs/operations.md lists metric `{name}`, which nothing exports"
+            );
         }
     }
 
