@@ -1,5 +1,6 @@
 //! End-to-end tests of the `docket` binary against a real PostgreSQL.
 
+mod backup;
 mod cli;
 mod cron;
 mod demo;
