@@ -333,7 +333,7 @@ async fn a_recovery_email_does_not_wait_for_a_connection_behind_the_campaign() {
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
     for i in 0..3 {
-        sink.slow_recipient(&format!("user{i}@slow.example"), Duration::from_secs(2));
+        sink.slow_recipient(&format!("user{i}@slow.example"), Duration::from_secs(4));
     }
     let dir = templates(&[
         ("news/subject.txt", "News for {{ name }}"),
