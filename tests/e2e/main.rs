@@ -9,4 +9,5 @@ mod example;
 mod http;
 mod mail;
 mod openapi;
+mod pgbouncer;
 mod worker;
