@@ -36,6 +36,9 @@ pub(crate) enum Command {
     /// Cron schedules: list, run one now, pause, resume (for every process).
     #[command(subcommand)]
     Cron(CronCommand),
+    /// Queue controls: list, pause, resume (for every process).
+    #[command(subcommand)]
+    Queues(QueuesCommand),
     /// Email: templates, deliveries, the suppression list, campaigns.
     #[command(subcommand)]
     Mail(MailCommand),
@@ -52,6 +55,27 @@ pub(crate) enum BatchesCommand {
     Show {
         /// The batch's id.
         id: uuid::Uuid,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum QueuesCommand {
+    /// Queues with stored controls, and their pause state.
+    List(OutputArgs),
+    /// Pause a queue: its jobs stay ready, no worker claims them (within one poll
+    /// interval); running jobs finish; enqueueing goes on.
+    Pause {
+        /// The queue.
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Resume a paused queue.
+    Resume {
+        /// The queue.
+        name: String,
         #[command(flatten)]
         output: OutputArgs,
     },

@@ -1,8 +1,8 @@
 //! `docket demo`: a compressed hour of the operations Docket was built for, on a throwaway
 //! PostgreSQL (or a database of its own on `DATABASE_URL`'s server) and the testkit's SMTP
 //! sink, with `serve` in-process: a campaign with bouncing addresses and a stretch of 451s,
-//! recovery emails overtaking it, a cron schedule ticking, jobs failing into `dead_letter`
-//! and a replay once the cause is fixed. Progress bars while it runs; logs go to a file.
+//! its queue paused and resumed, recovery emails overtaking it, a cron schedule ticking,
+//! jobs failing into `dead_letter` and a replay once the cause is fixed. Progress bars while it runs; logs go to a file.
 //! At the end, a summary checked against the database and the relay.
 
 use std::collections::HashMap;
@@ -355,6 +355,10 @@ impl Story<'_> {
         let started = Instant::now();
         let mut recovery_sent_at: HashMap<String, Instant> = HashMap::new();
         let mut greylist: Option<Instant> = None;
+        // The campaign's queue is paused for a while two thirds of the way in: recovery
+        // emails (a queue of their own) go on.
+        let mut pause: Option<Instant> = None;
+        let mut resumed = false;
         let mut replayed = false;
         let deadline = started + Duration::from_secs(300);
         loop {
@@ -365,10 +369,12 @@ impl Story<'_> {
             let status = campaign::show(self.pool, campaign_id).await?;
             let done = usize::try_from(status.total - status.pending)?;
             campaign_bar.set_position(done as u64);
-            campaign_bar.set_message(format!(
-                "sent {} · suppressed {} · failed {}",
-                status.sent, status.suppressed, status.failed
-            ));
+            if pause.is_none() || resumed {
+                campaign_bar.set_message(format!(
+                    "sent {} · suppressed {} · failed {}",
+                    status.sent, status.suppressed, status.failed
+                ));
+            }
             // A stretch of 451s a third of the way in, for one reader in seven: retried on
             // the ladder.
             let greylisted = || {
@@ -389,6 +395,15 @@ impl Story<'_> {
                 for address in greylisted() {
                     self.sink.reply_to(&address, None);
                 }
+            }
+            if pause.is_none() && done >= scale.recipients * 2 / 3 {
+                docket_queue::queues::pause(self.pool, docket_mail::jobs::MAIL_QUEUE).await?;
+                pause = Some(Instant::now());
+                campaign_bar.set_message("queue `mail` paused (docket queues pause mail)");
+            }
+            if !resumed && pause.is_some_and(|at| at.elapsed() >= scale.greylist_for) {
+                docket_queue::queues::resume(self.pool, docket_mail::jobs::MAIL_QUEUE).await?;
+                resumed = true;
             }
             // Recovery emails arrive while the campaign runs, one every 100 ms.
             let due = if done > 0 {
@@ -591,6 +606,9 @@ impl Story<'_> {
             );
         }
         println!("  invoices: 3 dead-lettered while the ledger was down, replayed, completed");
+        println!(
+            "  queue `mail` was paused for a while and resumed; recovery emails went on meanwhile"
+        );
 
         // The figures agree with each other, with the relay, and with what was planned.
         ensure!(
@@ -623,6 +641,10 @@ impl Story<'_> {
             "a campaign recipient received two messages"
         );
         ensure!(retried > 0, "the stretch of 451s was retried");
+        ensure!(
+            docket_queue::queues::paused(self.pool).await?.is_empty(),
+            "no queue is left paused"
+        );
         ensure!(
             count("admin", docket_mail::delivery::Status::Sent) == 1,
             "the admin was told once"

@@ -8,6 +8,7 @@ mod enqueue;
 mod jobs;
 mod mail;
 mod migrate;
+mod queues;
 mod serve;
 mod snapshot;
 mod worker;
@@ -39,6 +40,9 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
             cron::run(&connect(config.require_database()?).await?, command).await
         }
         Command::Mail(command) => mail::run(&config, command).await,
+        Command::Queues(command) => {
+            queues::run(&connect(config.require_database()?).await?, command).await
+        }
         Command::Jobs(command) => {
             jobs::run(&connect(config.require_database()?).await?, command).await
         }

@@ -66,6 +66,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}", get(routes::jobs::show))
         .route("/api/batches", post(routes::batches::create))
         .route("/api/batches/{id}", get(routes::batches::show))
+        .route("/api/queues/{name}/pause", post(routes::queues::pause))
+        .route("/api/queues/{name}/resume", post(routes::queues::resume))
         .route("/api/mail/deliveries", get(routes::mail::deliveries))
         .route("/api/campaigns", post(routes::mail::create_campaign))
         .route("/api/campaigns/{id}", get(routes::mail::show_campaign))

@@ -11,6 +11,7 @@
 //! - [`claim`]: the ready → processing step (`FOR UPDATE SKIP LOCKED`).
 //! - [`outcome`]: complete, retry, dead-letter, snooze, cancel; batched and fenced.
 //! - [`backoff`]: retry delays, exponential or a ladder. Pure.
+//! - [`queues`]: queue controls: pause and resume for every process.
 //! - [`rate_limit`]: token buckets that hold over every process together.
 //! - [`batch`]: batches: jobs enqueued together, progress, an exactly-once callback.
 //! - [`admin`]: show, list (keyset), cancel, replay, bulk replay of dead letters.
@@ -39,6 +40,7 @@ pub mod health;
 pub mod job;
 pub mod maintenance;
 pub mod outcome;
+pub mod queues;
 pub mod rate_limit;
 pub mod schedule;
 pub mod snapshot;

@@ -27,6 +27,10 @@ pub struct QueueFigures {
     pub oldest_ready_at: Option<DateTime<Utc>>,
     /// How long that job has been ready, in seconds; `None` when nothing is ready.
     pub oldest_ready_age_seconds: Option<f64>,
+    /// Per queue: whether it is paused (its jobs stay ready, nobody claims them). Always
+    /// `false` in the totals.
+    #[serde(default)]
+    pub paused: bool,
 }
 
 /// The snapshot: overall figures plus a breakdown under `queues`.
@@ -74,8 +78,12 @@ impl QueueFigures {
 /// # Errors
 ///
 /// [`crate::Error::Database`] when the database fails.
-pub async fn snapshot(exec: impl PgExecutor<'_>, now: Option<DateTime<Utc>>) -> Result<Snapshot> {
+pub async fn snapshot<'c, E>(exec: E, now: Option<DateTime<Utc>>) -> Result<Snapshot>
+where
+    E: PgExecutor<'c> + Copy,
+{
     let rows = db::job_count_by_queue_and_state(exec, now).await?;
+    let paused = db::queue_control_list_paused(exec).await?;
     // With no rows there is no age to measure; the local clock only stamps the snapshot.
     let taken_at = rows
         .first()
@@ -95,6 +103,10 @@ pub async fn snapshot(exec: impl PgExecutor<'_>, now: Option<DateTime<Utc>>) -> 
             row.count,
             row.oldest_ready_at,
         );
+    }
+    // A paused queue is listed even when it holds no job: an operator looks for it.
+    for queue in paused {
+        snapshot.queues.entry(queue).or_default().paused = true;
     }
     snapshot.total.finish(taken_at);
     for figures in snapshot.queues.values_mut() {

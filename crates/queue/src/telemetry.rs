@@ -87,6 +87,11 @@ pub mod event {
     /// A job was made to notify the admin address (campaign finished, dead letters).
     pub const MAIL_NOTIFIED: &str = "mail.notified";
 
+    /// A queue was paused: this worker claims none of its jobs until it is resumed.
+    pub const QUEUE_PAUSED: &str = "worker.queue_paused";
+    /// A paused queue was resumed.
+    pub const QUEUE_RESUMED: &str = "worker.queue_resumed";
+
     /// SIGTERM or SIGINT reached the binary.
     pub const SHUTDOWN_SIGNAL: &str = "worker.shutdown.signal";
     /// A second signal: the binary exits at once.
@@ -169,6 +174,8 @@ pub mod event {
         CAMPAIGN_PAUSED,
         MAIL_CONFIG_FAULT,
         MAIL_NOTIFIED,
+        QUEUE_PAUSED,
+        QUEUE_RESUMED,
     ];
 
     /// The events of one kind of email, `<family>.<what>`: `recovery_email`, `admin_email`,

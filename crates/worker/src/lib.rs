@@ -32,6 +32,8 @@
 //! - `executor`: runs one job: decode, timeout, panic capture, cancellation → `Outcome`.
 //! - `completer`: the only writer of outcomes; batched, retried, drained at shutdown.
 //! - `listener`: LISTEN on a dedicated connection, reconnecting with backoff.
+//! - `controls`: the paused queues, read once per poll interval; producers of paused
+//!   queues claim nothing.
 //! - `lease`: what this worker holds: its lease, claims in flight, held jobs and their
 //!   stop switches.
 //! - `service`: the periodic-service trait and loop.
@@ -50,6 +52,7 @@ mod batcher;
 pub mod builtin;
 mod completer;
 pub mod config;
+mod controls;
 pub mod events;
 mod executor;
 mod expirer;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::error;
 use uuid::Uuid;
 
+use crate::controls::PausedQueues;
 use crate::events;
 use crate::executor::Executor;
 use crate::lease::Lease;
@@ -37,6 +38,8 @@ pub(crate) struct Producer {
     pub(crate) executor: Arc<Executor>,
     /// The worker's lease: no claims while it is not held.
     pub(crate) lease: Arc<Lease>,
+    /// The paused queues: while this one is paused, nothing is claimed.
+    pub(crate) paused: Arc<PausedQueues>,
 }
 
 /// A queue's concurrency: its own permits, and the cap over all queues.
@@ -58,7 +61,7 @@ impl Producer {
         let mut failures = 0u32;
         while !stop.is_cancelled() {
             self.gather_free_slots().await;
-            let slots = if self.lease.is_held() {
+            let slots = if self.lease.is_held() && !self.paused.contains(&self.queue) {
                 self.take_slots()
             } else {
                 Vec::new()

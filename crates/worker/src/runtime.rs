@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::batcher::BatchTracker;
 use crate::completer::Completer;
 use crate::config::{ConfigError, RuntimeConfig};
+use crate::controls::{ControlWatcher, PausedQueues};
 use crate::events;
 use crate::executor::Executor;
 use crate::expirer::Expirer;
@@ -168,7 +169,9 @@ impl Runtime {
         let total: usize = config.queues.iter().map(|q| q.concurrency).sum();
         let global = Arc::new(Semaphore::new(config.global_concurrency.unwrap_or(total)));
         let kinds: Arc<[String]> = self.registry.kinds().into();
+        let paused = Arc::new(PausedQueues::default());
         let mut wakes = HashMap::new();
+        let mut ready = Vec::with_capacity(config.queues.len());
         for queue in &config.queues {
             let wake = Arc::new(Notify::new());
             wakes.insert(queue.name.clone(), wake.clone());
@@ -187,10 +190,21 @@ impl Runtime {
                 wake,
                 executor: executor.clone(),
                 lease: lease.clone(),
+                paused: paused.clone(),
             };
-            producers.spawn(producer.run(stop_claiming.clone()));
+            ready.push(producer);
         }
         drop(executor);
+        let watcher = ControlWatcher {
+            pool: maintenance_pool.clone(),
+            paused,
+            wakes: wakes.clone(),
+        };
+        // Before any producer claims: a queue paused before start stays untouched.
+        watcher.refresh().await?;
+        for producer in ready {
+            producers.spawn(producer.run(stop_claiming.clone()));
+        }
 
         let mut spawner = Spawner {
             tracker: &services,
@@ -221,6 +235,7 @@ impl Runtime {
             holdings: holdings.clone(),
         });
         spawner.periodic(reconciler.clone(), config.heartbeat_interval);
+        spawner.periodic(watcher, config.poll_interval);
         spawner.periodic(
             Rescuer {
                 pool: maintenance_pool.clone(),

@@ -6,3 +6,4 @@ pub(crate) mod jobs;
 pub(crate) mod mail;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
+pub(crate) mod queues;

@@ -26,6 +26,8 @@ use crate::state::AppState;
         super::mail::deliveries,
         super::mail::create_campaign,
         super::mail::show_campaign,
+        super::queues::pause,
+        super::queues::resume,
     ),
     components(schemas(crate::error::ErrorBody, docket_queue::Snapshot, docket_queue::QueueFigures)),
     modifiers(&Bearer)

@@ -279,12 +279,16 @@ async fn the_openapi_document_describes_every_route_and_the_job_fields() {
             "/api/jobs/{id}/cancel",
             "/api/jobs/{id}/replay",
             "/api/mail/deliveries",
+            "/api/queues/{name}/pause",
+            "/api/queues/{name}/resume",
             "/metrics"
         ]
     );
     // Every documented path is served (an id where the path takes one).
     for path in &paths {
-        let uri = path.replace("{id}", "01a20cbd-d4ef-7a16-b67a-f82bfa49f79d");
+        let uri = path
+            .replace("{id}", "01a20cbd-d4ef-7a16-b67a-f82bfa49f79d")
+            .replace("{name}", "reports");
         let methods = doc["paths"][*path].as_object().unwrap();
         for method in methods.keys() {
             let (status, body) = call(

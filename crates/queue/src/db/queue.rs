@@ -1,4 +1,5 @@
-//! Statements on `docket.queue_wakeups`: who waits for a wake-up.
+//! Statements on `docket.queue_wakeups` (who waits for a wake-up) and
+//! `docket.queue_controls` (paused queues).
 
 use sqlx::PgExecutor;
 
@@ -18,4 +19,46 @@ pub(crate) async fn queue_wakeup_want(
     .execute(exec)
     .await?;
     Ok(())
+}
+
+/// The queues whose controls are stored, sorted: (queue, paused, paused_at).
+pub(crate) async fn queue_control_list(
+    exec: impl PgExecutor<'_>,
+) -> sqlx::Result<Vec<crate::queues::QueueControl>> {
+    sqlx::query_as("select queue, paused, paused_at from docket.queue_controls order by queue")
+        .fetch_all(exec)
+        .await
+}
+
+/// The paused queues.
+pub(crate) async fn queue_control_list_paused(
+    exec: impl PgExecutor<'_>,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar("select queue from docket.queue_controls where paused order by queue")
+        .fetch_all(exec)
+        .await
+}
+
+/// Pauses or resumes a queue (registering it on first use); returns its control.
+pub(crate) async fn queue_control_set_paused(
+    exec: impl PgExecutor<'_>,
+    queue: &str,
+    paused: bool,
+) -> sqlx::Result<crate::queues::QueueControl> {
+    sqlx::query_as(
+        r#"
+        insert into docket.queue_controls as c (queue, paused, paused_at)
+        values ($1, $2, case when $2 then now() end)
+        on conflict (queue) do update
+            set paused = excluded.paused,
+                -- Pausing a paused queue keeps when it was first paused.
+                paused_at = case when excluded.paused then coalesce(c.paused_at, now()) end,
+                updated_at = now()
+        returning queue, paused, paused_at
+        "#,
+    )
+    .bind(queue)
+    .bind(paused)
+    .fetch_one(exec)
+    .await
 }

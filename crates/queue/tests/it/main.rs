@@ -5,6 +5,7 @@ mod claim;
 mod enqueue;
 mod maintenance;
 mod outcome;
+mod queues;
 mod rate_limit;
 mod snapshot;
 

@@ -504,3 +504,50 @@ async fn shutdown_stays_bounded_when_outcomes_cannot_be_written_and_the_rescuer_
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_queue_is_left_alone_by_every_worker_and_runs_once_resumed() {
+    let db = TestDb::new().await;
+    // Paused before the worker starts: not one job may slip through at start.
+    docket_queue::queues::pause(&db.pool, "reports")
+        .await
+        .unwrap();
+    let early = enqueue(
+        &db.pool,
+        &NewJob::new(builtin::NOOP, json!({})).queue("reports"),
+    )
+    .await
+    .unwrap();
+    let config = RuntimeConfig {
+        queues: vec![QueueConfig::new("default"), QueueConfig::new("reports")],
+        ..quick_config()
+    };
+    let worker = start(&db.pool, builtins(), config);
+    let other = enqueue(&db.pool, &NewJob::new(builtin::NOOP, json!({})))
+        .await
+        .unwrap();
+    eventually(WAIT, "the default queue's job completes", || async {
+        state_of(&db.pool, other).await == JobState::Completed
+    })
+    .await;
+    // Several poll intervals: the paused queue's job is still waiting, and so is a new one.
+    let late = enqueue(
+        &db.pool,
+        &NewJob::new(builtin::NOOP, json!({})).queue("reports"),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    for id in [early, late] {
+        assert_eq!(state_of(&db.pool, id).await, JobState::Pending);
+    }
+    docket_queue::queues::resume(&db.pool, "reports")
+        .await
+        .unwrap();
+    eventually(WAIT, "the resumed queue's jobs complete", || async {
+        state_of(&db.pool, early).await == JobState::Completed
+            && state_of(&db.pool, late).await == JobState::Completed
+    })
+    .await;
+    worker.shutdown().await;
+}
