@@ -11,7 +11,7 @@ use docket_testkit::{eventually, SmtpSink, TestDb};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::{config_for, parse, start, templates};
+use crate::{config_for, deliveries, parse, start, templates};
 
 fn newsletter() -> std::path::PathBuf {
     templates(&[
@@ -144,16 +144,7 @@ async fn temporary_failures_are_retried_on_the_ladder_and_delivered_once() {
     for i in 0..5 {
         assert_eq!(sink.count_for(&format!("user{i}@example.net")), 1);
     }
-    let deliveries = delivery::list(
-        &db.pool,
-        &DeliveryFilter {
-            campaign_id: Some(id),
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let deliveries = deliveries(&db.pool, Some(id)).await;
     for d in deliveries {
         assert_eq!(d.status, Status::Sent);
         assert!(d.attempts >= 3, "two 451s and the success: {d:?}");
@@ -312,16 +303,7 @@ async fn throttling_replies_hold_the_sender_without_spending_attempts() {
         (3, 0),
         "a one-step ladder would have run out: {status:?}"
     );
-    let deliveries = delivery::list(
-        &db.pool,
-        &DeliveryFilter {
-            campaign_id: Some(id),
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let deliveries = deliveries(&db.pool, Some(id)).await;
     assert!(
         deliveries.iter().all(|d| d.attempts == 1),
         "only the accepted attempt counts: {deliveries:?}"

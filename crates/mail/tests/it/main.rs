@@ -79,6 +79,19 @@ pub(crate) fn start(pool: &PgPool, config: MailConfig) -> Running {
     Running { stop, handle }
 }
 
+/// The recorded deliveries, newest first: all of them, or one campaign's.
+pub(crate) async fn deliveries(
+    pool: &PgPool,
+    campaign_id: Option<uuid::Uuid>,
+) -> Vec<docket_mail::delivery::Delivery> {
+    let filter = docket_mail::delivery::DeliveryFilter {
+        campaign_id,
+        limit: 1000,
+        ..Default::default()
+    };
+    docket_mail::delivery::list(pool, &filter).await.unwrap()
+}
+
 /// A message as a mail client reads it.
 pub(crate) fn parse(data: &[u8]) -> mail_parser::Message<'_> {
     mail_parser::MessageParser::default()

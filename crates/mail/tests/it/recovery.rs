@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use chrono::Utc;
 use docket_mail::config::Mode;
-use docket_mail::delivery::{self, DeliveryFilter, Status};
+use docket_mail::delivery::{self, Status};
 use docket_mail::jobs::{Recovery, RECOVERY_PRIORITY, RECOVERY_QUEUE};
 use docket_queue::{JobId, JobState, NewJob};
 use docket_testkit::{eventually, SmtpSink, TestDb};
 use sqlx::PgPool;
 
-use crate::{config_for, parse, start, templates};
+use crate::{config_for, deliveries, parse, start, templates};
 
 fn reset_templates() -> std::path::PathBuf {
     templates(&[
@@ -65,18 +65,6 @@ async fn wait_state(pool: &PgPool, id: JobId, state: JobState) -> docket_queue::
     docket_queue::admin::show(pool, id).await.unwrap()
 }
 
-async fn deliveries(pool: &PgPool) -> Vec<delivery::Delivery> {
-    delivery::list(
-        pool,
-        &DeliveryFilter {
-            limit: 100,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_recovery_email_whose_expiry_passes_while_the_relay_stalls_is_expired_and_never_arrives()
 {
@@ -97,7 +85,7 @@ async fn a_recovery_email_whose_expiry_passes_while_the_relay_stalls_is_expired_
     .await;
     let job = wait_state(&db.pool, id, JobState::DeadLetter).await;
     assert_eq!(job.dead_letter_reason.as_deref(), Some("expired"));
-    let recorded = deliveries(&db.pool).await;
+    let recorded = deliveries(&db.pool, None).await;
     assert_eq!(recorded.len(), 1);
     assert_eq!(recorded[0].status, Status::Expired);
     // Past the stall, the relay answers again: nothing may arrive late.
@@ -137,7 +125,7 @@ async fn cyrillic_subject_name_and_bodies_arrive_intact() {
         "Здравствуйте, Анна! Ссылка: https://x/r/2. Ёлка, щука, «кавычки»."
     );
     assert!(message.body_html(0).unwrap().contains("<b>Анна</b>"));
-    let recorded = deliveries(&db.pool).await;
+    let recorded = deliveries(&db.pool, None).await;
     assert_eq!(recorded[0].locale.as_deref(), Some("ru-RU"));
     assert_eq!(
         message.message_id(),
@@ -160,7 +148,7 @@ async fn a_missing_variable_dead_letters_the_delivery_with_reason_template_and_s
     running.shutdown().await;
     assert_eq!(job.dead_letter_reason.as_deref(), Some("template"));
     assert_eq!(job.attempt, 1, "never retried");
-    let recorded = deliveries(&db.pool).await;
+    let recorded = deliveries(&db.pool, None).await;
     assert_eq!(recorded[0].status, Status::DeadLetter);
     assert!(
         recorded[0].last_error.as_deref().unwrap().contains("link"),
@@ -185,7 +173,7 @@ async fn a_second_job_with_the_same_idempotency_key_sends_nothing() {
     wait_state(&db.pool, second, JobState::Completed).await;
     running.shutdown().await;
     assert_eq!(sink.messages().len(), 1);
-    assert_eq!(deliveries(&db.pool).await.len(), 1);
+    assert_eq!(deliveries(&db.pool, None).await.len(), 1);
 }
 
 #[tokio::test]
@@ -203,7 +191,7 @@ async fn stub_mode_renders_records_suppressed_and_completes() {
     .await;
     wait_state(&db.pool, id, JobState::Completed).await;
     running.shutdown().await;
-    let recorded = deliveries(&db.pool).await;
+    let recorded = deliveries(&db.pool, None).await;
     assert_eq!(
         (recorded[0].status, recorded[0].suppressed_reason.as_deref()),
         (Status::Suppressed, Some("stub"))
@@ -228,7 +216,7 @@ async fn a_suppressed_address_is_never_sent_to() {
     wait_state(&db.pool, id, JobState::Completed).await;
     running.shutdown().await;
     assert_eq!(sink.attempts_for("ann@example.com"), 0);
-    let recorded = deliveries(&db.pool).await;
+    let recorded = deliveries(&db.pool, None).await;
     assert_eq!(
         (recorded[0].status, recorded[0].suppressed_reason.as_deref()),
         (Status::Suppressed, Some("list"))

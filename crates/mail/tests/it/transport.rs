@@ -4,13 +4,13 @@
 use std::time::Duration;
 
 use docket_mail::config::SmtpUrl;
-use docket_mail::delivery::{self, DeliveryFilter, Status};
+use docket_mail::delivery::Status;
 use docket_mail::jobs::{Recovery, RECOVERY_QUEUE};
 use docket_queue::{JobState, NewJob};
 use docket_testkit::{eventually, SelfSigned, SmtpSink, TestDb};
 use sqlx::PgPool;
 
-use crate::{config_for, start, templates};
+use crate::{config_for, deliveries, start, templates};
 
 fn hello() -> std::path::PathBuf {
     templates(&[
@@ -84,15 +84,7 @@ async fn starttls_with_a_trusted_self_signed_certificate_and_auth_with_a_wrong_t
         "{job:?}"
     );
     assert_eq!(job.attempt, 0, "the job's attempts are not spent: {job:?}");
-    let recorded = delivery::list(
-        &db.pool,
-        &DeliveryFilter {
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let recorded = deliveries(&db.pool, None).await;
     assert_eq!(
         (recorded[0].status, recorded[0].attempts),
         (Status::Queued, 0)
@@ -137,15 +129,7 @@ async fn a_pooled_connection_the_server_closed_while_idle_costs_no_attempt() {
             JobState::Completed
         );
     }
-    let recorded = delivery::list(
-        &db.pool,
-        &DeliveryFilter {
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let recorded = deliveries(&db.pool, None).await;
     assert!(
         recorded
             .iter()
@@ -173,15 +157,7 @@ async fn a_relay_that_stalls_is_cut_off_at_the_timeout_and_the_message_retried()
     })
     .await;
     running.shutdown().await;
-    let recorded = delivery::list(
-        &db.pool,
-        &DeliveryFilter {
-            limit: 10,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let recorded = deliveries(&db.pool, None).await;
     assert_eq!(recorded[0].status, Status::Sent);
     assert!(
         recorded[0].attempts >= 2,
