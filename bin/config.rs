@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use docket_http::{HealthConfig, Secret};
 use docket_mail::MailConfig;
+use docket_queue::rate_limit::Rate;
 use docket_worker::{QueueConfig, RuntimeConfig};
 
 use crate::source::Source;
@@ -42,6 +43,8 @@ pub(crate) struct Config {
     pub(crate) check: CheckConfig,
     /// Email (`DOCKET_SMTP_*`, `DOCKET_MAIL_*`, `DOCKET_TEMPLATE_DIR`, `DOCKET_ADMIN_EMAIL`).
     pub(crate) mail: MailConfig,
+    /// Rates of `[queues.NAME]` tables, applied to whichever queue list is in force.
+    pub(crate) queue_rates: Vec<(String, Rate)>,
 }
 
 /// What `docket check` inspects on the host.
@@ -93,6 +96,7 @@ impl Config {
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
             health: health_config(&source)?,
             mail,
+            queue_rates: queue_rates(&source),
             check: CheckConfig {
                 disk_path: source
                     .text("DOCKET_CHECK_DISK_PATH")
@@ -124,6 +128,7 @@ impl Config {
         if let Some(queues) = queues {
             let default = concurrency.unwrap_or(runtime.queues[0].concurrency);
             runtime.queues = parse_queues(queues, default).context("--queues")?;
+            apply_rates(&mut runtime.queues, &self.queue_rates);
         }
         runtime.validate()?;
         Ok(runtime)
@@ -145,6 +150,12 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
         .unwrap_or(docket_worker::config::CONCURRENCY_DEFAULT);
     config.queues = match source.text("DOCKET_QUEUES") {
         Some(queues) => parse_queues(&queues, concurrency).context("DOCKET_QUEUES")?,
+        // `[queues.NAME]` tables in docket.toml name the queues with their own settings.
+        None if !source.queues.is_empty() => source
+            .queues
+            .iter()
+            .map(|q| QueueConfig::new(&q.name).concurrency(q.concurrency.unwrap_or(concurrency)))
+            .collect(),
         // The mail kinds' queues are served next to `default`: recovery emails on their
         // own queue, so a campaign on `mail` never holds one back.
         None => [
@@ -156,6 +167,7 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
         .map(|name| QueueConfig::new(name).concurrency(concurrency))
         .collect(),
     };
+    apply_rates(&mut config.queues, &queue_rates(source));
     config.global_concurrency = source.parse("DOCKET_GLOBAL_CONCURRENCY")?;
     if let Some(batch) = source.parse("DOCKET_CLAIM_BATCH")? {
         config.claim_batch = batch;
@@ -237,6 +249,26 @@ fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
     }
     config.validate()?;
     Ok(config)
+}
+
+/// The `rate` of each `[queues.NAME]` table that has one.
+fn queue_rates(source: &Source) -> Vec<(String, Rate)> {
+    source
+        .queues
+        .iter()
+        .filter_map(|q| q.rate.map(|rate| (q.name.clone(), rate)))
+        .collect()
+}
+
+/// A queue's rate holds whichever list names the queue (the file's tables, DOCKET_QUEUES or
+/// `--queues`).
+fn apply_rates(queues: &mut [QueueConfig], rates: &[(String, Rate)]) {
+    for queue in queues {
+        queue.rate = rates
+            .iter()
+            .find(|(name, _)| *name == queue.name)
+            .map(|(_, rate)| *rate);
+    }
 }
 
 /// Health thresholds from `DOCKET_HEALTH_*` (seconds); unset ones keep their defaults.

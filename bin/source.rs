@@ -71,6 +71,64 @@ pub(crate) struct Source {
     path: Option<PathBuf>,
     /// The file's `[[schedule]]` tables.
     pub(crate) schedules: Vec<ScheduleConfig>,
+    /// The file's `[queues.NAME]` tables, in the file's order.
+    pub(crate) queues: Vec<QueueTable>,
+}
+
+/// One `[queues.NAME]` table: a queue this worker serves, with its own settings.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct QueueTable {
+    /// The queue.
+    pub(crate) name: String,
+    /// `concurrency`: jobs at once in this process; `None`: `DOCKET_CONCURRENCY`.
+    pub(crate) concurrency: Option<usize>,
+    /// `rate`: jobs started per second, minute or hour over every process (`"50/s"`).
+    pub(crate) rate: Option<docket_queue::rate_limit::Rate>,
+}
+
+/// `[queues.NAME]` tables: `queues` as a table (the list form, `queues = [...]`, is the
+/// plain variable).
+fn queue_tables(table: &toml::Table, path: &Path) -> anyhow::Result<Vec<QueueTable>> {
+    let mut queues = Vec::new();
+    for (name, value) in table {
+        let at = |what: String| anyhow::anyhow!("{}: [queues.{name}]: {what}", path.display());
+        let toml::Value::Table(settings) = value else {
+            return Err(at("must be a table (concurrency, rate)".to_owned()));
+        };
+        let mut queue = QueueTable {
+            name: name.clone(),
+            concurrency: None,
+            rate: None,
+        };
+        for (key, value) in settings {
+            match (key.as_str(), value) {
+                ("concurrency", toml::Value::Integer(n)) => {
+                    queue.concurrency = Some(
+                        usize::try_from(*n)
+                            .ok()
+                            .filter(|n| *n > 0)
+                            .ok_or_else(|| at("`concurrency` must be at least 1".to_owned()))?,
+                    );
+                }
+                ("rate", toml::Value::String(rate)) => {
+                    queue.rate = Some(rate.parse().map_err(|err| at(format!("`rate`: {err}")))?);
+                }
+                ("concurrency" | "rate", other) => {
+                    return Err(at(format!(
+                        "`{key}` has the wrong type ({})",
+                        other.type_str()
+                    )))
+                }
+                _ => {
+                    return Err(at(format!(
+                        "unknown key `{key}` (known: concurrency, rate)"
+                    )))
+                }
+            }
+        }
+        queues.push(queue);
+    }
+    Ok(queues)
 }
 
 /// The keys of a `[[schedule]]` table.
@@ -176,6 +234,7 @@ impl Source {
                 file: BTreeMap::new(),
                 path: None,
                 schedules: Vec::new(),
+                queues: Vec::new(),
             }),
             Err(err) => {
                 Err(err).with_context(|| format!("cannot read {} (DOCKET_CONFIG)", path.display()))
@@ -190,7 +249,12 @@ impl Source {
             .with_context(|| format!("{} is not valid TOML", path.display()))?;
         let mut file = BTreeMap::new();
         let mut schedules = Vec::new();
+        let mut queues = Vec::new();
         for (key, value) in table {
+            if let ("queues", toml::Value::Table(tables)) = (key.as_str(), &value) {
+                queues = queue_tables(tables, path)?;
+                continue;
+            }
             if key == "schedule" {
                 let toml::Value::Array(items) = value else {
                     bail!("{}: `schedule` must be [[schedule]] tables", path.display());
@@ -242,6 +306,7 @@ impl Source {
         Ok(Source {
             file,
             schedules,
+            queues,
             path: Some(path.to_owned()),
         })
     }
@@ -300,6 +365,34 @@ impl Source {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn queue_tables_give_each_queue_its_concurrency_and_rate() {
+        let path = Path::new("docket.toml");
+        let source = Source::from_toml(
+            "[queues.default]\n[queues.reports]\nconcurrency = 4\nrate = \"50/s\"\n",
+            path,
+        )
+        .unwrap();
+        assert_eq!(source.queues.len(), 2);
+        let reports = source.queues.iter().find(|q| q.name == "reports").unwrap();
+        assert_eq!(reports.concurrency, Some(4));
+        assert_eq!(reports.rate.unwrap().per_second, 50.0);
+        for (bad, message) in [
+            (
+                "[queues.reports]\nrate = \"fast\"\n",
+                "[queues.reports]: `rate`",
+            ),
+            (
+                "[queues.reports]\nconcurency = 4\n",
+                "unknown key `concurency`",
+            ),
+            ("[queues.reports]\nconcurrency = 0\n", "at least 1"),
+        ] {
+            let err = Source::from_toml(bad, path).err().unwrap().to_string();
+            assert!(err.contains(message), "{bad}: {err}");
+        }
+    }
+
     use super::*;
 
     /// The settings list is written once (KNOWN); the doc must show each, and nothing else.

@@ -96,6 +96,42 @@ impl RateLimit {
         Ok(Take::Wait(Duration::from_secs_f64(seconds)))
     }
 
+    /// Takes up to `wanted` tokens at once (a claim of that many jobs). Returns how many
+    /// were taken, and when none: how long until one is there.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] when the database fails.
+    pub async fn take_up_to(
+        &self,
+        exec: impl PgExecutor<'_>,
+        wanted: u32,
+    ) -> Result<(u32, Option<Duration>)> {
+        let wanted = i32::try_from(wanted).unwrap_or(i32::MAX);
+        let (granted, level) =
+            db::rate_limit_take_many(exec, &self.name, self.rate.per_second, self.burst, wanted)
+                .await?;
+        let granted = u32::try_from(granted).unwrap_or(0);
+        if granted > 0 {
+            return Ok((granted, None));
+        }
+        let seconds = ((1.0 - level).max(0.0) / self.rate.per_second).clamp(0.001, 3600.0);
+        Ok((0, Some(Duration::from_secs_f64(seconds))))
+    }
+
+    /// Gives back tokens taken but not used (a claim found fewer jobs than it had tokens).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Database`] when the database fails.
+    pub async fn give_back(&self, exec: impl PgExecutor<'_>, unused: u32) -> Result<()> {
+        if unused == 0 {
+            return Ok(());
+        }
+        let unused = i32::try_from(unused).unwrap_or(i32::MAX);
+        Ok(db::rate_limit_give_back(exec, &self.name, unused).await?)
+    }
+
     /// Holds every taker back for `pause` (after a "slow down" from whatever the bucket
     /// guards).
     ///

@@ -44,14 +44,20 @@ pub struct QueueConfig {
     pub name: String,
     /// Jobs of this queue run at once. Default [`CONCURRENCY_DEFAULT`].
     pub concurrency: usize,
+    /// Jobs of this queue started per second over every process together (a token
+    /// bucket in PostgreSQL, named after the queue); `None`: no limit. Each claim takes
+    /// its tokens first, so the rate is never exceeded by more than the bucket's burst
+    /// (one second's worth).
+    pub rate: Option<docket_queue::rate_limit::Rate>,
 }
 
 impl QueueConfig {
-    /// A queue with the default concurrency.
+    /// A queue with the default concurrency and no rate limit.
     pub fn new(name: impl Into<String>) -> Self {
         QueueConfig {
             name: name.into(),
             concurrency: CONCURRENCY_DEFAULT,
+            rate: None,
         }
     }
 
@@ -59,6 +65,19 @@ impl QueueConfig {
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
         self
+    }
+
+    /// Limits the rate over every process together.
+    pub fn rate(mut self, rate: docket_queue::rate_limit::Rate) -> Self {
+        self.rate = Some(rate);
+        self
+    }
+
+    /// The bucket of this queue's rate, shared by every process that serves it.
+    pub(crate) fn rate_limit(&self) -> Option<docket_queue::rate_limit::RateLimit> {
+        self.rate.map(|rate| {
+            docket_queue::rate_limit::RateLimit::new(format!("queue:{}", self.name), rate)
+        })
     }
 }
 

@@ -18,6 +18,7 @@ use crate::controls::PausedQueues;
 use crate::events;
 use crate::executor::Executor;
 use crate::lease::Lease;
+use docket_queue::rate_limit::RateLimit;
 
 /// How long a producer with few free slots waits for more before it claims.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
@@ -40,6 +41,8 @@ pub(crate) struct Producer {
     pub(crate) lease: Arc<Lease>,
     /// The paused queues: while this one is paused, nothing is claimed.
     pub(crate) paused: Arc<PausedQueues>,
+    /// The queue's rate limit over every process: tokens are taken before each claim.
+    pub(crate) rate: Option<RateLimit>,
 }
 
 /// A queue's concurrency: its own permits, and the cap over all queues.
@@ -141,7 +144,31 @@ impl Producer {
     }
 
     /// Claims at most one job per slot and starts each; unused slots are given back.
-    async fn claim_and_dispatch(&self, mut slots: Vec<Slots>) -> docket_queue::Result<usize> {
+    async fn claim_and_dispatch(&self, slots: Vec<Slots>) -> docket_queue::Result<usize> {
+        let Some(rate) = &self.rate else {
+            return self.claim_into(slots).await;
+        };
+        // A rate-limited queue takes its tokens first and claims no more jobs than it got;
+        // the rest of the slots go back. Unlimited queues never get here.
+        let wanted = u32::try_from(slots.len()).unwrap_or(u32::MAX);
+        let (granted, wait) = rate.take_up_to(&self.pool, wanted).await?;
+        if granted == 0 {
+            drop(slots);
+            tokio::time::sleep(wait.unwrap_or(self.poll_interval).min(self.poll_interval)).await;
+            return Ok(0);
+        }
+        let mut slots = slots;
+        slots.truncate(granted as usize);
+        let claimed = self.claim_into(slots).await?;
+        rate.give_back(
+            &self.pool,
+            granted.saturating_sub(u32::try_from(claimed).unwrap_or(granted)),
+        )
+        .await?;
+        Ok(claimed)
+    }
+
+    async fn claim_into(&self, mut slots: Vec<Slots>) -> docket_queue::Result<usize> {
         let request = ClaimRequest {
             queue: &self.queue,
             kinds: Some(&self.kinds),

@@ -191,6 +191,7 @@ impl Runtime {
                 executor: executor.clone(),
                 lease: lease.clone(),
                 paused: paused.clone(),
+                rate: queue.rate_limit(),
             };
             ready.push(producer);
         }

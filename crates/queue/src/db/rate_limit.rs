@@ -39,3 +39,35 @@ pub(crate) async fn rate_limit_hold(
     .await?;
     Ok(())
 }
+
+/// Takes up to `wanted` tokens (see `docket.rate_limit_take_many`): how many were taken,
+/// and the level left.
+pub(crate) async fn rate_limit_take_many(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    rate: f64,
+    burst: f64,
+    wanted: i32,
+) -> sqlx::Result<(i32, f64)> {
+    sqlx::query_as("select granted, level from docket.rate_limit_take_many($1, $2, $3, $4)")
+        .bind(name)
+        .bind(rate)
+        .bind(burst)
+        .bind(wanted)
+        .fetch_one(exec)
+        .await
+}
+
+/// Returns tokens taken but not used, up to the bucket's burst.
+pub(crate) async fn rate_limit_give_back(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    unused: i32,
+) -> sqlx::Result<()> {
+    sqlx::query("select docket.rate_limit_give_back($1, $2)")
+        .bind(name)
+        .bind(unused)
+        .execute(exec)
+        .await?;
+    Ok(())
+}

@@ -551,3 +551,33 @@ async fn a_paused_queue_is_left_alone_by_every_worker_and_runs_once_resumed() {
     .await;
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_rate_holds_over_two_workers_together() {
+    let db = TestDb::new().await;
+    let jobs: Vec<_> = (0..20)
+        .map(|n| NewJob::new(builtin::NOOP, json!({ "n": n })).queue("limited"))
+        .collect();
+    enqueue_many(&db.pool, &jobs).await.unwrap();
+    let config = || RuntimeConfig {
+        queues: vec![QueueConfig::new("limited").rate("5/s".parse().unwrap())],
+        ..quick_config()
+    };
+    let started = std::time::Instant::now();
+    // Two runtimes with pools of their own: two processes sharing one bucket.
+    let other_pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let first = start(&db.pool, builtins(), config());
+    let second = start(&other_pool, builtins(), config());
+    eventually(WAIT, "the 20 jobs complete", || async {
+        count_in(&db.pool, JobState::Completed).await == 20
+    })
+    .await;
+    let took = started.elapsed();
+    first.shutdown().await;
+    second.shutdown().await;
+    // A full bucket (5) goes at once; the other 15 at 5 a second.
+    assert!(
+        took >= Duration::from_millis(2800),
+        "20 jobs at 5/s took only {took:?}"
+    );
+}
