@@ -34,7 +34,7 @@ pub struct ScheduleDef {
     pub timezone: String,
     /// `skip`, `latest` or `all`.
     pub catch_up: String,
-    /// `allow`, or `skip`: no tick while the batch of an earlier tick still runs.
+    /// `allow`, or `skip`: no tick while an earlier tick's job or its batch still runs.
     pub overlap: String,
 }
 
@@ -43,7 +43,7 @@ pub struct ScheduleDef {
 pub enum Tick {
     /// This call enqueued its job.
     Enqueued(JobId),
-    /// Skipped (overlap `skip`): a batch of an earlier tick still runs.
+    /// Skipped (overlap `skip`): an earlier tick's job or its batch still runs.
     Skipped,
     /// Nothing to do here: another scheduler dealt with it, or the schedule is paused or
     /// already past it.
@@ -120,7 +120,7 @@ pub async fn list(exec: impl PgExecutor<'_>) -> Result<Vec<ScheduleRow>> {
 
 /// Enqueues the job of `name`'s tick at `tick_at` (its `run_at` is the tick), unless that
 /// tick was dealt with already, by any process, ever, or the schedule is paused or past
-/// it, or (overlap `skip`) a batch of an earlier tick still runs.
+/// it, or (overlap `skip`) an earlier tick's job or batch still runs.
 ///
 /// # Errors
 ///

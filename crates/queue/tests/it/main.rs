@@ -7,6 +7,7 @@ mod maintenance;
 mod outcome;
 mod queues;
 mod rate_limit;
+mod schedule;
 mod snapshot;
 
 use chrono::{DateTime, Utc};
