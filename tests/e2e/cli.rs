@@ -244,3 +244,32 @@ async fn docket_toml_configures_and_the_environment_overrides_it() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn queues_pause_list_and_resume_from_the_command_line() {
+    let db = TestDb::new().await;
+    let paused: Value = serde_json::from_str(&stdout(&docket(
+        &db.url,
+        &["queues", "pause", "reports", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(paused[0]["paused"], true);
+    let listed = stdout(&docket(&db.url, &["queues", "list"]));
+    assert!(
+        listed.contains("reports") && listed.contains("yes"),
+        "{listed}"
+    );
+    let resumed: Value = serde_json::from_str(&stdout(&docket(
+        &db.url,
+        &["queues", "resume", "reports", "--json"],
+    )))
+    .unwrap();
+    assert_eq!(resumed[0]["paused"], false);
+    let bad = docket(&db.url, &["queues", "pause", ""]);
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("1 to 127 characters"),
+        "{}",
+        stderr(&bad)
+    );
+}
