@@ -105,13 +105,15 @@ create table docket.rate_limits (
     constraint rate_limits_burst_positive check (burst >= 1)
 );
 
--- Takes one token from a bucket (made full on first use; its rate and burst follow the
--- caller's). A borrower may take while the bucket holds at least `1 - may_borrow` tokens,
+-- Takes up to `wanted` tokens from a bucket (made full on first use; its rate and burst
+-- follow the caller's): one for an email, up to a claim's free slots for a rate-limited
+-- queue. A borrower may take while the bucket holds at least `1 - may_borrow` tokens,
 -- driving it below zero: recovery emails go first, and everyone else waits for the refill.
--- Returns whether a token was taken and the level left.
+-- Returns how many were taken (possibly none) and the level left.
 create function docket.rate_limit_take(bucket text, per_second double precision,
-                                       capacity double precision, may_borrow double precision,
-                                       out taken boolean, out level double precision)
+                                       capacity double precision, wanted integer,
+                                       may_borrow double precision,
+                                       out granted integer, out level double precision)
 language plpgsql volatile as $$
 begin
     insert into docket.rate_limits as r (name, rate, burst, tokens)
@@ -122,12 +124,17 @@ begin
       into level
     from docket.rate_limits r where r.name = bucket
     for update;
-    taken := level >= 1 - may_borrow;
-    if taken then
-        level := level - 1;
-    end if;
+    granted := greatest(0, least(wanted, floor(level + may_borrow)::integer));
+    level := level - granted;
     update docket.rate_limits r
     set rate = per_second, burst = capacity, tokens = level, updated_at = clock_timestamp()
     where r.name = bucket;
 end
+$$;
+
+-- Tokens taken but not used (a claim found fewer jobs than it had tokens) go back, up to
+-- the burst.
+create function docket.rate_limit_give_back(bucket text, unused integer)
+returns void language sql volatile as $$
+    update docket.rate_limits set tokens = least(burst, tokens + unused) where name = bucket;
 $$;

@@ -320,7 +320,7 @@ impl Mailer {
         };
         loop {
             match limiter.take(&self.pool, borrow).await? {
-                Take::Taken => return Ok(None),
+                Take::Taken(_) => return Ok(None),
                 Take::Wait(wait) => {
                     metrics::counter!(metric::MAIL_RATE_LIMIT_WAITS, "source" => source.as_str())
                         .increment(1);

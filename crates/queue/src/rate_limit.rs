@@ -63,8 +63,8 @@ pub struct RateLimit {
 /// What one take found.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Take {
-    /// A token was taken.
-    Taken,
+    /// This many tokens were taken (at least one).
+    Taken(u32),
     /// None was there: try again after this long.
     Wait(Duration),
 }
@@ -86,18 +86,11 @@ impl RateLimit {
     ///
     /// [`Error::Database`] when the database fails.
     pub async fn take(&self, exec: impl PgExecutor<'_>, borrow: f64) -> Result<Take> {
-        let (taken, level) =
-            db::rate_limit_take(exec, &self.name, self.rate.per_second, self.burst, borrow).await?;
-        if taken {
-            return Ok(Take::Taken);
-        }
-        let missing = (1.0 - borrow - level).max(0.0);
-        let seconds = (missing / self.rate.per_second).clamp(0.001, 3600.0);
-        Ok(Take::Wait(Duration::from_secs_f64(seconds)))
+        self.take_up_to(exec, 1, borrow).await
     }
 
-    /// Takes up to `wanted` tokens at once (a claim of that many jobs). Returns how many
-    /// were taken, and when none: how long until one is there.
+    /// Takes up to `wanted` tokens at once (a claim of that many jobs), or says how long
+    /// until one is there.
     ///
     /// # Errors
     ///
@@ -106,17 +99,22 @@ impl RateLimit {
         &self,
         exec: impl PgExecutor<'_>,
         wanted: u32,
-    ) -> Result<(u32, Option<Duration>)> {
-        let wanted = i32::try_from(wanted).unwrap_or(i32::MAX);
-        let (granted, level) =
-            db::rate_limit_take_many(exec, &self.name, self.rate.per_second, self.burst, wanted)
-                .await?;
-        let granted = u32::try_from(granted).unwrap_or(0);
-        if granted > 0 {
-            return Ok((granted, None));
+        borrow: f64,
+    ) -> Result<Take> {
+        let params = db::TakeParams {
+            name: &self.name,
+            rate: self.rate.per_second,
+            burst: self.burst,
+            wanted: i32::try_from(wanted).unwrap_or(i32::MAX),
+            borrow,
+        };
+        let (granted, level) = db::rate_limit_take(exec, &params).await?;
+        if let Ok(granted @ 1..) = u32::try_from(granted) {
+            return Ok(Take::Taken(granted));
         }
-        let seconds = ((1.0 - level).max(0.0) / self.rate.per_second).clamp(0.001, 3600.0);
-        Ok((0, Some(Duration::from_secs_f64(seconds))))
+        let missing = (1.0 - borrow - level).max(0.0);
+        let seconds = (missing / self.rate.per_second).clamp(0.001, 3600.0);
+        Ok(Take::Wait(Duration::from_secs_f64(seconds)))
     }
 
     /// Gives back tokens taken but not used (a claim found fewer jobs than it had tokens).

@@ -18,7 +18,7 @@ use crate::controls::PausedQueues;
 use crate::events;
 use crate::executor::Executor;
 use crate::lease::Lease;
-use docket_queue::rate_limit::RateLimit;
+use docket_queue::rate_limit::{RateLimit, Take};
 
 /// How long a producer with few free slots waits for more before it claims.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
@@ -151,12 +151,14 @@ impl Producer {
         // A rate-limited queue takes its tokens first and claims no more jobs than it got;
         // the rest of the slots go back. Unlimited queues never get here.
         let wanted = u32::try_from(slots.len()).unwrap_or(u32::MAX);
-        let (granted, wait) = rate.take_up_to(&self.pool, wanted).await?;
-        if granted == 0 {
-            drop(slots);
-            tokio::time::sleep(wait.unwrap_or(self.poll_interval).min(self.poll_interval)).await;
-            return Ok(0);
-        }
+        let granted = match rate.take_up_to(&self.pool, wanted, 0.0).await? {
+            Take::Taken(granted) => granted,
+            Take::Wait(wait) => {
+                drop(slots);
+                tokio::time::sleep(wait.min(self.poll_interval)).await;
+                return Ok(0);
+            }
+        };
         let mut slots = slots;
         slots.truncate(granted as usize);
         let claimed = self.claim_into(slots).await?;

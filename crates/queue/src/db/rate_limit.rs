@@ -2,21 +2,43 @@
 
 use sqlx::PgExecutor;
 
-/// Takes one token (see `docket.rate_limit_take`): whether it was taken, and the level left.
+/// A bucket and what is asked of it.
+pub(crate) struct TakeParams<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) rate: f64,
+    pub(crate) burst: f64,
+    pub(crate) wanted: i32,
+    pub(crate) borrow: f64,
+}
+
+/// Takes up to `wanted` tokens (see `docket.rate_limit_take`): how many were taken, and
+/// the level left.
 pub(crate) async fn rate_limit_take(
     exec: impl PgExecutor<'_>,
-    name: &str,
-    rate: f64,
-    burst: f64,
-    borrow: f64,
-) -> sqlx::Result<(bool, f64)> {
-    sqlx::query_as("select taken, level from docket.rate_limit_take($1, $2, $3, $4)")
-        .bind(name)
-        .bind(rate)
-        .bind(burst)
-        .bind(borrow)
+    params: &TakeParams<'_>,
+) -> sqlx::Result<(i32, f64)> {
+    sqlx::query_as("select granted, level from docket.rate_limit_take($1, $2, $3, $4, $5)")
+        .bind(params.name)
+        .bind(params.rate)
+        .bind(params.burst)
+        .bind(params.wanted)
+        .bind(params.borrow)
         .fetch_one(exec)
         .await
+}
+
+/// Returns tokens taken but not used, up to the bucket's burst.
+pub(crate) async fn rate_limit_give_back(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+    unused: i32,
+) -> sqlx::Result<()> {
+    sqlx::query("select docket.rate_limit_give_back($1, $2)")
+        .bind(name)
+        .bind(unused)
+        .execute(exec)
+        .await?;
+    Ok(())
 }
 
 /// Empties the bucket and puts it `seconds` of refill into debt, so that every taker waits
@@ -37,37 +59,5 @@ pub(crate) async fn rate_limit_hold(
     .bind(seconds)
     .execute(exec)
     .await?;
-    Ok(())
-}
-
-/// Takes up to `wanted` tokens (see `docket.rate_limit_take_many`): how many were taken,
-/// and the level left.
-pub(crate) async fn rate_limit_take_many(
-    exec: impl PgExecutor<'_>,
-    name: &str,
-    rate: f64,
-    burst: f64,
-    wanted: i32,
-) -> sqlx::Result<(i32, f64)> {
-    sqlx::query_as("select granted, level from docket.rate_limit_take_many($1, $2, $3, $4)")
-        .bind(name)
-        .bind(rate)
-        .bind(burst)
-        .bind(wanted)
-        .fetch_one(exec)
-        .await
-}
-
-/// Returns tokens taken but not used, up to the bucket's burst.
-pub(crate) async fn rate_limit_give_back(
-    exec: impl PgExecutor<'_>,
-    name: &str,
-    unused: i32,
-) -> sqlx::Result<()> {
-    sqlx::query("select docket.rate_limit_give_back($1, $2)")
-        .bind(name)
-        .bind(unused)
-        .execute(exec)
-        .await?;
     Ok(())
 }

@@ -24,7 +24,7 @@ async fn a_bucket_lets_its_burst_through_over_all_connections_then_says_how_long
     let mut taken = 0;
     for i in 0..6 {
         let pool = if i % 2 == 0 { &db.pool } else { &other };
-        if bucket.take(pool, 0.0).await.unwrap() == Take::Taken {
+        if bucket.take(pool, 0.0).await.unwrap() == Take::Taken(1) {
             taken += 1;
         }
     }
@@ -34,7 +34,7 @@ async fn a_bucket_lets_its_burst_through_over_all_connections_then_says_how_long
             wait > Duration::from_secs(55),
             "about a minute for one token: {wait:?}"
         ),
-        Take::Taken => panic!("an empty bucket gave a token"),
+        Take::Taken(_) => panic!("an empty bucket gave a token"),
     }
 }
 
@@ -42,7 +42,7 @@ async fn a_bucket_lets_its_burst_through_over_all_connections_then_says_how_long
 async fn a_borrower_goes_ahead_of_an_empty_bucket_and_others_wait_off_the_debt() {
     let db = TestDb::new().await;
     let bucket = slow("relay", 1.0);
-    assert_eq!(bucket.take(&db.pool, 0.0).await.unwrap(), Take::Taken);
+    assert_eq!(bucket.take(&db.pool, 0.0).await.unwrap(), Take::Taken(1));
     assert!(matches!(
         bucket.take(&db.pool, 0.0).await.unwrap(),
         Take::Wait(_)
@@ -50,7 +50,7 @@ async fn a_borrower_goes_ahead_of_an_empty_bucket_and_others_wait_off_the_debt()
     for _ in 0..2 {
         assert_eq!(
             bucket.take(&db.pool, 2.0).await.unwrap(),
-            Take::Taken,
+            Take::Taken(1),
             "a borrower takes from an empty bucket"
         );
     }
@@ -71,7 +71,7 @@ async fn a_borrower_goes_ahead_of_an_empty_bucket_and_others_wait_off_the_debt()
 async fn a_hold_empties_the_bucket_for_everyone() {
     let db = TestDb::new().await;
     let bucket = RateLimit::new("relay", "100/s".parse().unwrap());
-    assert_eq!(bucket.take(&db.pool, 0.0).await.unwrap(), Take::Taken);
+    assert_eq!(bucket.take(&db.pool, 0.0).await.unwrap(), Take::Taken(1));
     bucket
         .hold(&db.pool, Duration::from_secs(30))
         .await
@@ -80,4 +80,27 @@ async fn a_hold_empties_the_bucket_for_everyone() {
         panic!("a held bucket gave a token");
     };
     assert!(wait > Duration::from_secs(29), "{wait:?}");
+}
+
+#[tokio::test]
+async fn a_claim_takes_what_is_there_up_to_what_it_wants_and_gives_back_what_it_did_not_use() {
+    let db = TestDb::new().await;
+    let bucket = slow("queue:reports", 5.0);
+    assert_eq!(
+        bucket.take_up_to(&db.pool, 3, 0.0).await.unwrap(),
+        Take::Taken(3)
+    );
+    assert_eq!(
+        bucket.take_up_to(&db.pool, 10, 0.0).await.unwrap(),
+        Take::Taken(2)
+    );
+    assert!(matches!(
+        bucket.take_up_to(&db.pool, 10, 0.0).await.unwrap(),
+        Take::Wait(_)
+    ));
+    bucket.give_back(&db.pool, 2).await.unwrap();
+    assert_eq!(
+        bucket.take_up_to(&db.pool, 10, 0.0).await.unwrap(),
+        Take::Taken(2)
+    );
 }
