@@ -286,6 +286,14 @@ pub(crate) enum JobsCommand {
         #[command(flatten)]
         output: OutputArgs,
     },
+    /// Discard a dead letter that must never run: it becomes cancelled, its reason kept in
+    /// its error history.
+    Discard {
+        /// The job's id.
+        id: JobId,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
 }
 
 #[derive(Debug, Args)]

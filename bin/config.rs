@@ -5,6 +5,7 @@ use std::fmt;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use docket_http::host::HostConfig;
 use docket_http::{HealthConfig, Secret};
 use docket_mail::MailConfig;
 use docket_queue::rate_limit::Rate;
@@ -35,30 +36,37 @@ pub(crate) struct Config {
     pub(crate) pool_size: Option<u32>,
     /// `CRON_SECRET`: the bearer token of the guarded routes; never printed.
     pub(crate) cron_secret: Option<Secret>,
+    /// `DOCKET_OPS_SECRET`: signs in to the operations page instead of `CRON_SECRET`, so the
+    /// people who read the page need not hold the monitors' token; never printed.
+    pub(crate) ops_secret: Option<Secret>,
     /// `DOCKET_HTTP_ADDR`: where `serve` listens. Default `127.0.0.1:8080`.
     pub(crate) http_addr: std::net::SocketAddr,
     /// Health thresholds (`DOCKET_HEALTH_*`).
     pub(crate) health: HealthConfig,
     /// What `docket check` looks at beyond the database (`DOCKET_CHECK_*`, `DOCKET_BACKUP_*`).
-    pub(crate) check: CheckConfig,
+    pub(crate) check: HostConfig,
     /// Email (`DOCKET_SMTP_*`, `DOCKET_MAIL_*`, `DOCKET_TEMPLATE_DIR`, `DOCKET_ADMIN_EMAIL`).
     pub(crate) mail: MailConfig,
     /// Rates of `[queues.NAME]` tables, applied to whichever queue list is in force.
     pub(crate) queue_rates: Vec<(String, Rate)>,
 }
 
-/// What `docket check` inspects on the host.
-#[derive(Clone, Debug)]
-pub(crate) struct CheckConfig {
-    /// `DOCKET_CHECK_DISK_PATH`: the filesystem whose free space is checked. Default `/`.
-    pub(crate) disk_path: std::path::PathBuf,
-    /// `DOCKET_CHECK_DISK_MIN_FREE_PERCENT`: below this, a warning. Default 10.
-    pub(crate) disk_min_free_percent: f64,
-    /// `DOCKET_BACKUP_DIR`: where backups land; unset, the backup check is skipped.
-    pub(crate) backup_dir: Option<std::path::PathBuf>,
-    /// `DOCKET_BACKUP_MAX_AGE`: seconds the newest backup may age before a warning.
-    /// Default 93600 (26 h: a daily backup with slack).
-    pub(crate) backup_max_age: Duration,
+/// `DOCKET_CHECK_DISK_PATH` (default `/`), `DOCKET_CHECK_DISK_MIN_FREE_PERCENT` (10),
+/// `DOCKET_BACKUP_DIR` (unset: no backup check), `DOCKET_BACKUP_MAX_AGE` (seconds, 26 h).
+fn host_config(source: &Source) -> anyhow::Result<HostConfig> {
+    let defaults = HostConfig::default();
+    Ok(HostConfig {
+        disk_path: source
+            .text("DOCKET_CHECK_DISK_PATH")
+            .map_or(defaults.disk_path, Into::into),
+        disk_min_free_percent: source
+            .parse("DOCKET_CHECK_DISK_MIN_FREE_PERCENT")?
+            .unwrap_or(defaults.disk_min_free_percent),
+        backup_dir: source.text("DOCKET_BACKUP_DIR").map(Into::into),
+        backup_max_age: source
+            .seconds("DOCKET_BACKUP_MAX_AGE")?
+            .unwrap_or(defaults.backup_max_age),
+    })
 }
 
 impl Config {
@@ -91,24 +99,14 @@ impl Config {
             runtime,
             pool_size: source.parse("DOCKET_DB_POOL_SIZE")?,
             cron_secret: source.text("CRON_SECRET").and_then(Secret::new),
+            ops_secret: source.text("DOCKET_OPS_SECRET").and_then(Secret::new),
             http_addr: source
                 .parse("DOCKET_HTTP_ADDR")?
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
             health: health_config(&source)?,
             mail,
             queue_rates: queue_rates(&source),
-            check: CheckConfig {
-                disk_path: source
-                    .text("DOCKET_CHECK_DISK_PATH")
-                    .map_or_else(|| "/".into(), Into::into),
-                disk_min_free_percent: source
-                    .parse("DOCKET_CHECK_DISK_MIN_FREE_PERCENT")?
-                    .unwrap_or(10.0),
-                backup_dir: source.text("DOCKET_BACKUP_DIR").map(Into::into),
-                backup_max_age: source
-                    .seconds("DOCKET_BACKUP_MAX_AGE")?
-                    .unwrap_or(Duration::from_secs(26 * 3600)),
-            },
+            check: host_config(&source)?,
         })
     }
 

@@ -2,31 +2,15 @@
 //! 1 when something needs a look (warn), 2 when something is failing, so that cron and
 //! monitoring systems can act on the code alone.
 
-use std::path::Path;
 use std::process::ExitCode;
-use std::time::SystemTime;
 
+use docket_http::host::{self, Item, Verdict};
 use docket_queue::health::{self, Check};
 use serde::Serialize;
 
 use crate::cli::OutputArgs;
-use crate::config::{CheckConfig, Config};
+use crate::config::Config;
 use crate::table;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-enum Verdict {
-    Ok,
-    Warn,
-    Fail,
-}
-
-#[derive(Serialize)]
-struct Item {
-    name: &'static str,
-    status: Verdict,
-    detail: String,
-}
 
 #[derive(Serialize)]
 struct Report {
@@ -54,10 +38,7 @@ pub(crate) async fn run(config: &Config, output: OutputArgs) -> anyhow::Result<E
             }
         },
     }
-    checks.push(disk_check(&config.check));
-    if let Some(dir) = &config.check.backup_dir {
-        checks.push(backup_check(dir, &config.check));
-    }
+    checks.extend(host::checks(&config.check));
     let status = checks.iter().map(|c| c.status).max().unwrap_or(Verdict::Ok);
     let report = Report { status, checks };
     if output.json {
@@ -166,85 +147,4 @@ async fn database_checks(pool: &sqlx::PgPool, config: &Config, checks: &mut Vec<
             n => format!("{n} schedules on time"),
         },
     });
-}
-
-/// Free space of the configured path's filesystem, from `df -Pk`.
-fn disk_check(config: &CheckConfig) -> Item {
-    let output = std::process::Command::new("df")
-        .arg("-Pk")
-        .arg(&config.disk_path)
-        .output();
-    let parsed = output.ok().and_then(|out| {
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let fields: Vec<u64> = text
-            .lines()
-            .nth(1)?
-            .split_whitespace()
-            .skip(1)
-            .take(3)
-            .map(|f| f.parse().ok())
-            .collect::<Option<_>>()?;
-        Some((fields[0], fields[2]))
-    });
-    let Some((total_kib, free_kib)) = parsed.filter(|(total, _)| *total > 0) else {
-        return Item {
-            name: "disk",
-            status: Verdict::Warn,
-            detail: format!("cannot read free space of {}", config.disk_path.display()),
-        };
-    };
-    let percent = free_kib as f64 * 100.0 / total_kib as f64;
-    Item {
-        name: "disk",
-        status: if percent < config.disk_min_free_percent {
-            Verdict::Warn
-        } else {
-            Verdict::Ok
-        },
-        detail: format!(
-            "{:.1} GiB free ({percent:.0}%) on {} (minimum {}%)",
-            free_kib as f64 / 1024.0 / 1024.0,
-            config.disk_path.display(),
-            config.disk_min_free_percent
-        ),
-    }
-}
-
-/// Age of the newest file in the backup directory.
-fn backup_check(dir: &Path, config: &CheckConfig) -> Item {
-    let newest = std::fs::read_dir(dir).ok().and_then(|entries| {
-        entries
-            .flatten()
-            .filter_map(|entry| {
-                entry
-                    .metadata()
-                    .ok()
-                    .filter(|m| m.is_file())?
-                    .modified()
-                    .ok()
-            })
-            .max()
-    });
-    let Some(newest) = newest else {
-        return Item {
-            name: "backup",
-            status: Verdict::Warn,
-            detail: format!("no backup file in {}", dir.display()),
-        };
-    };
-    let age = SystemTime::now().duration_since(newest).unwrap_or_default();
-    let hours = age.as_secs_f64() / 3600.0;
-    Item {
-        name: "backup",
-        status: if age > config.backup_max_age {
-            Verdict::Warn
-        } else {
-            Verdict::Ok
-        },
-        detail: format!(
-            "newest backup {hours:.1} h old in {} (maximum {:.1} h)",
-            dir.display(),
-            config.backup_max_age.as_secs_f64() / 3600.0
-        ),
-    }
 }

@@ -532,7 +532,7 @@ impl Story<'_> {
             .filter(|t| t.source == "campaign")
             .map(|t| t.retried)
             .sum();
-        let suppressions = docket_mail::delivery::suppressions(self.pool).await?;
+        let suppressions = docket_mail::delivery::suppressions(self.pool, None).await?;
         let messages = self.sink.messages();
         let campaign_received = messages
             .iter()

@@ -1,4 +1,4 @@
-//! `docket jobs list|show|replay|cancel`.
+//! `docket jobs list|show|replay|cancel|discard`.
 
 use docket_queue::admin::{self, DeadLetterFilter, ListFilter};
 use docket_queue::Job;
@@ -31,6 +31,14 @@ pub(crate) async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<(
             } else {
                 println!("{id} cancelled");
             }
+            Ok(())
+        }
+        JobsCommand::Discard { id, output } => {
+            let job = admin::discard(pool, id).await?;
+            if output.json {
+                return print_json(&job);
+            }
+            println!("{id} discarded (cancelled)");
             Ok(())
         }
     }

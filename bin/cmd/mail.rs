@@ -129,7 +129,7 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
         }
         MailCommand::Suppressions(output) => {
             let pool = connect(config.require_database()?).await?;
-            let list = delivery::suppressions(&pool).await?;
+            let list = delivery::suppressions(&pool, None).await?;
             if output.json {
                 return print_json(&list);
             }

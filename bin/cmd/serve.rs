@@ -41,7 +41,8 @@ pub(crate) async fn run(
         Some(metrics),
         config.health.clone(),
     )
-    .with_mailer(mailer);
+    .with_mailer(mailer)
+    .with_ops(config.ops_secret.clone(), config.check.clone());
     let listener = TcpListener::bind(config.http_addr)
         .await
         .with_context(|| format!("cannot listen on {} (DOCKET_HTTP_ADDR)", config.http_addr))?;

@@ -25,13 +25,20 @@ impl Secret {
     /// content or length: every byte of the secret is compared with the token's byte at
     /// that place (or a zero past its end), and the lengths are compared in constant time
     /// too. A guess therefore learns nothing, not even whether its length is right.
-    fn matches(&self, token: &str) -> bool {
+    pub(crate) fn matches(&self, token: &str) -> bool {
         let (secret, token) = (self.0.as_bytes(), token.as_bytes());
         let mut same = (secret.len() as u64).ct_eq(&(token.len() as u64));
         for (index, byte) in secret.iter().enumerate() {
             same &= byte.ct_eq(token.get(index).unwrap_or(&0));
         }
         same.into()
+    }
+}
+
+impl Secret {
+    /// The secret itself, for deriving keys from it; never for printing.
+    pub(crate) fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
     }
 }
 

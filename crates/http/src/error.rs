@@ -54,6 +54,23 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// The status and what a person is told, for answers that are not JSON.
+    pub(crate) fn status_and_message(&self) -> (StatusCode, String) {
+        let (status, code, message) = self.parts();
+        let message = match (self, message) {
+            (ApiError::Internal(_), _) => "something went wrong; the server's log says what".into(),
+            (ApiError::Unavailable, _) => "the database does not answer; try again shortly".into(),
+            (_, Some(message)) => message.to_owned(),
+            (_, None) => code.to_owned(),
+        };
+        if let ApiError::Internal(err) = self {
+            tracing::error!(event = docket_queue::telemetry::event::HTTP_ERROR, error.message = %err, error.cause_chain = %ErrorChain(err), "request failed");
+        }
+        (status, message)
+    }
+}
+
 impl From<docket_queue::Error> for ApiError {
     fn from(err: docket_queue::Error) -> Self {
         use docket_queue::Error;

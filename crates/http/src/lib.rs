@@ -9,7 +9,9 @@
 //! | `GET /api/health` | anyone: `{"status": ...}`; with the bearer: the full document |
 //! | `GET /metrics` | bearer |
 //! | `GET /api/jobs`, `GET /api/jobs/{id}` | bearer |
-//! | `POST /api/jobs`, `POST /api/jobs/{id}/replay`, `POST /api/jobs/{id}/cancel`, `POST /api/jobs/replay-dead-letters` | bearer |
+//! | `POST /api/jobs`, `POST /api/jobs/{id}/replay|cancel|discard`, `POST /api/jobs/replay-dead-letters` | bearer |
+//! | `GET /api/cron`, `POST /api/cron/{name}/pause|resume`, `POST /api/queues/{name}/pause|resume` | bearer |
+//! | `GET /ops` and its forms | a session signed in at `/ops/login`, or the bearer |
 //!
 //! # Layout
 //!
@@ -20,6 +22,8 @@
 //! - `routes`: one module per route family.
 //! - [`error`]: `ApiError` → JSON with a stable code.
 //! - [`observe`]: request logs, HTTP metrics, snapshot gauges.
+//! - [`ops`]: the operations page, its sign-in and its forms.
+//! - [`host`]: the disk and backup checks, shared with `docket check`.
 //!
 //! It does not run jobs (that is `docket-worker`): worker liveness comes from the
 //! heartbeat table.
@@ -28,7 +32,9 @@
 pub mod auth;
 pub mod error;
 pub mod health;
+pub mod host;
 pub mod observe;
+pub mod ops;
 mod routes;
 pub mod state;
 
@@ -73,6 +79,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/campaigns/{id}", get(routes::mail::show_campaign))
         .route("/api/jobs/{id}/replay", post(routes::jobs::replay))
         .route("/api/jobs/{id}/cancel", post(routes::jobs::cancel))
+        .route("/api/jobs/{id}/discard", post(routes::jobs::discard))
+        .route("/api/cron", get(routes::cron::list))
+        .route("/api/cron/{name}/pause", post(routes::cron::pause))
+        .route("/api/cron/{name}/resume", post(routes::cron::resume))
+        .merge(ops::router())
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .route_layer(axum::middleware::from_fn(observe::track))

@@ -9,6 +9,8 @@ use sqlx::PgPool;
 
 use crate::auth::Secret;
 use crate::health::{HealthConfig, HealthMonitor};
+use crate::host::HostConfig;
+use crate::ops::OpsState;
 
 /// How long one job-admin statement may run. A filter no index serves (a kind with no
 /// match over millions of rows) gives up here instead of holding a connection.
@@ -32,6 +34,8 @@ pub struct AppState {
     /// The mail settings and catalog, for creating campaigns; `None`: `POST /api/campaigns`
     /// answers 503.
     pub mailer: Option<Arc<docket_mail::Mailer>>,
+    /// The operations page: its sessions, chart and host checks.
+    pub ops: Arc<OpsState>,
 }
 
 impl AppState {
@@ -55,11 +59,20 @@ impl AppState {
             .connect_lazy_with(options);
         AppState {
             pool,
-            cron_secret,
             metrics,
             health: Arc::new(monitor),
             mailer: None,
+            ops: Arc::new(OpsState::new(cron_secret.clone(), HostConfig::default())),
+            cron_secret,
         }
+    }
+
+    /// The same state, its operations page signed in to with `ops_secret` (or, when that
+    /// is `None`, the cron secret) and showing `host`'s checks.
+    pub fn with_ops(mut self, ops_secret: Option<Secret>, host: HostConfig) -> AppState {
+        let secret = ops_secret.or_else(|| self.cron_secret.clone());
+        self.ops = Arc::new(OpsState::new(secret, host));
+        self
     }
 
     /// The same state, creating campaigns with `mailer`'s catalog and sender.

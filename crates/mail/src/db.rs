@@ -433,10 +433,15 @@ pub(crate) async fn suppression_insert(
     Ok(done.rows_affected() == 1)
 }
 
-pub(crate) async fn suppression_list(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<Suppression>> {
+pub(crate) async fn suppression_list(
+    exec: impl PgExecutor<'_>,
+    limit: Option<u32>,
+) -> sqlx::Result<Vec<Suppression>> {
     sqlx::query_as(
-        "select address, reason, created_at from docket.mail_suppressions order by created_at desc, address",
+        "select address, reason, created_at from docket.mail_suppressions
+         order by created_at desc, address limit $1",
     )
+    .bind(limit.map(i64::from))
     .fetch_all(exec)
     .await
 }

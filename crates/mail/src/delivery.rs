@@ -224,11 +224,14 @@ pub async fn unsuppress(exec: impl PgExecutor<'_>, address: &str) -> Result<bool
     Ok(db::suppression_delete(exec, &address.trim().to_ascii_lowercase()).await?)
 }
 
-/// The suppression list, newest first.
+/// The suppression list, newest first: the newest `limit` entries, or all of them.
 ///
 /// # Errors
 ///
 /// [`MailError::Database`] when the database fails.
-pub async fn suppressions(exec: impl PgExecutor<'_>) -> Result<Vec<Suppression>> {
-    Ok(db::suppression_list(exec).await?)
+pub async fn suppressions(
+    exec: impl PgExecutor<'_>,
+    limit: Option<u32>,
+) -> Result<Vec<Suppression>> {
+    Ok(db::suppression_list(exec, limit).await?)
 }

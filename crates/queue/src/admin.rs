@@ -98,6 +98,28 @@ where
     })
 }
 
+/// Discards a dead letter that should never run again: it becomes `cancelled` (pruned
+/// with the other finished jobs), and its dead-letter reason stays in its error history.
+/// Returns the job as it is now.
+///
+/// # Errors
+///
+/// [`Error::JobNotFound`]; [`Error::InvalidState`] for a job that is not a dead letter.
+pub async fn discard<'c, E>(exec: E, id: JobId) -> Result<Job>
+where
+    E: PgExecutor<'c> + Copy,
+{
+    if let Some(job) = db::job_discard(exec, id, None).await? {
+        return Ok(job);
+    }
+    let job = show(exec, id).await?;
+    Err(Error::InvalidState {
+        id,
+        actual: job.state,
+        action: "discard",
+    })
+}
+
 /// Replays a finished job (dead letter, cancelled or completed): back to `pending`, ready
 /// now, with a fresh attempt budget. Its error history stays. A job whose `expires_at`
 /// has passed is refused rather than replayed: it would only expire again, and a job with
@@ -208,4 +230,31 @@ pub async fn dead_lettered_between(
     let rows = db::job_list_dead_lettered_between(exec, since, until, i64::from(limit)).await?;
     let total = rows.first().map_or(0, |row| row.total);
     Ok((total, rows.into_iter().map(|row| row.job).collect()))
+}
+
+/// Jobs that finished in one minute.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
+pub struct FinishedInMinute {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    /// Completed in it.
+    pub completed: i64,
+    /// Dead-lettered in it.
+    pub dead_lettered: i64,
+}
+
+/// Jobs completed and dead-lettered per minute, for those that finished in
+/// `[since, until)` and are not pruned yet; minutes without any are left out. It reads the
+/// `jobs_finished` index over that range only, so a caller that asks for the last few
+/// seconds at a time pays for those seconds' jobs, never for the table.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn finished_per_minute(
+    exec: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> Result<Vec<FinishedInMinute>> {
+    Ok(db::job_finished_per_minute(exec, since, until).await?)
 }

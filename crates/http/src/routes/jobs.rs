@@ -1,4 +1,4 @@
-//! The job admin API (bearer): list, show, enqueue, replay, cancel, bulk replay.
+//! The job admin API (bearer): list, show, enqueue, replay, cancel, discard, bulk replay.
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, Path, Query, Request, State};
@@ -264,6 +264,16 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(admin::cancel(&state.pool, parse_id(&id)?).await?))
+}
+
+#[utoipa::path(post, path = "/api/jobs/{id}/discard", params(("id" = uuid::Uuid, Path, description = "The job's id")), security(("bearer" = [])),
+    responses((status = 200, body = Job), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn discard(
+    State(state): State<AppState>,
+    _: Authorized,
+    Path(id): Path<String>,
+) -> Result<Json<Job>, ApiError> {
+    Ok(Json(admin::discard(&state.pool, parse_id(&id)?).await?))
 }
 
 /// `POST /api/jobs/replay-dead-letters` body: every field narrows the set.

@@ -1,6 +1,7 @@
 //! One module per route family.
 
 pub(crate) mod batches;
+pub(crate) mod cron;
 pub(crate) mod health;
 pub(crate) mod jobs;
 pub(crate) mod mail;

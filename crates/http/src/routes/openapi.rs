@@ -20,6 +20,7 @@ use crate::state::AppState;
         super::jobs::enqueue,
         super::jobs::replay,
         super::jobs::cancel,
+        super::jobs::discard,
         super::jobs::replay_dead_letters,
         super::batches::create,
         super::batches::show,
@@ -28,6 +29,9 @@ use crate::state::AppState;
         super::mail::show_campaign,
         super::queues::pause,
         super::queues::resume,
+        super::cron::list,
+        super::cron::pause,
+        super::cron::resume,
     ),
     components(schemas(crate::error::ErrorBody, docket_queue::Snapshot, docket_queue::QueueFigures)),
     modifiers(&Bearer)

@@ -4,6 +4,7 @@ mod health;
 mod jobs;
 mod mail;
 mod metrics;
+mod ops;
 mod queues;
 
 use std::sync::OnceLock;

@@ -192,7 +192,7 @@ async fn no_such_user_fails_the_recipient_suppresses_it_and_a_later_campaign_ski
     let running = start(&db.pool, config_for(&sink, dir.clone()));
     let status = wait_finished(&db.pool, first, Duration::from_secs(30)).await;
     assert_eq!((status.sent, status.failed), (2, 1), "{status:?}");
-    let suppressed = delivery::suppressions(&db.pool).await.unwrap();
+    let suppressed = delivery::suppressions(&db.pool, None).await.unwrap();
     assert_eq!(suppressed.len(), 1);
     assert_eq!(suppressed[0].address, "user1@example.com");
     assert!(

@@ -32,6 +32,55 @@ pub(crate) async fn job_cancel(
     .await
 }
 
+/// Discards a dead letter: `cancelled`, its reason kept as the last entry of its error
+/// history. Returns the job as it is now, or `None` when it is not a dead letter.
+pub(crate) async fn job_discard(
+    exec: impl PgExecutor<'_>,
+    id: JobId,
+    now: Option<DateTime<Utc>>,
+) -> sqlx::Result<Option<Job>> {
+    sqlx::query_as(
+        r#"
+        update docket.jobs set
+            state = 'cancelled',
+            finished_at = coalesce($2, now()),
+            errors = docket.append_error(errors, attempt, coalesce($2, now()),
+                                         'discarded by an operator (' || dead_letter_reason || ')'),
+            dead_letter_reason = null
+        where id = $1 and state = 'dead_letter'
+        returning *
+        "#,
+    )
+    .bind(id)
+    .bind(now)
+    .fetch_optional(exec)
+    .await
+}
+
+/// Completions and dead letters per minute in `[since, until)`, from `jobs_finished`.
+pub(crate) async fn job_finished_per_minute(
+    exec: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> sqlx::Result<Vec<crate::admin::FinishedInMinute>> {
+    sqlx::query_as(
+        r#"
+        select date_trunc('minute', finished_at) as minute,
+               count(*) filter (where state = 'completed') as completed,
+               count(*) filter (where state = 'dead_letter') as dead_lettered
+        from docket.jobs
+        where state in ('completed', 'dead_letter')
+          and finished_at >= $1 and finished_at < $2
+        group by 1
+        order by 1
+        "#,
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(exec)
+    .await
+}
+
 /// What `job_claim` needs.
 pub(crate) struct ClaimParams<'a> {
     pub(crate) queue: &'a str,

@@ -1,0 +1,535 @@
+//! `GET /ops`: the operations page. Server-rendered HTML from templates compiled into the
+//! binary, no script, no external asset; it reads what the health document and the job
+//! API read, and every button posts to an action that the JSON API and the CLI also have.
+//!
+//! - `session`: sign-in, the signed session cookie, CSRF tokens, the wrong-secret delay.
+//! - `page`: what the page shows, shaped for the templates.
+//! - `throughput`: the last hour's chart, kept in memory.
+
+mod page;
+mod session;
+mod throughput;
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::header::{
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, SET_COOKIE,
+    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use chrono::Utc;
+use minijinja::Environment;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{Caller, Secret};
+use crate::error::ApiError;
+use crate::host::HostConfig;
+use crate::state::AppState;
+use session::{Session, Sessions, SESSION_COOKIE, SESSION_TTL, SIGN_IN_COOKIE};
+use throughput::Throughput;
+
+/// The page's strict policy: nothing but our own stylesheet; forms post only to us; no
+/// framing.
+const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+                   frame-ancestors 'none'; base-uri 'none'";
+
+/// The operations page's own state, shared by every request.
+pub struct OpsState {
+    sessions: Sessions,
+    throughput: Throughput,
+    host: HostConfig,
+    templates: Environment<'static>,
+}
+
+impl OpsState {
+    /// Sign-in with `secret` (`None`: sign-in is off), the host checks of `host`.
+    pub fn new(secret: Option<Secret>, host: HostConfig) -> OpsState {
+        let mut templates = Environment::new();
+        for (name, source) in [
+            ("layout.html", include_str!("templates/layout.html")),
+            ("login.html", include_str!("templates/login.html")),
+            ("index.html", include_str!("templates/index.html")),
+            ("job.html", include_str!("templates/job.html")),
+            ("message.html", include_str!("templates/message.html")),
+        ] {
+            // Compiled in and covered by the tests: a template that does not parse is a
+            // build defect, never a runtime condition.
+            templates
+                .add_template(name, source)
+                .unwrap_or_else(|err| panic!("ops template {name}: {err:#}"));
+        }
+        OpsState {
+            sessions: Sessions::new(secret),
+            throughput: Throughput::default(),
+            host,
+            templates,
+        }
+    }
+
+    fn render(&self, name: &str, context: serde_json::Value) -> Response {
+        match self
+            .templates
+            .get_template(name)
+            .and_then(|t| t.render(context))
+        {
+            Ok(html) => Html(html).into_response(),
+            Err(err) => {
+                tracing::error!(event = docket_queue::telemetry::event::HTTP_ERROR, template = name, error.message = %format!("{err:#}"), "ops page failed to render");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the page failed to render",
+                )
+                    .into_response()
+            }
+        }
+    }
+
+    fn message(&self, status: StatusCode, heading: &str, message: &str, back: &str) -> Response {
+        let mut response = self.render(
+            "message.html",
+            json!({"heading": heading, "message": message, "back": back}),
+        );
+        *response.status_mut() = status;
+        response
+    }
+}
+
+/// The page's routes, each answered with the security headers.
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ops", get(overview))
+        .route("/ops/ops.css", get(stylesheet))
+        .route("/ops/login", get(sign_in_form).post(sign_in))
+        .route("/ops/logout", post(sign_out))
+        .route("/ops/jobs/{id}", get(job))
+        .route("/ops/jobs/{id}/{action}", post(job_action))
+        .route("/ops/dead-letters/replay", post(replay_dead_letters))
+        .route("/ops/queues/{name}/{action}", post(queue_action))
+        .route("/ops/cron/{name}/{action}", post(cron_action))
+        .layer(axum::middleware::from_fn(security_headers))
+}
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    headers.insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers
+        .entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
+}
+
+fn now() -> i64 {
+    Utc::now().timestamp()
+}
+
+/// Who may see the page: a signed-in browser (with its CSRF token) or a bearer.
+enum Viewer {
+    Session(Session),
+    Bearer,
+}
+
+impl Viewer {
+    fn csrf(&self) -> &str {
+        match self {
+            Viewer::Session(session) => &session.csrf,
+            Viewer::Bearer => "",
+        }
+    }
+}
+
+fn viewer(state: &AppState, caller: Caller, headers: &HeaderMap) -> Option<Viewer> {
+    if caller == Caller::Authorized {
+        return Some(Viewer::Bearer);
+    }
+    state
+        .ops
+        .sessions
+        .session(headers, now())
+        .map(Viewer::Session)
+}
+
+/// A state-changing request may go ahead: a bearer (no browser sends one by itself), or a
+/// session whose form carries its CSRF token. Anything else is refused with 403.
+fn authorize_action(
+    state: &AppState,
+    caller: Caller,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+) -> Result<(), Response> {
+    let allowed = match viewer(state, caller, headers) {
+        Some(Viewer::Bearer) => true,
+        Some(Viewer::Session(session)) => {
+            csrf.is_some_and(|t| state.ops.sessions.csrf_ok(&session, t))
+        }
+        None => false,
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(refused(state))
+}
+
+/// The answer to a state-changing request without a session or its CSRF token.
+fn refused(state: &AppState) -> Response {
+    tracing::warn!(
+        event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
+        route = "/ops (action)",
+        "operations page action without a session or CSRF token refused"
+    );
+    state.ops.message(
+        StatusCode::FORBIDDEN,
+        "Refused",
+        "This action needs a signed-in session and the page's form token. Reload the page and try again.",
+        "/ops",
+    )
+}
+
+async fn overview(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(viewer) = viewer(&state, caller, &headers) else {
+        return Redirect::to("/ops/login").into_response();
+    };
+    let overview = page::overview(&state, Utc::now()).await;
+    let mut context = serde_json::to_value(overview).unwrap_or_else(|_| json!({}));
+    context["csrf"] = json!(viewer.csrf());
+    context["notice"] = json!(notice(&query));
+    state.ops.render("index.html", context)
+}
+
+/// The message an action's redirect asks for, from a fixed list: a link cannot make the
+/// page say anything else.
+fn notice(query: &HashMap<String, String>) -> Option<String> {
+    let count = query
+        .get("n")
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    Some(match query.get("done")?.as_str() {
+        "replay" => "Replayed: the job is pending again.".into(),
+        "discard" => "Discarded: the dead letter is cancelled.".into(),
+        "cancel" => "Cancelled.".into(),
+        "replay-many" => format!("Replayed {count} dead letters."),
+        "pause" => "Queue paused: running jobs finish, nothing new starts.".into(),
+        "resume" => "Queue resumed.".into(),
+        "cron-pause" => "Schedule paused.".into(),
+        "cron-resume" => "Schedule resumed.".into(),
+        _ => return None,
+    })
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (CONTENT_TYPE, "text/css; charset=utf-8"),
+            (CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("ops.css"),
+    )
+        .into_response()
+}
+
+async fn sign_in_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if state.ops.sessions.session(&headers, now()).is_some() {
+        return Redirect::to("/ops").into_response();
+    }
+    sign_in_page(&state, &headers, StatusCode::OK, None)
+}
+
+fn sign_in_page(
+    state: &AppState,
+    headers: &HeaderMap,
+    status: StatusCode,
+    error: Option<&str>,
+) -> Response {
+    let sessions = &state.ops.sessions;
+    let token = sessions.sign_in_token(headers);
+    let mut response = state.ops.render(
+        "login.html",
+        json!({
+            "enabled": sessions.enabled(),
+            "error": error,
+            "sign_in_token": token.as_ref().map(|(_, t)| t),
+        }),
+    );
+    *response.status_mut() = status;
+    if let Some((nonce, _)) = token {
+        set_cookie(
+            &mut response,
+            &format!("{SIGN_IN_COOKIE}={nonce}; Path=/ops/login; HttpOnly; SameSite=Strict; Max-Age=3600{}", secure(headers)),
+        );
+    }
+    response
+}
+
+/// `; Secure` when the request came over HTTPS through a proxy that says so.
+fn secure(headers: &HeaderMap) -> &'static str {
+    let https = headers
+        .get("x-forwarded-proto")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+    if https {
+        "; Secure"
+    } else {
+        ""
+    }
+}
+
+fn set_cookie(response: &mut Response, cookie: &str) {
+    if let Ok(value) = HeaderValue::from_str(cookie) {
+        response.headers_mut().append(SET_COOKIE, value);
+    }
+}
+
+#[derive(Deserialize)]
+struct SignInForm {
+    #[serde(default)]
+    secret: String,
+    csrf: Option<String>,
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<SignInForm>,
+) -> Response {
+    let sessions = &state.ops.sessions;
+    if !form
+        .csrf
+        .as_deref()
+        .is_some_and(|token| sessions.sign_in_token_ok(&headers, token))
+    {
+        return sign_in_page(
+            &state,
+            &headers,
+            StatusCode::FORBIDDEN,
+            Some("The sign-in form expired. Enter the secret again."),
+        );
+    }
+    if !sessions.check_secret(&form.secret).await {
+        tracing::warn!(
+            event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
+            route = "/ops/login",
+            "operations page sign-in with a wrong secret refused"
+        );
+        metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
+        return sign_in_page(
+            &state,
+            &headers,
+            StatusCode::UNAUTHORIZED,
+            Some("That secret is not right."),
+        );
+    }
+    let Some(cookie) = sessions.open(now()) else {
+        return sign_in_page(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, None);
+    };
+    let mut response = Redirect::to("/ops").into_response();
+    set_cookie(
+        &mut response,
+        &format!(
+            "{SESSION_COOKIE}={cookie}; Path=/ops; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            SESSION_TTL.as_secs(),
+            secure(&headers)
+        ),
+    );
+    set_cookie(
+        &mut response,
+        &format!("{SIGN_IN_COOKIE}=; Path=/ops/login; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+/// The hidden fields every action form carries, and the bulk replay's filters.
+#[derive(Deserialize)]
+struct ActionForm {
+    csrf: Option<String>,
+    /// `job`: come back to the job's page rather than the overview.
+    back: Option<String>,
+    queue: Option<String>,
+    kind: Option<String>,
+}
+
+async fn sign_out(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    let sessions = &state.ops.sessions;
+    if let Some(session) = sessions.session(&headers, now()) {
+        if !form
+            .csrf
+            .as_deref()
+            .is_some_and(|t| sessions.csrf_ok(&session, t))
+        {
+            return refused(&state);
+        }
+        sessions.revoke(&session, now());
+    }
+    let mut response = Redirect::to("/ops/login").into_response();
+    set_cookie(
+        &mut response,
+        &format!("{SESSION_COOKIE}=; Path=/ops; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+async fn job(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(viewer) = viewer(&state, caller, &headers) else {
+        return Redirect::to("/ops/login").into_response();
+    };
+    let job = match crate::routes::jobs::parse_id(&id) {
+        Ok(id) => docket_queue::admin::show(&state.pool, id)
+            .await
+            .map_err(ApiError::from),
+        Err(err) => Err(err),
+    };
+    match job {
+        Ok(job) => {
+            let payload = serde_json::to_string_pretty(&job.payload).unwrap_or_default();
+            state.ops.render(
+                "job.html",
+                json!({"job": job, "payload": payload, "csrf": viewer.csrf(), "notice": notice(&query)}),
+            )
+        }
+        Err(err) => failed(&state, &err, "/ops"),
+    }
+}
+
+/// An action that failed, as a page that says why.
+fn failed(state: &AppState, err: &ApiError, back: &str) -> Response {
+    let (status, message) = err.status_and_message();
+    state
+        .ops
+        .message(status, "That did not work", &message, back)
+}
+
+async fn job_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(refused) = authorize_action(&state, caller, &headers, form.csrf.as_deref()) {
+        return refused;
+    }
+    let back = match form.back.as_deref() {
+        Some("job") => format!("/ops/jobs/{id}"),
+        _ => "/ops".to_owned(),
+    };
+    let result = match crate::routes::jobs::parse_id(&id) {
+        Err(err) => Err(err),
+        Ok(id) => {
+            let pool = &state.pool;
+            match action.as_str() {
+                "replay" => docket_queue::admin::replay(pool, id).await,
+                "discard" => docket_queue::admin::discard(pool, id).await,
+                "cancel" => docket_queue::admin::cancel(pool, id).await,
+                _ => {
+                    return failed(
+                        &state,
+                        &ApiError::NotFound(format!("no action {action:?}")),
+                        &back,
+                    )
+                }
+            }
+            .map_err(ApiError::from)
+        }
+    };
+    match result {
+        Ok(_) => Redirect::to(&format!("{back}?done={action}")).into_response(),
+        Err(err) => failed(&state, &err, &back),
+    }
+}
+
+async fn replay_dead_letters(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(refused) = authorize_action(&state, caller, &headers, form.csrf.as_deref()) {
+        return refused;
+    }
+    let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
+    let filter = docket_queue::admin::DeadLetterFilter {
+        queue: non_empty(form.queue),
+        kind: non_empty(form.kind),
+        ..Default::default()
+    };
+    match docket_queue::admin::replay_dead_letters(&state.pool, &filter).await {
+        Ok(n) => Redirect::to(&format!("/ops?done=replay-many&n={n}")).into_response(),
+        Err(err) => failed(&state, &err.into(), "/ops"),
+    }
+}
+
+async fn queue_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(refused) = authorize_action(&state, caller, &headers, form.csrf.as_deref()) {
+        return refused;
+    }
+    let result = match action.as_str() {
+        "pause" => docket_queue::queues::pause(&state.pool, &name).await,
+        "resume" => docket_queue::queues::resume(&state.pool, &name).await,
+        _ => {
+            return failed(
+                &state,
+                &ApiError::NotFound(format!("no action {action:?}")),
+                "/ops",
+            )
+        }
+    };
+    match result {
+        Ok(_) => Redirect::to(&format!("/ops?done={action}")).into_response(),
+        Err(err) => failed(&state, &err.into(), "/ops"),
+    }
+}
+
+async fn cron_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if let Err(refused) = authorize_action(&state, caller, &headers, form.csrf.as_deref()) {
+        return refused;
+    }
+    let paused = match action.as_str() {
+        "pause" => true,
+        "resume" => false,
+        _ => {
+            return failed(
+                &state,
+                &ApiError::NotFound(format!("no action {action:?}")),
+                "/ops",
+            )
+        }
+    };
+    match docket_queue::schedule::set_paused(&state.pool, &name, paused).await {
+        Ok(()) => Redirect::to(&format!("/ops?done=cron-{action}")).into_response(),
+        Err(err) => failed(&state, &err.into(), "/ops"),
+    }
+}

@@ -1,0 +1,440 @@
+//! What the page shows: read from the same cheap queries as the health document and the
+//! job API, shaped for the templates (ages in words, checks with what to do, the chart's
+//! geometry).
+
+use chrono::{DateTime, Utc};
+use docket_queue::admin::{self, ListFilter};
+use docket_queue::health::{Check, HealthReport};
+use docket_queue::{Job, JobState};
+use serde::Serialize;
+
+use crate::host::{self, Verdict};
+use crate::ops::throughput::Minute;
+use crate::state::AppState;
+
+/// How often the page reloads itself.
+pub(crate) const REFRESH_SECONDS: u32 = 10;
+
+/// How many of each list the page shows.
+const DEAD_LETTERS_SHOWN: u32 = 25;
+const BATCHES_SHOWN: u32 = 8;
+const CAMPAIGNS_SHOWN: u32 = 8;
+const DELIVERIES_SHOWN: u32 = 15;
+const SUPPRESSIONS_SHOWN: u32 = 15;
+
+/// The main page.
+#[derive(Serialize)]
+pub(crate) struct Overview {
+    status: &'static str,
+    status_icon: &'static str,
+    generated_at: String,
+    refresh_seconds: u32,
+    checks: Vec<CheckLine>,
+    queues: Option<Vec<QueueLine>>,
+    chart: Chart,
+    dead_letter_total: i64,
+    dead_letters: Option<Vec<Job>>,
+    dead_letter_queues: Vec<String>,
+    dead_letter_kinds: Vec<String>,
+    cron: Vec<docket_queue::schedule::ScheduleRow>,
+    workers: Vec<WorkerLine>,
+    campaigns: Option<Vec<Progress<docket_mail::campaign::CampaignStatus>>>,
+    batches: Option<Vec<Progress<docket_queue::batch::BatchStatus>>>,
+    deliveries: Option<Vec<docket_mail::delivery::Delivery>>,
+    suppressions: Option<Vec<docket_mail::delivery::Suppression>>,
+}
+
+#[derive(Serialize)]
+struct CheckLine {
+    name: &'static str,
+    verdict: &'static str,
+    icon: &'static str,
+    detail: String,
+    advice: Option<&'static str>,
+    #[serde(skip)]
+    rank: u8,
+}
+
+#[derive(Serialize)]
+struct QueueLine {
+    name: String,
+    pending: i64,
+    retrying: i64,
+    processing: i64,
+    dead_letter: i64,
+    oldest_ready_age: String,
+    paused: bool,
+}
+
+#[derive(Serialize)]
+struct WorkerLine {
+    id: String,
+    host: String,
+    queues: Vec<String>,
+    heartbeat_age: String,
+    live: bool,
+}
+
+/// A batch or campaign with how far along it is.
+#[derive(Serialize)]
+pub(crate) struct Progress<T> {
+    #[serde(flatten)]
+    item: T,
+    done_percent: i64,
+}
+
+fn progress<T>(item: T, total: i32, remaining: i32) -> Progress<T> {
+    let done = i64::from(total - remaining);
+    let done_percent = if total > 0 {
+        done * 100 / i64::from(total)
+    } else {
+        100
+    };
+    Progress { item, done_percent }
+}
+
+/// Seconds as a person says them: `42 s`, `7 min`, `3.5 h`.
+pub(crate) fn age(seconds: f64) -> String {
+    match seconds {
+        s if s < 90.0 => format!("{s:.0} s"),
+        s if s < 5400.0 => format!("{:.0} min", s / 60.0),
+        s if s < 172_800.0 => format!("{:.1} h", s / 3600.0),
+        s => format!("{:.1} days", s / 86400.0),
+    }
+}
+
+fn verdict_of(check: Check) -> (&'static str, &'static str, u8) {
+    match check {
+        Check::Ok => ("ok", "✓", 0),
+        Check::Warn => ("warn", "⚠", 1),
+        Check::Unknown => ("unknown", "?", 2),
+        Check::Degraded => ("degraded", "✗", 3),
+        Check::Down => ("down", "✗", 4),
+    }
+}
+
+/// The checks, failing first, each with what an operator does about it.
+fn check_lines(report: &HealthReport, host: Vec<host::Item>) -> Vec<CheckLine> {
+    let snapshot = report.queue.as_ref();
+    let live = report.workers.iter().filter(|w| w.live).count();
+    let mut lines = Vec::new();
+    let mut push = |name, check: Check, detail: String, advice: &'static str| {
+        let (verdict, icon, rank) = verdict_of(check);
+        lines.push(CheckLine {
+            name,
+            verdict,
+            icon,
+            detail,
+            advice: (rank > 0).then_some(advice),
+            rank,
+        });
+    };
+    push(
+        "database",
+        report.checks.database,
+        match report.checks.database {
+            Check::Ok => "answers".into(),
+            _ => "does not answer".into(),
+        },
+        "check that PostgreSQL is up and reachable with DATABASE_URL; `docket check` says more.",
+    );
+    push(
+        "workers",
+        report.checks.workers,
+        format!("{live} live of {} registered", report.workers.len()),
+        "jobs are ready and no worker has sent a heartbeat: start `docket worker` (or `docket serve`), or read the stopped workers' logs.",
+    );
+    push(
+        "backlog",
+        report.checks.backlog,
+        match snapshot.and_then(|s| s.total.oldest_ready_age_seconds) {
+            Some(seconds) => format!("oldest ready job waits {}", age(seconds)),
+            None => "nothing ready".into(),
+        },
+        "add workers or concurrency, and look below for a paused queue or a busy kind; the runbook's \"Backlog growth\" walks through it.",
+    );
+    push(
+        "dead_letter",
+        report.checks.dead_letter,
+        format!("{} dead letters", snapshot.map_or(0, |s| s.total.dead_letter)),
+        "read each one's last error below, fix the cause, then Replay it (or Discard it if it must never run).",
+    );
+    push(
+        "unhandled_kinds",
+        report.checks.unhandled_kinds,
+        if report.unhandled_kinds.is_empty() {
+            "every ready kind has a live worker".into()
+        } else {
+            let names: Vec<String> = report
+                .unhandled_kinds
+                .iter()
+                .map(|u| format!("{}/{}", u.queue, u.kind))
+                .collect();
+            format!("no live worker runs {}", names.join(", "))
+        },
+        "deploy a worker that registers these kinds, or cancel the jobs if the kind is gone for good.",
+    );
+    push(
+        "cron",
+        report.checks.cron,
+        format!("{} schedules", report.cron.len()),
+        "a due tick is over a minute late: is a scheduler (`docket serve`, or `docket worker` with cron) running?",
+    );
+    push(
+        "mail",
+        report.checks.mail,
+        report
+            .mail_fault
+            .as_ref()
+            .map_or_else(|| "the relay takes our mail".into(), |f| f.error.clone()),
+        "the relay refuses our settings: check DOCKET_SMTP_URL's user, password and TLS mode, then send a test with `docket mail render`.",
+    );
+    for item in host {
+        let (check, advice) = match (item.status, item.name) {
+            (Verdict::Ok, _) => (Check::Ok, ""),
+            (_, "backup") => (Check::Warn, "the newest backup is missing or old: check the backup job (the runbook's \"Backup and restore\")."),
+            _ => (Check::Warn, "free space is low: prune old jobs sooner (DOCKET_RETENTION_*), or grow the disk."),
+        };
+        push(item.name, check, item.detail, advice);
+    }
+    lines.sort_by_key(|line| std::cmp::Reverse(line.rank));
+    lines
+}
+
+/// The chart's geometry: one bar per minute, completed below, dead-lettered on top.
+#[derive(Serialize)]
+struct Chart {
+    width: u32,
+    height: u32,
+    bar_width: u32,
+    max: i64,
+    completed: i64,
+    dead_lettered: i64,
+    last_minute: i64,
+    first_label: String,
+    last_label: String,
+    bars: Vec<Bar>,
+}
+
+#[derive(Serialize)]
+struct Bar {
+    x: u32,
+    label: String,
+    completed: i64,
+    dead_lettered: i64,
+    completed_y: f64,
+    completed_height: f64,
+    dead_y: f64,
+    dead_height: f64,
+}
+
+fn chart(minutes: &[Minute]) -> Chart {
+    const WIDTH: u32 = 600;
+    const HEIGHT: u32 = 120;
+    const TOP: f64 = 16.0;
+    let step = WIDTH / minutes.len().max(1) as u32;
+    let max = minutes
+        .iter()
+        .map(|m| m.completed + m.dead_lettered)
+        .max()
+        .unwrap_or(0);
+    let scale = if max > 0 {
+        (f64::from(HEIGHT) - TOP) / max as f64
+    } else {
+        0.0
+    };
+    let bars = minutes
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let completed_height = m.completed as f64 * scale;
+            let dead_height = m.dead_lettered as f64 * scale;
+            let completed_y = f64::from(HEIGHT) - completed_height;
+            Bar {
+                x: i as u32 * step,
+                label: m.label.clone(),
+                completed: m.completed,
+                dead_lettered: m.dead_lettered,
+                completed_y,
+                completed_height,
+                dead_y: completed_y - dead_height,
+                dead_height,
+            }
+        })
+        .collect();
+    Chart {
+        width: WIDTH,
+        height: HEIGHT,
+        bar_width: step.saturating_sub(1).max(1),
+        max,
+        completed: minutes.iter().map(|m| m.completed).sum(),
+        dead_lettered: minutes.iter().map(|m| m.dead_lettered).sum(),
+        // The newest minute is still running.
+        last_minute: minutes.iter().rev().nth(1).map_or(0, |m| m.completed),
+        first_label: minutes.first().map(|m| m.label.clone()).unwrap_or_default(),
+        last_label: minutes.last().map(|m| m.label.clone()).unwrap_or_default(),
+        bars,
+    }
+}
+
+/// Reads everything the main page shows. Each part that cannot be read shows as such; the
+/// page itself always renders.
+pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
+    let pool = &state.pool;
+    let report = state.health.report();
+    let dead_letters = admin::list(
+        pool,
+        &ListFilter {
+            state: Some(JobState::DeadLetter),
+            queue: None,
+            kind: None,
+            before: None,
+            limit: DEAD_LETTERS_SHOWN,
+        },
+    );
+    let campaigns = docket_mail::campaign::list(pool, CAMPAIGNS_SHOWN);
+    let batches = docket_queue::batch::list(pool, BATCHES_SHOWN);
+    let deliveries = docket_mail::delivery::list(
+        pool,
+        &docket_mail::delivery::DeliveryFilter {
+            status: None,
+            campaign_id: None,
+            to: None,
+            limit: DELIVERIES_SHOWN,
+        },
+    );
+    let suppressions = docket_mail::delivery::suppressions(pool, Some(SUPPRESSIONS_SHOWN));
+    let minutes = state.ops.throughput.last_hour(pool, now);
+    let host = {
+        let config = state.ops.host.clone();
+        tokio::task::spawn_blocking(move || host::checks(&config))
+    };
+    let (report, dead_letters, campaigns, batches, deliveries, suppressions, minutes, host) = tokio::join!(
+        report,
+        dead_letters,
+        campaigns,
+        batches,
+        deliveries,
+        suppressions,
+        minutes,
+        host
+    );
+    let host = host.unwrap_or_default();
+
+    let (status, status_icon) = match report.status {
+        docket_queue::health::Status::Ok => ("ok", "✓"),
+        docket_queue::health::Status::Degraded => ("degraded", "✗"),
+        docket_queue::health::Status::Down => ("down", "✗"),
+    };
+    let queues = report.queue.as_ref().map(|snapshot| {
+        snapshot
+            .queues
+            .iter()
+            .map(|(name, q)| QueueLine {
+                name: name.clone(),
+                pending: q.pending,
+                retrying: q.retrying,
+                processing: q.processing,
+                dead_letter: q.dead_letter,
+                oldest_ready_age: q.oldest_ready_age_seconds.map_or("—".into(), age),
+                paused: q.paused,
+            })
+            .collect()
+    });
+    let dead_letter_queues = report
+        .queue
+        .as_ref()
+        .map(|s| {
+            s.queues
+                .iter()
+                .filter(|(_, q)| q.dead_letter > 0)
+                .map(|(name, _)| name.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let dead_letters = dead_letters.ok().map(|page| page.jobs);
+    let mut dead_letter_kinds: Vec<String> = dead_letters
+        .iter()
+        .flatten()
+        .map(|job| job.kind.clone())
+        .collect();
+    dead_letter_kinds.sort();
+    dead_letter_kinds.dedup();
+    Overview {
+        status,
+        status_icon,
+        generated_at: now.format("%Y-%m-%d %H:%M:%S").to_string(),
+        refresh_seconds: REFRESH_SECONDS,
+        checks: check_lines(&report, host),
+        queues,
+        chart: chart(&minutes),
+        dead_letter_total: report.queue.as_ref().map_or(0, |s| s.total.dead_letter),
+        dead_letters,
+        dead_letter_queues,
+        dead_letter_kinds,
+        cron: report.cron.clone(),
+        workers: report
+            .workers
+            .iter()
+            .map(|w| WorkerLine {
+                id: w.id.to_string(),
+                host: w.host.clone(),
+                queues: w.queues.clone(),
+                heartbeat_age: age(w.heartbeat_age_seconds),
+                live: w.live,
+            })
+            .collect(),
+        campaigns: campaigns.ok().map(|list| {
+            list.into_iter()
+                .map(|c| {
+                    let (total, pending) = (c.total, c.pending);
+                    progress(c, total, pending)
+                })
+                .collect()
+        }),
+        batches: batches.ok().map(|list| {
+            list.into_iter()
+                .map(|b| {
+                    let (total, remaining) = (b.total, b.remaining);
+                    progress(b, total, remaining)
+                })
+                .collect()
+        }),
+        deliveries: deliveries.ok(),
+        suppressions: suppressions.ok(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_like_a_person_says_them() {
+        assert_eq!(age(4.2), "4 s");
+        assert_eq!(age(600.0), "10 min");
+        assert_eq!(age(3.0 * 3600.0), "3.0 h");
+        assert_eq!(age(3.0 * 86400.0), "3.0 days");
+    }
+
+    #[test]
+    fn the_chart_scales_to_its_busiest_minute() {
+        let minutes: Vec<Minute> = (0..60)
+            .map(|i| Minute {
+                label: format!("{i}"),
+                completed: if i == 10 { 90 } else { 0 },
+                dead_lettered: if i == 10 { 10 } else { 0 },
+            })
+            .collect();
+        let chart = chart(&minutes);
+        assert_eq!(chart.max, 100);
+        assert_eq!(chart.completed, 90);
+        let bar = &chart.bars[10];
+        assert!((bar.completed_height + bar.dead_height - 104.0).abs() < 1e-9);
+        assert!(
+            bar.dead_y >= 16.0 - 1e-9,
+            "the tallest bar stays below the label"
+        );
+        assert_eq!(chart.bars[11].completed_height, 0.0);
+    }
+}
