@@ -16,6 +16,7 @@ use docket_worker::schedule::ScheduleConfig;
 pub(crate) const KNOWN: &[&str] = &[
     "DATABASE_URL",
     "CRON_SECRET",
+    "DOCKET_OPS_SECRET",
     "DOCKET_LOG_FORMAT",
     "DOCKET_HTTP_ADDR",
     "DOCKET_DB_POOL_SIZE",

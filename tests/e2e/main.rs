@@ -9,5 +9,6 @@ mod example;
 mod http;
 mod mail;
 mod openapi;
+mod ops;
 mod pgbouncer;
 mod worker;

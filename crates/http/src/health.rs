@@ -77,6 +77,15 @@ impl HealthMonitor {
         &self.config
     }
 
+    /// Forgets the cached report, so that the next one is evaluated anew: after an
+    /// operator's action, the page shows its effect rather than the state before it.
+    pub fn invalidate(&self) {
+        *self
+            .cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+    }
+
     /// The current report: the cached one while fresh; otherwise one request evaluates
     /// anew while the others are answered with the previous report, so a slow evaluation
     /// never holds up every probe.

@@ -412,6 +412,12 @@ async fn job(
     }
 }
 
+/// An action that worked: back to the page, which shows its effect.
+fn done(state: &AppState, to: &str) -> Response {
+    state.health.invalidate();
+    Redirect::to(to).into_response()
+}
+
 /// An action that failed, as a page that says why.
 fn failed(state: &AppState, err: &ApiError, back: &str) -> Response {
     let (status, message) = err.status_and_message();
@@ -454,7 +460,7 @@ async fn job_action(
         }
     };
     match result {
-        Ok(_) => Redirect::to(&format!("{back}?done={action}")).into_response(),
+        Ok(_) => done(&state, &format!("{back}?done={action}")),
         Err(err) => failed(&state, &err, &back),
     }
 }
@@ -475,7 +481,7 @@ async fn replay_dead_letters(
         ..Default::default()
     };
     match docket_queue::admin::replay_dead_letters(&state.pool, &filter).await {
-        Ok(n) => Redirect::to(&format!("/ops?done=replay-many&n={n}")).into_response(),
+        Ok(n) => done(&state, &format!("/ops?done=replay-many&n={n}")),
         Err(err) => failed(&state, &err.into(), "/ops"),
     }
 }
@@ -502,7 +508,7 @@ async fn queue_action(
         }
     };
     match result {
-        Ok(_) => Redirect::to(&format!("/ops?done={action}")).into_response(),
+        Ok(_) => done(&state, &format!("/ops?done={action}")),
         Err(err) => failed(&state, &err.into(), "/ops"),
     }
 }
@@ -529,7 +535,7 @@ async fn cron_action(
         }
     };
     match docket_queue::schedule::set_paused(&state.pool, &name, paused).await {
-        Ok(()) => Redirect::to(&format!("/ops?done=cron-{action}")).into_response(),
+        Ok(()) => done(&state, &format!("/ops?done=cron-{action}")),
         Err(err) => failed(&state, &err.into(), "/ops"),
     }
 }

@@ -1,0 +1,415 @@
+//! The operations page in a real headless Chromium (Debian's `chromium` driven through
+//! `chromedriver`) against a real `docket serve`: sign-in, a wrong secret, Replay of a
+//! dead letter until it completes, pause and resume, a form without its CSRF token, the
+//! basics of accessibility, and the screenshots in `docs/` at desktop and phone width
+//! (written there when `DOCKET_SCREENSHOTS_DIR` names the folder).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use docket_queue::{JobState, NewJob};
+use docket_testkit::{eventually, insert_job, JobOpts, SmtpSink, TestDb};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+const SECRET: &str = "ops-e2e-secret";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A child process killed when dropped.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn folder(files: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("docket-e2e-ops-{}", uuid::Uuid::now_v7()));
+    for (path, text) in files {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    dir
+}
+
+const SCHEDULES: &str = r#"
+[[schedule]]
+name = "nightly-invoices"
+cron = "0 0 3 * * *"
+kind = "docket.noop"
+
+[[schedule]]
+name = "hourly-digest"
+cron = "0 0 * * * *"
+kind = "docket.noop"
+"#;
+
+async fn serve(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("serve")
+        .env("DATABASE_URL", &db.url)
+        .env("CRON_SECRET", SECRET)
+        .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_POLL_INTERVAL", "0.2")
+        .env("DOCKET_QUEUES", "default,mail,recovery,billing")
+        .env("DOCKET_CONFIG", dir.join("docket.toml"))
+        .env("DOCKET_TEMPLATE_DIR", dir.join("templates"))
+        .env("DOCKET_SMTP_URL", sink.url())
+        .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docket serve");
+    let process = Process(child);
+    eventually(WAIT, "serve answers", || async move {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    })
+    .await;
+    process
+}
+
+/// chromedriver on a free port, and a headless Chromium session through it; `phone`
+/// emulates a phone's viewport.
+async fn browser(phone: bool) -> (Process, Client) {
+    let port = free_port();
+    let driver = Process(
+        Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver) is installed"),
+    );
+    let mut options = json!({
+        "binary": "/usr/bin/chromium",
+        "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                 "--window-size=1280,2200", "--hide-scrollbars"],
+    });
+    if phone {
+        options["mobileEmulation"] =
+            json!({"deviceMetrics": {"width": 390, "height": 1800, "pixelRatio": 2}});
+    }
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert("goog:chromeOptions".into(), options);
+    let url = format!("http://127.0.0.1:{port}");
+    let mut last_error = None;
+    for _ in 0..50 {
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(connector)
+            .capabilities(capabilities.clone())
+            .connect(&url)
+            .await
+        {
+            Ok(client) => return (driver, client),
+            Err(err) => last_error = Some(err),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("no browser session: {last_error:?}");
+}
+
+/// Seeds what an operator would see on a working day: finished jobs for the chart, dead
+/// letters (one failed for real), a paused queue, a campaign with bounces, schedules.
+async fn seed(db: &TestDb, port: u16) -> docket_queue::JobId {
+    let jobs: Vec<NewJob> = (0..400)
+        .map(|i| NewJob::new("docket.noop", json!({"n": i})))
+        .collect();
+    docket_queue::enqueue_many(&db.pool, &jobs).await.unwrap();
+    docket_queue::enqueue(
+        &db.pool,
+        &NewJob::new("docket.fail", json!({"permanent": true})).queue("billing"),
+    )
+    .await
+    .unwrap();
+    // A dead letter that succeeds when replayed: the ledger was down, now it is back.
+    let replayable = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::DeadLetter),
+            kind: Some("docket.noop".into()),
+            queue: Some("billing".into()),
+            payload: Some(json!({"invoice": "INV-2026-0412"})),
+            attempt: Some(25),
+            ..Default::default()
+        },
+    )
+    .await;
+    sqlx::query(
+        "update docket.jobs set last_error = $2,
+             errors = docket.append_error('[]', 25, now(), $2)
+         where id = $1",
+    )
+    .bind(replayable.id)
+    .bind("ledger: connection refused (ledger.internal:5432)")
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    docket_queue::queues::pause(&db.pool, "reports").await.unwrap();
+    docket_queue::enqueue(&db.pool, &NewJob::new("docket.noop", json!({})).queue("reports"))
+        .await
+        .unwrap();
+    let recipients: Vec<Value> = (0..60)
+        .map(|i| json!({"to": format!("reader{i}@example.com"), "name": format!("Reader {i}"), "vars": {"plan": "pro"}}))
+        .collect();
+    let body = json!({"name": "December newsletter", "template": "news", "recipients": recipients, "batch_size": 20});
+    let (status, answer) = post(port, "/api/campaigns", &body.to_string());
+    assert_eq!(status, 201, "{answer}");
+    replayable.id
+}
+
+/// A bearer POST with a JSON body.
+fn post(port: u16, path: &str, body: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {SECRET}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, response.split_once("\r\n\r\n").unwrap().1.to_owned())
+}
+
+async fn sign_in(client: &Client, base: &str, secret: &str) {
+    client.goto(&format!("{base}/ops/login")).await.unwrap();
+    let field = client.find(Locator::Id("secret")).await.unwrap();
+    field.send_keys(secret).await.unwrap();
+    client
+        .find(Locator::Css("form[action='/ops/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    // The click returns before the answer's page has loaded.
+    eventually(WAIT, "the sign-in is answered", || async {
+        client.current_url().await.unwrap().path() == "/ops"
+            || text(client).await.contains("not right")
+    })
+    .await;
+}
+
+/// The page's text; empty while a navigation replaces the page.
+async fn text(client: &Client) -> String {
+    match client.find(Locator::Css("body")).await {
+        Ok(body) => body.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// Clicks the button `locator` finds, then waits for the page that answers to say `says`.
+async fn press(client: &Client, locator: Locator<'_>, says: &str) {
+    client.find(locator).await.unwrap().click().await.unwrap();
+    eventually(WAIT, says, || async { text(client).await.contains(says) }).await;
+}
+
+/// The page's accessibility basics, read from the DOM: problems found, none expected.
+const ACCESSIBILITY: &str = r#"
+const problems = [];
+if (!document.documentElement.lang) problems.push('no lang on <html>');
+for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+  if (el.labels.length === 0 && !el.getAttribute('aria-label')) problems.push('unlabelled ' + el.outerHTML);
+}
+for (const el of document.querySelectorAll('button')) {
+  if (!el.textContent.trim() && !el.getAttribute('aria-label')) problems.push('button without text');
+}
+for (const el of document.querySelectorAll('img')) {
+  if (!el.hasAttribute('alt')) problems.push('img without alt ' + el.outerHTML);
+}
+for (const el of document.querySelectorAll('svg')) {
+  if (!el.querySelector('title') && !el.getAttribute('aria-label')) problems.push('svg without a title');
+}
+let last = 0;
+for (const h of document.querySelectorAll('h1, h2, h3, h4, h5, h6')) {
+  const level = Number(h.tagName[1]);
+  if (last === 0 && level !== 1) problems.push('first heading is ' + h.tagName);
+  if (last !== 0 && level > last + 1) problems.push(h.tagName + ' after H' + last + ': ' + h.textContent);
+  last = level;
+}
+if (document.querySelectorAll('h1').length !== 1) problems.push('not exactly one h1');
+return problems;
+"#;
+
+async fn accessibility_problems(client: &Client) -> Vec<Value> {
+    client
+        .execute(ACCESSIBILITY, vec![])
+        .await
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_page_in_a_real_browser() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    for i in [3, 17, 42] {
+        sink.reply_to(
+            &format!("reader{i}@example.com"),
+            Some("550 5.1.1 <mailbox unavailable>"),
+        );
+    }
+    let dir = folder(&[
+        ("docket.toml", SCHEDULES),
+        ("templates/news/subject.txt", "December news for {{ name }}"),
+        ("templates/news/body.txt", "Hello {{ name }}, your {{ plan }} plan grew."),
+    ]);
+    let port = free_port();
+    let _serve = serve(&db, &sink, port, &dir).await;
+    let base = format!("http://127.0.0.1:{port}");
+    let replayable = seed(&db, port).await;
+    eventually(WAIT, "the campaign is sent and the no-op jobs are done", || async {
+        let snapshot = docket_queue::snapshot(&db.pool, None).await.unwrap();
+        let mail_done = docket_queue::admin::list(
+            &db.pool,
+            &docket_queue::admin::ListFilter {
+                state: Some(JobState::Pending),
+                queue: Some("mail".into()),
+                kind: None,
+                before: None,
+                limit: 1,
+            },
+        )
+        .await
+        .unwrap()
+        .jobs
+        .is_empty();
+        mail_done
+            && snapshot.queues.get("default").is_none_or(|q| q.pending == 0)
+            && snapshot.total.dead_letter == 2
+    })
+    .await;
+
+    let (_driver, client) = browser(false).await;
+    // No session: the page sends the browser to sign in.
+    client.goto(&format!("{base}/ops")).await.unwrap();
+    assert!(client.current_url().await.unwrap().path().ends_with("/ops/login"));
+    assert!(accessibility_problems(&client).await.is_empty());
+
+    sign_in(&client, &base, "not-the-secret").await;
+    let refused = text(&client).await;
+    assert!(refused.contains("That secret is not right."), "{refused}");
+    assert!(client.current_url().await.unwrap().path().ends_with("/ops/login"));
+
+    sign_in(&client, &base, SECRET).await;
+    assert_eq!(client.current_url().await.unwrap().path(), "/ops");
+    let page = text(&client).await;
+    for expected in [
+        "Status:",
+        "billing",
+        "ledger: connection refused",
+        "nightly-invoices",
+        "December newsletter",
+        "reader3@example.com",
+        "5.1.1",
+        "completed and",
+    ] {
+        assert!(page.contains(expected), "{expected:?} is on the page: {page}");
+    }
+    let problems = accessibility_problems(&client).await;
+    assert!(problems.is_empty(), "{problems:?}");
+
+    // Screenshots with this data, desktop first (and phone below).
+    let screenshots = std::env::var_os("DOCKET_SCREENSHOTS_DIR").map(PathBuf::from);
+    let desktop = client.screenshot().await.unwrap();
+    assert!(desktop.starts_with(b"\x89PNG"), "a PNG");
+    if let Some(dir) = &screenshots {
+        std::fs::write(dir.join("ops-page.png"), &desktop).unwrap();
+    }
+
+    // Replay the dead letter whose cause is fixed: it leaves the list and completes.
+    let row = format!("tr[data-job='{replayable}']");
+    press(
+        &client,
+        Locator::Css(&format!("{row} form[action$='/replay'] button")),
+        "Replayed",
+    )
+    .await;
+    eventually(WAIT, "the replayed job completes", || async {
+        docket_queue::admin::show(&db.pool, replayable).await.unwrap().state == JobState::Completed
+    })
+    .await;
+    client.goto(&format!("{base}/ops")).await.unwrap();
+    assert!(client.find(Locator::Css(&row)).await.is_err(), "it left the list");
+
+    // Resume and pause a queue with its buttons.
+    press(
+        &client,
+        Locator::XPath("//button[normalize-space()='Resume reports']"),
+        "Queue resumed.",
+    )
+    .await;
+    assert!(docket_queue::queues::paused(&db.pool).await.unwrap().is_empty());
+    press(
+        &client,
+        Locator::XPath("//button[normalize-space()='Pause reports']"),
+        "Queue paused",
+    )
+    .await;
+    assert_eq!(docket_queue::queues::paused(&db.pool).await.unwrap(), ["reports"]);
+
+    // A form posted without its CSRF token is refused and changes nothing.
+    client
+        .execute(
+            "const form = [...document.querySelectorAll('form')].find(f => f.action.endsWith('/reports/resume'));
+             form.querySelector('input[name=csrf]').remove();
+             form.submit();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    eventually(WAIT, "the refusal page loads", || async {
+        text(&client).await.contains("Refused")
+    })
+    .await;
+    assert_eq!(docket_queue::queues::paused(&db.pool).await.unwrap(), ["reports"]);
+
+    // Signing out ends the session.
+    client.goto(&format!("{base}/ops")).await.unwrap();
+    press(
+        &client,
+        Locator::XPath("//button[normalize-space()='Sign out']"),
+        "Sign in",
+    )
+    .await;
+    client.goto(&format!("{base}/ops")).await.unwrap();
+    assert!(client.current_url().await.unwrap().path().ends_with("/ops/login"));
+    client.close().await.unwrap();
+
+    // At phone width: the same page, nothing wider than the screen but the tables' own
+    // scrolling boxes.
+    let (_phone_driver, phone) = browser(true).await;
+    sign_in(&phone, &base, SECRET).await;
+    assert_eq!(phone.current_url().await.unwrap().path(), "/ops");
+    let overflow = phone
+        .execute(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(overflow.as_i64().unwrap() <= 0, "the page fits a phone: {overflow}");
+    let shot = phone.screenshot().await.unwrap();
+    if let Some(dir) = &screenshots {
+        std::fs::write(dir.join("ops-page-phone.png"), &shot).unwrap();
+    }
+    phone.close().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
