@@ -180,7 +180,7 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>, args: &DemoArgs) -> 
             ", at most {rate} over every process"
         ))
     );
-    println!("  HTTP: http://{addr}/api/health   one-time secret: {secret}");
+    println!("  ops page: http://{addr}/ops   sign in with the one-time secret: {secret}");
     println!("  watch: curl -s -H 'Authorization: Bearer {secret}' http://{addr}/api/health");
     if let Some(log) = &args.log_file {
         println!("  logs: {}", log.display());
@@ -197,7 +197,7 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>, args: &DemoArgs) -> 
     let outcome = story.play().await;
 
     if args.keep && outcome.is_ok() {
-        println!("\nServing until Ctrl-C: http://{addr}/api/health (secret {secret})");
+        println!("\nServing until Ctrl-C: http://{addr}/ops (secret {secret})");
         crate::signal::shutdown_signal().await;
     }
     stop_http.cancel();

@@ -8,6 +8,7 @@
 
 mod drill;
 mod mail_bench;
+mod ops_bench;
 mod queue_bench;
 mod stats;
 mod worker_bench;
@@ -69,6 +70,18 @@ enum Bench {
         /// Queue the jobs as one batch with a callback (timed until the callback ran).
         #[arg(long)]
         batch: bool,
+    },
+    /// `GET /ops` latency over a big jobs table, the snapshot evaluated for every view.
+    OpsPage {
+        /// Rows in the jobs table.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: usize,
+        /// The share of them that is live (pending, retrying, dead-lettered).
+        #[arg(long, default_value_t = 0.1)]
+        live_share: f64,
+        /// Views to time.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
     },
     /// Pickup latency at idle, one job at a time.
     Latency {
@@ -186,6 +199,11 @@ fn main() -> anyhow::Result<()> {
             samples,
             pool_size,
         } => multi.block_on(mail_bench::recovery(recipients, samples, pool_size)),
+        Bench::OpsPage {
+            rows,
+            live_share,
+            samples,
+        } => multi.block_on(ops_bench::page(rows, live_share, samples)),
         Bench::Latency { samples } => multi.block_on(worker_bench::latency(samples)),
         Bench::Scale {
             docket,

@@ -124,32 +124,7 @@ pub(crate) async fn cycle(
 
 pub(crate) async fn snapshot(rows: usize, live_share: f64, samples: usize) -> anyhow::Result<()> {
     let db = TestDb::with_pool_size(1).await;
-    let live = (rows as f64 * live_share) as i64;
-    let finished = rows as i64 - live;
-    // Live rows over 4 queues, a slice of them retrying and dead-lettered; the rest completed.
-    sqlx::query(
-        "insert into docket.jobs (queue, kind, state, attempt, run_at, finished_at, dead_letter_reason)
-         select 'q' || (n % 4), 'bench',
-                (case when n % 10 = 0 then 'retrying' when n % 50 = 1 then 'dead_letter' else 'pending' end)::docket.job_state,
-                case when n % 10 = 0 or n % 50 = 1 then 1 else 0 end,
-                now() - (n % 600) * interval '1 second',
-                case when n % 50 = 1 and n % 10 <> 0 then now() end,
-                case when n % 50 = 1 and n % 10 <> 0 then 'discarded' end
-         from generate_series(1, $1) n",
-    )
-    .bind(live)
-    .execute(&db.pool)
-    .await?;
-    sqlx::query(
-        "insert into docket.jobs (kind, state, attempt, finished_at)
-         select 'bench', 'completed', 1, now() from generate_series(1, $1)",
-    )
-    .bind(finished)
-    .execute(&db.pool)
-    .await?;
-    sqlx::query("vacuum analyze docket.jobs")
-        .execute(&db.pool)
-        .await?;
+    let (live, _) = fill(&db.pool, rows, live_share).await?;
     docket_queue::snapshot(&db.pool, None).await?;
     let mut timings = Vec::with_capacity(samples);
     for _ in 0..samples {
@@ -164,4 +139,40 @@ pub(crate) async fn snapshot(rows: usize, live_share: f64, samples: usize) -> an
         percentiles(&mut timings)
     );
     Ok(())
+}
+
+/// Fills a jobs table as a busy system has it: `rows` jobs, `live_share` of them live
+/// over 4 queues (a tenth retrying, a fiftieth dead-lettered), the rest completed over the
+/// last hour; then vacuums and analyzes. Returns (live, finished).
+pub(crate) async fn fill(
+    pool: &sqlx::PgPool,
+    rows: usize,
+    live_share: f64,
+) -> anyhow::Result<(i64, i64)> {
+    let live = (rows as f64 * live_share) as i64;
+    let finished = rows as i64 - live;
+    // Live rows over 4 queues, a slice of them retrying and dead-lettered; the rest completed.
+    sqlx::query(
+        "insert into docket.jobs (queue, kind, state, attempt, run_at, finished_at, dead_letter_reason)
+         select 'q' || (n % 4), 'bench',
+                (case when n % 10 = 0 then 'retrying' when n % 50 = 1 then 'dead_letter' else 'pending' end)::docket.job_state,
+                case when n % 10 = 0 or n % 50 = 1 then 1 else 0 end,
+                now() - (n % 600) * interval '1 second',
+                case when n % 50 = 1 and n % 10 <> 0 then now() end,
+                case when n % 50 = 1 and n % 10 <> 0 then 'discarded' end
+         from generate_series(1, $1) n",
+    )
+    .bind(live)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "insert into docket.jobs (kind, state, attempt, finished_at)
+         select 'bench', 'completed', 1, now() - (n % 3600) * interval '1 second'
+         from generate_series(1, $1) n",
+    )
+    .bind(finished)
+    .execute(pool)
+    .await?;
+    sqlx::query("vacuum analyze docket.jobs").execute(pool).await?;
+    Ok((live, finished))
 }

@@ -215,6 +215,17 @@ where
     }
 }
 
+/// The `limit` newest dead letters, newest first by when they were dead-lettered. Unlike
+/// [`list`] (newest first by id), it reads the dead letters alone, however many finished
+/// jobs the table keeps: what a page that shows the latest few needs.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn newest_dead_letters(exec: impl PgExecutor<'_>, limit: u32) -> Result<Vec<Job>> {
+    Ok(db::job_list_newest_dead_letters(exec, i64::from(limit)).await?)
+}
+
 /// Jobs dead-lettered in `(since, until]`: how many, and the newest `limit` of them. What a
 /// notification of new dead letters says.
 ///

@@ -3,9 +3,9 @@
 //! geometry).
 
 use chrono::{DateTime, Utc};
-use docket_queue::admin::{self, ListFilter};
+use docket_queue::admin;
 use docket_queue::health::{Check, HealthReport};
-use docket_queue::{Job, JobState};
+use docket_queue::Job;
 use serde::Serialize;
 
 use crate::host::{self, Verdict};
@@ -282,16 +282,7 @@ fn chart(minutes: &[Minute]) -> Chart {
 pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
     let pool = &state.pool;
     let report = state.health.report();
-    let dead_letters = admin::list(
-        pool,
-        &ListFilter {
-            state: Some(JobState::DeadLetter),
-            queue: None,
-            kind: None,
-            before: None,
-            limit: DEAD_LETTERS_SHOWN,
-        },
-    );
+    let dead_letters = admin::newest_dead_letters(pool, DEAD_LETTERS_SHOWN);
     let campaigns = docket_mail::campaign::list(pool, CAMPAIGNS_SHOWN);
     let batches = docket_queue::batch::list(pool, BATCHES_SHOWN);
     let deliveries = docket_mail::delivery::list(
@@ -352,7 +343,7 @@ pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
                 .collect()
         })
         .unwrap_or_default();
-    let dead_letters = dead_letters.ok().map(|page| page.jobs);
+    let dead_letters = dead_letters.ok();
     let mut dead_letter_kinds: Vec<String> = dead_letters
         .iter()
         .flatten()

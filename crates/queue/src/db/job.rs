@@ -384,6 +384,25 @@ pub(crate) async fn job_list(
     .await
 }
 
+/// The newest dead letters, by when they were dead-lettered (through `jobs_finished`, so
+/// however many completed rows the table keeps, it reads only these).
+pub(crate) async fn job_list_newest_dead_letters(
+    exec: impl PgExecutor<'_>,
+    limit: i64,
+) -> sqlx::Result<Vec<Job>> {
+    sqlx::query_as(
+        r#"
+        select * from docket.jobs
+        where state = 'dead_letter' and finished_at is not null
+        order by finished_at desc, id desc
+        limit $1
+        "#,
+    )
+    .bind(limit)
+    .fetch_all(exec)
+    .await
+}
+
 /// Jobs dead-lettered in `(since, until]`, newest first, at most `limit`, each with the
 /// count of all of them (through `jobs_finished`).
 pub(crate) async fn job_list_dead_lettered_between(
