@@ -173,6 +173,8 @@ pub(crate) async fn fill(
     .bind(finished)
     .execute(pool)
     .await?;
-    sqlx::query("vacuum analyze docket.jobs").execute(pool).await?;
+    sqlx::query("vacuum analyze docket.jobs")
+        .execute(pool)
+        .await?;
     Ok((live, finished))
 }

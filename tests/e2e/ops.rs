@@ -157,10 +157,15 @@ async fn seed(db: &TestDb, port: u16) -> docket_queue::JobId {
     .execute(&db.pool)
     .await
     .unwrap();
-    docket_queue::queues::pause(&db.pool, "reports").await.unwrap();
-    docket_queue::enqueue(&db.pool, &NewJob::new("docket.noop", json!({})).queue("reports"))
+    docket_queue::queues::pause(&db.pool, "reports")
         .await
         .unwrap();
+    docket_queue::enqueue(
+        &db.pool,
+        &NewJob::new("docket.noop", json!({})).queue("reports"),
+    )
+    .await
+    .unwrap();
     let recipients: Vec<Value> = (0..60)
         .map(|i| json!({"to": format!("reader{i}@example.com"), "name": format!("Reader {i}"), "vars": {"plan": "pro"}}))
         .collect();
@@ -183,7 +188,10 @@ fn post(port: u16, path: &str, body: &str) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, response.split_once("\r\n\r\n").unwrap().1.to_owned())
+    (
+        status,
+        response.split_once("\r\n\r\n").unwrap().1.to_owned(),
+    )
 }
 
 async fn sign_in(client: &Client, base: &str, secret: &str) {
@@ -269,44 +277,64 @@ async fn the_operations_page_in_a_real_browser() {
     let dir = folder(&[
         ("docket.toml", SCHEDULES),
         ("templates/news/subject.txt", "December news for {{ name }}"),
-        ("templates/news/body.txt", "Hello {{ name }}, your {{ plan }} plan grew."),
+        (
+            "templates/news/body.txt",
+            "Hello {{ name }}, your {{ plan }} plan grew.",
+        ),
     ]);
     let port = free_port();
     let _serve = serve(&db, &sink, port, &dir).await;
     let base = format!("http://127.0.0.1:{port}");
     let replayable = seed(&db, port).await;
-    eventually(WAIT, "the campaign is sent and the no-op jobs are done", || async {
-        let snapshot = docket_queue::snapshot(&db.pool, None).await.unwrap();
-        let mail_done = docket_queue::admin::list(
-            &db.pool,
-            &docket_queue::admin::ListFilter {
-                state: Some(JobState::Pending),
-                queue: Some("mail".into()),
-                kind: None,
-                before: None,
-                limit: 1,
-            },
-        )
-        .await
-        .unwrap()
-        .jobs
-        .is_empty();
-        mail_done
-            && snapshot.queues.get("default").is_none_or(|q| q.pending == 0)
-            && snapshot.total.dead_letter == 2
-    })
+    eventually(
+        WAIT,
+        "the campaign is sent and the no-op jobs are done",
+        || async {
+            let snapshot = docket_queue::snapshot(&db.pool, None).await.unwrap();
+            let mail_done = docket_queue::admin::list(
+                &db.pool,
+                &docket_queue::admin::ListFilter {
+                    state: Some(JobState::Pending),
+                    queue: Some("mail".into()),
+                    kind: None,
+                    before: None,
+                    limit: 1,
+                },
+            )
+            .await
+            .unwrap()
+            .jobs
+            .is_empty();
+            mail_done
+                && snapshot
+                    .queues
+                    .get("default")
+                    .is_none_or(|q| q.pending == 0)
+                && snapshot.total.dead_letter == 2
+        },
+    )
     .await;
 
     let (_driver, client) = browser(false).await;
     // No session: the page sends the browser to sign in.
     client.goto(&format!("{base}/ops")).await.unwrap();
-    assert!(client.current_url().await.unwrap().path().ends_with("/ops/login"));
+    assert!(client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/ops/login"));
     assert!(accessibility_problems(&client).await.is_empty());
 
     sign_in(&client, &base, "not-the-secret").await;
     let refused = text(&client).await;
     assert!(refused.contains("That secret is not right."), "{refused}");
-    assert!(client.current_url().await.unwrap().path().ends_with("/ops/login"));
+    assert!(client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/ops/login"));
 
     sign_in(&client, &base, SECRET).await;
     assert_eq!(client.current_url().await.unwrap().path(), "/ops");
@@ -321,7 +349,10 @@ async fn the_operations_page_in_a_real_browser() {
         "5.1.1",
         "completed and",
     ] {
-        assert!(page.contains(expected), "{expected:?} is on the page: {page}");
+        assert!(
+            page.contains(expected),
+            "{expected:?} is on the page: {page}"
+        );
     }
     let problems = accessibility_problems(&client).await;
     assert!(problems.is_empty(), "{problems:?}");
@@ -343,11 +374,18 @@ async fn the_operations_page_in_a_real_browser() {
     )
     .await;
     eventually(WAIT, "the replayed job completes", || async {
-        docket_queue::admin::show(&db.pool, replayable).await.unwrap().state == JobState::Completed
+        docket_queue::admin::show(&db.pool, replayable)
+            .await
+            .unwrap()
+            .state
+            == JobState::Completed
     })
     .await;
     client.goto(&format!("{base}/ops")).await.unwrap();
-    assert!(client.find(Locator::Css(&row)).await.is_err(), "it left the list");
+    assert!(
+        client.find(Locator::Css(&row)).await.is_err(),
+        "it left the list"
+    );
 
     // Resume and pause a queue with its buttons.
     press(
@@ -356,14 +394,20 @@ async fn the_operations_page_in_a_real_browser() {
         "Queue resumed.",
     )
     .await;
-    assert!(docket_queue::queues::paused(&db.pool).await.unwrap().is_empty());
+    assert!(docket_queue::queues::paused(&db.pool)
+        .await
+        .unwrap()
+        .is_empty());
     press(
         &client,
         Locator::XPath("//button[normalize-space()='Pause reports']"),
         "Queue paused",
     )
     .await;
-    assert_eq!(docket_queue::queues::paused(&db.pool).await.unwrap(), ["reports"]);
+    assert_eq!(
+        docket_queue::queues::paused(&db.pool).await.unwrap(),
+        ["reports"]
+    );
 
     // A form posted without its CSRF token is refused and changes nothing.
     client
@@ -379,7 +423,10 @@ async fn the_operations_page_in_a_real_browser() {
         text(&client).await.contains("Refused")
     })
     .await;
-    assert_eq!(docket_queue::queues::paused(&db.pool).await.unwrap(), ["reports"]);
+    assert_eq!(
+        docket_queue::queues::paused(&db.pool).await.unwrap(),
+        ["reports"]
+    );
 
     // Signing out ends the session.
     client.goto(&format!("{base}/ops")).await.unwrap();
@@ -390,7 +437,12 @@ async fn the_operations_page_in_a_real_browser() {
     )
     .await;
     client.goto(&format!("{base}/ops")).await.unwrap();
-    assert!(client.current_url().await.unwrap().path().ends_with("/ops/login"));
+    assert!(client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .ends_with("/ops/login"));
     client.close().await.unwrap();
 
     // At phone width: the same page, nothing wider than the screen but the tables' own
@@ -405,7 +457,10 @@ async fn the_operations_page_in_a_real_browser() {
         )
         .await
         .unwrap();
-    assert!(overflow.as_i64().unwrap() <= 0, "the page fits a phone: {overflow}");
+    assert!(
+        overflow.as_i64().unwrap() <= 0,
+        "the page fits a phone: {overflow}"
+    );
     let shot = phone.screenshot().await.unwrap();
     if let Some(dir) = &screenshots {
         std::fs::write(dir.join("ops-page-phone.png"), &shot).unwrap();

@@ -159,24 +159,15 @@ fn viewer(state: &AppState, caller: Caller, headers: &HeaderMap) -> Option<Viewe
 }
 
 /// A state-changing request may go ahead: a bearer (no browser sends one by itself), or a
-/// session whose form carries its CSRF token. Anything else is refused with 403.
-fn authorize_action(
-    state: &AppState,
-    caller: Caller,
-    headers: &HeaderMap,
-    csrf: Option<&str>,
-) -> Result<(), Response> {
-    let allowed = match viewer(state, caller, headers) {
+/// session whose form carries its CSRF token. Anything else is [`refused`].
+fn may_act(state: &AppState, caller: Caller, headers: &HeaderMap, csrf: Option<&str>) -> bool {
+    match viewer(state, caller, headers) {
         Some(Viewer::Bearer) => true,
         Some(Viewer::Session(session)) => {
             csrf.is_some_and(|t| state.ops.sessions.csrf_ok(&session, t))
         }
         None => false,
-    };
-    if allowed {
-        return Ok(());
     }
-    Err(refused(state))
 }
 
 /// The answer to a state-changing request without a session or its CSRF token.
@@ -433,8 +424,8 @@ async fn job_action(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Err(refused) = authorize_action(&state, caller, &headers, form.csrf.as_deref()) {
-        return refused;
+    if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
+        return refused(&state);
     }
     let back = match form.back.as_deref() {
         Some("job") => format!("/ops/jobs/{id}"),
@@ -471,8 +462,8 @@ async fn replay_dead_letters(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Err(refused) = authorize_action(&state, caller, &headers, form.csrf.as_deref()) {
-        return refused;
+    if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
+        return refused(&state);
     }
     let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
     let filter = docket_queue::admin::DeadLetterFilter {
@@ -493,8 +484,8 @@ async fn queue_action(
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Err(refused) = authorize_action(&state, caller, &headers, form.csrf.as_deref()) {
-        return refused;
+    if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
+        return refused(&state);
     }
     let result = match action.as_str() {
         "pause" => docket_queue::queues::pause(&state.pool, &name).await,
@@ -520,8 +511,8 @@ async fn cron_action(
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if let Err(refused) = authorize_action(&state, caller, &headers, form.csrf.as_deref()) {
-        return refused;
+    if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
+        return refused(&state);
     }
     let paused = match action.as_str() {
         "pause" => true,
