@@ -116,7 +116,37 @@ enum Bench {
         /// Lease timeout, in milliseconds.
         #[arg(long, default_value_t = 3000)]
         lease_ms: u64,
+        /// The rate of the `drill-limited` queue over every drill worker (`100/s`).
+        #[arg(long)]
+        limited_rate: Option<docket_queue::rate_limit::Rate>,
     },
+    /// The stress drill: `docket serve` and N drill workers under a mixed workload and
+    /// the chosen faults, then the invariants; writes report.json, report.md, chart.svg.
+    Drill {
+        /// quick (a few thousand jobs), standard (100,000 jobs), soak (a steady rate for an hour).
+        #[arg(long, value_enum, default_value = "quick")]
+        profile: drill::Profile,
+        /// Jobs (default: the profile's).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Drill worker processes (default: the profile's).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// Faults, comma-separated: kill, terminate, pg-restart, smtp, held-snapshot; or none.
+        #[arg(long)]
+        chaos: Option<String>,
+        /// Where the report goes.
+        #[arg(long, default_value = "drill-report")]
+        out: std::path::PathBuf,
+        /// The `docket` binary to run as `docket serve`.
+        #[arg(long, default_value = "target/release/docket")]
+        docket: std::path::PathBuf,
+        /// The workload's seed: the same seed makes the same jobs.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// The drill's invariants alone, on the drill database DATABASE_URL names.
+    DrillCheck,
     /// A campaign through the SMTP sink: messages a second by SMTP pool size.
     MailCampaign {
         /// Recipients.
@@ -152,7 +182,7 @@ enum Bench {
     },
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     if std::env::var_os("DATABASE_URL").is_none() {
         eprintln!("note: DATABASE_URL is unset; measuring a throwaway cluster with fsync off");
@@ -165,7 +195,28 @@ fn main() -> anyhow::Result<()> {
     let multi = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    match cli.bench {
+    let exit = match cli.bench {
+        Bench::Drill {
+            profile,
+            jobs,
+            workers,
+            chaos,
+            out,
+            docket,
+            seed,
+        } => {
+            let args = drill::DrillArgs {
+                profile,
+                jobs,
+                workers,
+                chaos,
+                out,
+                docket,
+                seed,
+            };
+            return multi.block_on(drill::run(args));
+        }
+        Bench::DrillCheck => return multi.block_on(drill::check::run_alone()),
         Bench::Enqueue { jobs } => single.block_on(queue_bench::enqueue(jobs)),
         Bench::Bulk { jobs, batch } => single.block_on(queue_bench::bulk(jobs, batch)),
         Bench::Cycle {
@@ -215,15 +266,18 @@ fn main() -> anyhow::Result<()> {
             concurrency,
             heartbeat_ms,
             lease_ms,
+            limited_rate,
         } => {
             let url = std::env::var("DATABASE_URL")
                 .map_err(|_| anyhow::anyhow!("the drill worker needs DATABASE_URL"))?;
-            let options = drill::DrillWorker {
+            let options = drill::worker::DrillWorker {
                 concurrency,
                 heartbeat: std::time::Duration::from_millis(heartbeat_ms),
                 lease: std::time::Duration::from_millis(lease_ms),
+                limited_rate,
             };
-            multi.block_on(drill::run(&url, options))
+            multi.block_on(drill::worker::run(&url, options))
         }
-    }
+    };
+    exit.map(|()| std::process::ExitCode::SUCCESS)
 }

@@ -23,6 +23,12 @@ fn templates() -> std::path::PathBuf {
         "Hello {{ name | default('you') }}",
     )
     .unwrap();
+    // A schedule, so that the cron routes' document names one the server knows.
+    std::fs::write(
+        dir.join("docket.toml"),
+        "[[schedule]]\nname = \"nightly\"\ncron = \"0 0 3 * * *\"\nkind = \"docket.noop\"\n",
+    )
+    .unwrap();
     dir
 }
 
@@ -42,13 +48,15 @@ async fn a_schema_driven_fuzzer_finds_nothing_the_document_does_not_say() {
         .local_addr()
         .unwrap()
         .port();
+    let templates = templates();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_docket"))
         .arg("serve")
+        .env("DOCKET_CONFIG", templates.join("docket.toml"))
         .env("DATABASE_URL", &db.url)
         .env("CRON_SECRET", SECRET)
         .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("DOCKET_LOG_FORMAT", "json")
-        .env("DOCKET_TEMPLATE_DIR", templates())
+        .env("DOCKET_TEMPLATE_DIR", &templates)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

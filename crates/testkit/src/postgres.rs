@@ -98,6 +98,30 @@ impl ThrowawayCluster {
         )
     }
 
+    /// Restarts the server at once (`pg_ctl restart -m immediate`): every connection is
+    /// cut, as when a primary crashes and comes back. Returns once it accepts connections.
+    ///
+    /// # Errors
+    ///
+    /// When `pg_ctl` fails (its output and the server's log are in the message).
+    pub fn restart(&self) -> io::Result<()> {
+        let data = self.dir.join("data");
+        let log = self.dir.join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D".as_ref(),
+                data.as_os_str(),
+                "-l".as_ref(),
+                log.as_os_str(),
+                "-m".as_ref(),
+                "immediate".as_ref(),
+                "-w".as_ref(),
+                "restart".as_ref(),
+            ],
+        )
+    }
+
     fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
         if self.as_postgres {

@@ -56,12 +56,42 @@ impl Modify for Bearer {
 }
 
 pub(crate) async fn get(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    // Built per request: it names what this server knows (templates, schedules).
     let mut doc = ApiDoc::openapi();
     if let Some(mailer) = &state.mailer {
         let names = mailer.catalog().list().into_iter().map(|t| t.name);
         name_templates(&mut doc, names.map(serde_json::Value::from).collect());
     }
+    // The cron routes take only the names of registered schedules (others answer 404).
+    if let Ok(schedules) = docket_queue::schedule::list(&state.pool).await {
+        if !schedules.is_empty() {
+            let names: Vec<serde_json::Value> =
+                schedules.into_iter().map(|s| s.def.name.into()).collect();
+            name_schedules(&mut doc, &names);
+        }
+    }
     Json(doc)
+}
+
+/// Lists `names` as the `name` path parameter's values of the cron routes.
+fn name_schedules(doc: &mut utoipa::openapi::OpenApi, names: &[serde_json::Value]) {
+    use utoipa::openapi::{RefOr, Schema};
+    for (path, item) in doc.paths.paths.iter_mut() {
+        if !path.starts_with("/api/cron/{name}") {
+            continue;
+        }
+        let Some(post) = item.post.as_mut() else {
+            continue;
+        };
+        for parameter in post.parameters.iter_mut().flatten() {
+            if parameter.name != "name" {
+                continue;
+            }
+            if let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() {
+                schema.enum_values = Some(names.to_vec());
+            }
+        }
+    }
 }
 
 /// The campaign request's `template` can only be one of the catalog's: the document says

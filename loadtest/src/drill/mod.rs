@@ -1,0 +1,632 @@
+//! The stress drill: load, chaos and an invariant check, with a report a person reads in
+//! a minute.
+//!
+//! It starts its own `docket serve` (HTTP, maintenance, and the mail queue) and N drill
+//! workers (this binary's `drill-worker`: the runtime embedded as an application embeds it,
+//! with kinds that write a ledger of every run), on a throwaway cluster or the database
+//! `DATABASE_URL` names, with the testkit's SMTP sink as the relay. It enqueues a mixed
+//! workload, plays the monitor, injects the chosen faults, waits for the backlog to drain,
+//! then checks the invariants from the database and the ledger and writes the report.
+//!
+//! - `worker`: the drill worker and its kinds.
+//! - `procs`: the processes.
+//! - `monitor`: the once-a-second health reading.
+//! - `check`: the invariants (also `drill-check`, on a drill's database).
+//! - `report`: `report.json`, `report.md` and `chart.svg`.
+
+pub(crate) mod check;
+mod monitor;
+mod procs;
+mod report;
+pub(crate) mod worker;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use docket_queue::{JobArgs, NewJob};
+use docket_testkit::{SmtpSink, ThrowawayCluster};
+use serde::Serialize;
+use serde_json::json;
+use sqlx::postgres::PgPoolOptions;
+use sqlx::PgPool;
+use tokio::sync::Mutex;
+
+use monitor::Sample;
+use procs::{Process, Setup};
+
+/// A drill's size and faults.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Profile {
+    /// A few thousand jobs, two workers, kill and terminate: under two minutes.
+    Quick,
+    /// 100,000 jobs, four workers, every fault the setup allows.
+    Standard,
+    /// A steady rate for an hour; samples bloat.
+    Soak,
+}
+
+/// A fault the drill can inject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) enum Fault {
+    /// `kill -9` of a random worker, and a new one started.
+    Kill,
+    /// `pg_terminate_backend` of every drill worker connection.
+    Terminate,
+    /// PostgreSQL restarted at once (own cluster only).
+    PgRestart,
+    /// The relay answers 451 for a while.
+    Smtp,
+    /// A REPEATABLE READ transaction held open: vacuum can remove nothing meanwhile.
+    HeldSnapshot,
+}
+
+impl std::str::FromStr for Fault {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "kill" => Fault::Kill,
+            "terminate" => Fault::Terminate,
+            "pg-restart" => Fault::PgRestart,
+            "smtp" => Fault::Smtp,
+            "held-snapshot" => Fault::HeldSnapshot,
+            other => return Err(format!(
+                "unknown fault {other:?}: kill, terminate, pg-restart, smtp, held-snapshot or none"
+            )),
+        })
+    }
+}
+
+/// The drill's options, from the command line.
+pub(crate) struct DrillArgs {
+    pub(crate) profile: Profile,
+    pub(crate) jobs: Option<usize>,
+    pub(crate) workers: Option<usize>,
+    /// Comma-separated faults, or `none`; default: the profile's.
+    pub(crate) chaos: Option<String>,
+    pub(crate) out: PathBuf,
+    pub(crate) docket: PathBuf,
+    pub(crate) seed: u64,
+}
+
+/// What a profile sets.
+struct Plan {
+    jobs: usize,
+    workers: usize,
+    concurrency: usize,
+    recipients: usize,
+    /// Jobs a second for a steady load; `None`: all at once.
+    steady_rate: Option<f64>,
+    chaos: Vec<Fault>,
+    chaos_every: Duration,
+    held_for: Duration,
+    limited_rate: &'static str,
+    time_limit: Duration,
+}
+
+impl Plan {
+    fn of(args: &DrillArgs, own_cluster: bool) -> anyhow::Result<Plan> {
+        let mut plan = match args.profile {
+            Profile::Quick => Plan {
+                jobs: 3_000,
+                workers: 2,
+                concurrency: 4,
+                recipients: 100,
+                steady_rate: None,
+                chaos: vec![Fault::Kill, Fault::Terminate],
+                chaos_every: Duration::from_secs(2),
+                held_for: Duration::from_secs(4),
+                limited_rate: "100/s",
+                time_limit: Duration::from_secs(120),
+            },
+            Profile::Standard => Plan {
+                jobs: 100_000,
+                workers: 4,
+                concurrency: 16,
+                recipients: 2_000,
+                steady_rate: None,
+                chaos: [
+                    Fault::Kill,
+                    Fault::Terminate,
+                    Fault::Smtp,
+                    Fault::HeldSnapshot,
+                ]
+                .into_iter()
+                .chain(own_cluster.then_some(Fault::PgRestart))
+                .collect(),
+                chaos_every: Duration::from_secs(10),
+                held_for: Duration::from_secs(60),
+                limited_rate: "200/s",
+                time_limit: Duration::from_secs(1800),
+            },
+            Profile::Soak => Plan {
+                jobs: 720_000,
+                workers: 4,
+                concurrency: 16,
+                recipients: 5_000,
+                steady_rate: Some(200.0),
+                chaos: Vec::new(),
+                chaos_every: Duration::from_secs(60),
+                held_for: Duration::from_secs(120),
+                limited_rate: "200/s",
+                time_limit: Duration::from_secs(4200),
+            },
+        };
+        if let Some(jobs) = args.jobs {
+            plan.jobs = jobs;
+        }
+        if let Some(workers) = args.workers {
+            anyhow::ensure!(workers > 0, "--workers must be at least 1");
+            plan.workers = workers;
+        }
+        if let Some(chaos) = &args.chaos {
+            plan.chaos = if chaos == "none" {
+                Vec::new()
+            } else {
+                chaos
+                    .split(',')
+                    .map(|f| f.trim().parse().map_err(anyhow::Error::msg))
+                    .collect::<anyhow::Result<_>>()?
+            };
+        }
+        anyhow::ensure!(
+            own_cluster || !plan.chaos.contains(&Fault::PgRestart),
+            "pg-restart needs the drill's own cluster: unset DATABASE_URL"
+        );
+        Ok(plan)
+    }
+}
+
+/// A fault as it happened.
+#[derive(Clone, Debug, Serialize)]
+pub(crate) struct Injected {
+    pub(crate) at_s: f64,
+    pub(crate) fault: Fault,
+    pub(crate) detail: String,
+}
+
+/// Dead tuples and sizes of the jobs table at one moment.
+#[derive(Clone, Debug, Serialize, sqlx::FromRow)]
+pub(crate) struct Bloat {
+    #[sqlx(skip)]
+    pub(crate) at_s: f64,
+    pub(crate) dead_tuples: i64,
+    pub(crate) live_tuples: i64,
+    pub(crate) table_bytes: i64,
+    pub(crate) index_bytes: i64,
+}
+
+async fn bloat(pool: &PgPool, at_s: f64) -> Option<Bloat> {
+    let mut row: Bloat = sqlx::query_as(
+        "select n_dead_tup as dead_tuples, n_live_tup as live_tuples,
+                pg_table_size('docket.jobs') as table_bytes,
+                pg_indexes_size('docket.jobs') as index_bytes
+         from pg_stat_user_tables where schemaname = 'docket' and relname = 'jobs'",
+    )
+    .fetch_one(pool)
+    .await
+    .ok()?;
+    row.at_s = at_s;
+    Some(row)
+}
+
+/// A small deterministic generator (splitmix64): the same seed makes the same workload.
+struct Mix(u64);
+
+impl Mix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// One job of the mixed workload and what it should end as.
+fn one_job(mix: &mut Mix) -> (NewJob, &'static str) {
+    let sleep = |mix: &mut Mix| match mix.below(100) {
+        0..70 => mix.below(3),
+        70..95 => 5 + mix.below(45),
+        _ => 100 + mix.below(400),
+    };
+    let work = |payload| NewJob::new(<worker::Work as JobArgs>::KIND, payload);
+    match mix.below(100) {
+        0..80 => (work(json!({"ms": sleep(mix)})), "completed"),
+        80..88 => (
+            work(json!({"ms": mix.below(3), "fail": 1 + mix.below(3)})),
+            "completed",
+        ),
+        88..91 => (
+            work(json!({"ms": mix.below(3), "permanent": true})),
+            "dead_letter:discarded",
+        ),
+        91..93 => (work(json!({"ms": "soon"})), "dead_letter:malformed"),
+        93..95 => {
+            // Ready only after it has expired: the expiry sweep dead-letters it unrun.
+            let now = Utc::now();
+            let mut job = work(json!({"ms": 1}));
+            job.run_at = Some(now + chrono::Duration::seconds(2));
+            job.expires_at = Some(now + chrono::Duration::seconds(1));
+            (job, "dead_letter:expired")
+        }
+        _ => (
+            work(json!({"ms": mix.below(3)})).queue(worker::LIMITED_QUEUE),
+            "completed",
+        ),
+    }
+}
+
+/// Enqueues `jobs` with their expectations, in one transaction.
+async fn enqueue(pool: &PgPool, mix: &mut Mix, jobs: usize) -> anyhow::Result<()> {
+    let (jobs, expectations): (Vec<NewJob>, Vec<&str>) = (0..jobs).map(|_| one_job(mix)).unzip();
+    let mut tx = pool.begin().await?;
+    let ids = docket_queue::enqueue_many(&mut *tx, &jobs).await?;
+    let ids: Vec<uuid::Uuid> = ids.into_iter().map(|id| id.0).collect();
+    sqlx::query(
+        "insert into drill_expectations (job_id, expect)
+         select * from unnest($1::uuid[], $2::text[])",
+    )
+    .bind(&ids)
+    .bind(&expectations)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The database: the one `DATABASE_URL` names, or a throwaway cluster of the drill's own.
+struct Database {
+    url: String,
+    cluster: Option<Arc<ThrowawayCluster>>,
+}
+
+async fn database() -> anyhow::Result<Database> {
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        return Ok(Database { url, cluster: None });
+    }
+    let cluster = tokio::task::spawn_blocking(ThrowawayCluster::start).await??;
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&cluster.url("postgres"))
+        .await?;
+    sqlx::query("create database drill").execute(&admin).await?;
+    admin.close().await;
+    Ok(Database {
+        url: cluster.url("drill"),
+        cluster: Some(Arc::new(cluster)),
+    })
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// The campaign's template and its recipients' addresses.
+fn templates(out: &std::path::Path) -> anyhow::Result<PathBuf> {
+    let dir = out.join("templates/drill_news");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("subject.txt"), "Drill news for {{ name }}")?;
+    std::fs::write(dir.join("body.txt"), "Hello {{ name }}, this is a drill.")?;
+    Ok(out.join("templates"))
+}
+
+fn recipient(i: usize) -> String {
+    format!("reader{i}@drill.example.com")
+}
+
+/// Runs the drill; the exit code says whether every invariant held.
+pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.out)?;
+    let database = database().await?;
+    let plan = Plan::of(&args, database.cluster.is_some())?;
+    let pool = PgPoolOptions::new()
+        .max_connections(6)
+        .connect(&database.url)
+        .await?;
+    docket_queue::migrate(&pool).await?;
+    worker::create_ledger(&pool).await?;
+    check::create_expectations(&pool).await?;
+    let used: i64 = sqlx::query_scalar("select count(*) from drill_expectations")
+        .fetch_one(&pool)
+        .await?;
+    anyhow::ensure!(
+        used == 0,
+        "this database holds an earlier drill: give the drill an empty one"
+    );
+
+    let sink = SmtpSink::start().await;
+    let setup = Setup {
+        database_url: database.url.clone(),
+        out: args.out.clone(),
+        docket: args.docket.clone(),
+        secret: uuid::Uuid::new_v4().simple().to_string(),
+        http_port: free_port()?,
+        smtp_url: sink.url(),
+        templates: templates(&args.out)?,
+        worker_concurrency: plan.concurrency,
+        limited_rate: plan.limited_rate.to_owned(),
+    };
+    let started = Instant::now();
+    let started_at = Utc::now();
+    let mut serve = procs::serve(&setup)?;
+    let mut workers: Vec<Process> = (0..plan.workers)
+        .map(|i| procs::worker(&setup, i))
+        .collect::<anyhow::Result<_>>()?;
+    let mut next_worker = plan.workers;
+    let http_up = Instant::now();
+    while monitor::get(setup.http_port, "/api/health", None)
+        .await
+        .is_none()
+    {
+        anyhow::ensure!(
+            !serve.exited() && http_up.elapsed() < Duration::from_secs(60),
+            "docket serve did not start: see {}",
+            args.out.join("serve.log").display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The campaign, created as an application does (its own transaction).
+    let mail_config = docket_mail::MailConfig {
+        mode: docket_mail::config::Mode::Smtp(docket_mail::config::SmtpUrl::parse(&sink.url())?),
+        from: Some("Docket drill <drill@example.com>".to_owned()),
+        template_dir: setup.templates.clone(),
+        ..docket_mail::MailConfig::default()
+    };
+    let mailer = docket_mail::Mailer::new(pool.clone(), mail_config).map_err(anyhow::Error::msg)?;
+    let recipients = (0..plan.recipients)
+        .map(|i| docket_mail::campaign::Recipient {
+            to: recipient(i),
+            name: Some(format!("Reader {i}")),
+            locale: None,
+            vars: json!({}),
+        })
+        .collect();
+    let mut campaign = docket_mail::campaign::NewCampaign::new("drill", "drill_news", recipients);
+    campaign.batch_size = 50;
+    docket_mail::campaign::create(&pool, mailer.catalog(), mailer.from(), &campaign).await?;
+
+    let progress = indicatif::ProgressBar::new(plan.jobs as u64);
+    progress.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} jobs finished  {msg}",
+        )?
+        .progress_chars("=> "),
+    );
+    let mut mix = Mix(args.seed);
+    let mut enqueued = 0;
+    if plan.steady_rate.is_none() {
+        while enqueued < plan.jobs {
+            let chunk = (plan.jobs - enqueued).min(5_000);
+            enqueue(&pool, &mut mix, chunk).await?;
+            enqueued += chunk;
+        }
+    }
+
+    let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let faults: Arc<Mutex<Vec<Injected>>> = Arc::default();
+    let bloat_samples: Arc<Mutex<Vec<Bloat>>> = Arc::default();
+    let mut peak_rss_kib = 0;
+    let mut fault_index = 0;
+    let mut next_fault = started + plan.chaos_every;
+    let mut next_bloat = started;
+    let mut violations_outside: Vec<String> = Vec::new();
+    let mut relay_back_at: Option<Instant> = None;
+    let drained = loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if relay_back_at.is_some_and(|at| Instant::now() >= at) {
+            sink.reply_to_all(None);
+            relay_back_at = None;
+        }
+        let at_s = started.elapsed().as_secs_f64();
+        if let Some(rate) = plan.steady_rate {
+            let due = ((at_s * rate) as usize).min(plan.jobs);
+            if due > enqueued {
+                enqueue(&pool, &mut mix, due - enqueued).await?;
+                enqueued = due;
+            }
+        }
+        let sample = monitor::sample(setup.http_port, &setup.secret, at_s).await;
+        let live = sample.live();
+        progress.set_position((enqueued as i64 - live).max(0) as u64);
+        progress.set_message(format!(
+            "{} · oldest ready {} · dead letters {}",
+            sample.status,
+            sample
+                .oldest_ready_age_s
+                .map_or("-".into(), |a| format!("{a:.1} s")),
+            sample.dead_letter
+        ));
+        let reachable = sample.status != "unreachable";
+        samples.lock().await.push(sample);
+        for worker in &workers {
+            peak_rss_kib = peak_rss_kib.max(worker.peak_rss_kib().unwrap_or(0));
+        }
+        if Instant::now() >= next_bloat {
+            next_bloat += Duration::from_secs(5);
+            if let Some(row) = bloat(&pool, at_s).await {
+                bloat_samples.lock().await.push(row);
+            }
+        }
+        if serve.exited() {
+            violations_outside.push("docket serve exited on its own".into());
+            break false;
+        }
+        if !plan.chaos.is_empty() && Instant::now() >= next_fault {
+            next_fault += plan.chaos_every;
+            let fault = plan.chaos[fault_index % plan.chaos.len()];
+            fault_index += 1;
+            let detail = match fault {
+                Fault::Kill => {
+                    let victim = (mix.below(workers.len() as u64)) as usize;
+                    workers[victim].kill();
+                    let name = workers[victim].name.clone();
+                    workers[victim] = procs::worker(&setup, next_worker)?;
+                    next_worker += 1;
+                    format!("{name} killed with SIGKILL; a new one started")
+                }
+                Fault::Terminate => {
+                    let cut: i64 = sqlx::query_scalar(
+                        "select count(pg_terminate_backend(pid)) from pg_stat_activity
+                         where application_name = $1",
+                    )
+                    .bind(worker::APPLICATION_NAME)
+                    .fetch_one(&pool)
+                    .await?;
+                    format!("{cut} worker connections terminated")
+                }
+                Fault::PgRestart => {
+                    let cluster = database.cluster.clone().expect("checked by the plan");
+                    tokio::task::spawn_blocking(move || cluster.restart()).await??;
+                    "PostgreSQL restarted (immediate)".to_owned()
+                }
+                Fault::Smtp => {
+                    sink.reply_to_all(Some("451 4.3.0 drill: try again later"));
+                    relay_back_at = Some(Instant::now() + Duration::from_secs(3));
+                    "the relay answers 451 for 3 s".to_owned()
+                }
+                Fault::HeldSnapshot => {
+                    hold_snapshot(&database.url, plan.held_for).await?;
+                    format!(
+                        "a REPEATABLE READ transaction held open for {} s",
+                        plan.held_for.as_secs()
+                    )
+                }
+            };
+            progress.println(format!("{at_s:>7.1} s  fault: {detail}"));
+            faults.lock().await.push(Injected {
+                at_s,
+                fault,
+                detail,
+            });
+        }
+        let mail_left: i64 = sqlx::query_scalar(
+            "select count(*) from docket.jobs where queue = 'mail'
+             and state in ('pending', 'retrying', 'processing')",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap_or(1);
+        if reachable && enqueued == plan.jobs && live == 0 && mail_left == 0 {
+            break true;
+        }
+        if started.elapsed() > plan.time_limit {
+            violations_outside.push(format!(
+                "the backlog did not drain within {} s",
+                plan.time_limit.as_secs()
+            ));
+            break false;
+        }
+    };
+    progress.finish_and_clear();
+
+    // Health back to `ok` once the faults stop.
+    let mut health_ok = false;
+    let settle = Instant::now();
+    while drained && settle.elapsed() < Duration::from_secs(60) {
+        let sample = monitor::sample(
+            setup.http_port,
+            &setup.secret,
+            started.elapsed().as_secs_f64(),
+        )
+        .await;
+        health_ok = sample.status == "ok";
+        samples.lock().await.push(sample);
+        if health_ok {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    if drained && !health_ok {
+        violations_outside.push("health did not return to ok within 60 s".into());
+    }
+    let duration_s = started.elapsed().as_secs_f64();
+    for worker in &mut workers {
+        worker.stop(Duration::from_secs(10));
+    }
+    serve.stop(Duration::from_secs(30));
+
+    let findings = check::check(&pool).await?;
+    // Each recipient exactly once. A process killed between the relay's 250 and the
+    // delivery's record sends that message again: the documented crash window.
+    let crash_faults = plan
+        .chaos
+        .iter()
+        .any(|f| matches!(f, Fault::Kill | Fault::Terminate | Fault::PgRestart));
+    let mut missing_recipients = Vec::new();
+    let mut duplicate_sends = 0;
+    for i in 0..plan.recipients {
+        match sink.count_for(&recipient(i)) {
+            0 => missing_recipients.push(recipient(i)),
+            1 => {}
+            n => duplicate_sends += n - 1,
+        }
+    }
+    if !missing_recipients.is_empty() {
+        violations_outside.push(format!(
+            "{} campaign recipients received nothing: {}",
+            missing_recipients.len(),
+            missing_recipients.join(", ")
+        ));
+    }
+    if duplicate_sends > 0 && !crash_faults {
+        violations_outside.push(format!(
+            "{duplicate_sends} duplicate sends with no crash fault injected"
+        ));
+    }
+    let runs = check::runs_per_second(&pool, started_at).await?;
+    let samples = samples.lock().await.clone();
+    let report = report::Report::new(report::Inputs {
+        profile: args.profile,
+        workers: plan.workers,
+        duration_s,
+        findings,
+        samples,
+        faults: faults.lock().await.clone(),
+        bloat: bloat_samples.lock().await.clone(),
+        peak_worker_rss_kib: peak_rss_kib,
+        recipients: plan.recipients,
+        duplicate_sends,
+        crash_window_sends: if crash_faults { duplicate_sends } else { 0 },
+        violations_outside,
+        runs,
+    });
+    report.write(&args.out)?;
+    println!("{}", report.summary());
+    pool.close().await;
+    drop(database);
+    Ok(if report.passed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Opens a REPEATABLE READ transaction, takes its snapshot, and holds it for `hold` in the
+/// background; vacuum can remove no row that dies meanwhile.
+async fn hold_snapshot(url: &str, hold: Duration) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query("begin isolation level repeatable read")
+        .execute(&mut conn)
+        .await?;
+    sqlx::query("select count(*) from docket.workers")
+        .execute(&mut conn)
+        .await?;
+    tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        let _ = sqlx::query("commit").execute(&mut conn).await;
+    });
+    Ok(())
+}
