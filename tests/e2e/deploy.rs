@@ -95,3 +95,72 @@ fn the_units_give_running_jobs_more_time_than_the_shutdown_timeout() {
         );
     }
 }
+
+#[test]
+fn the_compose_file_is_valid_and_refuses_to_start_without_a_secret() {
+    let dir = root().join("deploy/container");
+    let output = Command::new("docker-compose")
+        .args(["-f", "compose.yaml", "config", "--quiet"])
+        .env("CRON_SECRET", "compose-check")
+        .current_dir(&dir)
+        .output()
+        .expect("docker-compose (Debian's docker-compose) is installed; .ci/run installs it");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let output = Command::new("docker-compose")
+        .args(["-f", "compose.yaml", "config", "--quiet"])
+        .env_remove("CRON_SECRET")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "CRON_SECRET is required");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("set CRON_SECRET"));
+}
+
+#[test]
+fn the_dockerfile_builds_the_binary_it_copies_and_runs_it() {
+    const INSTRUCTIONS: &[&str] = &[
+        "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
+        "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+    ];
+    let text = std::fs::read_to_string(root().join("deploy/container/Dockerfile")).unwrap();
+    // Logical lines: continuations joined, comments dropped.
+    let joined = text.replace("\\\n", " ");
+    let lines: Vec<&str> = joined
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    let mut stages = Vec::new();
+    for line in &lines {
+        let instruction = line.split_whitespace().next().unwrap();
+        assert!(INSTRUCTIONS.contains(&instruction), "unknown instruction: {line}");
+        if let Some(stage) = line.strip_prefix("FROM ").and_then(|l| l.split(" AS ").nth(1)) {
+            stages.push(stage.trim().to_owned());
+        }
+        if let Some(from) = line.split("--from=").nth(1) {
+            let stage = from.split_whitespace().next().unwrap();
+            assert!(stages.iter().any(|s| s == stage), "no stage {stage}: {line}");
+        }
+    }
+    let built = lines
+        .iter()
+        .any(|l| l.contains("cargo build --release --locked --bin docket"));
+    let copied = lines
+        .iter()
+        .any(|l| l.starts_with("COPY --from=build /src/target/release/docket "));
+    assert!(built && copied, "the image carries the release binary it builds");
+    assert!(lines.contains(&r#"ENTRYPOINT ["docket"]"#));
+    // The commands the compose file runs are real subcommands.
+    for command in ["serve", "worker", "check"] {
+        let status = Command::new(env!("CARGO_BIN_EXE_docket"))
+            .args([command, "--help"])
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success(), "docket {command} exists");
+    }
+}
