@@ -175,3 +175,56 @@ async fn the_checker_names_a_deleted_job_and_a_forged_overlapping_run() {
         "the sound job is not named: {said}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_restart_mid_drill_is_survived_and_not_taken_for_a_drained_backlog() {
+    let docket = docket_binary();
+    let out = std::env::temp_dir().join(format!("docket-drill-{}", uuid::Uuid::now_v7()));
+    let (out_arg, docket_arg) = (
+        out.to_str().unwrap().to_owned(),
+        docket.to_str().unwrap().to_owned(),
+    );
+    // On the drill's own cluster (no DATABASE_URL): the one it may restart.
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new(env!("CARGO_BIN_EXE_docket-loadtest"))
+            .args([
+                "drill",
+                "--profile",
+                "quick",
+                "--jobs",
+                "1500",
+                "--chaos",
+                "pg-restart",
+                "--out",
+                &out_arg,
+                "--docket",
+                &docket_arg,
+            ])
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("run docket-loadtest")
+    })
+    .await
+    .unwrap();
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{report}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let restarts = report["faults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["detail"] == "PostgreSQL restarted (immediate)")
+        .count();
+    assert!(restarts >= 1, "{report}");
+    assert_eq!(report["lost"], 0);
+    assert_eq!(
+        report["completed"].as_i64().unwrap() + report["dead_letter"].as_i64().unwrap(),
+        1500,
+        "every job finished before the drill ended"
+    );
+    let _ = std::fs::remove_dir_all(&out);
+}

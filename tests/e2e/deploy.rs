@@ -123,8 +123,23 @@ fn the_compose_file_is_valid_and_refuses_to_start_without_a_secret() {
 #[test]
 fn the_dockerfile_builds_the_binary_it_copies_and_runs_it() {
     const INSTRUCTIONS: &[&str] = &[
-        "FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME",
-        "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+        "FROM",
+        "RUN",
+        "CMD",
+        "LABEL",
+        "EXPOSE",
+        "ENV",
+        "ADD",
+        "COPY",
+        "ENTRYPOINT",
+        "VOLUME",
+        "USER",
+        "WORKDIR",
+        "ARG",
+        "ONBUILD",
+        "STOPSIGNAL",
+        "HEALTHCHECK",
+        "SHELL",
     ];
     let text = std::fs::read_to_string(root().join("deploy/container/Dockerfile")).unwrap();
     // Logical lines: continuations joined, comments dropped.
@@ -137,13 +152,22 @@ fn the_dockerfile_builds_the_binary_it_copies_and_runs_it() {
     let mut stages = Vec::new();
     for line in &lines {
         let instruction = line.split_whitespace().next().unwrap();
-        assert!(INSTRUCTIONS.contains(&instruction), "unknown instruction: {line}");
-        if let Some(stage) = line.strip_prefix("FROM ").and_then(|l| l.split(" AS ").nth(1)) {
+        assert!(
+            INSTRUCTIONS.contains(&instruction),
+            "unknown instruction: {line}"
+        );
+        if let Some(stage) = line
+            .strip_prefix("FROM ")
+            .and_then(|l| l.split(" AS ").nth(1))
+        {
             stages.push(stage.trim().to_owned());
         }
         if let Some(from) = line.split("--from=").nth(1) {
             let stage = from.split_whitespace().next().unwrap();
-            assert!(stages.iter().any(|s| s == stage), "no stage {stage}: {line}");
+            assert!(
+                stages.iter().any(|s| s == stage),
+                "no stage {stage}: {line}"
+            );
         }
     }
     let built = lines
@@ -152,7 +176,10 @@ fn the_dockerfile_builds_the_binary_it_copies_and_runs_it() {
     let copied = lines
         .iter()
         .any(|l| l.starts_with("COPY --from=build /src/target/release/docket "));
-    assert!(built && copied, "the image carries the release binary it builds");
+    assert!(
+        built && copied,
+        "the image carries the release binary it builds"
+    );
     assert!(lines.contains(&r#"ENTRYPOINT ["docket"]"#));
     // The commands the compose file runs are real subcommands.
     for command in ["serve", "worker", "check"] {

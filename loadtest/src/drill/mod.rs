@@ -74,9 +74,11 @@ impl std::str::FromStr for Fault {
             "pg-restart" => Fault::PgRestart,
             "smtp" => Fault::Smtp,
             "held-snapshot" => Fault::HeldSnapshot,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown fault {other:?}: kill, terminate, pg-restart, smtp, held-snapshot or none"
-            )),
+            ))
+            }
         })
     }
 }
@@ -360,10 +362,6 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let started_at = Utc::now();
     let mut serve = procs::serve(&setup)?;
-    let mut workers: Vec<Process> = (0..plan.workers)
-        .map(|i| procs::worker(&setup, i))
-        .collect::<anyhow::Result<_>>()?;
-    let mut next_worker = plan.workers;
     let http_up = Instant::now();
     while monitor::get(setup.http_port, "/api/health", None)
         .await
@@ -404,12 +402,25 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         )?
         .progress_chars("=> "),
     );
-    let mut mix = Mix(args.seed);
+    let mut ctx = Chaos {
+        mix: Mix(args.seed),
+        workers: (0..plan.workers)
+            .map(|i| procs::worker(&setup, i))
+            .collect::<anyhow::Result<_>>()?,
+        next_worker: plan.workers,
+        setup: &setup,
+        pool: &pool,
+        cluster: database.cluster.clone(),
+        sink: &sink,
+        relay_back_at: None,
+        held_for: plan.held_for,
+        database_url: &database.url,
+    };
     let mut enqueued = 0;
     if plan.steady_rate.is_none() {
         while enqueued < plan.jobs {
             let chunk = (plan.jobs - enqueued).min(5_000);
-            enqueue(&pool, &mut mix, chunk).await?;
+            enqueue(&pool, &mut ctx.mix, chunk).await?;
             enqueued += chunk;
         }
     }
@@ -422,35 +433,35 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
     let mut next_fault = started + plan.chaos_every;
     let mut next_bloat = started;
     let mut violations_outside: Vec<String> = Vec::new();
-    let mut relay_back_at: Option<Instant> = None;
     let drained = loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        if relay_back_at.is_some_and(|at| Instant::now() >= at) {
+        if ctx.relay_back_at.is_some_and(|at| Instant::now() >= at) {
             sink.reply_to_all(None);
-            relay_back_at = None;
+            ctx.relay_back_at = None;
         }
         let at_s = started.elapsed().as_secs_f64();
         if let Some(rate) = plan.steady_rate {
             let due = ((at_s * rate) as usize).min(plan.jobs);
-            if due > enqueued {
-                enqueue(&pool, &mut mix, due - enqueued).await?;
+            // A failed enqueue (a fault in progress) is tried again on the next tick.
+            if due > enqueued && enqueue(&pool, &mut ctx.mix, due - enqueued).await.is_ok() {
                 enqueued = due;
             }
         }
         let sample = monitor::sample(setup.http_port, &setup.secret, at_s).await;
-        let live = sample.live();
-        progress.set_position((enqueued as i64 - live).max(0) as u64);
+        if let Some(live) = sample.live() {
+            progress.set_position((enqueued as i64 - live).max(0) as u64);
+        }
         progress.set_message(format!(
             "{} · oldest ready {} · dead letters {}",
             sample.status,
             sample
                 .oldest_ready_age_s
                 .map_or("-".into(), |a| format!("{a:.1} s")),
-            sample.dead_letter
+            sample.dead_letter.map_or("-".into(), |n| n.to_string())
         ));
         let reachable = sample.status != "unreachable";
         samples.lock().await.push(sample);
-        for worker in &workers {
+        for worker in &ctx.workers {
             peak_rss_kib = peak_rss_kib.max(worker.peak_rss_kib().unwrap_or(0));
         }
         if Instant::now() >= next_bloat {
@@ -467,42 +478,11 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
             next_fault += plan.chaos_every;
             let fault = plan.chaos[fault_index % plan.chaos.len()];
             fault_index += 1;
-            let detail = match fault {
-                Fault::Kill => {
-                    let victim = (mix.below(workers.len() as u64)) as usize;
-                    workers[victim].kill();
-                    let name = workers[victim].name.clone();
-                    workers[victim] = procs::worker(&setup, next_worker)?;
-                    next_worker += 1;
-                    format!("{name} killed with SIGKILL; a new one started")
-                }
-                Fault::Terminate => {
-                    let cut: i64 = sqlx::query_scalar(
-                        "select count(pg_terminate_backend(pid)) from pg_stat_activity
-                         where application_name = $1",
-                    )
-                    .bind(worker::APPLICATION_NAME)
-                    .fetch_one(&pool)
-                    .await?;
-                    format!("{cut} worker connections terminated")
-                }
-                Fault::PgRestart => {
-                    let cluster = database.cluster.clone().expect("checked by the plan");
-                    tokio::task::spawn_blocking(move || cluster.restart()).await??;
-                    "PostgreSQL restarted (immediate)".to_owned()
-                }
-                Fault::Smtp => {
-                    sink.reply_to_all(Some("451 4.3.0 drill: try again later"));
-                    relay_back_at = Some(Instant::now() + Duration::from_secs(3));
-                    "the relay answers 451 for 3 s".to_owned()
-                }
-                Fault::HeldSnapshot => {
-                    hold_snapshot(&database.url, plan.held_for).await?;
-                    format!(
-                        "a REPEATABLE READ transaction held open for {} s",
-                        plan.held_for.as_secs()
-                    )
-                }
+            let detail = match inject(fault, &mut ctx).await {
+                Ok(detail) => detail,
+                // A fault that cannot be injected (the database is still coming back from
+                // the last one) is reported, and the drill goes on.
+                Err(err) => format!("{fault:?} could not be injected: {err:#}"),
             };
             progress.println(format!("{at_s:>7.1} s  fault: {detail}"));
             faults.lock().await.push(Injected {
@@ -511,14 +491,15 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
                 detail,
             });
         }
-        let mail_left: i64 = sqlx::query_scalar(
-            "select count(*) from docket.jobs where queue = 'mail'
-             and state in ('pending', 'retrying', 'processing')",
+        // Drained by the database's word, never the monitor's: a health document taken
+        // while the database is down has no figures, which must not read as zero.
+        let left: Option<i64> = sqlx::query_scalar(
+            "select count(*) from docket.jobs where state in ('pending', 'retrying', 'processing')",
         )
         .fetch_one(&pool)
         .await
-        .unwrap_or(1);
-        if reachable && enqueued == plan.jobs && live == 0 && mail_left == 0 {
+        .ok();
+        if reachable && enqueued == plan.jobs && left == Some(0) {
             break true;
         }
         if started.elapsed() > plan.time_limit {
@@ -552,7 +533,7 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         violations_outside.push("health did not return to ok within 60 s".into());
     }
     let duration_s = started.elapsed().as_secs_f64();
-    for worker in &mut workers {
+    for worker in &mut ctx.workers {
         worker.stop(Duration::from_secs(10));
     }
     serve.stop(Duration::from_secs(30));
@@ -610,6 +591,66 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    })
+}
+
+/// What the faults act on.
+struct Chaos<'a> {
+    mix: Mix,
+    workers: Vec<Process>,
+    next_worker: usize,
+    setup: &'a Setup,
+    pool: &'a PgPool,
+    cluster: Option<Arc<ThrowawayCluster>>,
+    sink: &'a SmtpSink,
+    /// When the relay's 451s end.
+    relay_back_at: Option<Instant>,
+    held_for: Duration,
+    database_url: &'a str,
+}
+
+/// Injects one fault; says what it did.
+async fn inject(fault: Fault, ctx: &mut Chaos<'_>) -> anyhow::Result<String> {
+    Ok(match fault {
+        Fault::Kill => {
+            let victim = ctx.mix.below(ctx.workers.len() as u64) as usize;
+            ctx.workers[victim].kill();
+            let name = ctx.workers[victim].name.clone();
+            ctx.workers[victim] = procs::worker(ctx.setup, ctx.next_worker)?;
+            ctx.next_worker += 1;
+            format!("{name} killed with SIGKILL; a new one started")
+        }
+        Fault::Terminate => {
+            let cut: i64 = sqlx::query_scalar(
+                "select count(pg_terminate_backend(pid)) from pg_stat_activity
+                 where application_name = $1",
+            )
+            .bind(worker::APPLICATION_NAME)
+            .fetch_one(ctx.pool)
+            .await?;
+            format!("{cut} worker connections terminated")
+        }
+        Fault::PgRestart => {
+            let cluster = ctx
+                .cluster
+                .clone()
+                .ok_or_else(|| anyhow::anyhow!("not the drill's own cluster"))?;
+            tokio::task::spawn_blocking(move || cluster.restart()).await??;
+            "PostgreSQL restarted (immediate)".to_owned()
+        }
+        Fault::Smtp => {
+            ctx.sink
+                .reply_to_all(Some("451 4.3.0 drill: try again later"));
+            ctx.relay_back_at = Some(Instant::now() + Duration::from_secs(3));
+            "the relay answers 451 for 3 s".to_owned()
+        }
+        Fault::HeldSnapshot => {
+            hold_snapshot(ctx.database_url, ctx.held_for).await?;
+            format!(
+                "a REPEATABLE READ transaction held open for {} s",
+                ctx.held_for.as_secs()
+            )
+        }
     })
 }
 

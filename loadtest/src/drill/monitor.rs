@@ -16,19 +16,20 @@ pub(crate) struct Sample {
     pub(crate) at_s: f64,
     /// `ok`, `degraded`, `down`, or `unreachable`.
     pub(crate) status: String,
-    pub(crate) pending: i64,
-    pub(crate) retrying: i64,
-    pub(crate) processing: i64,
-    pub(crate) dead_letter: i64,
+    /// The snapshot's figures; `None` when the document had none (the database down).
+    pub(crate) pending: Option<i64>,
+    pub(crate) retrying: Option<i64>,
+    pub(crate) processing: Option<i64>,
+    pub(crate) dead_letter: Option<i64>,
     pub(crate) oldest_ready_age_s: Option<f64>,
     /// Latency of the public `GET /api/health`, in milliseconds.
     pub(crate) public_ms: Option<f64>,
 }
 
 impl Sample {
-    /// Jobs not finished yet.
-    pub(crate) fn live(&self) -> i64 {
-        self.pending + self.retrying + self.processing
+    /// Jobs not finished yet; `None` when the document did not say.
+    pub(crate) fn live(&self) -> Option<i64> {
+        Some(self.pending? + self.retrying? + self.processing?)
     }
 }
 
@@ -61,28 +62,45 @@ pub(crate) async fn sample(port: u16, secret: &str, at_s: f64) -> Sample {
     let document = get(port, "/api/health", Some(secret))
         .await
         .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok());
-    let Some(doc) = document else {
-        return Sample {
-            at_s,
-            status: "unreachable".into(),
-            pending: 0,
-            retrying: 0,
-            processing: 0,
-            dead_letter: 0,
-            oldest_ready_age_s: None,
-            public_ms,
-        };
-    };
-    let total = &doc["queue"];
-    let figure = |name: &str| total[name].as_i64().unwrap_or(0);
+    read(document.as_ref(), at_s, public_ms)
+}
+
+/// A reading from the bearer health document (`None`: no answer).
+fn read(document: Option<&Value>, at_s: f64, public_ms: Option<f64>) -> Sample {
+    let total = document.map(|doc| &doc["queue"]).filter(|q| q.is_object());
+    let figure = |name: &str| total.and_then(|t| t[name].as_i64());
     Sample {
         at_s,
-        status: doc["status"].as_str().unwrap_or("unknown").to_owned(),
+        status: document
+            .map_or("unreachable", |doc| {
+                doc["status"].as_str().unwrap_or("unknown")
+            })
+            .to_owned(),
         pending: figure("pending"),
         retrying: figure("retrying"),
         processing: figure("processing"),
         dead_letter: figure("dead_letter"),
-        oldest_ready_age_s: total["oldest_ready_age_seconds"].as_f64(),
+        oldest_ready_age_s: total.and_then(|t| t["oldest_ready_age_seconds"].as_f64()),
         public_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_document_without_figures_says_nothing_about_the_backlog() {
+        let down = json!({"status": "down", "checks": {"database": "down"}, "queue": null});
+        let sample = read(Some(&down), 1.0, None);
+        assert_eq!(sample.status, "down");
+        assert_eq!(sample.live(), None, "not zero: unknown");
+        let ok = json!({"status": "ok", "queue": {"pending": 2, "retrying": 1, "processing": 3,
+                        "dead_letter": 4, "oldest_ready_age_seconds": 0.5}});
+        let sample = read(Some(&ok), 2.0, Some(1.0));
+        assert_eq!((sample.live(), sample.dead_letter), (Some(6), Some(4)));
+        assert_eq!(read(None, 3.0, None).status, "unreachable");
     }
 }

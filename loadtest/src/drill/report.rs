@@ -284,7 +284,7 @@ impl Report {
                 "live jobs (pending + retrying + processing)",
                 self.samples
                     .iter()
-                    .map(|s| (s.at_s, s.live() as f64))
+                    .filter_map(|s| Some((s.at_s, s.live()? as f64)))
                     .collect(),
             ),
             (
