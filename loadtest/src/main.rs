@@ -268,6 +268,12 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             lease_ms,
             limited_rate,
         } => {
+            // JSON lines on stderr, which the drill keeps as worker-N.log.
+            tracing_subscriber::fmt()
+                .json()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_writer(std::io::stderr)
+                .init();
             let url = std::env::var("DATABASE_URL")
                 .map_err(|_| anyhow::anyhow!("the drill worker needs DATABASE_URL"))?;
             let options = drill::worker::DrillWorker {

@@ -118,7 +118,7 @@ pub(crate) fn worker(setup: &Setup, index: usize) -> anyhow::Result<Process> {
             &setup.limited_rate,
         ])
         .env("DATABASE_URL", &setup.database_url)
-        .env("RUST_LOG", "warn");
+        .env("RUST_LOG", "info");
     Process::spawn(
         command,
         format!("drill worker {index}"),

@@ -278,7 +278,15 @@ impl Report {
         let series: [(&str, Vec<(f64, f64)>); 3] = [
             (
                 "jobs finished per second",
-                self.runs.iter().map(|(t, n)| (*t, *n as f64)).collect(),
+                // Every second, the ones without a finished run as zero (a stall shows
+                // as one, not as a line drawn across it).
+                {
+                    let runs: std::collections::HashMap<i64, i64> =
+                        self.runs.iter().map(|(t, n)| (*t as i64, *n)).collect();
+                    (0..=end as i64)
+                        .map(|t| (t as f64, runs.get(&t).copied().unwrap_or(0) as f64))
+                        .collect()
+                },
             ),
             (
                 "live jobs (pending + retrying + processing)",
