@@ -262,6 +262,9 @@ pub(crate) struct EnqueueArgs {
     /// Dead-letter the job as `expired` rather than start it after this time (RFC 3339).
     #[arg(long)]
     pub(crate) expires_at: Option<DateTime<Utc>>,
+    /// Its fair-share group in the queue (a tenant, a customer).
+    #[arg(long)]
+    pub(crate) group: Option<String>,
     #[command(flatten)]
     pub(crate) output: OutputArgs,
 }

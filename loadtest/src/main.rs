@@ -70,6 +70,9 @@ enum Bench {
         /// Queue the jobs as one batch with a callback (timed until the callback ran).
         #[arg(long)]
         batch: bool,
+        /// Spread the jobs over this many groups (claimed fairly); 0: no groups.
+        #[arg(long, default_value_t = 0)]
+        groups: usize,
     },
     /// `GET /ops` latency over a big jobs table, the snapshot evaluated for every view.
     OpsPage {
@@ -235,11 +238,13 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             concurrency,
             claim_batch,
             batch,
+            groups,
         } => multi.block_on(worker_bench::throughput(
             jobs,
             concurrency,
             claim_batch,
             batch,
+            groups,
         )),
         Bench::MailCampaign {
             recipients,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::stats::percentiles;
 
-async fn seed(pool: &PgPool, jobs: usize, as_batch: bool) -> anyhow::Result<()> {
+async fn seed(pool: &PgPool, jobs: usize, as_batch: bool, groups: usize) -> anyhow::Result<()> {
     if as_batch {
         // One batch of every job, with a callback: the tracker finishes it at the end.
         let jobs: Vec<NewJob> = (0..jobs)
@@ -36,8 +36,15 @@ async fn seed(pool: &PgPool, jobs: usize, as_batch: bool) -> anyhow::Result<()> 
             .await?;
         return Ok(());
     }
+    // With groups, jobs go round them (tenants of one queue, claimed fairly).
     let batch: Vec<NewJob> = (0..10_000)
-        .map(|n| NewJob::new(builtin::NOOP, json!({ "n": n })))
+        .map(|n| {
+            let job = NewJob::new(builtin::NOOP, json!({ "n": n }));
+            match groups {
+                0 => job,
+                _ => job.group(format!("tenant-{}", n % groups)),
+            }
+        })
         .collect();
     let mut left = jobs;
     while left > 0 {
@@ -76,9 +83,10 @@ pub(crate) async fn throughput(
     concurrency: usize,
     claim_batch: u32,
     as_batch: bool,
+    groups: usize,
 ) -> anyhow::Result<()> {
     let db = TestDb::with_pool_size(12).await;
-    seed(&db.pool, jobs, as_batch).await?;
+    seed(&db.pool, jobs, as_batch, groups).await?;
     let mut registry = Registry::new();
     builtin::register(&mut registry);
     let config = RuntimeConfig {
@@ -93,10 +101,10 @@ pub(crate) async fn throughput(
     let elapsed = until_all_done(&db.pool, started).await?;
     stop.cancel();
     worker.await??;
-    let what = if as_batch {
-        "jobs in one batch"
-    } else {
-        "jobs"
+    let what = match (as_batch, groups) {
+        (true, _) => "jobs in one batch".to_owned(),
+        (false, 0) => "jobs".to_owned(),
+        (false, n) => format!("jobs in {n} groups"),
     };
     println!(
         "worker throughput: {jobs} no-op {what}, concurrency {concurrency}, claim batch {claim_batch}: \
@@ -187,7 +195,7 @@ pub(crate) async fn scale(
     concurrency: usize,
 ) -> anyhow::Result<()> {
     let db = TestDb::with_pool_size(4).await;
-    seed(&db.pool, jobs, false).await?;
+    seed(&db.pool, jobs, false, 0).await?;
     let started = Instant::now();
     let mut children = Vec::new();
     for _ in 0..processes {

@@ -43,7 +43,7 @@ pub struct Claimed {
     pub jobs: Vec<Job>,
 }
 
-/// Claims up to `limit` ready jobs of one queue in one statement with
+/// Claims up to `limit` ready jobs without a group of one queue in one statement with
 /// `FOR UPDATE SKIP LOCKED`: concurrent claimers never get the same job and never wait on
 /// each other. Each claimed job is `processing`, its `attempt` incremented, its
 /// `locked_by` the worker.
@@ -73,6 +73,123 @@ pub async fn claim(exec: impl PgExecutor<'_>, request: &ClaimRequest<'_>) -> Res
         now: request.now,
     };
     let mut jobs = db::job_claim(exec, &params).await?;
+    jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
+    Ok(Claimed { jobs })
+}
+
+/// Where a queue's fair claims stand among its groups: the key of the group last served.
+/// The next fair claim starts after it, so over successive claims every group gets its
+/// turn however many there are.
+#[derive(Clone, Debug, Default)]
+pub struct GroupCursor(String);
+
+/// Claims up to `limit` ready jobs of one queue, sharing them fairly between its groups
+/// (round-robin): it finds up to `limit` groups with ready-able jobs, starting after
+/// `cursor` and wrapping around, counts the jobs without a group as one more member, gives
+/// each member an equal share (the limit divided by their number, rounded up) taken in the
+/// member's own priority order, and hands what a member could not use to the members that
+/// filled their share. A group with 100,000 ready jobs and a group with ten get the same
+/// share of every claim while both have work, and a claim is as full as the ready work
+/// allows (a short claim tells the producer the queue is drained).
+///
+/// Equal shares rather than weights: they need no configuration, and they keep the
+/// smallest tenant's wait independent of the largest tenant's backlog.
+///
+/// A few autocommit statements (find the groups, claim each round's shares), all under the
+/// request's token. A queue without groups costs one index probe more than [`claim`].
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when the database fails; jobs claimed by the statements that
+/// succeeded carry the token.
+pub async fn claim_fair<'c, E>(
+    exec: E,
+    request: &ClaimRequest<'_>,
+    cursor: &mut GroupCursor,
+) -> Result<Claimed>
+where
+    E: PgExecutor<'c> + Copy,
+{
+    let limit = i64::from(request.limit);
+    let mut groups = db::job_ready_groups(exec, request.queue, &cursor.0, limit).await?;
+    if (groups.len() as i64) < limit && !cursor.0.is_empty() {
+        // Wrap around: the groups up to and including the cursor's, after the later ones.
+        let wrapped = db::job_ready_groups(exec, request.queue, "", limit).await?;
+        let more = limit as usize - groups.len();
+        groups.extend(wrapped.into_iter().filter(|g| *g <= cursor.0).take(more));
+    }
+    if groups.is_empty() {
+        cursor.0.clear();
+        return claim(exec, request).await;
+    }
+    let mut jobs: Vec<Job> = Vec::new();
+    let mut remaining = limit;
+    // `None`: the jobs without a group.
+    let mut members: Vec<Option<String>> = std::iter::once(None)
+        .chain(groups.iter().cloned().map(Some))
+        .collect();
+    let mut first_round = true;
+    // Each round gives every member that filled its share in the last one another share of
+    // what is left; a handful of rounds fills any claim.
+    for _ in 0..4 {
+        if remaining <= 0 || members.is_empty() {
+            break;
+        }
+        let share = (remaining + members.len() as i64 - 1) / members.len() as i64;
+        let mut filled = Vec::new();
+        if members.contains(&None) {
+            let take = share.min(remaining);
+            let got = claim(
+                exec,
+                &ClaimRequest {
+                    limit: u32::try_from(take).unwrap_or(u32::MAX),
+                    ..request.clone()
+                },
+            )
+            .await?
+            .jobs;
+            remaining -= got.len() as i64;
+            if got.len() as i64 == take {
+                filled.push(None);
+            }
+            jobs.extend(got);
+        }
+        let named: Vec<String> = members.iter().flatten().cloned().collect();
+        if !named.is_empty() && remaining > 0 {
+            let params = db::ClaimParams {
+                queue: request.queue,
+                kinds: request.kinds,
+                worker_id: request.worker_id,
+                token: request.token,
+                limit: remaining,
+                now: request.now,
+            };
+            let got = db::job_claim_grouped(exec, &params, &named, share).await?;
+            remaining -= got.len() as i64;
+            for group in &named {
+                let count = got
+                    .iter()
+                    .filter(|job| job.group_key.as_ref() == Some(group))
+                    .count() as i64;
+                if count == share {
+                    filled.push(Some(group.clone()));
+                }
+            }
+            if first_round {
+                // The next claim starts after the last group served now.
+                if let Some(last) = named
+                    .iter()
+                    .rev()
+                    .find(|g| got.iter().any(|job| job.group_key.as_ref() == Some(*g)))
+                {
+                    cursor.0.clone_from(last);
+                }
+            }
+            jobs.extend(got);
+        }
+        first_round = false;
+        members = filled;
+    }
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
     Ok(Claimed { jobs })
 }

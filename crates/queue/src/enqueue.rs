@@ -19,6 +19,9 @@ pub const DEFAULT_QUEUE: &str = "default";
 /// what the unique index can hold (about 2.7 kB).
 pub const UNIQUE_KEY_MAX_CHARS: usize = 256;
 
+/// The longest group key, in characters (`jobs_group_key_length` in the database).
+pub const GROUP_KEY_MAX_CHARS: usize = 256;
+
 /// Whether a NUL character hides anywhere in a JSON value, keys included.
 fn json_has_nul(value: &serde_json::Value) -> bool {
     match value {
@@ -73,6 +76,9 @@ pub struct NewJob {
     pub unique_key: Option<String>,
     /// Dead-lettered as `expired` instead of started after this time.
     pub expires_at: Option<DateTime<Utc>>,
+    /// Its fair-share group within the queue (a tenant, a customer; 1 to 256 characters):
+    /// the claim shares a queue's slots between the groups with ready work. Default none.
+    pub group_key: Option<String>,
     /// The caller's own id for the job (a UUID v7, [`JobId::new`]), so that the caller can
     /// record it elsewhere in the same transaction. Default: a fresh one. With a unique
     /// key that already has a live job, the live job's id is returned instead.
@@ -91,6 +97,7 @@ impl NewJob {
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             unique_key: None,
             expires_at: None,
+            group_key: None,
             id: None,
         }
     }
@@ -138,6 +145,12 @@ impl NewJob {
         self
     }
 
+    /// Puts the job in a fair-share group of its queue (a tenant, a customer).
+    pub fn group(mut self, key: impl Into<String>) -> Self {
+        self.group_key = Some(key.into());
+        self
+    }
+
     /// Sets the time after which the job is dead-lettered rather than started.
     pub fn expires_at(mut self, expires_at: DateTime<Utc>) -> Self {
         self.expires_at = Some(expires_at);
@@ -180,9 +193,18 @@ impl NewJob {
                 .is_none_or(|key| key.chars().count() <= UNIQUE_KEY_MAX_CHARS),
             "unique_key must be at most 256 characters",
         )?;
+        rule(
+            self.group_key
+                .as_ref()
+                .is_none_or(|key| (1..=GROUP_KEY_MAX_CHARS).contains(&key.chars().count())),
+            "group_key must be 1 to 256 characters",
+        )?;
         for (field, value) in [("kind", Some(&self.kind)), ("queue", Some(&self.queue))]
             .into_iter()
-            .chain([("unique_key", self.unique_key.as_ref())])
+            .chain([
+                ("unique_key", self.unique_key.as_ref()),
+                ("group_key", self.group_key.as_ref()),
+            ])
         {
             rule(
                 value.is_none_or(|v| !v.contains('\0')),
@@ -223,6 +245,7 @@ pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
         max_attempts: job.max_attempts,
         unique_key: job.unique_key.as_deref(),
         expires_at: job.expires_at,
+        group_key: job.group_key.as_deref(),
     };
     let id = db::job_enqueue(exec, &params).await?;
     record_enqueued(&job.queue, &job.kind, 1);
@@ -274,6 +297,7 @@ pub(crate) async fn enqueue_many_in(
         columns.max_attempts.push(job.max_attempts);
         columns.unique_keys.push(job.unique_key.as_deref());
         columns.expires_ats.push(job.expires_at);
+        columns.group_keys.push(job.group_key.as_deref());
     }
     if jobs.is_empty() {
         return Ok(Vec::new());

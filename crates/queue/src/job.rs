@@ -172,6 +172,8 @@ pub struct Job {
     pub lease_token: Option<Uuid>,
     /// The batch the job belongs to, if any.
     pub batch_id: Option<Uuid>,
+    /// Its fair-share group within its queue (a tenant, a customer), if any.
+    pub group_key: Option<String>,
     /// When the job was parked: ready, but no live worker runs its queue and kind, so
     /// claims pass it by until one does. `None` for claimable jobs.
     pub parked_at: Option<DateTime<Utc>>,

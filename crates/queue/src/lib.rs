@@ -50,7 +50,7 @@ pub mod workers;
 
 pub use admin::{DeadLetterFilter, ListFilter, Page};
 pub use backoff::Backoff;
-pub use claim::{claim, ClaimRequest, Claimed};
+pub use claim::{claim, claim_fair, ClaimRequest, Claimed, GroupCursor};
 pub use enqueue::{enqueue, enqueue_many, JobArgs, NewJob};
 pub use error::{Error, ErrorChain, Result};
 pub use job::{AttemptError, Job, JobId, JobState};

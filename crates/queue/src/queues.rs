@@ -63,6 +63,16 @@ pub async fn list(exec: impl PgExecutor<'_>) -> Result<Vec<QueueControl>> {
     Ok(db::queue_control_list(exec).await?)
 }
 
+/// Those of `queues` that hold ready (or scheduled) jobs with a group: the queues whose
+/// claims must share fairly ([`crate::claim_fair`]).
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn grouped(exec: impl PgExecutor<'_>, queues: &[String]) -> Result<Vec<String>> {
+    Ok(db::queue_list_grouped(exec, queues).await?)
+}
+
 /// The paused queues, sorted.
 ///
 /// # Errors

@@ -1,7 +1,10 @@
-//! Queue controls as this worker knows them: the paused queues, read once at start and then
-//! once per poll interval by the control watcher. A producer whose queue is paused claims
-//! nothing, so a pause takes effect within one interval and the claim statement itself pays
-//! nothing for it. Resuming wakes the queue's producer at once.
+//! Queue controls as this worker knows them: the paused queues, and the queues that hold
+//! jobs with a group, read once at start and then once per poll interval by the control
+//! watcher. A producer whose queue is paused claims nothing, so a pause takes effect within
+//! one interval and the claim statement itself pays nothing for it. Resuming wakes the
+//! queue's producer at once. A queue with grouped jobs is claimed fairly
+//! ([`docket_queue::claim_fair`]); the others keep the plain claim and pay nothing for
+//! groups.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -36,10 +39,33 @@ impl PausedQueues {
     }
 }
 
-/// Reads the paused queues; wakes the producers of resumed ones.
+/// The served queues that hold jobs with a group.
+#[derive(Debug, Default)]
+pub(crate) struct GroupedQueues(RwLock<HashSet<String>>);
+
+impl GroupedQueues {
+    pub(crate) fn contains(&self, queue: &str) -> bool {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(queue)
+    }
+
+    /// Replaces the set; returns the queues newly grouped.
+    fn replace(&self, now: HashSet<String>) -> Vec<String> {
+        let mut set = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let new = now.difference(&set).cloned().collect();
+        *set = now;
+        new
+    }
+}
+
+/// Reads the paused and the grouped queues; wakes the producers of resumed ones and of
+/// newly grouped ones.
 pub(crate) struct ControlWatcher {
     pub(crate) pool: PgPool,
     pub(crate) paused: Arc<PausedQueues>,
+    pub(crate) grouped: Arc<GroupedQueues>,
     pub(crate) wakes: HashMap<String, Arc<Notify>>,
 }
 
@@ -59,6 +85,14 @@ impl ControlWatcher {
         for queue in &resumed {
             if let Some(wake) = self.wakes.get(queue) {
                 info!(event = events::QUEUE_RESUMED, job.queue = %queue, "queue resumed");
+                wake.notify_one();
+            }
+        }
+        let served: Vec<String> = self.wakes.keys().cloned().collect();
+        let grouped = docket_queue::queues::grouped(&self.pool, &served).await?;
+        for queue in self.grouped.replace(grouped.into_iter().collect()) {
+            // Its grouped jobs are invisible to the plain claim: claim them now.
+            if let Some(wake) = self.wakes.get(&queue) {
                 wake.notify_one();
             }
         }

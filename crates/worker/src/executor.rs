@@ -264,6 +264,7 @@ mod tests {
             locked_by: None,
             lease_token: None,
             batch_id: None,
+            group_key: None,
             parked_at: None,
             cancel_requested_at: None,
             created_at: now,

@@ -7,14 +7,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use docket_queue::{ClaimRequest, ErrorChain};
+use docket_queue::{ClaimRequest, ErrorChain, GroupCursor};
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::error;
 use uuid::Uuid;
 
-use crate::controls::PausedQueues;
+use crate::controls::{GroupedQueues, PausedQueues};
 use crate::events;
 use crate::executor::Executor;
 use crate::lease::Lease;
@@ -41,6 +41,10 @@ pub(crate) struct Producer {
     pub(crate) lease: Arc<Lease>,
     /// The paused queues: while this one is paused, nothing is claimed.
     pub(crate) paused: Arc<PausedQueues>,
+    /// The queues with grouped jobs: this one, when among them, is claimed fairly.
+    pub(crate) grouped: Arc<GroupedQueues>,
+    /// Where this queue's fair claims stand among its groups.
+    pub(crate) group_cursor: std::sync::Mutex<GroupCursor>,
     /// The queue's rate limit over every process: tokens are taken before each claim.
     pub(crate) rate: Option<RateLimit>,
 }
@@ -180,7 +184,21 @@ impl Producer {
             now: None,
         };
         let in_flight = self.executor.holdings.begin_claim(request.token);
-        let claimed = docket_queue::claim(&self.pool, &request).await?;
+        let claimed = if self.grouped.contains(&self.queue) {
+            let mut cursor = self
+                .group_cursor
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            let claimed = docket_queue::claim_fair(&self.pool, &request, &mut cursor).await?;
+            *self
+                .group_cursor
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = cursor;
+            claimed
+        } else {
+            docket_queue::claim(&self.pool, &request).await?
+        };
         let held = in_flight.adopt(claimed.jobs.iter().map(|job| job.id));
         let count = claimed.jobs.len();
         for (job, held) in claimed.jobs.into_iter().zip(held) {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 use crate::batcher::BatchTracker;
 use crate::completer::Completer;
 use crate::config::{ConfigError, RuntimeConfig};
-use crate::controls::{ControlWatcher, PausedQueues};
+use crate::controls::{ControlWatcher, GroupedQueues, PausedQueues};
 use crate::events;
 use crate::executor::Executor;
 use crate::expirer::Expirer;
@@ -170,6 +170,7 @@ impl Runtime {
         let global = Arc::new(Semaphore::new(config.global_concurrency.unwrap_or(total)));
         let kinds: Arc<[String]> = self.registry.kinds().into();
         let paused = Arc::new(PausedQueues::default());
+        let grouped = Arc::new(GroupedQueues::default());
         let mut wakes = HashMap::new();
         let mut ready = Vec::with_capacity(config.queues.len());
         for queue in &config.queues {
@@ -191,6 +192,8 @@ impl Runtime {
                 executor: executor.clone(),
                 lease: lease.clone(),
                 paused: paused.clone(),
+                grouped: grouped.clone(),
+                group_cursor: std::sync::Mutex::default(),
                 rate: queue.rate_limit(),
             };
             ready.push(producer);
@@ -199,6 +202,7 @@ impl Runtime {
         let watcher = ControlWatcher {
             pool: maintenance_pool.clone(),
             paused,
+            grouped,
             wakes: wakes.clone(),
         };
         // Before any producer claims: a queue paused before start stays untouched.

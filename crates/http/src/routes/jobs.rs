@@ -180,6 +180,10 @@ pub(crate) struct EnqueueRequest {
     unique_key: Option<String>,
     /// Dead-lettered as `expired` rather than started after this time.
     expires_at: Option<DateTime<Utc>>,
+    /// Its fair-share group in the queue (a tenant, a customer): the queue's slots are
+    /// shared between the groups with ready work. 1 to 256 characters, no NUL.
+    #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00]+$")]
+    group_key: Option<String>,
 }
 
 impl EnqueueRequest {
@@ -198,6 +202,7 @@ impl EnqueueRequest {
         job.run_at = self.run_at;
         job.unique_key = self.unique_key;
         job.expires_at = self.expires_at;
+        job.group_key = self.group_key;
         job
     }
 }

@@ -92,7 +92,7 @@ pub(crate) struct ClaimParams<'a> {
     pub(crate) now: Option<DateTime<Utc>>,
 }
 
-/// Locks up to `limit` ready jobs of one queue (skipping rows other claimers hold), in
+/// Locks up to `limit` ready jobs without a group of one queue (skipping rows other claimers hold), in
 /// priority, run_at, id order, and in the same statement marks them `processing` under
 /// this worker and this claim's token, with `attempt + 1`. A claim that comes back short
 /// raises the queue's wake-up flag. A job past its `expires_at` is
@@ -109,7 +109,7 @@ pub(crate) async fn job_claim(
         with locked as (
             select j.id
             from docket.jobs j
-            where j.state in ('pending', 'retrying') and j.parked_at is null
+            where j.state in ('pending', 'retrying') and j.parked_at is null and j.group_key is null
               and j.queue = $1
               and j.run_at <= coalesce($5, now())
               and ($2::text[] is null or j.kind = any($2))
@@ -141,6 +141,89 @@ pub(crate) async fn job_claim(
     .bind(params.limit)
     .bind(params.now)
     .bind(params.token)
+    .fetch_all(exec)
+    .await
+}
+
+/// Up to `limit` groups with ready-able jobs in `queue` whose key sorts after `after`, in
+/// key order: a loose scan of `jobs_claim_grouped`, one probe per group however many jobs
+/// each holds.
+pub(crate) async fn job_ready_groups(
+    exec: impl PgExecutor<'_>,
+    queue: &str,
+    after: &str,
+    limit: i64,
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        r#"
+        with recursive groups as (
+            (select j.group_key from docket.jobs j
+             where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
+               and j.group_key is not null and j.group_key > $2
+             order by j.group_key limit 1)
+            union all
+            select (select j.group_key from docket.jobs j
+                    where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
+                      and j.group_key is not null and j.group_key > g.group_key
+                    order by j.group_key limit 1)
+            from groups g where g.group_key is not null
+        )
+        select group_key from groups where group_key is not null limit $3
+        "#,
+    )
+    .bind(queue)
+    .bind(after)
+    .bind(limit)
+    .fetch_all(exec)
+    .await
+}
+
+/// Like [`job_claim`], for grouped jobs: up to `per_group` from each of `groups` (each
+/// group's own priority, run_at, id order), `limit` in all, in one statement.
+pub(crate) async fn job_claim_grouped(
+    exec: impl PgExecutor<'_>,
+    params: &ClaimParams<'_>,
+    groups: &[String],
+    per_group: i64,
+) -> sqlx::Result<Vec<Job>> {
+    sqlx::query_as(
+        r#"
+        with locked as (
+            select c.id
+            from unnest($7::text[]) with ordinality as g(key, ord)
+            cross join lateral (
+                select j.id from docket.jobs j
+                where j.state in ('pending', 'retrying') and j.parked_at is null
+                  and j.queue = $1 and j.group_key = g.key
+                  and j.run_at <= coalesce($5, now())
+                  and ($2::text[] is null or j.kind = any($2))
+                  and (j.expires_at is null or j.expires_at > coalesce($5, now()))
+                order by j.priority, j.run_at, j.id
+                limit $8
+                for update skip locked
+            ) c
+            limit $4
+        )
+        update docket.jobs j set
+            state = 'processing',
+            attempt = j.attempt + 1,
+            locked_by = $3,
+            lease_token = $6,
+            attempted_at = coalesce($5, now()),
+            cancel_requested_at = null
+        from locked l
+        where j.id = l.id
+        returning j.*
+        "#,
+    )
+    .bind(params.queue)
+    .bind(params.kinds)
+    .bind(params.worker_id)
+    .bind(params.limit)
+    .bind(params.now)
+    .bind(params.token)
+    .bind(groups)
+    .bind(per_group)
     .fetch_all(exec)
     .await
 }
@@ -219,6 +302,7 @@ pub(crate) struct EnqueueParams<'a> {
     pub(crate) max_attempts: i32,
     pub(crate) unique_key: Option<&'a str>,
     pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) group_key: Option<&'a str>,
 }
 
 pub(crate) async fn job_enqueue(
@@ -227,7 +311,7 @@ pub(crate) async fn job_enqueue(
 ) -> sqlx::Result<JobId> {
     sqlx::query_scalar(
         r#"
-        select docket.enqueue($1, $2, $3, coalesce($4, now()), $5, $6, $7, $8)
+        select docket.enqueue($1, $2, $3, coalesce($4, now()), $5, $6, $7, $8, $9)
         "#,
     )
     .bind(params.kind)
@@ -238,6 +322,7 @@ pub(crate) async fn job_enqueue(
     .bind(params.max_attempts)
     .bind(params.unique_key)
     .bind(params.expires_at)
+    .bind(params.group_key)
     .fetch_one(exec)
     .await
 }
@@ -255,6 +340,7 @@ pub(crate) struct EnqueueColumns<'a> {
     pub(crate) max_attempts: Vec<i32>,
     pub(crate) unique_keys: Column<&'a str>,
     pub(crate) expires_ats: Column<DateTime<Utc>>,
+    pub(crate) group_keys: Column<&'a str>,
     /// The batch every job of the call joins.
     pub(crate) batch_id: Option<Uuid>,
 }
@@ -265,7 +351,7 @@ pub(crate) async fn job_enqueue_many(
 ) -> sqlx::Result<Vec<JobId>> {
     sqlx::query_scalar(
         r#"
-        select id from docket.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) order by ord
+        select id from docket.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) order by ord
         "#,
     )
     .bind(&columns.kinds)
@@ -278,6 +364,7 @@ pub(crate) async fn job_enqueue_many(
     .bind(&columns.expires_ats)
     .bind(&columns.ids)
     .bind(columns.batch_id)
+    .bind(&columns.group_keys)
     .fetch_all(exec)
     .await
 }
@@ -449,11 +536,11 @@ pub(crate) async fn job_park_unhandled(
         r#"
         with recursive queues as (
             (select j.queue from docket.jobs j
-             where j.state in ('pending', 'retrying') and j.parked_at is null
+             where j.state in ('pending', 'retrying') and j.parked_at is null and j.group_key is null
              order by j.queue limit 1)
             union all
             select (select j.queue from docket.jobs j
-                    where j.state in ('pending', 'retrying') and j.parked_at is null
+                    where j.state in ('pending', 'retrying') and j.parked_at is null and j.group_key is null
                       and j.queue > q.queue
                     order by j.queue limit 1)
             from queues q where q.queue is not null
@@ -465,6 +552,7 @@ pub(crate) async fn job_park_unhandled(
             cross join lateral (
                 select j.id, j.queue, j.kind from docket.jobs j
                 where j.queue = q.queue and j.state in ('pending', 'retrying') and j.parked_at is null
+                  and j.group_key is null
                   and j.run_at <= coalesce($4, now()) - make_interval(secs => $1)
                 order by j.priority, j.run_at, j.id
                 limit $2

@@ -39,6 +39,22 @@ pub(crate) async fn queue_control_list_paused(
         .await
 }
 
+/// Those of `queues` with grouped ready-able jobs: one probe of `jobs_claim_grouped` each.
+pub(crate) async fn queue_list_grouped(
+    exec: impl PgExecutor<'_>,
+    queues: &[String],
+) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        "select q from unnest($1::text[]) q
+         where exists (select 1 from docket.jobs j
+                       where j.queue = q and j.state in ('pending', 'retrying')
+                         and j.parked_at is null and j.group_key is not null)",
+    )
+    .bind(queues)
+    .fetch_all(exec)
+    .await
+}
+
 /// Pauses or resumes a queue (registering it on first use); returns its control.
 pub(crate) async fn queue_control_set_paused(
     exec: impl PgExecutor<'_>,

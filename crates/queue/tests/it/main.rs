@@ -3,6 +3,7 @@
 mod admin;
 mod claim;
 mod enqueue;
+mod groups;
 mod maintenance;
 mod outcome;
 mod queues;

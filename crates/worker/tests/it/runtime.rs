@@ -581,3 +581,47 @@ async fn a_queue_rate_holds_over_two_workers_together() {
         "20 jobs at 5/s took only {took:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_tenant_enqueued_behind_a_big_one_finishes_long_before_it() {
+    let db = TestDb::new().await;
+    let config = RuntimeConfig {
+        queues: vec![QueueConfig::new("default").concurrency(4)],
+        ..quick_config()
+    };
+    // The big tenant's jobs have waited a minute: in plain claim order they all come first.
+    let a_minute_ago = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let big: Vec<_> = (0..400)
+        .map(|_| {
+            NewJob::new("docket.sleep", json!({ "ms": 5 }))
+                .group("big")
+                .run_at(a_minute_ago)
+        })
+        .collect();
+    enqueue_many(&db.pool, &big).await.unwrap();
+    let small: Vec<_> = (0..8)
+        .map(|_| NewJob::new("docket.sleep", json!({ "ms": 5 })).group("small"))
+        .collect();
+    let small = enqueue_many(&db.pool, &small).await.unwrap();
+    let worker = start(&db.pool, builtins(), config);
+    eventually(WAIT, "the small tenant's jobs completed", || async {
+        let mut done = true;
+        for id in &small {
+            done &= state_of(&db.pool, *id).await == JobState::Completed;
+        }
+        done
+    })
+    .await;
+    let big_done: i64 = sqlx::query_scalar(
+        "select count(*) from docket.jobs where group_key = 'big' and state = 'completed'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    worker.shutdown().await;
+    // In claim order (oldest first) all 400 would have run before them.
+    assert!(
+        big_done < 100,
+        "{big_done} of the big tenant's jobs ran first"
+    );
+}

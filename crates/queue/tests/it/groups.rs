@@ -1,0 +1,188 @@
+//! Fair groups: a job's `group_key` from every enqueue path, and claims that share a
+//! queue's slots between the groups with ready work.
+
+use std::collections::HashMap;
+
+use docket_queue::{
+    admin, claim, claim_fair, enqueue, enqueue_many, ClaimRequest, GroupCursor, Job, NewJob,
+};
+use docket_testkit::TestDb;
+use serde_json::json;
+use uuid::Uuid;
+
+fn request(limit: u32) -> ClaimRequest<'static> {
+    ClaimRequest {
+        queue: "default",
+        kinds: None,
+        worker_id: Uuid::now_v7(),
+        token: ClaimRequest::new_token(),
+        limit,
+        now: None,
+    }
+}
+
+fn grouped(n: usize, group: &str) -> Vec<NewJob> {
+    (0..n)
+        .map(|i| NewJob::new("k", json!({"n": i})).group(group))
+        .collect()
+}
+
+fn by_group(jobs: &[Job]) -> HashMap<Option<String>, usize> {
+    let mut counts = HashMap::new();
+    for job in jobs {
+        *counts.entry(job.group_key.clone()).or_default() += 1;
+    }
+    counts
+}
+
+#[tokio::test]
+async fn a_group_of_ten_is_not_starved_by_a_group_of_a_thousand_ahead_of_it() {
+    let db = TestDb::new().await;
+    enqueue_many(&db.pool, &grouped(1000, "big-tenant"))
+        .await
+        .unwrap();
+    enqueue_many(&db.pool, &grouped(10, "small-tenant"))
+        .await
+        .unwrap();
+
+    // The plain claim takes jobs in order: the small tenant would wait for all 1,000.
+    let plain = claim(&db.pool, &request(10)).await.unwrap().jobs;
+    assert!(plain.is_empty(), "grouped jobs are not the plain claim's");
+
+    let mut cursor = GroupCursor::default();
+    let mut small = 0;
+    for _ in 0..2 {
+        let claimed = claim_fair(&db.pool, &request(10), &mut cursor)
+            .await
+            .unwrap()
+            .jobs;
+        assert_eq!(claimed.len(), 10, "every claim is full");
+        small += by_group(&claimed)
+            .get(&Some("small-tenant".to_owned()))
+            .copied()
+            .unwrap_or(0);
+    }
+    assert_eq!(
+        small, 10,
+        "the small tenant's ten ran within the first two claims"
+    );
+}
+
+#[tokio::test]
+async fn claims_go_round_every_group_in_turn_and_jobs_without_a_group_get_a_share() {
+    let db = TestDb::new().await;
+    for g in 0..30 {
+        enqueue_many(&db.pool, &grouped(5, &format!("tenant-{g:02}")))
+            .await
+            .unwrap();
+    }
+    let plain: Vec<NewJob> = (0..50).map(|i| NewJob::new("k", json!({"n": i}))).collect();
+    enqueue_many(&db.pool, &plain).await.unwrap();
+
+    let mut cursor = GroupCursor::default();
+    let mut seen: HashMap<Option<String>, usize> = HashMap::new();
+    for _ in 0..4 {
+        let claimed = claim_fair(&db.pool, &request(10), &mut cursor)
+            .await
+            .unwrap()
+            .jobs;
+        assert_eq!(claimed.len(), 10);
+        for (group, n) in by_group(&claimed) {
+            *seen.entry(group).or_default() += n;
+        }
+    }
+    let groups_served = seen.keys().filter(|g| g.is_some()).count();
+    assert_eq!(
+        groups_served, 30,
+        "40 slots reached all 30 groups: {seen:?}"
+    );
+    assert!(
+        seen.values().all(|&n| n <= 4),
+        "no group took more than its turns: {seen:?}"
+    );
+    assert!(
+        seen.get(&None).copied().unwrap_or(0) >= 4,
+        "jobs without a group got a share of every claim: {seen:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_queue_without_groups_claims_as_before() {
+    let db = TestDb::new().await;
+    let jobs: Vec<NewJob> = (0..20).map(|i| NewJob::new("k", json!({"n": i}))).collect();
+    enqueue_many(&db.pool, &jobs).await.unwrap();
+    let mut cursor = GroupCursor::default();
+    let claimed = claim_fair(&db.pool, &request(15), &mut cursor)
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(claimed.len(), 15);
+    assert!(
+        docket_queue::queues::grouped(&db.pool, &["default".to_owned()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn the_group_is_kept_from_rust_sql_and_bulk_enqueue_and_checked() {
+    let db = TestDb::new().await;
+    let one = enqueue(&db.pool, &NewJob::new("k", json!({})).group("acme"))
+        .await
+        .unwrap();
+    assert_eq!(
+        admin::show(&db.pool, one)
+            .await
+            .unwrap()
+            .group_key
+            .as_deref(),
+        Some("acme")
+    );
+    let sql: Uuid = sqlx::query_scalar("select docket.enqueue('k', '{}', group_key => 'globex')")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    let job = admin::show(&db.pool, docket_queue::JobId(sql))
+        .await
+        .unwrap();
+    assert_eq!(job.group_key.as_deref(), Some("globex"));
+    let many = enqueue_many(
+        &db.pool,
+        &[
+            NewJob::new("k", json!({})).group("initech"),
+            NewJob::new("k", json!({})),
+            NewJob::new("k", json!({}))
+                .group("initech")
+                .unique_key("once"),
+        ],
+    )
+    .await
+    .unwrap();
+    let groups: Vec<Option<String>> = groups_of(&db, &many).await;
+    assert_eq!(
+        groups,
+        [Some("initech".into()), None, Some("initech".into())]
+    );
+    assert_eq!(
+        docket_queue::queues::grouped(&db.pool, &["default".to_owned(), "other".to_owned()])
+            .await
+            .unwrap(),
+        ["default"]
+    );
+
+    for bad in ["", &"g".repeat(257), "nul\0"] {
+        let err = enqueue(&db.pool, &NewJob::new("k", json!({})).group(bad))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("group_key"), "{err}");
+    }
+}
+
+async fn groups_of(db: &TestDb, ids: &[docket_queue::JobId]) -> Vec<Option<String>> {
+    let mut groups = Vec::new();
+    for id in ids {
+        groups.push(admin::show(&db.pool, *id).await.unwrap().group_key);
+    }
+    groups
+}
