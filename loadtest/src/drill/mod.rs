@@ -242,7 +242,16 @@ fn one_job(mix: &mut Mix) -> (NewJob, &'static str) {
     };
     let work = |payload| NewJob::new(<worker::Work as JobArgs>::KIND, payload);
     match mix.below(100) {
-        0..80 => (work(json!({"ms": sleep(mix)})), "completed"),
+        // Tenants of one queue, claimed fairly: one big, nine small.
+        0..40 => {
+            let tenant = match mix.below(10) {
+                0..6 => 0,
+                n => n,
+            };
+            let job = work(json!({"ms": sleep(mix)})).group(format!("tenant-{tenant}"));
+            (job, "completed")
+        }
+        40..80 => (work(json!({"ms": sleep(mix)})), "completed"),
         80..88 => (
             work(json!({"ms": mix.below(3), "fail": 1 + mix.below(3)})),
             "completed",
