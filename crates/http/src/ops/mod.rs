@@ -477,6 +477,15 @@ async fn replay_dead_letters(
     }
 }
 
+/// `pause` → `Some(true)`, `resume` → `Some(false)`, anything else → `None`.
+fn pausing(action: &str) -> Option<bool> {
+    match action {
+        "pause" => Some(true),
+        "resume" => Some(false),
+        _ => None,
+    }
+}
+
 async fn queue_action(
     State(state): State<AppState>,
     caller: Caller,
@@ -487,19 +496,17 @@ async fn queue_action(
     if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
         return refused(&state);
     }
-    let result = match action.as_str() {
-        "pause" => docket_queue::queues::pause(&state.pool, &name).await,
-        "resume" => docket_queue::queues::resume(&state.pool, &name).await,
-        _ => {
-            return failed(
-                &state,
-                &ApiError::NotFound(format!("no action {action:?}")),
-                "/ops",
-            )
-        }
+    let result = match pausing(&action) {
+        Some(true) => docket_queue::queues::pause(&state.pool, &name)
+            .await
+            .map(drop),
+        Some(false) => docket_queue::queues::resume(&state.pool, &name)
+            .await
+            .map(drop),
+        None => return no_such_action(&state, &action),
     };
     match result {
-        Ok(_) => done(&state, &format!("/ops?done={action}")),
+        Ok(()) => done(&state, &format!("/ops?done={action}")),
         Err(err) => failed(&state, &err.into(), "/ops"),
     }
 }
@@ -514,19 +521,19 @@ async fn cron_action(
     if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
         return refused(&state);
     }
-    let paused = match action.as_str() {
-        "pause" => true,
-        "resume" => false,
-        _ => {
-            return failed(
-                &state,
-                &ApiError::NotFound(format!("no action {action:?}")),
-                "/ops",
-            )
-        }
+    let Some(paused) = pausing(&action) else {
+        return no_such_action(&state, &action);
     };
     match docket_queue::schedule::set_paused(&state.pool, &name, paused).await {
         Ok(()) => done(&state, &format!("/ops?done=cron-{action}")),
         Err(err) => failed(&state, &err.into(), "/ops"),
     }
+}
+
+fn no_such_action(state: &AppState, action: &str) -> Response {
+    failed(
+        state,
+        &ApiError::NotFound(format!("no action {action:?}")),
+        "/ops",
+    )
 }
