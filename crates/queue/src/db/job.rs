@@ -81,6 +81,25 @@ pub(crate) async fn job_finished_per_minute(
     .await
 }
 
+/// The second half of both claims: the rows of `locked` become `processing` under the
+/// worker ($3) and the claim's token ($6), at $5 (or the database's clock).
+macro_rules! mark_claimed {
+    () => {
+        r#"
+        update docket.jobs j set
+            state = 'processing',
+            attempt = j.attempt + 1,
+            locked_by = $3,
+            lease_token = $6,
+            attempted_at = coalesce($5, now()),
+            cancel_requested_at = null
+        from locked l
+        where j.id = l.id
+        returning j.*
+        "#
+    };
+}
+
 /// What `job_claim` needs.
 pub(crate) struct ClaimParams<'a> {
     pub(crate) queue: &'a str,
@@ -104,7 +123,7 @@ pub(crate) async fn job_claim(
     exec: impl PgExecutor<'_>,
     params: &ClaimParams<'_>,
 ) -> sqlx::Result<Vec<Job>> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         r#"
         with locked as (
             select j.id
@@ -123,18 +142,9 @@ pub(crate) async fn job_claim(
             update docket.queue_wakeups w set wanted = true
             where w.queue = $1 and not w.wanted and (select count(*) from locked) < $4
         )
-        update docket.jobs j set
-            state = 'processing',
-            attempt = j.attempt + 1,
-            locked_by = $3,
-            lease_token = $6,
-            attempted_at = coalesce($5, now()),
-            cancel_requested_at = null
-        from locked l
-        where j.id = l.id
-        returning j.*
         "#,
-    )
+        mark_claimed!()
+    ))
     .bind(params.queue)
     .bind(params.kinds)
     .bind(params.worker_id)
@@ -186,7 +196,7 @@ pub(crate) async fn job_claim_grouped(
     groups: &[String],
     per_group: i64,
 ) -> sqlx::Result<Vec<Job>> {
-    sqlx::query_as(
+    sqlx::query_as(concat!(
         r#"
         with locked as (
             select c.id
@@ -204,18 +214,9 @@ pub(crate) async fn job_claim_grouped(
             ) c
             limit $4
         )
-        update docket.jobs j set
-            state = 'processing',
-            attempt = j.attempt + 1,
-            locked_by = $3,
-            lease_token = $6,
-            attempted_at = coalesce($5, now()),
-            cancel_requested_at = null
-        from locked l
-        where j.id = l.id
-        returning j.*
         "#,
-    )
+        mark_claimed!()
+    ))
     .bind(params.queue)
     .bind(params.kinds)
     .bind(params.worker_id)
