@@ -164,23 +164,8 @@ pub(crate) async fn job_ready_groups(
     after: &str,
     limit: i64,
 ) -> sqlx::Result<Vec<String>> {
-    sqlx::query_scalar(
-        r#"
-        with recursive groups as (
-            (select j.group_key from docket.jobs j
-             where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
-               and j.group_key is not null and j.group_key > $2
-             order by j.group_key limit 1)
-            union all
-            select (select j.group_key from docket.jobs j
-                    where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
-                      and j.group_key is not null and j.group_key > g.group_key
-                    order by j.group_key limit 1)
-            from groups g where g.group_key is not null
-        )
-        select group_key from groups where group_key is not null limit $3
-        "#,
-    )
+    // A function, so that its plan does not depend on statistics (see its migration).
+    sqlx::query_scalar("select g from docket.ready_groups($1, $2, $3) g")
     .bind(queue)
     .bind(after)
     .bind(limit)
@@ -199,20 +184,9 @@ pub(crate) async fn job_claim_grouped(
     sqlx::query_as(concat!(
         r#"
         with locked as (
-            select c.id
-            from unnest($7::text[]) with ordinality as g(key, ord)
-            cross join lateral (
-                select j.id from docket.jobs j
-                where j.state in ('pending', 'retrying') and j.parked_at is null
-                  and j.queue = $1 and j.group_key = g.key
-                  and j.run_at <= coalesce($5, now())
-                  and ($2::text[] is null or j.kind = any($2))
-                  and (j.expires_at is null or j.expires_at > coalesce($5, now()))
-                order by j.priority, j.run_at, j.id
-                limit $8
-                for update skip locked
-            ) c
-            limit $4
+            -- A function, so that its plan does not depend on statistics (see its
+            -- migration); it locks the rows, this statement marks them.
+            select l.id from docket.lock_grouped($1, $2, $7, $8, $4, $5) as l(id)
         )
         "#,
         mark_claimed!()

@@ -39,16 +39,15 @@ pub(crate) async fn queue_control_list_paused(
         .await
 }
 
-/// Those of `queues` with grouped ready-able jobs: one probe of `jobs_claim_grouped` each.
+/// Those of `queues` with grouped ready-able jobs: one probe of `jobs_claim_grouped` each
+/// (through `docket.ready_groups`, whose plan does not depend on statistics).
 pub(crate) async fn queue_list_grouped(
     exec: impl PgExecutor<'_>,
     queues: &[String],
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "select q from unnest($1::text[]) q
-         where exists (select 1 from docket.jobs j
-                       where j.queue = q and j.state in ('pending', 'retrying')
-                         and j.parked_at is null and j.group_key is not null)",
+         where exists (select 1 from docket.ready_groups(q, '', 1))",
     )
     .bind(queues)
     .fetch_all(exec)
