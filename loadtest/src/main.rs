@@ -57,23 +57,7 @@ enum Bench {
         finished_rows: usize,
     },
     /// One in-process worker runtime working queued no-op jobs.
-    Throughput {
-        /// Jobs queued before the worker starts.
-        #[arg(long, default_value_t = 20_000)]
-        jobs: usize,
-        /// Jobs at once.
-        #[arg(long, default_value_t = 10)]
-        concurrency: usize,
-        /// Most jobs per claim.
-        #[arg(long, default_value_t = docket_worker::config::CLAIM_BATCH_DEFAULT)]
-        claim_batch: u32,
-        /// Queue the jobs as one batch with a callback (timed until the callback ran).
-        #[arg(long)]
-        batch: bool,
-        /// Spread the jobs over this many groups (claimed fairly); 0: no groups.
-        #[arg(long, default_value_t = 0)]
-        groups: usize,
-    },
+    Throughput(worker_bench::ThroughputArgs),
     /// `GET /ops` latency over a big jobs table, the snapshot evaluated for every view.
     OpsPage {
         /// Rows in the jobs table.
@@ -233,19 +217,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             live_share,
             samples,
         } => single.block_on(queue_bench::snapshot(rows, live_share, samples)),
-        Bench::Throughput {
-            jobs,
-            concurrency,
-            claim_batch,
-            batch,
-            groups,
-        } => multi.block_on(worker_bench::throughput(
-            jobs,
-            concurrency,
-            claim_batch,
-            batch,
-            groups,
-        )),
+        Bench::Throughput(args) => multi.block_on(worker_bench::throughput(args)),
         Bench::MailCampaign {
             recipients,
             pool_size,

@@ -76,19 +76,57 @@ async fn until_all_done(pool: &PgPool, started: Instant) -> anyhow::Result<Durat
     Ok(started.elapsed())
 }
 
-/// One in-process runtime working `jobs` queued no-op jobs at `concurrency` (as one batch
-/// with a callback when `as_batch`: the clock then stops when the callback has run).
-pub(crate) async fn throughput(
+/// What `throughput` runs.
+#[derive(clap::Args)]
+pub(crate) struct ThroughputArgs {
+    /// Jobs queued before the worker starts.
+    #[arg(long, default_value_t = 20_000)]
     jobs: usize,
+    /// Jobs at once.
+    #[arg(long, default_value_t = 10)]
     concurrency: usize,
+    /// Most jobs per claim.
+    #[arg(long, default_value_t = docket_worker::config::CLAIM_BATCH_DEFAULT)]
     claim_batch: u32,
-    as_batch: bool,
+    /// Queue the jobs as one batch with a callback (timed until the callback ran).
+    #[arg(long)]
+    batch: bool,
+    /// Spread the jobs over this many groups (claimed fairly); 0: no groups.
+    #[arg(long, default_value_t = 0)]
     groups: usize,
-) -> anyhow::Result<()> {
+    /// Hold a REPEATABLE READ transaction open for this many seconds from the start (as a
+    /// `pg_dump` or a long report would), so that vacuum can remove nothing; 0: none.
+    #[arg(long, default_value_t = 0)]
+    hold_snapshot: u64,
+    /// Print jobs/s and the table's dead tuples every this many seconds; 0: only the total.
+    #[arg(long, default_value_t = 0)]
+    sample_every: u64,
+}
+
+/// One in-process runtime working queued no-op jobs (as one batch with a callback when
+/// `batch`: the clock then stops when the callback has run).
+pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
+    let ThroughputArgs {
+        jobs,
+        concurrency,
+        claim_batch,
+        batch: as_batch,
+        groups,
+        hold_snapshot,
+        sample_every,
+    } = args;
     let db = TestDb::with_pool_size(12).await;
     seed(&db.pool, jobs, as_batch, groups).await?;
+    // The no-op jobs count themselves, so the clock waits in process rather than by asking
+    // the database every few milliseconds (a query that, with the snapshot held, would
+    // itself step over every dead row).
+    let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut registry = Registry::new();
-    builtin::register(&mut registry);
+    let counter = ran.clone();
+    registry.register_raw(builtin::NOOP, move |_payload, _ctx| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async { Ok(()) }
+    });
     let config = RuntimeConfig {
         queues: vec![QueueConfig::new("default").concurrency(concurrency)],
         claim_batch,
@@ -96,22 +134,107 @@ pub(crate) async fn throughput(
     };
     let runtime = Runtime::new(db.pool.clone(), registry, config)?;
     let stop = CancellationToken::new();
+    let holder = match hold_snapshot {
+        0 => None,
+        secs => Some(hold_snapshot_for(&db.url, Duration::from_secs(secs)).await?),
+    };
     let started = Instant::now();
+    let sampler = (sample_every > 0).then(|| {
+        tokio::spawn(sample(
+            db.pool.clone(),
+            Duration::from_secs(sample_every),
+            stop.clone(),
+        ))
+    });
     let worker = tokio::spawn(runtime.run(stop.clone().cancelled_owned()));
+    while ran.load(std::sync::atomic::Ordering::Relaxed) < jobs {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Then the database: the last outcomes are recorded (and a batch's callback has run).
     let elapsed = until_all_done(&db.pool, started).await?;
     stop.cancel();
     worker.await??;
+    if let Some(sampler) = sampler {
+        sampler.await??;
+    }
+    if let Some(holder) = holder {
+        holder.abort();
+    }
     let what = match (as_batch, groups) {
         (true, _) => "jobs in one batch".to_owned(),
         (false, 0) => "jobs".to_owned(),
         (false, n) => format!("jobs in {n} groups"),
     };
+    let held = match hold_snapshot {
+        0 => String::new(),
+        secs => format!(", a snapshot held for the first {secs} s"),
+    };
     println!(
-        "worker throughput: {jobs} no-op {what}, concurrency {concurrency}, claim batch {claim_batch}: \
+        "worker throughput: {jobs} no-op {what}, concurrency {concurrency}, claim batch {claim_batch}{held}: \
          {elapsed:.2?} = {:.0} jobs/s",
         jobs as f64 / elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// Opens a REPEATABLE READ transaction, takes its snapshot, and keeps it for `hold` on a
+/// task of its own; the transaction ends when the task does.
+async fn hold_snapshot_for(
+    url: &str,
+    hold: Duration,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query("begin isolation level repeatable read")
+        .execute(&mut conn)
+        .await?;
+    // The snapshot is taken by the transaction's first query.
+    sqlx::query("select count(*) from docket.jobs where false")
+        .execute(&mut conn)
+        .await?;
+    Ok(tokio::spawn(async move {
+        tokio::time::sleep(hold).await;
+        let _ = sqlx::query("commit").execute(&mut conn).await;
+        println!("snapshot released after {hold:?}");
+        // Kept open (idle, no snapshot) until the run ends.
+        std::future::pending::<()>().await;
+    }))
+}
+
+/// Every `every` until `stop`: jobs finished in the interval (per second) and the table's
+/// dead tuples, as rows of a Markdown table.
+async fn sample(pool: PgPool, every: Duration, stop: CancellationToken) -> anyhow::Result<()> {
+    println!("| seconds | jobs/s | dead tuples |\n|---|---|---|");
+    let started = Instant::now();
+    let mut since: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("select now()").fetch_one(&pool).await?;
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = ticks.tick() => {}
+        }
+        // Only the interval's finished jobs: a count of all of them would cost more as the
+        // run goes on (and far more while the snapshot is held).
+        let (count, until): (i64, chrono::DateTime<chrono::Utc>) = sqlx::query_as(
+            "select count(*), now() from docket.jobs
+             where state = 'completed' and finished_at > $1 and finished_at <= now()",
+        )
+        .bind(since)
+        .fetch_one(&pool)
+        .await?;
+        let dead: i64 = sqlx::query_scalar(
+            "select n_dead_tup from pg_stat_user_tables where relid = 'docket.jobs'::regclass",
+        )
+        .fetch_one(&pool)
+        .await?;
+        println!(
+            "| {:.0} | {:.0} | {dead} |",
+            started.elapsed().as_secs_f64(),
+            count as f64 / (until - since).as_seconds_f64()
+        );
+        since = until;
+    }
 }
 
 /// Pickup latency at idle: from the enqueue's commit (and from before the call) to the

@@ -1,10 +1,12 @@
 //! Claim: the ready → processing step.
 
+use std::time::{Duration, Instant};
+
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::db;
+use crate::db::{self, ClaimPosition};
 use crate::error::Result;
 use crate::job::Job;
 
@@ -72,8 +74,115 @@ pub async fn claim(exec: impl PgExecutor<'_>, request: &ClaimRequest<'_>) -> Res
         limit: i64::from(request.limit),
         now: request.now,
     };
-    let mut jobs = db::job_claim(exec, &params).await?;
+    let mut jobs = db::job_claim(exec, &params, None).await?;
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
+    Ok(Claimed { jobs })
+}
+
+/// How often a [`ClaimCursor`] goes back to the head of the queue by default: the longest
+/// a job that became ready behind the cursor waits while the queue is busy.
+pub const HEAD_SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// Where one claimer's plain claims have reached in its queue: the last job it claimed.
+///
+/// Every claim leaves dead index entries at the head of the queue's claim index, and
+/// PostgreSQL removes them only when vacuum runs, which it cannot do while any older
+/// snapshot is open (a `pg_dump`, a long report, an idle transaction, a replica with
+/// `hot_standby_feedback`). A claim that starts at the head steps over all of them, so
+/// claims grow slower as a backlog is worked off, and much slower while a snapshot is held.
+/// A claim that starts after the cursor jumps over them in one index descent.
+///
+/// Jobs can become ready behind the cursor: a higher priority enqueued later, a job rescued
+/// or replayed with its old `run_at`, an enqueue that commits late. So the cursor goes back
+/// to the head whenever the queue past it runs dry, and at least every
+/// [`HEAD_SCAN_EVERY`] while it does not.
+#[derive(Clone, Debug)]
+pub struct ClaimCursor {
+    after: Option<ClaimPosition>,
+    head_scanned_at: Option<Instant>,
+    head_scan_every: Duration,
+}
+
+impl Default for ClaimCursor {
+    fn default() -> Self {
+        Self::with_head_scan_every(HEAD_SCAN_EVERY)
+    }
+}
+
+impl ClaimCursor {
+    /// A cursor at the head that goes back to it at least this often.
+    pub fn with_head_scan_every(head_scan_every: Duration) -> Self {
+        ClaimCursor {
+            after: None,
+            head_scanned_at: None,
+            head_scan_every,
+        }
+    }
+
+    /// Where the next claim starts: `None` for the head.
+    fn start(&self) -> Option<&ClaimPosition> {
+        let head_due = self
+            .head_scanned_at
+            .is_none_or(|at| at.elapsed() >= self.head_scan_every);
+        if head_due {
+            None
+        } else {
+            self.after.as_ref()
+        }
+    }
+}
+
+/// [`claim`], starting where this claimer's last claim ended (see [`ClaimCursor`]): the
+/// same jobs in the same order while the queue is worked in order, at a cost that does not
+/// grow with the dead entries earlier claims left. When the queue past the cursor has fewer
+/// than `limit` ready jobs, the same call claims the rest from the head, so a short claim
+/// still means the queue is drained.
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when the database fails; jobs claimed by a statement that
+/// succeeded carry the token.
+pub async fn claim_resuming<'c, E>(
+    exec: E,
+    request: &ClaimRequest<'_>,
+    cursor: &mut ClaimCursor,
+) -> Result<Claimed>
+where
+    E: PgExecutor<'c> + Copy,
+{
+    let params = db::ClaimParams {
+        queue: request.queue,
+        kinds: request.kinds,
+        worker_id: request.worker_id,
+        token: request.token,
+        limit: i64::from(request.limit),
+        now: request.now,
+    };
+    let start = cursor.start().copied();
+    let mut jobs = db::job_claim(exec, &params, start.as_ref()).await?;
+    let short = (jobs.len() as i64) < params.limit;
+    if start.is_some() && short {
+        // Past the cursor the queue ran dry: what is left is behind it, if anywhere.
+        let rest = db::ClaimParams {
+            limit: params.limit - jobs.len() as i64,
+            ..params
+        };
+        jobs.extend(db::job_claim(exec, &rest, None).await?);
+    }
+    if start.is_none() || short {
+        cursor.head_scanned_at = Some(Instant::now());
+    }
+    jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
+    // A full claim resumes after its last job; a short one found the queue drained, and
+    // whatever comes next may come anywhere in the order.
+    cursor.after = match jobs.last() {
+        Some(last) if (jobs.len() as i64) == params.limit => Some(ClaimPosition {
+            priority: last.priority,
+            run_at: last.run_at,
+            id: last.id.0,
+        }),
+        _ => None,
+    };
     Ok(Claimed { jobs })
 }
 

@@ -50,7 +50,10 @@ pub mod workers;
 
 pub use admin::{DeadLetterFilter, ListFilter, Page};
 pub use backoff::Backoff;
-pub use claim::{claim, claim_fair, ClaimRequest, Claimed, GroupCursor};
+pub use claim::{
+    claim, claim_fair, claim_resuming, ClaimCursor, ClaimRequest, Claimed, GroupCursor,
+    HEAD_SCAN_EVERY,
+};
 pub use enqueue::{enqueue, enqueue_many, JobArgs, NewJob};
 pub use error::{Error, ErrorChain, Result};
 pub use job::{AttemptError, Job, JobId, JobState};

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use docket_queue::{ClaimRequest, ErrorChain, GroupCursor};
+use docket_queue::{ClaimCursor, ClaimRequest, ErrorChain, GroupCursor};
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -44,7 +44,9 @@ pub(crate) struct Producer {
     /// The queues with grouped jobs: this one, when among them, is claimed fairly.
     pub(crate) grouped: Arc<GroupedQueues>,
     /// Where this queue's fair claims stand among its groups.
-    pub(crate) group_cursor: std::sync::Mutex<GroupCursor>,
+    pub(crate) group_cursor: GroupCursor,
+    /// Where this producer's plain claims have reached in the queue's order.
+    pub(crate) claim_cursor: ClaimCursor,
     /// The queue's rate limit over every process: tokens are taken before each claim.
     pub(crate) rate: Option<RateLimit>,
 }
@@ -64,7 +66,7 @@ type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 impl Producer {
     /// Claims and dispatches until `stop` is cancelled.
-    pub(crate) async fn run(self, stop: CancellationToken) {
+    pub(crate) async fn run(mut self, stop: CancellationToken) {
         let mut failures = 0u32;
         while !stop.is_cancelled() {
             self.gather_free_slots().await;
@@ -148,8 +150,8 @@ impl Producer {
     }
 
     /// Claims at most one job per slot and starts each; unused slots are given back.
-    async fn claim_and_dispatch(&self, slots: Vec<Slots>) -> docket_queue::Result<usize> {
-        let Some(rate) = &self.rate else {
+    async fn claim_and_dispatch(&mut self, slots: Vec<Slots>) -> docket_queue::Result<usize> {
+        let Some(rate) = self.rate.clone() else {
             return self.claim_into(slots).await;
         };
         // A rate-limited queue takes its tokens first and claims no more jobs than it got;
@@ -174,7 +176,7 @@ impl Producer {
         Ok(claimed)
     }
 
-    async fn claim_into(&self, mut slots: Vec<Slots>) -> docket_queue::Result<usize> {
+    async fn claim_into(&mut self, mut slots: Vec<Slots>) -> docket_queue::Result<usize> {
         let request = ClaimRequest {
             queue: &self.queue,
             kinds: Some(&self.kinds),
@@ -185,19 +187,9 @@ impl Producer {
         };
         let in_flight = self.executor.holdings.begin_claim(request.token);
         let claimed = if self.grouped.contains(&self.queue) {
-            let mut cursor = self
-                .group_cursor
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone();
-            let claimed = docket_queue::claim_fair(&self.pool, &request, &mut cursor).await?;
-            *self
-                .group_cursor
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = cursor;
-            claimed
+            docket_queue::claim_fair(&self.pool, &request, &mut self.group_cursor).await?
         } else {
-            docket_queue::claim(&self.pool, &request).await?
+            docket_queue::claim_resuming(&self.pool, &request, &mut self.claim_cursor).await?
         };
         let held = in_flight.adopt(claimed.jobs.iter().map(|job| job.id));
         let count = claimed.jobs.len();

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use docket_queue::maintenance::{self, WorkerInfo};
-use docket_queue::JobState;
+use docket_queue::{ClaimCursor, GroupCursor, JobState};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, Notify, Semaphore};
@@ -193,7 +193,8 @@ impl Runtime {
                 lease: lease.clone(),
                 paused: paused.clone(),
                 grouped: grouped.clone(),
-                group_cursor: std::sync::Mutex::default(),
+                group_cursor: GroupCursor::default(),
+                claim_cursor: ClaimCursor::default(),
                 rate: queue.rate_limit(),
             };
             ready.push(producer);

@@ -100,6 +100,14 @@ macro_rules! mark_claimed {
     };
 }
 
+/// A job's place in its queue's claim order: (priority, run_at, id).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClaimPosition {
+    pub(crate) priority: i16,
+    pub(crate) run_at: DateTime<Utc>,
+    pub(crate) id: Uuid,
+}
+
 /// What `job_claim` needs.
 pub(crate) struct ClaimParams<'a> {
     pub(crate) queue: &'a str,
@@ -119,9 +127,15 @@ pub(crate) struct ClaimParams<'a> {
 ///
 /// The row locks last only as long as this statement's transaction: callers run it in
 /// autocommit (or commit at once), never while a job runs.
+///
+/// With `after`, only jobs after that position in the order: the index scan starts there,
+/// so the entries before it (jobs claimed earlier, dead but perhaps not yet removable) are
+/// not stepped over. Only a claim from the head can tell that the queue is drained, so only
+/// it raises the wake-up flag.
 pub(crate) async fn job_claim(
     exec: impl PgExecutor<'_>,
     params: &ClaimParams<'_>,
+    after: Option<&ClaimPosition>,
 ) -> sqlx::Result<Vec<Job>> {
     sqlx::query_as(concat!(
         r#"
@@ -130,6 +144,9 @@ pub(crate) async fn job_claim(
             from docket.jobs j
             where j.state in ('pending', 'retrying') and j.parked_at is null and j.group_key is null
               and j.queue = $1
+              and (j.priority, j.run_at, j.id)
+                  > (coalesce($7::smallint, (-32768)::smallint), coalesce($8, '-infinity'),
+                     coalesce($9, '00000000-0000-0000-0000-000000000000'))
               and j.run_at <= coalesce($5, now())
               and ($2::text[] is null or j.kind = any($2))
               and (j.expires_at is null or j.expires_at > coalesce($5, now()))
@@ -140,7 +157,8 @@ pub(crate) async fn job_claim(
             -- A claim that comes back short means this worker is about to wait: the next
             -- enqueue on the queue notifies (docket.wake). Writes only when the flag is off.
             update docket.queue_wakeups w set wanted = true
-            where w.queue = $1 and not w.wanted and (select count(*) from locked) < $4
+            where w.queue = $1 and not w.wanted and $7::smallint is null
+              and (select count(*) from locked) < $4
         )
         "#,
         mark_claimed!()
@@ -151,6 +169,9 @@ pub(crate) async fn job_claim(
     .bind(params.limit)
     .bind(params.now)
     .bind(params.token)
+    .bind(after.map(|at| at.priority))
+    .bind(after.map(|at| at.run_at))
+    .bind(after.map(|at| at.id))
     .fetch_all(exec)
     .await
 }
@@ -166,11 +187,11 @@ pub(crate) async fn job_ready_groups(
 ) -> sqlx::Result<Vec<String>> {
     // A function, so that its plan does not depend on statistics (see its migration).
     sqlx::query_scalar("select g from docket.ready_groups($1, $2, $3) g")
-    .bind(queue)
-    .bind(after)
-    .bind(limit)
-    .fetch_all(exec)
-    .await
+        .bind(queue)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(exec)
+        .await
 }
 
 /// Like [`job_claim`], for grouped jobs: up to `per_group` from each of `groups` (each

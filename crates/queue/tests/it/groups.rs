@@ -223,7 +223,11 @@ async fn a_fair_claim_reads_only_what_it_takes_on_a_table_never_analyzed() {
         .unwrap()
         .jobs;
     assert_eq!(claimed.len(), 10);
-    assert_eq!(by_group(&claimed).len(), 4, "three groups and the ungrouped jobs");
+    assert_eq!(
+        by_group(&claimed).len(),
+        4,
+        "three groups and the ungrouped jobs"
+    );
     let (fetched, scanned): (i64, i64) = sqlx::query_as(
         "select coalesce(idx_tup_fetch, 0), coalesce(seq_tup_read, 0)
          from pg_stat_xact_user_tables where relid = 'docket.jobs'::regclass",

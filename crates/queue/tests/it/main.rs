@@ -2,6 +2,7 @@
 
 mod admin;
 mod claim;
+mod cursor;
 mod enqueue;
 mod groups;
 mod maintenance;

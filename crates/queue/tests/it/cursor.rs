@@ -1,0 +1,161 @@
+//! Resuming claims: a claimer's claims start where its last one ended, so they do not step
+//! over the dead index entries earlier claims left, and still find what became ready
+//! behind them.
+
+use std::time::Duration;
+
+use docket_queue::{
+    claim, claim_resuming, enqueue, enqueue_many, ClaimCursor, ClaimRequest, Job, NewJob,
+};
+use docket_testkit::TestDb;
+use serde_json::json;
+use sqlx::{Connection, PgPool};
+use uuid::Uuid;
+
+fn request(limit: u32) -> ClaimRequest<'static> {
+    ClaimRequest {
+        queue: "default",
+        kinds: None,
+        worker_id: Uuid::now_v7(),
+        token: ClaimRequest::new_token(),
+        limit,
+        now: None,
+    }
+}
+
+async fn backlog(pool: &PgPool, n: usize) -> Vec<docket_queue::JobId> {
+    let jobs: Vec<NewJob> = (0..n)
+        .map(|i| NewJob::new("k", json!({ "n": i })).priority(1))
+        .collect();
+    enqueue_many(pool, &jobs).await.unwrap()
+}
+
+fn ids(jobs: &[Job]) -> Vec<docket_queue::JobId> {
+    jobs.iter().map(|job| job.id).collect()
+}
+
+#[tokio::test]
+async fn resuming_claims_take_the_queue_in_order_and_look_behind_the_cursor_when_it_runs_dry() {
+    let db = TestDb::new().await;
+    let queued = backlog(&db.pool, 30).await;
+    // No periodic return to the head during the test.
+    let mut cursor = ClaimCursor::with_head_scan_every(Duration::from_secs(3600));
+
+    let first = claim_resuming(&db.pool, &request(10), &mut cursor)
+        .await
+        .unwrap();
+    assert_eq!(ids(&first.jobs), queued[..10]);
+
+    // Ahead of every queued job in the order, but behind the cursor.
+    let urgent = enqueue(&db.pool, &NewJob::new("k", json!({})).priority(0))
+        .await
+        .unwrap();
+    let second = claim_resuming(&db.pool, &request(10), &mut cursor)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&second.jobs),
+        queued[10..20],
+        "resumed after the cursor"
+    );
+
+    // Ten are left past the cursor: the claim takes them and looks behind it for the rest.
+    let third = claim_resuming(&db.pool, &request(20), &mut cursor)
+        .await
+        .unwrap();
+    let mut expected = vec![urgent];
+    expected.extend_from_slice(&queued[20..]);
+    assert_eq!(ids(&third.jobs), expected);
+
+    let drained = claim_resuming(&db.pool, &request(10), &mut cursor)
+        .await
+        .unwrap();
+    assert!(drained.jobs.is_empty());
+}
+
+#[tokio::test]
+async fn a_busy_queue_is_scanned_from_the_head_again_within_the_head_scan_period() {
+    let db = TestDb::new().await;
+    let queued = backlog(&db.pool, 30).await;
+    let mut cursor = ClaimCursor::with_head_scan_every(Duration::from_millis(50));
+    let first = claim_resuming(&db.pool, &request(10), &mut cursor)
+        .await
+        .unwrap();
+    assert_eq!(ids(&first.jobs), queued[..10]);
+    let urgent = enqueue(&db.pool, &NewJob::new("k", json!({})).priority(0))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let next = claim_resuming(&db.pool, &request(10), &mut cursor)
+        .await
+        .unwrap();
+    let mut expected = vec![urgent];
+    expected.extend_from_slice(&queued[10..19]);
+    assert_eq!(
+        ids(&next.jobs),
+        expected,
+        "the urgent job first, then in order"
+    );
+}
+
+/// Index entries the claim index returned to this backend's scans, as far as they are not
+/// yet reported (since PostgreSQL 15 that spans transactions: take differences).
+async fn claim_index_entries_read(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("select pg_stat_get_xact_tuples_returned('docket.jobs_claim'::regclass)")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// While a snapshot older than the claims is held, vacuum can remove nothing and
+/// PostgreSQL cannot even mark the claimed jobs' old index entries dead: a claim from the
+/// head reads every one of them again. A resuming claim starts past them.
+#[tokio::test]
+async fn a_resuming_claim_does_not_read_the_entries_earlier_claims_left_while_a_snapshot_is_held() {
+    // One connection, so that a raw `begin` holds the measured claim in one transaction.
+    let db = TestDb::with_pool_size(1).await;
+    backlog(&db.pool, 1_100).await;
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("begin isolation level repeatable read")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::query("select count(*) from docket.jobs")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let mut cursor = ClaimCursor::with_head_scan_every(Duration::from_secs(3600));
+    for _ in 0..10 {
+        let claimed = claim_resuming(&db.pool, &request(100), &mut cursor)
+            .await
+            .unwrap();
+        assert_eq!(claimed.jobs.len(), 100);
+    }
+
+    sqlx::query("begin").execute(&db.pool).await.unwrap();
+    let before = claim_index_entries_read(&db.pool).await;
+    let resumed = claim_resuming(&db.pool, &request(50), &mut cursor)
+        .await
+        .unwrap();
+    let read_resuming = claim_index_entries_read(&db.pool).await - before;
+    sqlx::query("rollback").execute(&db.pool).await.unwrap();
+    assert_eq!(resumed.jobs.len(), 50);
+
+    sqlx::query("begin").execute(&db.pool).await.unwrap();
+    let before = claim_index_entries_read(&db.pool).await;
+    let from_head = claim(&db.pool, &request(50)).await.unwrap();
+    let read_from_head = claim_index_entries_read(&db.pool).await - before;
+    sqlx::query("rollback").execute(&db.pool).await.unwrap();
+    assert_eq!(ids(&from_head.jobs), ids(&resumed.jobs), "the same jobs");
+
+    assert!(
+        read_from_head >= 1_000,
+        "from the head, the claim reads the 1,000 claimed jobs' entries ({read_from_head})"
+    );
+    assert!(
+        read_resuming <= 60,
+        "the resuming claim read {read_resuming} index entries to take 50"
+    );
+    sqlx::query("rollback").execute(&mut holder).await.unwrap();
+}
