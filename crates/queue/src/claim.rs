@@ -74,61 +74,82 @@ pub async fn claim(exec: impl PgExecutor<'_>, request: &ClaimRequest<'_>) -> Res
         limit: i64::from(request.limit),
         now: request.now,
     };
-    let mut jobs = db::job_claim(exec, &params, None).await?;
+    let mut jobs = db::job_claim(exec, &params, None, true).await?;
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
     Ok(Claimed { jobs })
 }
 
-/// How often a [`ClaimCursor`] goes back to the head of the queue by default: the longest
-/// a job that became ready behind the cursor waits while the queue is busy.
+/// How often a [`ClaimCursor`] goes back to the head of a busy queue at most: the longest
+/// a job that became ready behind the cursor waits, as long as scans from the head are
+/// cheap.
 pub const HEAD_SCAN_EVERY: Duration = Duration::from_secs(1);
+
+/// By default scans from the head may take at most one part in this many of a claimer's
+/// time. While vacuum is held back they grow slower with every claim, and are spaced out to
+/// match.
+pub const HEAD_SCAN_BUDGET: u32 = 20;
 
 /// Where one claimer's plain claims have reached in its queue: the last job it claimed.
 ///
 /// Every claim leaves dead index entries at the head of the queue's claim index, and
 /// PostgreSQL removes them only when vacuum runs, which it cannot do while any older
 /// snapshot is open (a `pg_dump`, a long report, an idle transaction, a replica with
-/// `hot_standby_feedback`). A claim that starts at the head steps over all of them, so
-/// claims grow slower as a backlog is worked off, and much slower while a snapshot is held.
-/// A claim that starts after the cursor jumps over them in one index descent.
+/// `hot_standby_feedback`); it cannot even mark them dead for later scans to skip. A claim
+/// that starts at the head steps over all of them, so claims grow slower as a backlog is
+/// worked off, and far slower while a snapshot is held. A claim that starts after the
+/// cursor jumps over them in one index descent.
 ///
 /// Jobs can become ready behind the cursor: a higher priority enqueued later, a job rescued
-/// or replayed with its old `run_at`, an enqueue that commits late. So the cursor goes back
-/// to the head whenever the queue past it runs dry, and at least every
-/// [`HEAD_SCAN_EVERY`] while it does not.
+/// or replayed with its old `run_at`, an enqueue that commits late. So claims go back to
+/// the head when the queue past the cursor runs dry, and at least every
+/// [`HEAD_SCAN_EVERY`] while it does not, as long as scans from the head take no more than
+/// a twentieth of the time; when they would (many dead entries), they are spaced out so
+/// that they do not.
 #[derive(Clone, Debug)]
 pub struct ClaimCursor {
     after: Option<ClaimPosition>,
     head_scanned_at: Option<Instant>,
+    /// How long the last scan from the head took.
+    head_scan_cost: Duration,
     head_scan_every: Duration,
+    head_scan_budget: Option<u32>,
 }
 
 impl Default for ClaimCursor {
     fn default() -> Self {
-        Self::with_head_scan_every(HEAD_SCAN_EVERY)
+        Self::new(HEAD_SCAN_EVERY, Some(HEAD_SCAN_BUDGET))
     }
 }
 
 impl ClaimCursor {
-    /// A cursor at the head that goes back to it at least this often.
-    pub fn with_head_scan_every(head_scan_every: Duration) -> Self {
+    /// A cursor at the head. Claims go back to the head at least every `head_scan_every`
+    /// while the queue is busy, and scans from the head take at most one part in
+    /// `head_scan_budget` of the claimer's time (`None`: they are never spaced out).
+    pub fn new(head_scan_every: Duration, head_scan_budget: Option<u32>) -> Self {
         ClaimCursor {
             after: None,
             head_scanned_at: None,
+            head_scan_cost: Duration::ZERO,
             head_scan_every,
+            head_scan_budget,
         }
     }
 
-    /// Where the next claim starts: `None` for the head.
-    fn start(&self) -> Option<&ClaimPosition> {
-        let head_due = self
-            .head_scanned_at
-            .is_none_or(|at| at.elapsed() >= self.head_scan_every);
-        if head_due {
-            None
+    /// Whether a scan from the head is due: `busy` when the queue past the cursor still has
+    /// work, so only the periodic one is.
+    fn head_due(&self, busy: bool) -> bool {
+        let Some(at) = self.head_scanned_at else {
+            return true;
+        };
+        let spacing = self
+            .head_scan_budget
+            .map_or(Duration::ZERO, |budget| self.head_scan_cost * budget);
+        let spacing = if busy {
+            spacing.max(self.head_scan_every)
         } else {
-            self.after.as_ref()
-        }
+            spacing
+        };
+        at.elapsed() >= spacing
     }
 }
 
@@ -136,7 +157,7 @@ impl ClaimCursor {
 /// same jobs in the same order while the queue is worked in order, at a cost that does not
 /// grow with the dead entries earlier claims left. When the queue past the cursor has fewer
 /// than `limit` ready jobs, the same call claims the rest from the head, so a short claim
-/// still means the queue is drained.
+/// means the queue is drained, unless scans from the head are being spaced out.
 ///
 /// # Errors
 ///
@@ -158,31 +179,35 @@ where
         limit: i64::from(request.limit),
         now: request.now,
     };
-    let start = cursor.start().copied();
-    let mut jobs = db::job_claim(exec, &params, start.as_ref()).await?;
+    let from_cursor = cursor.after.filter(|_| !cursor.head_due(true));
+    // When the claim past the cursor comes back short: the head is scanned for the rest, or
+    // (while scans from the head are spaced out) the claimer waits, and wants a wake-up.
+    let head_if_short = cursor.head_due(false);
+    let mut jobs = match &from_cursor {
+        Some(after) => db::job_claim(exec, &params, Some(after), !head_if_short).await?,
+        None => Vec::new(),
+    };
     let short = (jobs.len() as i64) < params.limit;
-    if start.is_some() && short {
-        // Past the cursor the queue ran dry: what is left is behind it, if anywhere.
+    if from_cursor.is_none() || (short && head_if_short) {
         let rest = db::ClaimParams {
             limit: params.limit - jobs.len() as i64,
             ..params
         };
-        jobs.extend(db::job_claim(exec, &rest, None).await?);
-    }
-    if start.is_none() || short {
+        let started = Instant::now();
+        jobs.extend(db::job_claim(exec, &rest, None, true).await?);
         cursor.head_scanned_at = Some(Instant::now());
+        cursor.head_scan_cost = started.elapsed();
     }
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
-    // A full claim resumes after its last job; a short one found the queue drained, and
-    // whatever comes next may come anywhere in the order.
-    cursor.after = match jobs.last() {
-        Some(last) if (jobs.len() as i64) == params.limit => Some(ClaimPosition {
+    // The next claim resumes after the last job taken; a claim that took nothing leaves
+    // the cursor where it was.
+    if let Some(last) = jobs.last() {
+        cursor.after = Some(ClaimPosition {
             priority: last.priority,
             run_at: last.run_at,
             id: last.id.0,
-        }),
-        _ => None,
-    };
+        });
+    }
     Ok(Claimed { jobs })
 }
 
@@ -318,4 +343,39 @@ where
 /// [`crate::Error::Database`] when the database fails.
 pub async fn want_wakeups(exec: impl PgExecutor<'_>, queues: &[String]) -> Result<()> {
     Ok(db::queue_wakeup_want(exec, queues).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slow_scans_from_the_head_are_spaced_out_to_their_budget() {
+        let mut cursor = ClaimCursor::new(Duration::from_millis(100), Some(20));
+        assert!(
+            cursor.head_due(true),
+            "a cursor that never scanned starts at the head"
+        );
+
+        cursor.head_scanned_at = Some(Instant::now() - Duration::from_millis(150));
+        cursor.head_scan_cost = Duration::from_micros(500);
+        assert!(cursor.head_due(true), "cheap: every 100 ms while busy");
+        assert!(cursor.head_due(false));
+
+        cursor.head_scan_cost = Duration::from_millis(50);
+        assert!(!cursor.head_due(true), "50 ms scans: one a second at most");
+        assert!(!cursor.head_due(false));
+        cursor.head_scanned_at = Some(Instant::now() - Duration::from_millis(1_100));
+        assert!(cursor.head_due(true));
+        assert!(cursor.head_due(false));
+
+        let mut unbudgeted = ClaimCursor::new(Duration::from_millis(100), None);
+        unbudgeted.head_scanned_at = Some(Instant::now());
+        unbudgeted.head_scan_cost = Duration::from_secs(1);
+        assert!(unbudgeted.head_due(false), "never spaced out");
+        assert!(
+            !unbudgeted.head_due(true),
+            "but still only every 100 ms while busy"
+        );
+    }
 }

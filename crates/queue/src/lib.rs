@@ -52,7 +52,7 @@ pub use admin::{DeadLetterFilter, ListFilter, Page};
 pub use backoff::Backoff;
 pub use claim::{
     claim, claim_fair, claim_resuming, ClaimCursor, ClaimRequest, Claimed, GroupCursor,
-    HEAD_SCAN_EVERY,
+    HEAD_SCAN_BUDGET, HEAD_SCAN_EVERY,
 };
 pub use enqueue::{enqueue, enqueue_many, JobArgs, NewJob};
 pub use error::{Error, ErrorChain, Result};

@@ -130,12 +130,13 @@ pub(crate) struct ClaimParams<'a> {
 ///
 /// With `after`, only jobs after that position in the order: the index scan starts there,
 /// so the entries before it (jobs claimed earlier, dead but perhaps not yet removable) are
-/// not stepped over. Only a claim from the head can tell that the queue is drained, so only
-/// it raises the wake-up flag.
+/// not stepped over. `wait_if_short`: a short claim means the claimer is about to wait
+/// (rather than look further), so it raises the wake-up flag.
 pub(crate) async fn job_claim(
     exec: impl PgExecutor<'_>,
     params: &ClaimParams<'_>,
     after: Option<&ClaimPosition>,
+    wait_if_short: bool,
 ) -> sqlx::Result<Vec<Job>> {
     sqlx::query_as(concat!(
         r#"
@@ -157,7 +158,7 @@ pub(crate) async fn job_claim(
             -- A claim that comes back short means this worker is about to wait: the next
             -- enqueue on the queue notifies (docket.wake). Writes only when the flag is off.
             update docket.queue_wakeups w set wanted = true
-            where w.queue = $1 and not w.wanted and $7::smallint is null
+            where w.queue = $1 and not w.wanted and $10
               and (select count(*) from locked) < $4
         )
         "#,
@@ -172,6 +173,7 @@ pub(crate) async fn job_claim(
     .bind(after.map(|at| at.priority))
     .bind(after.map(|at| at.run_at))
     .bind(after.map(|at| at.id))
+    .bind(wait_if_short)
     .fetch_all(exec)
     .await
 }

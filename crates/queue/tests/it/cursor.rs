@@ -38,8 +38,9 @@ fn ids(jobs: &[Job]) -> Vec<docket_queue::JobId> {
 async fn resuming_claims_take_the_queue_in_order_and_look_behind_the_cursor_when_it_runs_dry() {
     let db = TestDb::new().await;
     let queued = backlog(&db.pool, 30).await;
-    // No periodic return to the head during the test.
-    let mut cursor = ClaimCursor::with_head_scan_every(Duration::from_secs(3600));
+    // No periodic return to the head during the test, and no spacing out of the returns
+    // when the queue past the cursor runs dry.
+    let mut cursor = ClaimCursor::new(Duration::from_secs(3600), None);
 
     let first = claim_resuming(&db.pool, &request(10), &mut cursor)
         .await
@@ -77,7 +78,7 @@ async fn resuming_claims_take_the_queue_in_order_and_look_behind_the_cursor_when
 async fn a_busy_queue_is_scanned_from_the_head_again_within_the_head_scan_period() {
     let db = TestDb::new().await;
     let queued = backlog(&db.pool, 30).await;
-    let mut cursor = ClaimCursor::with_head_scan_every(Duration::from_millis(50));
+    let mut cursor = ClaimCursor::new(Duration::from_millis(50), None);
     let first = claim_resuming(&db.pool, &request(10), &mut cursor)
         .await
         .unwrap();
@@ -125,7 +126,7 @@ async fn a_resuming_claim_does_not_read_the_entries_earlier_claims_left_while_a_
         .await
         .unwrap();
 
-    let mut cursor = ClaimCursor::with_head_scan_every(Duration::from_secs(3600));
+    let mut cursor = ClaimCursor::new(Duration::from_secs(3600), None);
     for _ in 0..10 {
         let claimed = claim_resuming(&db.pool, &request(100), &mut cursor)
             .await
