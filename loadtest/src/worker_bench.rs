@@ -101,6 +101,9 @@ pub(crate) struct ThroughputArgs {
     /// Print jobs/s and the table's dead tuples every this many seconds; 0: only the total.
     #[arg(long, default_value_t = 0)]
     sample_every: u64,
+    /// Draw the samples (jobs/s and dead tuples over time) into this SVG file.
+    #[arg(long, requires = "sample_every")]
+    chart: Option<std::path::PathBuf>,
 }
 
 /// One in-process runtime working queued no-op jobs (as one batch with a callback when
@@ -114,6 +117,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         groups,
         hold_snapshot,
         sample_every,
+        chart,
     } = args;
     let db = TestDb::with_pool_size(12).await;
     seed(&db.pool, jobs, as_batch, groups).await?;
@@ -155,7 +159,10 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     stop.cancel();
     worker.await??;
     if let Some(sampler) = sampler {
-        sampler.await??;
+        let samples = sampler.await??;
+        if let Some(path) = chart {
+            draw(&path, &samples, hold_snapshot as f64)?;
+        }
     }
     if let Some(holder) = holder {
         holder.abort();
@@ -201,9 +208,18 @@ async fn hold_snapshot_for(
     }))
 }
 
+/// One sample: seconds since the start, jobs finished a second over the interval, dead
+/// tuples in the table.
+type Sample = (f64, f64, i64);
+
 /// Every `every` until `stop`: jobs finished in the interval (per second) and the table's
-/// dead tuples, as rows of a Markdown table.
-async fn sample(pool: PgPool, every: Duration, stop: CancellationToken) -> anyhow::Result<()> {
+/// dead tuples, printed as rows of a Markdown table and returned.
+async fn sample(
+    pool: PgPool,
+    every: Duration,
+    stop: CancellationToken,
+) -> anyhow::Result<Vec<Sample>> {
+    let mut samples = Vec::new();
     println!("| seconds | jobs/s | dead tuples |\n|---|---|---|");
     let started = Instant::now();
     let mut since: chrono::DateTime<chrono::Utc> =
@@ -211,7 +227,7 @@ async fn sample(pool: PgPool, every: Duration, stop: CancellationToken) -> anyho
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     loop {
         tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
+            _ = stop.cancelled() => return Ok(samples),
             _ = ticks.tick() => {}
         }
         // Only the interval's finished jobs: a count of all of them would cost more as the
@@ -228,13 +244,58 @@ async fn sample(pool: PgPool, every: Duration, stop: CancellationToken) -> anyho
         )
         .fetch_one(&pool)
         .await?;
-        println!(
-            "| {:.0} | {:.0} | {dead} |",
+        let sample = (
             started.elapsed().as_secs_f64(),
-            count as f64 / (until - since).as_seconds_f64()
+            count as f64 / (until - since).as_seconds_f64(),
+            dead,
         );
+        println!("| {:.0} | {:.0} | {dead} |", sample.0, sample.1);
+        samples.push(sample);
         since = until;
     }
+}
+
+/// Jobs/s and dead tuples over time, one above the other; a red line where the snapshot
+/// was released (`released_at_s`, 0: none was held).
+fn draw(path: &std::path::Path, samples: &[Sample], released_at_s: f64) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let areas = root.split_evenly((2, 1));
+    let end = samples.last().map_or(1.0, |s| s.0);
+    let series: [(&str, Vec<(f64, f64)>); 2] = [
+        (
+            "jobs finished per second",
+            samples.iter().map(|s| (s.0, s.1)).collect(),
+        ),
+        (
+            "dead tuples in docket.jobs",
+            samples.iter().map(|s| (s.0, s.2 as f64)).collect(),
+        ),
+    ];
+    for (area, (title, points)) in areas.iter().zip(series) {
+        let top = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
+        let mut chart = ChartBuilder::on(area)
+            .caption(title, ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(24)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.0..end, 0.0..top)?;
+        chart
+            .configure_mesh()
+            .x_desc("s")
+            .max_light_lines(2)
+            .draw()?;
+        chart.draw_series(LineSeries::new(points, &BLUE))?;
+        if released_at_s > 0.0 && released_at_s < end {
+            chart.draw_series(LineSeries::new(
+                [(released_at_s, 0.0), (released_at_s, top)],
+                RED.stroke_width(1),
+            ))?;
+        }
+    }
+    root.present()?;
+    Ok(())
 }
 
 /// Pickup latency at idle: from the enqueue's commit (and from before the call) to the

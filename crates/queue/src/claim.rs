@@ -74,7 +74,7 @@ pub async fn claim(exec: impl PgExecutor<'_>, request: &ClaimRequest<'_>) -> Res
         limit: i64::from(request.limit),
         now: request.now,
     };
-    let mut jobs = db::job_claim(exec, &params, None, true).await?;
+    let mut jobs = db::job_claim(exec, &params, None).await?;
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
     Ok(Claimed { jobs })
 }
@@ -101,7 +101,7 @@ pub const HEAD_SCAN_BUDGET: u32 = 20;
 ///
 /// Jobs can become ready behind the cursor: a higher priority enqueued later, a job rescued
 /// or replayed with its old `run_at`, an enqueue that commits late. So claims go back to
-/// the head when the queue past the cursor runs dry, and at least every
+/// the head once the queue past the cursor has run dry, and at least every
 /// [`HEAD_SCAN_EVERY`] while it does not, as long as scans from the head take no more than
 /// a twentieth of the time; when they would (many dead entries), they are spaced out so
 /// that they do not.
@@ -111,6 +111,8 @@ pub struct ClaimCursor {
     head_scanned_at: Option<Instant>,
     /// How long the last scan from the head took.
     head_scan_cost: Duration,
+    /// The last claim past the cursor came back short: look behind it next.
+    ran_dry: bool,
     head_scan_every: Duration,
     head_scan_budget: Option<u32>,
 }
@@ -130,13 +132,14 @@ impl ClaimCursor {
             after: None,
             head_scanned_at: None,
             head_scan_cost: Duration::ZERO,
+            ran_dry: false,
             head_scan_every,
             head_scan_budget,
         }
     }
 
-    /// Whether a scan from the head is due: `busy` when the queue past the cursor still has
-    /// work, so only the periodic one is.
+    /// Whether a scan from the head is due: `busy` when the queue past the cursor still had
+    /// work at the last claim, so only the periodic one is.
     fn head_due(&self, busy: bool) -> bool {
         let Some(at) = self.head_scanned_at else {
             return true;
@@ -155,9 +158,12 @@ impl ClaimCursor {
 
 /// [`claim`], starting where this claimer's last claim ended (see [`ClaimCursor`]): the
 /// same jobs in the same order while the queue is worked in order, at a cost that does not
-/// grow with the dead entries earlier claims left. When the queue past the cursor has fewer
-/// than `limit` ready jobs, the same call claims the rest from the head, so a short claim
-/// means the queue is drained, unless scans from the head are being spaced out.
+/// grow with the dead entries earlier claims left.
+///
+/// One statement, so that claimed jobs start at once. When the queue past the cursor has no
+/// ready job, the same call claims from the head instead; when it has some but fewer than
+/// `limit`, they are returned, and the next claim (the claimer is woken when they finish)
+/// starts from the head. Either way, a short claim raises the queue's wake-up flag.
 ///
 /// # Errors
 ///
@@ -179,24 +185,18 @@ where
         limit: i64::from(request.limit),
         now: request.now,
     };
-    let from_cursor = cursor.after.filter(|_| !cursor.head_due(true));
-    // When the claim past the cursor comes back short: the head is scanned for the rest, or
-    // (while scans from the head are spaced out) the claimer waits, and wants a wake-up.
-    let head_if_short = cursor.head_due(false);
+    let from_cursor = cursor.after.filter(|_| !cursor.head_due(!cursor.ran_dry));
     let mut jobs = match &from_cursor {
-        Some(after) => db::job_claim(exec, &params, Some(after), !head_if_short).await?,
+        Some(after) => db::job_claim(exec, &params, Some(after)).await?,
         None => Vec::new(),
     };
-    let short = (jobs.len() as i64) < params.limit;
-    if from_cursor.is_none() || (short && head_if_short) {
-        let rest = db::ClaimParams {
-            limit: params.limit - jobs.len() as i64,
-            ..params
-        };
+    cursor.ran_dry = from_cursor.is_some() && (jobs.len() as i64) < params.limit;
+    if from_cursor.is_none() || (jobs.is_empty() && cursor.head_due(false)) {
         let started = Instant::now();
-        jobs.extend(db::job_claim(exec, &rest, None, true).await?);
+        jobs = db::job_claim(exec, &params, None).await?;
         cursor.head_scanned_at = Some(Instant::now());
         cursor.head_scan_cost = started.elapsed();
+        cursor.ran_dry = false;
     }
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
     // The next claim resumes after the last job taken; a claim that took nothing leaves

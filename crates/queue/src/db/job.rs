@@ -130,13 +130,11 @@ pub(crate) struct ClaimParams<'a> {
 ///
 /// With `after`, only jobs after that position in the order: the index scan starts there,
 /// so the entries before it (jobs claimed earlier, dead but perhaps not yet removable) are
-/// not stepped over. `wait_if_short`: a short claim means the claimer is about to wait
-/// (rather than look further), so it raises the wake-up flag.
+/// not stepped over.
 pub(crate) async fn job_claim(
     exec: impl PgExecutor<'_>,
     params: &ClaimParams<'_>,
     after: Option<&ClaimPosition>,
-    wait_if_short: bool,
 ) -> sqlx::Result<Vec<Job>> {
     sqlx::query_as(concat!(
         r#"
@@ -158,8 +156,7 @@ pub(crate) async fn job_claim(
             -- A claim that comes back short means this worker is about to wait: the next
             -- enqueue on the queue notifies (docket.wake). Writes only when the flag is off.
             update docket.queue_wakeups w set wanted = true
-            where w.queue = $1 and not w.wanted and $10
-              and (select count(*) from locked) < $4
+            where w.queue = $1 and not w.wanted and (select count(*) from locked) < $4
         )
         "#,
         mark_claimed!()
@@ -173,7 +170,6 @@ pub(crate) async fn job_claim(
     .bind(after.map(|at| at.priority))
     .bind(after.map(|at| at.run_at))
     .bind(after.map(|at| at.id))
-    .bind(wait_if_short)
     .fetch_all(exec)
     .await
 }
@@ -521,7 +517,8 @@ pub(crate) struct JobCounted {
 
 /// Parks up to `limit` ready jobs that have been ready for `after_secs` with no live
 /// worker for their queue and kind. Looks at the `scan` oldest ready jobs of each queue
-/// (the head of `jobs_claim`, found by a skip scan over its queues), where such jobs
+/// (the head of `jobs_claim`, found by a skip scan over its queues) and of each group of
+/// each queue (the heads in `jobs_claim_grouped`, found the same way), where such jobs
 /// gather: nobody claims them. Returns the parked jobs' queue and kind.
 pub(crate) async fn job_park_unhandled(
     exec: impl PgExecutor<'_>,
@@ -542,10 +539,23 @@ pub(crate) async fn job_park_unhandled(
                       and j.queue > q.queue
                     order by j.queue limit 1)
             from queues q where q.queue is not null
+        ), groups as (
+            (select j.queue, j.group_key from docket.jobs j
+             where j.state in ('pending', 'retrying') and j.parked_at is null and j.group_key is not null
+             order by j.queue, j.group_key limit 1)
+            union all
+            select n.queue, n.group_key
+            from groups g
+            cross join lateral (
+                select j.queue, j.group_key from docket.jobs j
+                where j.state in ('pending', 'retrying') and j.parked_at is null and j.group_key is not null
+                  and (j.queue, j.group_key) > (g.queue, g.group_key)
+                order by j.queue, j.group_key limit 1
+            ) n
         ), live as (
             select queues, kinds from docket.workers where lease_expires_at > coalesce($4, now())
-        ), doomed as (
-            select c.id
+        ), heads as (
+            select c.id, c.queue, c.kind
             from queues q
             cross join lateral (
                 select j.id, j.queue, j.kind from docket.jobs j
@@ -556,7 +566,20 @@ pub(crate) async fn job_park_unhandled(
                 limit $2
             ) c
             where q.queue is not null
-              and not exists (select 1 from live w where c.queue = any(w.queues) and c.kind = any(w.kinds))
+            union all
+            select c.id, c.queue, c.kind
+            from groups g
+            cross join lateral (
+                select j.id, j.queue, j.kind from docket.jobs j
+                where j.queue = g.queue and j.group_key = g.group_key
+                  and j.state in ('pending', 'retrying') and j.parked_at is null
+                  and j.run_at <= coalesce($4, now()) - make_interval(secs => $1)
+                order by j.priority, j.run_at, j.id
+                limit $2
+            ) c
+        ), doomed as (
+            select h.id from heads h
+            where not exists (select 1 from live w where h.queue = any(w.queues) and h.kind = any(w.kinds))
             limit $3
         ), locked as (
             select j.id from docket.jobs j

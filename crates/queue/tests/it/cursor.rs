@@ -35,11 +35,11 @@ fn ids(jobs: &[Job]) -> Vec<docket_queue::JobId> {
 }
 
 #[tokio::test]
-async fn resuming_claims_take_the_queue_in_order_and_look_behind_the_cursor_when_it_runs_dry() {
+async fn resuming_claims_take_the_queue_in_order_and_look_behind_the_cursor_once_it_runs_dry() {
     let db = TestDb::new().await;
     let queued = backlog(&db.pool, 30).await;
     // No periodic return to the head during the test, and no spacing out of the returns
-    // when the queue past the cursor runs dry.
+    // once the queue past the cursor has run dry.
     let mut cursor = ClaimCursor::new(Duration::from_secs(3600), None);
 
     let first = claim_resuming(&db.pool, &request(10), &mut cursor)
@@ -60,13 +60,17 @@ async fn resuming_claims_take_the_queue_in_order_and_look_behind_the_cursor_when
         "resumed after the cursor"
     );
 
-    // Ten are left past the cursor: the claim takes them and looks behind it for the rest.
+    // Ten are left past the cursor: the claim takes them and returns at once (they start
+    // without waiting for a second statement)...
     let third = claim_resuming(&db.pool, &request(20), &mut cursor)
         .await
         .unwrap();
-    let mut expected = vec![urgent];
-    expected.extend_from_slice(&queued[20..]);
-    assert_eq!(ids(&third.jobs), expected);
+    assert_eq!(ids(&third.jobs), queued[20..]);
+    // ...and the next claim looks behind the cursor.
+    let fourth = claim_resuming(&db.pool, &request(20), &mut cursor)
+        .await
+        .unwrap();
+    assert_eq!(ids(&fourth.jobs), [urgent]);
 
     let drained = claim_resuming(&db.pool, &request(10), &mut cursor)
         .await
@@ -159,4 +163,26 @@ async fn a_resuming_claim_does_not_read_the_entries_earlier_claims_left_while_a_
         "the resuming claim read {read_resuming} index entries to take 50"
     );
     sqlx::query("rollback").execute(&mut holder).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_claim_that_finds_nothing_past_the_cursor_claims_from_the_head_in_the_same_call() {
+    let db = TestDb::new().await;
+    let queued = backlog(&db.pool, 10).await;
+    let mut cursor = ClaimCursor::new(Duration::from_secs(3600), None);
+    let all = claim_resuming(&db.pool, &request(10), &mut cursor)
+        .await
+        .unwrap();
+    assert_eq!(ids(&all.jobs), queued);
+    let urgent = enqueue(&db.pool, &NewJob::new("k", json!({})).priority(0))
+        .await
+        .unwrap();
+    let next = claim_resuming(&db.pool, &request(10), &mut cursor)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&next.jobs),
+        [urgent],
+        "nothing past the cursor, so from the head"
+    );
 }

@@ -242,3 +242,75 @@ async fn a_fair_claim_reads_only_what_it_takes_on_a_table_never_analyzed() {
         "the probe and the fair claim fetched {fetched} rows from the heap to take 10"
     );
 }
+
+/// A grouped job of a kind no live worker runs was never parked (the parker looked only at
+/// jobs without a group), so every fair claim of its queue passed over it again.
+#[tokio::test]
+async fn grouped_jobs_of_a_kind_nobody_runs_are_parked_and_unparked_like_the_rest() {
+    let db = TestDb::new().await;
+    let now = chrono::Utc::now();
+    let worker = docket_queue::maintenance::WorkerInfo {
+        id: Uuid::now_v7(),
+        host: "test-host".into(),
+        pid: 1,
+        queues: vec!["default".into()],
+        kinds: vec!["k".into()],
+        version: "test".into(),
+    };
+    let lease = std::time::Duration::from_secs(30);
+    docket_queue::maintenance::heartbeat(&db.pool, &worker, lease, Some(now))
+        .await
+        .unwrap();
+    let long_ago = now - chrono::Duration::minutes(10);
+    let mut jobs = Vec::new();
+    for tenant in ["tenant-a", "tenant-b"] {
+        jobs.push(
+            NewJob::new("nobody.runs", json!({}))
+                .group(tenant)
+                .run_at(long_ago),
+        );
+        jobs.push(NewJob::new("k", json!({})).group(tenant).run_at(long_ago));
+    }
+    jobs.push(NewJob::new("nobody.runs", json!({})).run_at(long_ago));
+    enqueue_many(&db.pool, &jobs).await.unwrap();
+
+    let parked = docket_queue::maintenance::park_unhandled(
+        &db.pool,
+        std::time::Duration::from_secs(60),
+        100,
+        100,
+        Some(now),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        parked.len(),
+        3,
+        "both groups' and the ungrouped one: {parked:?}"
+    );
+    assert!(parked
+        .iter()
+        .all(|(queue, kind)| queue == "default" && kind == "nobody.runs"));
+
+    // The fair claim no longer meets them; the handled grouped jobs are claimed as before.
+    let claimed = claim_fair(&db.pool, &request(10), &mut GroupCursor::default())
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|job| job.kind == "k"));
+
+    // A worker that runs the kind unparks them, groups and all.
+    let runner = docket_queue::maintenance::WorkerInfo {
+        id: Uuid::now_v7(),
+        kinds: vec!["nobody.runs".into()],
+        ..worker
+    };
+    docket_queue::maintenance::heartbeat(&db.pool, &runner, lease, Some(now))
+        .await
+        .unwrap();
+    let unparked = docket_queue::maintenance::unpark_handled(&db.pool, 100, Some(now))
+        .await
+        .unwrap();
+    assert_eq!(unparked, 3);
+}
