@@ -101,6 +101,9 @@ pub(crate) struct ThroughputArgs {
     /// Print jobs/s and the table's dead tuples every this many seconds; 0: only the total.
     #[arg(long, default_value_t = 0)]
     sample_every: u64,
+    /// Limit the queue's rate (e.g. `1000000/s`, too high to bind: the limiter's own cost).
+    #[arg(long)]
+    rate: Option<docket_queue::rate_limit::Rate>,
     /// Draw the samples (jobs/s and dead tuples over time) into this SVG file.
     #[arg(long, requires = "sample_every")]
     chart: Option<std::path::PathBuf>,
@@ -118,6 +121,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         hold_snapshot,
         sample_every,
         chart,
+        rate,
     } = args;
     let db = TestDb::with_pool_size(12).await;
     seed(&db.pool, jobs, as_batch, groups).await?;
@@ -131,8 +135,12 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async { Ok(()) }
     });
+    let mut queue = QueueConfig::new("default").concurrency(concurrency);
+    if let Some(rate) = rate {
+        queue = queue.rate(rate);
+    }
     let config = RuntimeConfig {
-        queues: vec![QueueConfig::new("default").concurrency(concurrency)],
+        queues: vec![queue],
         claim_batch,
         ..RuntimeConfig::default()
     };
@@ -172,10 +180,13 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         (false, 0) => "jobs".to_owned(),
         (false, n) => format!("jobs in {n} groups"),
     };
-    let held = match hold_snapshot {
+    let mut held = match hold_snapshot {
         0 => String::new(),
         secs => format!(", a snapshot held for the first {secs} s"),
     };
+    if let Some(rate) = rate {
+        held.push_str(&format!(", rate limit {}/s", rate.per_second));
+    }
     println!(
         "worker throughput: {jobs} no-op {what}, concurrency {concurrency}, claim batch {claim_batch}{held}: \
          {elapsed:.2?} = {:.0} jobs/s",
