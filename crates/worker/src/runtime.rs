@@ -195,6 +195,7 @@ impl Runtime {
                 grouped: grouped.clone(),
                 group_cursor: GroupCursor::default(),
                 claim_cursor: ClaimCursor::default(),
+                tokens: 0,
                 rate: queue.rate_limit(),
             };
             ready.push(producer);

@@ -582,6 +582,61 @@ async fn a_queue_rate_holds_over_two_workers_together() {
     );
 }
 
+/// Three workers (each with a pool of its own, as three processes) share a queue limited
+/// to 20/s: no one-second window of the jobs' starts holds more than the rate plus one
+/// claim batch (the bucket starts full: a second's worth may go at once), and every job
+/// completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_start_no_more_than_the_rate_in_any_second() {
+    let db = TestDb::new().await;
+    let jobs: Vec<_> = (0..60)
+        .map(|n| NewJob::new(builtin::NOOP, json!({ "n": n })).queue("limited"))
+        .collect();
+    enqueue_many(&db.pool, &jobs).await.unwrap();
+    let claim_batch = 20;
+    let config = || RuntimeConfig {
+        queues: vec![QueueConfig::new("limited")
+            .concurrency(50)
+            .rate("20/s".parse().unwrap())],
+        claim_batch,
+        ..quick_config()
+    };
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        workers.push(start(&pool, builtins(), config()));
+    }
+    eventually(WAIT, "the 60 jobs complete", || async {
+        count_in(&db.pool, JobState::Completed).await == 60
+    })
+    .await;
+    for worker in workers {
+        worker.shutdown().await;
+    }
+    // The most starts in any one-second window beginning at a start.
+    let busiest: i64 = sqlx::query_scalar(
+        "select max((select count(*) from docket.jobs o
+                     where o.attempted_at >= j.attempted_at
+                       and o.attempted_at < j.attempted_at + interval '1 second'))
+         from docket.jobs j",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(
+        busiest <= 20 + i64::from(claim_batch),
+        "{busiest} jobs started within one second"
+    );
+    let span: f64 = sqlx::query_scalar(
+        "select extract(epoch from max(attempted_at) - min(attempted_at))::float8 from docket.jobs",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    // 20 at once from the full bucket, then 40 more at 20 a second.
+    assert!(span >= 1.8, "60 jobs at 20/s started within {span:.2} s");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_tenant_enqueued_behind_a_big_one_finishes_long_before_it() {
     let db = TestDb::new().await;
