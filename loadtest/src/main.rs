@@ -6,6 +6,7 @@
 //! off is used, whose figures are not comparable). Figures go to stdout; the commands and
 //! results we keep are in `docs/benchmarks.md`.
 
+mod chart;
 mod drill;
 mod mail_bench;
 mod ops_bench;

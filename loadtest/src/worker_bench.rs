@@ -269,12 +269,8 @@ async fn sample(
 /// Jobs/s and dead tuples over time, one above the other; a red line where the snapshot
 /// was released (`released_at_s`, 0: none was held).
 fn draw(path: &std::path::Path, samples: &[Sample], released_at_s: f64) -> anyhow::Result<()> {
-    use plotters::prelude::*;
-    let root = SVGBackend::new(path, (900, 500)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let areas = root.split_evenly((2, 1));
     let end = samples.last().map_or(1.0, |s| s.0);
-    let series: [(&str, Vec<(f64, f64)>); 2] = [
+    let panels = vec![
         (
             "jobs finished per second",
             samples.iter().map(|s| (s.0, s.1)).collect(),
@@ -284,29 +280,7 @@ fn draw(path: &std::path::Path, samples: &[Sample], released_at_s: f64) -> anyho
             samples.iter().map(|s| (s.0, s.2 as f64)).collect(),
         ),
     ];
-    for (area, (title, points)) in areas.iter().zip(series) {
-        let top = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-        let mut chart = ChartBuilder::on(area)
-            .caption(title, ("sans-serif", 16))
-            .margin(8)
-            .x_label_area_size(24)
-            .y_label_area_size(70)
-            .build_cartesian_2d(0.0..end, 0.0..top)?;
-        chart
-            .configure_mesh()
-            .x_desc("s")
-            .max_light_lines(2)
-            .draw()?;
-        chart.draw_series(LineSeries::new(points, &BLUE))?;
-        if released_at_s > 0.0 && released_at_s < end {
-            chart.draw_series(LineSeries::new(
-                [(released_at_s, 0.0), (released_at_s, top)],
-                RED.stroke_width(1),
-            ))?;
-        }
-    }
-    root.present()?;
-    Ok(())
+    crate::chart::draw(path, (900, 500), end, panels, &[released_at_s])
 }
 
 /// Pickup latency at idle: from the enqueue's commit (and from before the call) to the

@@ -31,10 +31,21 @@ pub struct ClaimRequest<'a> {
     pub now: Option<DateTime<Utc>>,
 }
 
-impl ClaimRequest<'_> {
+impl<'a> ClaimRequest<'a> {
     /// A fresh claim token: a UUID v7, never repeated.
     pub fn new_token() -> Uuid {
         Uuid::now_v7()
+    }
+
+    fn params(&self) -> db::ClaimParams<'a> {
+        db::ClaimParams {
+            queue: self.queue,
+            kinds: self.kinds,
+            worker_id: self.worker_id,
+            token: self.token,
+            limit: i64::from(self.limit),
+            now: self.now,
+        }
     }
 }
 
@@ -66,14 +77,7 @@ pub struct Claimed {
 ///
 /// [`crate::Error::Database`] when the database fails.
 pub async fn claim(exec: impl PgExecutor<'_>, request: &ClaimRequest<'_>) -> Result<Claimed> {
-    let params = db::ClaimParams {
-        queue: request.queue,
-        kinds: request.kinds,
-        worker_id: request.worker_id,
-        token: request.token,
-        limit: i64::from(request.limit),
-        now: request.now,
-    };
+    let params = request.params();
     let mut jobs = db::job_claim(exec, &params, None).await?;
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
     Ok(Claimed { jobs })
@@ -177,14 +181,7 @@ pub async fn claim_resuming<'c, E>(
 where
     E: PgExecutor<'c> + Copy,
 {
-    let params = db::ClaimParams {
-        queue: request.queue,
-        kinds: request.kinds,
-        worker_id: request.worker_id,
-        token: request.token,
-        limit: i64::from(request.limit),
-        now: request.now,
-    };
+    let params = request.params();
     let from_cursor = cursor.after.filter(|_| !cursor.head_due(!cursor.ran_dry));
     let mut jobs = match &from_cursor {
         Some(after) => db::job_claim(exec, &params, Some(after)).await?,
@@ -291,12 +288,8 @@ where
         let named: Vec<String> = members.iter().flatten().cloned().collect();
         if !named.is_empty() && remaining > 0 {
             let params = db::ClaimParams {
-                queue: request.queue,
-                kinds: request.kinds,
-                worker_id: request.worker_id,
-                token: request.token,
                 limit: remaining,
-                now: request.now,
+                ..request.params()
             };
             let got = db::job_claim_grouped(exec, &params, &named, share).await?;
             remaining -= got.len() as i64;

@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use plotters::prelude::*;
 use serde::Serialize;
 
 use super::check::{describe_violations, Findings, Percentiles};
@@ -271,11 +270,8 @@ impl Report {
     }
 
     fn chart(&self, path: &Path) -> anyhow::Result<()> {
-        let root = SVGBackend::new(path, (1000, 600)).into_drawing_area();
-        root.fill(&WHITE)?;
-        let areas = root.split_evenly((3, 1));
         let end = self.duration_s.max(1.0);
-        let series: [(&str, Vec<(f64, f64)>); 3] = [
+        let panels = vec![
             (
                 "jobs finished per second",
                 // Every second, the ones without a finished run as zero (a stall shows
@@ -303,28 +299,7 @@ impl Report {
                     .collect(),
             ),
         ];
-        for (area, (title, points)) in areas.iter().zip(series) {
-            let top = points.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
-            let mut chart = ChartBuilder::on(area)
-                .caption(title, ("sans-serif", 16))
-                .margin(8)
-                .x_label_area_size(24)
-                .y_label_area_size(60)
-                .build_cartesian_2d(0.0..end, 0.0..top)?;
-            chart
-                .configure_mesh()
-                .x_desc("s")
-                .max_light_lines(2)
-                .draw()?;
-            chart.draw_series(LineSeries::new(points, &BLUE))?;
-            for fault in &self.faults {
-                chart.draw_series(LineSeries::new(
-                    [(fault.at_s, 0.0), (fault.at_s, top)],
-                    RED.stroke_width(1),
-                ))?;
-            }
-        }
-        root.present()?;
-        Ok(())
+        let marks: Vec<f64> = self.faults.iter().map(|fault| fault.at_s).collect();
+        crate::chart::draw(path, (1000, 600), end, panels, &marks)
     }
 }

@@ -4,24 +4,12 @@
 
 use std::time::Duration;
 
-use docket_queue::{
-    claim, claim_resuming, enqueue, enqueue_many, ClaimCursor, ClaimRequest, Job, NewJob,
-};
+use docket_queue::{claim, claim_resuming, enqueue, enqueue_many, ClaimCursor, Job, NewJob};
 use docket_testkit::TestDb;
+
+use crate::claim_request as request;
 use serde_json::json;
 use sqlx::{Connection, PgPool};
-use uuid::Uuid;
-
-fn request(limit: u32) -> ClaimRequest<'static> {
-    ClaimRequest {
-        queue: "default",
-        kinds: None,
-        worker_id: Uuid::now_v7(),
-        token: ClaimRequest::new_token(),
-        limit,
-        now: None,
-    }
-}
 
 async fn backlog(pool: &PgPool, n: usize) -> Vec<docket_queue::JobId> {
     let jobs: Vec<NewJob> = (0..n)

@@ -3,23 +3,12 @@
 
 use std::collections::HashMap;
 
-use docket_queue::{
-    admin, claim, claim_fair, enqueue, enqueue_many, ClaimRequest, GroupCursor, Job, NewJob,
-};
+use docket_queue::{admin, claim, claim_fair, enqueue, enqueue_many, GroupCursor, Job, NewJob};
 use docket_testkit::TestDb;
+
+use crate::claim_request as request;
 use serde_json::json;
 use uuid::Uuid;
-
-fn request(limit: u32) -> ClaimRequest<'static> {
-    ClaimRequest {
-        queue: "default",
-        kinds: None,
-        worker_id: Uuid::now_v7(),
-        token: ClaimRequest::new_token(),
-        limit,
-        now: None,
-    }
-}
 
 fn grouped(n: usize, group: &str) -> Vec<NewJob> {
     (0..n)

@@ -17,6 +17,18 @@ use docket_queue::{ClaimRequest, Job};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// A claim of up to `limit` jobs of the default queue by a fresh worker, now.
+fn claim_request(limit: u32) -> ClaimRequest<'static> {
+    ClaimRequest {
+        queue: "default",
+        kinds: None,
+        worker_id: Uuid::now_v7(),
+        token: ClaimRequest::new_token(),
+        limit,
+        now: None,
+    }
+}
+
 /// Claims up to `limit` jobs of the default queue for `worker` at `now`.
 async fn claim_default(
     pool: &PgPool,
