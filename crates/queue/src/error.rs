@@ -70,6 +70,31 @@ pub enum Error {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl Error {
+    /// Whether the connection the operation ran on is gone while the server may well be
+    /// up: the server ended it (a terminated backend, a restart) or the socket broke. A pool
+    /// then hands out its other connections, dead or alive, one failed query at a time, so
+    /// the caller should retry at once rather than back off; a server that is really down
+    /// refuses the new connection, which is not this.
+    pub fn is_lost_connection(&self) -> bool {
+        use std::io::ErrorKind;
+        match self {
+            Error::Database(sqlx::Error::Io(io)) => matches!(
+                io.kind(),
+                ErrorKind::BrokenPipe
+                    | ErrorKind::ConnectionReset
+                    | ErrorKind::ConnectionAborted
+                    | ErrorKind::UnexpectedEof
+            ),
+            // admin_shutdown (pg_terminate_backend, a fast shutdown), crash_shutdown.
+            Error::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("57P01" | "57P02"))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The queue crate's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

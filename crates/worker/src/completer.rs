@@ -101,11 +101,17 @@ impl Completer {
                     }
                     return;
                 }
-                Some(Err(err)) => error!(
-                    event = events::WORKER_ERROR, outcomes = batch.len(),
-                    error.message = %err, error.cause_chain = %ErrorChain(&err),
-                    "writing outcomes failed; retrying"
-                ),
+                Some(Err(err)) => {
+                    error!(
+                        event = events::WORKER_ERROR, outcomes = batch.len(),
+                        error.message = %err, error.cause_chain = %ErrorChain(&err),
+                        "writing outcomes failed; retrying"
+                    );
+                    if err.is_lost_connection() {
+                        // The pool's next connection may be alive: no longer wait.
+                        delay = Duration::from_millis(50);
+                    }
+                }
                 None => {}
             }
             if give_up_at.is_some_and(|at| Instant::now() >= at) {

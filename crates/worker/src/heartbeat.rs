@@ -61,7 +61,20 @@ impl Service for Heartbeat {
         let sent_at = Instant::now();
         // A heartbeat slower than its interval counts as failed: a hung database must not
         // keep us running jobs on a lease that is running out.
-        let beat = maintenance::heartbeat(&self.pool, &self.worker, self.lease_timeout, now);
+        let beat = async {
+            // The maintenance pool's other connections may be dead too (a terminated
+            // backend, a restart): try each, within the interval, before the beat fails.
+            loop {
+                match maintenance::heartbeat(&self.pool, &self.worker, self.lease_timeout, now)
+                    .await
+                {
+                    Err(err) if err.is_lost_connection() => {
+                        tokio::time::sleep(crate::producer::LOST_CONNECTION_RETRY).await;
+                    }
+                    result => return result,
+                }
+            }
+        };
         let result = match tokio::time::timeout(self.interval, beat).await {
             Ok(result) => result,
             Err(_) => Err(docket_queue::Error::TimedOut {

@@ -20,6 +20,9 @@ use crate::executor::Executor;
 use crate::lease::Lease;
 use docket_queue::rate_limit::{RateLimit, Take};
 
+/// How long a producer waits after a claim failed on a connection the server dropped.
+pub(crate) const LOST_CONNECTION_RETRY: Duration = Duration::from_millis(10);
+
 /// How long a producer with few free slots waits for more before it claims.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
 
@@ -94,13 +97,21 @@ impl Producer {
                         full_batch = claimed == free;
                     }
                     Err(err) => {
-                        failures += 1;
                         error!(
                             event = events::WORKER_ERROR, job.queue = %self.queue,
                             error.message = %err, error.cause_chain = %ErrorChain(&err),
                             "claim failed; retrying"
                         );
-                        let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
+                        // A connection the server dropped: the pool's next one may be
+                        // alive, so try it at once. Backing off here, once per dead
+                        // connection, once stalled a worker for 12 s after its connections
+                        // were terminated.
+                        let backoff = if err.is_lost_connection() {
+                            LOST_CONNECTION_RETRY
+                        } else {
+                            failures += 1;
+                            Duration::from_millis(100 * 2u64.pow(failures.min(6)))
+                        };
                         tokio::select! {
                             () = stop.cancelled() => break,
                             () = tokio::time::sleep(backoff) => continue,

@@ -347,3 +347,67 @@ async fn jobs_no_live_worker_runs_are_parked_and_run_once_a_worker_knows_their_k
     second.shutdown().await;
     first.shutdown().await;
 }
+
+/// The stress drill: after every worker connection was terminated under load, a worker
+/// stopped for about 12 s. Its pool handed out the dead connections one failed query at a
+/// time, and the producer backed off longer after each (0.2 s, 0.4 s, 0.8 s, ...), as if the
+/// database were down. A dropped connection is now retried at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_whose_connections_were_all_terminated_resumes_at_once() {
+    use sqlx::Connection;
+    let db = TestDb::new().await;
+    // The worker's pool as `docket worker` makes it, warmed to ten connections.
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(10)
+        .test_before_acquire(false)
+        .connect(&db.url)
+        .await
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(pool.acquire().await.unwrap());
+    }
+    drop(held);
+    let worker = start(&pool, builtins(), quick_config());
+    let first: Vec<_> = (0..5)
+        .map(|n| NewJob::new(builtin::NOOP, json!({ "n": n })))
+        .collect();
+    enqueue_many(&db.pool, &first).await.unwrap();
+    eventually(WAIT, "the first jobs complete", || async {
+        count_in(&db.pool, JobState::Completed).await == 5
+    })
+    .await;
+
+    // From a connection of its own: every other backend of the database is cut.
+    let mut admin = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let cut: i64 = sqlx::query_scalar(
+        "select count(*) from (select pg_terminate_backend(pid) from pg_stat_activity
+         where datname = current_database() and pid <> pg_backend_pid()) t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert!(cut >= 10, "{cut} connections cut");
+    let then: Vec<_> = (0..5)
+        .map(|n| NewJob::new(builtin::NOOP, json!({ "n": n })))
+        .collect();
+    enqueue_many(&mut admin, &then).await.unwrap();
+    let enqueued = std::time::Instant::now();
+    loop {
+        let done: i64 =
+            sqlx::query_scalar("select count(*) from docket.jobs where state = 'completed'")
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if done == 10 {
+            break;
+        }
+        assert!(
+            enqueued.elapsed() < Duration::from_secs(5),
+            "{} of the 5 jobs enqueued after the cut completed within 5 s",
+            done - 5
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    worker.shutdown().await;
+}
