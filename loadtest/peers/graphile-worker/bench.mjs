@@ -51,7 +51,7 @@ try {
     pollInterval: 1000,
     taskList: { noop: async () => { ran += 1; } },
     preset: batched
-      ? { worker: { localQueue: { size: Math.max(concurrency + 1, 100) },
+      ? { worker: { localQueue: { size: Number(process.env.LOCAL_QUEUE ?? Math.max(concurrency + 1, 100)) },
                     completeJobBatchDelay: 0, failJobBatchDelay: 0 } }
       : {},
   });
