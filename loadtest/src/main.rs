@@ -31,6 +31,10 @@ enum Bench {
         /// Jobs to enqueue.
         #[arg(long, default_value_t = 20_000)]
         jobs: usize,
+        /// On tokio's default multi-threaded runtime, as most applications run (each round
+        /// trip then pays a cross-thread wake-up), instead of a single-threaded one.
+        #[arg(long)]
+        multi_thread: bool,
     },
     /// Bulk enqueue, many jobs per round trip.
     Bulk {
@@ -205,7 +209,10 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             return multi.block_on(drill::run(args));
         }
         Bench::DrillCheck => return multi.block_on(drill::check::run_alone()),
-        Bench::Enqueue { jobs } => single.block_on(queue_bench::enqueue(jobs)),
+        Bench::Enqueue { jobs, multi_thread } => match multi_thread {
+            true => multi.block_on(queue_bench::enqueue(jobs)),
+            false => single.block_on(queue_bench::enqueue(jobs)),
+        },
         Bench::Bulk { jobs, batch } => single.block_on(queue_bench::bulk(jobs, batch)),
         Bench::Cycle {
             jobs,
