@@ -174,3 +174,37 @@ async fn a_claim_that_finds_nothing_past_the_cursor_claims_from_the_head_in_the_
         "nothing past the cursor, so from the head"
     );
 }
+
+/// Pause, rate limits and groups cost a plain claim nothing: beside a paused queue, a
+/// rate-limited one and a grouped one, a claim of ten reads ten entries of `jobs_claim`.
+#[tokio::test]
+async fn a_plain_claim_reads_only_what_it_takes_beside_paused_limited_and_grouped_queues() {
+    let db = TestDb::with_pool_size(1).await;
+    backlog(&db.pool, 200).await;
+    let beside: Vec<NewJob> = (0..200)
+        .flat_map(|i| {
+            [
+                NewJob::new("k", json!({ "n": i })).queue("paused"),
+                NewJob::new("k", json!({ "n": i })).queue("limited"),
+                NewJob::new("k", json!({ "n": i }))
+                    .queue("default")
+                    .group(format!("g{}", i % 10)),
+            ]
+        })
+        .collect();
+    enqueue_many(&db.pool, &beside).await.unwrap();
+    docket_queue::queues::pause(&db.pool, "paused")
+        .await
+        .unwrap();
+    let limit = docket_queue::rate_limit::RateLimit::new("limited", "5/s".parse().unwrap());
+    limit.take_up_to(&db.pool, 5, 0.0).await.unwrap();
+
+    sqlx::query("begin").execute(&db.pool).await.unwrap();
+    let before = claim_index_entries_read(&db.pool).await;
+    let claimed = claim(&db.pool, &request(10)).await.unwrap();
+    let read = claim_index_entries_read(&db.pool).await - before;
+    sqlx::query("rollback").execute(&db.pool).await.unwrap();
+    assert_eq!(claimed.jobs.len(), 10);
+    assert!(claimed.jobs.iter().all(|job| job.group_key.is_none()));
+    assert!(read <= 10, "the claim read {read} index entries to take 10");
+}
