@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::events;
 use crate::executor::Finished;
 use crate::metrics;
+use crate::retry::RetryDelay;
 
 /// Writes outcomes in batches.
 pub(crate) struct Completer {
@@ -69,7 +70,8 @@ impl Completer {
                 outcome: f.outcome.clone(),
             })
             .collect();
-        let mut delay = Duration::from_millis(50);
+        let mut retry = RetryDelay::new(Duration::from_millis(50), Duration::from_secs(5));
+        let mut delay = Duration::ZERO;
         loop {
             if give_up_at.is_none() && self.bounded.is_cancelled() {
                 *give_up_at = Some(Instant::now() + self.flush_limit);
@@ -107,10 +109,7 @@ impl Completer {
                         error.message = %err, error.cause_chain = %ErrorChain(&err),
                         "writing outcomes failed; retrying"
                     );
-                    if err.is_lost_connection() {
-                        // The pool's next connection may be alive: no longer wait.
-                        delay = Duration::from_millis(50);
-                    }
+                    delay = retry.after(&err);
                 }
                 None => {}
             }
@@ -123,7 +122,6 @@ impl Completer {
                 return;
             }
             tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 }

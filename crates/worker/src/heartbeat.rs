@@ -69,7 +69,7 @@ impl Service for Heartbeat {
                     .await
                 {
                     Err(err) if err.is_lost_connection() => {
-                        tokio::time::sleep(crate::producer::LOST_CONNECTION_RETRY).await;
+                        tokio::time::sleep(crate::retry::LOST_CONNECTION_RETRY).await;
                     }
                     result => return result,
                 }

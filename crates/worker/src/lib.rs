@@ -67,6 +67,7 @@ mod pruner;
 mod reconciler;
 pub mod registry;
 mod rescuer;
+mod retry;
 pub mod runtime;
 pub mod schedule;
 mod scheduler;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, warn};
 
 use crate::events;
+use crate::retry::RetryDelay;
 
 /// The channel `docket.enqueue` notifies, with the queue's name as payload.
 pub const CHANNEL: &str = "docket_jobs";
@@ -28,20 +29,19 @@ pub(crate) struct Listener {
 
 impl Listener {
     pub(crate) async fn run(self, stop: CancellationToken) {
-        let mut failures = 0u32;
+        let mut retry = RetryDelay::new(Duration::from_millis(200), Duration::from_millis(6400));
         while !stop.is_cancelled() {
-            match self.listen(&stop).await {
+            let backoff = match self.listen(&stop).await {
                 Ok(()) => return,
                 Err(err) => {
-                    failures += 1;
                     error!(
                         event = events::WORKER_ERROR, error.message = %err,
                         error.cause_chain = %ErrorChain(&err), "LISTEN connection failed; reconnecting"
                     );
+                    retry.after(&docket_queue::Error::Database(err))
                 }
-            }
+            };
             self.wake_all();
-            let backoff = Duration::from_millis(100 * 2u64.pow(failures.min(6)));
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(backoff) => {}

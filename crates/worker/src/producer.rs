@@ -18,10 +18,8 @@ use crate::controls::{GroupedQueues, PausedQueues};
 use crate::events;
 use crate::executor::Executor;
 use crate::lease::Lease;
+use crate::retry::RetryDelay;
 use docket_queue::rate_limit::{RateLimit, Take};
-
-/// How long a producer waits after a claim failed on a connection the server dropped.
-pub(crate) const LOST_CONNECTION_RETRY: Duration = Duration::from_millis(10);
 
 /// How long a producer with few free slots waits for more before it claims.
 const CLAIM_COOLDOWN: Duration = Duration::from_millis(1);
@@ -72,7 +70,7 @@ type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 impl Producer {
     /// Claims and dispatches until `stop` is cancelled.
     pub(crate) async fn run(mut self, stop: CancellationToken) {
-        let mut failures = 0u32;
+        let mut retry = RetryDelay::new(Duration::from_millis(200), Duration::from_millis(6400));
         while !stop.is_cancelled() {
             self.gather_free_slots().await;
             let slots = if self.lease.is_held() && !self.paused.contains(&self.queue) {
@@ -93,7 +91,7 @@ impl Producer {
                 };
                 match claimed {
                     Ok(claimed) => {
-                        failures = 0;
+                        retry.reset();
                         full_batch = claimed == free;
                     }
                     Err(err) => {
@@ -102,16 +100,7 @@ impl Producer {
                             error.message = %err, error.cause_chain = %ErrorChain(&err),
                             "claim failed; retrying"
                         );
-                        // A connection the server dropped: the pool's next one may be
-                        // alive, so try it at once. Backing off here, once per dead
-                        // connection, once stalled a worker for 12 s after its connections
-                        // were terminated.
-                        let backoff = if err.is_lost_connection() {
-                            LOST_CONNECTION_RETRY
-                        } else {
-                            failures += 1;
-                            Duration::from_millis(100 * 2u64.pow(failures.min(6)))
-                        };
+                        let backoff = retry.after(&err);
                         tokio::select! {
                             () = stop.cancelled() => break,
                             () = tokio::time::sleep(backoff) => continue,
