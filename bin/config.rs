@@ -8,10 +8,9 @@ use anyhow::{bail, Context};
 use docket_http::host::HostConfig;
 use docket_http::{HealthConfig, Secret};
 use docket_mail::MailConfig;
-use docket_queue::rate_limit::Rate;
 use docket_worker::{QueueConfig, RuntimeConfig};
 
-use crate::source::Source;
+use crate::source::{QueueTable, Source};
 use sqlx::postgres::PgConnectOptions;
 
 /// How log lines are written.
@@ -47,8 +46,9 @@ pub(crate) struct Config {
     pub(crate) check: HostConfig,
     /// Email (`DOCKET_SMTP_*`, `DOCKET_MAIL_*`, `DOCKET_TEMPLATE_DIR`, `DOCKET_ADMIN_EMAIL`).
     pub(crate) mail: MailConfig,
-    /// Rates of `[queues.NAME]` tables, applied to whichever queue list is in force.
-    pub(crate) queue_rates: Vec<(String, Rate)>,
+    /// The `[queues.NAME]` tables' rates and prefetches, applied to whichever queue list
+    /// is in force.
+    pub(crate) queue_tables: Vec<QueueTable>,
 }
 
 /// `DOCKET_CHECK_DISK_PATH` (default `/`), `DOCKET_CHECK_DISK_MIN_FREE_PERCENT` (10),
@@ -105,7 +105,7 @@ impl Config {
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
             health: health_config(&source)?,
             mail,
-            queue_rates: queue_rates(&source),
+            queue_tables: source.queues.clone(),
             check: host_config(&source)?,
         })
     }
@@ -126,7 +126,7 @@ impl Config {
         if let Some(queues) = queues {
             let default = concurrency.unwrap_or(runtime.queues[0].concurrency);
             runtime.queues = parse_queues(queues, default).context("--queues")?;
-            apply_rates(&mut runtime.queues, &self.queue_rates);
+            apply_queue_tables(&mut runtime.queues, &self.queue_tables);
         }
         runtime.validate()?;
         Ok(runtime)
@@ -165,7 +165,7 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
         .map(|name| QueueConfig::new(name).concurrency(concurrency))
         .collect(),
     };
-    apply_rates(&mut config.queues, &queue_rates(source));
+    apply_queue_tables(&mut config.queues, &source.queues);
     config.global_concurrency = source.parse("DOCKET_GLOBAL_CONCURRENCY")?;
     if let Some(batch) = source.parse("DOCKET_CLAIM_BATCH")? {
         config.claim_batch = batch;
@@ -249,23 +249,13 @@ fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
     Ok(config)
 }
 
-/// The `rate` of each `[queues.NAME]` table that has one.
-fn queue_rates(source: &Source) -> Vec<(String, Rate)> {
-    source
-        .queues
-        .iter()
-        .filter_map(|q| q.rate.map(|rate| (q.name.clone(), rate)))
-        .collect()
-}
-
-/// A queue's rate holds whichever list names the queue (the file's tables, DOCKET_QUEUES or
-/// `--queues`).
-fn apply_rates(queues: &mut [QueueConfig], rates: &[(String, Rate)]) {
+/// A queue's rate and prefetch hold whichever list names the queue (the file's tables,
+/// DOCKET_QUEUES or `--queues`).
+fn apply_queue_tables(queues: &mut [QueueConfig], tables: &[QueueTable]) {
     for queue in queues {
-        queue.rate = rates
-            .iter()
-            .find(|(name, _)| *name == queue.name)
-            .map(|(_, rate)| *rate);
+        let table = tables.iter().find(|table| table.name == queue.name);
+        queue.rate = table.and_then(|table| table.rate);
+        queue.prefetch = table.and_then(|table| table.prefetch).unwrap_or(0);
     }
 }
 

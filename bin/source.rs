@@ -85,6 +85,8 @@ pub(crate) struct QueueTable {
     pub(crate) concurrency: Option<usize>,
     /// `rate`: jobs started per second, minute or hour over every process (`"50/s"`).
     pub(crate) rate: Option<docket_queue::rate_limit::Rate>,
+    /// `prefetch`: jobs claimed ahead of free slots; `None`: none.
+    pub(crate) prefetch: Option<usize>,
 }
 
 /// `[queues.NAME]` tables: `queues` as a table (the list form, `queues = [...]`, is the
@@ -94,12 +96,15 @@ fn queue_tables(table: &toml::Table, path: &Path) -> anyhow::Result<Vec<QueueTab
     for (name, value) in table {
         let at = |what: String| anyhow::anyhow!("{}: [queues.{name}]: {what}", path.display());
         let toml::Value::Table(settings) = value else {
-            return Err(at("must be a table (concurrency, rate)".to_owned()));
+            return Err(at(
+                "must be a table (concurrency, rate, prefetch)".to_owned()
+            ));
         };
         let mut queue = QueueTable {
             name: name.clone(),
             concurrency: None,
             rate: None,
+            prefetch: None,
         };
         for (key, value) in settings {
             match (key.as_str(), value) {
@@ -114,7 +119,13 @@ fn queue_tables(table: &toml::Table, path: &Path) -> anyhow::Result<Vec<QueueTab
                 ("rate", toml::Value::String(rate)) => {
                     queue.rate = Some(rate.parse().map_err(|err| at(format!("`rate`: {err}")))?);
                 }
-                ("concurrency" | "rate", other) => {
+                ("prefetch", toml::Value::Integer(n)) => {
+                    queue.prefetch = Some(
+                        usize::try_from(*n)
+                            .map_err(|_| at("`prefetch` must be 0 or more".to_owned()))?,
+                    );
+                }
+                ("concurrency" | "rate" | "prefetch", other) => {
                     return Err(at(format!(
                         "`{key}` has the wrong type ({})",
                         other.type_str()
@@ -122,7 +133,7 @@ fn queue_tables(table: &toml::Table, path: &Path) -> anyhow::Result<Vec<QueueTab
                 }
                 _ => {
                     return Err(at(format!(
-                        "unknown key `{key}` (known: concurrency, rate)"
+                        "unknown key `{key}` (known: concurrency, rate, prefetch)"
                     )))
                 }
             }
@@ -367,10 +378,10 @@ impl Source {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn queue_tables_give_each_queue_its_concurrency_and_rate() {
+    fn queue_tables_give_each_queue_its_concurrency_rate_and_prefetch() {
         let path = Path::new("docket.toml");
         let source = Source::from_toml(
-            "[queues.default]\n[queues.reports]\nconcurrency = 4\nrate = \"50/s\"\n",
+            "[queues.default]\n[queues.reports]\nconcurrency = 4\nrate = \"50/s\"\nprefetch = 20\n",
             path,
         )
         .unwrap();
@@ -378,7 +389,16 @@ mod tests {
         let reports = source.queues.iter().find(|q| q.name == "reports").unwrap();
         assert_eq!(reports.concurrency, Some(4));
         assert_eq!(reports.rate.unwrap().per_second, 50.0);
+        assert_eq!(reports.prefetch, Some(20));
         for (bad, message) in [
+            (
+                "[queues.reports]\nprefetch = -1\n",
+                "`prefetch` must be 0 or more",
+            ),
+            (
+                "[queues.reports]\nprefetch = \"20\"\n",
+                "`prefetch` has the wrong type",
+            ),
             (
                 "[queues.reports]\nrate = \"fast\"\n",
                 "[queues.reports]: `rate`",

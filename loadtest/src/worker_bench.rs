@@ -107,6 +107,9 @@ pub(crate) struct ThroughputArgs {
     /// Draw the samples (jobs/s and dead tuples over time) into this SVG file.
     #[arg(long, requires = "sample_every")]
     chart: Option<std::path::PathBuf>,
+    /// Jobs claimed ahead of free slots (the queue's `prefetch`); 0: none.
+    #[arg(long, default_value_t = 0)]
+    prefetch: usize,
 }
 
 /// One in-process runtime working queued no-op jobs (as one batch with a callback when
@@ -122,6 +125,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         sample_every,
         chart,
         rate,
+        prefetch,
     } = args;
     let db = TestDb::with_pool_size(12).await;
     seed(&db.pool, jobs, as_batch, groups).await?;
@@ -135,7 +139,9 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         async { Ok(()) }
     });
-    let mut queue = QueueConfig::new("default").concurrency(concurrency);
+    let mut queue = QueueConfig::new("default")
+        .concurrency(concurrency)
+        .prefetch(prefetch);
     if let Some(rate) = rate {
         queue = queue.rate(rate);
     }
@@ -186,6 +192,9 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     };
     if let Some(rate) = rate {
         held.push_str(&format!(", rate limit {}/s", rate.per_second));
+    }
+    if prefetch > 0 {
+        held.push_str(&format!(", prefetch {prefetch}"));
     }
     println!(
         "worker throughput: {jobs} no-op {what}, concurrency {concurrency}, claim batch {claim_batch}{held}: \

@@ -49,6 +49,12 @@ pub struct QueueConfig {
     /// its tokens first, so the rate is never exceeded by more than the bucket's burst
     /// (one second's worth).
     pub rate: Option<docket_queue::rate_limit::Rate>,
+    /// Jobs claimed ahead of free slots, to wait in this process for one. Default 0: a
+    /// job is claimed only when a slot is free and starts at once. With short jobs a
+    /// prefetch lets one claim serve many finishing jobs (see `docs/configuration.md`):
+    /// prefetched jobs are `processing` under this worker while they wait, so no other
+    /// worker can take them, and their `attempted_at` is the claim's time.
+    pub prefetch: usize,
 }
 
 impl QueueConfig {
@@ -58,12 +64,19 @@ impl QueueConfig {
             name: name.into(),
             concurrency: CONCURRENCY_DEFAULT,
             rate: None,
+            prefetch: 0,
         }
     }
 
     /// Sets the concurrency.
     pub fn concurrency(mut self, concurrency: usize) -> Self {
         self.concurrency = concurrency;
+        self
+    }
+
+    /// Claims up to `prefetch` jobs ahead of free slots.
+    pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = prefetch;
         self
     }
 
@@ -88,7 +101,7 @@ pub struct RuntimeConfig {
     pub queues: Vec<QueueConfig>,
     /// A cap on jobs running at once over all queues; `None` for the sum of the queues'.
     pub global_concurrency: Option<usize>,
-    /// Most jobs one claim takes (a claim takes `min(free slots, this)`). Default
+    /// Most jobs one claim takes (a claim takes `min(free slots + prefetch, this)`). Default
     /// [`CLAIM_BATCH_DEFAULT`].
     pub claim_batch: u32,
     /// Whether producers are woken by `LISTEN/NOTIFY`. Turn it off behind PgBouncer in

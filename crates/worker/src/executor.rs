@@ -96,28 +96,53 @@ impl Executor {
         );
         metrics::job_started(&queue, &job.kind);
         let outcome = self.run(&job, &queue, &held.stop).await;
+        self.send(job, held, queue, outcome, started.elapsed())
+            .await;
+        drop(permits);
+        wake_producer.notify_one();
+    }
+
+    /// Hands a claimed job that never started (it was prefetched) to the completer with
+    /// `outcome`.
+    pub(crate) async fn finish_unstarted(
+        &self,
+        job: Job,
+        held: HeldJob,
+        queue: Arc<str>,
+        outcome: Outcome,
+    ) {
+        self.send(job, held, queue, outcome, Duration::ZERO).await;
+    }
+
+    async fn send(
+        &self,
+        job: Job,
+        held: HeldJob,
+        queue: Arc<str>,
+        outcome: Outcome,
+        duration: Duration,
+    ) {
         let Some(token) = job.lease_token else {
             // A claimed job always carries its claim's token.
             return;
         };
+        let id = job.id;
         let finished = Finished {
-            id: job.id,
+            id,
             attempt: job.attempt,
             token,
             queue,
             kind: job.kind,
             outcome,
-            duration: started.elapsed(),
+            duration,
             _held: held,
         };
         if self.completer.send(finished).await.is_err() {
             // Only when the completer is gone, which the runtime prevents until every
             // executor is done. The holding ends with the message: the reconciler hands
             // the job back.
-            tracing::error!(event = events::WORKER_ERROR, job.id = %job.id, "completer is gone; the job will be handed back");
+            tracing::error!(event = events::WORKER_ERROR, job.id = %id, "completer is gone; the job will be handed back");
         }
-        drop(permits);
-        wake_producer.notify_one();
     }
 
     async fn run(&self, job: &Job, queue: &Arc<str>, stop: &StopSwitch) -> Outcome {

@@ -1,13 +1,17 @@
 //! One producer per queue: when woken (a notification, a job finishing, or the poll
 //! timer), it takes the free slots first (this queue's and the global cap's), claims at
 //! most that many jobs in one statement and hands each to an executor task with its slots.
-//! A claimed job therefore always starts at once: none waits `processing` for a slot
-//! (where it could not be cancelled, released or expired). It never decides outcomes.
+//! By default a claimed job therefore always starts at once: none waits `processing` for a
+//! slot. A queue with a prefetch also claims up to that many jobs ahead, which wait here
+//! for slots (one claim then serves many finishing jobs); a prefetched job that is
+//! cancelled, released or past its expiry before a slot frees is finished unstarted. It
+//! never decides outcomes.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use docket_queue::{ClaimCursor, ClaimRequest, ErrorChain, GroupCursor};
+use docket_queue::{ClaimCursor, ClaimRequest, ErrorChain, GroupCursor, Job, Outcome};
 use sqlx::PgPool;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -17,7 +21,7 @@ use uuid::Uuid;
 use crate::controls::{GroupedQueues, PausedQueues};
 use crate::events;
 use crate::executor::Executor;
-use crate::lease::Lease;
+use crate::lease::{HeldJob, Lease, StopReason};
 use crate::retry::RetryDelay;
 use docket_queue::rate_limit::{RateLimit, Take};
 
@@ -52,6 +56,10 @@ pub(crate) struct Producer {
     pub(crate) rate: Option<RateLimit>,
     /// Tokens taken from the rate limit and not yet spent on a claimed job.
     pub(crate) tokens: u32,
+    /// Most jobs claimed ahead of free slots (0: none).
+    pub(crate) prefetch: usize,
+    /// Jobs claimed ahead, in claim order, each waiting for a slot.
+    pub(crate) prefetched: VecDeque<(Job, HeldJob)>,
 }
 
 /// A queue's concurrency: its own permits, and the cap over all queues.
@@ -68,31 +76,42 @@ pub(crate) struct QueueSlots {
 type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
 
 impl Producer {
-    /// Claims and dispatches until `stop` is cancelled.
+    /// Claims and dispatches until `stop` is cancelled; then hands back what was prefetched.
     pub(crate) async fn run(mut self, stop: CancellationToken) {
         let mut retry = RetryDelay::new(Duration::from_millis(200), Duration::from_millis(6400));
         while !stop.is_cancelled() {
-            self.gather_free_slots().await;
-            let slots = if self.lease.is_held() && !self.paused.contains(&self.queue) {
+            let claiming = self.lease.is_held() && !self.paused.contains(&self.queue);
+            if claiming {
+                self.finish_stopped_prefetched().await;
+            } else {
+                // Paused, or the lease is lapsing: prefetched jobs are not this worker's to
+                // start any more.
+                self.hand_back_prefetched().await;
+            }
+            if self.prefetched.is_empty() {
+                self.gather_free_slots().await;
+            }
+            let mut slots = if claiming {
                 self.take_slots()
             } else {
                 Vec::new()
             };
-            let free = slots.len();
+            self.start_prefetched(&mut slots);
+            let wanted = self.wanted(slots.len());
             let mut full_batch = false;
-            if free > 0 {
+            if wanted > 0 {
                 // A claim stuck on the database (a lock, a hung server) must not hold up
                 // shutdown. One cut short after it committed leaves its jobs `processing`
                 // under this worker and this claim's token, known to nobody here: the
                 // reconciler hands them back (at the latest in its pass at shutdown).
                 let claimed = tokio::select! {
-                    claimed = self.claim_and_dispatch(slots) => claimed,
+                    claimed = self.claim_and_dispatch(slots, wanted) => claimed,
                     () = stop.cancelled() => break,
                 };
                 match claimed {
                     Ok(claimed) => {
                         retry.reset();
-                        full_batch = claimed == free;
+                        full_batch = claimed == wanted;
                     }
                     Err(err) => {
                         error!(
@@ -118,6 +137,73 @@ impl Producer {
                 () = tokio::time::sleep(self.poll_interval) => {}
             }
         }
+        self.hand_back_prefetched().await;
+    }
+
+    /// How many jobs to claim with `free` slots in hand: one per slot, and, once the
+    /// prefetched jobs are down to half the prefetch, enough to fill it again (so that one
+    /// claim serves many finishing jobs rather than one each). At most a claim batch.
+    fn wanted(&self, free: usize) -> usize {
+        let waiting = self.prefetched.len();
+        let ahead = if waiting <= self.prefetch / 2 {
+            self.prefetch - waiting
+        } else {
+            0
+        };
+        (free + ahead).min(self.claim_batch as usize)
+    }
+
+    /// Starts prefetched jobs, oldest first, in the free slots.
+    fn start_prefetched(&mut self, slots: &mut Vec<Slots>) {
+        while !slots.is_empty() {
+            let Some((job, held)) = self.prefetched.pop_front() else {
+                break;
+            };
+            let Some(slot) = slots.pop() else { break };
+            self.executor
+                .spawn(job, held, self.queue.clone(), slot, self.wake.clone());
+        }
+    }
+
+    /// Finishes, unstarted, the prefetched jobs an operator cancelled or this worker
+    /// released, and hands back those whose expiry passed while they waited (the expirer
+    /// dead-letters them as `expired`, as any ready job past its expiry).
+    async fn finish_stopped_prefetched(&mut self) {
+        if self.prefetched.is_empty() {
+            return;
+        }
+        let now = chrono::Utc::now();
+        let (stopped, waiting): (VecDeque<_>, VecDeque<_>) =
+            self.prefetched.drain(..).partition(|(job, held)| {
+                held.stop.token.is_cancelled() || job.expires_at.is_some_and(|at| at <= now)
+            });
+        self.prefetched = waiting;
+        for (job, held) in stopped {
+            self.finish_unstarted(job, held).await;
+        }
+    }
+
+    /// Hands every prefetched job back.
+    async fn hand_back_prefetched(&mut self) {
+        while let Some((job, held)) = self.prefetched.pop_front() {
+            self.finish_unstarted(job, held).await;
+        }
+    }
+
+    /// Finishes a prefetched job that never started: cancelled if an operator cancelled
+    /// it, otherwise handed back without spending its attempt.
+    async fn finish_unstarted(&self, job: Job, held: HeldJob) {
+        let cancelled = held.stop.token.is_cancelled() && held.stop.reason() == StopReason::Cancel;
+        let outcome = if cancelled {
+            Outcome::Cancel
+        } else {
+            Outcome::Snooze {
+                delay: Duration::ZERO,
+            }
+        };
+        self.executor
+            .finish_unstarted(job, held, self.queue.clone(), outcome)
+            .await;
     }
 
     /// When only a few slots are free (a job or two just finished), waits a moment for
@@ -151,10 +237,15 @@ impl Producer {
         slots
     }
 
-    /// Claims at most one job per slot and starts each; unused slots are given back.
-    async fn claim_and_dispatch(&mut self, slots: Vec<Slots>) -> docket_queue::Result<usize> {
+    /// Claims up to `wanted` jobs: one per slot, started at once, and the rest
+    /// prefetched. Unused slots are given back.
+    async fn claim_and_dispatch(
+        &mut self,
+        slots: Vec<Slots>,
+        wanted: usize,
+    ) -> docket_queue::Result<usize> {
         let Some(rate) = self.rate.clone() else {
-            return self.claim_into(slots).await;
+            return self.claim_into(slots, wanted).await;
         };
         // A rate-limited queue claims no more jobs than it holds tokens; the rest of the
         // slots go back. Tokens are taken ahead, up to a tenth of a second's worth (at most
@@ -162,7 +253,7 @@ impl Producer {
         // written once per few claims rather than before every one, and at low rates
         // nothing is held ahead. What is held goes back when the queue runs dry.
         // Unlimited queues never get here.
-        let wanted = u32::try_from(slots.len()).unwrap_or(u32::MAX);
+        let wanted = u32::try_from(wanted).unwrap_or(u32::MAX);
         if self.tokens < wanted {
             let ahead = (rate.rate.per_second / 10.0).min(f64::from(self.claim_batch)) as u32;
             match rate
@@ -178,10 +269,8 @@ impl Producer {
                 Take::Wait(_) => {}
             }
         }
-        let mut slots = slots;
-        slots.truncate(self.tokens as usize);
-        let offered = slots.len();
-        let claimed = self.claim_into(slots).await?;
+        let offered = wanted.min(self.tokens) as usize;
+        let claimed = self.claim_into(slots, offered).await?;
         self.tokens -= u32::try_from(claimed).unwrap_or(self.tokens);
         if claimed < offered {
             // The queue ran dry: the tokens are other processes' to use.
@@ -191,13 +280,17 @@ impl Producer {
         Ok(claimed)
     }
 
-    async fn claim_into(&mut self, mut slots: Vec<Slots>) -> docket_queue::Result<usize> {
+    async fn claim_into(
+        &mut self,
+        mut slots: Vec<Slots>,
+        limit: usize,
+    ) -> docket_queue::Result<usize> {
         let request = ClaimRequest {
             queue: &self.queue,
             kinds: Some(&self.kinds),
             worker_id: self.worker_id,
             token: ClaimRequest::new_token(),
-            limit: u32::try_from(slots.len()).unwrap_or(u32::MAX),
+            limit: u32::try_from(limit).unwrap_or(u32::MAX),
             now: None,
         };
         let in_flight = self.executor.holdings.begin_claim(request.token);
@@ -208,11 +301,15 @@ impl Producer {
         };
         let held = in_flight.adopt(claimed.jobs.iter().map(|job| job.id));
         let count = claimed.jobs.len();
+        // In the claim's order: the first start in the free slots, the rest wait for theirs.
         for (job, held) in claimed.jobs.into_iter().zip(held) {
-            // One slot per job was taken before the claim, and the claim took no more.
-            let Some(slots) = slots.pop() else { break };
-            self.executor
-                .spawn(job, held, self.queue.clone(), slots, self.wake.clone());
+            match slots.pop() {
+                Some(slots) => {
+                    self.executor
+                        .spawn(job, held, self.queue.clone(), slots, self.wake.clone());
+                }
+                None => self.prefetched.push_back((job, held)),
+            }
         }
         Ok(count)
     }

@@ -1,7 +1,7 @@
 //! The runtime: registers the worker, starts a producer per queue, the completer, the
 //! listener and the maintenance services, and shuts them down in order.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -197,6 +197,8 @@ impl Runtime {
                 claim_cursor: ClaimCursor::default(),
                 tokens: 0,
                 rate: queue.rate_limit(),
+                prefetch: queue.prefetch,
+                prefetched: VecDeque::new(),
             };
             ready.push(producer);
         }

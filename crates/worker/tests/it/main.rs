@@ -2,6 +2,7 @@
 
 mod batches;
 mod faults;
+mod prefetch;
 mod runtime;
 
 use std::time::Duration;

@@ -1,0 +1,225 @@
+//! A queue's prefetch: jobs claimed ahead of free slots wait in the worker for one. They
+//! never run beyond the queue's concurrency, and a prefetched job that an operator cancels,
+//! whose queue is paused, or whose worker shuts down is finished without being started.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use docket_queue::{admin, enqueue_many, JobId, JobState, NewJob};
+use docket_testkit::eventually;
+use docket_testkit::TestDb;
+use docket_worker::{JobError, QueueConfig, Registry, RuntimeConfig};
+use serde_json::json;
+use sqlx::PgPool;
+use tokio::sync::Semaphore;
+
+use crate::{count_in, quick_config, start, state_of};
+
+const WAIT: Duration = Duration::from_secs(20);
+const HELD: &str = "test.held";
+
+/// Jobs of kind [`HELD`] record that they started, then wait for a permit of `gate` (or
+/// for being stopped).
+struct Gate {
+    gate: Arc<Semaphore>,
+    started: Arc<Mutex<Vec<JobId>>>,
+    running: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            gate: Arc::new(Semaphore::new(0)),
+            started: Arc::default(),
+            running: Arc::default(),
+            peak: Arc::default(),
+        }
+    }
+}
+
+impl Gate {
+    fn registry(&self) -> Registry {
+        let mut registry = Registry::new();
+        let (gate, started) = (self.gate.clone(), self.started.clone());
+        let (running, peak) = (self.running.clone(), self.peak.clone());
+        registry.register_raw(HELD, move |_payload, ctx| {
+            let (gate, started) = (gate.clone(), started.clone());
+            let (running, peak) = (running.clone(), peak.clone());
+            async move {
+                started.lock().unwrap().push(ctx.id());
+                peak.fetch_max(running.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                let result = tokio::select! {
+                    permit = gate.acquire() => {
+                        permit.expect("gate open").forget();
+                        Ok(())
+                    }
+                    () = ctx.cancelled() => Err(JobError::from("stopped")),
+                };
+                running.fetch_sub(1, Ordering::SeqCst);
+                result
+            }
+        });
+        registry
+    }
+
+    fn started(&self) -> Vec<JobId> {
+        self.started.lock().unwrap().clone()
+    }
+}
+
+fn prefetching(concurrency: usize, prefetch: usize) -> RuntimeConfig {
+    RuntimeConfig {
+        queues: vec![QueueConfig::new("default")
+            .concurrency(concurrency)
+            .prefetch(prefetch)],
+        ..quick_config()
+    }
+}
+
+async fn enqueue_held(pool: &PgPool, count: usize) -> Vec<JobId> {
+    let jobs: Vec<_> = (0..count)
+        .map(|n| NewJob::new(HELD, json!({ "n": n })))
+        .collect();
+    enqueue_many(pool, &jobs).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetching_queue_claims_ahead_but_runs_no_more_than_its_concurrency() {
+    let db = TestDb::new().await;
+    let gate = Gate::default();
+    let worker = start(&db.pool, gate.registry(), prefetching(2, 3));
+    let ids = enqueue_held(&db.pool, 10).await;
+    eventually(WAIT, "two running and three prefetched", || async {
+        count_in(&db.pool, JobState::Processing).await == 5 && gate.started().len() == 2
+    })
+    .await;
+    // Several poll intervals later nothing more is claimed or started.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(count_in(&db.pool, JobState::Processing).await, 5);
+    assert_eq!(gate.started().len(), 2);
+
+    gate.gate.add_permits(ids.len());
+    eventually(WAIT, "every job completed", || async {
+        count_in(&db.pool, JobState::Completed).await == 10
+    })
+    .await;
+    worker.shutdown().await;
+    assert_eq!(gate.peak.load(Ordering::SeqCst), 2, "two at once at most");
+    for id in ids {
+        let job = admin::show(&db.pool, id).await.unwrap();
+        assert_eq!(job.attempt, 1, "one attempt each");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetched_job_is_cancelled_unstarted_and_a_pause_hands_the_rest_back() {
+    let db = TestDb::new().await;
+    let gate = Gate::default();
+    let worker = start(&db.pool, gate.registry(), prefetching(1, 2));
+    let ids = enqueue_held(&db.pool, 3).await;
+    eventually(WAIT, "one running and two prefetched", || async {
+        count_in(&db.pool, JobState::Processing).await == 3 && gate.started().len() == 1
+    })
+    .await;
+    let running = gate.started()[0];
+    let waiting: Vec<JobId> = ids.into_iter().filter(|id| *id != running).collect();
+
+    admin::cancel(&db.pool, waiting[0]).await.unwrap();
+    eventually(WAIT, "the prefetched job is cancelled", || async {
+        state_of(&db.pool, waiting[0]).await == JobState::Cancelled
+    })
+    .await;
+
+    docket_queue::queues::pause(&db.pool, "default")
+        .await
+        .unwrap();
+    eventually(WAIT, "the other prefetched job is handed back", || async {
+        state_of(&db.pool, waiting[1]).await == JobState::Pending
+    })
+    .await;
+    let handed_back = admin::show(&db.pool, waiting[1]).await.unwrap();
+    assert_eq!(
+        (handed_back.attempt, handed_back.locked_by),
+        (0, None),
+        "its attempt is not spent"
+    );
+    assert_eq!(
+        state_of(&db.pool, running).await,
+        JobState::Processing,
+        "the running job runs on"
+    );
+    assert_eq!(gate.started(), vec![running], "neither waiting job started");
+
+    gate.gate.add_permits(1);
+    eventually(WAIT, "the running job completes", || async {
+        state_of(&db.pool, running).await == JobState::Completed
+    })
+    .await;
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_hands_prefetched_jobs_back_at_once_while_the_running_one_finishes() {
+    let db = TestDb::new().await;
+    let gate = Gate::default();
+    let config = RuntimeConfig {
+        shutdown_timeout: Duration::from_secs(30),
+        ..prefetching(1, 2)
+    };
+    let worker = start(&db.pool, gate.registry(), config);
+    let ids = enqueue_held(&db.pool, 3).await;
+    eventually(WAIT, "one running and two prefetched", || async {
+        count_in(&db.pool, JobState::Processing).await == 3 && gate.started().len() == 1
+    })
+    .await;
+    let running = gate.started()[0];
+
+    let shutdown = tokio::spawn(worker.shutdown());
+    eventually(WAIT, "the prefetched jobs are ready again", || async {
+        count_in(&db.pool, JobState::Pending).await == 2
+    })
+    .await;
+    assert_eq!(state_of(&db.pool, running).await, JobState::Processing);
+    gate.gate.add_permits(1);
+    shutdown.await.unwrap();
+    assert_eq!(state_of(&db.pool, running).await, JobState::Completed);
+    for id in ids.into_iter().filter(|id| *id != running) {
+        let job = admin::show(&db.pool, id).await.unwrap();
+        assert_eq!((job.state, job.attempt), (JobState::Pending, 0));
+    }
+    assert_eq!(gate.started(), vec![running]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetched_job_that_expires_while_it_waits_is_dead_lettered_unstarted() {
+    let db = TestDb::new().await;
+    let gate = Gate::default();
+    let worker = start(&db.pool, gate.registry(), prefetching(1, 1));
+    let first = enqueue_held(&db.pool, 1).await[0];
+    eventually(WAIT, "the first job runs", || async {
+        gate.started() == vec![first]
+    })
+    .await;
+    let expiring = docket_queue::enqueue(
+        &db.pool,
+        &NewJob::new(HELD, json!({}))
+            .expires_at(chrono::Utc::now() + chrono::Duration::milliseconds(1500)),
+    )
+    .await
+    .unwrap();
+    eventually(WAIT, "the expiring job is prefetched", || async {
+        state_of(&db.pool, expiring).await == JobState::Processing
+    })
+    .await;
+    eventually(WAIT, "the expiring job is dead-lettered", || async {
+        state_of(&db.pool, expiring).await == JobState::DeadLetter
+    })
+    .await;
+    let job = admin::show(&db.pool, expiring).await.unwrap();
+    assert_eq!(job.dead_letter_reason.as_deref(), Some("expired"));
+    assert_eq!(gate.started(), vec![first], "it never started");
+    gate.gate.add_permits(1);
+    worker.shutdown().await;
+}
