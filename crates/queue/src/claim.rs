@@ -1,5 +1,6 @@
 //! Claim: the ready → processing step.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -109,22 +110,12 @@ pub const HEAD_SCAN_BUDGET: u32 = 20;
 /// [`HEAD_SCAN_EVERY`] while it does not, as long as scans from the head take no more than
 /// a twentieth of the time; when they would (many dead entries), they are spaced out so
 /// that they do not.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct ClaimCursor {
     after: Option<ClaimPosition>,
-    head_scanned_at: Option<Instant>,
-    /// How long the last scan from the head took.
-    head_scan_cost: Duration,
     /// The last claim past the cursor came back short: look behind it next.
     ran_dry: bool,
-    head_scan_every: Duration,
-    head_scan_budget: Option<u32>,
-}
-
-impl Default for ClaimCursor {
-    fn default() -> Self {
-        Self::new(HEAD_SCAN_EVERY, Some(HEAD_SCAN_BUDGET))
-    }
+    heads: HeadScans,
 }
 
 impl ClaimCursor {
@@ -134,29 +125,69 @@ impl ClaimCursor {
     pub fn new(head_scan_every: Duration, head_scan_budget: Option<u32>) -> Self {
         ClaimCursor {
             after: None,
-            head_scanned_at: None,
-            head_scan_cost: Duration::ZERO,
             ran_dry: false,
-            head_scan_every,
-            head_scan_budget,
+            heads: HeadScans::new(head_scan_every, head_scan_budget),
+        }
+    }
+}
+
+/// When a claimer last went back to the head of its queue (or of every group), and how
+/// long that took: the rule for when to go back again.
+#[derive(Clone, Debug)]
+struct HeadScans {
+    at: Option<Instant>,
+    /// How long the last scan from the head took.
+    cost: Duration,
+    every: Duration,
+    budget: Option<u32>,
+}
+
+impl Default for HeadScans {
+    fn default() -> Self {
+        Self::new(HEAD_SCAN_EVERY, Some(HEAD_SCAN_BUDGET))
+    }
+}
+
+impl HeadScans {
+    fn new(every: Duration, budget: Option<u32>) -> Self {
+        HeadScans {
+            at: None,
+            cost: Duration::ZERO,
+            every,
+            budget,
         }
     }
 
     /// Whether a scan from the head is due: `busy` when the queue past the cursor still had
     /// work at the last claim, so only the periodic one is.
-    fn head_due(&self, busy: bool) -> bool {
-        let Some(at) = self.head_scanned_at else {
+    fn due(&self, busy: bool) -> bool {
+        let Some(at) = self.at else {
             return true;
         };
         let spacing = self
-            .head_scan_budget
-            .map_or(Duration::ZERO, |budget| self.head_scan_cost * budget);
+            .budget
+            .map_or(Duration::ZERO, |budget| self.cost * budget);
         let spacing = if busy {
-            spacing.max(self.head_scan_every)
+            spacing.max(self.every)
         } else {
             spacing
         };
         at.elapsed() >= spacing
+    }
+
+    /// A scan from the head that began at `started` has just ended.
+    fn scanned(&mut self, started: Instant) {
+        self.at = Some(Instant::now());
+        self.cost = started.elapsed();
+    }
+}
+
+/// A claimed job's place in the claim order.
+fn position(job: &Job) -> ClaimPosition {
+    ClaimPosition {
+        priority: job.priority,
+        run_at: job.run_at,
+        id: job.id.0,
     }
 }
 
@@ -182,46 +213,66 @@ where
     E: PgExecutor<'c> + Copy,
 {
     let params = request.params();
-    let from_cursor = cursor.after.filter(|_| !cursor.head_due(!cursor.ran_dry));
+    let from_cursor = cursor.after.filter(|_| !cursor.heads.due(!cursor.ran_dry));
     let mut jobs = match &from_cursor {
         Some(after) => db::job_claim(exec, &params, Some(after)).await?,
         None => Vec::new(),
     };
     cursor.ran_dry = from_cursor.is_some() && (jobs.len() as i64) < params.limit;
-    if from_cursor.is_none() || (jobs.is_empty() && cursor.head_due(false)) {
+    if from_cursor.is_none() || (jobs.is_empty() && cursor.heads.due(false)) {
         let started = Instant::now();
         jobs = db::job_claim(exec, &params, None).await?;
-        cursor.head_scanned_at = Some(Instant::now());
-        cursor.head_scan_cost = started.elapsed();
+        cursor.heads.scanned(started);
         cursor.ran_dry = false;
     }
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
     // The next claim resumes after the last job taken; a claim that took nothing leaves
     // the cursor where it was.
     if let Some(last) = jobs.last() {
-        cursor.after = Some(ClaimPosition {
-            priority: last.priority,
-            run_at: last.run_at,
-            id: last.id.0,
-        });
+        cursor.after = Some(position(last));
     }
     Ok(Claimed { jobs })
 }
 
-/// Where a queue's fair claims stand among its groups: the key of the group last served.
-/// The next fair claim starts after it, so over successive claims every group gets its
-/// turn however many there are.
+/// Where a queue's fair claims stand: the group served first last time (the next claim
+/// starts with the group before it, so over successive claims every group gets its turn
+/// however many there are), and in each group, the last job this claimer took from it.
+///
+/// Like a [`ClaimCursor`] for each group: a group's share is taken after its last job, not
+/// from its head, where the dead entries of its claimed jobs pile up until vacuum removes
+/// them. A group whose share past its position comes back short is claimed from its head
+/// next time, and every group is, at least every [`HEAD_SCAN_EVERY`] (spaced out as slow
+/// scans from the head are).
 #[derive(Clone, Debug, Default)]
-pub struct GroupCursor(String);
+pub struct GroupCursor {
+    last_served: Option<String>,
+    positions: HashMap<String, ClaimPosition>,
+    heads: HeadScans,
+    /// The jobs without a group, claimed beside the groups.
+    ungrouped: ClaimCursor,
+}
+
+impl GroupCursor {
+    /// A cursor at every group's head, going back to every head at least every
+    /// `head_scan_every` (see [`ClaimCursor::new`]).
+    pub fn new(head_scan_every: Duration, head_scan_budget: Option<u32>) -> Self {
+        GroupCursor {
+            heads: HeadScans::new(head_scan_every, head_scan_budget),
+            ungrouped: ClaimCursor::new(head_scan_every, head_scan_budget),
+            ..GroupCursor::default()
+        }
+    }
+}
 
 /// Claims up to `limit` ready jobs of one queue, sharing them fairly between its groups
-/// (round-robin): it finds up to `limit` groups with ready-able jobs, starting after
-/// `cursor` and wrapping around, counts the jobs without a group as one more member, gives
-/// each member an equal share (the limit divided by their number, rounded up) taken in the
-/// member's own priority order, and hands what a member could not use to the members that
-/// filled their share. A group with 100,000 ready jobs and a group with ten get the same
-/// share of every claim while both have work, and a claim is as full as the ready work
-/// allows (a short claim tells the producer the queue is drained).
+/// (round-robin): it finds up to `limit` groups with ready-able jobs, starting with the
+/// one before `cursor`'s (groups go round in descending key order) and wrapping around,
+/// counts the jobs without a group as one more member, gives each member an equal share
+/// (the limit divided by their number, rounded up) taken in the member's own priority
+/// order, and hands what a member could not use to the members that filled their share. A
+/// group with 100,000 ready jobs and a group with ten get the same share of every claim
+/// while both have work, and a claim is as full as the ready work allows (a short claim
+/// tells the producer the queue is drained).
 ///
 /// Equal shares rather than weights: they need no configuration, and they keep the
 /// smallest tenant's wait independent of the largest tenant's backlog.
@@ -241,23 +292,36 @@ pub async fn claim_fair<'c, E>(
 where
     E: PgExecutor<'c> + Copy,
 {
+    let started = Instant::now();
+    let from_heads = cursor.heads.due(true);
+    if from_heads {
+        cursor.positions.clear();
+    }
     let limit = i64::from(request.limit);
-    let mut groups = db::job_ready_groups(exec, request.queue, &cursor.0, limit).await?;
-    if (groups.len() as i64) < limit && !cursor.0.is_empty() {
-        // Wrap around: the groups up to and including the cursor's, after the later ones.
-        let wrapped = db::job_ready_groups(exec, request.queue, "", limit).await?;
+    let before = cursor.last_served.as_deref();
+    let mut groups = db::job_ready_groups(exec, request.queue, before, limit).await?;
+    if (groups.len() as i64) < limit && before.is_some() {
+        // Wrap around: from the last group down to the cursor's. Every group before the
+        // cursor's is in `groups` already (the first scan was not cut short), so the new
+        // ones are exactly those from the cursor's on, in the database's own key order.
+        let wrapped = db::job_ready_groups(exec, request.queue, None, limit).await?;
         let more = limit as usize - groups.len();
-        groups.extend(wrapped.into_iter().filter(|g| *g <= cursor.0).take(more));
+        let fresh: Vec<String> = wrapped
+            .into_iter()
+            .filter(|g| !groups.contains(g))
+            .take(more)
+            .collect();
+        groups.extend(fresh);
     }
     if groups.is_empty() {
-        cursor.0.clear();
-        return claim(exec, request).await;
+        cursor.last_served = None;
+        return claim_resuming(exec, request, &mut cursor.ungrouped).await;
     }
     let mut jobs: Vec<Job> = Vec::new();
     let mut remaining = limit;
     // `None`: the jobs without a group.
     let mut members: Vec<Option<String>> = std::iter::once(None)
-        .chain(groups.iter().cloned().map(Some))
+        .chain(groups.into_iter().map(Some))
         .collect();
     let mut first_round = true;
     // Each round gives every member that filled its share in the last one another share of
@@ -270,12 +334,13 @@ where
         let mut filled = Vec::new();
         if members.contains(&None) {
             let take = share.min(remaining);
-            let got = claim(
+            let got = claim_resuming(
                 exec,
                 &ClaimRequest {
                     limit: u32::try_from(take).unwrap_or(u32::MAX),
                     ..request.clone()
                 },
+                &mut cursor.ungrouped,
             )
             .await?
             .jobs;
@@ -285,37 +350,55 @@ where
             }
             jobs.extend(got);
         }
-        let named: Vec<String> = members.iter().flatten().cloned().collect();
+        let named: Vec<&String> = members.iter().flatten().collect();
         if !named.is_empty() && remaining > 0 {
+            let starts: Vec<db::GroupStart<'_>> = named
+                .iter()
+                .map(|key| db::GroupStart {
+                    key: key.as_str(),
+                    after: cursor.positions.get(*key).copied(),
+                })
+                .collect();
             let params = db::ClaimParams {
                 limit: remaining,
                 ..request.params()
             };
-            let got = db::job_claim_grouped(exec, &params, &named, share).await?;
+            let mut got = db::job_claim_grouped(exec, &params, &starts, share).await?;
+            got.sort_by_key(|job| (job.priority, job.run_at, job.id));
             remaining -= got.len() as i64;
             for group in &named {
-                let count = got
+                let taken: Vec<&Job> = got
                     .iter()
-                    .filter(|job| job.group_key.as_ref() == Some(group))
-                    .count() as i64;
-                if count == share {
-                    filled.push(Some(group.clone()));
+                    .filter(|job| job.group_key.as_ref() == Some(*group))
+                    .collect();
+                if taken.len() as i64 == share {
+                    filled.push(Some((*group).clone()));
+                    if let Some(last) = taken.last() {
+                        cursor.positions.insert((*group).clone(), position(last));
+                    }
+                } else {
+                    // Short past its position: what became ready behind it (a retry, a
+                    // higher priority) is looked for next time, from the group's head.
+                    cursor.positions.remove(*group);
                 }
             }
             if first_round {
-                // The next claim starts after the last group served now.
+                // The next claim starts with the group before the last one served now.
                 if let Some(last) = named
                     .iter()
                     .rev()
-                    .find(|g| got.iter().any(|job| job.group_key.as_ref() == Some(*g)))
+                    .find(|g| got.iter().any(|job| job.group_key.as_ref() == Some(**g)))
                 {
-                    cursor.0.clone_from(last);
+                    cursor.last_served = Some((*last).clone());
                 }
             }
             jobs.extend(got);
         }
         first_round = false;
         members = filled;
+    }
+    if from_heads {
+        cursor.heads.scanned(started);
     }
     jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
     Ok(Claimed { jobs })
@@ -344,30 +427,30 @@ mod tests {
 
     #[test]
     fn slow_scans_from_the_head_are_spaced_out_to_their_budget() {
-        let mut cursor = ClaimCursor::new(Duration::from_millis(100), Some(20));
+        let mut cursor = HeadScans::new(Duration::from_millis(100), Some(20));
         assert!(
-            cursor.head_due(true),
+            cursor.due(true),
             "a cursor that never scanned starts at the head"
         );
 
-        cursor.head_scanned_at = Some(Instant::now() - Duration::from_millis(150));
-        cursor.head_scan_cost = Duration::from_micros(500);
-        assert!(cursor.head_due(true), "cheap: every 100 ms while busy");
-        assert!(cursor.head_due(false));
+        cursor.at = Some(Instant::now() - Duration::from_millis(150));
+        cursor.cost = Duration::from_micros(500);
+        assert!(cursor.due(true), "cheap: every 100 ms while busy");
+        assert!(cursor.due(false));
 
-        cursor.head_scan_cost = Duration::from_millis(50);
-        assert!(!cursor.head_due(true), "50 ms scans: one a second at most");
-        assert!(!cursor.head_due(false));
-        cursor.head_scanned_at = Some(Instant::now() - Duration::from_millis(1_100));
-        assert!(cursor.head_due(true));
-        assert!(cursor.head_due(false));
+        cursor.cost = Duration::from_millis(50);
+        assert!(!cursor.due(true), "50 ms scans: one a second at most");
+        assert!(!cursor.due(false));
+        cursor.at = Some(Instant::now() - Duration::from_millis(1_100));
+        assert!(cursor.due(true));
+        assert!(cursor.due(false));
 
-        let mut unbudgeted = ClaimCursor::new(Duration::from_millis(100), None);
-        unbudgeted.head_scanned_at = Some(Instant::now());
-        unbudgeted.head_scan_cost = Duration::from_secs(1);
-        assert!(unbudgeted.head_due(false), "never spaced out");
+        let mut unbudgeted = HeadScans::new(Duration::from_millis(100), None);
+        unbudgeted.at = Some(Instant::now());
+        unbudgeted.cost = Duration::from_secs(1);
+        assert!(unbudgeted.due(false), "never spaced out");
         assert!(
-            !unbudgeted.head_due(true),
+            !unbudgeted.due(true),
             "but still only every 100 ms while busy"
         );
     }

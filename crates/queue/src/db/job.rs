@@ -174,38 +174,49 @@ pub(crate) async fn job_claim(
     .await
 }
 
-/// Up to `limit` groups with ready-able jobs in `queue` whose key sorts after `after`, in
-/// key order: a loose scan of `jobs_claim_grouped`, one probe per group however many jobs
-/// each holds.
+/// Up to `limit` groups with ready-able jobs in `queue` whose key sorts before `before`
+/// (`None`: from the last group), in descending key order: a loose scan of
+/// `jobs_claim_grouped` from its end, one probe per group however many jobs each holds.
 pub(crate) async fn job_ready_groups(
     exec: impl PgExecutor<'_>,
     queue: &str,
-    after: &str,
+    before: Option<&str>,
     limit: i64,
 ) -> sqlx::Result<Vec<String>> {
     // A function, so that its plan does not depend on statistics (see its migration).
     sqlx::query_scalar("select g from docket.ready_groups($1, $2, $3) g")
         .bind(queue)
-        .bind(after)
+        .bind(before)
         .bind(limit)
         .fetch_all(exec)
         .await
 }
 
-/// Like [`job_claim`], for grouped jobs: up to `per_group` from each of `groups` (each
-/// group's own priority, run_at, id order), `limit` in all, in one statement.
+/// One group for [`job_claim_grouped`]: its key, and where in it to start (`None`: at its
+/// head).
+pub(crate) struct GroupStart<'a> {
+    pub(crate) key: &'a str,
+    pub(crate) after: Option<ClaimPosition>,
+}
+
+/// Like [`job_claim`], for grouped jobs: up to `per_group` from each group (each group's
+/// own priority, run_at, id order, after its start), `limit` in all, in one statement.
 pub(crate) async fn job_claim_grouped(
     exec: impl PgExecutor<'_>,
     params: &ClaimParams<'_>,
-    groups: &[String],
+    groups: &[GroupStart<'_>],
     per_group: i64,
 ) -> sqlx::Result<Vec<Job>> {
+    let keys: Vec<&str> = groups.iter().map(|g| g.key).collect();
+    let priorities: Column<i16> = groups.iter().map(|g| g.after.map(|a| a.priority)).collect();
+    let run_ats: Column<DateTime<Utc>> = groups.iter().map(|g| g.after.map(|a| a.run_at)).collect();
+    let ids: Column<Uuid> = groups.iter().map(|g| g.after.map(|a| a.id)).collect();
     sqlx::query_as(concat!(
         r#"
         with locked as (
             -- A function, so that its plan does not depend on statistics (see its
             -- migration); it locks the rows, this statement marks them.
-            select l.id from docket.lock_grouped($1, $2, $7, $8, $4, $5) as l(id)
+            select l.id from docket.lock_grouped($1, $2, $7, $8, $9, $10, $11, $4, $5) as l(id)
         )
         "#,
         mark_claimed!()
@@ -216,7 +227,10 @@ pub(crate) async fn job_claim_grouped(
     .bind(params.limit)
     .bind(params.now)
     .bind(params.token)
-    .bind(groups)
+    .bind(keys)
+    .bind(priorities)
+    .bind(run_ats)
+    .bind(ids)
     .bind(per_group)
     .fetch_all(exec)
     .await

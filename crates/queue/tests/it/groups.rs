@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use docket_queue::{admin, claim, claim_fair, enqueue, enqueue_many, GroupCursor, Job, NewJob};
 use docket_testkit::TestDb;
+use sqlx::Connection;
 
 use crate::claim_request as request;
 use serde_json::json;
@@ -302,4 +303,129 @@ async fn grouped_jobs_of_a_kind_nobody_runs_are_parked_and_unparked_like_the_res
         .await
         .unwrap();
     assert_eq!(unparked, 3);
+}
+
+/// Index entries `jobs_claim_grouped` returned to this backend's scans, as far as they are
+/// not yet reported (since PostgreSQL 15 that spans transactions: take differences).
+async fn grouped_index_entries_read(pool: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "select pg_stat_get_xact_tuples_returned('docket.jobs_claim_grouped'::regclass)",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+/// While a snapshot older than the claims is held, the claimed jobs' entries stay at the
+/// head of every group in `jobs_claim_grouped`, and cannot even be marked dead. The fair
+/// claim found its groups by probes that landed on those heads and took each group's share
+/// from its head: every claim read every dead entry again (the grouped queue crawled as
+/// the backlog was worked off). Now the groups are found from their tails and each share
+/// starts where the claimer left the group.
+#[tokio::test]
+async fn a_fair_claim_does_not_read_the_entries_earlier_claims_left_while_a_snapshot_is_held() {
+    // One connection, so that a raw `begin` holds the measured claim in one transaction.
+    let db = TestDb::with_pool_size(1).await;
+    for g in 0..10 {
+        enqueue_many(&db.pool, &grouped(110, &format!("tenant-{g}")))
+            .await
+            .unwrap();
+    }
+    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    sqlx::query("begin isolation level repeatable read")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    sqlx::query("select count(*) from docket.jobs")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let patient = || GroupCursor::new(std::time::Duration::from_secs(3600), None);
+    let mut cursor = patient();
+    for _ in 0..10 {
+        let claimed = claim_fair(&db.pool, &request(100), &mut cursor)
+            .await
+            .unwrap();
+        assert_eq!(claimed.jobs.len(), 100);
+    }
+
+    sqlx::query("begin").execute(&db.pool).await.unwrap();
+    let before = grouped_index_entries_read(&db.pool).await;
+    let resumed = claim_fair(&db.pool, &request(50), &mut cursor)
+        .await
+        .unwrap();
+    let read_resuming = grouped_index_entries_read(&db.pool).await - before;
+    sqlx::query("rollback").execute(&db.pool).await.unwrap();
+    assert_eq!(resumed.jobs.len(), 50);
+    assert_eq!(by_group(&resumed.jobs).len(), 10, "five from each group");
+
+    sqlx::query("begin").execute(&db.pool).await.unwrap();
+    let before = grouped_index_entries_read(&db.pool).await;
+    let from_heads = claim_fair(&db.pool, &request(50), &mut patient())
+        .await
+        .unwrap();
+    let read_from_heads = grouped_index_entries_read(&db.pool).await - before;
+    sqlx::query("rollback").execute(&db.pool).await.unwrap();
+    let ids = |jobs: &[Job]| {
+        let mut ids: Vec<_> = jobs.iter().map(|job| job.id).collect();
+        ids.sort();
+        ids
+    };
+    assert_eq!(ids(&from_heads.jobs), ids(&resumed.jobs), "the same jobs");
+
+    assert!(
+        read_from_heads >= 1_000,
+        "from the heads, the claim reads the 1,000 claimed jobs' entries ({read_from_heads})"
+    );
+    assert!(
+        read_resuming <= 150,
+        "the resuming fair claim read {read_resuming} index entries to take 50"
+    );
+    sqlx::query("rollback").execute(&mut holder).await.unwrap();
+}
+
+/// A job that becomes ready behind a group's position (a retry, a higher priority) is
+/// found once the group's share past the position comes back short.
+#[tokio::test]
+async fn a_job_behind_a_groups_position_is_claimed_once_the_group_runs_short() {
+    let db = TestDb::new().await;
+    let queued = enqueue_many(
+        &db.pool,
+        &(0..6)
+            .map(|i| {
+                NewJob::new("k", json!({ "n": i }))
+                    .group("acme")
+                    .priority(1)
+            })
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    let mut cursor = GroupCursor::new(std::time::Duration::from_secs(3600), None);
+    let ids = |jobs: &[Job]| jobs.iter().map(|job| job.id).collect::<Vec<_>>();
+
+    // One group and the ungrouped member: a share of 2 each of 4.
+    let first = claim_fair(&db.pool, &request(4), &mut cursor)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&first.jobs),
+        queued[..4],
+        "rounds hand the unused share on"
+    );
+    let urgent = enqueue(
+        &db.pool,
+        &NewJob::new("k", json!({})).group("acme").priority(0),
+    )
+    .await
+    .unwrap();
+    let second = claim_fair(&db.pool, &request(4), &mut cursor)
+        .await
+        .unwrap();
+    assert_eq!(ids(&second.jobs), queued[4..], "past the position, short");
+    let third = claim_fair(&db.pool, &request(4), &mut cursor)
+        .await
+        .unwrap();
+    assert_eq!(ids(&third.jobs), [urgent], "then from the group's head");
 }
