@@ -268,8 +268,9 @@ impl GroupCursor {
 /// (round-robin): it finds up to `limit` groups with ready-able jobs, starting with the
 /// one before `cursor`'s (groups go round in descending key order) and wrapping around,
 /// counts the jobs without a group as one more member, gives each member an equal share
-/// (the limit divided by their number, rounded up) taken in the member's own priority
-/// order, and hands what a member could not use to the members that filled their share. A
+/// (the limit divided by their number, rounded up; what the jobs without a group leave
+/// is shared among the groups at once) taken in the member's own priority order, and
+/// hands what a member could not use to the members that filled their share. A
 /// group with 100,000 ready jobs and a group with ten get the same share of every claim
 /// while both have work, and a claim is as full as the ready work allows (a short claim
 /// tells the producer the queue is drained).
@@ -352,6 +353,9 @@ where
         }
         let named: Vec<&String> = members.iter().flatten().collect();
         if !named.is_empty() && remaining > 0 {
+            // The groups share what the jobs without a group left, in this same round (a
+            // queue whose jobs all have groups then needs no second round).
+            let share = (remaining + named.len() as i64 - 1) / named.len() as i64;
             let starts: Vec<db::GroupStart<'_>> = named
                 .iter()
                 .map(|key| db::GroupStart {
