@@ -109,7 +109,10 @@ pub(crate) async fn run(url: &str, options: DrillWorker) -> anyhow::Result<()> {
     }
     let config = RuntimeConfig {
         queues: vec![
-            QueueConfig::new("default").concurrency(options.concurrency),
+            // Prefetching, so that the faults reach jobs waiting for a slot too.
+            QueueConfig::new("default")
+                .concurrency(options.concurrency)
+                .prefetch(options.concurrency),
             limited,
         ],
         heartbeat_interval: options.heartbeat,
