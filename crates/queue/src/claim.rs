@@ -234,6 +234,10 @@ where
     Ok(Claimed { jobs })
 }
 
+/// The smallest share of a claim a group gets while the claim can fill it: a claim of
+/// `limit` jobs serves at most `limit / GROUP_SHARE_LEAST` groups (rounded up).
+const GROUP_SHARE_LEAST: i64 = 4;
+
 /// Where a queue's fair claims stand: the group served first last time (the next claim
 /// starts with the group before it, so over successive claims every group gets its turn
 /// however many there are), and in each group, the last job this claimer took from it.
@@ -265,7 +269,9 @@ impl GroupCursor {
 }
 
 /// Claims up to `limit` ready jobs of one queue, sharing them fairly between its groups
-/// (round-robin): it finds up to `limit` groups with ready-able jobs, starting with the
+/// (round-robin): it finds up to `limit / 4` groups with ready-able jobs (each group
+/// served costs two index probes, so each gets at least four jobs of a claim it can fill,
+/// and the other groups come in the next claims), starting with the
 /// one before `cursor`'s (groups go round in descending key order) and wrapping around,
 /// counts the jobs without a group as one more member, gives each member an equal share
 /// (the limit divided by their number, rounded up; what the jobs without a group leave
@@ -299,14 +305,17 @@ where
         cursor.positions.clear();
     }
     let limit = i64::from(request.limit);
+    // Each group served costs the claim two index probes, so a claim serves at most one
+    // group per GROUP_SHARE_LEAST jobs it may take; the rest wait for the next claims.
+    let most_groups = (limit + GROUP_SHARE_LEAST - 1) / GROUP_SHARE_LEAST;
     let before = cursor.last_served.as_deref();
-    let mut groups = db::job_ready_groups(exec, request.queue, before, limit).await?;
-    if (groups.len() as i64) < limit && before.is_some() {
+    let mut groups = db::job_ready_groups(exec, request.queue, before, most_groups).await?;
+    if (groups.len() as i64) < most_groups && before.is_some() {
         // Wrap around: from the last group down to the cursor's. Every group before the
         // cursor's is in `groups` already (the first scan was not cut short), so the new
         // ones are exactly those from the cursor's on, in the database's own key order.
-        let wrapped = db::job_ready_groups(exec, request.queue, None, limit).await?;
-        let more = limit as usize - groups.len();
+        let wrapped = db::job_ready_groups(exec, request.queue, None, most_groups).await?;
+        let more = most_groups as usize - groups.len();
         let fresh: Vec<String> = wrapped
             .into_iter()
             .filter(|g| !groups.contains(g))
