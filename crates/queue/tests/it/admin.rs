@@ -298,3 +298,68 @@ async fn bulk_replay_racing_an_enqueue_of_the_same_key_passes_the_key_over() {
         JobState::Pending
     );
 }
+
+/// Listing dead letters newest first must not walk the primary key backwards past every
+/// completed job the table keeps (a day's worth by default) to find the few dead letters
+/// among them: the list's plan reads `jobs_dead_letter`, here on a table never analyzed and
+/// after the statement has run often enough for a generic plan to be considered.
+#[tokio::test]
+async fn listing_dead_letters_reads_only_dead_letters_however_many_completed_jobs_are_kept() {
+    // One connection, so that a raw `begin` holds the listing in one transaction.
+    let db = TestDb::with_pool_size(1).await;
+    sqlx::raw_sql(
+        "insert into docket.jobs (kind, state, dead_letter_reason, finished_at)
+         select 'k', 'dead_letter', 'discarded', now() from generate_series(1, 3);
+         insert into docket.jobs (kind, state, finished_at)
+         select 'k', 'completed', now() from generate_series(1, 20000);",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let fetched = |pool| async move {
+        sqlx::query_scalar::<_, i64>(
+            "select coalesce(idx_tup_fetch, 0) + coalesce(seq_tup_read, 0)
+             from pg_stat_xact_user_tables where relid = 'docket.jobs'::regclass",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+
+    // A server lists many times over one connection: after five runs of a statement
+    // PostgreSQL may plan it once for any parameters (a generic plan).
+    let filter = ListFilter {
+        state: Some(JobState::DeadLetter),
+        limit: 2,
+        ..Default::default()
+    };
+    for _ in 0..8 {
+        admin::list(&db.pool, &filter).await.unwrap();
+    }
+
+    sqlx::query("begin").execute(&db.pool).await.unwrap();
+    let before = fetched(&db.pool).await;
+    let mut filter = filter;
+    let mut seen = Vec::new();
+    loop {
+        let page = admin::list(&db.pool, &filter).await.unwrap();
+        seen.extend(page.jobs.iter().map(|j| (j.id, j.state)));
+        match page.next {
+            Some(next) => filter.before = Some(next),
+            None => break,
+        }
+    }
+    let read = fetched(&db.pool).await - before;
+    sqlx::query("rollback").execute(&db.pool).await.unwrap();
+
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|(_, state)| *state == JobState::DeadLetter));
+    assert!(
+        seen.windows(2).all(|pair| pair[0].0 > pair[1].0),
+        "newest first"
+    );
+    assert!(
+        read <= 20,
+        "two pages of dead letters read {read} rows of the table"
+    );
+}
