@@ -53,7 +53,8 @@ pub(crate) struct Producer {
     /// Where this producer's plain claims have reached in the queue's order.
     pub(crate) claim_cursor: ClaimCursor,
     /// The queue's rate limit over every process: tokens are taken before the claims.
-    pub(crate) rate: Option<RateLimit>,
+    /// Shared, so that a claim holds it while it borrows the producer mutably.
+    pub(crate) rate: Option<Arc<RateLimit>>,
     /// Tokens taken from the rate limit and not yet spent on a claimed job.
     pub(crate) tokens: u32,
     /// Most jobs claimed ahead of free slots (0: none).

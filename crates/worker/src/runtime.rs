@@ -196,7 +196,7 @@ impl Runtime {
                 group_cursor: GroupCursor::default(),
                 claim_cursor: ClaimCursor::default(),
                 tokens: 0,
-                rate: queue.rate_limit(),
+                rate: queue.rate_limit().map(Arc::new),
                 prefetch: queue.prefetch,
                 prefetched: VecDeque::new(),
             };
