@@ -98,7 +98,11 @@ impl Producer {
                 Vec::new()
             };
             self.start_prefetched(&mut slots);
-            let wanted = self.wanted(slots.len());
+            let wanted = if claiming {
+                self.wanted(slots.len())
+            } else {
+                0
+            };
             let mut full_batch = false;
             if wanted > 0 {
                 // A claim stuck on the database (a lock, a hung server) must not hold up

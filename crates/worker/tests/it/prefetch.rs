@@ -145,6 +145,14 @@ async fn a_prefetched_job_is_cancelled_unstarted_and_a_pause_hands_the_rest_back
         (0, None),
         "its attempt is not spent"
     );
+    // Several poll intervals: the paused queue is not claimed from again.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let later = admin::show(&db.pool, waiting[1]).await.unwrap();
+    assert_eq!(
+        (later.state, later.attempted_at),
+        (JobState::Pending, handed_back.attempted_at),
+        "not claimed again while the queue is paused"
+    );
     assert_eq!(
         state_of(&db.pool, running).await,
         JobState::Processing,
