@@ -269,17 +269,16 @@ impl GroupCursor {
 }
 
 /// Claims up to `limit` ready jobs of one queue, sharing them fairly between its groups
-/// (round-robin): it finds up to `limit / 4` groups with ready-able jobs (each group
-/// served costs two index probes, so each gets at least four jobs of a claim it can fill,
-/// and the other groups come in the next claims), starting with the
-/// one before `cursor`'s (groups go round in descending key order) and wrapping around,
-/// counts the jobs without a group as one more member, gives each member an equal share
-/// (the limit divided by their number, rounded up; what the jobs without a group leave
-/// is shared among the groups at once) taken in the member's own priority order, and
-/// hands what a member could not use to the members that filled their share. A
-/// group with 100,000 ready jobs and a group with ten get the same share of every claim
-/// while both have work, and a claim is as full as the ready work allows (a short claim
-/// tells the producer the queue is drained).
+/// (round-robin). It finds up to `limit / 4` groups with ready-able jobs, starting with
+/// the one before `cursor`'s (groups go round in descending key order, wrapping around);
+/// each group served costs two index probes, so a claim serves no more groups than it can
+/// give four jobs each, and the others come in the next claims. The jobs without a group
+/// count as one more member. Each member gets an equal share (rounded up) in its own
+/// priority order; what the jobs without a group leave goes to the groups in the same
+/// round, and what a group cannot use goes, in a further round, to the groups that filled
+/// theirs. A group with 100,000 ready jobs and a group with ten get the same share of
+/// every claim while both have work, and a claim is as full as the ready work allows (a
+/// short claim tells the producer the queue is drained).
 ///
 /// Equal shares rather than weights: they need no configuration, and they keep the
 /// smallest tenant's wait independent of the largest tenant's backlog.
