@@ -231,3 +231,52 @@ async fn a_prefetched_job_that_expires_while_it_waits_is_dead_lettered_unstarted
     gate.gate.add_permits(1);
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_loses_its_lease_starts_no_prefetched_job_and_hands_it_back() {
+    let db = TestDb::new().await;
+    let gate = Gate::default();
+    let config = RuntimeConfig {
+        heartbeat_interval: Duration::from_millis(200),
+        lease_timeout: Duration::from_secs(1),
+        rescuer_interval: Duration::from_secs(3600),
+        ..prefetching(1, 1)
+    };
+    let worker = start(&db.pool, gate.registry(), config);
+    let ids = enqueue_held(&db.pool, 2).await;
+    eventually(WAIT, "one running and one prefetched", || async {
+        count_in(&db.pool, JobState::Processing).await == 2 && gate.started().len() == 1
+    })
+    .await;
+
+    // Heartbeats now hang on the lock: the lease cannot be renewed.
+    let mut blocker = db.pool.begin().await.unwrap();
+    sqlx::query("lock table docket.workers in access exclusive mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    eventually(WAIT, "the running job is stopped", || async {
+        gate.running.load(Ordering::SeqCst) == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        gate.started().len(),
+        1,
+        "the prefetched job did not start without a lease"
+    );
+
+    blocker.rollback().await.unwrap();
+    gate.gate.add_permits(ids.len());
+    eventually(
+        WAIT,
+        "both jobs complete once the lease is renewed",
+        || async { count_in(&db.pool, JobState::Completed).await == 2 },
+    )
+    .await;
+    for id in ids {
+        let job = admin::show(&db.pool, id).await.unwrap();
+        assert_eq!(job.attempt, 1, "handed back, its attempt not spent");
+    }
+    worker.shutdown().await;
+}
