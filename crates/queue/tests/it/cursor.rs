@@ -8,8 +8,9 @@ use docket_queue::{claim, claim_resuming, enqueue, enqueue_many, ClaimCursor, Jo
 use docket_testkit::TestDb;
 
 use crate::claim_request as request;
+use crate::{hold_snapshot, index_entries_read};
 use serde_json::json;
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 
 async fn backlog(pool: &PgPool, n: usize) -> Vec<docket_queue::JobId> {
     let jobs: Vec<NewJob> = (0..n)
@@ -91,15 +92,6 @@ async fn a_busy_queue_is_scanned_from_the_head_again_within_the_head_scan_period
     );
 }
 
-/// Index entries the claim index returned to this backend's scans, as far as they are not
-/// yet reported (since PostgreSQL 15 that spans transactions: take differences).
-async fn claim_index_entries_read(pool: &PgPool) -> i64 {
-    sqlx::query_scalar("select pg_stat_get_xact_tuples_returned('docket.jobs_claim'::regclass)")
-        .fetch_one(pool)
-        .await
-        .unwrap()
-}
-
 /// While a snapshot older than the claims is held, vacuum can remove nothing and
 /// PostgreSQL cannot even mark the claimed jobs' old index entries dead: a claim from the
 /// head reads every one of them again. A resuming claim starts past them.
@@ -108,15 +100,7 @@ async fn a_resuming_claim_does_not_read_the_entries_earlier_claims_left_while_a_
     // One connection, so that a raw `begin` holds the measured claim in one transaction.
     let db = TestDb::with_pool_size(1).await;
     backlog(&db.pool, 1_100).await;
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query("begin isolation level repeatable read")
-        .execute(&mut holder)
-        .await
-        .unwrap();
-    sqlx::query("select count(*) from docket.jobs")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = hold_snapshot(&db.url).await;
 
     let mut cursor = ClaimCursor::new(Duration::from_secs(3600), None);
     for _ in 0..10 {
@@ -127,18 +111,18 @@ async fn a_resuming_claim_does_not_read_the_entries_earlier_claims_left_while_a_
     }
 
     sqlx::query("begin").execute(&db.pool).await.unwrap();
-    let before = claim_index_entries_read(&db.pool).await;
+    let before = index_entries_read(&db.pool, "docket.jobs_claim").await;
     let resumed = claim_resuming(&db.pool, &request(50), &mut cursor)
         .await
         .unwrap();
-    let read_resuming = claim_index_entries_read(&db.pool).await - before;
+    let read_resuming = index_entries_read(&db.pool, "docket.jobs_claim").await - before;
     sqlx::query("rollback").execute(&db.pool).await.unwrap();
     assert_eq!(resumed.jobs.len(), 50);
 
     sqlx::query("begin").execute(&db.pool).await.unwrap();
-    let before = claim_index_entries_read(&db.pool).await;
+    let before = index_entries_read(&db.pool, "docket.jobs_claim").await;
     let from_head = claim(&db.pool, &request(50)).await.unwrap();
-    let read_from_head = claim_index_entries_read(&db.pool).await - before;
+    let read_from_head = index_entries_read(&db.pool, "docket.jobs_claim").await - before;
     sqlx::query("rollback").execute(&db.pool).await.unwrap();
     assert_eq!(ids(&from_head.jobs), ids(&resumed.jobs), "the same jobs");
 
@@ -200,9 +184,9 @@ async fn a_plain_claim_reads_only_what_it_takes_beside_paused_limited_and_groupe
     limit.take_up_to(&db.pool, 5, 0.0).await.unwrap();
 
     sqlx::query("begin").execute(&db.pool).await.unwrap();
-    let before = claim_index_entries_read(&db.pool).await;
+    let before = index_entries_read(&db.pool, "docket.jobs_claim").await;
     let claimed = claim(&db.pool, &request(10)).await.unwrap();
-    let read = claim_index_entries_read(&db.pool).await - before;
+    let read = index_entries_read(&db.pool, "docket.jobs_claim").await - before;
     sqlx::query("rollback").execute(&db.pool).await.unwrap();
     assert_eq!(claimed.jobs.len(), 10);
     assert!(claimed.jobs.iter().all(|job| job.group_key.is_none()));

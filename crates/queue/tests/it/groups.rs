@@ -5,9 +5,9 @@ use std::collections::HashMap;
 
 use docket_queue::{admin, claim, claim_fair, enqueue, enqueue_many, GroupCursor, Job, NewJob};
 use docket_testkit::TestDb;
-use sqlx::Connection;
 
 use crate::claim_request as request;
+use crate::{hold_snapshot, index_entries_read};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -314,17 +314,6 @@ async fn grouped_jobs_of_a_kind_nobody_runs_are_parked_and_unparked_like_the_res
     assert_eq!(unparked, 3);
 }
 
-/// Index entries `jobs_claim_grouped` returned to this backend's scans, as far as they are
-/// not yet reported (since PostgreSQL 15 that spans transactions: take differences).
-async fn grouped_index_entries_read(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar(
-        "select pg_stat_get_xact_tuples_returned('docket.jobs_claim_grouped'::regclass)",
-    )
-    .fetch_one(pool)
-    .await
-    .unwrap()
-}
-
 /// While a snapshot older than the claims is held, the claimed jobs' entries stay at the
 /// head of every group in `jobs_claim_grouped`, and cannot even be marked dead. The fair
 /// claim found its groups by probes that landed on those heads and took each group's share
@@ -340,15 +329,7 @@ async fn a_fair_claim_does_not_read_the_entries_earlier_claims_left_while_a_snap
             .await
             .unwrap();
     }
-    let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
-    sqlx::query("begin isolation level repeatable read")
-        .execute(&mut holder)
-        .await
-        .unwrap();
-    sqlx::query("select count(*) from docket.jobs")
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = hold_snapshot(&db.url).await;
 
     let patient = || GroupCursor::new(std::time::Duration::from_secs(3600), None);
     let mut cursor = patient();
@@ -360,21 +341,21 @@ async fn a_fair_claim_does_not_read_the_entries_earlier_claims_left_while_a_snap
     }
 
     sqlx::query("begin").execute(&db.pool).await.unwrap();
-    let before = grouped_index_entries_read(&db.pool).await;
+    let before = index_entries_read(&db.pool, "docket.jobs_claim_grouped").await;
     let resumed = claim_fair(&db.pool, &request(50), &mut cursor)
         .await
         .unwrap();
-    let read_resuming = grouped_index_entries_read(&db.pool).await - before;
+    let read_resuming = index_entries_read(&db.pool, "docket.jobs_claim_grouped").await - before;
     sqlx::query("rollback").execute(&db.pool).await.unwrap();
     assert_eq!(resumed.jobs.len(), 50);
     assert_eq!(by_group(&resumed.jobs).len(), 10, "five from each group");
 
     sqlx::query("begin").execute(&db.pool).await.unwrap();
-    let before = grouped_index_entries_read(&db.pool).await;
+    let before = index_entries_read(&db.pool, "docket.jobs_claim_grouped").await;
     let from_heads = claim_fair(&db.pool, &request(50), &mut patient())
         .await
         .unwrap();
-    let read_from_heads = grouped_index_entries_read(&db.pool).await - before;
+    let read_from_heads = index_entries_read(&db.pool, "docket.jobs_claim_grouped").await - before;
     sqlx::query("rollback").execute(&db.pool).await.unwrap();
     let ids = |jobs: &[Job]| {
         let mut ids: Vec<_> = jobs.iter().map(|job| job.id).collect();
