@@ -10,6 +10,7 @@ mod outcome;
 mod queues;
 mod rate_limit;
 mod schedule;
+mod schema;
 mod snapshot;
 
 use chrono::{DateTime, Utc};

@@ -1,0 +1,504 @@
+-- The docket schema as the migrated database has it. Generated: do not edit.
+-- Made by `DOCKET_WRITE_SCHEMA=1 cargo test -p docket-queue --test it schema`;
+-- the migrations in migrations/ stay the source of truth.
+
+create type docket.job_state as enum ('pending', 'retrying', 'processing', 'completed', 'dead_letter', 'cancelled');
+
+create table docket.batches (
+    id uuid not null default docket.uuid_v7(),
+    total integer not null,
+    callback_kind text,
+    callback_payload jsonb not null default '{}'::jsonb,
+    callback_queue text not null default 'default'::text,
+    callback_job_id uuid,
+    completed integer,
+    dead_letter integer,
+    cancelled integer,
+    schedule text,
+    tick_at timestamp with time zone,
+    created_at timestamp with time zone not null default now(),
+    finished_at timestamp with time zone
+);
+alter table docket.batches add constraint batches_counts_iff_finished CHECK (((finished_at IS NULL) = ((completed IS NULL) AND (dead_letter IS NULL) AND (cancelled IS NULL))));
+alter table docket.batches add constraint batches_total_positive CHECK ((total > 0));
+alter table docket.batches add constraint batches_pkey PRIMARY KEY (id);
+CREATE INDEX batches_open ON docket.batches USING btree (created_at) WHERE (finished_at IS NULL);
+CREATE INDEX batches_schedule ON docket.batches USING btree (schedule, tick_at) WHERE (schedule IS NOT NULL);
+
+create table docket.jobs (
+    id uuid not null default docket.uuid_v7(),
+    queue text not null default 'default'::text,
+    kind text not null,
+    payload jsonb not null default '{}'::jsonb,
+    state docket.job_state not null default 'pending'::docket.job_state,
+    priority smallint not null default 0,
+    run_at timestamp with time zone not null default now(),
+    attempt integer not null default 0,
+    max_attempts integer not null default 25,
+    unique_key text,
+    expires_at timestamp with time zone,
+    last_error text,
+    errors jsonb not null default '[]'::jsonb,
+    dead_letter_reason text,
+    locked_by uuid,
+    cancel_requested_at timestamp with time zone,
+    created_at timestamp with time zone not null default now(),
+    attempted_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    lease_token uuid,
+    parked_at timestamp with time zone,
+    batch_id uuid,
+    group_key text
+);
+alter table docket.jobs add constraint jobs_attempt_not_negative CHECK ((attempt >= 0));
+alter table docket.jobs add constraint jobs_dead_letter_reason CHECK (((state = 'dead_letter'::docket.job_state) = (dead_letter_reason IS NOT NULL)));
+alter table docket.jobs add constraint jobs_errors_is_array CHECK ((jsonb_typeof(errors) = 'array'::text));
+alter table docket.jobs add constraint jobs_finished_iff_final CHECK (((state = ANY (ARRAY['completed'::docket.job_state, 'dead_letter'::docket.job_state, 'cancelled'::docket.job_state])) = (finished_at IS NOT NULL)));
+alter table docket.jobs add constraint jobs_group_key_length CHECK (((group_key IS NULL) OR ((length(group_key) >= 1) AND (length(group_key) <= 256))));
+alter table docket.jobs add constraint jobs_kind_length CHECK (((char_length(kind) >= 1) AND (char_length(kind) <= 127)));
+alter table docket.jobs add constraint jobs_locked_iff_processing CHECK (((state = 'processing'::docket.job_state) = (locked_by IS NOT NULL)));
+alter table docket.jobs add constraint jobs_max_attempts_positive CHECK ((max_attempts > 0));
+alter table docket.jobs add constraint jobs_queue_length CHECK (((char_length(queue) >= 1) AND (char_length(queue) <= 127)));
+alter table docket.jobs add constraint jobs_token_iff_processing CHECK (((state = 'processing'::docket.job_state) = (lease_token IS NOT NULL)));
+alter table docket.jobs add constraint jobs_unique_key_length CHECK ((char_length(unique_key) <= 256)) NOT VALID;
+alter table docket.jobs add constraint jobs_unique_key_not_empty CHECK (((unique_key IS NULL) OR (char_length(unique_key) > 0)));
+alter table docket.jobs add constraint jobs_pkey PRIMARY KEY (id);
+CREATE INDEX jobs_batch ON docket.jobs USING btree (batch_id) WHERE (batch_id IS NOT NULL);
+CREATE INDEX jobs_batch_live ON docket.jobs USING btree (batch_id) WHERE ((batch_id IS NOT NULL) AND (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state, 'processing'::docket.job_state])));
+CREATE INDEX jobs_cancel_requested ON docket.jobs USING btree (locked_by) WHERE (cancel_requested_at IS NOT NULL);
+CREATE INDEX jobs_claim ON docket.jobs USING btree (queue, priority, run_at, id) WHERE ((state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state])) AND (parked_at IS NULL) AND (group_key IS NULL));
+CREATE INDEX jobs_claim_grouped ON docket.jobs USING btree (queue, group_key, priority, run_at, id) WHERE ((state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state])) AND (parked_at IS NULL) AND (group_key IS NOT NULL));
+CREATE INDEX jobs_dead_letter ON docket.jobs USING btree (queue, kind, finished_at) WHERE (state = 'dead_letter'::docket.job_state);
+CREATE INDEX jobs_expiring ON docket.jobs USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state])));
+CREATE INDEX jobs_finished ON docket.jobs USING btree (state, finished_at) WHERE (finished_at IS NOT NULL);
+CREATE INDEX jobs_parked ON docket.jobs USING btree (queue, kind) WHERE ((parked_at IS NOT NULL) AND (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state])));
+CREATE INDEX jobs_processing ON docket.jobs USING btree (lease_token) WHERE (state = 'processing'::docket.job_state);
+CREATE INDEX jobs_snapshot ON docket.jobs USING btree (queue, state, run_at) WHERE (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state, 'processing'::docket.job_state, 'dead_letter'::docket.job_state]));
+CREATE UNIQUE INDEX jobs_unique_key_live ON docket.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state, 'processing'::docket.job_state])));
+
+create table docket.mail_campaigns (
+    id uuid not null default docket.uuid_v7(),
+    name text not null,
+    template text not null,
+    paused boolean not null default false,
+    cancelled boolean not null default false,
+    total integer not null,
+    batch_id uuid,
+    created_at timestamp with time zone not null default now()
+);
+alter table docket.mail_campaigns add constraint mail_campaigns_name_length CHECK (((char_length(name) >= 1) AND (char_length(name) <= 200)));
+alter table docket.mail_campaigns add constraint mail_campaigns_total_positive CHECK ((total > 0));
+alter table docket.mail_campaigns add constraint mail_campaigns_pkey PRIMARY KEY (id);
+
+create table docket.mail_deliveries (
+    id uuid not null default docket.uuid_v7(),
+    source text not null,
+    campaign_id uuid,
+    idempotency_key text not null,
+    recipient text not null,
+    recipient_name text,
+    template text not null,
+    locale text,
+    vars jsonb not null default '{}'::jsonb,
+    status text not null default 'queued'::text,
+    suppressed_reason text,
+    smtp_code integer,
+    smtp_reply text,
+    message_id text not null,
+    attempts integer not null default 0,
+    retry_at timestamp with time zone,
+    job_id uuid,
+    last_error text,
+    created_at timestamp with time zone not null default now(),
+    updated_at timestamp with time zone not null default now(),
+    sent_at timestamp with time zone
+);
+alter table docket.mail_deliveries add constraint mail_deliveries_attempts_nonnegative CHECK ((attempts >= 0));
+alter table docket.mail_deliveries add constraint mail_deliveries_campaign_iff_source CHECK (((campaign_id IS NOT NULL) = (source = 'campaign'::text)));
+alter table docket.mail_deliveries add constraint mail_deliveries_reason_iff_suppressed CHECK (((suppressed_reason IS NOT NULL) = (status = 'suppressed'::text)));
+alter table docket.mail_deliveries add constraint mail_deliveries_sent_at_iff_sent CHECK (((sent_at IS NOT NULL) = (status = 'sent'::text)));
+alter table docket.mail_deliveries add constraint mail_deliveries_source CHECK ((source = ANY (ARRAY['recovery'::text, 'admin'::text, 'campaign'::text])));
+alter table docket.mail_deliveries add constraint mail_deliveries_status CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'suppressed'::text, 'failed'::text, 'dead_letter'::text, 'expired'::text])));
+alter table docket.mail_deliveries add constraint mail_deliveries_pkey PRIMARY KEY (id);
+alter table docket.mail_deliveries add constraint mail_deliveries_idempotency_key UNIQUE (idempotency_key);
+CREATE INDEX mail_deliveries_campaign ON docket.mail_deliveries USING btree (campaign_id, status) WHERE (campaign_id IS NOT NULL);
+CREATE INDEX mail_deliveries_created ON docket.mail_deliveries USING btree (created_at DESC, id DESC);
+CREATE INDEX mail_deliveries_recipient ON docket.mail_deliveries USING btree (lower(recipient));
+
+create table docket.mail_status (
+    id integer not null default 1,
+    last_fault_at timestamp with time zone,
+    last_fault text,
+    cleared_at timestamp with time zone
+);
+alter table docket.mail_status add constraint mail_status_one_row CHECK ((id = 1));
+alter table docket.mail_status add constraint mail_status_pkey PRIMARY KEY (id);
+
+create table docket.mail_suppressions (
+    address text not null,
+    reason text not null,
+    created_at timestamp with time zone not null default now()
+);
+alter table docket.mail_suppressions add constraint mail_suppressions_lower CHECK ((address = lower(address)));
+alter table docket.mail_suppressions add constraint mail_suppressions_pkey PRIMARY KEY (address);
+
+create table docket.queue_controls (
+    queue text not null,
+    paused boolean not null default false,
+    paused_at timestamp with time zone,
+    updated_at timestamp with time zone not null default now()
+);
+alter table docket.queue_controls add constraint queue_controls_paused_at_iff_paused CHECK (((paused_at IS NOT NULL) = paused));
+alter table docket.queue_controls add constraint queue_controls_queue_length CHECK (((char_length(queue) >= 1) AND (char_length(queue) <= 127)));
+alter table docket.queue_controls add constraint queue_controls_pkey PRIMARY KEY (queue);
+
+create table docket.queue_wakeups (
+    queue text not null,
+    wanted boolean not null default true
+);
+alter table docket.queue_wakeups add constraint queue_wakeups_pkey PRIMARY KEY (queue);
+
+create table docket.rate_limits (
+    name text not null,
+    rate double precision not null,
+    burst double precision not null,
+    tokens double precision not null,
+    updated_at timestamp with time zone not null default now()
+);
+alter table docket.rate_limits add constraint rate_limits_burst_positive CHECK ((burst >= (1)::double precision));
+alter table docket.rate_limits add constraint rate_limits_rate_positive CHECK ((rate > (0)::double precision));
+alter table docket.rate_limits add constraint rate_limits_pkey PRIMARY KEY (name);
+
+create table docket.schedule_ticks (
+    schedule text not null,
+    tick_at timestamp with time zone not null,
+    job_id uuid,
+    created_at timestamp with time zone not null default now()
+);
+alter table docket.schedule_ticks add constraint schedule_ticks_pkey PRIMARY KEY (schedule, tick_at);
+CREATE INDEX schedule_ticks_job ON docket.schedule_ticks USING btree (job_id) WHERE (job_id IS NOT NULL);
+
+create table docket.schedules (
+    name text not null,
+    cron text not null,
+    kind text not null,
+    payload jsonb not null default '{}'::jsonb,
+    queue text not null default 'default'::text,
+    priority smallint not null default 0,
+    max_attempts integer not null default 25,
+    timezone text not null default 'UTC'::text,
+    catch_up text not null default 'latest'::text,
+    overlap text not null default 'allow'::text,
+    paused boolean not null default false,
+    last_tick_at timestamp with time zone,
+    next_tick_at timestamp with time zone,
+    registered_at timestamp with time zone not null default now()
+);
+alter table docket.schedules add constraint schedules_catch_up CHECK ((catch_up = ANY (ARRAY['skip'::text, 'latest'::text, 'all'::text])));
+alter table docket.schedules add constraint schedules_name_length CHECK (((char_length(name) >= 1) AND (char_length(name) <= 127)));
+alter table docket.schedules add constraint schedules_overlap CHECK ((overlap = ANY (ARRAY['allow'::text, 'skip'::text])));
+alter table docket.schedules add constraint schedules_pkey PRIMARY KEY (name);
+
+create table docket.workers (
+    id uuid not null,
+    host text not null,
+    pid integer not null,
+    queues text[] not null,
+    version text not null,
+    started_at timestamp with time zone not null default now(),
+    heartbeat_at timestamp with time zone not null default now(),
+    kinds text[] not null default '{}'::text[],
+    lease_expires_at timestamp with time zone not null
+);
+alter table docket.workers add constraint workers_pkey PRIMARY KEY (id);
+
+CREATE OR REPLACE FUNCTION docket.append_error(errors jsonb, attempt integer, at timestamp with time zone, error text)
+ RETURNS jsonb
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    select coalesce(jsonb_agg(e.entry order by e.n), '[]')
+    from jsonb_array_elements(errors || jsonb_build_array(jsonb_build_object(
+             'attempt', attempt, 'at', at, 'error', left(error, 4000))))
+         with ordinality as e(entry, n)
+    where e.n > jsonb_array_length(errors) + 1 - 20
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.enqueue(kind text, payload jsonb, queue text DEFAULT 'default'::text, run_at timestamp with time zone DEFAULT now(), priority integer DEFAULT 0, max_attempts integer DEFAULT 25, unique_key text DEFAULT NULL::text, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, group_key text DEFAULT NULL::text)
+ RETURNS uuid
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_column
+declare
+    job_id uuid;
+begin
+    loop
+        insert into docket.jobs (queue, kind, payload, run_at, priority, max_attempts, unique_key, expires_at,
+                                 group_key)
+        values (coalesce(enqueue.queue, 'default'), enqueue.kind, coalesce(enqueue.payload, '{}'),
+                coalesce(enqueue.run_at, now()), coalesce(enqueue.priority, 0),
+                coalesce(enqueue.max_attempts, 25), enqueue.unique_key, enqueue.expires_at,
+                enqueue.group_key)
+        on conflict (unique_key) where unique_key is not null and state in ('pending', 'retrying', 'processing')
+        do nothing
+        returning id into job_id;
+
+        if job_id is null then
+            select j.id into job_id from docket.jobs j
+            where j.unique_key = enqueue.unique_key and j.state in ('pending', 'retrying', 'processing');
+        end if;
+        -- Null only when the live job holding the key finished in between: insert again.
+        exit when job_id is not null;
+    end loop;
+
+    if coalesce(enqueue.run_at, now()) <= now() then
+        perform docket.wake(coalesce(enqueue.queue, 'default'));
+    end if;
+    return job_id;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.enqueue_many(kinds text[], payloads jsonb[], queues text[], run_ats timestamp with time zone[], priorities integer[], max_attempts_list integer[], unique_keys text[], expires_ats timestamp with time zone[], ids uuid[] DEFAULT NULL::uuid[], batch_id uuid DEFAULT NULL::uuid, group_keys text[] DEFAULT NULL::text[])
+ RETURNS TABLE(ord bigint, id uuid)
+ LANGUAGE plpgsql
+AS $function$
+declare
+    slots   uuid[];
+    missing integer;
+begin
+    -- One id per slot: the caller's (UUID v7, made in the client), or one made here.
+    slots := array(select coalesce(ids[g], docket.uuid_v7())
+                   from generate_series(1, cardinality(kinds)) g order by g);
+
+    if not exists (select 1 from unnest(unique_keys) k where k is not null) then
+        -- Fast path: with no unique keys there is nothing to look up.
+        insert into docket.jobs (id, queue, kind, payload, run_at, priority, max_attempts, expires_at,
+                                 batch_id, group_key)
+        select i.id, coalesce(i.queue, 'default'), i.kind, coalesce(i.payload, '{}'),
+               coalesce(i.run_at, now()), coalesce(i.priority, 0), coalesce(i.max_attempts, 25),
+               i.expires_at, enqueue_many.batch_id, i.group_key
+        from unnest(slots, kinds, payloads, queues, run_ats, priorities, max_attempts_list, expires_ats,
+                    group_keys)
+             as i(id, kind, payload, queue, run_at, priority, max_attempts, expires_at, group_key);
+    else
+        loop
+            -- Duplicate keys inside one call: the first occurrence is the one inserted. A
+            -- slot whose id is already a job (inserted in an earlier round, or its key's
+            -- live job found below) is not inserted again.
+            insert into docket.jobs (id, queue, kind, payload, run_at, priority, max_attempts, unique_key,
+                                     expires_at, batch_id, group_key)
+            select distinct on (coalesce(i.unique_key, i.id::text))
+                   i.id, coalesce(i.queue, 'default'), i.kind, coalesce(i.payload, '{}'),
+                   coalesce(i.run_at, now()), coalesce(i.priority, 0), coalesce(i.max_attempts, 25),
+                   i.unique_key, i.expires_at, enqueue_many.batch_id, i.group_key
+            from unnest(slots, kinds, payloads, queues, run_ats, priorities, max_attempts_list, unique_keys, expires_ats,
+                        group_keys)
+                 with ordinality as i(id, kind, payload, queue, run_at, priority, max_attempts, unique_key, expires_at,
+                                      group_key, ord)
+            where not exists (select 1 from docket.jobs j where j.id = i.id)
+            order by coalesce(i.unique_key, i.id::text), i.ord
+            on conflict (unique_key) where unique_key is not null and state in ('pending', 'retrying', 'processing')
+            do nothing;
+
+            -- Point every keyed slot at the live job that holds its key (its own row, or
+            -- the one that was there first). A key's live job can finish between the
+            -- conflict and this lookup; such a slot gets a fresh id and goes round again.
+            select array_agg(coalesce(l.id, docket.uuid_v7()) order by i.ord),
+                   count(*) filter (where l.id is null)
+              into slots, missing
+            from unnest(slots, unique_keys) with ordinality as i(id, unique_key, ord)
+            cross join lateral (
+                select case when i.unique_key is null then i.id
+                            else (select j.id from docket.jobs j
+                                  where j.unique_key = i.unique_key
+                                    and j.state in ('pending', 'retrying', 'processing')) end as id
+            ) l;
+            exit when missing = 0;
+        end loop;
+    end if;
+
+    perform docket.wake(q.queue)
+    from (select distinct coalesce(i.queue, 'default') as queue
+          from unnest(queues, run_ats) as i(queue, run_at)
+          where coalesce(i.run_at, now()) <= now()) q;
+
+    return query select s.ord, s.id from unnest(slots) with ordinality as s(id, ord) order by s.ord;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.enqueue_tick(schedule text, tick_at timestamp with time zone, OUT job_id uuid, OUT skipped boolean)
+ RETURNS record
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_column
+declare
+    s       docket.schedules;
+begin
+    skipped := false;
+    select * into s from docket.schedules
+    where name = enqueue_tick.schedule and not paused
+      and (last_tick_at is null or last_tick_at < enqueue_tick.tick_at)
+    for update;
+    if not found then
+        return;
+    end if;
+    insert into docket.schedule_ticks (schedule, tick_at)
+    values (enqueue_tick.schedule, enqueue_tick.tick_at)
+    on conflict (schedule, tick_at) do nothing;
+    if not found then
+        return;
+    end if;
+    if s.overlap = 'skip' and (exists (
+        select 1 from docket.batches b
+        where b.schedule = enqueue_tick.schedule and b.finished_at is null
+    ) or exists (
+        -- The last tick's job has not finished: it may not have made its batch yet.
+        select 1 from docket.jobs j
+        where j.id = (select t.job_id from docket.schedule_ticks t
+                      where t.schedule = enqueue_tick.schedule and t.job_id is not null
+                      order by t.tick_at desc limit 1)
+          and j.state in ('pending', 'retrying', 'processing')
+    )) then
+        update docket.schedules set last_tick_at = enqueue_tick.tick_at
+        where name = enqueue_tick.schedule;
+        skipped := true;
+        return;
+    end if;
+    job_id := docket.enqueue(s.kind, s.payload, s.queue, enqueue_tick.tick_at, s.priority,
+                             s.max_attempts);
+    update docket.schedule_ticks t set job_id = enqueue_tick.job_id
+    where t.schedule = enqueue_tick.schedule and t.tick_at = enqueue_tick.tick_at;
+    update docket.schedules set last_tick_at = enqueue_tick.tick_at
+    where name = enqueue_tick.schedule;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.lock_grouped(queue text, kinds text[], groups text[], after_priority smallint[], after_run_at timestamp with time zone[], after_id uuid[], per_group bigint, lim bigint, at timestamp with time zone)
+ RETURNS SETOF uuid
+ LANGUAGE plpgsql
+ ROWS 10
+ SET enable_sort TO 'off'
+AS $function$
+begin
+    return query
+    select c.id
+    from unnest($3, $4, $5, $6) as g(key, priority, run_at, id)
+    cross join lateral (
+        select j.id from docket.jobs j
+        where j.state in ('pending', 'retrying') and j.parked_at is null
+          and j.queue = $1 and j.group_key = g.key
+          and (j.priority, j.run_at, j.id)
+              > (coalesce(g.priority, (-32768)::smallint), coalesce(g.run_at, '-infinity'),
+                 coalesce(g.id, '00000000-0000-0000-0000-000000000000'))
+          and j.run_at <= coalesce($9, now())
+          and ($2 is null or j.kind = any($2))
+          and (j.expires_at is null or j.expires_at > coalesce($9, now()))
+        order by j.priority, j.run_at, j.id
+        limit $7
+        for update skip locked
+    ) c
+    limit $8;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.rate_limit_give_back(bucket text, unused integer)
+ RETURNS void
+ LANGUAGE sql
+AS $function$
+    update docket.rate_limits set tokens = least(burst, tokens + unused) where name = bucket;
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.rate_limit_take(bucket text, per_second double precision, capacity double precision, wanted integer, may_borrow double precision, OUT granted integer, OUT level double precision)
+ RETURNS record
+ LANGUAGE plpgsql
+AS $function$
+begin
+    insert into docket.rate_limits as r (name, rate, burst, tokens)
+    values (bucket, per_second, capacity, capacity)
+    on conflict (name) do nothing;
+    select least(capacity,
+                 r.tokens + per_second * greatest(0, extract(epoch from clock_timestamp() - r.updated_at)))
+      into level
+    from docket.rate_limits r where r.name = bucket
+    for update;
+    granted := greatest(0, least(wanted, floor(level + may_borrow)::integer));
+    level := level - granted;
+    update docket.rate_limits r
+    set rate = per_second, burst = capacity, tokens = level, updated_at = clock_timestamp()
+    where r.name = bucket;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.ready_groups(queue text, before text, lim bigint)
+ RETURNS SETOF text
+ LANGUAGE plpgsql
+ STABLE ROWS 10
+ SET enable_sort TO 'off'
+AS $function$
+declare
+    first_key text;
+begin
+    -- The first probe: below `before`, or (none given) the last group of all.
+    if before is null then
+        first_key := (select j.group_key from docket.jobs j
+                      where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
+                        and j.group_key is not null
+                      order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1);
+    else
+        first_key := (select j.group_key from docket.jobs j
+                      where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
+                        and j.group_key is not null and j.group_key < $2
+                      order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1);
+    end if;
+    return query
+    with recursive groups as (
+        select first_key as group_key
+        union all
+        select (select j.group_key from docket.jobs j
+                where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
+                  and j.group_key is not null and j.group_key < g.group_key
+                order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1)
+        from groups g where g.group_key is not null
+    )
+    select g.group_key from groups g where g.group_key is not null limit $3;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.uuid_v7()
+ RETURNS uuid
+ LANGUAGE plpgsql
+ PARALLEL SAFE
+AS $function$
+declare
+    ms double precision := extract(epoch from clock_timestamp()) * 1000;
+begin
+    return encode(
+        substring(int8send(floor(ms)::bigint) from 3)
+        || int2send((x'7000'::int | floor((ms - floor(ms)) * 4096)::int)::smallint)
+        || substring(uuid_send(gen_random_uuid()) from 9),
+        'hex')::uuid;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.wake(queue text)
+ RETURNS void
+ LANGUAGE plpgsql
+AS $function$
+#variable_conflict use_column
+declare
+    taken text;
+begin
+    -- The common case under load: nobody waits. A plain read, no lock.
+    if not exists (select 1 from docket.queue_wakeups w where w.queue = wake.queue and w.wanted) then
+        return;
+    end if;
+    update docket.queue_wakeups w set wanted = false
+    where w.queue = (select q.queue from docket.queue_wakeups q
+                     where q.queue = wake.queue and q.wanted
+                     for update skip locked)
+    returning w.queue into taken;
+    if taken is not null then
+        perform pg_notify('docket_jobs', taken);
+    end if;
+end
+$function$;
