@@ -10,6 +10,7 @@ use docket_http::{HealthConfig, Secret};
 use docket_mail::MailConfig;
 use docket_worker::{QueueConfig, RuntimeConfig};
 
+use crate::settings::{self, Setting};
 use crate::source::{QueueTable, Source};
 use sqlx::postgres::PgConnectOptions;
 
@@ -24,47 +25,47 @@ pub(crate) enum LogFormat {
 
 /// Everything the binary reads from its environment.
 pub(crate) struct Config {
-    /// `DATABASE_URL`; `None` lets `demo` start a throwaway cluster.
+    /// [`settings::DATABASE_URL`]; `None` lets `demo` start a throwaway cluster.
     pub(crate) database_url: Option<DatabaseUrl>,
-    /// `DOCKET_LOG_FORMAT`: `json` or `pretty`; default `pretty` on a terminal, else `json`.
+    /// [`settings::LOG_FORMAT`]: `json` or `pretty`; default `pretty` on a terminal, else `json`.
     pub(crate) log_format: LogFormat,
-    /// The worker runtime's settings (`DOCKET_QUEUES`, `DOCKET_CONCURRENCY`, ...).
+    /// The worker runtime's settings ([`settings::QUEUES`], [`settings::CONCURRENCY`], ...).
     pub(crate) runtime: RuntimeConfig,
-    /// `DOCKET_DB_POOL_SIZE`: connections for claims, outcomes and handlers; default: the
+    /// [`settings::DB_POOL_SIZE`]: connections for claims, outcomes and handlers; default: the
     /// total concurrency plus 4, at most 50.
     pub(crate) pool_size: Option<u32>,
-    /// `CRON_SECRET`: the bearer token of the guarded routes; never printed.
+    /// [`settings::CRON_SECRET`]: the bearer token of the guarded routes; never printed.
     pub(crate) cron_secret: Option<Secret>,
-    /// `DOCKET_OPS_SECRET`: signs in to the operations page instead of `CRON_SECRET`, so the
+    /// [`settings::OPS_SECRET`]: signs in to the operations page instead of [`settings::CRON_SECRET`], so the
     /// people who read the page need not hold the monitors' token; never printed.
     pub(crate) ops_secret: Option<Secret>,
-    /// `DOCKET_HTTP_ADDR`: where `serve` listens. Default `127.0.0.1:8080`.
+    /// [`settings::HTTP_ADDR`]: where `serve` listens. Default `127.0.0.1:8080`.
     pub(crate) http_addr: std::net::SocketAddr,
-    /// Health thresholds (`DOCKET_HEALTH_*`).
+    /// Health thresholds (the `HEALTH_*` settings).
     pub(crate) health: HealthConfig,
-    /// What `docket check` looks at beyond the database (`DOCKET_CHECK_*`, `DOCKET_BACKUP_*`).
+    /// What `docket check` looks at beyond the database (the `CHECK_*` and `BACKUP_*` settings).
     pub(crate) check: HostConfig,
-    /// Email (`DOCKET_SMTP_*`, `DOCKET_MAIL_*`, `DOCKET_TEMPLATE_DIR`, `DOCKET_ADMIN_EMAIL`).
+    /// Email (the `SMTP_*` and `MAIL_*` settings, [`settings::TEMPLATE_DIR`], [`settings::ADMIN_EMAIL`]).
     pub(crate) mail: MailConfig,
     /// The `[queues.NAME]` tables' rates and prefetches, applied to whichever queue list
     /// is in force.
     pub(crate) queue_tables: Vec<QueueTable>,
 }
 
-/// `DOCKET_CHECK_DISK_PATH` (default `/`), `DOCKET_CHECK_DISK_MIN_FREE_PERCENT` (10),
-/// `DOCKET_BACKUP_DIR` (unset: no backup check), `DOCKET_BACKUP_MAX_AGE` (seconds, 26 h).
+/// [`settings::CHECK_DISK_PATH`] (default `/`), [`settings::CHECK_DISK_MIN_FREE_PERCENT`] (10),
+/// [`settings::BACKUP_DIR`] (unset: no backup check), [`settings::BACKUP_MAX_AGE`] (seconds, 26 h).
 fn host_config(source: &Source) -> anyhow::Result<HostConfig> {
     let defaults = HostConfig::default();
     Ok(HostConfig {
         disk_path: source
-            .text("DOCKET_CHECK_DISK_PATH")
+            .text(&settings::CHECK_DISK_PATH)
             .map_or(defaults.disk_path, Into::into),
         disk_min_free_percent: source
-            .parse("DOCKET_CHECK_DISK_MIN_FREE_PERCENT")?
+            .parse(&settings::CHECK_DISK_MIN_FREE_PERCENT)?
             .unwrap_or(defaults.disk_min_free_percent),
-        backup_dir: source.text("DOCKET_BACKUP_DIR").map(Into::into),
+        backup_dir: source.text(&settings::BACKUP_DIR).map(Into::into),
         backup_max_age: source
-            .seconds("DOCKET_BACKUP_MAX_AGE")?
+            .seconds(&settings::BACKUP_MAX_AGE)?
             .unwrap_or(defaults.backup_max_age),
     })
 }
@@ -74,13 +75,16 @@ impl Config {
     pub(crate) fn load() -> anyhow::Result<Config> {
         let source = Source::load()?;
         let database_url = source
-            .text("DATABASE_URL")
+            .text(&settings::DATABASE_URL)
             .map(|url| DatabaseUrl::parse(&url))
             .transpose()?;
-        let log_format = match source.text("DOCKET_LOG_FORMAT").as_deref() {
+        let log_format = match source.text(&settings::LOG_FORMAT).as_deref() {
             Some("json") => LogFormat::Json,
             Some("pretty") => LogFormat::Pretty,
-            Some(other) => bail!("DOCKET_LOG_FORMAT must be `json` or `pretty`, not {other:?}"),
+            Some(other) => bail!(
+                "{} must be `json` or `pretty`, not {other:?}",
+                settings::LOG_FORMAT
+            ),
             None if std::io::IsTerminal::is_terminal(&std::io::stderr()) => LogFormat::Pretty,
             None => LogFormat::Json,
         };
@@ -97,11 +101,11 @@ impl Config {
             database_url,
             log_format,
             runtime,
-            pool_size: source.parse("DOCKET_DB_POOL_SIZE")?,
-            cron_secret: source.text("CRON_SECRET").and_then(Secret::new),
-            ops_secret: source.text("DOCKET_OPS_SECRET").and_then(Secret::new),
+            pool_size: source.parse(&settings::DB_POOL_SIZE)?,
+            cron_secret: source.text(&settings::CRON_SECRET).and_then(Secret::new),
+            ops_secret: source.text(&settings::OPS_SECRET).and_then(Secret::new),
             http_addr: source
-                .parse("DOCKET_HTTP_ADDR")?
+                .parse(&settings::HTTP_ADDR)?
                 .unwrap_or(([127, 0, 0, 1], 8080).into()),
             health: health_config(&source)?,
             mail,
@@ -134,20 +138,23 @@ impl Config {
 
     /// The database URL, or a clear error naming the variable.
     pub(crate) fn require_database(&self) -> anyhow::Result<&DatabaseUrl> {
-        self.database_url.as_ref().context(
-            "DATABASE_URL is not set: point it at PostgreSQL, e.g. postgres://user@localhost/app",
-        )
+        self.database_url.as_ref().with_context(|| {
+            format!(
+                "{} is not set: point it at PostgreSQL, e.g. postgres://user@localhost/app",
+                settings::DATABASE_URL
+            )
+        })
     }
 }
 
-/// The runtime's settings from `DOCKET_*` values; unset ones keep their defaults.
+/// The runtime's settings; unset ones keep their defaults.
 fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
     let mut config = RuntimeConfig::default();
     let concurrency = source
-        .parse("DOCKET_CONCURRENCY")?
+        .parse(&settings::CONCURRENCY)?
         .unwrap_or(docket_worker::config::CONCURRENCY_DEFAULT);
-    config.queues = match source.text("DOCKET_QUEUES") {
-        Some(queues) => parse_queues(&queues, concurrency).context("DOCKET_QUEUES")?,
+    config.queues = match source.text(&settings::QUEUES) {
+        Some(queues) => parse_queues(&queues, concurrency).context(&settings::QUEUES)?,
         // `[queues.NAME]` tables in docket.toml name the queues with their own settings.
         None if !source.queues.is_empty() => source
             .queues
@@ -166,40 +173,43 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
         .collect(),
     };
     apply_queue_tables(&mut config.queues, &source.queues);
-    config.global_concurrency = source.parse("DOCKET_GLOBAL_CONCURRENCY")?;
-    if let Some(batch) = source.parse("DOCKET_CLAIM_BATCH")? {
+    config.global_concurrency = source.parse(&settings::GLOBAL_CONCURRENCY)?;
+    if let Some(batch) = source.parse(&settings::CLAIM_BATCH)? {
         config.claim_batch = batch;
     }
-    if let Some(cron) = source.parse::<bool>("DOCKET_CRON")? {
+    if let Some(cron) = source.parse::<bool>(&settings::CRON)? {
         config.cron = cron;
     }
     config.schedules = source.schedules.clone();
-    if let Some(listen) = source.parse::<bool>("DOCKET_LISTEN")? {
+    if let Some(listen) = source.parse::<bool>(&settings::LISTEN)? {
         config.listen = listen;
     }
-    let seconds = |name: &str, field: &mut Duration| -> anyhow::Result<()> {
-        if let Some(value) = source.seconds(name)? {
+    let seconds = |setting: &Setting, field: &mut Duration| -> anyhow::Result<()> {
+        if let Some(value) = source.seconds(setting)? {
             *field = value;
         }
         Ok(())
     };
-    seconds("DOCKET_POLL_INTERVAL", &mut config.poll_interval)?;
-    seconds("DOCKET_HEARTBEAT_INTERVAL", &mut config.heartbeat_interval)?;
-    seconds("DOCKET_LEASE_TIMEOUT", &mut config.lease_timeout)?;
-    seconds("DOCKET_SHUTDOWN_TIMEOUT", &mut config.shutdown_timeout)?;
-    seconds("DOCKET_RESCUER_INTERVAL", &mut config.rescuer_interval)?;
-    seconds("DOCKET_PRUNER_INTERVAL", &mut config.pruner_interval)?;
-    seconds("DOCKET_PARK_AFTER", &mut config.park_after)?;
+    seconds(&settings::POLL_INTERVAL, &mut config.poll_interval)?;
     seconds(
-        "DOCKET_COMPLETED_RETENTION",
+        &settings::HEARTBEAT_INTERVAL,
+        &mut config.heartbeat_interval,
+    )?;
+    seconds(&settings::LEASE_TIMEOUT, &mut config.lease_timeout)?;
+    seconds(&settings::SHUTDOWN_TIMEOUT, &mut config.shutdown_timeout)?;
+    seconds(&settings::RESCUER_INTERVAL, &mut config.rescuer_interval)?;
+    seconds(&settings::PRUNER_INTERVAL, &mut config.pruner_interval)?;
+    seconds(&settings::PARK_AFTER, &mut config.park_after)?;
+    seconds(
+        &settings::COMPLETED_RETENTION,
         &mut config.completed_retention,
     )?;
     seconds(
-        "DOCKET_CANCELLED_RETENTION",
+        &settings::CANCELLED_RETENTION,
         &mut config.cancelled_retention,
     )?;
     seconds(
-        "DOCKET_DEAD_LETTER_RETENTION",
+        &settings::DEAD_LETTER_RETENTION,
         &mut config.dead_letter_retention,
     )?;
     config.validate()?;
@@ -212,37 +222,40 @@ fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
     use docket_mail::config::{parse_ladder, Mode, Notifications, SmtpUrl};
     let mut config = MailConfig::default();
     let url = source
-        .text("DOCKET_SMTP_URL")
+        .text(&settings::SMTP_URL)
         .map(|url| SmtpUrl::parse(&url))
         .transpose()?;
-    config.mode = match (source.text("DOCKET_SMTP_MODE").as_deref(), url) {
+    config.mode = match (source.text(&settings::SMTP_MODE).as_deref(), url) {
         (Some("stub"), _) => Mode::Stub,
         (Some("smtp") | None, Some(url)) => Mode::Smtp(url),
-        (Some("smtp"), None) => bail!("DOCKET_SMTP_MODE=smtp needs DOCKET_SMTP_URL"),
+        (Some("smtp"), None) => bail!("{}=smtp needs {}", settings::SMTP_MODE, settings::SMTP_URL),
         (None, None) => Mode::Stub,
-        (Some(other), _) => bail!("DOCKET_SMTP_MODE must be `smtp` or `stub`, not {other:?}"),
+        (Some(other), _) => bail!(
+            "{} must be `smtp` or `stub`, not {other:?}",
+            settings::SMTP_MODE
+        ),
     };
-    config.from = source.text("DOCKET_MAIL_FROM");
-    if let Some(dir) = source.text("DOCKET_TEMPLATE_DIR") {
+    config.from = source.text(&settings::MAIL_FROM);
+    if let Some(dir) = source.text(&settings::TEMPLATE_DIR) {
         config.template_dir = dir.into();
     }
-    if let Some(timeout) = source.seconds("DOCKET_SMTP_TIMEOUT")? {
+    if let Some(timeout) = source.seconds(&settings::SMTP_TIMEOUT)? {
         config.timeout = timeout;
     }
-    if let Some(size) = source.parse("DOCKET_SMTP_POOL_SIZE")? {
+    if let Some(size) = source.parse(&settings::SMTP_POOL_SIZE)? {
         config.pool_size = size;
     }
-    config.ca_file = source.text("DOCKET_SMTP_CA_FILE").map(Into::into);
+    config.ca_file = source.text(&settings::SMTP_CA_FILE).map(Into::into);
     config.rate = source
-        .text("DOCKET_MAIL_RATE")
+        .text(&settings::MAIL_RATE)
         .map(|rate| rate.parse())
         .transpose()
-        .context("DOCKET_MAIL_RATE")?;
-    if let Some(ladder) = source.text("DOCKET_MAIL_RETRY_LADDER") {
+        .context(&settings::MAIL_RATE)?;
+    if let Some(ladder) = source.text(&settings::MAIL_RETRY_LADDER) {
         config.retry_ladder = parse_ladder(&ladder)?;
     }
-    config.admin_email = source.text("DOCKET_ADMIN_EMAIL");
-    if let Some(notify) = source.text("DOCKET_MAIL_NOTIFY") {
+    config.admin_email = source.text(&settings::ADMIN_EMAIL);
+    if let Some(notify) = source.text(&settings::MAIL_NOTIFY) {
         config.notify = Notifications::parse(&notify)?;
     }
     config.validate()?;
@@ -250,7 +263,7 @@ fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
 }
 
 /// A queue's rate and prefetch hold whichever list names the queue (the file's tables,
-/// DOCKET_QUEUES or `--queues`).
+/// [`settings::QUEUES`] or `--queues`).
 fn apply_queue_tables(queues: &mut [QueueConfig], tables: &[QueueTable]) {
     for queue in queues {
         let table = tables.iter().find(|table| table.name == queue.name);
@@ -259,19 +272,19 @@ fn apply_queue_tables(queues: &mut [QueueConfig], tables: &[QueueTable]) {
     }
 }
 
-/// Health thresholds from `DOCKET_HEALTH_*` (seconds); unset ones keep their defaults.
+/// Health thresholds from the `HEALTH_*` settings (seconds); unset ones keep their defaults.
 fn health_config(source: &Source) -> anyhow::Result<HealthConfig> {
     let mut config = HealthConfig::default();
-    if let Some(value) = source.seconds("DOCKET_HEALTH_BACKLOG_THRESHOLD")? {
+    if let Some(value) = source.seconds(&settings::HEALTH_BACKLOG_THRESHOLD)? {
         config.backlog_threshold = value;
     }
-    if let Some(value) = source.seconds("DOCKET_HEALTH_CHECK_TIMEOUT")? {
+    if let Some(value) = source.seconds(&settings::HEALTH_CHECK_TIMEOUT)? {
         config.check_timeout = value;
     }
-    if let Some(value) = source.seconds("DOCKET_HEALTH_CACHE_TTL")? {
+    if let Some(value) = source.seconds(&settings::HEALTH_CACHE_TTL)? {
         config.cache_ttl = value;
     }
-    if let Some(value) = source.parse("DOCKET_HEALTH_DEAD_LETTER_DEGRADES")? {
+    if let Some(value) = source.parse(&settings::HEALTH_DEAD_LETTER_DEGRADES)? {
         config.dead_letter_degrades = value;
     }
     Ok(config)
@@ -310,11 +323,17 @@ impl DatabaseUrl {
     pub(crate) fn parse(raw: &str) -> anyhow::Result<DatabaseUrl> {
         // sqlx parses any scheme as PostgreSQL; a MySQL URL here is a mistake to name.
         if !(raw.starts_with("postgres://") || raw.starts_with("postgresql://")) {
-            bail!("DATABASE_URL is not a valid PostgreSQL URL: it must start with postgres:// or postgresql://");
+            bail!(
+                "{} is not a valid PostgreSQL URL: it must start with postgres:// or postgresql://",
+                settings::DATABASE_URL
+            );
         }
-        let options = raw
-            .parse::<PgConnectOptions>()
-            .map_err(|err| anyhow::anyhow!("DATABASE_URL is not a valid PostgreSQL URL: {err}"))?;
+        let options = raw.parse::<PgConnectOptions>().map_err(|err| {
+            anyhow::anyhow!(
+                "{} is not a valid PostgreSQL URL: {err}",
+                settings::DATABASE_URL
+            )
+        })?;
         Ok(DatabaseUrl {
             raw: raw.to_owned(),
             options,
@@ -396,6 +415,9 @@ mod tests {
     #[test]
     fn a_url_that_is_not_postgres_is_refused() {
         let err = DatabaseUrl::parse("mysql://x@y/z").err().unwrap();
-        assert!(err.to_string().contains("DATABASE_URL"), "{err}");
+        assert!(
+            err.to_string().contains(settings::DATABASE_URL.var),
+            "{err}"
+        );
     }
 }

@@ -1,7 +1,6 @@
 //! Where configuration values come from: the environment first, then `docket.toml` (the
-//! file named by `DOCKET_CONFIG`, else `./docket.toml` when it exists). A file key is the
-//! variable's name in lower case without its `DOCKET_` prefix: `DOCKET_SHUTDOWN_TIMEOUT`
-//! is `shutdown_timeout`, `DATABASE_URL` is `database_url`.
+//! file named by `DOCKET_CONFIG`, else `./docket.toml` when it exists). What each setting
+//! is, and its key in the file, is in [`settings`](crate::settings).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -12,57 +11,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use docket_worker::schedule::ScheduleConfig;
 
-/// Every variable Docket reads.
-pub(crate) const KNOWN: &[&str] = &[
-    "DATABASE_URL",
-    "CRON_SECRET",
-    "DOCKET_OPS_SECRET",
-    "DOCKET_LOG_FORMAT",
-    "DOCKET_HTTP_ADDR",
-    "DOCKET_DB_POOL_SIZE",
-    "DOCKET_QUEUES",
-    "DOCKET_CONCURRENCY",
-    "DOCKET_GLOBAL_CONCURRENCY",
-    "DOCKET_CLAIM_BATCH",
-    "DOCKET_LISTEN",
-    "DOCKET_CRON",
-    "DOCKET_POLL_INTERVAL",
-    "DOCKET_HEARTBEAT_INTERVAL",
-    "DOCKET_LEASE_TIMEOUT",
-    "DOCKET_SHUTDOWN_TIMEOUT",
-    "DOCKET_RESCUER_INTERVAL",
-    "DOCKET_PRUNER_INTERVAL",
-    "DOCKET_PARK_AFTER",
-    "DOCKET_COMPLETED_RETENTION",
-    "DOCKET_CANCELLED_RETENTION",
-    "DOCKET_DEAD_LETTER_RETENTION",
-    "DOCKET_HEALTH_BACKLOG_THRESHOLD",
-    "DOCKET_HEALTH_CHECK_TIMEOUT",
-    "DOCKET_HEALTH_CACHE_TTL",
-    "DOCKET_HEALTH_DEAD_LETTER_DEGRADES",
-    "DOCKET_CHECK_DISK_PATH",
-    "DOCKET_CHECK_DISK_MIN_FREE_PERCENT",
-    "DOCKET_BACKUP_DIR",
-    "DOCKET_BACKUP_MAX_AGE",
-    "DOCKET_SMTP_MODE",
-    "DOCKET_SMTP_URL",
-    "DOCKET_SMTP_TIMEOUT",
-    "DOCKET_SMTP_POOL_SIZE",
-    "DOCKET_SMTP_CA_FILE",
-    "DOCKET_MAIL_FROM",
-    "DOCKET_TEMPLATE_DIR",
-    "DOCKET_MAIL_RATE",
-    "DOCKET_MAIL_RETRY_LADDER",
-    "DOCKET_ADMIN_EMAIL",
-    "DOCKET_MAIL_NOTIFY",
-];
-
-/// The file's key for a variable.
-fn file_key(var: &str) -> String {
-    var.strip_prefix("DOCKET_")
-        .unwrap_or(var)
-        .to_ascii_lowercase()
-}
+use crate::settings::{self, Setting};
 
 /// The environment over the file.
 pub(crate) struct Source {
@@ -279,10 +228,10 @@ impl Source {
                 }
                 continue;
             }
-            let Some(var) = KNOWN.iter().find(|var| file_key(var) == key) else {
-                let nearest = KNOWN
+            let Some(setting) = settings::ALL.iter().find(|s| s.file_key() == key) else {
+                let nearest = settings::ALL
                     .iter()
-                    .map(|var| file_key(var))
+                    .map(Setting::file_key)
                     .min_by_key(|known| strsim::levenshtein(known, &key))
                     .filter(|known| strsim::levenshtein(known, &key) <= 3);
                 match nearest {
@@ -313,7 +262,7 @@ impl Source {
                     other.type_str()
                 ),
             };
-            file.insert((*var).to_owned(), text);
+            file.insert(setting.var.to_owned(), text);
         }
         Ok(Source {
             file,
@@ -323,38 +272,32 @@ impl Source {
         })
     }
 
-    /// A variable's value and where it came from; unset or empty is `None`.
-    fn lookup(&self, var: &str) -> Option<(String, String)> {
-        // KNOWN is the one list of settings: a read of anything else is a bug (caught by
-        // any test that reads it), not a setting operators could find.
-        debug_assert!(
-            KNOWN.contains(&var),
-            "{var} is read but not listed in KNOWN"
-        );
-        if let Ok(value) = std::env::var(var) {
+    /// A setting's value and where it came from; unset or empty is `None`.
+    fn lookup(&self, setting: &Setting) -> Option<(String, String)> {
+        if let Ok(value) = std::env::var(setting.var) {
             if !value.trim().is_empty() {
-                return Some((value, var.to_owned()));
+                return Some((value, setting.var.to_owned()));
             }
         }
-        let value = self.file.get(var)?;
+        let value = self.file.get(setting.var)?;
         let path = self.path.as_deref().unwrap_or(Path::new("docket.toml"));
         Some((
             value.clone(),
-            format!("{}: {}", path.display(), file_key(var)),
+            format!("{}: {}", path.display(), setting.file_key()),
         ))
     }
 
-    /// A variable's text.
-    pub(crate) fn text(&self, var: &str) -> Option<String> {
-        self.lookup(var).map(|(value, _)| value)
+    /// A setting's text.
+    pub(crate) fn text(&self, setting: &Setting) -> Option<String> {
+        self.lookup(setting).map(|(value, _)| value)
     }
 
-    /// A variable parsed; unparsable is an error naming the variable (or the file's key).
-    pub(crate) fn parse<T: FromStr>(&self, var: &str) -> anyhow::Result<Option<T>>
+    /// A setting parsed; unparsable is an error naming the variable (or the file's key).
+    pub(crate) fn parse<T: FromStr>(&self, setting: &Setting) -> anyhow::Result<Option<T>>
     where
         T::Err: fmt::Display,
     {
-        let Some((value, origin)) = self.lookup(var) else {
+        let Some((value, origin)) = self.lookup(setting) else {
             return Ok(None);
         };
         value
@@ -364,12 +307,13 @@ impl Source {
             .map_err(|err| anyhow::anyhow!("{origin}={value:?} is not valid: {err}"))
     }
 
-    /// A variable holding a number of seconds.
-    pub(crate) fn seconds(&self, var: &str) -> anyhow::Result<Option<Duration>> {
-        self.parse::<f64>(var)?
+    /// A setting holding a number of seconds.
+    pub(crate) fn seconds(&self, setting: &Setting) -> anyhow::Result<Option<Duration>> {
+        self.parse::<f64>(setting)?
             .map(|value| {
-                Duration::try_from_secs_f64(value)
-                    .map_err(|_| anyhow::anyhow!("{var} must be a number of seconds, not {value}"))
+                Duration::try_from_secs_f64(value).map_err(|_| {
+                    anyhow::anyhow!("{setting} must be a number of seconds, not {value}")
+                })
             })
             .transpose()
     }
@@ -416,28 +360,6 @@ mod tests {
 
     use super::*;
 
-    /// The settings list is written once (KNOWN); the doc must show each, and nothing else.
-    #[test]
-    fn every_setting_is_documented_and_every_documented_setting_is_known() {
-        let doc = include_str!("../docs/configuration.md");
-        for var in KNOWN {
-            assert!(
-                doc.contains(&format!("| `{var}` |")),
-                "docs/configuration.md lacks {var}"
-            );
-        }
-        for line in doc.lines().filter(|line| line.starts_with("| `")) {
-            let var = line
-                .trim_start_matches("| `")
-                .split('`')
-                .next()
-                .unwrap_or_default();
-            if var.starts_with("DOCKET_") || var == "DATABASE_URL" || var == "CRON_SECRET" {
-                assert!(KNOWN.contains(&var), "{var} is documented but not read");
-            }
-        }
-    }
-
     #[test]
     fn file_keys_are_the_variables_without_their_prefix() {
         let source = Source::from_toml(
@@ -469,7 +391,7 @@ mod tests {
     fn a_bad_file_value_names_the_file_and_key() {
         let source =
             Source::from_toml("backup_max_age = \"soon\"", Path::new("/etc/docket.toml")).unwrap();
-        let err = source.seconds("DOCKET_BACKUP_MAX_AGE").err().unwrap();
+        let err = source.seconds(&settings::BACKUP_MAX_AGE).err().unwrap();
         assert!(
             err.to_string()
                 .starts_with("/etc/docket.toml: backup_max_age=\"soon\" is not valid"),

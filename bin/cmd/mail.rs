@@ -181,7 +181,7 @@ async fn run_campaign(
                 .as_deref()
                 .unwrap_or("Docket <docket@localhost>")
                 .parse()
-                .context("DOCKET_MAIL_FROM")?;
+                .context(crate::settings::MAIL_FROM.var)?;
             let new = NewCampaign {
                 batch_size,
                 ..NewCampaign::new(&name, &template, parsed.rows)

@@ -43,9 +43,13 @@ pub(crate) async fn run(
     )
     .with_mailer(mailer)
     .with_ops(config.ops_secret.clone(), config.check.clone());
-    let listener = TcpListener::bind(config.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (DOCKET_HTTP_ADDR)", config.http_addr))?;
+    let listener = TcpListener::bind(config.http_addr).await.with_context(|| {
+        format!(
+            "cannot listen on {} ({})",
+            config.http_addr,
+            crate::settings::HTTP_ADDR
+        )
+    })?;
     info!(event = docket_queue::telemetry::event::HTTP_LISTENING, addr = %listener.local_addr()?, "HTTP listening");
 
     let stop_http = CancellationToken::new();

@@ -1,0 +1,264 @@
+//! Every setting Docket reads, once: the variable, its default, which commands read it and
+//! what it means. The file's keys and the did-you-mean list of [`source`](crate::source)
+//! are derived from this table, the loader in [`config`](crate::config) reads through its
+//! constants, and a test keeps `docs/configuration.md` showing the same rows.
+
+use std::fmt;
+
+/// One setting: an environment variable, or its key in `docket.toml`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Setting {
+    /// The environment variable.
+    pub(crate) var: &'static str,
+    /// The default, as the docs say it.
+    pub(crate) default: &'static str,
+    /// The commands that read it.
+    pub(crate) applies: &'static str,
+    /// What it means, as the docs say it.
+    pub(crate) help: &'static str,
+}
+
+impl Setting {
+    /// Its key in `docket.toml`: the variable in lower case without its `DOCKET_` prefix
+    /// (`DOCKET_SHUTDOWN_TIMEOUT` is `shutdown_timeout`, `DATABASE_URL` is `database_url`).
+    pub(crate) fn file_key(&self) -> String {
+        self.var
+            .strip_prefix("DOCKET_")
+            .unwrap_or(self.var)
+            .to_ascii_lowercase()
+    }
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.var)
+    }
+}
+
+/// Declares each setting as a constant and lists them all in [`ALL`], so that a setting
+/// the loader reads is always one the table (and so the docs) know.
+macro_rules! settings {
+    ($($name:ident: $var:literal, default $default:literal, applies $applies:literal, help $help:literal;)*) => {
+        $(
+            #[doc = $help]
+            pub(crate) const $name: Setting = Setting {
+                var: $var,
+                default: $default,
+                applies: $applies,
+                help: $help,
+            };
+        )*
+        /// Every setting, in the order the docs list them.
+        pub(crate) const ALL: &[Setting] = &[$($name),*];
+    };
+}
+
+settings! {
+    DATABASE_URL: "DATABASE_URL",
+        default "required by every command but `demo`, which starts a throwaway cluster without it",
+        applies "every command",
+        help "PostgreSQL URL, `postgres://user:password@host:port/database` (a Unix socket: `?host=/path/to/dir`). Shown in messages with its password redacted.";
+    CRON_SECRET: "CRON_SECRET",
+        default "unset: guarded routes answer 401",
+        applies "`serve`",
+        help "bearer token of the snapshot, metrics and job API; never printed or logged";
+    OPS_SECRET: "DOCKET_OPS_SECRET",
+        default "unset: `CRON_SECRET` signs in",
+        applies "`serve`",
+        help "the operations page's sign-in secret (its sessions are signed with a key derived from it); never printed or logged";
+    LOG_FORMAT: "DOCKET_LOG_FORMAT",
+        default "`pretty` when stderr is a terminal, else `json`",
+        applies "every command",
+        help "`json` (one object per line) or `pretty`";
+    HTTP_ADDR: "DOCKET_HTTP_ADDR",
+        default "`127.0.0.1:8080`",
+        applies "`serve`",
+        help "where `docket serve` listens";
+    DB_POOL_SIZE: "DOCKET_DB_POOL_SIZE",
+        default "total concurrency + 4, at most 50",
+        applies "`serve`, `worker`",
+        help "connections for claims, outcomes and handlers";
+    QUEUES: "DOCKET_QUEUES",
+        default "`default,mail,recovery` (the mail kinds' queues next to `default`)",
+        applies "`serve`, `worker`",
+        help "queues a worker serves, `name[:concurrency]` comma-separated (also `--queues`)";
+    CONCURRENCY: "DOCKET_CONCURRENCY",
+        default "10",
+        applies "`serve`, `worker`",
+        help "jobs at once per queue without its own figure (also `--concurrency`)";
+    GLOBAL_CONCURRENCY: "DOCKET_GLOBAL_CONCURRENCY",
+        default "the sum of the queues'",
+        applies "`serve`, `worker`",
+        help "cap on jobs at once over all queues";
+    CLAIM_BATCH: "DOCKET_CLAIM_BATCH",
+        default "100",
+        applies "`serve`, `worker`",
+        help "most jobs one claim takes";
+    LISTEN: "DOCKET_LISTEN",
+        default "`true`",
+        applies "`serve`, `worker`",
+        help "`true`/`false`: wake on LISTEN/NOTIFY; `false` polls only (behind a pooler that cannot hold a LISTEN; see [scaling](scaling.md#pgbouncer))";
+    CRON: "DOCKET_CRON",
+        default "`true`",
+        applies "`serve`, `worker`",
+        help "`true`/`false`: run the scheduler for the `[[schedule]]` tables in this process (each tick is enqueued once however many run it)";
+    POLL_INTERVAL: "DOCKET_POLL_INTERVAL",
+        default "1",
+        applies "`serve`, `worker`",
+        help "seconds between polls without a notification";
+    HEARTBEAT_INTERVAL: "DOCKET_HEARTBEAT_INTERVAL",
+        default "5",
+        applies "`serve`, `worker`",
+        help "seconds between heartbeats";
+    LEASE_TIMEOUT: "DOCKET_LEASE_TIMEOUT",
+        default "30",
+        applies "`serve`, `worker`",
+        help "this worker's lease: seconds after its last heartbeat until its jobs may be rescued (stored with each heartbeat, so every worker is judged by its own; more than twice the heartbeat)";
+    SHUTDOWN_TIMEOUT: "DOCKET_SHUTDOWN_TIMEOUT",
+        default "30",
+        applies "`serve`, `worker`",
+        help "seconds running jobs get to finish at shutdown";
+    RESCUER_INTERVAL: "DOCKET_RESCUER_INTERVAL",
+        default "15",
+        applies "`serve`, `worker`",
+        help "seconds between rescuer runs";
+    PRUNER_INTERVAL: "DOCKET_PRUNER_INTERVAL",
+        default "60",
+        applies "`serve`, `worker`",
+        help "seconds between pruner runs";
+    PARK_AFTER: "DOCKET_PARK_AFTER",
+        default "60",
+        applies "`serve`, `worker`",
+        help "seconds a ready job may wait with no live worker for its queue and kind before it is parked out of the claim's way (and listed as unhandled)";
+    COMPLETED_RETENTION: "DOCKET_COMPLETED_RETENTION",
+        default "86400 (24 h)",
+        applies "`serve`, `worker`",
+        help "seconds completed jobs are kept";
+    CANCELLED_RETENTION: "DOCKET_CANCELLED_RETENTION",
+        default "604800 (7 d)",
+        applies "`serve`, `worker`",
+        help "seconds cancelled jobs are kept";
+    DEAD_LETTER_RETENTION: "DOCKET_DEAD_LETTER_RETENTION",
+        default "2592000 (30 d)",
+        applies "`serve`, `worker`",
+        help "seconds dead letters are kept";
+    HEALTH_BACKLOG_THRESHOLD: "DOCKET_HEALTH_BACKLOG_THRESHOLD",
+        default "300",
+        applies "`serve`, `check`",
+        help "seconds the oldest ready job may wait before `backlog` is degraded";
+    HEALTH_CHECK_TIMEOUT: "DOCKET_HEALTH_CHECK_TIMEOUT",
+        default "2",
+        applies "`serve`, `check`",
+        help "seconds each part of the health evaluation may take: `select 1` past it is `down`; the snapshot, workers or unhandled kinds past it are `unknown` (status `degraded`)";
+    HEALTH_CACHE_TTL: "DOCKET_HEALTH_CACHE_TTL",
+        default "1",
+        applies "`serve`, `check`",
+        help "seconds a health evaluation is reused";
+    HEALTH_DEAD_LETTER_DEGRADES: "DOCKET_HEALTH_DEAD_LETTER_DEGRADES",
+        default "`false`",
+        applies "`serve`, `check`",
+        help "`true`: dead letters make the status degraded, not just `warn`";
+    CHECK_DISK_PATH: "DOCKET_CHECK_DISK_PATH",
+        default "`/`",
+        applies "`serve`, `check`",
+        help "filesystem `docket check` watches";
+    CHECK_DISK_MIN_FREE_PERCENT: "DOCKET_CHECK_DISK_MIN_FREE_PERCENT",
+        default "10",
+        applies "`serve`, `check`",
+        help "below this free share, `docket check` warns";
+    BACKUP_DIR: "DOCKET_BACKUP_DIR",
+        default "unset: no backup check",
+        applies "`serve`, `check`",
+        help "directory whose newest file `docket check` ages";
+    BACKUP_MAX_AGE: "DOCKET_BACKUP_MAX_AGE",
+        default "93600 (26 h)",
+        applies "`serve`, `check`",
+        help "seconds the newest backup may age before a warning";
+    SMTP_MODE: "DOCKET_SMTP_MODE",
+        default "`smtp` when `DOCKET_SMTP_URL` is set, else `stub`",
+        applies "`serve`, `worker`, `mail`",
+        help "`smtp` (send through the relay) or `stub` (render and record as `suppressed`, reason `stub`; nothing leaves)";
+    SMTP_URL: "DOCKET_SMTP_URL",
+        default "unset",
+        applies "`serve`, `worker`, `mail`",
+        help "the relay, in lettre's URL form: `smtp://host:25` (plain, local relays), `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465` (TLS from the first byte); `smtp://user:password@host:587?tls=required` for AUTH (PLAIN or LOGIN). The password is a secret: it never reaches a log line, an error or a JSON document";
+    SMTP_TIMEOUT: "DOCKET_SMTP_TIMEOUT",
+        default "30",
+        applies "`serve`, `worker`, `mail`",
+        help "seconds for the connection and for each SMTP command";
+    SMTP_POOL_SIZE: "DOCKET_SMTP_POOL_SIZE",
+        default "4",
+        applies "`serve`, `worker`, `mail`",
+        help "pooled SMTP connections per process (idle ones are checked with NOOP before reuse)";
+    SMTP_CA_FILE: "DOCKET_SMTP_CA_FILE",
+        default "unset",
+        applies "`serve`, `worker`, `mail`",
+        help "a PEM certificate to trust besides the public roots (a relay with a private or self-signed certificate)";
+    MAIL_FROM: "DOCKET_MAIL_FROM",
+        default "required in `smtp` mode",
+        applies "`serve`, `worker`, `mail`",
+        help "the sender, `Name <address>`; its domain also names every Message-ID";
+    TEMPLATE_DIR: "DOCKET_TEMPLATE_DIR",
+        default "`./templates`",
+        applies "`serve`, `worker`, `mail`",
+        help "the template catalog (`<name>/subject.txt`, `body.txt`, optional `body.html`, locales in `<name>/<locale>/`), parsed whole when `serve` or `worker` starts";
+    MAIL_RATE: "DOCKET_MAIL_RATE",
+        default "unset: no limit",
+        applies "`serve`, `worker`, `mail`",
+        help "messages through the relay over all processes together, e.g. `10/s`, `600/m`, `20000/h` (a token bucket in PostgreSQL; recovery emails go first)";
+    MAIL_RETRY_LADDER: "DOCKET_MAIL_RETRY_LADDER",
+        default "`1m,5m,15m,1h,6h`",
+        applies "`serve`, `worker`, `mail`",
+        help "delays after each temporary failure (4xx, timeouts, lost connections); one failure more than it has steps dead-letters the delivery";
+    ADMIN_EMAIL: "DOCKET_ADMIN_EMAIL",
+        default "unset",
+        applies "`serve`, `worker`, `mail`",
+        help "where `mail.admin` goes when its payload names nobody";
+    MAIL_NOTIFY: "DOCKET_MAIL_NOTIFY",
+        default "unset: nothing",
+        applies "`serve`, `worker`, `mail`",
+        help "what Docket tells `DOCKET_ADMIN_EMAIL` by itself, comma-separated: `campaign_finished` (a campaign's last recipient is final), `dead_letters` (jobs were dead-lettered in the past minute; one email a minute at most)";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `docs/configuration.md` shows each setting as a row `| var | meaning | default | read
+    /// by |` with the table's words, and documents no variable the table lacks.
+    #[test]
+    fn docs_configuration_md_shows_the_settings_table() {
+        let doc = include_str!("../docs/configuration.md");
+        for setting in ALL {
+            let row = format!(
+                "| `{}` | {} | {} | {} |",
+                setting.var, setting.help, setting.default, setting.applies
+            );
+            assert!(
+                doc.lines().any(|line| line == row),
+                "docs/configuration.md lacks (or words differently) the row\n{row}"
+            );
+        }
+        for line in doc.lines().filter(|line| line.starts_with("| `")) {
+            let var = line
+                .trim_start_matches("| `")
+                .split('`')
+                .next()
+                .unwrap_or_default();
+            if var.starts_with("DOCKET_") || var == "DATABASE_URL" || var == "CRON_SECRET" {
+                assert!(
+                    ALL.iter().any(|setting| setting.var == var),
+                    "{var} is documented but not in the settings table"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn file_keys_are_unique() {
+        let mut keys: Vec<String> = ALL.iter().map(Setting::file_key).collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), ALL.len());
+    }
+}
