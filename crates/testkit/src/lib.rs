@@ -13,6 +13,8 @@
 //! - [`smtp`]: `SmtpSink`, a real SMTP server on loopback that records what it receives
 //!   and answers 4xx/5xx per recipient, stalls, offers STARTTLS and AUTH on demand.
 //! - [`wait`]: `eventually`, a bounded wait for a real process to react.
+//! - [`tools`]: `require_program`, a test's external tool: skipped when missing, failed
+//!   when missing under `DOCKET_TEST_TOOLS=required`.
 //!
 //! It is a dev-dependency everywhere but the `docket` binary, whose `demo` needs the
 //! throwaway cluster and the SMTP sink.
@@ -21,6 +23,7 @@ pub mod db;
 pub mod factory;
 pub mod postgres;
 pub mod smtp;
+pub mod tools;
 pub mod wait;
 
 pub use db::TestDb;
