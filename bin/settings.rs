@@ -220,6 +220,33 @@ settings! {
         help "what Docket tells `DOCKET_ADMIN_EMAIL` by itself, comma-separated: `campaign_finished` (a campaign's last recipient is final), `dead_letters` (jobs were dead-lettered in the past minute; one email a minute at most)";
 }
 
+/// `DOCKET_*` variables that are not settings of a process: the file to read, and the
+/// test suite's own switches (which its child processes inherit).
+const NOT_SETTINGS: &[&str] = &[
+    "DOCKET_CONFIG",
+    "DOCKET_TEST_TOOLS",
+    "DOCKET_SCREENSHOTS_DIR",
+    "DOCKET_WRITE_SCHEMA",
+];
+
+/// The first `DOCKET_*` name among `names` that is no setting (a misspelling would
+/// otherwise be ignored, and its default used without a word), with the nearest setting.
+pub(crate) fn unknown_variable<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+) -> Option<(&'a str, Option<&'static str>)> {
+    let name = names.into_iter().find(|name| {
+        name.starts_with("DOCKET_")
+            && !NOT_SETTINGS.contains(name)
+            && !ALL.iter().any(|setting| setting.var == *name)
+    })?;
+    let nearest = ALL
+        .iter()
+        .map(|setting| setting.var)
+        .min_by_key(|var| strsim::levenshtein(var, name))
+        .filter(|var| strsim::levenshtein(var, name) <= 3);
+    Some((name, nearest))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -252,6 +279,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_misspelled_variable_is_found_with_the_nearest_setting() {
+        assert_eq!(
+            unknown_variable(["PATH", "DOCKET_SMTP_ULR", "DOCKET_QUEUES"]),
+            Some(("DOCKET_SMTP_ULR", Some("DOCKET_SMTP_URL")))
+        );
+        assert_eq!(
+            unknown_variable(["DOCKET_CONCURENCY"]),
+            Some(("DOCKET_CONCURENCY", Some("DOCKET_CONCURRENCY")))
+        );
+        assert_eq!(
+            unknown_variable(["DOCKET_WHATEVER_ELSE_ENTIRELY"]),
+            Some(("DOCKET_WHATEVER_ELSE_ENTIRELY", None))
+        );
+        assert_eq!(
+            unknown_variable(["DOCKET_CONFIG", "DOCKET_QUEUES", "HOME", "RUST_LOG"]),
+            None
+        );
     }
 
     #[test]

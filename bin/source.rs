@@ -183,8 +183,22 @@ fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Resu
 }
 
 impl Source {
-    /// Reads `DOCKET_CONFIG`'s file, or `./docket.toml` if it exists, or none.
+    /// Reads `DOCKET_CONFIG`'s file, or `./docket.toml` if it exists, or none; a `DOCKET_*`
+    /// variable that is no setting (a misspelling) is an error naming the nearest.
     pub(crate) fn load() -> anyhow::Result<Source> {
+        let names: Vec<String> = std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect();
+        if let Some((name, nearest)) = settings::unknown_variable(names.iter().map(String::as_str))
+        {
+            match nearest {
+                Some(known) => bail!("{name} is not a Docket setting; did you mean {known}?"),
+                None => bail!(
+                    "{name} is not a Docket setting (docs/configuration.md lists them); \
+                     unset it"
+                ),
+            }
+        }
         let (path, required) = match std::env::var_os("DOCKET_CONFIG") {
             Some(path) => (PathBuf::from(path), true),
             None => (PathBuf::from("docket.toml"), false),

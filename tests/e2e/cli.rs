@@ -197,6 +197,24 @@ fn commands_other_than_demo_ask_for_database_url() {
     );
 }
 
+#[test]
+fn a_misspelled_variable_stops_the_command_naming_the_setting_it_meant() {
+    // Before, `DOCKET_SMTP_ULR` was ignored: the worker ran in stub mode and sent nothing.
+    let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .args(["worker"])
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+        .env("DOCKET_SMTP_ULR", "smtp://127.0.0.1:2525")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out)
+            .contains("DOCKET_SMTP_ULR is not a Docket setting; did you mean DOCKET_SMTP_URL?"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[tokio::test]
 async fn docket_toml_configures_and_the_environment_overrides_it() {
     let db = TestDb::new().await;
