@@ -16,9 +16,8 @@ mod worker;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::PgPool;
+use sqlx::{Connection, PgConnection, PgPool};
 
 use crate::cli::Command;
 use crate::config::{Config, DatabaseUrl};
@@ -65,15 +64,44 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// A small pool to the database, checked with one connection so that a wrong URL or a
-/// server that is down fails here, with the URL (password redacted) in the message.
+/// A small pool to the database for a command.
 pub(crate) async fn connect(url: &DatabaseUrl) -> anyhow::Result<PgPool> {
-    PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(CONNECT_TIMEOUT)
-        .connect_with(url.options())
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {url}"))
+    open_pool(
+        url,
+        PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(CONNECT_TIMEOUT),
+    )
+    .await
+}
+
+/// A pool with `options`, after one connection made by hand: a wrong URL or a server that
+/// is down fails here at once, with the URL (password redacted) and the real cause said
+/// once (a pool's first connection would wait out its acquire timeout and then say only
+/// that it timed out, hiding "connection refused").
+pub(crate) async fn open_pool(url: &DatabaseUrl, options: PgPoolOptions) -> anyhow::Result<PgPool> {
+    let cause =
+        match tokio::time::timeout(CONNECT_TIMEOUT, PgConnection::connect_with(&url.options()))
+            .await
+        {
+            Ok(Ok(connection)) => {
+                connection.close().await.ok();
+                return Ok(options.connect_lazy_with(url.options()));
+            }
+            Ok(Err(err)) => connection_error(&err),
+            Err(_) => format!("no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+        };
+    anyhow::bail!("cannot connect to PostgreSQL at {url}: {cause}")
+}
+
+/// A connection error's cause, once: sqlx's own text repeats the server's message after
+/// its own prefix ("error returned from database: X: X" with the error chain).
+fn connection_error(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => db.message().to_owned(),
+        sqlx::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
 }
 
 /// How long closing the pool may take at exit.

@@ -20,13 +20,14 @@ pub(crate) async fn work_pool(
 ) -> anyhow::Result<PgPool> {
     let total: usize = runtime.queues.iter().map(|q| q.concurrency).sum();
     let size = pool_size.unwrap_or_else(|| u32::try_from(total + 4).unwrap_or(u32::MAX).min(50));
-    PgPoolOptions::new()
-        .max_connections(size)
-        .acquire_timeout(Duration::from_secs(10))
-        .test_before_acquire(false)
-        .connect_with(url.options())
-        .await
-        .with_context(|| format!("cannot connect to PostgreSQL at {url}"))
+    crate::cmd::open_pool(
+        url,
+        PgPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false),
+    )
+    .await
 }
 
 /// The mailer: settings checked, the whole template catalog parsed, so a broken template or

@@ -180,6 +180,23 @@ fn a_bad_url_or_a_database_that_is_down_is_a_clear_error() {
         !message.contains("s3cret"),
         "the password leaked: {message}"
     );
+    // The real cause, not a pool that "timed out" after waiting for it.
+    assert!(message.contains("Connection refused"), "{message}");
+    assert!(!message.contains("timed out"), "{message}");
+}
+
+#[tokio::test]
+async fn a_connection_error_from_the_server_is_said_once() {
+    let db = TestDb::new().await;
+    let missing = db.url.replace(&db.name, "docket_no_such_database");
+    let out = docket(&missing, &["snapshot"]);
+    assert!(!out.status.success());
+    let message = stderr(&out);
+    assert_eq!(
+        message.matches("does not exist").count(),
+        1,
+        "the cause is said once: {message}"
+    );
 }
 
 #[test]
