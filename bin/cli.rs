@@ -69,6 +69,10 @@ pub(crate) enum QueuesCommand {
     Pause {
         /// The queue.
         name: String,
+        /// Pause it even though no job, worker or configuration names it (without, such a
+        /// name is refused as a likely misspelling).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         output: OutputArgs,
     },

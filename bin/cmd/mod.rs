@@ -40,7 +40,12 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         }
         Command::Mail(command) => mail::run(&config, command).await,
         Command::Queues(command) => {
-            queues::run(&connect(config.require_database()?).await?, command).await
+            queues::run(
+                &connect(config.require_database()?).await?,
+                &config,
+                command,
+            )
+            .await
         }
         Command::Jobs(command) => {
             jobs::run(&connect(config.require_database()?).await?, command).await

@@ -283,6 +283,26 @@ async fn docket_toml_configures_and_the_environment_overrides_it() {
 #[tokio::test]
 async fn queues_pause_list_and_resume_from_the_command_line() {
     let db = TestDb::new().await;
+    stdout(&docket(
+        &db.url,
+        &["enqueue", "report.build", "--queue", "reports"],
+    ));
+    // A name nothing knows is most likely a misspelling: refused, with the nearest name.
+    let typo = docket(&db.url, &["queues", "pause", "reprots"]);
+    assert!(!typo.status.success());
+    assert!(
+        stderr(&typo).contains(r#"did you mean "reports"?"#),
+        "{}",
+        stderr(&typo)
+    );
+    let forced = docket(
+        &db.url,
+        &["queues", "pause", "reprots", "--force", "--json"],
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&stdout(&forced)).unwrap()[0]["paused"],
+        true
+    );
     let paused: Value = serde_json::from_str(&stdout(&docket(
         &db.url,
         &["queues", "pause", "reports", "--json"],

@@ -81,3 +81,25 @@ pub async fn grouped(exec: impl PgExecutor<'_>, queues: &[String]) -> Result<Vec
 pub async fn paused(exec: impl PgExecutor<'_>) -> Result<Vec<String>> {
     Ok(db::queue_control_list_paused(exec).await?)
 }
+
+/// Whether anything knows the queue: a job in it (live or dead-lettered), a worker that
+/// serves it or once waited on it, or stored controls. A pause of a queue nothing knows
+/// is most likely a misspelling, and would pause nothing that runs.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for a name no queue can have; [`Error::Database`].
+pub async fn is_known(exec: impl PgExecutor<'_>, queue: &str) -> Result<bool> {
+    check_name(queue)?;
+    Ok(db::queue_list_named(exec).await?.iter().any(|q| q == queue))
+}
+
+/// The queues a job, a worker or stored controls name, sorted: the names to suggest for a
+/// misspelt one.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn named(exec: impl PgExecutor<'_>) -> Result<Vec<String>> {
+    Ok(db::queue_list_named(exec).await?)
+}

@@ -77,3 +77,32 @@ pub(crate) async fn queue_control_set_paused(
     .fetch_one(exec)
     .await
 }
+
+/// The queues something names: a live or dead-lettered job is in it (found by a skip
+/// scan of `jobs_snapshot`, one probe per queue), a worker serves it (or once waited on
+/// it), or it has stored controls. Sorted.
+pub(crate) async fn queue_list_named(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<String>> {
+    sqlx::query_scalar(
+        r#"
+        with recursive with_jobs (queue) as (
+            (select queue from docket.jobs
+             where state in ('pending', 'retrying', 'processing', 'dead_letter')
+             order by queue limit 1)
+            union all
+            select (select j.queue from docket.jobs j
+                    where j.state in ('pending', 'retrying', 'processing', 'dead_letter')
+                      and j.queue > w.queue
+                    order by j.queue limit 1)
+            from with_jobs w
+            where w.queue is not null
+        )
+        select queue from with_jobs where queue is not null
+        union select queue from docket.queue_wakeups
+        union select queue from docket.queue_controls
+        union select unnest(queues) from docket.workers
+        order by 1
+        "#,
+    )
+    .fetch_all(exec)
+    .await
+}
