@@ -104,9 +104,10 @@ impl Config {
             pool_size: source.parse(&settings::DB_POOL_SIZE)?,
             cron_secret: source.text(&settings::CRON_SECRET).and_then(Secret::new),
             ops_secret: source.text(&settings::OPS_SECRET).and_then(Secret::new),
-            http_addr: source
-                .parse(&settings::HTTP_ADDR)?
-                .unwrap_or(([127, 0, 0, 1], 8080).into()),
+            http_addr: match source.text(&settings::HTTP_ADDR) {
+                Some(addr) => listen_address(&addr)?,
+                None => ([127, 0, 0, 1], 8080).into(),
+            },
             health: health_config(&source)?,
             mail,
             queue_tables: source.queues.clone(),
@@ -372,6 +373,32 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
+/// Where `serve` listens: an address (`127.0.0.1:8080`, `[::1]:8080`) or a host name that
+/// resolves here (`localhost:8080`: its first address, IPv4 first).
+fn listen_address(text: &str) -> anyhow::Result<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs as _;
+    let text = text.trim();
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let resolved: Vec<std::net::SocketAddr> = text
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    resolved
+        .iter()
+        .find(|addr| addr.is_ipv4())
+        .or(resolved.first())
+        .copied()
+        .with_context(|| {
+            format!(
+                "{}={text:?} is not an address to listen on: write HOST:PORT, e.g. \
+                 127.0.0.1:8080 or 0.0.0.0:8080",
+                settings::HTTP_ADDR
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -410,6 +437,20 @@ mod tests {
         );
         assert!(parse_queues("mail:four", 10).is_err());
         assert!(parse_queues(" , ", 10).is_err());
+    }
+
+    #[test]
+    fn the_listen_address_may_name_a_host() {
+        assert_eq!(
+            listen_address("localhost:8080").unwrap(),
+            ([127, 0, 0, 1], 8080).into()
+        );
+        assert_eq!(
+            listen_address("0.0.0.0:9000").unwrap(),
+            ([0, 0, 0, 0], 9000).into()
+        );
+        let err = listen_address("localhost").unwrap_err().to_string();
+        assert!(err.contains("write HOST:PORT"), "{err}");
     }
 
     #[test]

@@ -214,6 +214,39 @@ fn commands_other_than_demo_ask_for_database_url() {
     );
 }
 
+#[tokio::test]
+async fn a_second_migrate_is_quiet_and_pretty_logs_into_a_file_carry_no_colour_codes() {
+    let db = TestDb::new().await;
+    let again = docket(&db.url, &["migrate"]);
+    assert!(
+        !stderr(&again).contains("already exists"),
+        "PostgreSQL's notice is noise: {}",
+        stderr(&again)
+    );
+
+    let log = std::env::temp_dir().join(format!("docket-pretty-{}.log", std::process::id()));
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("worker")
+        .env("DATABASE_URL", &db.url)
+        .env("DOCKET_LOG_FORMAT", "pretty")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    docket_testkit::eventually(
+        std::time::Duration::from_secs(30),
+        "the worker logs its start",
+        || async {
+            std::fs::read_to_string(&log).is_ok_and(|text| text.contains("worker started"))
+        },
+    )
+    .await;
+    worker.kill().ok();
+    worker.wait().ok();
+    let text = std::fs::read_to_string(&log).unwrap();
+    std::fs::remove_file(&log).ok();
+    assert!(!text.contains('\u{1b}'), "escape codes in a file: {text}");
+}
+
 #[test]
 fn a_misspelled_variable_stops_the_command_naming_the_setting_it_meant() {
     // Before, `DOCKET_SMTP_ULR` was ignored: the worker ran in stub mode and sent nothing.
