@@ -380,7 +380,11 @@ async fn a_paused_campaigns_jobs_are_not_written_while_a_worker_runs_and_resume_
     let dir = newsletter();
     let id = create(&db.pool, &dir, "parked", recipients(6, "example.com"), 1).await;
     campaign::pause(&db.pool, id).await.unwrap();
-    let batch = campaign::show(&db.pool, id).await.unwrap().batch_id.unwrap();
+    let batch = campaign::show(&db.pool, id)
+        .await
+        .unwrap()
+        .batch_id
+        .unwrap();
     let before = row_versions(&db.pool, batch).await;
     assert_eq!(before.len(), 6);
     let running = start(&db.pool, config_for(&sink, dir));
@@ -475,7 +479,10 @@ async fn a_batch_job_that_finds_its_campaign_paused_is_parked_until_resume() {
     );
     // A cancel brings parked jobs back too, so that they end and the batch finishes.
     campaign::pause(&db.pool, id).await.unwrap();
-    assert!(parked(&db.pool, claimed[1].id).await, "pause parks the jobs that wait");
+    assert!(
+        parked(&db.pool, claimed[1].id).await,
+        "pause parks the jobs that wait"
+    );
     campaign::cancel(&db.pool, id).await.unwrap();
     assert!(!parked(&db.pool, claimed[1].id).await);
 }

@@ -251,7 +251,11 @@ async fn a_recovery_email_whose_job_expires_while_held_has_its_delivery_expired(
     running.shutdown().await;
     assert_eq!(job.dead_letter_reason.as_deref(), Some("expired"));
     let recorded = deliveries(&db.pool, None).await;
-    assert_eq!(recorded.len(), 1, "the job ran once and recorded its delivery");
+    assert_eq!(
+        recorded.len(),
+        1,
+        "the job ran once and recorded its delivery"
+    );
     assert_eq!(
         (recorded[0].status, recorded[0].attempts),
         (Status::Expired, 0),
