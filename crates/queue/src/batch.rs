@@ -169,6 +169,8 @@ async fn key_taken(
     if keyed.is_empty() {
         return Ok(None);
     }
+    // `slots` has one id per job, in the jobs' order (`docket.enqueue_many` returns one row
+    // per input), so indexing it by a job's position cannot fail.
     let ids: Vec<Uuid> = keyed.iter().map(|&(index, _)| slots[index].0).collect();
     let foreign: std::collections::HashSet<Uuid> = db::batch_foreign_jobs(&mut *conn, batch, &ids)
         .await?
