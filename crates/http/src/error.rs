@@ -76,9 +76,10 @@ impl From<docket_queue::Error> for ApiError {
         use docket_queue::Error;
         match err {
             Error::JobNotFound(_) => ApiError::NotFound(err.to_string()),
-            Error::InvalidState { .. } | Error::UniqueKeyTaken { .. } | Error::Expired { .. } => {
-                ApiError::Conflict(err.to_string())
-            }
+            Error::InvalidState { .. }
+            | Error::UniqueKeyTaken { .. }
+            | Error::BatchKeyTaken { .. }
+            | Error::Expired { .. } => ApiError::Conflict(err.to_string()),
             Error::InvalidJob(_) | Error::Payload { .. } => ApiError::Invalid(err.to_string()),
             Error::InvalidArgument(message) => ApiError::BadRequest(message),
             Error::TimedOut { .. } => ApiError::Unavailable,

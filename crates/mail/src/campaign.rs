@@ -452,7 +452,9 @@ pub async fn list(exec: impl PgExecutor<'_>, limit: u32) -> Result<Vec<CampaignS
     Ok(db::campaign_list(exec, i64::from(limit)).await?)
 }
 
-/// Pauses a campaign: its batch jobs stop before their next recipient and wait.
+/// Pauses a campaign: its waiting batch jobs are parked (no worker claims or writes them
+/// while it stays paused), and a running one stops before its next recipient and is parked
+/// as it goes back. A paused campaign costs nothing per second.
 ///
 /// # Errors
 ///
@@ -461,7 +463,8 @@ pub async fn pause(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
     set_controls(exec, id, Some(true), None).await
 }
 
-/// Resumes a paused campaign.
+/// Resumes a paused campaign: its waiting batch jobs are due at once and the workers are
+/// woken.
 ///
 /// # Errors
 ///
@@ -471,7 +474,8 @@ pub async fn resume(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
 }
 
 /// Cancels a campaign: no further recipient is sent to; those not sent stay `queued`
-/// (counted as pending) for the record.
+/// (counted as pending) for the record. Its parked batch jobs are due again, so that they
+/// end and its batch finishes.
 ///
 /// # Errors
 ///

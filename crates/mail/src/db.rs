@@ -106,7 +106,9 @@ pub(crate) async fn campaign_set_batch(
     Ok(())
 }
 
-/// Sets the operator's controls; `None` leaves one as it is. Returns whether the campaign
+/// Sets the operator's controls; `None` leaves one as it is. The campaign's waiting batch
+/// jobs follow (`docket.mail_campaign_set_controls`): parked while it is paused, due at once
+/// (and the workers woken) when it is resumed or cancelled. Returns whether the campaign
 /// exists.
 pub(crate) async fn campaign_set_controls(
     exec: impl PgExecutor<'_>,
@@ -114,19 +116,12 @@ pub(crate) async fn campaign_set_controls(
     paused: Option<bool>,
     cancelled: Option<bool>,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query(
-        r#"
-        update docket.mail_campaigns
-        set paused = coalesce($2, paused), cancelled = coalesce($3, cancelled)
-        where id = $1
-        "#,
-    )
-    .bind(id)
-    .bind(paused)
-    .bind(cancelled)
-    .execute(exec)
-    .await?;
-    Ok(done.rows_affected() == 1)
+    sqlx::query_scalar("select docket.mail_campaign_set_controls($1, $2, $3)")
+        .bind(id)
+        .bind(paused)
+        .bind(cancelled)
+        .fetch_one(exec)
+        .await
 }
 
 /// A delivery to insert.

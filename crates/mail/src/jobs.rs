@@ -27,8 +27,10 @@ pub const RECOVERY_PRIORITY: i16 = -10;
 /// and the campaign waits the debt off.
 const RECOVERY_BORROW: f64 = 10.0;
 
-/// How long a batch job of a paused campaign waits before it looks again.
-const PAUSED_RECHECK: Duration = Duration::from_secs(5);
+/// The snooze of a batch job that finds its campaign paused. Not a wait: the database parks
+/// the job as the snooze is written while the campaign is still paused (and resume brings
+/// it back); if it was resumed meanwhile, the job is due again at once.
+const PAUSED_SNOOZE: Duration = Duration::ZERO;
 
 /// `mail.recovery`: one time-critical email (a password reset, a sign-in link). Enqueue
 /// it on [`RECOVERY_QUEUE`] with priority [`RECOVERY_PRIORITY`] and an `expires_at`.
@@ -331,7 +333,7 @@ async fn send_campaign_batch(
             }
             Some((true, false)) => {
                 tracing::info!(event = docket_queue::telemetry::event::CAMPAIGN_PAUSED, campaign.id = %job.campaign_id, "campaign paused; its batch waits");
-                return Err(JobError::Snooze(PAUSED_RECHECK));
+                return Err(JobError::Snooze(PAUSED_SNOOZE));
             }
             Some((false, false)) => {}
         }

@@ -7,6 +7,10 @@
 //! (a worker service) calls [`finish_done`], which finishes each batch that has no live job
 //! left, stores its final counts and enqueues its callback, once.
 //!
+//! A batch takes only jobs of its own: one whose `unique_key` is held by a live job is
+//! refused ([`crate::Error::BatchKeyTaken`]) rather than folded into that job, which the
+//! batch would count without waiting for it.
+//!
 //! Replaying a dead-lettered job of a finished batch runs that job again; the batch stays
 //! finished (its callback ran) and keeps its final counts.
 
@@ -86,10 +90,16 @@ pub struct BatchStatus {
 /// Creates a batch and enqueues its jobs in one transaction (inside the caller's, when
 /// `exec` is one). Returns the batch's id.
 ///
+/// A batch takes only jobs of its own: a job whose `unique_key` another live job holds
+/// (enqueued before, or earlier in the same batch) is not folded into that job, as a plain
+/// enqueue would; the batch is refused, so that its callback never runs before every job
+/// it names is final.
+///
 /// # Errors
 ///
-/// [`Error::InvalidJob`] for an empty batch, a job or a callback that breaks a rule
-/// (nothing is written); [`Error::Database`].
+/// [`Error::InvalidJob`] for an empty batch, a job or a callback that breaks a rule;
+/// [`Error::BatchKeyTaken`] for a job whose unique key is held; [`Error::Database`].
+/// Nothing is written then.
 pub async fn create<'c, A>(exec: A, batch: &NewBatch) -> Result<Uuid>
 where
     A: Acquire<'c, Database = Postgres>,
@@ -127,13 +137,57 @@ where
         parent: batch.parent.map(|id| id.0),
     };
     db::batch_insert(&mut *tx, &params).await?;
-    crate::enqueue::enqueue_many_in(&mut *tx, &batch.jobs, Some(id)).await?;
+    let slots = crate::enqueue::enqueue_many_in(&mut *tx, &batch.jobs, Some(id)).await?;
+    if let Some(taken) = key_taken(&mut tx, id, &batch.jobs, &slots).await? {
+        // Dropping the transaction rolls the batch and its jobs back.
+        return Err(taken);
+    }
     tx.commit().await?;
     tracing::info!(
         event = crate::telemetry::event::BATCH_CREATED, batch.id = %id, total,
         "batch created (visible once the transaction commits)"
     );
     Ok(id)
+}
+
+/// The first job of the batch whose unique key another live job holds: a job enqueued
+/// before (the slot came back with that job's id, which is not in this batch) or an earlier
+/// job of the same batch (two slots came back with one id). Either would make the batch
+/// count a job it does not own, and finish without waiting for it. Costs nothing for a
+/// batch without keys.
+async fn key_taken(
+    conn: &mut sqlx::PgConnection,
+    batch: Uuid,
+    jobs: &[NewJob],
+    slots: &[JobId],
+) -> Result<Option<Error>> {
+    let keyed: Vec<(usize, &str)> = jobs
+        .iter()
+        .enumerate()
+        .filter_map(|(index, job)| job.unique_key.as_deref().map(|key| (index, key)))
+        .collect();
+    if keyed.is_empty() {
+        return Ok(None);
+    }
+    // `slots` has one id per job, in the jobs' order (`docket.enqueue_many` returns one row
+    // per input), so indexing it by a job's position cannot fail.
+    let ids: Vec<Uuid> = keyed.iter().map(|&(index, _)| slots[index].0).collect();
+    let foreign: std::collections::HashSet<Uuid> = db::batch_foreign_jobs(&mut *conn, batch, &ids)
+        .await?
+        .into_iter()
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for (index, key) in keyed {
+        let holder = slots[index];
+        if foreign.contains(&holder.0) || !seen.insert(holder) {
+            return Ok(Some(Error::BatchKeyTaken {
+                index,
+                key: key.to_owned(),
+                holder,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 /// One batch and its progress.

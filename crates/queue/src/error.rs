@@ -29,6 +29,19 @@ pub enum Error {
         /// Its unique key.
         key: String,
     },
+    /// A batch's job has a unique key that another live job holds (one enqueued before, or
+    /// an earlier job of the same batch): it would be folded into that job, which is not
+    /// the batch's, and the batch would finish (and call back) without waiting for it. The
+    /// batch is refused whole.
+    #[error("batch job {index}: unique key {key:?} is held by live job {holder}; a batch takes only jobs of its own, so that its callback waits for each (enqueue it without the key, or leave it out)")]
+    BatchKeyTaken {
+        /// The job's position in the batch (0-based).
+        index: usize,
+        /// Its unique key.
+        key: String,
+        /// The live job that holds the key.
+        holder: JobId,
+    },
     /// Replaying the job would only expire it again: its `expires_at` has passed, and a job
     /// is never run late. Enqueue a new job instead.
     #[error("job {id} cannot be replayed: it expired at {expires_at}; enqueue a new job instead")]

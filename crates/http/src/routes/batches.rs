@@ -16,7 +16,10 @@ use crate::state::AppState;
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchRequest {
-    /// The batch's jobs, as `POST /api/jobs` takes them: at least one.
+    /// The batch's jobs, as `POST /api/jobs` takes them: at least one. A job whose
+    /// `unique_key` a live job already holds (or an earlier job of the batch) is not folded
+    /// into it as `POST /api/jobs` would: the batch is refused with 409, since its callback
+    /// must wait for every job it names.
     #[schema(min_items = 1)]
     jobs: Vec<EnqueueRequest>,
     /// The job enqueued once, when every job of the batch is final; its payload gains
@@ -63,7 +66,7 @@ pub(crate) struct Created {
 
 #[utoipa::path(post, path = "/api/batches", request_body = BatchRequest, security(("bearer" = [])),
     responses((status = 201, body = Created), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+        (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     _: Authorized,

@@ -426,3 +426,39 @@ async fn a_batch_is_created_shown_with_its_progress_and_refused_when_empty() {
     .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{empty}");
 }
+
+/// Issue 21, case 7: a batch whose job's unique key matched a running job read back
+/// `remaining: 0`, finished, and its callback ran while the work still ran. The batch is
+/// refused with a 409 naming the job and the key; nothing of it is written.
+#[tokio::test]
+async fn a_batch_whose_job_would_be_deduplicated_into_a_running_job_is_a_conflict() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let running = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::Processing),
+            kind: Some("report".into()),
+            unique_key: Some("nightly".into()),
+            ..JobOpts::default()
+        },
+    )
+    .await;
+    let body = r#"{"jobs": [{"kind": "report", "unique_key": "nightly"}],
+                   "callback": {"kind": "report.done"}}"#;
+    let (status, answer) = call(&app, authed("POST", "/api/batches", Some(body))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{answer}");
+    let message = answer["message"].as_str().unwrap();
+    assert!(
+        message.contains("\"nightly\"") && message.contains(&running.id.to_string()),
+        "{message}"
+    );
+    assert!(docket_queue::batch::list(&db.pool, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(docket_queue::batch::finish_done(&db.pool, 10)
+        .await
+        .unwrap()
+        .is_empty());
+}

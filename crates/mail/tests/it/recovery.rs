@@ -222,3 +222,45 @@ async fn a_suppressed_address_is_never_sent_to() {
         (Status::Suppressed, Some("list"))
     );
 }
+
+/// Issue 21, case 6: a recovery email held past its job's expiry (here by a configuration
+/// fault: the relay wants authentication, which holds every email without spending its
+/// attempt) is dead-lettered `expired` by the expiry sweep, since no claim hands out an
+/// expired job; its delivery used to stay `queued` with 0 attempts forever. It is
+/// `expired` now, in the sweep's own transaction, and nothing is sent late.
+#[tokio::test]
+async fn a_recovery_email_whose_job_expires_while_held_has_its_delivery_expired() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reply_to_all(Some("530 5.7.0 authentication required"));
+    let mut config = config_for(&sink, reset_templates());
+    // The hold lasts the ladder's first step: far past the link's lifetime.
+    config.retry_ladder = vec![Duration::from_secs(30)];
+    let running = start(&db.pool, config);
+    let id = enqueue(
+        &db.pool,
+        &recovery(
+            "ann@example.com",
+            serde_json::json!({"link": "https://x/r/9"}),
+        ),
+        Some(Duration::from_secs(3)),
+    )
+    .await;
+    let job = wait_state(&db.pool, id, JobState::DeadLetter).await;
+    sink.reply_to_all(None);
+    running.shutdown().await;
+    assert_eq!(job.dead_letter_reason.as_deref(), Some("expired"));
+    let recorded = deliveries(&db.pool, None).await;
+    assert_eq!(
+        recorded.len(),
+        1,
+        "the job ran once and recorded its delivery"
+    );
+    assert_eq!(
+        (recorded[0].status, recorded[0].attempts),
+        (Status::Expired, 0),
+        "{:?}",
+        recorded[0]
+    );
+    assert_eq!(sink.messages().len(), 0, "never sent late");
+}

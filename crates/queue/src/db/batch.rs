@@ -63,6 +63,21 @@ pub(crate) async fn batch_finish_done(
     .await
 }
 
+/// Those of `ids` that are jobs of another batch or of none.
+pub(crate) async fn batch_foreign_jobs(
+    exec: impl PgExecutor<'_>,
+    batch: Uuid,
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "select id from docket.jobs where id = any($1) and batch_id is distinct from $2",
+    )
+    .bind(ids)
+    .bind(batch)
+    .fetch_all(exec)
+    .await
+}
+
 /// How many batches are open (not finished yet).
 pub(crate) async fn batch_count_open(exec: impl PgExecutor<'_>) -> sqlx::Result<i64> {
     sqlx::query_scalar("select count(*) from docket.batches where finished_at is null")

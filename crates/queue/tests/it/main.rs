@@ -1,6 +1,7 @@
 //! Integration tests of docket-queue against a real PostgreSQL: a fresh database each.
 
 mod admin;
+mod batch;
 mod claim;
 mod cursor;
 mod enqueue;
