@@ -75,6 +75,8 @@ CREATE INDEX jobs_parked ON docket.jobs USING btree (queue, kind) WHERE ((parked
 CREATE INDEX jobs_processing ON docket.jobs USING btree (lease_token) WHERE (state = 'processing'::docket.job_state);
 CREATE INDEX jobs_snapshot ON docket.jobs USING btree (queue, state, run_at) WHERE (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state, 'processing'::docket.job_state, 'dead_letter'::docket.job_state]));
 CREATE UNIQUE INDEX jobs_unique_key_live ON docket.jobs USING btree (unique_key) WHERE ((unique_key IS NOT NULL) AND (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state, 'processing'::docket.job_state])));
+CREATE TRIGGER jobs_expire_mail_delivery AFTER UPDATE ON docket.jobs FOR EACH ROW WHEN (((new.state = 'dead_letter'::docket.job_state) AND (old.state <> 'dead_letter'::docket.job_state) AND (new.dead_letter_reason = 'expired'::text) AND (new.kind = ANY (ARRAY['mail.recovery'::text, 'mail.admin'::text])))) EXECUTE FUNCTION docket.mail_expire_delivery_of_expired_job();
+CREATE TRIGGER jobs_park_paused_campaign_job BEFORE UPDATE ON docket.jobs FOR EACH ROW WHEN (((old.state = 'processing'::docket.job_state) AND (new.state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state])) AND (new.kind = 'mail.campaign_batch'::text) AND (new.batch_id IS NOT NULL))) EXECUTE FUNCTION docket.mail_park_paused_campaign_job();
 
 create table docket.mail_campaigns (
     id uuid not null default docket.uuid_v7(),
@@ -89,6 +91,7 @@ create table docket.mail_campaigns (
 alter table docket.mail_campaigns add constraint mail_campaigns_name_length CHECK (((char_length(name) >= 1) AND (char_length(name) <= 200)));
 alter table docket.mail_campaigns add constraint mail_campaigns_total_positive CHECK ((total > 0));
 alter table docket.mail_campaigns add constraint mail_campaigns_pkey PRIMARY KEY (id);
+CREATE INDEX mail_campaigns_batch ON docket.mail_campaigns USING btree (batch_id);
 
 create table docket.mail_deliveries (
     id uuid not null default docket.uuid_v7(),
@@ -123,6 +126,7 @@ alter table docket.mail_deliveries add constraint mail_deliveries_pkey PRIMARY K
 alter table docket.mail_deliveries add constraint mail_deliveries_idempotency_key UNIQUE (idempotency_key);
 CREATE INDEX mail_deliveries_campaign ON docket.mail_deliveries USING btree (campaign_id, status) WHERE (campaign_id IS NOT NULL);
 CREATE INDEX mail_deliveries_created ON docket.mail_deliveries USING btree (created_at DESC, id DESC);
+CREATE INDEX mail_deliveries_job_open ON docket.mail_deliveries USING btree (job_id) WHERE ((source <> 'campaign'::text) AND (status = ANY (ARRAY['queued'::text, 'sending'::text])));
 CREATE INDEX mail_deliveries_recipient ON docket.mail_deliveries USING btree (lower(recipient));
 
 create table docket.mail_status (
@@ -398,6 +402,73 @@ begin
         for update skip locked
     ) c
     limit $8;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.mail_campaign_set_controls(campaign uuid, set_paused boolean, set_cancelled boolean)
+ RETURNS boolean
+ LANGUAGE plpgsql
+AS $function$
+declare
+    c docket.mail_campaigns;
+    queues text[];
+    q text;
+begin
+    -- First the campaign's row lock: a batch job's trigger that read the old controls
+    -- has committed by the time the statements below take their snapshots.
+    update docket.mail_campaigns
+    set paused = coalesce(set_paused, paused), cancelled = coalesce(set_cancelled, cancelled)
+    where id = campaign
+    returning * into c;
+    if not found then
+        return false;
+    end if;
+    if c.paused and not c.cancelled then
+        update docket.jobs j set run_at = greatest(j.run_at, now() + interval '100 years')
+        where j.batch_id = c.batch_id and j.state in ('pending', 'retrying');
+    else
+        -- Every waiting job comes back now: a parked one, and one waiting on a recipient's
+        -- retry ladder, which looks and waits again (once).
+        with woken as (
+            update docket.jobs j set run_at = now()
+            where j.batch_id = c.batch_id and j.state in ('pending', 'retrying')
+              and j.run_at > now()
+            returning j.queue
+        )
+        select array_agg(distinct w.queue) into queues from woken w;
+        foreach q in array coalesce(queues, '{}') loop
+            perform docket.wake(q);
+        end loop;
+    end if;
+    return true;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.mail_expire_delivery_of_expired_job()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+begin
+    update docket.mail_deliveries
+    set status = 'expired', retry_at = null, updated_at = now(),
+        last_error = 'its job expired before it could be sent; never sent late'
+    where job_id = new.id and source <> 'campaign' and status = 'queued';
+    return null;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.mail_park_paused_campaign_job()
+ RETURNS trigger
+ LANGUAGE plpgsql
+AS $function$
+begin
+    perform 1 from docket.mail_campaigns c
+    where c.batch_id = new.batch_id and c.paused and not c.cancelled
+    for share;
+    if found then
+        new.run_at := greatest(new.run_at, now() + interval '100 years');
+    end if;
+    return new;
 end
 $function$;
 
