@@ -15,10 +15,14 @@
 //!
 //! Ticks are computed in the schedule's IANA zone (default UTC), as a person reading the
 //! crontab in that zone expects. On a spring-forward day a wall-clock time that does not
-//! exist (02:30 in Europe/Berlin on the last Sunday of March) does not fire that day; on a
-//! fall-back day a wall-clock time that happens twice (02:30 on the last Sunday of October)
-//! fires once, at its first occurrence (so an hourly schedule fires once, not twice, in the
-//! repeated hour). The tests `a_daily_0230_*` pin both.
+//! exist (02:30 in Europe/Berlin on the last Sunday of March) does not fire that day. On a
+//! fall-back day each real instant whose wall-clock time matches fires once, in order: a
+//! schedule whose minute or hour field is a wildcard (`*/15 * * * *`, `0 * * * *`,
+//! `*/5 1 * * *`) keeps firing through the repeated hour (100 quarter-hours on New York's
+//! 25-hour 2026-11-01), as crontab does; a fixed-time schedule (`30 2 * * *`, `0 0,30 1 * *
+//! *`) fires at the first occurrence only. Ticks are always strictly after the instant they
+//! count from, even when that instant is inside the repeated hour. The tests `a_daily_0230_*`,
+//! `*_repeated_hour` and `*_fall_back_day` pin these.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -174,6 +178,9 @@ impl ScheduleConfig {
 pub struct Cron {
     schedule: cron::Schedule,
     zone: Tz,
+    /// Neither its minute nor its hour is a wildcard: on a fall-back day it fires at the
+    /// first occurrence of a repeated wall-clock time only.
+    fixed_time: bool,
 }
 
 /// How far ahead a tick is looked for before an expression counts as never firing.
@@ -205,7 +212,15 @@ impl Cron {
         let zone: Tz = zone
             .parse()
             .map_err(|_| format!("unknown time zone {zone:?} (an IANA name like Europe/Moscow)"))?;
-        let cron = Cron { schedule, zone };
+        // Crontab's rule: a field that starts with `*` (or is `?`) is a wildcard.
+        let wildcard = |field: &str| field.starts_with('*') || field == "?";
+        let fields: Vec<&str> = normalised.split_whitespace().collect();
+        let fixed_time = !wildcard(fields[1]) && !wildcard(fields[2]);
+        let cron = Cron {
+            schedule,
+            zone,
+            fixed_time,
+        };
         let from = Utc::now();
         match cron.next_after(from) {
             Some(next) if next < from + chrono::Duration::days(365 * HORIZON_YEARS) => Ok(cron),
@@ -213,13 +228,27 @@ impl Cron {
         }
     }
 
-    /// The ticks strictly after `after`, in order.
-    fn after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+    /// The ticks strictly after `after`, in order, each real instant once.
+    fn after(&self, after: DateTime<Utc>) -> Ticks<'_> {
+        use chrono::TimeZone;
         let local = after.with_timezone(&self.zone);
-        self.schedule
-            .after(&local)
-            .filter(|tick| !is_second_occurrence(tick))
-            .map(|tick| tick.with_timezone(&Utc))
+        // The `cron` crate walks wall-clock times. From the first occurrence of a repeated
+        // time, the second occurrences of the earlier wall-clock times of that hour are
+        // still ahead: start the walk one fold earlier (what is not after `after` is dropped).
+        let start = match self.zone.from_local_datetime(&local.naive_local()) {
+            chrono::LocalResult::Ambiguous(first, second) if first == local => {
+                local - (second - first)
+            }
+            _ => local,
+        };
+        Ticks {
+            walk: self.schedule.after(&start),
+            after,
+            fixed_time: self.fixed_time,
+            first: None,
+            repeats: std::collections::VecDeque::new(),
+            done: false,
+        }
     }
 
     /// The first tick strictly after `after`.
@@ -235,11 +264,8 @@ impl Cron {
         until: DateTime<Utc>,
         limit: usize,
     ) -> Vec<DateTime<Utc>> {
-        let mut ticks = std::collections::VecDeque::with_capacity(limit.min(1024));
-        for tick in self.after(after) {
-            if tick > until {
-                break;
-            }
+        let mut ticks = std::collections::VecDeque::with_capacity(limit.min(64));
+        for tick in self.after(after).take_while(|tick| *tick <= until) {
             if ticks.len() == limit {
                 ticks.pop_front();
             }
@@ -249,8 +275,55 @@ impl Cron {
     }
 }
 
+/// The ticks of a [`Cron`] after an instant, in order of real time. The `cron` crate walks
+/// wall-clock times and gives both occurrences of a repeated one together (01:00 EDT,
+/// 01:00 EST, 01:15 EDT, ...): first occurrences (and unambiguous times) come out in order,
+/// second occurrences in order among themselves, and each waits here until the first
+/// occurrences before it are out. A fixed-time schedule's second occurrences are dropped.
+struct Ticks<'a> {
+    walk: cron::ScheduleIterator<'a, Tz>,
+    after: DateTime<Utc>,
+    fixed_time: bool,
+    /// The next first-occurrence tick, pulled ahead of `repeats`.
+    first: Option<DateTime<Utc>>,
+    /// Second occurrences not yet given, in order.
+    repeats: std::collections::VecDeque<DateTime<Utc>>,
+    done: bool,
+}
+
+impl Iterator for Ticks<'_> {
+    type Item = DateTime<Utc>;
+
+    fn next(&mut self) -> Option<DateTime<Utc>> {
+        while self.first.is_none() && !self.done {
+            let Some(tick) = self.walk.next() else {
+                self.done = true;
+                break;
+            };
+            let second = is_second_occurrence(&tick);
+            let tick = tick.with_timezone(&Utc);
+            if tick <= self.after {
+                continue;
+            }
+            if !second {
+                self.first = Some(tick);
+            } else if !self.fixed_time {
+                self.repeats.push_back(tick);
+            }
+        }
+        match (self.repeats.front(), self.first) {
+            (Some(repeat), Some(first)) if *repeat < first => self.repeats.pop_front(),
+            (_, Some(first)) => {
+                self.first = None;
+                Some(first)
+            }
+            (_, None) => self.repeats.pop_front(),
+        }
+    }
+}
+
 /// Whether `tick` is the second occurrence of a wall-clock time that a fall-back day
-/// repeats: it does not fire, its first occurrence did.
+/// repeats.
 fn is_second_occurrence(tick: &DateTime<Tz>) -> bool {
     use chrono::TimeZone;
     matches!(
@@ -422,6 +495,105 @@ mod tests {
         assert_eq!(
             cron.next_after(utc("2027-10-31T00:30:00Z")),
             Some(utc("2027-11-01T01:30:00Z"))
+        );
+    }
+
+    /// Every tick of `cron` on the local day `date` of its zone, oldest first.
+    fn local_day(cron: &Cron, zone: Tz, date: (i32, u32, u32)) -> Vec<DateTime<Utc>> {
+        let (y, m, d) = date;
+        let start = zone.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap();
+        let end = start
+            .date_naive()
+            .succ_opt()
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let end = zone.from_local_datetime(&end).unwrap();
+        let before = start.with_timezone(&Utc) - chrono::Duration::seconds(1);
+        let until = end.with_timezone(&Utc) - chrono::Duration::seconds(1);
+        cron.ticks_between(before, until, 100_000)
+    }
+
+    /// The largest gap between consecutive ticks, and that they are strictly increasing.
+    fn widest_gap(ticks: &[DateTime<Utc>]) -> chrono::Duration {
+        assert!(ticks.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+        ticks.windows(2).map(|w| w[1] - w[0]).max().unwrap()
+    }
+
+    #[test]
+    fn a_quarter_hourly_schedule_keeps_firing_through_the_repeated_hour() {
+        use chrono_tz::America::New_York;
+        // 2026-11-01 in New York: 01:00-01:59 happens twice (EDT, then EST): 25 hours.
+        let cron = Cron::parse("*/15 * * * *", "America/New_York").unwrap();
+        let ticks = local_day(&cron, New_York, (2026, 11, 1));
+        assert_eq!(ticks.len(), 100, "four a real hour over a 25-hour day");
+        assert_eq!(widest_gap(&ticks), chrono::Duration::minutes(15));
+        // Wildcard hours too: an hourly schedule fires in each real hour.
+        let hourly = Cron::parse("0 * * * *", "America/New_York").unwrap();
+        assert_eq!(local_day(&hourly, New_York, (2026, 11, 1)).len(), 25);
+        // So does a wildcard minute inside a fixed hour (crontab's rule): 01:00-01:59 twice.
+        let one_am = Cron::parse("*/15 1 * * *", "America/New_York").unwrap();
+        assert_eq!(local_day(&one_am, New_York, (2026, 11, 1)).len(), 8);
+    }
+
+    #[test]
+    fn an_every_minute_schedule_in_berlin_loses_no_minute_on_the_fall_back_day() {
+        use chrono_tz::Europe::Berlin;
+        let cron = Cron::parse("0 * * * * *", "Europe/Berlin").unwrap();
+        let ticks = local_day(&cron, Berlin, (2026, 10, 25));
+        assert_eq!(ticks.len(), 25 * 60);
+        assert_eq!(widest_gap(&ticks), chrono::Duration::minutes(1));
+    }
+
+    #[test]
+    fn fixed_time_schedules_fire_once_on_the_fall_back_day() {
+        use chrono_tz::America::New_York;
+        for (expr, expected) in [
+            ("30 1 * * *", "2026-11-01T05:30:00Z"), // 01:30 EDT, not 01:30 EST
+            ("0 0,30 1 * * *", "2026-11-01T05:00:00Z"), // 01:00 and 01:30 EDT only
+        ] {
+            let cron = Cron::parse(expr, "America/New_York").unwrap();
+            let ticks = local_day(&cron, New_York, (2026, 11, 1));
+            assert_eq!(ticks[0], utc(expected), "{expr}");
+            assert!(
+                ticks.iter().all(|t| *t < utc("2026-11-01T06:00:00Z")),
+                "{expr}: {ticks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_tick_before_the_instant_it_counts_from_inside_the_repeated_hour() {
+        let cron = Cron::parse("*/15 * * * *", "America/New_York").unwrap();
+        // Registered at 01:20 EST (the second 01:20): the first tick is 01:30 EST.
+        let second_0120 = utc("2026-11-01T06:20:00Z");
+        assert_eq!(
+            cron.next_after(second_0120),
+            Some(utc("2026-11-01T06:30:00Z"))
+        );
+        assert_eq!(
+            cron.ticks_between(second_0120, utc("2026-11-01T07:00:00Z"), 10),
+            [
+                utc("2026-11-01T06:30:00Z"),
+                utc("2026-11-01T06:45:00Z"),
+                utc("2026-11-01T07:00:00Z")
+            ]
+        );
+        // From 01:20 EDT (the first 01:20), the repeated 01:00 and 01:15 EST are still ahead.
+        assert_eq!(
+            cron.ticks_between(utc("2026-11-01T05:20:00Z"), utc("2026-11-01T06:15:00Z"), 10),
+            [
+                utc("2026-11-01T05:30:00Z"),
+                utc("2026-11-01T05:45:00Z"),
+                utc("2026-11-01T06:00:00Z"),
+                utc("2026-11-01T06:15:00Z")
+            ]
+        );
+        let daily = Cron::parse("30 1 * * *", "America/New_York").unwrap();
+        assert_eq!(
+            daily.next_after(second_0120),
+            Some(utc("2026-11-02T06:30:00Z")),
+            "a fixed time already had its 01:30 this day"
         );
     }
 
