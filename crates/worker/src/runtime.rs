@@ -269,10 +269,7 @@ impl Runtime {
         );
         if !schedules.is_empty() {
             spawner.periodic(
-                Scheduler {
-                    pool: maintenance_pool.clone(),
-                    schedules,
-                },
+                Scheduler::new(maintenance_pool.clone(), schedules),
                 SCHEDULER_INTERVAL,
             );
         }
