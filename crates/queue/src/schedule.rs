@@ -104,13 +104,18 @@ pub async fn states(exec: impl PgExecutor<'_>) -> Result<Vec<ScheduleState>> {
     Ok(db::schedule_states(exec).await?)
 }
 
-/// Registers a schedule, or updates its definition; its pause and last tick stay.
+/// Registers a schedule, or updates its definition, with its next tick (shown from then
+/// on, before any scheduler ran); its pause and last tick stay.
 ///
 /// # Errors
 ///
 /// [`Error::Database`] when the database fails.
-pub async fn register(exec: impl PgExecutor<'_>, def: &ScheduleDef) -> Result<()> {
-    Ok(db::schedule_register(exec, def).await?)
+pub async fn register(
+    exec: impl PgExecutor<'_>,
+    def: &ScheduleDef,
+    next_tick_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    Ok(db::schedule_register(exec, def, next_tick_at).await?)
 }
 
 /// One schedule's state, its row locked until the transaction `exec` belongs to ends: a

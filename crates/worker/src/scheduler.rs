@@ -76,7 +76,10 @@ impl Service for Scheduler {
             let is_due = cron.next_after(from).is_some_and(|tick| tick <= now);
             if row.paused || !is_due {
                 // Nothing to enqueue (a paused schedule's missed ticks are the catch-up
-                // policy's on resume).
+                // policy's on resume); only the next tick, when it moved.
+                if row.next_tick_at != next {
+                    schedule::advance(&self.pool, &config.name, None, next).await?;
+                }
                 continue;
             }
             self.pass(config, cron, now, next, watched_since, &mut report)
@@ -298,6 +301,30 @@ mod tests {
             run_ats(&db).await,
             [utc("2026-12-01T10:09:00Z")],
             "latest: one job for the most recent tick the pause missed"
+        );
+    }
+
+    /// A daily schedule shows its next tick as soon as it is registered, and every pass
+    /// keeps it current, whether or not a tick was due.
+    #[tokio::test]
+    async fn a_daily_schedule_shows_its_next_tick_from_registration_on() {
+        let db = TestDb::new().await;
+        let config = ScheduleConfig::new("nightly", "0 3 * * *", "test.tick");
+        let schedules = crate::runtime::register_for_tests(&db.pool, &[config]).await;
+        let next = schedule::list(&db.pool).await.unwrap()[0].next_tick_at;
+        let expected = schedules[0].1.next_after(Utc::now());
+        assert!(
+            next.is_some() && next == expected,
+            "{next:?} at registration, expected {expected:?}"
+        );
+        let scheduler = Scheduler::new(db.pool.clone(), schedules);
+        // A pass with nothing due still moves it on.
+        let later = Utc::now() + chrono::Duration::days(3);
+        scheduler.run_once(Some(later)).await.unwrap();
+        let row = &schedule::list(&db.pool).await.unwrap()[0];
+        assert!(
+            row.next_tick_at > next && row.next_tick_at <= Some(later + chrono::Duration::days(1)),
+            "{row:?}"
         );
     }
 

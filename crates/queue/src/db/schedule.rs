@@ -110,21 +110,24 @@ pub(crate) async fn schedule_list(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec
     .await
 }
 
-/// Registers a schedule's definition, or updates it; its pause and last tick stay.
+/// Registers a schedule's definition and its next tick, or updates them; its pause and
+/// last tick stay.
 pub(crate) async fn schedule_register(
     exec: impl PgExecutor<'_>,
     def: &ScheduleDef,
+    next_tick_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
     sqlx::query(
         r#"
         insert into docket.schedules (name, cron, kind, payload, queue, priority, max_attempts,
-                                      timezone, catch_up, overlap)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                      timezone, catch_up, overlap, next_tick_at)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         on conflict (name) do update set
             cron = excluded.cron, kind = excluded.kind, payload = excluded.payload,
             queue = excluded.queue, priority = excluded.priority,
             max_attempts = excluded.max_attempts, timezone = excluded.timezone,
-            catch_up = excluded.catch_up, overlap = excluded.overlap
+            catch_up = excluded.catch_up, overlap = excluded.overlap,
+            next_tick_at = excluded.next_tick_at
         "#,
     )
     .bind(&def.name)
@@ -137,6 +140,7 @@ pub(crate) async fn schedule_register(
     .bind(&def.timezone)
     .bind(&def.catch_up)
     .bind(&def.overlap)
+    .bind(next_tick_at)
     .execute(exec)
     .await?;
     Ok(())
