@@ -112,6 +112,48 @@ fn a_bad_schedule_stops_start_up_naming_the_schedule() {
     }
 }
 
+/// A daily schedule shows its next tick from the moment a worker registered it, not only
+/// once its first tick came due (up to a day later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cron_list_shows_a_daily_schedules_next_tick_as_soon_as_it_is_registered() {
+    let db = TestDb::new().await;
+    let config = config_file(
+        "[[schedule]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\nkind = \"docket.noop\"\n",
+    );
+    let worker = docket(&db, &config.0, &["worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let list = || async {
+        let out = docket(&db, &config.0, &["cron", "list", "--json"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    eventually(
+        Duration::from_secs(30),
+        "the schedule registered",
+        || async { list().await.as_array().is_some_and(|rows| !rows.is_empty()) },
+    )
+    .await;
+    let row = list().await[0].clone();
+    stop(worker);
+    let next: DateTime<Utc> = serde_json::from_value(row["next_tick_at"].clone())
+        .unwrap_or_else(|err| panic!("next_tick_at is not a time ({err}): {row}"));
+    let now = Utc::now();
+    assert!(
+        next > now - chrono::Duration::minutes(1) && next <= now + chrono::Duration::days(1),
+        "{row}"
+    );
+    assert_eq!(next.format("%H:%M:%S").to_string(), "03:00:00", "{row}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cron_list_pause_resume_and_run() {
     let db = TestDb::new().await;

@@ -86,8 +86,12 @@ pub struct ScheduleState {
     pub paused: bool,
     /// The newest tick dealt with.
     pub last_tick_at: Option<DateTime<Utc>>,
+    /// The next tick, as last recorded.
+    pub next_tick_at: Option<DateTime<Utc>>,
     /// When it was first registered; ticks count from here until the first.
     pub registered_at: DateTime<Utc>,
+    /// When it was last resumed: a tick due before that fell inside the pause.
+    pub resumed_at: Option<DateTime<Utc>>,
 }
 
 /// Every schedule's state, for the scheduler: one cheap read, without the definitions and
@@ -100,13 +104,30 @@ pub async fn states(exec: impl PgExecutor<'_>) -> Result<Vec<ScheduleState>> {
     Ok(db::schedule_states(exec).await?)
 }
 
-/// Registers a schedule, or updates its definition; its pause and last tick stay.
+/// Registers a schedule, or updates its definition, with its next tick (shown from then
+/// on, before any scheduler ran); its pause and last tick stay.
 ///
 /// # Errors
 ///
 /// [`Error::Database`] when the database fails.
-pub async fn register(exec: impl PgExecutor<'_>, def: &ScheduleDef) -> Result<()> {
-    Ok(db::schedule_register(exec, def).await?)
+pub async fn register(
+    exec: impl PgExecutor<'_>,
+    def: &ScheduleDef,
+    next_tick_at: Option<DateTime<Utc>>,
+) -> Result<()> {
+    Ok(db::schedule_register(exec, def, next_tick_at).await?)
+}
+
+/// One schedule's state, its row locked until the transaction `exec` belongs to ends: a
+/// pause (and another scheduler) waits, so what a scheduler enqueues and how far it moves
+/// the schedule are decided on a state that holds until they are done. `None` for an
+/// unknown schedule.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn lock_state(exec: impl PgExecutor<'_>, name: &str) -> Result<Option<ScheduleState>> {
+    Ok(db::schedule_state_lock(exec, name).await?)
 }
 
 /// Every registered schedule, by name.
@@ -139,7 +160,8 @@ pub async fn enqueue_tick(
     )
 }
 
-/// Moves `name` past ticks it will not enqueue (never back), and records its next tick.
+/// Moves `name` past ticks it will not enqueue (never back, and not while it is paused),
+/// and records its next tick.
 ///
 /// # Errors
 ///

@@ -269,10 +269,7 @@ impl Runtime {
         );
         if !schedules.is_empty() {
             spawner.periodic(
-                Scheduler {
-                    pool: maintenance_pool.clone(),
-                    schedules,
-                },
+                Scheduler::new(maintenance_pool.clone(), schedules),
                 SCHEDULER_INTERVAL,
             );
         }
@@ -344,7 +341,7 @@ async fn register_schedules(
             catch_up: config.catch_up.as_str().to_owned(),
             overlap: config.overlap.as_str().to_owned(),
         };
-        docket_queue::schedule::register(pool, &def).await?;
+        docket_queue::schedule::register(pool, &def, cron.next_after(chrono::Utc::now())).await?;
         parsed.push((config.clone(), cron));
     }
     Ok(parsed)

@@ -15,10 +15,14 @@
 //!
 //! Ticks are computed in the schedule's IANA zone (default UTC), as a person reading the
 //! crontab in that zone expects. On a spring-forward day a wall-clock time that does not
-//! exist (02:30 in Europe/Berlin on the last Sunday of March) does not fire that day; on a
-//! fall-back day a wall-clock time that happens twice (02:30 on the last Sunday of October)
-//! fires once, at its first occurrence (so an hourly schedule fires once, not twice, in the
-//! repeated hour). The tests `a_daily_0230_*` pin both.
+//! exist (02:30 in Europe/Berlin on the last Sunday of March) does not fire that day. On a
+//! fall-back day each real instant whose wall-clock time matches fires once, in order: a
+//! schedule whose minute or hour field is a wildcard (`*/15 * * * *`, `0 * * * *`,
+//! `*/5 1 * * *`) keeps firing through the repeated hour (100 quarter-hours on New York's
+//! 25-hour 2026-11-01), as crontab does; a fixed-time schedule (`30 2 * * *`, `0 0,30 1 * *
+//! *`) fires at the first occurrence only. Ticks are always strictly after the instant they
+//! count from, even when that instant is inside the repeated hour. The tests `a_daily_0230_*`,
+//! `*_repeated_hour` and `*_fall_back_day` pin these.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -174,6 +178,9 @@ impl ScheduleConfig {
 pub struct Cron {
     schedule: cron::Schedule,
     zone: Tz,
+    /// Neither its minute nor its hour is a wildcard: on a fall-back day it fires at the
+    /// first occurrence of a repeated wall-clock time only.
+    fixed_time: bool,
 }
 
 /// How far ahead a tick is looked for before an expression counts as never firing.
@@ -205,7 +212,15 @@ impl Cron {
         let zone: Tz = zone
             .parse()
             .map_err(|_| format!("unknown time zone {zone:?} (an IANA name like Europe/Moscow)"))?;
-        let cron = Cron { schedule, zone };
+        // Crontab's rule: a field that starts with `*` (or is `?`) is a wildcard.
+        let wildcard = |field: &str| field.starts_with('*') || field == "?";
+        let fields: Vec<&str> = normalised.split_whitespace().collect();
+        let fixed_time = !wildcard(fields[1]) && !wildcard(fields[2]);
+        let cron = Cron {
+            schedule,
+            zone,
+            fixed_time,
+        };
         let from = Utc::now();
         match cron.next_after(from) {
             Some(next) if next < from + chrono::Duration::days(365 * HORIZON_YEARS) => Ok(cron),
@@ -213,13 +228,27 @@ impl Cron {
         }
     }
 
-    /// The ticks strictly after `after`, in order.
-    fn after(&self, after: DateTime<Utc>) -> impl Iterator<Item = DateTime<Utc>> + '_ {
+    /// The ticks strictly after `after`, in order, each real instant once.
+    fn after(&self, after: DateTime<Utc>) -> Ticks<'_> {
+        use chrono::TimeZone;
         let local = after.with_timezone(&self.zone);
-        self.schedule
-            .after(&local)
-            .filter(|tick| !is_second_occurrence(tick))
-            .map(|tick| tick.with_timezone(&Utc))
+        // The `cron` crate walks wall-clock times. From the first occurrence of a repeated
+        // time, the second occurrences of the earlier wall-clock times of that hour are
+        // still ahead: start the walk one fold earlier (what is not after `after` is dropped).
+        let start = match self.zone.from_local_datetime(&local.naive_local()) {
+            chrono::LocalResult::Ambiguous(first, second) if first == local => {
+                local - (second - first)
+            }
+            _ => local,
+        };
+        Ticks {
+            walk: self.schedule.after(&start),
+            after,
+            fixed_time: self.fixed_time,
+            first: None,
+            repeats: std::collections::VecDeque::new(),
+            done: false,
+        }
     }
 
     /// The first tick strictly after `after`.
@@ -228,18 +257,16 @@ impl Cron {
     }
 
     /// The ticks in `(after, until]`, oldest first, at most `limit` of them (the most
-    /// recent ones when there are more).
+    /// recent ones when there are more). Walks every tick of the range: for a range of
+    /// unknown length, [`Cron::newest_ticks`].
     pub fn ticks_between(
         &self,
         after: DateTime<Utc>,
         until: DateTime<Utc>,
         limit: usize,
     ) -> Vec<DateTime<Utc>> {
-        let mut ticks = std::collections::VecDeque::with_capacity(limit.min(1024));
-        for tick in self.after(after) {
-            if tick > until {
-                break;
-            }
+        let mut ticks = std::collections::VecDeque::with_capacity(limit.min(64));
+        for tick in self.after(after).take_while(|tick| *tick <= until) {
             if ticks.len() == limit {
                 ticks.pop_front();
             }
@@ -247,10 +274,122 @@ impl Cron {
         }
         ticks.into()
     }
+
+    /// The newest `limit` ticks in `(after, until]`, oldest first, with the work bounded
+    /// by `limit`, not by how far back `after` is (an every-second schedule resumed after
+    /// weeks). A walk from `after` counts up to [`COUNT_LIMIT`] ticks; when the range holds
+    /// more, the newest are found by a walk that starts a little before `until`, twice as
+    /// far back each time it found `limit` ticks or fewer.
+    pub fn newest_ticks(&self, after: DateTime<Utc>, until: DateTime<Utc>, limit: usize) -> Newest {
+        let mut walk = self.after(after).take_while(|tick| *tick <= until);
+        let mut ticks = std::collections::VecDeque::with_capacity(limit.min(64));
+        let mut seen = 0u64;
+        for tick in walk.by_ref().take(limit + COUNT_LIMIT) {
+            seen += 1;
+            if ticks.len() == limit {
+                ticks.pop_front();
+            }
+            ticks.push_back(tick);
+        }
+        if walk.next().is_none() {
+            return Newest {
+                older: seen - ticks.len() as u64,
+                ticks: ticks.into(),
+                counted_all: true,
+            };
+        }
+        // The first span: `limit + 1` times the interval between the ticks after `until`.
+        let interval = self
+            .next_after(until)
+            .and_then(|next| Some(self.next_after(next)? - next))
+            .unwrap_or_default()
+            .max(chrono::Duration::seconds(1));
+        let mut span = interval * i32::try_from(limit + 1).unwrap_or(i32::MAX);
+        loop {
+            let from = until
+                .checked_sub_signed(span)
+                .map_or(after, |from| from.max(after));
+            let ticks = self.ticks_between(from, until, limit + 1);
+            if from == after || ticks.len() > limit {
+                return Newest {
+                    ticks: ticks[ticks.len().saturating_sub(limit)..].to_vec(),
+                    // The range holds more than `seen` ticks.
+                    older: seen + 1 - limit as u64,
+                    counted_all: false,
+                };
+            }
+            span = span * 2;
+        }
+    }
+}
+
+/// How many ticks [`Cron::newest_ticks`] counts, beyond those it returns, before it stops
+/// counting and looks for the newest from the other end.
+const COUNT_LIMIT: usize = 1_000;
+
+/// What [`Cron::newest_ticks`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Newest {
+    /// The newest ticks, oldest first.
+    pub ticks: Vec<DateTime<Utc>>,
+    /// How many older ticks it counted (all of them when `counted_all`, else a lower
+    /// bound).
+    pub older: u64,
+    /// Whether it walked the whole range (else there are older ticks it did not count).
+    pub counted_all: bool,
+}
+
+/// The ticks of a [`Cron`] after an instant, in order of real time. The `cron` crate walks
+/// wall-clock times and gives both occurrences of a repeated one together (01:00 EDT,
+/// 01:00 EST, 01:15 EDT, ...): first occurrences (and unambiguous times) come out in order,
+/// second occurrences in order among themselves, and each waits here until the first
+/// occurrences before it are out. A fixed-time schedule's second occurrences are dropped.
+struct Ticks<'a> {
+    walk: cron::ScheduleIterator<'a, Tz>,
+    after: DateTime<Utc>,
+    fixed_time: bool,
+    /// The next first-occurrence tick, pulled ahead of `repeats`.
+    first: Option<DateTime<Utc>>,
+    /// Second occurrences not yet given, in order.
+    repeats: std::collections::VecDeque<DateTime<Utc>>,
+    done: bool,
+}
+
+impl Iterator for Ticks<'_> {
+    type Item = DateTime<Utc>;
+
+    fn next(&mut self) -> Option<DateTime<Utc>> {
+        while self.first.is_none() && !self.done {
+            let Some(tick) = self.walk.next() else {
+                self.done = true;
+                break;
+            };
+            #[cfg(test)]
+            tests::WALKED.with(|walked| walked.set(walked.get() + 1));
+            let second = is_second_occurrence(&tick);
+            let tick = tick.with_timezone(&Utc);
+            if tick <= self.after {
+                continue;
+            }
+            if !second {
+                self.first = Some(tick);
+            } else if !self.fixed_time {
+                self.repeats.push_back(tick);
+            }
+        }
+        match (self.repeats.front(), self.first) {
+            (Some(repeat), Some(first)) if *repeat < first => self.repeats.pop_front(),
+            (_, Some(first)) => {
+                self.first = None;
+                Some(first)
+            }
+            (_, None) => self.repeats.pop_front(),
+        }
+    }
 }
 
 /// Whether `tick` is the second occurrence of a wall-clock time that a fall-back day
-/// repeats: it does not fire, its first occurrence did.
+/// repeats.
 fn is_second_occurrence(tick: &DateTime<Tz>) -> bool {
     use chrono::TimeZone;
     matches!(
@@ -302,45 +441,97 @@ pub struct Due {
     pub enqueue: Vec<DateTime<Utc>>,
     /// Due ticks dropped by the catch-up policy (missed).
     pub missed: u64,
+    /// More ticks were missed than `missed` counts: the computation stopped counting (an
+    /// every-second schedule resumed after weeks), its work bounded by what it enqueues.
+    pub missed_more: bool,
     /// The tick the schedule is at afterwards (the newest due tick), when any was due.
     pub last: Option<DateTime<Utc>>,
 }
 
-/// The most ticks one run looks at for a schedule whose last tick is far behind (an
-/// every-second schedule after a day of downtime): enough for any catch-up policy.
-const SCAN_LIMIT: usize = 100_000;
+/// What makes a due tick on time rather than missed (see [`due`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OnTime {
+    /// A tick due longer ago than this is never on time.
+    pub grace: Duration,
+    /// When this scheduler last looked, if that was a regular pass ago: the ticks that came
+    /// due since were watched for, not missed.
+    pub watched_since: Option<DateTime<Utc>>,
+    /// When the schedule was last resumed: a tick due before that fell inside the pause.
+    pub resumed_at: Option<DateTime<Utc>>,
+}
+
+impl OnTime {
+    /// Only the newest due tick within `grace` is on time.
+    pub fn within(grace: Duration) -> Self {
+        OnTime {
+            grace,
+            ..OnTime::default()
+        }
+    }
+}
 
 /// Decides the due ticks of a schedule at `now`: those after `last_tick` (or after
 /// `registered_at`, for a schedule that never ticked), up to `now`, through `policy`.
-/// Ticks due within `grace` of `now` are on time, not missed: every policy enqueues them.
-/// The older ones (downtime, a pause) are the policy's: `skip` drops them, `latest`
-/// enqueues the newest of them when no tick is on time, `all` enqueues them too, the
-/// newest `catch_up_max` ticks in all.
+///
+/// A due tick is on time when it is due within `grace` of `now`, not before the
+/// schedule's last resume, and either it is the newest due tick or it came due since this
+/// scheduler's previous pass (`watched_since`, a pass a second ago: two ticks of an
+/// every-second schedule fall between passes 1.1 s apart). So the window is the interval
+/// between two looks, never wider than the schedule's own interval (an older due tick
+/// already has a newer one due after it) unless the scheduler was watching, and never
+/// open on a pause or an outage. Every other due tick was missed (downtime, a pause, a
+/// stalled process) and is the policy's: `skip` drops them, `latest` enqueues the newest
+/// due tick when none is on time, `all` the newest `catch_up_max` (or every on-time tick,
+/// when more). The work is bounded by what is enqueued ([`Cron::newest_ticks`]), however
+/// far back `last_tick` is.
 pub fn due(
     cron: &Cron,
     last_tick: DateTime<Utc>,
     now: DateTime<Utc>,
     policy: CatchUp,
     catch_up_max: u32,
-    grace: Duration,
+    window: &OnTime,
 ) -> Due {
-    let all = cron.ticks_between(last_tick, now, SCAN_LIMIT);
-    let Some(&newest) = all.last() else {
+    let keep = match policy {
+        CatchUp::Skip | CatchUp::Latest => 1,
+        CatchUp::All => catch_up_max.max(1) as usize,
+    };
+    let newest = cron.newest_ticks(last_tick, now, keep);
+    let Some(&last) = newest.ticks.last() else {
         return Due::default();
     };
-    let cutoff = now - chrono::Duration::from_std(grace).unwrap_or_default();
-    let on_time = all.iter().filter(|t| **t >= cutoff).count();
-    let keep_newest = match policy {
-        CatchUp::Skip => on_time,
-        CatchUp::Latest => on_time.max(1),
-        CatchUp::All => on_time.max(catch_up_max as usize),
+    let cutoff = now - chrono::Duration::from_std(window.grace).unwrap_or_default();
+    let eligible = |tick: DateTime<Utc>| {
+        tick >= cutoff && window.resumed_at.is_none_or(|resumed| tick >= resumed)
     };
-    let keep = all[all.len().saturating_sub(keep_newest)..].to_vec();
-    let missed = (all.len() - keep.len()) as u64;
+    // The ticks that came due while this scheduler watched: a few at most, as the walk
+    // starts no earlier than the grace.
+    let mut on_time: Vec<DateTime<Utc>> = match window.watched_since {
+        Some(since) => {
+            let from = since
+                .max(last_tick)
+                .max(cutoff - chrono::Duration::nanoseconds(1));
+            let ticks = cron.ticks_between(from, now, usize::MAX);
+            ticks.into_iter().filter(|tick| eligible(*tick)).collect()
+        }
+        None => Vec::new(),
+    };
+    if on_time.is_empty() && eligible(last) {
+        on_time.push(last);
+    }
+    let enqueue = match policy {
+        CatchUp::Skip => on_time,
+        CatchUp::Latest if on_time.is_empty() => vec![last],
+        CatchUp::Latest => on_time,
+        CatchUp::All if on_time.len() > newest.ticks.len() => on_time,
+        CatchUp::All => newest.ticks.clone(),
+    };
+    let due_ticks = newest.older + newest.ticks.len() as u64;
     Due {
-        enqueue: keep,
-        missed,
-        last: Some(newest),
+        missed: due_ticks.saturating_sub(enqueue.len() as u64),
+        enqueue,
+        missed_more: !newest.counted_all,
+        last: Some(last),
     }
 }
 
@@ -349,6 +540,11 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use proptest::prelude::*;
+
+    thread_local! {
+        /// How many wall-clock ticks this thread's walks pulled from the `cron` crate.
+        pub(super) static WALKED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
 
     fn utc(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -425,6 +621,105 @@ mod tests {
         );
     }
 
+    /// Every tick of `cron` on the local day `date` of its zone, oldest first.
+    fn local_day(cron: &Cron, zone: Tz, date: (i32, u32, u32)) -> Vec<DateTime<Utc>> {
+        let (y, m, d) = date;
+        let start = zone.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap();
+        let end = start
+            .date_naive()
+            .succ_opt()
+            .unwrap()
+            .and_hms_opt(0, 0, 0)
+            .unwrap();
+        let end = zone.from_local_datetime(&end).unwrap();
+        let before = start.with_timezone(&Utc) - chrono::Duration::seconds(1);
+        let until = end.with_timezone(&Utc) - chrono::Duration::seconds(1);
+        cron.ticks_between(before, until, 100_000)
+    }
+
+    /// The largest gap between consecutive ticks, and that they are strictly increasing.
+    fn widest_gap(ticks: &[DateTime<Utc>]) -> chrono::Duration {
+        assert!(ticks.windows(2).all(|w| w[0] < w[1]), "in order, once each");
+        ticks.windows(2).map(|w| w[1] - w[0]).max().unwrap()
+    }
+
+    #[test]
+    fn a_quarter_hourly_schedule_keeps_firing_through_the_repeated_hour() {
+        use chrono_tz::America::New_York;
+        // 2026-11-01 in New York: 01:00-01:59 happens twice (EDT, then EST): 25 hours.
+        let cron = Cron::parse("*/15 * * * *", "America/New_York").unwrap();
+        let ticks = local_day(&cron, New_York, (2026, 11, 1));
+        assert_eq!(ticks.len(), 100, "four a real hour over a 25-hour day");
+        assert_eq!(widest_gap(&ticks), chrono::Duration::minutes(15));
+        // Wildcard hours too: an hourly schedule fires in each real hour.
+        let hourly = Cron::parse("0 * * * *", "America/New_York").unwrap();
+        assert_eq!(local_day(&hourly, New_York, (2026, 11, 1)).len(), 25);
+        // So does a wildcard minute inside a fixed hour (crontab's rule): 01:00-01:59 twice.
+        let one_am = Cron::parse("*/15 1 * * *", "America/New_York").unwrap();
+        assert_eq!(local_day(&one_am, New_York, (2026, 11, 1)).len(), 8);
+    }
+
+    #[test]
+    fn an_every_minute_schedule_in_berlin_loses_no_minute_on_the_fall_back_day() {
+        use chrono_tz::Europe::Berlin;
+        let cron = Cron::parse("0 * * * * *", "Europe/Berlin").unwrap();
+        let ticks = local_day(&cron, Berlin, (2026, 10, 25));
+        assert_eq!(ticks.len(), 25 * 60);
+        assert_eq!(widest_gap(&ticks), chrono::Duration::minutes(1));
+    }
+
+    #[test]
+    fn fixed_time_schedules_fire_once_on_the_fall_back_day() {
+        use chrono_tz::America::New_York;
+        for (expr, expected) in [
+            ("30 1 * * *", "2026-11-01T05:30:00Z"), // 01:30 EDT, not 01:30 EST
+            ("0 0,30 1 * * *", "2026-11-01T05:00:00Z"), // 01:00 and 01:30 EDT only
+        ] {
+            let cron = Cron::parse(expr, "America/New_York").unwrap();
+            let ticks = local_day(&cron, New_York, (2026, 11, 1));
+            assert_eq!(ticks[0], utc(expected), "{expr}");
+            assert!(
+                ticks.iter().all(|t| *t < utc("2026-11-01T06:00:00Z")),
+                "{expr}: {ticks:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_tick_before_the_instant_it_counts_from_inside_the_repeated_hour() {
+        let cron = Cron::parse("*/15 * * * *", "America/New_York").unwrap();
+        // Registered at 01:20 EST (the second 01:20): the first tick is 01:30 EST.
+        let second_0120 = utc("2026-11-01T06:20:00Z");
+        assert_eq!(
+            cron.next_after(second_0120),
+            Some(utc("2026-11-01T06:30:00Z"))
+        );
+        assert_eq!(
+            cron.ticks_between(second_0120, utc("2026-11-01T07:00:00Z"), 10),
+            [
+                utc("2026-11-01T06:30:00Z"),
+                utc("2026-11-01T06:45:00Z"),
+                utc("2026-11-01T07:00:00Z")
+            ]
+        );
+        // From 01:20 EDT (the first 01:20), the repeated 01:00 and 01:15 EST are still ahead.
+        assert_eq!(
+            cron.ticks_between(utc("2026-11-01T05:20:00Z"), utc("2026-11-01T06:15:00Z"), 10),
+            [
+                utc("2026-11-01T05:30:00Z"),
+                utc("2026-11-01T05:45:00Z"),
+                utc("2026-11-01T06:00:00Z"),
+                utc("2026-11-01T06:15:00Z")
+            ]
+        );
+        let daily = Cron::parse("30 1 * * *", "America/New_York").unwrap();
+        assert_eq!(
+            daily.next_after(second_0120),
+            Some(utc("2026-11-02T06:30:00Z")),
+            "a fixed time already had its 01:30 this day"
+        );
+    }
+
     #[test]
     fn crontab_weekdays_mean_what_crontab_says() {
         for (crontab, cron) in [
@@ -461,7 +756,7 @@ mod tests {
         let now = utc("2026-12-01T00:00:05Z");
         let grace = Duration::from_millis(500);
         let tick = |s: u32| utc(&format!("2026-12-01T00:00:0{s}Z"));
-        let run = |policy, max| due(&cron, last, now, policy, max, grace);
+        let run = |policy, max| due(&cron, last, now, policy, max, &OnTime::within(grace));
         let cases = [
             (CatchUp::Skip, 100, vec![tick(5)]),
             (CatchUp::Latest, 100, vec![tick(5)]),
@@ -472,22 +767,44 @@ mod tests {
             let due = run(policy, max);
             assert_eq!(due.enqueue, expected, "{policy:?} {max}");
             assert_eq!(due.missed, 5 - expected.len() as u64, "{policy:?} {max}");
+            assert!(!due.missed_more);
             assert_eq!(due.last, Some(now));
         }
-        // Ticks on time are never missed, whatever the policy: two ticks due within the
-        // grace (a run that came a little late) are both enqueued.
-        let late = due(
-            &cron,
-            utc("2026-12-01T00:00:03Z"),
-            now,
-            CatchUp::Latest,
-            100,
-            Duration::from_secs(3),
-        );
-        assert_eq!(late.enqueue, [tick(4), tick(5)]);
+        // The on-time window is never wider than the interval: with a 3 s grace, a run
+        // two seconds late finds tick 4 already followed by tick 5, so tick 4 was missed.
+        let late = |policy, resumed_at| {
+            let three = Duration::from_secs(3);
+            let last = utc("2026-12-01T00:00:03Z");
+            let window = OnTime {
+                resumed_at,
+                ..OnTime::within(three)
+            };
+            due(&cron, last, now, policy, 100, &window)
+        };
+        let latest = late(CatchUp::Latest, None);
+        assert_eq!((latest.enqueue, latest.missed), (vec![tick(5)], 1));
+        assert_eq!(late(CatchUp::Skip, None).enqueue, [tick(5)]);
+        // Unless the scheduler looked 1.1 s ago (a regular pass, with its jitter): then
+        // tick 4 came due while it watched, and runs whatever the policy.
+        for policy in [CatchUp::Skip, CatchUp::Latest] {
+            let window = OnTime {
+                watched_since: Some(utc("2026-12-01T00:00:03.900Z")),
+                ..OnTime::within(Duration::from_secs(3))
+            };
+            let last = utc("2026-12-01T00:00:03Z");
+            let watched = due(&cron, last, now, policy, 100, &window);
+            assert_eq!(
+                (watched.enqueue, watched.missed),
+                (vec![tick(4), tick(5)], 0)
+            );
+        }
+        // A tick before the schedule's resume fell inside its pause: not on time.
+        let paused = late(CatchUp::Skip, Some(utc("2026-12-01T00:00:05.100Z")));
+        assert_eq!((paused.enqueue, paused.missed), (vec![], 2));
+        assert_eq!(late(CatchUp::Skip, Some(tick(5))).enqueue, [tick(5)]);
         // Nothing due, nothing to do; and with no tick on time, `latest` still runs one.
         assert_eq!(
-            due(&cron, now, now, CatchUp::All, 100, grace),
+            due(&cron, now, now, CatchUp::All, 100, &OnTime::within(grace)),
             Due::default()
         );
         let hourly = Cron::parse("0 * * * *", "UTC").unwrap();
@@ -497,12 +814,90 @@ mod tests {
             utc("2026-12-01T03:30:00Z"),
             CatchUp::Latest,
             100,
-            grace,
+            &OnTime::within(grace),
         );
         assert_eq!(
             (after_downtime.enqueue, after_downtime.missed),
             (vec![utc("2026-12-01T03:00:00Z")], 2)
         );
+    }
+
+    /// An every-second schedule resumed after 13 weeks (7.9 million missed ticks): the
+    /// catch-up looks at a few hundred ticks, not at every one since the last.
+    #[test]
+    fn a_catch_up_after_weeks_walks_a_bounded_number_of_ticks() {
+        let cron = Cron::parse("* * * * * *", "UTC").unwrap();
+        let last = utc("2026-09-01T00:00:00Z");
+        let now = utc("2026-12-01T00:00:00.500Z");
+        for (policy, enqueued) in [
+            (CatchUp::All, 100),
+            (CatchUp::Latest, 1),
+            (CatchUp::Skip, 1),
+        ] {
+            WALKED.with(|walked| walked.set(0));
+            let window = OnTime {
+                watched_since: Some(now - chrono::Duration::seconds(1)),
+                ..OnTime::within(Duration::from_secs(3))
+            };
+            let due = due(&cron, last, now, policy, 100, &window);
+            let walked = WALKED.with(std::cell::Cell::get);
+            assert!(
+                walked <= 3 * COUNT_LIMIT as u64,
+                "{policy:?}: walked {walked} ticks"
+            );
+            assert_eq!(due.enqueue.len(), enqueued, "{policy:?}");
+            assert_eq!(due.enqueue.last(), Some(&utc("2026-12-01T00:00:00Z")));
+            assert!(due
+                .enqueue
+                .windows(2)
+                .all(|w| w[1] - w[0] == chrono::Duration::seconds(1)));
+            assert!(due.missed_more && due.missed > 0, "{due:?}");
+        }
+        // Dense ticks that stopped hours ago (every second from 09:00 to 09:59): the walk
+        // starts earlier until it finds them.
+        let nine = Cron::parse("* * 9 * * *", "UTC").unwrap();
+        let at = |t: &str| utc(&format!("2026-12-01T{t}Z"));
+        let window = OnTime::within(Duration::ZERO);
+        let due = due(
+            &nine,
+            utc("2026-11-28T00:00:00Z"),
+            at("15:00:00"),
+            CatchUp::All,
+            3,
+            &window,
+        );
+        assert_eq!(
+            due.enqueue,
+            [at("09:59:57"), at("09:59:58"), at("09:59:59")]
+        );
+        assert!(
+            due.missed >= COUNT_LIMIT as u64 && due.missed_more,
+            "{due:?}"
+        );
+    }
+
+    /// Through the fall-back night, `newest_ticks` gives what a walk over every tick gives.
+    #[test]
+    fn newest_ticks_agree_with_the_full_walk_across_the_repeated_hour() {
+        let from = utc("2026-11-01T03:00:00Z");
+        for expr in ["*/15 * * * *", "0 * * * *", "30 1 * * *", "*/5 1 * * *"] {
+            let cron = Cron::parse(expr, "America/New_York").unwrap();
+            for minutes in (0..=300).step_by(7) {
+                let until = from + chrono::Duration::minutes(minutes);
+                let all = cron.ticks_between(from, until, 10_000);
+                for limit in [1, 3] {
+                    let newest = cron.newest_ticks(from, until, limit);
+                    assert_eq!(
+                        newest.ticks,
+                        all[all.len().saturating_sub(limit)..],
+                        "{expr} {until}"
+                    );
+                    if newest.counted_all {
+                        assert_eq!(newest.older as usize + newest.ticks.len(), all.len());
+                    }
+                }
+            }
+        }
     }
 
     proptest! {

@@ -15,19 +15,38 @@ use tracing::{error, info, warn};
 
 use crate::events;
 use crate::metrics;
-use crate::schedule::{due, Cron, ScheduleConfig};
+use crate::schedule::{due, Cron, OnTime, ScheduleConfig};
 use crate::service::{RunReport, Service};
 
 /// How often the scheduler looks for due ticks.
 pub(crate) const SCHEDULER_INTERVAL: Duration = Duration::from_secs(1);
 
-/// A tick due at most this long ago is on time, not missed (a run is a second apart, give
-/// or take its jitter and a slow statement).
+/// A tick due longer ago than this is never on time. Within it, the newest due tick is (a
+/// pass that came a little late), and older ones only when they came due since this
+/// process's previous pass; never a tick that fell inside a pause (`schedule::due`).
 const ON_TIME: Duration = Duration::from_secs(3);
 
+/// A pass that follows this process's previous one within this long watched the ticks
+/// that came due in between: they are on time (a pass is a second apart, ±10%, plus its
+/// own duration). After a longer gap (a stalled process, a database outage) they were
+/// missed.
+const WATCHED_GAP: Duration = Duration::from_secs(2);
+
 pub(crate) struct Scheduler {
-    pub(crate) pool: PgPool,
-    pub(crate) schedules: Vec<(ScheduleConfig, Cron)>,
+    pool: PgPool,
+    schedules: Vec<(ScheduleConfig, Cron)>,
+    /// When this process's previous pass looked (its `now`).
+    last_pass: std::sync::Mutex<Option<DateTime<Utc>>>,
+}
+
+impl Scheduler {
+    pub(crate) fn new(pool: PgPool, schedules: Vec<(ScheduleConfig, Cron)>) -> Self {
+        Scheduler {
+            pool,
+            schedules,
+            last_pass: std::sync::Mutex::new(None),
+        }
+    }
 }
 
 impl Service for Scheduler {
@@ -35,74 +54,134 @@ impl Service for Scheduler {
 
     async fn run_once(&self, now: Option<DateTime<Utc>>) -> docket_queue::Result<RunReport> {
         let now = now.unwrap_or_else(Utc::now);
+        let previous = self
+            .last_pass
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .replace(now);
+        let gap = chrono::Duration::from_std(WATCHED_GAP).unwrap_or_default();
+        let watched_since = previous.filter(|previous| *previous < now && now - *previous <= gap);
         let stored: HashMap<String, schedule::ScheduleState> = schedule::states(&self.pool)
             .await?
             .into_iter()
             .map(|state| (state.name.clone(), state))
             .collect();
-        let (mut enqueued, mut missed, mut skipped) = (0u64, 0u64, 0u64);
+        let mut report = Pass::default();
         for (config, cron) in &self.schedules {
             let Some(row) = stored.get(&config.name) else {
                 continue; // registered at start; gone only if deleted by hand
             };
-            if row.paused {
-                continue; // its missed ticks are the catch-up policy's on resume
-            }
+            let next = cron.next_after(now);
             let from = row.last_tick_at.unwrap_or(row.registered_at);
-            let due = due(
-                cron,
-                from,
-                now,
-                config.catch_up,
-                config.catch_up_max,
-                ON_TIME,
-            );
-            let Some(last) = due.last else {
-                continue;
-            };
-            for tick in &due.enqueue {
-                match schedule::enqueue_tick(&self.pool, &config.name, *tick).await {
-                    Ok(schedule::Tick::Skipped) => {
-                        skipped += 1;
-                        metrics::cron_tick(&config.name, "skipped", 1);
-                        warn!(
-                            event = events::CRON_SKIPPED, schedule = %config.name, tick_at = %tick,
-                            "schedule tick skipped: the batch of an earlier tick still runs"
-                        );
-                    }
-                    Ok(schedule::Tick::Enqueued(job)) => {
-                        enqueued += 1;
-                        metrics::cron_tick(&config.name, "enqueued", 1);
-                        info!(
-                            event = events::CRON_ENQUEUED, schedule = %config.name, job.id = %job,
-                            tick_at = %tick, "schedule tick enqueued"
-                        );
-                    }
-                    Ok(schedule::Tick::Elsewhere) => {} // another scheduler dealt with it
-                    Err(err) => {
-                        error!(
-                            event = events::CRON_FAILED, schedule = %config.name, tick_at = %tick,
-                            error.message = %err, error.cause_chain = %ErrorChain(&err),
-                            "could not enqueue a schedule's tick; the next run tries again"
-                        );
-                        return Err(err);
-                    }
+            let is_due = cron.next_after(from).is_some_and(|tick| tick <= now);
+            if row.paused || !is_due {
+                // Nothing to enqueue (a paused schedule's missed ticks are the catch-up
+                // policy's on resume); only the next tick, when it moved.
+                if row.next_tick_at != next {
+                    schedule::advance(&self.pool, &config.name, None, next).await?;
                 }
+                continue;
             }
-            if due.missed > 0 {
-                missed += due.missed;
-                metrics::cron_tick(&config.name, "missed", due.missed);
-                warn!(
-                    event = events::CRON_MISSED, schedule = %config.name, count = due.missed,
-                    catch_up = config.catch_up.as_str(), "schedule ticks missed"
-                );
-            }
-            schedule::advance(&self.pool, &config.name, Some(last), cron.next_after(now)).await?;
+            self.pass(config, cron, now, next, watched_since, &mut report)
+                .await?;
         }
         Ok(RunReport::default()
-            .count("ticks enqueued", enqueued)
-            .count("ticks missed", missed)
-            .count("ticks skipped (overlap)", skipped))
+            .count("ticks enqueued", report.enqueued)
+            .count("ticks missed", report.missed)
+            .count("ticks skipped (overlap)", report.skipped))
+    }
+}
+
+/// What one run did, over its schedules.
+#[derive(Default)]
+struct Pass {
+    enqueued: u64,
+    missed: u64,
+    skipped: u64,
+}
+
+impl Scheduler {
+    /// Enqueues a schedule's due ticks and moves it past them, as one step: under its
+    /// row's lock, on the state read under that lock. A pause that lands meanwhile waits
+    /// for the step, or the step sees it and moves nothing.
+    async fn pass(
+        &self,
+        config: &ScheduleConfig,
+        cron: &Cron,
+        now: DateTime<Utc>,
+        next: Option<DateTime<Utc>>,
+        watched_since: Option<DateTime<Utc>>,
+        report: &mut Pass,
+    ) -> docket_queue::Result<()> {
+        let name = &config.name;
+        let mut tx = self.pool.begin().await?;
+        let Some(state) = schedule::lock_state(&mut *tx, name).await? else {
+            return Ok(());
+        };
+        if state.paused {
+            return Ok(()); // paused since the read: nothing moves
+        }
+        let from = state.last_tick_at.unwrap_or(state.registered_at);
+        let window = OnTime {
+            grace: ON_TIME,
+            watched_since,
+            resumed_at: state.resumed_at,
+        };
+        let due = due(
+            cron,
+            from,
+            now,
+            config.catch_up,
+            config.catch_up_max,
+            &window,
+        );
+        let mut outcomes = Vec::with_capacity(due.enqueue.len());
+        for tick in &due.enqueue {
+            match schedule::enqueue_tick(&mut *tx, name, *tick).await {
+                Ok(outcome) => outcomes.push((*tick, outcome)),
+                Err(err) => {
+                    error!(
+                        event = events::CRON_FAILED, schedule = %name, tick_at = %tick,
+                        error.message = %err, error.cause_chain = %ErrorChain(&err),
+                        "could not enqueue a schedule's tick; the next run tries again"
+                    );
+                    return Err(err);
+                }
+            }
+        }
+        schedule::advance(&mut *tx, name, due.last, next).await?;
+        tx.commit().await?;
+        for (tick, outcome) in outcomes {
+            match outcome {
+                schedule::Tick::Skipped => {
+                    report.skipped += 1;
+                    metrics::cron_tick(name, "skipped", 1);
+                    warn!(
+                        event = events::CRON_SKIPPED, schedule = %name, tick_at = %tick,
+                        "schedule tick skipped: the batch of an earlier tick still runs"
+                    );
+                }
+                schedule::Tick::Enqueued(job) => {
+                    report.enqueued += 1;
+                    metrics::cron_tick(name, "enqueued", 1);
+                    info!(
+                        event = events::CRON_ENQUEUED, schedule = %name, job.id = %job,
+                        tick_at = %tick, "schedule tick enqueued"
+                    );
+                }
+                schedule::Tick::Elsewhere => {} // another scheduler dealt with it
+            }
+        }
+        if due.missed > 0 {
+            report.missed += due.missed;
+            metrics::cron_tick(name, "missed", due.missed);
+            warn!(
+                event = events::CRON_MISSED, schedule = %name, count = due.missed,
+                count_is_lower_bound = due.missed_more, catch_up = config.catch_up.as_str(),
+                "schedule ticks missed"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -110,7 +189,7 @@ impl Service for Scheduler {
 mod tests {
     use super::*;
     use crate::schedule::CatchUp;
-    use docket_testkit::TestDb;
+    use docket_testkit::{eventually, TestDb};
 
     fn utc(s: &str) -> DateTime<Utc> {
         s.parse().unwrap()
@@ -132,10 +211,7 @@ mod tests {
         schedule::advance(&db.pool, "every-second", Some(last), None)
             .await
             .unwrap();
-        Scheduler {
-            pool: db.pool.clone(),
-            schedules,
-        }
+        Scheduler::new(db.pool.clone(), schedules)
     }
 
     async fn run_ats(db: &TestDb) -> Vec<DateTime<Utc>> {
@@ -206,10 +282,7 @@ mod tests {
         let db = TestDb::new().await;
         let last = utc("2026-12-01T10:00:00Z");
         let one = scheduler_of(&db, "0 * * * * *", CatchUp::Latest, last).await;
-        let other = Scheduler {
-            pool: db.pool.clone(),
-            schedules: one.schedules.clone(),
-        };
+        let other = Scheduler::new(db.pool.clone(), one.schedules.clone());
         schedule::set_paused(&db.pool, "every-second", true)
             .await
             .unwrap();
@@ -231,6 +304,162 @@ mod tests {
         );
     }
 
+    /// A daily schedule shows its next tick as soon as it is registered, and every pass
+    /// keeps it current, whether or not a tick was due.
+    #[tokio::test]
+    async fn a_daily_schedule_shows_its_next_tick_from_registration_on() {
+        let db = TestDb::new().await;
+        let config = ScheduleConfig::new("nightly", "0 3 * * *", "test.tick");
+        let schedules = crate::runtime::register_for_tests(&db.pool, &[config]).await;
+        let next = schedule::list(&db.pool).await.unwrap()[0].next_tick_at;
+        let expected = schedules[0].1.next_after(Utc::now());
+        assert!(
+            next.is_some() && next == expected,
+            "{next:?} at registration, expected {expected:?}"
+        );
+        let scheduler = Scheduler::new(db.pool.clone(), schedules);
+        // A pass with nothing due still moves it on.
+        let later = Utc::now() + chrono::Duration::days(3);
+        scheduler.run_once(Some(later)).await.unwrap();
+        let row = &schedule::list(&db.pool).await.unwrap()[0];
+        assert!(
+            row.next_tick_at > next && row.next_tick_at <= Some(later + chrono::Duration::days(1)),
+            "{row:?}"
+        );
+    }
+
+    /// The on-time window is never wider than the schedule's interval: an every-second
+    /// schedule whose scheduler was away for 5.6 s runs only the latest missed tick with
+    /// `latest`, and with `skip` only the tick due within its last second.
+    #[tokio::test]
+    async fn an_every_second_schedule_back_after_seconds_runs_no_tick_it_missed() {
+        let last = utc("2026-12-01T10:00:00Z");
+        let at = |s: &str| utc(&format!("2026-12-01T10:00:{s}Z"));
+        for (policy, now, expected) in [
+            (CatchUp::Latest, at("05.600"), vec![at("05")]),
+            (CatchUp::Skip, at("03.500"), vec![at("03")]),
+            (CatchUp::Skip, at("03.000"), vec![at("03")]),
+        ] {
+            let db = TestDb::new().await;
+            let scheduler = scheduler(&db, policy, last).await;
+            scheduler.run_once(Some(now)).await.unwrap();
+            assert_eq!(run_ats(&db).await, expected, "{policy:?} at {now}");
+            let row = &schedule::list(&db.pool).await.unwrap()[0];
+            assert_eq!(row.last_tick_at, Some(expected[0]), "{policy:?}");
+        }
+    }
+
+    /// Passes a second apart with their jitter (1.1 s) lose no tick of an every-second
+    /// schedule; a pass after a stall of the process (4.45 s) runs only the latest tick.
+    #[tokio::test]
+    async fn a_pass_a_little_late_loses_no_tick_but_one_after_a_stall_runs_only_the_latest() {
+        let db = TestDb::new().await;
+        let last = utc("2026-12-01T10:00:00Z");
+        let scheduler = scheduler(&db, CatchUp::Latest, last).await;
+        let at = |s: &str| utc(&format!("2026-12-01T10:00:{s}Z"));
+        scheduler.run_once(Some(at("00.950"))).await.unwrap();
+        scheduler.run_once(Some(at("02.050"))).await.unwrap();
+        assert_eq!(run_ats(&db).await, [at("01"), at("02")]);
+        scheduler.run_once(Some(at("06.500"))).await.unwrap();
+        assert_eq!(run_ats(&db).await, [at("01"), at("02"), at("06")]);
+    }
+
+    /// A `skip` schedule paused for three seconds runs none of the ticks that fell inside
+    /// the pause, even the one due less than its interval before the pass after resume.
+    #[tokio::test]
+    async fn a_skip_schedule_runs_no_tick_that_fell_inside_its_pause() {
+        let db = TestDb::new().await;
+        let last = utc("2026-12-01T10:00:00Z");
+        let scheduler = scheduler(&db, CatchUp::Skip, last).await;
+        schedule::set_paused(&db.pool, "every-second", true)
+            .await
+            .unwrap();
+        scheduler
+            .run_once(Some(utc("2026-12-01T10:00:02Z")))
+            .await
+            .unwrap();
+        schedule::set_paused(&db.pool, "every-second", false)
+            .await
+            .unwrap();
+        // Resumed at 10:00:03.2 (the clock of this test), the next pass at 10:00:03.9.
+        sqlx::query("update docket.schedules set resumed_at = $1")
+            .bind(utc("2026-12-01T10:00:03.200Z"))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+        scheduler
+            .run_once(Some(utc("2026-12-01T10:00:03.900Z")))
+            .await
+            .unwrap();
+        assert!(run_ats(&db).await.is_empty(), "{:?}", run_ats(&db).await);
+        // The ticks after the resume run as usual.
+        scheduler
+            .run_once(Some(utc("2026-12-01T10:00:04.100Z")))
+            .await
+            .unwrap();
+        assert_eq!(run_ats(&db).await, [utc("2026-12-01T10:00:04Z")]);
+    }
+
+    /// A pause that commits between a scheduler's read and its enqueue moves nothing: with
+    /// `catch_up = "all"`, every tick still runs after the resume.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pause_landing_between_the_read_and_the_enqueue_loses_no_tick() {
+        let db = TestDb::new().await;
+        let last = utc("2026-12-01T10:00:00Z");
+        let scheduler = scheduler(&db, CatchUp::All, last).await;
+        // An operator's pause, not yet committed: it holds the schedule's row.
+        let mut pause = db.pool.begin().await.unwrap();
+        sqlx::query("update docket.schedules set paused = true")
+            .execute(&mut *pause)
+            .await
+            .unwrap();
+        let pass = tokio::spawn(async move {
+            scheduler
+                .run_once(Some(utc("2026-12-01T10:00:02.500Z")))
+                .await
+                .unwrap();
+            scheduler
+        });
+        eventually(
+            Duration::from_secs(20),
+            "the pass waits on the row",
+            || async {
+                sqlx::query_scalar::<_, bool>(
+                    "select exists (select 1 from pg_stat_activity
+                 where datname = current_database() and wait_event_type = 'Lock')",
+                )
+                .fetch_one(&db.pool)
+                .await
+                .unwrap()
+            },
+        )
+        .await;
+        pause.commit().await.unwrap();
+        let scheduler = pass.await.unwrap();
+        let row = &schedule::list(&db.pool).await.unwrap()[0];
+        assert_eq!(
+            row.last_tick_at,
+            Some(last),
+            "a paused schedule does not move"
+        );
+        assert!(run_ats(&db).await.is_empty());
+        schedule::set_paused(&db.pool, "every-second", false)
+            .await
+            .unwrap();
+        scheduler
+            .run_once(Some(utc("2026-12-01T10:00:03.500Z")))
+            .await
+            .unwrap();
+        let expected: Vec<_> = (1..=3)
+            .map(|s| last + chrono::Duration::seconds(s))
+            .collect();
+        assert_eq!(
+            run_ats(&db).await,
+            expected,
+            "all: every tick since the last one"
+        );
+    }
+
     /// Many schedulers see the same tick due at once: one job.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_schedulers_make_one_job_per_tick() {
@@ -240,10 +469,7 @@ mod tests {
         let now = utc("2026-12-01T10:00:10Z");
         let mut runs = Vec::new();
         for _ in 0..6 {
-            let scheduler = Scheduler {
-                pool: db.pool.clone(),
-                schedules: first.schedules.clone(),
-            };
+            let scheduler = Scheduler::new(db.pool.clone(), first.schedules.clone());
             runs.push(tokio::spawn(
                 async move { scheduler.run_once(Some(now)).await },
             ));

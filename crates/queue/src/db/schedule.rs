@@ -35,7 +35,8 @@ pub(crate) async fn schedule_tick_enqueue(
 }
 
 /// Moves a schedule past ticks it will not enqueue (missed by the catch-up policy) and
-/// records its next tick. Never moves it back.
+/// records its next tick. Never moves it back, and never moves a paused one (its next
+/// tick is still recorded).
 pub(crate) async fn schedule_advance(
     exec: impl PgExecutor<'_>,
     name: &str,
@@ -45,7 +46,8 @@ pub(crate) async fn schedule_advance(
     sqlx::query(
         r#"
         update docket.schedules set
-            last_tick_at = greatest(last_tick_at, $2),
+            last_tick_at = case when paused then last_tick_at
+                                else greatest(last_tick_at, $2) end,
             next_tick_at = $3
         where name = $1
         "#,
@@ -58,11 +60,28 @@ pub(crate) async fn schedule_advance(
     Ok(())
 }
 
+/// The columns of [`ScheduleState`].
+const STATE_COLUMNS: &str = "name, paused, last_tick_at, next_tick_at, registered_at, resumed_at";
+
 /// What a scheduler needs of every schedule each second: no definition, no batch.
 pub(crate) async fn schedule_states(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<ScheduleState>> {
-    sqlx::query_as("select name, paused, last_tick_at, registered_at from docket.schedules")
+    sqlx::query_as(&format!("select {STATE_COLUMNS} from docket.schedules"))
         .fetch_all(exec)
         .await
+}
+
+/// One schedule's state, its row locked until the caller's transaction ends: a pause or
+/// another scheduler waits for it.
+pub(crate) async fn schedule_state_lock(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+) -> sqlx::Result<Option<ScheduleState>> {
+    sqlx::query_as(&format!(
+        "select {STATE_COLUMNS} from docket.schedules where name = $1 for update"
+    ))
+    .bind(name)
+    .fetch_optional(exec)
+    .await
 }
 
 /// Every schedule, by name, with its last tick's batch (a cron batch) and its progress.
@@ -91,21 +110,24 @@ pub(crate) async fn schedule_list(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec
     .await
 }
 
-/// Registers a schedule's definition, or updates it; its pause and last tick stay.
+/// Registers a schedule's definition and its next tick, or updates them; its pause and
+/// last tick stay.
 pub(crate) async fn schedule_register(
     exec: impl PgExecutor<'_>,
     def: &ScheduleDef,
+    next_tick_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
     sqlx::query(
         r#"
         insert into docket.schedules (name, cron, kind, payload, queue, priority, max_attempts,
-                                      timezone, catch_up, overlap)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                                      timezone, catch_up, overlap, next_tick_at)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         on conflict (name) do update set
             cron = excluded.cron, kind = excluded.kind, payload = excluded.payload,
             queue = excluded.queue, priority = excluded.priority,
             max_attempts = excluded.max_attempts, timezone = excluded.timezone,
-            catch_up = excluded.catch_up, overlap = excluded.overlap
+            catch_up = excluded.catch_up, overlap = excluded.overlap,
+            next_tick_at = excluded.next_tick_at
         "#,
     )
     .bind(&def.name)
@@ -118,21 +140,30 @@ pub(crate) async fn schedule_register(
     .bind(&def.timezone)
     .bind(&def.catch_up)
     .bind(&def.overlap)
+    .bind(next_tick_at)
     .execute(exec)
     .await?;
     Ok(())
 }
 
-/// Pauses or resumes a schedule; `false` when there is no such schedule.
+/// Pauses or resumes a schedule; `false` when there is no such schedule. A resume of a
+/// paused schedule records when (`resumed_at`): the ticks before it fell inside the pause.
 pub(crate) async fn schedule_set_paused(
     exec: impl PgExecutor<'_>,
     name: &str,
     paused: bool,
 ) -> sqlx::Result<bool> {
-    let done = sqlx::query("update docket.schedules set paused = $2 where name = $1")
-        .bind(name)
-        .bind(paused)
-        .execute(exec)
-        .await?;
+    let done = sqlx::query(
+        r#"
+        update docket.schedules set
+            paused = $2,
+            resumed_at = case when paused and not $2 then now() else resumed_at end
+        where name = $1
+        "#,
+    )
+    .bind(name)
+    .bind(paused)
+    .execute(exec)
+    .await?;
     Ok(done.rows_affected() == 1)
 }

@@ -23,7 +23,9 @@ fn fan_out() -> ScheduleDef {
 #[tokio::test]
 async fn a_tick_is_skipped_while_the_last_ticks_job_has_not_yet_made_its_batch() {
     let db = TestDb::new().await;
-    schedule::register(&db.pool, &fan_out()).await.unwrap();
+    schedule::register(&db.pool, &fan_out(), None)
+        .await
+        .unwrap();
     let t0 = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap();
     let first = schedule::enqueue_tick(&db.pool, "fan-out", t0)
         .await
