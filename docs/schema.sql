@@ -196,7 +196,8 @@ create table docket.schedules (
     paused boolean not null default false,
     last_tick_at timestamp with time zone,
     next_tick_at timestamp with time zone,
-    registered_at timestamp with time zone not null default now()
+    registered_at timestamp with time zone not null default now(),
+    resumed_at timestamp with time zone
 );
 alter table docket.schedules add constraint schedules_catch_up CHECK ((catch_up = ANY (ARRAY['skip'::text, 'latest'::text, 'all'::text])));
 alter table docket.schedules add constraint schedules_name_length CHECK (((char_length(name) >= 1) AND (char_length(name) <= 127)));
