@@ -174,20 +174,33 @@ pub(crate) async fn job_claim(
     .await
 }
 
-/// Up to `limit` groups with ready-able jobs in `queue` whose key sorts before `before`
-/// (`None`: from the last group), in descending key order: a loose scan of
-/// `jobs_claim_grouped` from its end, one probe per group however many jobs each holds.
+/// One group [`job_ready_groups`] walked past.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WalkedGroup {
+    pub(crate) group_key: String,
+    /// Whether one of its jobs is due (`run_at` reached).
+    pub(crate) due: bool,
+}
+
+/// The groups with ready-able jobs in `queue` whose key sorts before `before` (`None`: from
+/// the last group), in descending key order, each with whether one of its jobs is due at
+/// `now`: a loose scan of `jobs_claim_grouped` from its end, a probe or two per group
+/// however many jobs each holds. Stops after `due` due groups or `most` groups walked.
 pub(crate) async fn job_ready_groups(
     exec: impl PgExecutor<'_>,
     queue: &str,
     before: Option<&str>,
-    limit: i64,
-) -> sqlx::Result<Vec<String>> {
+    due: i64,
+    most: i64,
+    now: Option<DateTime<Utc>>,
+) -> sqlx::Result<Vec<WalkedGroup>> {
     // A function, so that its plan does not depend on statistics (see its migration).
-    sqlx::query_scalar("select g from docket.ready_groups($1, $2, $3) g")
+    sqlx::query_as("select group_key, due from docket.ready_groups($1, $2, $3, $4, $5)")
         .bind(queue)
         .bind(before)
-        .bind(limit)
+        .bind(due)
+        .bind(most)
+        .bind(now)
         .fetch_all(exec)
         .await
 }
