@@ -301,7 +301,7 @@ async fn bulk_replay_racing_an_enqueue_of_the_same_key_passes_the_key_over() {
 
 /// Listing dead letters newest first must not walk the primary key backwards past every
 /// completed job the table keeps (a day's worth by default) to find the few dead letters
-/// among them: the list's plan reads `jobs_dead_letter`, here on a table never analyzed and
+/// among them: the list's plan reads only dead letters, here on a table never analyzed and
 /// after the statement has run often enough for a generic plan to be considered.
 #[tokio::test]
 async fn listing_dead_letters_reads_only_dead_letters_however_many_completed_jobs_are_kept() {
