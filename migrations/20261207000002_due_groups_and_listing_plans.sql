@@ -16,7 +16,8 @@ drop function docket.ready_groups(text, text, bigint);
 -- the caller resumes after the last group returned.
 --
 -- Each group costs one probe to find (it lands on the group's newest job, live while the
--- group has work) and one per priority to test: a backward probe from `run_at <= at`,
+-- group has work; when that job is due, so is the group) and, only when that job is not
+-- due, one per priority to test: a backward probe from `run_at <= at`,
 -- landing on its newest due job, which claims (oldest first) take last. Neither probe
 -- lands on a group's head, where the entries of claimed jobs pile up until vacuum removes
 -- them (see 20261206000007), and future jobs are never read.
@@ -29,6 +30,7 @@ as $$
 declare
     g_key text := $2;
     g_priority smallint;
+    g_run_at timestamptz;
     g_due boolean;
     walked bigint := 0;
     due_groups bigint := 0;
@@ -36,20 +38,23 @@ begin
     loop
         -- The next group down: below g_key, or (none given) the last group of all.
         if g_key is null then
-            select j.group_key, j.priority into g_key, g_priority from docket.jobs j
+            select j.group_key, j.priority, j.run_at into g_key, g_priority, g_run_at from docket.jobs j
             where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
               and j.group_key is not null
             order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1;
         else
-            select j.group_key, j.priority into g_key, g_priority from docket.jobs j
+            select j.group_key, j.priority, j.run_at into g_key, g_priority, g_run_at from docket.jobs j
             where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
               and j.group_key is not null and j.group_key < g_key
             order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1;
         end if;
         exit when not found;
         walked := walked + 1;
-        -- Its priorities from the last (the one the probe landed on) down to the first.
-        loop
+        -- The job the probe landed on is due: so is the group (the usual case, one probe).
+        -- Otherwise its priorities from the last (the one the probe landed on) down to the
+        -- first, each probed at its newest due job.
+        g_due := g_run_at <= coalesce($5, now());
+        while not g_due loop
             perform 1 from docket.jobs j
             where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
               and j.group_key = g_key and j.priority = g_priority

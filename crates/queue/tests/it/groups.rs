@@ -546,3 +546,30 @@ async fn a_long_run_of_groups_with_nothing_due_is_passed_over_within_one_claim()
     let taken = one_job_claims(&db, &mut GroupCursor::default(), 3).await;
     assert_eq!(taken, vec![Some("acme".to_owned()); 2]);
 }
+
+/// A group is due when any of its jobs is, whatever the priority of its later ones: the
+/// walk lands on a group's last job (here a delayed one of a lower priority) and then looks
+/// at each of its priorities.
+#[tokio::test]
+async fn a_group_whose_last_job_is_delayed_is_due_when_an_earlier_one_is() {
+    let db = TestDb::new().await;
+    let later = chrono::Utc::now() + chrono::Duration::seconds(600);
+    let due = enqueue(&db.pool, &NewJob::new("k", json!({})).group("acme"))
+        .await
+        .unwrap();
+    enqueue(
+        &db.pool,
+        &NewJob::new("k", json!({}))
+            .group("acme")
+            .priority(5)
+            .run_at(later),
+    )
+    .await
+    .unwrap();
+
+    let claimed = claim_fair(&db.pool, &request(1), &mut GroupCursor::default())
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(claimed.iter().map(|job| job.id).collect::<Vec<_>>(), [due]);
+}
