@@ -1,6 +1,6 @@
 //! Claim: the ready → processing step.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -234,13 +234,35 @@ where
     Ok(Claimed { jobs })
 }
 
-/// The smallest share of a claim a group gets while the claim can fill it: a claim of
-/// `limit` jobs serves at most `limit / GROUP_SHARE_LEAST` groups (rounded up).
+/// The smallest share of a claim a member of the rotation gets while the claim can fill
+/// it: a claim of `limit` jobs offers turns to at most `limit / GROUP_SHARE_LEAST` members
+/// at a time (rounded up).
 const GROUP_SHARE_LEAST: i64 = 4;
 
-/// Where a queue's fair claims stand: the group served first last time (the next claim
-/// starts with the group before it, so over successive claims every group gets its turn
-/// however many there are), and in each group, the last job this claimer took from it.
+/// How many groups with nothing due one look for the next members may walk past, beyond
+/// the members it looks for: a long run of such groups is passed over a bounded piece at a
+/// time, the cursor moving past each piece.
+const GROUPS_PASSED_OVER_MOST: i64 = 64;
+
+/// How many times one claim looks for further members when those offered a turn could not
+/// fill it (they had nothing due, or other claimers held their jobs), or when it walked
+/// past [`GROUPS_PASSED_OVER_MOST`] groups with nothing due without finding one.
+const FAIR_PASSES_MOST: usize = 4;
+
+/// A member of a queue's rotation: its jobs without a group, or one group.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Member {
+    Ungrouped,
+    Group(String),
+}
+
+/// Where a queue's fair claims stand: the last member of the rotation offered a turn or
+/// passed over (the next claim goes on after it, so over successive claims every member
+/// gets its turn however many there are), and in each group, the last job this claimer
+/// took from it.
+///
+/// The rotation runs: the jobs without a group, then the groups in descending key order,
+/// then round again.
 ///
 /// Like a [`ClaimCursor`] for each group: a group's share is taken after its last job, not
 /// from its head, where the dead entries of its claimed jobs pile up until vacuum removes
@@ -249,10 +271,11 @@ const GROUP_SHARE_LEAST: i64 = 4;
 /// scans from the head are).
 #[derive(Clone, Debug, Default)]
 pub struct GroupCursor {
-    last_served: Option<String>,
+    /// `None`: at the start of the rotation (the jobs without a group come next).
+    last: Option<Member>,
     positions: HashMap<String, ClaimPosition>,
     heads: HeadScans,
-    /// The jobs without a group, claimed beside the groups.
+    /// The jobs without a group: their own cursor, as a plain claimer's.
     ungrouped: ClaimCursor,
 }
 
@@ -269,22 +292,27 @@ impl GroupCursor {
 }
 
 /// Claims up to `limit` ready jobs of one queue, sharing them fairly between its groups
-/// (round-robin). It finds up to `limit / 4` groups with ready-able jobs, starting with
-/// the one before `cursor`'s (groups go round in descending key order, wrapping around);
-/// each group served costs two index probes, so a claim serves no more groups than it can
-/// give four jobs each, and the others come in the next claims. The jobs without a group
-/// count as one more member. Each member gets an equal share (rounded up) in its own
-/// priority order; what the jobs without a group leave goes to the groups in the same
-/// round, and what a group cannot use goes, in a further round, to the groups that filled
-/// theirs. A group with 100,000 ready jobs and a group with ten get the same share of
-/// every claim while both have work, and a claim is as full as the ready work allows (a
-/// short claim tells the producer the queue is drained).
+/// and its jobs without a group (round-robin, the jobs without a group being one member of
+/// the rotation, like a group).
+///
+/// The claim offers turns to the next `limit / 4` members of the rotation after `cursor`
+/// (each group served costs two index probes, so a claim serves no more groups than it can
+/// give four jobs each, and the others come in the next claims). Groups with nothing due
+/// (every job waits for its `run_at`: a delay, a retry's backoff) are passed over, and the
+/// cursor moves past every member offered a turn, whether it had work or not: a member
+/// without work never holds up the others. Each member gets an equal share (rounded up) in
+/// its own priority order; what one cannot use goes, in a further round, to the members
+/// that filled theirs, and when the members offered a turn still leave the claim short,
+/// the claim goes on to the next members, at most once round the rotation. A claim is as
+/// full as the ready work allows (a short claim tells the producer the queue is drained),
+/// and a group with 100,000 ready jobs and a group with ten get the same share while both
+/// have work.
 ///
 /// Equal shares rather than weights: they need no configuration, and they keep the
 /// smallest tenant's wait independent of the largest tenant's backlog.
 ///
-/// A few autocommit statements (find the groups, claim each round's shares), all under the
-/// request's token. A queue without groups costs one index probe more than [`claim`].
+/// A few autocommit statements (walk the groups, claim each round's shares), all under the
+/// request's token.
 ///
 /// # Errors
 ///
@@ -304,44 +332,118 @@ where
         cursor.positions.clear();
     }
     let limit = i64::from(request.limit);
-    // Each group served costs the claim two index probes, so a claim serves at most one
-    // group per GROUP_SHARE_LEAST jobs it may take; the rest wait for the next claims.
-    let most_groups = (limit + GROUP_SHARE_LEAST - 1) / GROUP_SHARE_LEAST;
-    let before = cursor.last_served.as_deref();
-    let mut groups = db::job_ready_groups(exec, request.queue, before, most_groups).await?;
-    if (groups.len() as i64) < most_groups && before.is_some() {
-        // Wrap around: from the last group down to the cursor's. Every group before the
-        // cursor's is in `groups` already (the first scan was not cut short), so the new
-        // ones are exactly those from the cursor's on, in the database's own key order.
-        let wrapped = db::job_ready_groups(exec, request.queue, None, most_groups).await?;
-        let more = most_groups as usize - groups.len();
-        let fresh: Vec<String> = wrapped
-            .into_iter()
-            .filter(|g| !groups.contains(g))
-            .take(more)
-            .collect();
-        groups.extend(fresh);
+    let mut jobs: Vec<Job> = Vec::new();
+    // Every member this claim offered a turn or passed over: one claim goes round the
+    // rotation at most once.
+    let mut seen: HashSet<Member> = HashSet::new();
+    for _ in 0..FAIR_PASSES_MOST {
+        let remaining = limit - jobs.len() as i64;
+        if remaining <= 0 {
+            break;
+        }
+        // Each group served costs the claim two index probes, so a claim serves at most one
+        // member per GROUP_SHARE_LEAST jobs it may take; the rest wait for the next claims.
+        let want = (remaining + GROUP_SHARE_LEAST - 1) / GROUP_SHARE_LEAST;
+        let (members, round) = next_members(exec, request, cursor, &mut seen, want).await?;
+        if !members.is_empty() {
+            let got = claim_shares(exec, request, cursor, members, remaining).await?;
+            jobs.extend(got);
+        }
+        if round {
+            break;
+        }
     }
-    if groups.is_empty() {
-        cursor.last_served = None;
-        return claim_resuming(exec, request, &mut cursor.ungrouped).await;
+    if from_heads {
+        cursor.heads.scanned(started);
     }
+    jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
+    Ok(Claimed { jobs })
+}
+
+/// Up to `want` members of the rotation after the cursor, the cursor moved past each of
+/// them and past the groups with nothing due walked over on the way; none in `seen`, each
+/// added to it. Also whether the rotation has gone round once (the next member was in
+/// `seen`).
+async fn next_members<'c, E>(
+    exec: E,
+    request: &ClaimRequest<'_>,
+    cursor: &mut GroupCursor,
+    seen: &mut HashSet<Member>,
+    want: i64,
+) -> Result<(Vec<Member>, bool)>
+where
+    E: PgExecutor<'c> + Copy,
+{
+    let mut members = Vec::new();
+    while (members.len() as i64) < want {
+        let before = match &cursor.last {
+            None => {
+                if !seen.insert(Member::Ungrouped) {
+                    return Ok((members, true));
+                }
+                members.push(Member::Ungrouped);
+                cursor.last = Some(Member::Ungrouped);
+                continue;
+            }
+            Some(Member::Ungrouped) => None,
+            Some(Member::Group(key)) => Some(key.clone()),
+        };
+        let due = want - members.len() as i64;
+        let most = due + GROUPS_PASSED_OVER_MOST;
+        let walked = db::job_ready_groups(
+            exec,
+            request.queue,
+            before.as_deref(),
+            due,
+            most,
+            request.now,
+        )
+        .await?;
+        let found = walked.iter().filter(|g| g.due).count() as i64;
+        let at_end = found < due && (walked.len() as i64) < most;
+        for group in walked {
+            let member = Member::Group(group.group_key);
+            if !seen.insert(member.clone()) {
+                return Ok((members, true));
+            }
+            if group.due {
+                members.push(member.clone());
+            }
+            cursor.last = Some(member);
+        }
+        if at_end {
+            // Past the last group: round again, from the jobs without a group.
+            cursor.last = None;
+        } else if found < due {
+            // A long run of groups with nothing due: the next look goes on from here.
+            break;
+        }
+    }
+    Ok((members, false))
+}
+
+/// Claims up to `limit` jobs from `members` in equal shares, in rounds: each round gives
+/// every member that filled its share in the last one another share of what is left.
+async fn claim_shares<'c, E>(
+    exec: E,
+    request: &ClaimRequest<'_>,
+    cursor: &mut GroupCursor,
+    mut members: Vec<Member>,
+    limit: i64,
+) -> Result<Vec<Job>>
+where
+    E: PgExecutor<'c> + Copy,
+{
     let mut jobs: Vec<Job> = Vec::new();
     let mut remaining = limit;
-    // `None`: the jobs without a group.
-    let mut members: Vec<Option<String>> = std::iter::once(None)
-        .chain(groups.into_iter().map(Some))
-        .collect();
-    let mut first_round = true;
-    // Each round gives every member that filled its share in the last one another share of
-    // what is left; a handful of rounds fills any claim.
+    // A handful of rounds fills any claim.
     for _ in 0..4 {
         if remaining <= 0 || members.is_empty() {
             break;
         }
         let share = (remaining + members.len() as i64 - 1) / members.len() as i64;
         let mut filled = Vec::new();
-        if members.contains(&None) {
+        if members.contains(&Member::Ungrouped) {
             let take = share.min(remaining);
             let got = claim_resuming(
                 exec,
@@ -355,11 +457,17 @@ where
             .jobs;
             remaining -= got.len() as i64;
             if got.len() as i64 == take {
-                filled.push(None);
+                filled.push(Member::Ungrouped);
             }
             jobs.extend(got);
         }
-        let named: Vec<&String> = members.iter().flatten().collect();
+        let named: Vec<&String> = members
+            .iter()
+            .filter_map(|member| match member {
+                Member::Group(key) => Some(key),
+                Member::Ungrouped => None,
+            })
+            .collect();
         if !named.is_empty() && remaining > 0 {
             // The groups share what the jobs without a group left, in this same round (a
             // queue whose jobs all have groups then needs no second round).
@@ -384,7 +492,7 @@ where
                     .filter(|job| job.group_key.as_ref() == Some(*group))
                     .collect();
                 if taken.len() as i64 == share {
-                    filled.push(Some((*group).clone()));
+                    filled.push(Member::Group((*group).clone()));
                     if let Some(last) = taken.last() {
                         cursor.positions.insert((*group).clone(), position(last));
                     }
@@ -394,26 +502,11 @@ where
                     cursor.positions.remove(*group);
                 }
             }
-            if first_round {
-                // The next claim starts with the group before the last one served now.
-                if let Some(last) = named
-                    .iter()
-                    .rev()
-                    .find(|g| got.iter().any(|job| job.group_key.as_ref() == Some(**g)))
-                {
-                    cursor.last_served = Some((*last).clone());
-                }
-            }
             jobs.extend(got);
         }
-        first_round = false;
         members = filled;
     }
-    if from_heads {
-        cursor.heads.scanned(started);
-    }
-    jobs.sort_by_key(|job| (job.priority, job.run_at, job.id));
-    Ok(Claimed { jobs })
+    Ok(jobs)
 }
 
 /// Says that workers are waiting for work on these queues, so that the next enqueue on

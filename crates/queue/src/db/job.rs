@@ -174,20 +174,33 @@ pub(crate) async fn job_claim(
     .await
 }
 
-/// Up to `limit` groups with ready-able jobs in `queue` whose key sorts before `before`
-/// (`None`: from the last group), in descending key order: a loose scan of
-/// `jobs_claim_grouped` from its end, one probe per group however many jobs each holds.
+/// One group [`job_ready_groups`] walked past.
+#[derive(sqlx::FromRow)]
+pub(crate) struct WalkedGroup {
+    pub(crate) group_key: String,
+    /// Whether one of its jobs is due (`run_at` reached).
+    pub(crate) due: bool,
+}
+
+/// The groups with ready-able jobs in `queue` whose key sorts before `before` (`None`: from
+/// the last group), in descending key order, each with whether one of its jobs is due at
+/// `now`: a loose scan of `jobs_claim_grouped` from its end, a probe or two per group
+/// however many jobs each holds. Stops after `due` due groups or `most` groups walked.
 pub(crate) async fn job_ready_groups(
     exec: impl PgExecutor<'_>,
     queue: &str,
     before: Option<&str>,
-    limit: i64,
-) -> sqlx::Result<Vec<String>> {
+    due: i64,
+    most: i64,
+    now: Option<DateTime<Utc>>,
+) -> sqlx::Result<Vec<WalkedGroup>> {
     // A function, so that its plan does not depend on statistics (see its migration).
-    sqlx::query_scalar("select g from docket.ready_groups($1, $2, $3) g")
+    sqlx::query_as("select group_key, due from docket.ready_groups($1, $2, $3, $4, $5)")
         .bind(queue)
         .bind(before)
-        .bind(limit)
+        .bind(due)
+        .bind(most)
+        .bind(now)
         .fetch_all(exec)
         .await
 }
@@ -454,29 +467,55 @@ pub(crate) struct ListParams<'a> {
     pub(crate) limit: i64,
 }
 
+/// The listing statement, its state condition a literal (see [`job_list`]).
+macro_rules! job_list_where {
+    ($state:literal) => {
+        concat!(
+            "select * from docket.jobs where ",
+            $state,
+            r#"
+              and ($1::text is null or queue = $1)
+              and ($2::text is null or kind = $2)
+              -- A bound on the id under any plan: the page starts at the cursor.
+              and id < coalesce($3::uuid, 'ffffffff-ffff-ffff-ffff-ffffffffffff')
+            order by id desc
+            limit $4
+            "#
+        )
+    };
+}
+
 /// Jobs newest first (ids are UUID v7), a page at a time by keyset.
+///
+/// One statement per state, the state written into it: a statement that took the state as
+/// a parameter (`$1 is null or state = $1`) could use no index of one state once PostgreSQL
+/// planned it for any parameters (a generic plan, its choice after five runs on one
+/// connection), and walked the primary key backwards past every completed job the table
+/// keeps to find a few dead letters. With the state a literal, even a generic plan knows
+/// how common the state is and can use the indexes whose predicate names it: dead letters
+/// and cancelled jobs read their own entries of `jobs_listing (state, id)`, newest first from
+/// the cursor; a live state reads that state's rows or walks the primary key, whichever
+/// its statistics make cheaper; completed jobs, the bulk of the table, walk the primary key.
 pub(crate) async fn job_list(
     exec: impl PgExecutor<'_>,
     params: &ListParams<'_>,
 ) -> sqlx::Result<Vec<Job>> {
-    sqlx::query_as(
-        r#"
-        select * from docket.jobs
-        where ($1::docket.job_state is null or state = $1)
-          and ($2::text is null or queue = $2)
-          and ($3::text is null or kind = $3)
-          and ($4::uuid is null or id < $4)
-        order by id desc
-        limit $5
-        "#,
-    )
-    .bind(params.state)
-    .bind(params.queue)
-    .bind(params.kind)
-    .bind(params.before)
-    .bind(params.limit)
-    .fetch_all(exec)
-    .await
+    let sql = match params.state {
+        None => job_list_where!("true"),
+        Some(JobState::Pending) => job_list_where!("state = 'pending'"),
+        Some(JobState::Retrying) => job_list_where!("state = 'retrying'"),
+        Some(JobState::Processing) => job_list_where!("state = 'processing'"),
+        Some(JobState::Completed) => job_list_where!("state = 'completed'"),
+        Some(JobState::DeadLetter) => job_list_where!("state = 'dead_letter'"),
+        Some(JobState::Cancelled) => job_list_where!("state = 'cancelled'"),
+    };
+    sqlx::query_as(sql)
+        .bind(params.queue)
+        .bind(params.kind)
+        .bind(params.before)
+        .bind(params.limit)
+        .fetch_all(exec)
+        .await
 }
 
 /// The newest dead letters, by when they were dead-lettered (through `jobs_finished`, so

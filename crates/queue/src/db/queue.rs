@@ -47,7 +47,7 @@ pub(crate) async fn queue_list_grouped(
 ) -> sqlx::Result<Vec<String>> {
     sqlx::query_scalar(
         "select q from unnest($1::text[]) q
-         where exists (select 1 from docket.ready_groups(q, null, 1))",
+         where exists (select 1 from docket.ready_groups(q, null, 1, 1, null))",
     )
     .bind(queues)
     .fetch_all(exec)

@@ -2,6 +2,7 @@
 
 mod batches;
 mod faults;
+mod groups;
 mod prefetch;
 mod runtime;
 
