@@ -71,6 +71,7 @@ CREATE INDEX jobs_claim_grouped ON docket.jobs USING btree (queue, group_key, pr
 CREATE INDEX jobs_dead_letter ON docket.jobs USING btree (queue, kind, finished_at) WHERE (state = 'dead_letter'::docket.job_state);
 CREATE INDEX jobs_expiring ON docket.jobs USING btree (expires_at) WHERE ((expires_at IS NOT NULL) AND (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state])));
 CREATE INDEX jobs_finished ON docket.jobs USING btree (state, finished_at) WHERE (finished_at IS NOT NULL);
+CREATE INDEX jobs_listing ON docket.jobs USING btree (state, id) WHERE (state = ANY (ARRAY['dead_letter'::docket.job_state, 'cancelled'::docket.job_state]));
 CREATE INDEX jobs_parked ON docket.jobs USING btree (queue, kind) WHERE ((parked_at IS NOT NULL) AND (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state])));
 CREATE INDEX jobs_processing ON docket.jobs USING btree (lease_token) WHERE (state = 'processing'::docket.job_state);
 CREATE INDEX jobs_snapshot ON docket.jobs USING btree (queue, state, run_at) WHERE (state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state, 'processing'::docket.job_state, 'dead_letter'::docket.job_state]));
@@ -501,38 +502,61 @@ begin
 end
 $function$;
 
-CREATE OR REPLACE FUNCTION docket.ready_groups(queue text, before text, lim bigint)
- RETURNS SETOF text
+CREATE OR REPLACE FUNCTION docket.ready_groups(queue text, before text, lim bigint, most bigint, at timestamp with time zone)
+ RETURNS TABLE(group_key text, due boolean)
  LANGUAGE plpgsql
  STABLE ROWS 10
  SET enable_sort TO 'off'
 AS $function$
 declare
-    first_key text;
+    g_key text := $2;
+    g_priority smallint;
+    g_run_at timestamptz;
+    g_due boolean;
+    walked bigint := 0;
+    due_groups bigint := 0;
 begin
-    -- The first probe: below `before`, or (none given) the last group of all.
-    if before is null then
-        first_key := (select j.group_key from docket.jobs j
-                      where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
-                        and j.group_key is not null
-                      order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1);
-    else
-        first_key := (select j.group_key from docket.jobs j
-                      where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
-                        and j.group_key is not null and j.group_key < $2
-                      order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1);
-    end if;
-    return query
-    with recursive groups as (
-        select first_key as group_key
-        union all
-        select (select j.group_key from docket.jobs j
-                where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
-                  and j.group_key is not null and j.group_key < g.group_key
-                order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1)
-        from groups g where g.group_key is not null
-    )
-    select g.group_key from groups g where g.group_key is not null limit $3;
+    loop
+        -- The next group down: below g_key, or (none given) the last group of all.
+        if g_key is null then
+            select j.group_key, j.priority, j.run_at into g_key, g_priority, g_run_at from docket.jobs j
+            where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
+              and j.group_key is not null
+            order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1;
+        else
+            select j.group_key, j.priority, j.run_at into g_key, g_priority, g_run_at from docket.jobs j
+            where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
+              and j.group_key is not null and j.group_key < g_key
+            order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1;
+        end if;
+        exit when not found;
+        walked := walked + 1;
+        -- The job the probe landed on is due: so is the group (the usual case, one probe).
+        -- Otherwise its priorities from the last (the one the probe landed on) down to the
+        -- first, each probed at its newest due job.
+        g_due := g_run_at <= coalesce($5, now());
+        while not g_due loop
+            perform 1 from docket.jobs j
+            where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
+              and j.group_key = g_key and j.priority = g_priority
+              and j.run_at <= coalesce($5, now())
+            order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1;
+            g_due := found;
+            exit when g_due;
+            select j.priority into g_priority from docket.jobs j
+            where j.queue = $1 and j.state in ('pending', 'retrying') and j.parked_at is null
+              and j.group_key = g_key and j.priority < g_priority
+            order by j.group_key desc, j.priority desc, j.run_at desc, j.id desc limit 1;
+            exit when not found;
+        end loop;
+        group_key := g_key;
+        due := g_due;
+        return next;
+        if g_due then
+            due_groups := due_groups + 1;
+        end if;
+        exit when due_groups >= $3 or walked >= $4;
+    end loop;
 end
 $function$;
 
