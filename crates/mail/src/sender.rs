@@ -36,8 +36,12 @@ pub const RELAY_BUCKET: &str = "mail.relay";
 /// The longest a sender sleeps in place for the rate limit; a longer wait snoozes the job.
 const RATE_WAIT_IN_PLACE: Duration = Duration::from_secs(5);
 
-/// How long the relay is left alone after it asks to slow down (421, 450, 454), at most.
-const THROTTLE_HOLD_MAX: Duration = Duration::from_secs(60);
+/// How long the relay is left alone after it asks to slow down (421, 454), at most: short
+/// enough that a recovery email, which borrows on the bucket, still goes within seconds.
+const THROTTLE_HOLD_MAX: Duration = Duration::from_secs(5);
+
+/// How long a configuration fault (authentication, TLS) holds a batch, at most.
+const CONFIG_FAULT_HOLD_MAX: Duration = Duration::from_secs(60);
 
 /// What one delivery's turn came to.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -285,6 +289,8 @@ impl Mailer {
                 Ok(Step::Retry(delay))
             }
             Class::Throttled => {
+                // About the relay, not the recipient: everyone waits a little, nobody's
+                // attempt is spent.
                 let hold = self.config.retry_ladder[0].min(THROTTLE_HOLD_MAX);
                 self.record(delivery, &detail.record(Status::Queued, true))
                     .await?;
@@ -295,7 +301,7 @@ impl Mailer {
                 Ok(Step::Hold(hold))
             }
             Class::ConfigFault => {
-                let hold = self.config.retry_ladder[0].min(THROTTLE_HOLD_MAX);
+                let hold = self.config.retry_ladder[0].min(CONFIG_FAULT_HOLD_MAX);
                 self.record(delivery, &detail.record(Status::Queued, true))
                     .await?;
                 db::status_record_fault(&self.pool, &error).await?;
