@@ -185,7 +185,7 @@ settings! {
     SMTP_TIMEOUT: "DOCKET_SMTP_TIMEOUT",
         default "30",
         applies "`serve`, `worker`, `mail`",
-        help "seconds for the connection and for each SMTP command";
+        help "seconds for the connection and for each SMTP command; also bounds how long an exchange under way outlives a stopped job (it finishes and records its outcome)";
     SMTP_POOL_SIZE: "DOCKET_SMTP_POOL_SIZE",
         default "4",
         applies "`serve`, `worker`, `mail`",
