@@ -102,7 +102,7 @@ pub(crate) enum MailCommand {
     },
     /// Recorded deliveries, newest first.
     Deliveries {
-        /// Only this status (queued, sending, sent, suppressed, failed, dead_letter, expired).
+        /// Only this status (queued, sending, sent, suppressed, failed, dead_letter, expired, unknown).
         #[arg(long)]
         status: Option<String>,
         /// Only this campaign's.

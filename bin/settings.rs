@@ -185,7 +185,7 @@ settings! {
     SMTP_TIMEOUT: "DOCKET_SMTP_TIMEOUT",
         default "30",
         applies "`serve`, `worker`, `mail`",
-        help "seconds for the connection and for each SMTP command";
+        help "seconds for the connection and for each SMTP command; also bounds how long an exchange under way outlives a stopped job (it finishes and records its outcome)";
     SMTP_POOL_SIZE: "DOCKET_SMTP_POOL_SIZE",
         default "4",
         applies "`serve`, `worker`, `mail`",
@@ -209,7 +209,7 @@ settings! {
     MAIL_RETRY_LADDER: "DOCKET_MAIL_RETRY_LADDER",
         default "`1m,5m,15m,1h,6h`",
         applies "`serve`, `worker`, `mail`",
-        help "delays after each temporary failure (4xx, timeouts, lost connections); one failure more than it has steps dead-letters the delivery";
+        help "delays after each temporary failure of one recipient (4xx other than 421/454, timeouts, lost connections); one failure more than it has steps dead-letters the delivery";
     ADMIN_EMAIL: "DOCKET_ADMIN_EMAIL",
         default "unset",
         applies "`serve`, `worker`, `mail`",

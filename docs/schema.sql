@@ -122,7 +122,7 @@ alter table docket.mail_deliveries add constraint mail_deliveries_campaign_iff_s
 alter table docket.mail_deliveries add constraint mail_deliveries_reason_iff_suppressed CHECK (((suppressed_reason IS NOT NULL) = (status = 'suppressed'::text)));
 alter table docket.mail_deliveries add constraint mail_deliveries_sent_at_iff_sent CHECK (((sent_at IS NOT NULL) = (status = 'sent'::text)));
 alter table docket.mail_deliveries add constraint mail_deliveries_source CHECK ((source = ANY (ARRAY['recovery'::text, 'admin'::text, 'campaign'::text])));
-alter table docket.mail_deliveries add constraint mail_deliveries_status CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'suppressed'::text, 'failed'::text, 'dead_letter'::text, 'expired'::text])));
+alter table docket.mail_deliveries add constraint mail_deliveries_status CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'suppressed'::text, 'failed'::text, 'dead_letter'::text, 'expired'::text, 'unknown'::text])));
 alter table docket.mail_deliveries add constraint mail_deliveries_pkey PRIMARY KEY (id);
 alter table docket.mail_deliveries add constraint mail_deliveries_idempotency_key UNIQUE (idempotency_key);
 CREATE INDEX mail_deliveries_campaign ON docket.mail_deliveries USING btree (campaign_id, status) WHERE (campaign_id IS NOT NULL);

@@ -53,6 +53,8 @@ pub struct CampaignStatus {
     pub dead_letter: i32,
     /// Not sent in time.
     pub expired: i32,
+    /// Cut off mid-exchange with no outcome recorded: may have been sent.
+    pub unknown: i32,
     /// Not final yet.
     pub pending: i32,
     /// The batch of its jobs.

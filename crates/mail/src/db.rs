@@ -21,7 +21,8 @@ macro_rules! campaign_select {
                 else 'sending' end as state,
            coalesce(n.sent, 0) as sent, coalesce(n.suppressed, 0) as suppressed,
            coalesce(n.failed, 0) as failed, coalesce(n.dead_letter, 0) as dead_letter,
-           coalesce(n.expired, 0) as expired, coalesce(n.pending, 0) as pending
+           coalesce(n.expired, 0) as expired, coalesce(n.unknown, 0) as unknown,
+           coalesce(n.pending, 0) as pending
     from docket.mail_campaigns c
     left join lateral (
         select count(*) filter (where status = 'sent')::int as sent,
@@ -29,6 +30,7 @@ macro_rules! campaign_select {
                count(*) filter (where status = 'failed')::int as failed,
                count(*) filter (where status = 'dead_letter')::int as dead_letter,
                count(*) filter (where status = 'expired')::int as expired,
+               count(*) filter (where status = 'unknown')::int as unknown,
                count(*) filter (where status in ('queued', 'sending'))::int as pending
         from docket.mail_deliveries d where d.campaign_id = c.id
     ) n on true
@@ -329,13 +331,36 @@ pub(crate) async fn delivery_record(
     Ok(done.rows_affected() == 1)
 }
 
-/// A dead-lettered delivery whose job an operator replayed gets a fresh ladder.
+/// A delivery cut off mid-exchange whose bound has passed becomes `unknown`: the relay may
+/// have taken it, so it is final and never sent again unasked. Returns whether it did (not
+/// when its exchange settled it meanwhile, or is still within its bound).
+pub(crate) async fn delivery_mark_unknown(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        r#"
+        update docket.mail_deliveries
+        set status = 'unknown', retry_at = null,
+            last_error = 'the SMTP exchange was cut off with no outcome recorded; it may have been sent',
+            updated_at = now()
+        where id = $1 and status = 'sending' and (retry_at is null or retry_at <= now())
+        "#,
+    )
+    .bind(id)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A dead-lettered or `unknown` delivery whose job an operator replayed gets a fresh
+/// ladder (the replay is the operator's word to send it again).
 pub(crate) async fn delivery_requeue(exec: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     sqlx::query(
         r#"
         update docket.mail_deliveries
         set status = 'queued', attempts = 0, retry_at = null, updated_at = now()
-        where id = $1 and status = 'dead_letter'
+        where id = $1 and status in ('dead_letter', 'unknown')
         "#,
     )
     .bind(id)
@@ -344,24 +369,28 @@ pub(crate) async fn delivery_requeue(exec: impl PgExecutor<'_>, id: Uuid) -> sql
     Ok(())
 }
 
-/// Reserves the delivery for one SMTP exchange: `sending`, attempts + 1, committed before
-/// the exchange starts. Returns the attempt's number, or `None` when the delivery is final
-/// already (another job got there first).
+/// Reserves the delivery for one SMTP exchange: `sending`, attempts + 1, and `retry_at`
+/// the moment the exchange is over at the latest (`bound` from now), committed before the
+/// exchange starts. Returns the attempt's number, or `None` when the delivery is final
+/// already (another job got there first) or another exchange of it may still be under way.
 pub(crate) async fn delivery_reserve(
     exec: impl PgExecutor<'_>,
     id: Uuid,
     job_id: Uuid,
+    bound: std::time::Duration,
 ) -> sqlx::Result<Option<i32>> {
     sqlx::query_scalar(
         r#"
         update docket.mail_deliveries
-        set status = 'sending', attempts = attempts + 1, job_id = $2, updated_at = now()
-        where id = $1 and status in ('queued', 'sending')
+        set status = 'sending', attempts = attempts + 1, job_id = $2,
+            retry_at = now() + make_interval(secs => $3), updated_at = now()
+        where id = $1 and status = 'queued'
         returning attempts
         "#,
     )
     .bind(id)
     .bind(job_id)
+    .bind(bound.as_secs_f64())
     .fetch_optional(exec)
     .await
 }

@@ -39,7 +39,7 @@ impl Source {
 pub enum Status {
     /// Waiting for its (next) attempt.
     Queued,
-    /// Reserved: an SMTP exchange is (or was, before a crash) under way.
+    /// Reserved: an SMTP exchange is under way (until its `retry_at` at the latest).
     Sending,
     /// The relay accepted it.
     Sent,
@@ -51,11 +51,14 @@ pub enum Status {
     DeadLetter,
     /// Its job's `expires_at` passed before it could be sent.
     Expired,
+    /// Its SMTP exchange was cut off with no outcome recorded (a crash after the
+    /// reservation): the relay may have taken it. Never sent again unless an operator asks.
+    Unknown,
 }
 
 impl Status {
     /// Every status, in life order.
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Queued,
         Status::Sending,
         Status::Sent,
@@ -63,6 +66,7 @@ impl Status {
         Status::Failed,
         Status::DeadLetter,
         Status::Expired,
+        Status::Unknown,
     ];
 
     /// As stored.
@@ -75,6 +79,7 @@ impl Status {
             Status::Failed => "failed",
             Status::DeadLetter => "dead_letter",
             Status::Expired => "expired",
+            Status::Unknown => "unknown",
         }
     }
 
@@ -93,7 +98,7 @@ impl std::str::FromStr for Status {
             .find(|s| s.as_str() == text)
             .ok_or_else(|| {
                 MailError::Invalid(format!(
-                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired)"
+                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired, unknown)"
                 ))
             })
     }
@@ -131,7 +136,8 @@ pub struct Delivery {
     pub message_id: String,
     /// SMTP exchanges started.
     pub attempts: i32,
-    /// After a temporary failure, not before this.
+    /// After a temporary failure, not before this; while `sending`, when the exchange is
+    /// over at the latest.
     pub retry_at: Option<DateTime<Utc>>,
     /// The job that sends (or sent) it.
     pub job_id: Option<Uuid>,

@@ -212,7 +212,7 @@ struct Single<'a> {
 }
 
 async fn send_single(
-    mailer: &Mailer,
+    mailer: &Arc<Mailer>,
     single: Single<'_>,
     source: Source,
     ctx: &JobContext,
@@ -257,8 +257,9 @@ async fn send_single(
     if delivery.id == id {
         tracing::info!(event = crate::sender::events_of(source).queued, delivery.id = %id, "delivery recorded");
     }
-    if own && delivery.status == Status::DeadLetter {
-        // An operator replayed the job: the delivery gets a fresh ladder.
+    if own && matches!(delivery.status, Status::DeadLetter | Status::Unknown) {
+        // An operator replayed the job: the delivery gets a fresh ladder (for an
+        // `unknown` one, the replay is the operator's word to send it again).
         db::delivery_requeue(&mailer.pool, delivery.id)
             .await
             .map_err(MailError::from)
@@ -284,9 +285,13 @@ async fn send_single(
             reason: "expired".to_owned(),
             error: "not sent before the job's expires_at; never sent late".into(),
         }),
+        Step::Final(Status::Unknown) => Err(JobError::DeadLetter {
+            reason: "unknown".to_owned(),
+            error: "the SMTP exchange was cut off with no outcome recorded; the message may have been sent; replay the job to send it again".into(),
+        }),
         Step::Final(_) => Ok(()),
         Step::Retry(delay) => Err(JobError::retry_after("a temporary SMTP failure", delay)),
-        Step::Hold(delay) => Err(JobError::Snooze(delay)),
+        Step::Hold(delay) | Step::Wait(delay) => Err(JobError::Snooze(delay)),
     }
 }
 
@@ -307,7 +312,7 @@ async fn dead_letter_reason(mailer: &Mailer, delivery: Uuid) -> String {
 }
 
 async fn send_campaign_batch(
-    mailer: &Mailer,
+    mailer: &Arc<Mailer>,
     job: &CampaignBatch,
     ctx: &JobContext,
 ) -> Result<(), JobError> {
@@ -337,7 +342,7 @@ async fn send_campaign_batch(
             }
             Some((false, false)) => {}
         }
-        if let Some(at) = delivery.retry_at {
+        if let (Status::Queued, Some(at)) = (delivery.status, delivery.retry_at) {
             if let Ok(wait) = (at - chrono::Utc::now()).to_std() {
                 retry_in = Some(retry_in.map_or(wait, |r| r.min(wait)));
                 continue;
@@ -352,7 +357,10 @@ async fn send_campaign_batch(
             .map_err(retry)?
         {
             Step::Final(_) => {}
-            Step::Retry(delay) => retry_in = Some(retry_in.map_or(delay, |r| r.min(delay))),
+            // This recipient's ladder, or its exchange still under way: the others go on.
+            Step::Retry(delay) | Step::Wait(delay) => {
+                retry_in = Some(retry_in.map_or(delay, |r| r.min(delay)));
+            }
             // The relay or our settings hold everyone back: stop here and come back.
             Step::Hold(delay) => return Err(JobError::Snooze(delay)),
         }

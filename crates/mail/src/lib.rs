@@ -4,7 +4,8 @@
 //! everything, operator notifications, and campaigns fanned out as batches. Every email is a
 //! recorded delivery, reserved in the database before the SMTP exchange and recorded right
 //! after, so a retried, rescued or `kill -9`ed job never sends twice what was recorded as
-//! sent.
+//! sent; an exchange under way outlives a stopped job and records its outcome, and one a
+//! crash cut off is `unknown`, never sent again unasked.
 //!
 //! # Layout
 //!

@@ -35,7 +35,8 @@ pub fn parse_mailbox(text: &str, name: Option<&str>) -> Result<Mailbox> {
 }
 
 /// The Message-ID of a delivery: the same on every attempt, so a relay or a mailbox that
-/// sees a message twice (the crash window) can tell.
+/// sees a message twice (an operator resending an `unknown` delivery the relay had taken)
+/// can tell, and the relay's log can say whether an `unknown` one arrived.
 pub fn message_id(delivery: uuid::Uuid, from: &Mailbox) -> String {
     format!("<{delivery}@{}>", from.email.domain())
 }

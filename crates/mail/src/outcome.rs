@@ -78,8 +78,11 @@ impl Failure {
 pub enum Class {
     /// Try again on the retry ladder; dead-letter when it runs out.
     Temporary,
-    /// The relay asks us to slow down: hold the rate limiter and retry without spending
-    /// the recipient's attempt.
+    /// The relay itself asks us to slow down or cannot serve now (421 service not
+    /// available, too many connections; 454 TLS or authentication temporarily
+    /// unavailable): hold the rate limiter briefly and retry without spending the
+    /// recipient's attempt. A 4xx about one recipient (450 mailbox busy, 451, 452) is
+    /// [`Class::Temporary`]: that recipient's ladder, nobody else's.
     Throttled,
     /// Never retried: the delivery is `failed`.
     Permanent {
@@ -97,7 +100,7 @@ pub fn classify(failure: &Failure) -> Class {
         Failure::Timeout | Failure::Connection(_) => Class::Temporary,
         Failure::Tls(_) | Failure::Client(_) => Class::ConfigFault,
         Failure::Reply { code, text } => match code {
-            421 | 450 | 454 => Class::Throttled,
+            421 | 454 => Class::Throttled,
             // Authentication required, too weak, failed, or needs encryption.
             530 | 534 | 535 | 538 => Class::ConfigFault,
             400..=499 => Class::Temporary,
@@ -149,6 +152,11 @@ mod tests {
                     450,
                     "4.2.1 The user you are trying to contact is receiving mail too quickly",
                 ),
+                Temporary,
+            ),
+            (reply(450, "4.2.0 Mailbox busy, try later"), Temporary),
+            (
+                reply(421, "4.7.0 Too many concurrent SMTP connections"),
                 Throttled,
             ),
             (reply(451, "4.3.0 Temporary lookup failure"), Temporary),

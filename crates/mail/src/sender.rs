@@ -2,16 +2,23 @@
 //! limit, reserve, SMTP, record. Each step that decides the delivery's fate records it
 //! before anything else happens.
 //!
-//! # The crash window
+//! # An email in flight
 //!
-//! The delivery is reserved (`sending`, attempts + 1) in its own committed statement before
-//! the SMTP exchange, and its outcome is recorded in the next statement after it. A sender
-//! sends one message at a time and records it before the next, so if the process dies
-//! between the relay's 250 and that record, at most one message per running sender (per
-//! SMTP connection in use) is left `sending`. The next attempt sends it again: the one way
-//! a recipient can get a message twice, and always with the same Message-ID.
+//! The delivery is reserved (`sending`, attempts + 1, and `retry_at` set to when the
+//! exchange is over at the latest) in its own committed statement right before the SMTP
+//! exchange, and its outcome is recorded in the next statement after it. The connection
+//! is made before the reservation, so that bound is one `DOCKET_SMTP_TIMEOUT` (plus
+//! [`RECORD_MARGIN`]). The exchange and its record run in a task of their own: a run
+//! stopped from outside (an operator's cancel, the job's timeout, a lease handed back)
+//! drops its handler, never the exchange, which finishes and settles the delivery.
+//!
+//! A delivery found `sending` by a later run is never sent again: within its bound the run
+//! waits for the exchange to settle it; past it (the process died mid-exchange) the
+//! delivery becomes `unknown`, final, and is sent again only on an operator's word
+//! (replaying a recovery or admin job, or putting a campaign's delivery back to `queued`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -25,7 +32,7 @@ use sqlx::PgPool;
 use crate::config::MailConfig;
 use crate::db::{self, Record};
 use crate::delivery::{Delivery, Source, Status};
-use crate::error::Result;
+use crate::error::{MailError, Result};
 use crate::outcome::{classify, Class, Failure};
 use crate::template::Catalog;
 use crate::transport::Transport;
@@ -36,8 +43,18 @@ pub const RELAY_BUCKET: &str = "mail.relay";
 /// The longest a sender sleeps in place for the rate limit; a longer wait snoozes the job.
 const RATE_WAIT_IN_PLACE: Duration = Duration::from_secs(5);
 
-/// How long the relay is left alone after it asks to slow down (421, 450, 454), at most.
-const THROTTLE_HOLD_MAX: Duration = Duration::from_secs(60);
+/// How long the relay is left alone after it asks to slow down (421, 454), at most: short
+/// enough that a recovery email, which borrows on the bucket, still goes within seconds.
+const THROTTLE_HOLD_MAX: Duration = Duration::from_secs(5);
+
+/// How long a configuration fault (authentication, TLS) holds a batch, at most.
+const CONFIG_FAULT_HOLD_MAX: Duration = Duration::from_secs(60);
+
+/// What a `sending` delivery's bound allows beyond `DOCKET_SMTP_TIMEOUT` for the record.
+pub const RECORD_MARGIN: Duration = Duration::from_secs(10);
+
+/// How often a run looks again at a delivery whose exchange may still be under way.
+const IN_FLIGHT_RECHECK: Duration = Duration::from_secs(1);
 
 /// What one delivery's turn came to.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -48,6 +65,19 @@ pub(crate) enum Step {
     Retry(Duration),
     /// Not now, and not counted: a throttle, a configuration fault, the rate limit.
     Hold(Duration),
+    /// Not now, for this delivery only: an exchange of it may still be under way; look
+    /// again after this.
+    Wait(Duration),
+}
+
+/// One message ready to go, owned by the task that sends it.
+struct Outgoing {
+    delivery: Delivery,
+    source: Source,
+    envelope: lettre::address::Envelope,
+    message: Vec<u8>,
+    expires_at: Option<DateTime<Utc>>,
+    job_id: uuid::Uuid,
 }
 
 /// Sends email: the settings, the parsed catalog, the transport and the database.
@@ -121,15 +151,16 @@ impl Mailer {
 
     /// One delivery's turn. `borrow` lets it go ahead on the rate limit (recovery).
     pub(crate) async fn send_one(
-        &self,
+        self: &Arc<Self>,
         delivery: &Delivery,
         vars: &serde_json::Value,
         ctx: &JobContext,
         source: Source,
         borrow: f64,
     ) -> Result<Step> {
-        let events = events_of(source);
-        let ids = Ids::of(delivery);
+        if delivery.status == Status::Sending {
+            return self.in_flight(delivery, source).await;
+        }
         if db::suppression_contains(&self.pool, &delivery.recipient).await? {
             return self
                 .finish(
@@ -191,30 +222,90 @@ impl Mailer {
         if let Some(wait) = self.take_rate_token(source, borrow, ctx).await? {
             return Ok(Step::Hold(wait));
         }
-        let Some(attempt) = db::delivery_reserve(&self.pool, delivery.id, ctx.id().0).await? else {
-            // Final already: another job with the same key got there first.
-            return Ok(Step::Final(delivery.status));
+        let outgoing = Outgoing {
+            delivery: delivery.clone(),
+            source,
+            envelope,
+            message,
+            expires_at: ctx.expires_at(),
+            job_id: ctx.id().0,
         };
-        let started = Instant::now();
+        // A task of its own: a stopped run drops its handler, never an exchange under way.
+        let mailer = Arc::clone(self);
+        match tokio::spawn(async move { mailer.exchange(outgoing).await }).await {
+            Ok(step) => step,
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => Err(MailError::Invalid(format!(
+                "the SMTP exchange stopped: {err}"
+            ))),
+        }
+    }
+
+    /// Connect, reserve, send, record: the exchange and its record, never cut short by the
+    /// job's run (only by the job's expiry and the SMTP timeout).
+    async fn exchange(&self, out: Outgoing) -> Result<Step> {
+        let Outgoing {
+            delivery,
+            source,
+            envelope,
+            message,
+            expires_at,
+            job_id,
+        } = out;
+        let delivery = &delivery;
+        let events = events_of(source);
+        let ids = Ids::of(delivery);
         // Recovery emails never wait for a connection behind a campaign.
         let urgent = source == Source::Recovery;
-        let send = self.transport.send(&envelope, &message, urgent);
-        // A job with an expiry never sends past it: the exchange is cut off at the deadline.
-        let sent = match deadline_of(ctx.expires_at()) {
-            Some(left) => match tokio::time::timeout(left, send).await {
-                Ok(sent) => sent,
+        // Nothing of the message is sent while connecting: a job with an expiry that
+        // passes meanwhile sends nothing.
+        let connect = self.transport.connect(urgent);
+        let connection = match deadline_of(expires_at) {
+            Some(left) => match tokio::time::timeout(left, connect).await {
+                Ok(connection) => connection,
                 Err(_) => {
                     return self
                         .finish(
                             delivery,
                             source,
                             Status::Expired,
-                            Detail::error("expired during the SMTP exchange"),
+                            Detail::error("expired before it could be sent"),
                         )
                         .await;
                 }
             },
-            None => send.await,
+            None => connect.await,
+        };
+        let bound = self.config.timeout + RECORD_MARGIN;
+        let Some(attempt) = db::delivery_reserve(&self.pool, delivery.id, job_id, bound).await?
+        else {
+            // Final already (another job with the same key got there first), or another
+            // exchange of it is under way: look again.
+            return Ok(Step::Wait(IN_FLIGHT_RECHECK));
+        };
+        let started = Instant::now();
+        // A job with an expiry never sends past it: the exchange is cut off at the deadline.
+        let sent = match connection {
+            Err(failure) => Err(failure),
+            Ok(connection) => {
+                let send = connection.send(&envelope, &message);
+                match deadline_of(expires_at) {
+                    Some(left) => match tokio::time::timeout(left, send).await {
+                        Ok(sent) => sent,
+                        Err(_) => {
+                            return self
+                                .finish(
+                                    delivery,
+                                    source,
+                                    Status::Expired,
+                                    Detail::error("expired during the SMTP exchange"),
+                                )
+                                .await;
+                        }
+                    },
+                    None => send.await,
+                }
+            }
         };
         let elapsed = started.elapsed().as_secs_f64();
         let failure = match sent {
@@ -269,7 +360,7 @@ impl Mailer {
                         .finish(delivery, source, Status::DeadLetter, detail)
                         .await;
                 };
-                if expired(ctx.expires_at(), delay) {
+                if expired(expires_at, delay) {
                     return self.finish(delivery, source, Status::Expired, detail).await;
                 }
                 let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -285,6 +376,8 @@ impl Mailer {
                 Ok(Step::Retry(delay))
             }
             Class::Throttled => {
+                // About the relay, not the recipient: everyone waits a little, nobody's
+                // attempt is spent.
                 let hold = self.config.retry_ladder[0].min(THROTTLE_HOLD_MAX);
                 self.record(delivery, &detail.record(Status::Queued, true))
                     .await?;
@@ -295,7 +388,7 @@ impl Mailer {
                 Ok(Step::Hold(hold))
             }
             Class::ConfigFault => {
-                let hold = self.config.retry_ladder[0].min(THROTTLE_HOLD_MAX);
+                let hold = self.config.retry_ladder[0].min(CONFIG_FAULT_HOLD_MAX);
                 self.record(delivery, &detail.record(Status::Queued, true))
                     .await?;
                 db::status_record_fault(&self.pool, &error).await?;
@@ -305,6 +398,27 @@ impl Mailer {
                 Ok(Step::Hold(hold))
             }
         }
+    }
+
+    /// A delivery found `sending`: within its bound an exchange may still settle it (wait
+    /// for that); past it, the exchange was cut off with no outcome recorded, and the
+    /// delivery is `unknown`, never sent again unasked.
+    async fn in_flight(&self, delivery: &Delivery, source: Source) -> Result<Step> {
+        if let Some(wait) = delivery
+            .retry_at
+            .and_then(|at| (at - Utc::now()).to_std().ok())
+        {
+            return Ok(Step::Wait(wait.min(IN_FLIGHT_RECHECK)));
+        }
+        if !db::delivery_mark_unknown(&self.pool, delivery.id).await? {
+            // Its exchange settled it meanwhile (or is still within its bound).
+            return Ok(Step::Wait(Duration::from_millis(100)));
+        }
+        let events = events_of(source);
+        let ids = Ids::of(delivery);
+        metrics::counter!(metric::MAIL_DELIVERIES, "source" => source.as_str(), "status" => Status::Unknown.as_str()).increment(1);
+        tracing::error!(event = events.unknown, delivery.id = %ids.delivery, campaign.id = ids.campaign, attempts = delivery.attempts, "the SMTP exchange was cut off with no outcome recorded; the message may have been sent; not sent again unless an operator asks");
+        Ok(Step::Final(Status::Unknown))
     }
 
     /// Takes a token from the relay-wide bucket; sleeps for a short wait, returns a long
@@ -365,7 +479,7 @@ impl Mailer {
             Status::DeadLetter => {
                 tracing::error!(event = events.dead_letter, delivery.id = %ids.delivery, campaign.id = ids.campaign, error, "dead-lettered")
             }
-            Status::Queued | Status::Sending => {}
+            Status::Queued | Status::Sending | Status::Unknown => {}
         }
         Ok(Step::Final(status))
     }

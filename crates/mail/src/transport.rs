@@ -32,7 +32,7 @@ use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::{MailConfig, MailConfigError, Mode, SmtpUrl};
 use crate::outcome::Failure;
@@ -77,32 +77,97 @@ impl Transport {
         }
     }
 
-    /// Sends one formatted message.
+    /// Sends one formatted message: [`Transport::connect`], then [`Connection::send`].
     ///
     /// # Errors
     ///
     /// [`Failure`] with what the relay said or why it could not be reached; stub mode
     /// never fails.
-    /// An `urgent` message (a recovery email) never waits for a connection behind bulk
-    /// mail: when the pool is all in use, it takes one of [`URGENT_EXTRA`] more.
     pub async fn send(
         &self,
         envelope: &Envelope,
         message: &[u8],
         urgent: bool,
     ) -> Result<Accepted, Failure> {
+        self.connect(urgent).await?.send(envelope, message).await
+    }
+
+    /// A connection ready for one message: a permit of the pool and a live connection
+    /// (reused or made, within the timeout). Nothing of a message has been sent yet, so
+    /// the exchange that follows is bounded by `DOCKET_SMTP_TIMEOUT` alone.
+    /// An `urgent` message (a recovery email) never waits for a connection behind bulk
+    /// mail: when the pool is all in use, it takes one of [`URGENT_EXTRA`] more.
+    ///
+    /// # Errors
+    ///
+    /// [`Failure`] when the relay cannot be reached or refuses the session.
+    pub async fn connect(&self, urgent: bool) -> Result<Connection<'_>, Failure> {
         match self {
-            Transport::Stub => Ok(Accepted {
-                code: 250,
-                reply: "stub".to_owned(),
-            }),
-            Transport::Smtp(pool) => pool.send(envelope, message, urgent).await,
+            Transport::Stub => Ok(Connection::Stub),
+            Transport::Smtp(pool) => Ok(Connection::Smtp(Box::new(pool.checkout(urgent).await?))),
         }
     }
 
     /// Whether nothing leaves.
     pub fn is_stub(&self) -> bool {
         matches!(self, Transport::Stub)
+    }
+}
+
+/// One message's way out, from [`Transport::connect`].
+pub enum Connection<'a> {
+    /// Stub mode.
+    Stub,
+    /// A pooled SMTP connection and its permit.
+    Smtp(Box<Checkout<'a>>),
+}
+
+impl Connection<'_> {
+    /// Sends the message: one exchange, bounded by `DOCKET_SMTP_TIMEOUT`. The connection
+    /// goes back to the pool when it is still good.
+    ///
+    /// # Errors
+    ///
+    /// [`Failure`] with what the relay said, or [`Failure::Timeout`].
+    pub async fn send(self, envelope: &Envelope, message: &[u8]) -> Result<Accepted, Failure> {
+        match self {
+            Connection::Stub => Ok(Accepted {
+                code: 250,
+                reply: "stub".to_owned(),
+            }),
+            Connection::Smtp(checkout) => checkout.send(envelope, message).await,
+        }
+    }
+}
+
+/// A connection out of the pool with the permit it holds.
+pub struct Checkout<'a> {
+    pool: &'a SmtpPool,
+    connection: AsyncSmtpConnection,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl Checkout<'_> {
+    async fn send(
+        mut self: Box<Self>,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<Accepted, Failure> {
+        let sent =
+            tokio::time::timeout(self.pool.timeout, self.connection.send(envelope, message)).await;
+        match sent {
+            Ok(Ok(response)) => {
+                self.pool.put_back(self.connection);
+                Ok(Accepted {
+                    code: response.code().to_string().parse().unwrap_or(250),
+                    reply: response.message().collect::<Vec<_>>().join(" "),
+                })
+            }
+            // lettre closed the connection on the error.
+            Ok(Err(err)) => Err(Failure::from_lettre(&err)),
+            // Cut off mid-exchange: the connection's state is unknown, so it is dropped.
+            Err(_) => Err(Failure::Timeout),
+        }
     }
 }
 
@@ -224,15 +289,10 @@ impl SmtpPool {
         })
     }
 
-    async fn send(
-        &self,
-        envelope: &Envelope,
-        message: &[u8],
-        urgent: bool,
-    ) -> Result<Accepted, Failure> {
+    async fn checkout(&self, urgent: bool) -> Result<Checkout<'_>, Failure> {
         // The semaphores are never closed, so acquiring only waits.
         let free = self.permits.try_acquire().ok();
-        let _permit = match (free, urgent) {
+        let permit = match (free, urgent) {
             (Some(permit), _) => permit,
             (None, true) => self
                 .urgent_permits
@@ -241,24 +301,15 @@ impl SmtpPool {
                 .map_err(|_| Failure::Timeout)?,
             (None, false) => self.permits.acquire().await.map_err(|_| Failure::Timeout)?,
         };
-        let mut connection = match self.reuse().await {
+        let connection = match self.reuse().await {
             Some(connection) => connection,
             None => self.connect().await?,
         };
-        let sent = tokio::time::timeout(self.timeout, connection.send(envelope, message)).await;
-        match sent {
-            Ok(Ok(response)) => {
-                self.put_back(connection);
-                Ok(Accepted {
-                    code: response.code().to_string().parse().unwrap_or(250),
-                    reply: response.message().collect::<Vec<_>>().join(" "),
-                })
-            }
-            // lettre closed the connection on the error.
-            Ok(Err(err)) => Err(Failure::from_lettre(&err)),
-            // Cut off mid-exchange: the connection's state is unknown, so it is dropped.
-            Err(_) => Err(Failure::Timeout),
-        }
+        Ok(Checkout {
+            pool: self,
+            connection,
+            _permit: permit,
+        })
     }
 
     /// The newest idle connection that still answers, closing stale ones on the way.

@@ -131,7 +131,7 @@ impl RateLimit {
     }
 
     /// Holds every taker back for `pause` (after a "slow down" from whatever the bucket
-    /// guards).
+    /// guards). Holds do not add up: two at once hold for the longer, not the sum.
     ///
     /// # Errors
     ///

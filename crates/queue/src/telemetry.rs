@@ -199,6 +199,9 @@ pub mod event {
         pub expired: &'static str,
         /// Given up: the ladder ran out, or the template failed.
         pub dead_letter: &'static str,
+        /// Its exchange was cut off with no outcome recorded: may have been sent; never
+        /// sent again unasked.
+        pub unknown: &'static str,
     }
 
     macro_rules! mail_events {
@@ -212,6 +215,7 @@ pub mod event {
                 suppressed: concat!($family, ".suppressed"),
                 expired: concat!($family, ".expired"),
                 dead_letter: concat!($family, ".dead_letter"),
+                unknown: concat!($family, ".unknown"),
             }
         };
     }
@@ -225,7 +229,7 @@ pub mod event {
 
     impl MailEvents {
         /// Every event of the family.
-        pub fn all(&self) -> [&'static str; 8] {
+        pub fn all(&self) -> [&'static str; 9] {
             [
                 self.queued,
                 self.sent,
@@ -235,6 +239,7 @@ pub mod event {
                 self.suppressed,
                 self.expired,
                 self.dead_letter,
+                self.unknown,
             ]
         }
     }

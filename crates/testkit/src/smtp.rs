@@ -1,12 +1,12 @@
 //! An SMTP sink: a real SMTP server on a loopback port that keeps what it receives and can
 //! be told to misbehave: a reply per recipient (`550 5.1.1`, `451 4.3.0`), a reply for every
-//! recipient, a stall before every reply, STARTTLS with a self-signed certificate, AUTH
+//! recipient, a stall before every reply, a slow answer after DATA, STARTTLS with a self-signed certificate, AUTH
 //! PLAIN/LOGIN with one account, and closing idle connections. The mail tests, the demo and
 //! the drill all talk to this one.
 //!
 //! It speaks enough of RFC 5321 for a real client (EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA
-//! with dot-unstuffing, RSET, NOOP, QUIT); a message counts as received only once its
-//! DATA is answered 250.
+//! with dot-unstuffing, RSET, NOOP, QUIT); a message counts as received once its DATA is
+//! taken, right before the 250 (or, with [`SmtpSink::slow_data`], that long before it).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -86,6 +86,8 @@ struct Rules {
     stall_until: Option<Instant>,
     /// Lower-cased address → how long its RCPT waits for an answer (a slow mailbox).
     slow_recipients: HashMap<String, Duration>,
+    /// How long the answer to a message's end waits once the message is taken.
+    slow_data: Option<Duration>,
     /// The account AUTH accepts; `None`: AUTH is not offered nor required.
     account: Option<(String, String)>,
 }
@@ -264,6 +266,13 @@ impl SmtpSink {
             .insert(address.to_ascii_lowercase(), delay);
     }
 
+    /// Takes every message (it counts as received at once) but answers its end only
+    /// `delay` later: a relay that queued the message and is slow to say so. A client cut
+    /// off in that time has sent the message without hearing it.
+    pub fn slow_data(&self, delay: Option<Duration>) {
+        lock(&self.shared).rules.slow_data = delay;
+    }
+
     /// Holds every reply (the greeting too) back for `duration` from now.
     pub fn stall_for(&self, duration: Duration) {
         lock(&self.shared).rules.stall_until = Some(Instant::now() + duration);
@@ -439,11 +448,14 @@ impl Session {
                         data,
                         at: std::time::Instant::now(),
                     };
-                    let number = {
+                    let (number, slow) = {
                         let mut shared = lock(&self.shared);
                         shared.received.push(received);
-                        shared.received.len()
+                        (shared.received.len(), shared.rules.slow_data)
                     };
+                    if let Some(slow) = slow {
+                        tokio::time::sleep(slow).await;
+                    }
                     self.reply(&mut io, &format!("250 2.0.0 ok: queued as {number}"))
                         .await?;
                 }

@@ -19,7 +19,8 @@ use crate::state::AppState;
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct DeliveriesQuery {
-    /// Only this status: queued, sending, sent, suppressed, failed, dead_letter, expired.
+    /// Only this status: queued, sending, sent, suppressed, failed, dead_letter, expired,
+    /// unknown.
     #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Only this campaign's.

@@ -486,3 +486,137 @@ async fn a_batch_job_that_finds_its_campaign_paused_is_parked_until_resume() {
     campaign::cancel(&db.pool, id).await.unwrap();
     assert!(!parked(&db.pool, claimed[1].id).await);
 }
+
+#[tokio::test]
+async fn one_recipient_answering_450_spends_its_ladder_while_the_rest_of_the_batch_is_sent() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reply_to(
+        "user1@example.com",
+        Some("450 4.2.0 Mailbox busy, try later"),
+    );
+    let dir = templates(&[
+        ("news/subject.txt", "News for {{ name }}"),
+        (
+            "news/body.txt",
+            "Hello {{ name }}, your code is {{ code }}.",
+        ),
+        ("reset/subject.txt", "Reset"),
+        ("reset/body.txt", "Reset."),
+    ]);
+    let id = create(&db.pool, &dir, "busy", recipients(5, "example.com"), 10).await;
+    let mut config = config_for(&sink, dir);
+    config.rate = Some("5/s".parse().unwrap());
+    config.retry_ladder = vec![Duration::from_secs(2); 2];
+    let running = start(&db.pool, config);
+    eventually(
+        Duration::from_secs(10),
+        "the busy mailbox refused once",
+        || async { sink.attempts_for("user1@example.com") >= 1 },
+    )
+    .await;
+    let job = docket_mail::jobs::Recovery {
+        to: "ann@example.com".into(),
+        template: "reset".into(),
+        vars: serde_json::json!({}),
+        locale: None,
+        idempotency_key: None,
+    };
+    let new = docket_queue::NewJob::typed(&job).unwrap().queue("recovery");
+    let enqueued = std::time::Instant::now();
+    docket_queue::enqueue(&db.pool, &new).await.unwrap();
+    let status = wait_finished(&db.pool, id, Duration::from_secs(30)).await;
+    running.shutdown().await;
+    assert_eq!((status.sent, status.dead_letter), (4, 1), "{status:?}");
+    assert_eq!(
+        sink.attempts_for("user1@example.com"),
+        3,
+        "one attempt and one per ladder step"
+    );
+    for i in [0, 2, 3, 4] {
+        assert_eq!(
+            sink.count_for(&format!("user{i}@example.com")),
+            1,
+            "user{i}"
+        );
+    }
+    let busy = deliveries(&db.pool, Some(id))
+        .await
+        .into_iter()
+        .find(|d| d.recipient == "user1@example.com")
+        .unwrap();
+    assert_eq!((busy.status, busy.attempts), (Status::DeadLetter, 3));
+    let recovery = sink
+        .messages()
+        .into_iter()
+        .find(|m| m.to == ["ann@example.com"])
+        .expect("the recovery email arrived");
+    let waited = recovery.at.duration_since(enqueued);
+    assert!(
+        waited < Duration::from_secs(5),
+        "a busy mailbox held the recovery email back {waited:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_relay_answering_421_holds_everyone_a_few_seconds_and_a_recovery_email_still_goes() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    for i in 0..3 {
+        sink.reply_to(
+            &format!("user{i}@example.com"),
+            Some("421 4.7.0 Too many concurrent SMTP connections"),
+        );
+    }
+    let dir = templates(&[
+        ("news/subject.txt", "News for {{ name }}"),
+        (
+            "news/body.txt",
+            "Hello {{ name }}, your code is {{ code }}.",
+        ),
+        ("reset/subject.txt", "Reset"),
+        ("reset/body.txt", "Reset."),
+    ]);
+    let id = create(&db.pool, &dir, "held", recipients(3, "example.com"), 10).await;
+    let mut config = config_for(&sink, dir);
+    config.rate = Some("5/s".parse().unwrap());
+    // A first step of a minute: the hold is still a few seconds.
+    config.retry_ladder = vec![Duration::from_secs(60)];
+    let running = start(&db.pool, config);
+    eventually(Duration::from_secs(10), "the relay said 421", || async {
+        sink.attempts_for("user0@example.com") >= 1
+    })
+    .await;
+    let job = docket_mail::jobs::Recovery {
+        to: "ann@example.com".into(),
+        template: "reset".into(),
+        vars: serde_json::json!({}),
+        locale: None,
+        idempotency_key: None,
+    };
+    let new = docket_queue::NewJob::typed(&job).unwrap().queue("recovery");
+    let enqueued = std::time::Instant::now();
+    docket_queue::enqueue(&db.pool, &new).await.unwrap();
+    eventually(
+        Duration::from_secs(90),
+        "the recovery email arrives",
+        || async { sink.count_for("ann@example.com") == 1 },
+    )
+    .await;
+    let recovery = sink
+        .messages()
+        .into_iter()
+        .find(|m| m.to == ["ann@example.com"])
+        .unwrap();
+    let waited = recovery.at.duration_since(enqueued);
+    for i in 0..3 {
+        sink.reply_to(&format!("user{i}@example.com"), None);
+    }
+    let status = wait_finished(&db.pool, id, Duration::from_secs(90)).await;
+    running.shutdown().await;
+    assert!(
+        waited < Duration::from_secs(6),
+        "the relay's 421 held the recovery email back {waited:?}"
+    );
+    assert_eq!((status.sent, status.dead_letter), (3, 0), "{status:?}");
+}

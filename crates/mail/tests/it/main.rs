@@ -2,6 +2,7 @@
 //! testkit's SMTP sink (a real SMTP server on loopback).
 
 mod campaign;
+mod in_flight;
 mod notify;
 mod recovery;
 mod transport;

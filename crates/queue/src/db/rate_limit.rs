@@ -42,7 +42,8 @@ pub(crate) async fn rate_limit_give_back(
 }
 
 /// Empties the bucket and puts it `seconds` of refill into debt, so that every taker waits
-/// that long (a relay that says "slow down").
+/// that long (a relay that says "slow down"). Holds do not add up: the debt is the longer
+/// of the one now (refilled up to this moment) and this hold.
 pub(crate) async fn rate_limit_hold(
     exec: impl PgExecutor<'_>,
     name: &str,
@@ -51,7 +52,10 @@ pub(crate) async fn rate_limit_hold(
     sqlx::query(
         r#"
         update docket.rate_limits
-        set tokens = least(tokens, 0) - rate * $2, updated_at = clock_timestamp()
+        set tokens = least(
+                tokens + rate * greatest(0, extract(epoch from clock_timestamp() - updated_at)),
+                -rate * $2),
+            updated_at = clock_timestamp()
         where name = $1
         "#,
     )

@@ -104,3 +104,20 @@ async fn a_claim_takes_what_is_there_up_to_what_it_wants_and_gives_back_what_it_
         Take::Taken(2)
     );
 }
+
+#[tokio::test]
+async fn holds_do_not_add_up() {
+    let db = TestDb::new().await;
+    let bucket = RateLimit::new("relay", "100/s".parse().unwrap());
+    assert_eq!(bucket.take(&db.pool, 0.0).await.unwrap(), Take::Taken(1));
+    for _ in 0..5 {
+        bucket.hold(&db.pool, Duration::from_secs(2)).await.unwrap();
+    }
+    let Take::Wait(wait) = bucket.take(&db.pool, 0.0).await.unwrap() else {
+        panic!("a held bucket gave a token");
+    };
+    assert!(
+        wait > Duration::from_millis(1500) && wait <= Duration::from_secs(3),
+        "five holds of 2 s hold for 2 s: {wait:?}"
+    );
+}
