@@ -4,6 +4,7 @@ mod batches;
 mod faults;
 mod prefetch;
 mod runtime;
+mod stall;
 
 use std::time::Duration;
 
