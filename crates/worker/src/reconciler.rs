@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use docket_queue::maintenance;
 use docket_queue::{AttemptOutcome, Outcome};
 use sqlx::PgPool;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::events;
@@ -46,9 +46,9 @@ impl Reconciler {
             .collect();
         let stopped = self.holdings.release(&taken);
         if stopped > 0 {
-            warn!(
+            error!(
                 event = events::LEASE_LOST,
-                count = stopped,
+                jobs = stopped,
                 "stopping runs whose claim the database no longer gives this worker"
             );
         }

@@ -21,8 +21,8 @@ const QUEUE: &str = "lease";
 /// Where the worker process finds its database (set only for the worker process).
 const DB_VAR: &str = "DOCKET_STALL_WORKER_DB";
 
-/// The worker process's prefetch.
-const PREFETCH_VAR: &str = "DOCKET_STALL_WORKER_PREFETCH";
+/// The worker process's concurrency and prefetch, as `concurrency,prefetch`.
+const SLOTS_VAR: &str = "DOCKET_STALL_WORKER_SLOTS";
 
 /// Not a test: the worker process of the stall tests, which start this binary again with
 /// this test's name and [`DB_VAR`] set. Without it, it returns at once.
@@ -32,10 +32,11 @@ async fn stall_worker_process() {
     let Ok(url) = std::env::var(DB_VAR) else {
         return;
     };
-    let prefetch = std::env::var(PREFETCH_VAR)
-        .ok()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0);
+    let slots = std::env::var(SLOTS_VAR).unwrap_or_default();
+    let (concurrency, prefetch) = slots
+        .split_once(',')
+        .and_then(|(c, p)| Some((c.parse().ok()?, p.parse().ok()?)))
+        .unwrap_or((1, 0));
     let pool = PgPool::connect(&url).await.expect("connect");
     let mut registry = Registry::new();
     let ledger = pool.clone();
@@ -59,7 +60,9 @@ async fn stall_worker_process() {
         }
     });
     let config = RuntimeConfig {
-        queues: vec![QueueConfig::new(QUEUE).concurrency(1).prefetch(prefetch)],
+        queues: vec![QueueConfig::new(QUEUE)
+            .concurrency(concurrency)
+            .prefetch(prefetch)],
         heartbeat_interval: Duration::from_secs(1),
         lease_timeout: Duration::from_secs(4),
         rescuer_interval: Duration::from_secs(1),
@@ -78,7 +81,7 @@ async fn stall_worker_process() {
 struct WorkerProcess(Child);
 
 impl WorkerProcess {
-    fn start(db: &TestDb, prefetch: usize) -> WorkerProcess {
+    fn start(db: &TestDb, concurrency: usize, prefetch: usize) -> WorkerProcess {
         let child = Command::new(std::env::current_exe().expect("this test binary"))
             .args([
                 "stall::stall_worker_process",
@@ -87,7 +90,7 @@ impl WorkerProcess {
                 "--nocapture",
             ])
             .env(DB_VAR, &db.url)
-            .env(PREFETCH_VAR, prefetch.to_string())
+            .env(SLOTS_VAR, format!("{concurrency},{prefetch}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -178,19 +181,20 @@ async fn a_worker_stopped_longer_than_its_lease_stops_its_run_when_it_wakes_and_
 ) {
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
-    // Long enough to still be running on A when A wakes up.
+    // Long enough to still be running on A when A wakes up: B's start, A's lease (4 s)
+    // and B's rescue come first.
     let job = enqueue(
         &db.pool,
-        &NewJob::new("test.ledger", json!({"ms": 8000})).queue(QUEUE),
+        &NewJob::new("test.ledger", json!({"ms": 12_000})).queue(QUEUE),
     )
     .await
     .unwrap();
-    let a = WorkerProcess::start(&db, 0);
+    let a = WorkerProcess::start(&db, 1, 0);
     eventually(WAIT, "A runs the job", || async {
         runs_by(&db.pool, a.pid(), Some(job)).await == 1
     })
     .await;
-    let b = WorkerProcess::start(&db, 0);
+    let b = WorkerProcess::start(&db, 1, 0);
     b.registered(&db).await;
 
     a.signal("STOP");
@@ -205,11 +209,57 @@ async fn a_worker_stopped_longer_than_its_lease_stops_its_run_when_it_wakes_and_
         state_of(&db.pool, job).await == JobState::Completed
     })
     .await;
-    // A's run would have finished its work 8 s after it started, before B's did.
+    // A's run would have finished its work 12 s after it started, before B's did.
     assert_eq!(
         overlapping_runs(&db.pool).await,
         vec![],
         "no run of a job finished its work while another run of it was going on"
     );
     assert_eq!(runs_by(&db.pool, a.pid(), Some(job)).await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_hands_back_its_prefetched_jobs_and_claims_none_of_them_again_while_they_run_elsewhere(
+) {
+    let db = TestDb::new().await;
+    create_ledger(&db.pool).await;
+    let jobs: Vec<JobId> = docket_queue::enqueue_many(
+        &db.pool,
+        &(0..4)
+            .map(|_| NewJob::new("test.ledger", json!({"ms": 12_000})).queue(QUEUE))
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    // A runs one job and holds the other three prefetched.
+    let a = WorkerProcess::start(&db, 1, 3);
+    eventually(WAIT, "A runs one job and holds the rest", || async {
+        runs_by(&db.pool, a.pid(), None).await == 1
+            && crate::count_in(&db.pool, JobState::Processing).await == 4
+    })
+    .await;
+    let b = WorkerProcess::start(&db, 4, 0);
+    b.registered(&db).await;
+
+    a.signal("STOP");
+    eventually(WAIT, "B runs every job while A is stopped", || async {
+        runs_by(&db.pool, b.pid(), None).await == 4
+    })
+    .await;
+    a.signal("CONT");
+
+    eventually(WAIT, "every job completes", || async {
+        crate::count_in(&db.pool, JobState::Completed).await == 4
+    })
+    .await;
+    assert_eq!(
+        overlapping_runs(&db.pool).await,
+        vec![],
+        "no run of a job finished its work while another run of it was going on"
+    );
+    assert_eq!(
+        runs_by(&db.pool, a.pid(), None).await,
+        1,
+        "A started no job again, prefetched or claimed, after it woke up"
+    );
 }
