@@ -173,6 +173,18 @@ async fn make_template() -> String {
             .await
             .expect("rename the template database");
     }
+    // Stamped with its last use, so that a sweep by a run of another migration history (a
+    // second checkout on the same server) leaves it alone while it is in use.
+    admin
+        .execute(
+            format!(
+                r#"comment on database "{name}" is '{TEMPLATE_STAMP}{}'"#,
+                unix_seconds()
+            )
+            .as_str(),
+        )
+        .await
+        .expect("stamp the template database");
     sqlx::query("select pg_advisory_unlock($1)")
         .bind(lock_key)
         .execute(&mut admin)
@@ -182,17 +194,29 @@ async fn make_template() -> String {
     name
 }
 
+/// The start of a template database's comment, followed by when a run last used it.
+const TEMPLATE_STAMP: &str = "docket test template, last used at unix second ";
+
 /// Drops test databases left by runs that failed long enough ago, and templates of other
-/// migration histories (best effort: one in use by another run stays).
+/// migration histories that no run has used for as long (best effort: one in use stays).
 async fn sweep_leftovers(admin: &mut PgConnection, template: &str) {
-    let templates: Vec<String> = sqlx::query_scalar(
-        "select datname from pg_database where datname like 'docket_template_%' and datname <> $1",
+    let cutoff = unix_seconds().saturating_sub(LEFTOVER_AGE.as_secs());
+    let templates: Vec<(String, Option<String>)> = sqlx::query_as(
+        "select datname::text, shobj_description(oid, 'pg_database') from pg_database
+         where datname like 'docket_template_%' and datname <> $1",
     )
     .bind(template)
     .fetch_all(&mut *admin)
     .await
     .unwrap_or_default();
-    for name in templates {
+    for (name, comment) in templates {
+        let last_used: Option<u64> = comment
+            .as_deref()
+            .and_then(|c| c.strip_prefix(TEMPLATE_STAMP))
+            .and_then(|secs| secs.parse().ok());
+        if last_used.is_some_and(|secs| secs >= cutoff) {
+            continue;
+        }
         let _ = admin
             .execute(format!(r#"drop database if exists "{name}""#).as_str())
             .await;
@@ -202,7 +226,6 @@ async fn sweep_leftovers(admin: &mut PgConnection, template: &str) {
             .fetch_all(&mut *admin)
             .await
             .unwrap_or_default();
-    let cutoff = unix_seconds().saturating_sub(LEFTOVER_AGE.as_secs());
     for name in names {
         let created: Option<u64> = name
             .strip_prefix("docket_test_")

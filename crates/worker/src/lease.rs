@@ -203,14 +203,16 @@ impl Holdings {
 
     /// Stops every held run and hands it back, and every claim in flight will hand back
     /// what it took: this worker's lease is lapsing or lapsed, so another worker may take
-    /// its jobs over. Returns how many runs there were.
+    /// its jobs over. Returns how many runs were stopped now (not before).
     pub(crate) fn release_all(&self) -> usize {
         let mut inner = self.lock();
         inner.releases += 1;
-        for switch in inner.runs.values() {
-            switch.stop(StopReason::Release);
-        }
-        inner.runs.len()
+        inner
+            .runs
+            .values()
+            .filter(|switch| switch.is_live())
+            .inspect(|switch| switch.stop(StopReason::Release))
+            .count()
     }
 
     /// The runs held now (to compare with the database afterwards: a run adopted later
