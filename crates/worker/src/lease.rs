@@ -13,7 +13,7 @@
 //! its jobs under one lock when the reply arrives, there is no moment at which a job of a
 //! live claim looks lost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -165,8 +165,9 @@ struct Inner {
     /// Tokens of claims sent whose reply has not been read yet, with the release count
     /// when each was sent.
     claims: HashMap<Uuid, u64>,
-    /// Runs held: claimed, and their outcome not yet written.
-    runs: HashMap<RunId, StopSwitch>,
+    /// Runs held: claimed, and their outcome not yet written. Ordered, so that the runs of
+    /// one job are neighbours.
+    runs: BTreeMap<RunId, StopSwitch>,
     /// How many times every run was released: a claim sent before a release hands back
     /// what it took, since it may have been taken from a lease that lapsed.
     releases: u64,
@@ -259,13 +260,21 @@ impl ClaimGuard {
     /// The claim's reply arrived: its jobs are held from now on, in the same step that
     /// ends the claim, so the reconciler never sees them as nobody's. When every run was
     /// released since the claim was sent, its runs come already stopped: the claim may
-    /// have been made on a lease that lapsed, so none of them may start.
+    /// have been made on a lease that lapsed, so none of them may start. An older run of
+    /// one of its jobs still held here is stopped: the database gave the job to this claim,
+    /// so the older claim is over.
     pub(crate) fn adopt(self, ids: impl IntoIterator<Item = JobId>) -> Vec<HeldJob> {
         let mut inner = self.holdings.lock();
         let sent_at = inner.claims.remove(&self.token);
         let released_since = sent_at.is_some_and(|releases| releases != inner.releases);
         ids.into_iter()
             .map(|id| {
+                let older = (id, Uuid::nil())..=(id, Uuid::max());
+                for (_, switch) in inner.runs.range(older) {
+                    if switch.is_live() {
+                        switch.stop(StopReason::Release);
+                    }
+                }
                 let stop = StopSwitch::default();
                 if released_since {
                     stop.stop(StopReason::Release);
@@ -351,6 +360,11 @@ mod tests {
         // The job lapsed and this worker claimed it again while the older run winds down.
         let newer = holdings.begin_claim(new_token).adopt([id]).remove(0);
         assert_eq!(holdings.len(), 2, "two runs of one job, two entries");
+        assert!(
+            older.stop.token.is_cancelled(),
+            "the newer claim ends the older run"
+        );
+        assert_eq!(older.stop.reason(), StopReason::Release);
         drop(older);
         assert!(holdings.knows(id, new_token), "the newer run is still held");
         assert!(!holdings.knows(id, old_token));
