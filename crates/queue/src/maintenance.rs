@@ -25,7 +25,7 @@ pub async fn heartbeat(
     worker: &WorkerInfo,
     lease: Duration,
     now: Option<DateTime<Utc>>,
-) -> Result<()> {
+) -> Result<Renewal> {
     let params = db::WorkerParams {
         id: worker.id,
         host: &worker.host,
@@ -36,7 +36,17 @@ pub async fn heartbeat(
         lease_secs: lease.as_secs_f64(),
         now,
     };
-    Ok(db::worker_heartbeat(exec, &params).await?)
+    let lapsed = db::worker_heartbeat(exec, &params).await?;
+    Ok(Renewal { lapsed })
+}
+
+/// What a heartbeat found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Renewal {
+    /// The lease had lapsed before this heartbeat renewed it (or the worker was not
+    /// registered: true at the first registration too). A rescuer may have freed the
+    /// worker's jobs meanwhile: a worker that finds its lease lapsed must stop what it runs.
+    pub lapsed: bool,
 }
 
 /// Removes the worker's registration (at shutdown, after its jobs were handed back).

@@ -35,7 +35,9 @@ pub mod event {
 
     /// The worker registered and started.
     pub const WORKER_STARTED: &str = "worker.started";
-    /// The worker could not renew its lease in time and handed back its running jobs.
+    /// The worker could not prove its lease held (it could not renew in time, or the lease
+    /// lapsed while it stalled, or the database gave one of its runs away) and stopped and
+    /// handed back those runs.
     pub const LEASE_LOST: &str = "worker.lease_lost";
     /// The worker renewed a lease it had lost, and claims again.
     pub const LEASE_RENEWED: &str = "worker.lease_renewed";

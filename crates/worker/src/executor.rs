@@ -122,6 +122,7 @@ impl Executor {
         outcome: Outcome,
         duration: Duration,
     ) {
+        held.stop.end();
         let Some(token) = job.lease_token else {
             // A claimed job always carries its claim's token.
             return;
@@ -154,6 +155,15 @@ impl Executor {
         };
         let options = entry.options.clone();
         let options = &options;
+        if stop.token.is_cancelled() {
+            // Stopped before it started (a claim that crossed a release of every run): the
+            // handler never runs.
+            let ended = match stop.reason() {
+                StopReason::Cancel => Ended::CancelledByOperator,
+                StopReason::Release => Ended::Released,
+            };
+            return outcome_of(ended, job, &options.backoff);
+        }
         let deadline = Arc::new(Mutex::new(Instant::now() + options.timeout));
         let ctx = JobContext {
             id: job.id,

@@ -308,6 +308,11 @@ impl Producer {
         let count = claimed.jobs.len();
         // In the claim's order: the first start in the free slots, the rest wait for theirs.
         for (job, held) in claimed.jobs.into_iter().zip(held) {
+            if held.stop.token.is_cancelled() {
+                // Every run was released while this claim was in flight: hand it back.
+                self.finish_unstarted(job, held).await;
+                continue;
+            }
             match slots.pop() {
                 Some(slots) => {
                     self.executor

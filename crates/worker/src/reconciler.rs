@@ -1,10 +1,13 @@
-//! The reconciler: compares the jobs the database says this worker holds with the jobs it
-//! knows it holds ([`crate::lease::Holdings`]). It stops the ones an operator asked to
-//! cancel, and hands back, without spending the attempt, the ones held in the database but
-//! unknown here: a claim whose reply was lost (the connection dropped after the commit),
-//! an executor that died, an outcome the completer gave up on. It runs every heartbeat
+//! The reconciler: compares the runs (job and claim token) the database says this worker
+//! holds with the runs it knows it holds ([`crate::lease::Holdings`]). It stops the ones
+//! an operator asked to cancel; stops and hands back the runs held here that the database
+//! no longer gives this worker under their token (rescued while this worker stalled, and
+//! perhaps running elsewhere); and hands back, without spending the attempt, the ones held
+//! in the database but unknown here: a claim whose reply was lost (the connection dropped
+//! after the commit), an executor that died, an outcome the completer gave up on. It runs every heartbeat
 //! interval and once more at shutdown, after the last outcome is written.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,11 +15,11 @@ use chrono::{DateTime, Utc};
 use docket_queue::maintenance;
 use docket_queue::{AttemptOutcome, Outcome};
 use sqlx::PgPool;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 use uuid::Uuid;
 
 use crate::events;
-use crate::lease::Holdings;
+use crate::lease::{Holdings, RunId};
 use crate::service::{RunReport, Service};
 
 pub(crate) struct Reconciler {
@@ -32,11 +35,27 @@ impl Reconciler {
         &self,
         now: Option<DateTime<Utc>>,
     ) -> docket_queue::Result<usize> {
+        // Taken before the database is asked: a run adopted meanwhile is newer than the
+        // answer, and must not look given away.
+        let running = self.holdings.runs();
         let held = maintenance::held_by(&self.pool, self.worker_id).await?;
-        let cancelled: Vec<_> = held
+        let given: HashSet<RunId> = held.iter().map(|job| (job.id, job.token)).collect();
+        let taken: Vec<RunId> = running
+            .into_iter()
+            .filter(|run| !given.contains(run))
+            .collect();
+        let stopped = self.holdings.release(&taken);
+        if stopped > 0 {
+            error!(
+                event = events::LEASE_LOST,
+                jobs = stopped,
+                "stopping runs whose claim the database no longer gives this worker"
+            );
+        }
+        let cancelled: Vec<RunId> = held
             .iter()
             .filter(|job| job.cancel_requested)
-            .map(|job| job.id)
+            .map(|job| (job.id, job.token))
             .collect();
         if !cancelled.is_empty() {
             let stopped = self.holdings.cancel(&cancelled);

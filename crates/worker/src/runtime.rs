@@ -132,7 +132,7 @@ impl Runtime {
         );
 
         let holdings = Arc::new(Holdings::default());
-        let lease = Arc::new(Lease::default());
+        let lease = Arc::new(Lease::new(registered_at, config.lease_timeout));
         let hard_stop = CancellationToken::new();
         let stop_claiming = CancellationToken::new();
         let stop_services = CancellationToken::new();
@@ -227,15 +227,14 @@ impl Runtime {
             services.spawn(listener.run(stop_services.clone()));
         }
         spawner.periodic(
-            Heartbeat::new(
-                maintenance_pool.clone(),
-                lease,
-                self.worker.clone(),
-                holdings.clone(),
-                config.heartbeat_interval,
-                config.lease_timeout,
-                registered_at,
-            ),
+            Heartbeat {
+                pool: maintenance_pool.clone(),
+                lease: lease.clone(),
+                worker: self.worker.clone(),
+                holdings: holdings.clone(),
+                interval: config.heartbeat_interval,
+                lease_timeout: config.lease_timeout,
+            },
             config.heartbeat_interval,
         );
         let reconciler = Arc::new(Reconciler {

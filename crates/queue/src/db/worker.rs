@@ -50,19 +50,24 @@ pub(crate) struct WorkerParams<'a> {
 }
 
 /// Registers the worker on its first call, renews its heartbeat (and so its lease, until
-/// `now + lease_secs`) after.
+/// `now + lease_secs`) after. Returns whether the lease had lapsed before this renewal:
+/// the stored expiry was already past, or the registration was gone (deleted as stale).
+/// Then a rescuer may have freed the worker's jobs meanwhile, whatever the worker thinks.
 pub(crate) async fn worker_heartbeat(
     exec: impl PgExecutor<'_>,
     params: &WorkerParams<'_>,
-) -> sqlx::Result<()> {
-    sqlx::query(
+) -> sqlx::Result<bool> {
+    // `previous` reads the row as it was before this statement's own update.
+    sqlx::query_scalar(
         r#"
+        with previous as (select lease_expires_at from docket.workers where id = $1)
         insert into docket.workers (id, host, pid, queues, kinds, version, started_at, heartbeat_at,
                                     lease_expires_at)
         values ($1, $2, $3, $4, $5, $6, coalesce($7, now()), coalesce($7, now()),
                 coalesce($7, now()) + make_interval(secs => $8))
         on conflict (id) do update set heartbeat_at = excluded.heartbeat_at,
                                        lease_expires_at = excluded.lease_expires_at
+        returning coalesce((select lease_expires_at <= coalesce($7, now()) from previous), true)
         "#,
     )
     .bind(params.id)
@@ -73,9 +78,8 @@ pub(crate) async fn worker_heartbeat(
     .bind(params.version)
     .bind(params.now)
     .bind(params.lease_secs)
-    .execute(exec)
-    .await?;
-    Ok(())
+    .fetch_one(exec)
+    .await
 }
 
 /// Every registered worker, freshest heartbeat first.

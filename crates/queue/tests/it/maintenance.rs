@@ -429,3 +429,37 @@ async fn snapshot_index_reads(pool: &sqlx::PgPool) -> (i64, i64) {
     .await
     .unwrap()
 }
+
+#[tokio::test]
+async fn a_heartbeat_says_whether_the_lease_it_renews_had_lapsed() {
+    let db = TestDb::new().await;
+    let (now, lease) = (Utc::now(), Duration::from_secs(4));
+    let worker = worker_info(Uuid::now_v7());
+    let beat = |secs: i64| {
+        let worker = worker.clone();
+        let pool = db.pool.clone();
+        async move {
+            maintenance::heartbeat(
+                &pool,
+                &worker,
+                lease,
+                Some(now + chrono::Duration::seconds(secs)),
+            )
+            .await
+            .unwrap()
+            .lapsed
+        }
+    };
+    assert!(
+        beat(0).await,
+        "not registered before: nothing proves a lease"
+    );
+    assert!(!beat(3).await, "renewed within the lease (until 4 s)");
+    assert!(beat(7).await, "the lease stored at 3 s lapsed at 7 s");
+    assert!(!beat(8).await);
+    maintenance::deregister(&db.pool, worker.id).await.unwrap();
+    assert!(
+        beat(9).await,
+        "a registration deleted meanwhile (as stale) had lapsed"
+    );
+}

@@ -411,3 +411,52 @@ async fn a_worker_whose_connections_were_all_terminated_resumes_at_once() {
     }
     worker.shutdown().await;
 }
+
+/// Issue #21, case 1: a run whose job the database no longer gives this worker under the
+/// run's claim (rescued while the worker stalled, then claimed again) kept running, and its
+/// end erased the entry of the job's newer run on the same worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_claim_the_database_gave_away_is_stopped_and_the_jobs_next_run_completes() {
+    let db = TestDb::new().await;
+    let stopped = Arc::new(Mutex::new(0));
+    let mut registry = builtins();
+    let seen = stopped.clone();
+    registry.register_raw("test.watch", move |_payload, ctx: JobContext| {
+        let seen = seen.clone();
+        async move {
+            if ctx.attempt() > 1 {
+                return Ok(());
+            }
+            ctx.cancelled().await;
+            *seen.lock().unwrap() += 1;
+            Err(JobError::from("stopped"))
+        }
+    });
+    let config = RuntimeConfig {
+        heartbeat_interval: Duration::from_millis(300),
+        lease_timeout: Duration::from_secs(3),
+        rescuer_interval: Duration::from_millis(300),
+        ..quick_config()
+    };
+    let worker = start(&db.pool, registry, config);
+    let id = crate::enqueue_running(&db.pool, &NewJob::new("test.watch", json!({}))).await;
+    // What a rescue and another worker's claim leave behind: the job held under a claim
+    // that is not this run's (by a worker that is gone, so the rescuer frees it again and
+    // this worker claims it anew).
+    sqlx::query("update docket.jobs set locked_by = $2, lease_token = $3 where id = $1")
+        .bind(id.0)
+        .bind(uuid::Uuid::now_v7())
+        .bind(uuid::Uuid::now_v7())
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually(WAIT, "the first run is stopped", || async {
+        *stopped.lock().unwrap() == 1
+    })
+    .await;
+    eventually(WAIT, "the job completes", || async {
+        state_of(&db.pool, id).await == JobState::Completed
+    })
+    .await;
+    worker.shutdown().await;
+}

@@ -5,6 +5,7 @@ mod faults;
 mod groups;
 mod prefetch;
 mod runtime;
+mod stall;
 
 use std::time::Duration;
 
