@@ -113,7 +113,7 @@ settings! {
     LEASE_TIMEOUT: "DOCKET_LEASE_TIMEOUT",
         default "30",
         applies "`serve`, `worker`",
-        help "this worker's lease: seconds after its last heartbeat until its jobs may be rescued (stored with each heartbeat, so every worker is judged by its own; more than twice the heartbeat)";
+        help "this worker's lease: seconds after its last heartbeat until its jobs may be rescued (stored with each heartbeat, so every worker is judged by its own; more than twice the heartbeat). A worker that was stopped or starved for this long (SIGSTOP, a paused VM) stops and hands back every job when it wakes, before it claims again";
     SHUTDOWN_TIMEOUT: "DOCKET_SHUTDOWN_TIMEOUT",
         default "30",
         applies "`serve`, `worker`",
