@@ -168,7 +168,7 @@ pub(crate) struct EnqueueRequest {
     #[schema(minimum = -32768, maximum = 32767)]
     #[serde(default, deserialize_with = "integral")]
     priority: Option<i16>,
-    /// Not before this time; default now.
+    /// Not before this time; default now. Years 1 to 9999 UTC.
     run_at: Option<DateTime<Utc>>,
     /// Default 25; at least 1.
     #[schema(minimum = 1, maximum = 2147483647)]
@@ -178,7 +178,7 @@ pub(crate) struct EnqueueRequest {
     /// characters, no NUL.
     #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00]+$")]
     unique_key: Option<String>,
-    /// Dead-lettered as `expired` rather than started after this time.
+    /// Dead-lettered as `expired` rather than started after this time. Years 1 to 9999 UTC.
     expires_at: Option<DateTime<Utc>>,
     /// Its fair-share group in the queue (a tenant, a customer): the queue's slots are
     /// shared between the groups with ready work. 1 to 256 characters, no NUL.
