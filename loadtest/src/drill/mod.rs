@@ -463,6 +463,9 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
     let mut next_fault = started + plan.chaos_every;
     let mut next_bloat = started;
     let mut violations_outside: Vec<String> = Vec::new();
+    // Set once the work has drained: no fault is injected after, so that faults that add
+    // work or last a while (stall, smtp-busy) cannot keep the drill from ending.
+    let mut winding_down = false;
     let drained = loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if ctx.relay_back_at.is_some_and(|at| Instant::now() >= at) {
@@ -505,7 +508,7 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
             violations_outside.push("docket serve exited on its own".into());
             break false;
         }
-        if !plan.chaos.is_empty() && Instant::now() >= next_fault {
+        if !plan.chaos.is_empty() && !winding_down && Instant::now() >= next_fault {
             next_fault += plan.chaos_every;
             let fault = plan.chaos[fault_index % plan.chaos.len()];
             fault_index += 1;
@@ -533,8 +536,9 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         .fetch_one(&pool)
         .await
         .ok();
-        let faults_over = ctx.stalled.is_empty() && ctx.recovery_due.is_empty();
-        if reachable && enqueued == plan.jobs && left == Some(0) && faults_over {
+        let work_done = reachable && enqueued == plan.jobs && left == Some(0);
+        winding_down |= work_done;
+        if work_done && ctx.stalled.is_empty() && ctx.recovery_due.is_empty() {
             for id in std::mem::take(&mut ctx.not_due) {
                 docket_queue::admin::cancel(&pool, docket_queue::JobId(id)).await?;
             }
@@ -704,6 +708,8 @@ struct BusyCampaign {
     busy: Vec<String>,
     until: Instant,
     cleared: bool,
+    /// The recipients beside the busy ones still unsent when the 450s ended: held up.
+    held_up: Vec<String>,
 }
 
 /// Injects one fault; says what it did.
@@ -767,6 +773,11 @@ async fn inject(fault: Fault, ctx: &mut Chaos<'_>) -> anyhow::Result<String> {
             )
         }
         Fault::SmtpBusy => {
+            // One busy campaign at a time: a profile that repeats its faults quickly would
+            // otherwise pile them up.
+            if ctx.busy.iter().any(|c| !c.cleared) {
+                return Ok("smtp-busy: the last busy campaign's 450s go on; none added".into());
+            }
             let n = ctx.busy.len();
             let recipients: Vec<String> = (0..BUSY_RECIPIENTS)
                 .map(|i| format!("busy{n}-{i}@drill.example.com"))
@@ -803,6 +814,7 @@ async fn inject(fault: Fault, ctx: &mut Chaos<'_>) -> anyhow::Result<String> {
                 busy: busy.clone(),
                 until: now + BUSY_FOR,
                 cleared: false,
+                held_up: Vec::new(),
             });
             // Once the busy replies have begun, a recovery email must still go out at once.
             ctx.recovery_due.push((
@@ -816,6 +828,9 @@ async fn inject(fault: Fault, ctx: &mut Chaos<'_>) -> anyhow::Result<String> {
             )
         }
         Fault::NotDueGroup => {
+            if let Some(id) = ctx.not_due.first() {
+                return Ok(format!("not-due-group: job {id} still waits; none added"));
+            }
             let n = ctx.not_due.len();
             let group = format!("not-due-{n}");
             let job = NewJob::new(<worker::Work as JobArgs>::KIND, json!({"ms": 1}))
@@ -848,6 +863,12 @@ async fn end_faults_due(ctx: &mut Chaos<'_>, now: Instant) {
         .retain(|(_, until, _)| *until + Duration::from_secs(2) > now);
     for campaign in &mut ctx.busy {
         if !campaign.cleared && campaign.until <= now {
+            campaign.held_up = campaign
+                .recipients
+                .iter()
+                .filter(|to| !campaign.busy.contains(to) && ctx.sink.count_for(to) == 0)
+                .cloned()
+                .collect();
             for address in &campaign.busy {
                 ctx.sink.reply_to(address, None);
             }
@@ -905,6 +926,14 @@ fn busy_findings(ctx: &Chaos<'_>) -> (Vec<String>, usize, Vec<f64>) {
                 0 | 1 => {}
                 n => duplicates += n - 1,
             }
+        }
+        if !campaign.held_up.is_empty() {
+            violations.push(format!(
+                "smtp-busy: {} recipients beside a busy mailbox were still unsent when its {} s of 450s ended: {}",
+                campaign.held_up.len(),
+                BUSY_FOR.as_secs(),
+                campaign.held_up.join(", ")
+            ));
         }
         if !wedged.is_empty() {
             violations.push(format!(

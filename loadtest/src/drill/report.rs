@@ -231,7 +231,7 @@ impl Report {
                 } else {
                     self.recovery_latency_ms
                         .iter()
-                        .map(|ms| format!("{:.1} s", ms / 1000.0))
+                        .map(|ms| format!("{ms:.0} ms"))
                         .collect::<Vec<_>>()
                         .join(", ")
                 },
