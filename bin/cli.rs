@@ -251,7 +251,7 @@ pub(crate) struct EnqueueArgs {
     /// Lower runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub(crate) priority: i16,
-    /// Not before this time (RFC 3339).
+    /// Not before this time (RFC 3339; years 1 to 9999 UTC).
     #[arg(long, conflicts_with = "delay")]
     pub(crate) run_at: Option<DateTime<Utc>>,
     /// Not before this many seconds from now.
@@ -263,7 +263,8 @@ pub(crate) struct EnqueueArgs {
     /// At most one live job per key; a duplicate returns the live job's id.
     #[arg(long)]
     pub(crate) unique_key: Option<String>,
-    /// Dead-letter the job as `expired` rather than start it after this time (RFC 3339).
+    /// Dead-letter the job as `expired` rather than start it after this time (RFC 3339;
+    /// years 1 to 9999 UTC).
     #[arg(long)]
     pub(crate) expires_at: Option<DateTime<Utc>>,
     /// Its fair-share group in the queue (a tenant, a customer).

@@ -15,9 +15,13 @@ pub(crate) async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> 
         .max_attempts(args.max_attempts);
     job.run_at = match (args.run_at, args.delay) {
         (Some(at), _) => Some(at),
-        (None, Some(secs)) => {
-            Some(chrono::Utc::now() + chrono::Duration::seconds(i64::try_from(secs)?))
-        }
+        (None, Some(secs)) => Some(
+            i64::try_from(secs)
+                .ok()
+                .and_then(chrono::Duration::try_seconds)
+                .and_then(|delay| chrono::Utc::now().checked_add_signed(delay))
+                .with_context(|| format!("--delay {secs} is beyond any time a job can have"))?,
+        ),
         (None, None) => None,
     };
     job.unique_key = args.unique_key;

@@ -113,18 +113,19 @@ async fn the_quick_drill_with_kill_and_terminate_passes_and_its_report_agrees_wi
 }
 
 #[tokio::test]
-async fn the_checker_names_a_deleted_job_and_a_forged_overlapping_run() {
+async fn the_checker_names_a_deleted_job_a_forged_overlapping_run_and_a_run_past_its_lease() {
     let db = TestDb::new().await;
     sqlx::raw_sql(
         "create table drill_expectations (job_id uuid primary key, expect text not null);
          create table drill_ledger (id bigserial primary key, job_id uuid not null,
              attempt integer not null, worker_id uuid not null,
-             started_at timestamptz not null default clock_timestamp(), finished_at timestamptz);",
+             started_at timestamptz not null default clock_timestamp(), finished_at timestamptz,
+             lease_held boolean);",
     )
     .execute(&db.pool)
     .await
     .unwrap();
-    let jobs: Vec<NewJob> = (0..3)
+    let jobs: Vec<NewJob> = (0..4)
         .map(|i| NewJob::new("drill.work", json!({"ms": i})))
         .collect();
     let ids = docket_queue::enqueue_many(&db.pool, &jobs).await.unwrap();
@@ -159,6 +160,16 @@ async fn the_checker_names_a_deleted_job_and_a_forged_overlapping_run() {
     .execute(&db.pool)
     .await
     .unwrap();
+    // Issue #21: a stalled worker's run that went on after its lease lapsed, and ended
+    // after the rescue's run had ended (no overlap in time): still a violation.
+    sqlx::query(
+        "insert into drill_ledger (job_id, attempt, worker_id, started_at, finished_at, lease_held)
+         values ($1, 1, gen_random_uuid(), now() - interval '0.5 s', now(), false)",
+    )
+    .bind(ids[3])
+    .execute(&db.pool)
+    .await
+    .unwrap();
     let caught = loadtest(&db.url, &["drill-check"]);
     let said = String::from_utf8_lossy(&caught.stderr);
     assert!(!caught.status.success(), "a violation exits non-zero");
@@ -168,6 +179,10 @@ async fn the_checker_names_a_deleted_job_and_a_forged_overlapping_run() {
     );
     assert!(
         said.contains(&format!("overlapping runs: 1: {}", ids[1])),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!("runs past their lease: 1: {}", ids[3])),
         "{said}"
     );
     assert!(

@@ -361,3 +361,45 @@ async fn queues_pause_list_and_resume_from_the_command_line() {
         stderr(&bad)
     );
 }
+
+/// Issue #21 case 11: a time outside the years 1 to 9999 reached the database ("timestamp
+/// out of range") or overflowed in the binary (`--delay`); each is refused naming the
+/// option's field, and nothing is written.
+#[tokio::test]
+async fn out_of_range_times_are_refused_naming_the_field() {
+    let db = TestDb::new().await;
+    for (args, field) in [
+        (
+            vec!["enqueue", "k", "--run-at=-5000-01-01T00:00:00Z"],
+            "run_at",
+        ),
+        (
+            vec!["enqueue", "k", "--expires-at=+10000-01-01T00:00:00Z"],
+            "expires_at",
+        ),
+        (vec!["enqueue", "k", "--delay", "1000000000000"], "run_at"),
+        (
+            vec!["enqueue", "k", "--delay", "18446744073709551615"],
+            "--delay",
+        ),
+        (
+            vec![
+                "jobs",
+                "replay",
+                "--dead-letters",
+                "--since=-5000-01-01T00:00:00Z",
+            ],
+            "since",
+        ),
+    ] {
+        let out = docket(&db.url, &args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains(field), "{args:?}: {}", stderr(&out));
+        assert!(
+            !stderr(&out).contains("panicked"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+    }
+    assert_eq!(job_count(&db).await, 0);
+}

@@ -84,6 +84,10 @@ impl From<docket_queue::Error> for ApiError {
             Error::InvalidArgument(message) => ApiError::BadRequest(message),
             Error::TimedOut { .. } => ApiError::Unavailable,
             Error::Database(ref db) if is_unavailable(db) => ApiError::Unavailable,
+            Error::Database(ref db) if is_bad_value(db) => ApiError::BadRequest(format!(
+                "a value the database cannot hold: {}",
+                db.as_database_error().map_or("", |e| e.message())
+            )),
             other => ApiError::Internal(other),
         }
     }
@@ -110,6 +114,15 @@ fn is_unavailable(err: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().as_deref() == Some("57014"),
         _ => false,
     }
+}
+
+/// A value only the caller can have sent, refused while PostgreSQL read it: a NUL in text
+/// (22021) or a time outside `timestamptz` (22008). Every input is checked before it reaches
+/// SQL, naming its field; this keeps one that a check misses a 4xx rather than a 500.
+fn is_bad_value(err: &sqlx::Error) -> bool {
+    err.as_database_error()
+        .and_then(|db| db.code())
+        .is_some_and(|code| code == "22021" || code == "22008")
 }
 
 impl IntoResponse for ApiError {

@@ -5,7 +5,7 @@ use sqlx::PgExecutor;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::job::{Job, JobId, JobState};
+use crate::job::{check_text, check_time, Job, JobId, JobState};
 
 /// The most jobs one list page holds.
 pub const LIST_LIMIT_MAX: u32 = 1000;
@@ -51,13 +51,15 @@ pub struct Page {
 ///
 /// # Errors
 ///
-/// [`Error::InvalidArgument`] for a page size out of range; [`Error::Database`].
+/// [`Error::InvalidArgument`] for a page size out of range or a name with a NUL
+/// character; [`Error::Database`].
 pub async fn list(exec: impl PgExecutor<'_>, filter: &ListFilter) -> Result<Page> {
     if filter.limit == 0 || filter.limit > LIST_LIMIT_MAX {
         return Err(Error::InvalidArgument(format!(
             "limit must be between 1 and {LIST_LIMIT_MAX}"
         )));
     }
+    check_names(&filter.queue, &filter.kind)?;
     let params = db::ListParams {
         state: filter.state,
         queue: filter.queue.as_deref(),
@@ -74,6 +76,17 @@ pub async fn list(exec: impl PgExecutor<'_>, filter: &ListFilter) -> Result<Page
         None
     };
     Ok(Page { jobs, next })
+}
+
+/// Checks a filter's queue and kind: a name with a NUL character matches no job, and
+/// PostgreSQL refuses it as text.
+fn check_names(queue: &Option<String>, kind: &Option<String>) -> Result<()> {
+    for (field, value) in [("queue", queue), ("kind", kind)] {
+        if let Some(value) = value {
+            check_text(field, value).map_err(Error::InvalidArgument)?;
+        }
+    }
+    Ok(())
 }
 
 /// Cancels a job. A pending or retrying job is `cancelled` at once; a processing job is
@@ -183,11 +196,22 @@ pub struct DeadLetterFilter {
 ///
 /// # Errors
 ///
-/// [`Error::Database`]; batches replayed before the failure stay replayed.
+/// [`Error::InvalidArgument`] for a name with a NUL character or a time outside
+/// [`check_time`]'s range (nothing is replayed); [`Error::Database`]; batches replayed
+/// before the failure stay replayed.
 pub async fn replay_dead_letters<'c, E>(exec: E, filter: &DeadLetterFilter) -> Result<u64>
 where
     E: PgExecutor<'c> + Copy,
 {
+    check_names(&filter.queue, &filter.kind)?;
+    for (field, at) in [
+        ("since", filter.finished_after),
+        ("until", filter.finished_before),
+    ] {
+        if let Some(at) = at {
+            check_time(field, at).map_err(Error::InvalidArgument)?;
+        }
+    }
     let params = db::ReplayParams {
         queue: filter.queue.as_deref(),
         kind: filter.kind.as_deref(),

@@ -8,7 +8,7 @@ use sqlx::PgExecutor;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::job::JobId;
+use crate::job::{check_text, check_time, JobId};
 use crate::telemetry::{event, metric};
 
 /// The queue a job runs on when none is given.
@@ -159,7 +159,9 @@ impl NewJob {
 
     /// Checks the rules the database also enforces, to give a clear message first: the
     /// lengths of kind, queue and unique key, no NUL character in them or anywhere in the
-    /// payload (PostgreSQL's `text` and `jsonb` cannot store one), `max_attempts >= 1`.
+    /// payload (PostgreSQL's `text` and `jsonb` cannot store one), `max_attempts >= 1`,
+    /// `run_at` and `expires_at` within the years [`crate::job::TIME_YEAR_MIN`] to
+    /// [`crate::job::TIME_YEAR_MAX`] ([`crate::job::check_time`]).
     ///
     /// # Errors
     ///
@@ -206,10 +208,14 @@ impl NewJob {
                 ("group_key", self.group_key.as_ref()),
             ])
         {
-            rule(
-                value.is_none_or(|v| !v.contains('\0')),
-                &format!("{field} must not contain a NUL character"),
-            )?;
+            if let Some(value) = value {
+                check_text(field, value).map_err(Error::InvalidJob)?;
+            }
+        }
+        for (field, at) in [("run_at", self.run_at), ("expires_at", self.expires_at)] {
+            if let Some(at) = at {
+                check_time(field, at).map_err(Error::InvalidJob)?;
+            }
         }
         rule(
             !json_has_nul(&self.payload),

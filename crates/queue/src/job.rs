@@ -192,3 +192,43 @@ pub const ERROR_HISTORY_LIMIT: i32 = 20;
 
 /// How many characters of one error message are kept.
 pub const ERROR_MESSAGE_LIMIT: i32 = 4000;
+
+/// The first year a time given to Docket may fall in (a job's `run_at` or `expires_at`, a
+/// filter's bounds): year 1, UTC.
+pub const TIME_YEAR_MIN: i32 = 1;
+
+/// The last year a time given to Docket may fall in: year 9999, UTC. PostgreSQL's
+/// `timestamptz` reaches from 4713 BC to 294276 AD; Docket takes the narrower range that
+/// every client can write (RFC 3339 has four-digit years), and the database holds it too
+/// (`docket.time_in_range`, migration `20261207000006`).
+pub const TIME_YEAR_MAX: i32 = 9999;
+
+/// Checks a time the caller gives against [`TIME_YEAR_MIN`]..=[`TIME_YEAR_MAX`].
+///
+/// # Errors
+///
+/// A message that names `field` and the range.
+pub fn check_time(field: &str, at: DateTime<Utc>) -> Result<(), String> {
+    use chrono::Datelike;
+    if (TIME_YEAR_MIN..=TIME_YEAR_MAX).contains(&at.year()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{field} must fall in the years {TIME_YEAR_MIN} to {TIME_YEAR_MAX} (UTC), not {at}"
+        ))
+    }
+}
+
+/// Checks a name the caller gives that reaches the database as text (a queue, a kind, a
+/// schedule): PostgreSQL's `text` cannot hold a NUL character, so no stored name has one.
+///
+/// # Errors
+///
+/// A message that names `field`.
+pub fn check_text(field: &str, value: &str) -> Result<(), String> {
+    if value.contains('\0') {
+        Err(format!("{field} must not contain a NUL character"))
+    } else {
+        Ok(())
+    }
+}

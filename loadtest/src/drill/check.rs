@@ -64,6 +64,11 @@ pub(crate) struct Findings {
     /// still held the job.
     pub(crate) overlapping_runs: Vec<Overlap>,
     pub(crate) overlapping_count: i64,
+    /// Runs that ended after their lease had lapsed: when the run recorded its end, the
+    /// database no longer gave the job to it (rescued, claimed again, finished) or its
+    /// worker's stored lease had passed. A worker stalled past its lease that carried on.
+    pub(crate) runs_past_lease: Vec<Overlap>,
+    pub(crate) runs_past_lease_count: i64,
     /// Attempts beyond the first, over every job.
     pub(crate) retries: i64,
     /// Runs that never finished (their process was killed or cut off).
@@ -79,7 +84,10 @@ pub(crate) struct Findings {
 impl Findings {
     /// Whether any invariant is broken.
     pub(crate) fn violated(&self) -> bool {
-        self.lost_count > 0 || self.unexpected_count > 0 || self.overlapping_count > 0
+        self.lost_count > 0
+            || self.unexpected_count > 0
+            || self.overlapping_count > 0
+            || self.runs_past_lease_count > 0
     }
 }
 
@@ -87,6 +95,9 @@ impl Findings {
 pub(crate) async fn check(pool: &PgPool) -> sqlx::Result<Findings> {
     // Fresh statistics: the tables were filled moments ago, and a plan made for empty ones
     // would loop over a hundred thousand rows per row.
+    sqlx::query("alter table drill_ledger add column if not exists lease_held boolean")
+        .execute(pool)
+        .await?;
     sqlx::query("analyze drill_ledger, drill_expectations")
         .execute(pool)
         .await?;
@@ -145,6 +156,15 @@ pub(crate) async fn check(pool: &PgPool) -> sqlx::Result<Findings> {
             .fetch_one(pool)
             .await?;
     findings.overlapping_runs = sqlx::query_as(&format!("{overlaps} order by 1, 2 limit {NAMED}"))
+        .fetch_all(pool)
+        .await?;
+    let past_lease = "select job_id, id as run from drill_ledger
+         where finished_at is not null and lease_held is false";
+    findings.runs_past_lease_count =
+        sqlx::query_scalar(&format!("select count(*) from ({past_lease}) p"))
+            .fetch_one(pool)
+            .await?;
+    findings.runs_past_lease = sqlx::query_as(&format!("{past_lease} order by 1, 2 limit {NAMED}"))
         .fetch_all(pool)
         .await?;
     findings.retries = sqlx::query_scalar(
@@ -249,6 +269,23 @@ pub(crate) fn describe_violations(findings: &Findings) -> String {
         lines.push(format!(
             "overlapping runs: {}: {}",
             findings.overlapping_count,
+            ids.join(", ")
+        ));
+    }
+    if findings.runs_past_lease_count > 0 {
+        let ids: Vec<String> = findings
+            .runs_past_lease
+            .iter()
+            .map(|o| {
+                format!(
+                    "{} (run {} ended after its lease had lapsed)",
+                    o.job_id, o.run
+                )
+            })
+            .collect();
+        lines.push(format!(
+            "runs past their lease: {}: {}",
+            findings.runs_past_lease_count,
             ids.join(", ")
         ));
     }

@@ -62,6 +62,15 @@ pub(crate) enum Fault {
     Smtp,
     /// A REPEATABLE READ transaction held open: vacuum can remove nothing meanwhile.
     HeldSnapshot,
+    /// SIGSTOP of a random worker for longer than its lease, then SIGCONT: its runs must
+    /// not go on once the lease has lapsed.
+    Stall,
+    /// A small campaign whose every fourth recipient's mailbox answers 450 for a while: the
+    /// others are still sent, and a recovery email sent meanwhile keeps its latency.
+    SmtpBusy,
+    /// A job in a group of its own that is not due for a day, beside the busy groups: the
+    /// fair rotation must pass it over (it is cancelled once everything else is final).
+    NotDueGroup,
 }
 
 impl std::str::FromStr for Fault {
@@ -74,9 +83,12 @@ impl std::str::FromStr for Fault {
             "pg-restart" => Fault::PgRestart,
             "smtp" => Fault::Smtp,
             "held-snapshot" => Fault::HeldSnapshot,
+            "stall" => Fault::Stall,
+            "smtp-busy" => Fault::SmtpBusy,
+            "not-due-group" => Fault::NotDueGroup,
             other => {
                 return Err(format!(
-                "unknown fault {other:?}: kill, terminate, pg-restart, smtp, held-snapshot or none"
+                "unknown fault {other:?}: kill, terminate, pg-restart, smtp, held-snapshot, stall, smtp-busy, not-due-group or none"
             ))
             }
         })
@@ -133,7 +145,10 @@ impl Plan {
                 steady_rate: None,
                 chaos: [
                     Fault::Kill,
+                    Fault::Stall,
+                    Fault::NotDueGroup,
                     Fault::Terminate,
+                    Fault::SmtpBusy,
                     Fault::Smtp,
                     Fault::HeldSnapshot,
                 ]
@@ -424,6 +439,12 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         relay_back_at: None,
         held_for: plan.held_for,
         database_url: &database.url,
+        mailer: &mailer,
+        stalled: Vec::new(),
+        busy: Vec::new(),
+        recovery_due: Vec::new(),
+        recoveries: Vec::new(),
+        not_due: Vec::new(),
     };
     let mut enqueued = 0;
     if plan.steady_rate.is_none() {
@@ -442,12 +463,16 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
     let mut next_fault = started + plan.chaos_every;
     let mut next_bloat = started;
     let mut violations_outside: Vec<String> = Vec::new();
+    // Set once the work has drained: no fault is injected after, so that faults that add
+    // work or last a while (stall, smtp-busy) cannot keep the drill from ending.
+    let mut winding_down = false;
     let drained = loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if ctx.relay_back_at.is_some_and(|at| Instant::now() >= at) {
             sink.reply_to_all(None);
             ctx.relay_back_at = None;
         }
+        end_faults_due(&mut ctx, Instant::now()).await;
         let at_s = started.elapsed().as_secs_f64();
         if let Some(rate) = plan.steady_rate {
             let due = ((at_s * rate) as usize).min(plan.jobs);
@@ -483,7 +508,7 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
             violations_outside.push("docket serve exited on its own".into());
             break false;
         }
-        if !plan.chaos.is_empty() && Instant::now() >= next_fault {
+        if !plan.chaos.is_empty() && !winding_down && Instant::now() >= next_fault {
             next_fault += plan.chaos_every;
             let fault = plan.chaos[fault_index % plan.chaos.len()];
             fault_index += 1;
@@ -501,14 +526,22 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
             });
         }
         // Drained by the database's word, never the monitor's: a health document taken
-        // while the database is down has no figures, which must not read as zero.
+        // while the database is down has no figures, which must not read as zero. The
+        // not-due groups' jobs wait a day: they are cancelled once everything else is final.
         let left: Option<i64> = sqlx::query_scalar(
-            "select count(*) from docket.jobs where state in ('pending', 'retrying', 'processing')",
+            "select count(*) from docket.jobs
+             where state in ('pending', 'retrying', 'processing') and id <> all($1)",
         )
+        .bind(&ctx.not_due)
         .fetch_one(&pool)
         .await
         .ok();
-        if reachable && enqueued == plan.jobs && left == Some(0) {
+        let work_done = reachable && enqueued == plan.jobs && left == Some(0);
+        winding_down |= work_done;
+        if work_done && ctx.stalled.is_empty() && ctx.recovery_due.is_empty() {
+            for id in std::mem::take(&mut ctx.not_due) {
+                docket_queue::admin::cancel(&pool, docket_queue::JobId(id)).await?;
+            }
             break true;
         }
         if started.elapsed() > plan.time_limit {
@@ -516,6 +549,21 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
                 "the backlog did not drain within {} s",
                 plan.time_limit.as_secs()
             ));
+            if !ctx.not_due.is_empty() {
+                let ready: i64 = sqlx::query_scalar(
+                    "select count(*) from docket.jobs where state in ('pending', 'retrying')
+                     and run_at <= now() and group_key is not null and id <> all($1)",
+                )
+                .bind(&ctx.not_due)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(-1);
+                if ready > 0 {
+                    violations_outside.push(format!(
+                        "not-due-group: {ready} grouped jobs were ready and never claimed beside a group with nothing due (the fair rotation wedged)"
+                    ));
+                }
+            }
             break false;
         }
     };
@@ -542,6 +590,12 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         violations_outside.push("health did not return to ok within 60 s".into());
     }
     let duration_s = started.elapsed().as_secs_f64();
+    // Every stopped worker goes on, so that it can shut down.
+    for (pid, _, continued) in &ctx.stalled {
+        if !continued {
+            let _ = signal(*pid, "-CONT");
+        }
+    }
     for worker in &mut ctx.workers {
         worker.stop(Duration::from_secs(10));
     }
@@ -578,6 +632,9 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
             missing_recipients.join(", ")
         ));
     }
+    let (busy_violations, busy_duplicates, recovery_latency_ms) = busy_findings(&ctx);
+    violations_outside.extend(busy_violations);
+    duplicate_sends += busy_duplicates;
     if duplicate_sends > 0 {
         violations_outside.push(format!("{duplicate_sends} duplicate sends"));
     }
@@ -597,6 +654,7 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         crash_window_sends: if crash_faults { duplicate_sends } else { 0 },
         violations_outside,
         runs,
+        recovery_latency_ms,
     });
     report.write(&args.out)?;
     println!("{}", report.summary());
@@ -622,6 +680,42 @@ struct Chaos<'a> {
     relay_back_at: Option<Instant>,
     held_for: Duration,
     database_url: &'a str,
+    mailer: &'a docket_mail::Mailer,
+    /// Stalled workers: pid, when it gets SIGCONT, and whether it has. One stays listed
+    /// for a while after, so that the drill does not end before its runs record their end.
+    stalled: Vec<(u32, Instant, bool)>,
+    /// The smtp-busy campaigns so far.
+    busy: Vec<BusyCampaign>,
+    /// Recovery emails to send (an address, when), and those sent (address, enqueued).
+    recovery_due: Vec<(String, Instant)>,
+    recoveries: Vec<(String, Instant)>,
+    /// The jobs of groups whose head is not due: cancelled once everything else is final.
+    not_due: Vec<uuid::Uuid>,
+}
+
+/// How long a stalled worker stays stopped: well past its lease (2 s) and the rescuer's
+/// next pass, so that its jobs are rescued and run elsewhere meanwhile.
+const STALL_FOR: Duration = Duration::from_secs(5);
+
+/// How long the busy mailboxes answer 450: past the mail retry ladder (1+2+4+8 s), so a
+/// busy recipient may end `failed` but never holds up the others.
+const BUSY_FOR: Duration = Duration::from_secs(20);
+
+/// The recipients of one smtp-busy campaign; every fourth one is busy.
+const BUSY_RECIPIENTS: usize = 20;
+
+/// The longest a recovery email may take, enqueue to the relay's 250, while mailboxes are
+/// busy: the relay is not what is busy, so nothing should hold it back.
+const RECOVERY_BOUND: Duration = Duration::from_secs(10);
+
+/// One smtp-busy campaign: its recipients, which of them are busy, until when.
+struct BusyCampaign {
+    recipients: Vec<String>,
+    busy: Vec<String>,
+    until: Instant,
+    cleared: bool,
+    /// The recipients beside the busy ones still unsent when the 450s ended: held up.
+    held_up: Vec<String>,
 }
 
 /// Injects one fault; says what it did.
@@ -666,7 +760,216 @@ async fn inject(fault: Fault, ctx: &mut Chaos<'_>) -> anyhow::Result<String> {
                 ctx.held_for.as_secs()
             )
         }
+        Fault::Stall => {
+            let running: Vec<usize> = (0..ctx.workers.len())
+                .filter(|&i| {
+                    let pid = ctx.workers[i].child.id();
+                    !ctx.stalled.iter().any(|(p, _, _)| *p == pid)
+                })
+                .collect();
+            anyhow::ensure!(!running.is_empty(), "every worker is stopped already");
+            let victim = running[ctx.mix.below(running.len() as u64) as usize];
+            let pid = ctx.workers[victim].child.id();
+            signal(pid, "-STOP")?;
+            ctx.stalled.push((pid, Instant::now() + STALL_FOR, false));
+            format!(
+                "{} stopped with SIGSTOP for {} s (its lease: 2 s), then SIGCONT",
+                ctx.workers[victim].name,
+                STALL_FOR.as_secs()
+            )
+        }
+        Fault::SmtpBusy => {
+            // One busy campaign at a time: a profile that repeats its faults quickly would
+            // otherwise pile them up.
+            if ctx.busy.iter().any(|c| !c.cleared) {
+                return Ok("smtp-busy: the last busy campaign's 450s go on; none added".into());
+            }
+            let n = ctx.busy.len();
+            let recipients: Vec<String> = (0..BUSY_RECIPIENTS)
+                .map(|i| format!("busy{n}-{i}@drill.example.com"))
+                .collect();
+            let busy: Vec<String> = recipients.iter().step_by(4).cloned().collect();
+            for address in &busy {
+                ctx.sink
+                    .reply_to(address, Some("450 4.2.0 drill: mailbox busy, try later"));
+            }
+            let mut campaign = docket_mail::campaign::NewCampaign::new(
+                &format!("drill busy {n}"),
+                "drill_news",
+                recipients
+                    .iter()
+                    .map(|to| docket_mail::campaign::Recipient {
+                        to: to.clone(),
+                        name: Some("Busy reader".to_owned()),
+                        locale: None,
+                        vars: json!({}),
+                    })
+                    .collect(),
+            );
+            campaign.batch_size = 10;
+            docket_mail::campaign::create(
+                ctx.pool,
+                ctx.mailer.catalog(),
+                ctx.mailer.from(),
+                &campaign,
+            )
+            .await?;
+            let now = Instant::now();
+            ctx.busy.push(BusyCampaign {
+                recipients,
+                busy: busy.clone(),
+                until: now + BUSY_FOR,
+                cleared: false,
+                held_up: Vec::new(),
+            });
+            // Once the busy replies have begun, a recovery email must still go out at once.
+            ctx.recovery_due.push((
+                format!("recovery{n}@drill.example.com"),
+                now + Duration::from_secs(3),
+            ));
+            format!(
+                "a campaign of {BUSY_RECIPIENTS}: {} of its mailboxes answer 450 for {} s; a recovery email 3 s in",
+                busy.len(),
+                BUSY_FOR.as_secs()
+            )
+        }
+        Fault::NotDueGroup => {
+            if let Some(id) = ctx.not_due.first() {
+                return Ok(format!("not-due-group: job {id} still waits; none added"));
+            }
+            let n = ctx.not_due.len();
+            let group = format!("not-due-{n}");
+            let job = NewJob::new(<worker::Work as JobArgs>::KIND, json!({"ms": 1}))
+                .group(group.clone())
+                .run_at(Utc::now() + chrono::Duration::days(1));
+            let mut tx = ctx.pool.begin().await?;
+            let id = docket_queue::enqueue(&mut *tx, &job).await?;
+            sqlx::query("insert into drill_expectations (job_id, expect) values ($1, 'cancelled')")
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            ctx.not_due.push(id.0);
+            format!("group {group}: one job, due in a day, beside the busy groups")
+        }
     })
+}
+
+/// Ends the faults whose time is up by `now`: SIGCONT to stalled workers, the busy
+/// mailboxes accept again; and sends the recovery emails that are due.
+async fn end_faults_due(ctx: &mut Chaos<'_>, now: Instant) {
+    for (pid, until, continued) in &mut ctx.stalled {
+        if !*continued && *until <= now {
+            // A worker killed while stopped is gone: nothing to continue.
+            let _ = signal(*pid, "-CONT");
+            *continued = true;
+        }
+    }
+    ctx.stalled
+        .retain(|(_, until, _)| *until + Duration::from_secs(2) > now);
+    for campaign in &mut ctx.busy {
+        if !campaign.cleared && campaign.until <= now {
+            campaign.held_up = campaign
+                .recipients
+                .iter()
+                .filter(|to| !campaign.busy.contains(to) && ctx.sink.count_for(to) == 0)
+                .cloned()
+                .collect();
+            for address in &campaign.busy {
+                ctx.sink.reply_to(address, None);
+            }
+            campaign.cleared = true;
+        }
+    }
+    let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut ctx.recovery_due)
+        .into_iter()
+        .partition(|(_, at)| *at <= Instant::now());
+    ctx.recovery_due = later;
+    for (to, _) in due {
+        let enqueued = Instant::now();
+        match enqueue_recovery(ctx.pool, &to).await {
+            Ok(()) => ctx.recoveries.push((to, enqueued)),
+            // The database is coming back from a fault: try again on the next tick.
+            Err(_) => ctx.recovery_due.push((to, Instant::now())),
+        }
+    }
+}
+
+/// Sends `kill SIGNAL pid`.
+fn signal(pid: u32, signal: &str) -> anyhow::Result<()> {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()?;
+    anyhow::ensure!(status.success(), "kill {signal} {pid} failed");
+    Ok(())
+}
+
+/// Sends a recovery email as an application does: `mail.recovery` on its own queue, first.
+async fn enqueue_recovery(pool: &PgPool, to: &str) -> anyhow::Result<()> {
+    let job = NewJob::typed(&docket_mail::jobs::Recovery {
+        to: to.to_owned(),
+        template: "drill_news".to_owned(),
+        vars: json!({"name": "Recovering reader"}),
+        locale: None,
+        idempotency_key: None,
+    })?
+    .queue(docket_mail::jobs::RECOVERY_QUEUE)
+    .priority(docket_mail::jobs::RECOVERY_PRIORITY)
+    .expires_at(Utc::now() + chrono::Duration::minutes(10));
+    docket_queue::enqueue(pool, &job).await?;
+    Ok(())
+}
+
+/// What the smtp-busy faults left: violations, duplicate sends, recovery latencies (ms).
+fn busy_findings(ctx: &Chaos<'_>) -> (Vec<String>, usize, Vec<f64>) {
+    let mut violations = Vec::new();
+    let mut duplicates = 0;
+    for campaign in &ctx.busy {
+        let mut wedged = Vec::new();
+        for to in &campaign.recipients {
+            match ctx.sink.count_for(to) {
+                0 if !campaign.busy.contains(to) => wedged.push(to.clone()),
+                0 | 1 => {}
+                n => duplicates += n - 1,
+            }
+        }
+        if !campaign.held_up.is_empty() {
+            violations.push(format!(
+                "smtp-busy: {} recipients beside a busy mailbox were still unsent when its {} s of 450s ended: {}",
+                campaign.held_up.len(),
+                BUSY_FOR.as_secs(),
+                campaign.held_up.join(", ")
+            ));
+        }
+        if !wedged.is_empty() {
+            violations.push(format!(
+                "smtp-busy: {} recipients beside a busy mailbox received nothing: {}",
+                wedged.len(),
+                wedged.join(", ")
+            ));
+        }
+    }
+    let messages = ctx.sink.messages();
+    let mut latencies = Vec::new();
+    for (to, enqueued) in &ctx.recoveries {
+        match messages.iter().find(|m| m.to.iter().any(|t| t == to)) {
+            Some(message) => {
+                let took = message.at.saturating_duration_since(*enqueued);
+                latencies.push(took.as_secs_f64() * 1000.0);
+                if took > RECOVERY_BOUND {
+                    violations.push(format!(
+                        "smtp-busy: the recovery email to {to} took {:.1} s (bound {} s)",
+                        took.as_secs_f64(),
+                        RECOVERY_BOUND.as_secs()
+                    ));
+                }
+            }
+            None => violations.push(format!(
+                "smtp-busy: the recovery email to {to} never reached the relay"
+            )),
+        }
+    }
+    (violations, duplicates, latencies)
 }
 
 /// Opens a REPEATABLE READ transaction, takes its snapshot, and holds it for `hold` in the

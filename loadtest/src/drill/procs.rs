@@ -81,7 +81,8 @@ pub(crate) struct Setup {
     pub(crate) limited_rate: String,
 }
 
-/// `docket serve`: HTTP, maintenance, and the mail queue (the campaign's emails).
+/// `docket serve`: HTTP, maintenance, and the mail queues (the campaigns' emails, and the
+/// recovery emails smtp-busy sends).
 pub(crate) fn serve(setup: &Setup) -> anyhow::Result<Process> {
     let mut command = Command::new(&setup.docket);
     command
@@ -89,7 +90,7 @@ pub(crate) fn serve(setup: &Setup) -> anyhow::Result<Process> {
         .env("DATABASE_URL", &setup.database_url)
         .env("CRON_SECRET", &setup.secret)
         .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{}", setup.http_port))
-        .env("DOCKET_QUEUES", "mail")
+        .env("DOCKET_QUEUES", "mail,recovery")
         .env("DOCKET_SMTP_URL", &setup.smtp_url)
         .env("DOCKET_MAIL_FROM", "Docket drill <drill@example.com>")
         .env("DOCKET_TEMPLATE_DIR", &setup.templates)

@@ -26,6 +26,8 @@ pub(crate) struct Inputs {
     pub(crate) violations_outside: Vec<String>,
     /// Completed runs per second (seconds since the start).
     pub(crate) runs: Vec<(f64, i64)>,
+    /// Each recovery email sent during smtp-busy: enqueue to the relay's 250, in ms.
+    pub(crate) recovery_latency_ms: Vec<f64>,
 }
 
 /// A health status change seen by the monitor.
@@ -50,6 +52,7 @@ pub(crate) struct Report {
     lost_ids: Vec<uuid::Uuid>,
     unexpected_outcomes: i64,
     overlapping_runs: i64,
+    runs_past_lease: i64,
     duplicate_sends: usize,
     crash_window_sends: usize,
     campaign_recipients: usize,
@@ -58,6 +61,7 @@ pub(crate) struct Report {
     retries: i64,
     rescued: i64,
     interrupted_runs: i64,
+    recovery_latency_ms: Vec<f64>,
     max_oldest_ready_age_s: f64,
     health_transitions: Vec<Transition>,
     public_health_ms: Percentiles,
@@ -114,6 +118,7 @@ impl Report {
             lost_ids: f.lost.clone(),
             unexpected_outcomes: f.unexpected_count,
             overlapping_runs: f.overlapping_count,
+            runs_past_lease: f.runs_past_lease_count,
             duplicate_sends: inputs.duplicate_sends,
             crash_window_sends: inputs.crash_window_sends,
             campaign_recipients: inputs.recipients,
@@ -122,6 +127,7 @@ impl Report {
             retries: f.retries,
             rescued: f.rescued,
             interrupted_runs: f.interrupted_runs,
+            recovery_latency_ms: inputs.recovery_latency_ms,
             max_oldest_ready_age_s: inputs
                 .samples
                 .iter()
@@ -149,12 +155,13 @@ impl Report {
     pub(crate) fn summary(&self) -> String {
         let verdict = if self.passed { "PASSED" } else { "FAILED" };
         let mut text = format!(
-            "drill {verdict}: {} jobs ({} completed, {} dead-lettered as expected or not, {} lost, {} overlapping runs) in {:.0} s, {:.0} jobs/s; {} faults",
+            "drill {verdict}: {} jobs ({} completed, {} dead-lettered as expected or not, {} lost, {} overlapping runs, {} runs past their lease) in {:.0} s, {:.0} jobs/s; {} faults",
             self.jobs,
             self.completed,
             self.dead_letter,
             self.lost,
             self.overlapping_runs,
+            self.runs_past_lease,
             self.duration_s,
             self.throughput_per_s,
             self.faults.len()
@@ -202,6 +209,7 @@ impl Report {
             ),
             ("lost", self.lost.to_string()),
             ("overlapping runs", self.overlapping_runs.to_string()),
+            ("runs past their lease", self.runs_past_lease.to_string()),
             ("campaign recipients", self.campaign_recipients.to_string()),
             (
                 "duplicate sends (of them in the crash window)",
@@ -216,6 +224,18 @@ impl Report {
                 ),
             ),
             ("retries", self.retries.to_string()),
+            (
+                "recovery emails during smtp-busy (enqueue to 250)",
+                if self.recovery_latency_ms.is_empty() {
+                    "none sent".to_owned()
+                } else {
+                    self.recovery_latency_ms
+                        .iter()
+                        .map(|ms| format!("{ms:.0} ms"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            ),
             (
                 "interrupted runs / jobs rescued",
                 format!("{} / {}", self.interrupted_runs, self.rescued),

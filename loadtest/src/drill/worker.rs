@@ -58,10 +58,16 @@ pub(crate) async fn create_ledger(pool: &PgPool) -> sqlx::Result<()> {
             attempt integer not null,
             worker_id uuid not null,
             started_at timestamptz not null default clock_timestamp(),
-            finished_at timestamptz)",
+            finished_at timestamptz,
+            lease_held boolean)",
     )
     .execute(pool)
     .await?;
+    // A ledger made before `lease_held` existed (a drill's database kept for a look, the
+    // crash drill's own) gains it.
+    sqlx::query("alter table drill_ledger add column if not exists lease_held boolean")
+        .execute(pool)
+        .await?;
     Ok(())
 }
 
@@ -86,11 +92,23 @@ async fn record_start(pool: &PgPool, ctx: &JobContext, worker_id: uuid::Uuid) ->
     .await
 }
 
+/// Records the end of a run, and whether the run still held its job then: the job is
+/// `processing` under this worker and this attempt, and the worker's stored lease has not
+/// passed. A run that ends without it went on after its lease lapsed (a stalled worker
+/// that carried on, a prefetched job started after the lease was lost): the checker counts
+/// it as a violation, whether or not another run overlapped it.
 async fn record_end(pool: &PgPool, row: i64) -> sqlx::Result<()> {
-    sqlx::query("update drill_ledger set finished_at = clock_timestamp() where id = $1")
-        .bind(row)
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "update drill_ledger l set finished_at = clock_timestamp(),
+             lease_held = exists (
+                 select 1 from docket.jobs j join docket.workers w on w.id = j.locked_by
+                 where j.id = l.job_id and j.state = 'processing' and j.locked_by = l.worker_id
+                   and j.attempt = l.attempt and w.lease_expires_at > clock_timestamp())
+         where l.id = $1",
+    )
+    .bind(row)
+    .execute(pool)
+    .await?;
     Ok(())
 }
 

@@ -63,11 +63,11 @@ pub(crate) struct ListQuery {
     /// Only jobs in this state: pending, retrying, processing, completed, dead_letter, cancelled.
     #[param(value_type = Option<JobState>)]
     state: Option<String>,
-    /// Only jobs on this queue.
-    #[param(min_length = 1, max_length = 127)]
+    /// Only jobs on this queue (no NUL).
+    #[param(min_length = 1, max_length = 127, pattern = r"^[^\x00]+$")]
     queue: Option<String>,
-    /// Only jobs of this kind.
-    #[param(min_length = 1, max_length = 127)]
+    /// Only jobs of this kind (no NUL).
+    #[param(min_length = 1, max_length = 127, pattern = r"^[^\x00]+$")]
     kind: Option<String>,
     /// Page size, 1 to 1000; default 50.
     #[param(minimum = 1, maximum = 1000)]
@@ -168,7 +168,7 @@ pub(crate) struct EnqueueRequest {
     #[schema(minimum = -32768, maximum = 32767)]
     #[serde(default, deserialize_with = "integral")]
     priority: Option<i16>,
-    /// Not before this time; default now.
+    /// Not before this time; default now. Years 1 to 9999 UTC.
     run_at: Option<DateTime<Utc>>,
     /// Default 25; at least 1.
     #[schema(minimum = 1, maximum = 2147483647)]
@@ -178,7 +178,7 @@ pub(crate) struct EnqueueRequest {
     /// characters, no NUL.
     #[schema(min_length = 1, max_length = 256, pattern = r"^[^\x00]+$")]
     unique_key: Option<String>,
-    /// Dead-lettered as `expired` rather than started after this time.
+    /// Dead-lettered as `expired` rather than started after this time. Years 1 to 9999 UTC.
     expires_at: Option<DateTime<Utc>>,
     /// Its fair-share group in the queue (a tenant, a customer): the queue's slots are
     /// shared between the groups with ready work. 1 to 256 characters, no NUL.
@@ -285,13 +285,15 @@ pub(crate) async fn discard(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReplayRequest {
-    /// Only this queue.
+    /// Only this queue (no NUL).
+    #[schema(pattern = r"^[^\x00]*$")]
     queue: Option<String>,
-    /// Only this kind.
+    /// Only this kind (no NUL).
+    #[schema(pattern = r"^[^\x00]*$")]
     kind: Option<String>,
-    /// Only those dead-lettered at or after this time.
+    /// Only those dead-lettered at or after this time (years 1 to 9999 UTC).
     since: Option<DateTime<Utc>>,
-    /// Only those dead-lettered before this time.
+    /// Only those dead-lettered before this time (years 1 to 9999 UTC).
     until: Option<DateTime<Utc>>,
 }
 

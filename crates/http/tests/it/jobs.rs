@@ -461,4 +461,91 @@ async fn a_batch_whose_job_would_be_deduplicated_into_a_running_job_is_a_conflic
         .await
         .unwrap()
         .is_empty());
+/// Issue #21 case 11: a NUL in a name that reaches SQL as text, and a timestamp outside
+/// PostgreSQL's range, were 500s. Each is a 4xx whose message names the field.
+#[tokio::test]
+async fn nul_names_and_out_of_range_timestamps_are_4xx_naming_the_field() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let far = "-5000-01-01T00:00:00Z";
+    let cases: Vec<(&str, &str, String, &str)> = vec![
+        ("GET", "/api/jobs?queue=a%00b", String::new(), "queue"),
+        ("GET", "/api/jobs?kind=%00", String::new(), "kind"),
+        ("GET", "/api/mail/deliveries?to=a%00b", String::new(), "to"),
+        ("POST", "/api/cron/a%00b/pause", String::new(), "schedule"),
+        ("POST", "/api/cron/a%00b/resume", String::new(), "schedule"),
+        (
+            "POST",
+            "/api/jobs",
+            format!(r#"{{"kind": "k", "run_at": "{far}"}}"#),
+            "run_at",
+        ),
+        (
+            "POST",
+            "/api/jobs",
+            format!(r#"{{"kind": "k", "expires_at": "{far}"}}"#),
+            "expires_at",
+        ),
+        (
+            "POST",
+            "/api/jobs",
+            r#"{"kind": "k", "run_at": "+10000-01-01T00:00:00Z"}"#.to_owned(),
+            "run_at",
+        ),
+        (
+            "POST",
+            "/api/batches",
+            format!(r#"{{"jobs": [{{"kind": "k", "run_at": "{far}"}}]}}"#),
+            "run_at",
+        ),
+        (
+            "POST",
+            "/api/batches",
+            format!(r#"{{"jobs": [{{"kind": "k", "expires_at": "{far}"}}]}}"#),
+            "expires_at",
+        ),
+        (
+            "POST",
+            "/api/jobs/replay-dead-letters",
+            r#"{"queue": "a\u0000b"}"#.to_owned(),
+            "queue",
+        ),
+        (
+            "POST",
+            "/api/jobs/replay-dead-letters",
+            r#"{"kind": "\u0000"}"#.to_owned(),
+            "kind",
+        ),
+        (
+            "POST",
+            "/api/jobs/replay-dead-letters",
+            format!(r#"{{"since": "{far}"}}"#),
+            "since",
+        ),
+        (
+            "POST",
+            "/api/jobs/replay-dead-letters",
+            format!(r#"{{"until": "{far}"}}"#),
+            "until",
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (method, uri, body, field) in cases {
+        let body = (!body.is_empty()).then_some(body.as_str());
+        let (status, answer) = call(&app, authed(method, uri, body)).await;
+        let message = answer["message"].as_str().unwrap_or_default();
+        if !status.is_client_error() || !message.contains(field) {
+            wrong.push(format!("{method} {uri} {body:?}: {status} {answer}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "not a 4xx naming the field:\n{}",
+        wrong.join("\n")
+    );
+    let count: i64 = sqlx::query_scalar("select count(*) from docket.jobs")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
 }

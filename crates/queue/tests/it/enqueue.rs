@@ -433,3 +433,126 @@ async fn a_payload_with_extreme_doubles_reads_back() {
     };
     assert_eq!(numbers(&stored), numbers(&payload));
 }
+
+/// Issue #21 case 11: a time outside PostgreSQL's range reached the database and failed
+/// there ("timestamp out of range"). Docket's range (years 1 to 9999 UTC) holds the same in
+/// Rust, before any SQL, and in SQL, for callers of `docket.enqueue`.
+#[tokio::test]
+async fn times_outside_years_1_to_9999_are_refused_by_rust_and_by_sql_alike() {
+    use chrono::{TimeZone, Utc};
+    let db = TestDb::new().await;
+    let far_past = Utc.with_ymd_and_hms(-5000, 1, 1, 0, 0, 0).unwrap();
+    let before_year_1 = Utc.with_ymd_and_hms(0, 12, 31, 23, 59, 59).unwrap();
+    let after_9999 = Utc.with_ymd_and_hms(10000, 1, 1, 0, 0, 0).unwrap();
+    let first = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap();
+    let last = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+    for at in [far_past, before_year_1, after_9999] {
+        for (field, job) in [
+            ("run_at", NewJob::new("k", json!({})).run_at(at)),
+            ("expires_at", NewJob::new("k", json!({})).expires_at(at)),
+        ] {
+            let err = enqueue(&db.pool, &job).await.unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidJob(m) if m.contains(field)),
+                "{field} {at}: {err:?}"
+            );
+            let err = enqueue_many(&db.pool, &[job]).await.unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidJob(m) if m.contains(field)),
+                "{field} {at}: {err:?}"
+            );
+        }
+        let filter = admin::DeadLetterFilter {
+            finished_after: Some(at),
+            ..Default::default()
+        };
+        let err = admin::replay_dead_letters(&db.pool, &filter)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("since")),
+            "{err:?}"
+        );
+    }
+    // SQL holds the same line for what PostgreSQL itself could store.
+    for at in ["0001-12-31 23:59:59+00 BC", "10000-01-01 00:00:00+00"] {
+        for sql in [
+            "select docket.enqueue('k', '{}', run_at => $1::timestamptz)",
+            "select docket.enqueue('k', '{}', expires_at => $1::timestamptz)",
+        ] {
+            let err = sqlx::query(sql)
+                .bind(at)
+                .execute(&db.pool)
+                .await
+                .unwrap_err();
+            let code = err.as_database_error().and_then(|e| e.code());
+            assert_eq!(code.as_deref(), Some("23514"), "{sql} {at}: {err}");
+        }
+    }
+    assert_eq!(job_count(&db).await, 0);
+    // The first and last instants of the range are jobs, in Rust and in SQL.
+    for at in [first, last] {
+        enqueue(
+            &db.pool,
+            &NewJob::new("k", json!({})).run_at(at).expires_at(at),
+        )
+        .await
+        .unwrap();
+    }
+    sqlx::query("select docket.enqueue('k', '{}', run_at => $1, expires_at => $1)")
+        .bind(last)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(job_count(&db).await, 3);
+}
+
+/// Issue #21 case 11: a NUL in a listing's or a replay's queue or kind reached SQL as text
+/// ("invalid byte sequence"); it is refused first, naming the field.
+#[tokio::test]
+async fn a_nul_in_a_filter_name_is_refused_naming_the_field() {
+    let db = TestDb::new().await;
+    for (field, filter) in [
+        (
+            "queue",
+            admin::ListFilter {
+                queue: Some("a\0b".into()),
+                limit: 10,
+                ..Default::default()
+            },
+        ),
+        (
+            "kind",
+            admin::ListFilter {
+                kind: Some("\0".into()),
+                limit: 10,
+                ..Default::default()
+            },
+        ),
+    ] {
+        let err = admin::list(&db.pool, &filter).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains(field)),
+            "{field}: {err:?}"
+        );
+        let replay = admin::DeadLetterFilter {
+            queue: filter.queue.clone(),
+            kind: filter.kind.clone(),
+            ..Default::default()
+        };
+        let err = admin::replay_dead_letters(&db.pool, &replay)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains(field)),
+            "{field}: {err:?}"
+        );
+    }
+    let err = docket_queue::schedule::set_paused(&db.pool, "a\0b", true)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::InvalidArgument(m) if m.contains("schedule")),
+        "{err:?}"
+    );
+}
