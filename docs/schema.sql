@@ -53,12 +53,14 @@ create table docket.jobs (
 alter table docket.jobs add constraint jobs_attempt_not_negative CHECK ((attempt >= 0));
 alter table docket.jobs add constraint jobs_dead_letter_reason CHECK (((state = 'dead_letter'::docket.job_state) = (dead_letter_reason IS NOT NULL)));
 alter table docket.jobs add constraint jobs_errors_is_array CHECK ((jsonb_typeof(errors) = 'array'::text));
+alter table docket.jobs add constraint jobs_expires_at_in_range CHECK (((expires_at >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (expires_at < '10000-01-01 00:00:00+00'::timestamp with time zone))) NOT VALID;
 alter table docket.jobs add constraint jobs_finished_iff_final CHECK (((state = ANY (ARRAY['completed'::docket.job_state, 'dead_letter'::docket.job_state, 'cancelled'::docket.job_state])) = (finished_at IS NOT NULL)));
 alter table docket.jobs add constraint jobs_group_key_length CHECK (((group_key IS NULL) OR ((length(group_key) >= 1) AND (length(group_key) <= 256))));
 alter table docket.jobs add constraint jobs_kind_length CHECK (((char_length(kind) >= 1) AND (char_length(kind) <= 127)));
 alter table docket.jobs add constraint jobs_locked_iff_processing CHECK (((state = 'processing'::docket.job_state) = (locked_by IS NOT NULL)));
 alter table docket.jobs add constraint jobs_max_attempts_positive CHECK ((max_attempts > 0));
 alter table docket.jobs add constraint jobs_queue_length CHECK (((char_length(queue) >= 1) AND (char_length(queue) <= 127)));
+alter table docket.jobs add constraint jobs_run_at_in_range CHECK (((run_at >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (run_at < '10000-01-01 00:00:00+00'::timestamp with time zone))) NOT VALID;
 alter table docket.jobs add constraint jobs_token_iff_processing CHECK (((state = 'processing'::docket.job_state) = (lease_token IS NOT NULL)));
 alter table docket.jobs add constraint jobs_unique_key_length CHECK ((char_length(unique_key) <= 256)) NOT VALID;
 alter table docket.jobs add constraint jobs_unique_key_not_empty CHECK (((unique_key IS NULL) OR (char_length(unique_key) > 0)));
