@@ -461,6 +461,8 @@ async fn a_batch_whose_job_would_be_deduplicated_into_a_running_job_is_a_conflic
         .await
         .unwrap()
         .is_empty());
+}
+
 /// Issue #21 case 11: a NUL in a name that reaches SQL as text, and a timestamp outside
 /// PostgreSQL's range, were 500s. Each is a 4xx whose message names the field.
 #[tokio::test]
