@@ -9,7 +9,6 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
 use docket_queue::batch::{Callback, NewBatch};
 use docket_queue::{JobId, NewJob};
 use serde::{Deserialize, Serialize};
@@ -21,6 +20,8 @@ use crate::db;
 use crate::error::{MailError, Result};
 use crate::jobs::{CampaignBatch, CampaignFinished, MAIL_QUEUE};
 
+pub use crate::model::CampaignStatus;
+
 /// Attempts a campaign batch job has: far more than any recipient's ladder needs, since a
 /// recipient's own attempts (not the job's) decide when it is given up; a job's attempts
 /// are spent only by retries and rescues.
@@ -28,40 +29,6 @@ const CAMPAIGN_JOB_ATTEMPTS: i32 = 1000;
 
 /// The most recipients one campaign takes.
 pub const RECIPIENTS_LIMIT: usize = 1_000_000;
-
-/// A campaign and its progress.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CampaignStatus {
-    /// Its id.
-    pub id: Uuid,
-    /// Its name.
-    pub name: String,
-    /// Its template.
-    pub template: String,
-    /// `sending`, `paused`, `cancelled` or `finished`.
-    pub state: String,
-    /// Its recipients.
-    pub total: i32,
-    /// Accepted by the relay.
-    pub sent: i32,
-    /// Skipped: on the suppression list, or stub mode.
-    pub suppressed: i32,
-    /// Refused permanently.
-    pub failed: i32,
-    /// Given up after the retry ladder, or the template failed.
-    pub dead_letter: i32,
-    /// Not sent in time.
-    pub expired: i32,
-    /// Cut off mid-exchange with no outcome recorded: may have been sent.
-    pub unknown: i32,
-    /// Not final yet.
-    pub pending: i32,
-    /// The batch of its jobs.
-    pub batch_id: Option<Uuid>,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-}
 
 /// One recipient.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

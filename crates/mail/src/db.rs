@@ -5,8 +5,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::campaign::CampaignStatus;
-use crate::delivery::{Delivery, DeliveryFilter, Status, Suppression};
+use crate::model::{CampaignStatus, Delivery, DeliveryFilter, Status, Suppression, Tally};
 
 /// A campaign's row with its counts by delivery status. `state` is derived: `cancelled`,
 /// else `finished` once nothing is pending, else `paused` or `sending`. A macro, so that
@@ -269,9 +268,7 @@ pub(crate) async fn delivery_list(
 }
 
 /// Deliveries by source and status, with how many of them took more than one attempt.
-pub(crate) async fn delivery_summarise(
-    exec: impl PgExecutor<'_>,
-) -> sqlx::Result<Vec<crate::delivery::Tally>> {
+pub(crate) async fn delivery_summarise(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<Tally>> {
     sqlx::query_as(
         r#"
         select source, status, count(*) as count, count(*) filter (where attempts > 1) as retried

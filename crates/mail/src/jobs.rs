@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::db;
-use crate::delivery::{Source, Status};
 use crate::error::MailError;
+use crate::model::{Source, Status};
 use crate::sender::{Mailer, Step};
 
 /// The queue of campaign batches and admin emails.

@@ -9,6 +9,8 @@
 //!
 //! # Layout
 //!
+//! - [`model`]: the domain types (`Delivery`, `Status`, `Source`, `CampaignStatus`, …),
+//!   at the bottom: they import nothing of the crate but the error.
 //! - [`config`]: `MailConfig` (`DOCKET_SMTP_*`, `DOCKET_MAIL_*`) with named defaults.
 //! - [`template`]: the catalog (minijinja), parsed whole at start-up; locale fallback.
 //! - [`message`]: addresses, the message itself (RFC 2047 headers, multipart/alternative).
@@ -19,7 +21,7 @@
 //! - [`jobs`]: the kinds `mail.recovery`, `mail.admin`, `mail.campaign_batch`,
 //!   `mail.campaign_finished`, and `register`.
 //! - [`campaign`]: recipient files, create, show, list, pause, resume, cancel.
-//! - [`delivery`]: the delivery model, listing, the suppression list.
+//! - [`delivery`]: listing deliveries, the suppression list.
 //! - `db`: every SQL statement (private).
 //! - [`error`]: the error type, `MailError`.
 //!
@@ -34,6 +36,7 @@ pub mod delivery;
 pub mod error;
 pub mod jobs;
 pub mod message;
+pub mod model;
 pub mod outcome;
 pub mod sender;
 pub mod template;

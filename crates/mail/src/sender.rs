@@ -31,8 +31,8 @@ use sqlx::PgPool;
 
 use crate::config::MailConfig;
 use crate::db::{self, Record};
-use crate::delivery::{Delivery, Source, Status};
 use crate::error::{MailError, Result};
+use crate::model::{Delivery, Source, Status};
 use crate::outcome::{classify, Class, Failure};
 use crate::template::Catalog;
 use crate::transport::Transport;
