@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::config::CAMPAIGN_BATCH_SIZE_DEFAULT;
 use crate::db;
 use crate::error::{MailError, Result};
-use crate::jobs::{CampaignBatch, CampaignFinished, MAIL_QUEUE};
+use crate::kinds::{CampaignBatch, CampaignFinished, MAIL_QUEUE};
 
 pub use crate::model::CampaignStatus;
 

@@ -1,12 +1,13 @@
-//! The mail job kinds and their handlers: `mail.recovery`, `mail.admin`,
-//! `mail.campaign_batch`, and the campaign's callback `mail.campaign_finished`.
+//! The mail job handlers: `mail.recovery`, `mail.admin`, `mail.campaign_batch`, the
+//! campaign's callback `mail.campaign_finished` and `mail.dead_letter_digest`, and
+//! [`register`]. The kinds themselves (payloads, queues) are in [`kinds`](crate::kinds),
+//! re-exported here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use docket_queue::{JobArgs, NewJob};
+use docket_queue::NewJob;
 use docket_worker::{JobContext, JobError, Registry};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::db;
@@ -14,14 +15,10 @@ use crate::error::MailError;
 use crate::model::{Source, Status};
 use crate::sender::{Mailer, Step};
 
-/// The queue of campaign batches and admin emails.
-pub const MAIL_QUEUE: &str = "mail";
-
-/// The queue of recovery emails: their own, so a campaign never stands in their way.
-pub const RECOVERY_QUEUE: &str = "recovery";
-
-/// The priority recovery emails are enqueued with.
-pub const RECOVERY_PRIORITY: i16 = -10;
+pub use crate::kinds::{
+    dead_letter_schedule, Admin, CampaignBatch, CampaignFinished, DeadLetterDigest, Recovery,
+    DEAD_LETTER_SCHEDULE, MAIL_QUEUE, RECOVERY_PRIORITY, RECOVERY_QUEUE,
+};
 
 /// How far below empty a recovery email may drive the relay-wide bucket: it goes first,
 /// and the campaign waits the debt off.
@@ -32,118 +29,8 @@ const RECOVERY_BORROW: f64 = 10.0;
 /// it back); if it was resumed meanwhile, the job is due again at once.
 const PAUSED_SNOOZE: Duration = Duration::ZERO;
 
-/// `mail.recovery`: one time-critical email (a password reset, a sign-in link). Enqueue
-/// it on [`RECOVERY_QUEUE`] with priority [`RECOVERY_PRIORITY`] and an `expires_at`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Recovery {
-    /// An address or `Name <address>`.
-    pub to: String,
-    /// The template.
-    pub template: String,
-    /// The template's variables.
-    #[serde(default = "empty_object")]
-    pub vars: serde_json::Value,
-    /// The recipient's locale.
-    #[serde(default)]
-    pub locale: Option<String>,
-    /// At most one delivery per key: a second job with the same key sends nothing.
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
-impl JobArgs for Recovery {
-    const KIND: &'static str = "mail.recovery";
-}
-
-/// `mail.admin`: an operator notification.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Admin {
-    /// Default `DOCKET_ADMIN_EMAIL`.
-    #[serde(default)]
-    pub to: Option<String>,
-    /// The template.
-    pub template: String,
-    /// The template's variables.
-    #[serde(default = "empty_object")]
-    pub vars: serde_json::Value,
-}
-
-impl JobArgs for Admin {
-    const KIND: &'static str = "mail.admin";
-}
-
-/// `mail.campaign_batch`: some of a campaign's recipients (made by a campaign).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CampaignBatch {
-    /// The campaign.
-    pub campaign_id: Uuid,
-    /// Its deliveries this job sends.
-    pub deliveries: Vec<Uuid>,
-}
-
-impl JobArgs for CampaignBatch {
-    const KIND: &'static str = "mail.campaign_batch";
-}
-
-/// `mail.campaign_finished`: a campaign's batch callback, once every batch job is final.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CampaignFinished {
-    /// The campaign.
-    pub campaign_id: Uuid,
-    /// The batch (added by the batch tracker).
-    #[serde(default)]
-    pub batch_id: Option<Uuid>,
-}
-
-impl JobArgs for CampaignFinished {
-    const KIND: &'static str = "mail.campaign_finished";
-}
-
-/// `mail.dead_letter_digest`: tells the admin address about jobs dead-lettered in the minute
-/// before its tick (nothing when there were none). Enqueued by the built-in schedule
-/// [`DEAD_LETTER_SCHEDULE`] when `DOCKET_MAIL_NOTIFY` has `dead_letters`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeadLetterDigest {
-    /// The window before the tick, in seconds. Default 60.
-    #[serde(default = "minute")]
-    pub window_seconds: u32,
-}
-
-impl JobArgs for DeadLetterDigest {
-    const KIND: &'static str = "mail.dead_letter_digest";
-}
-
-fn minute() -> u32 {
-    60
-}
-
-/// The built-in schedule's name.
-pub const DEAD_LETTER_SCHEDULE: &str = "docket.dead_letter_digest";
-
 /// The most dead letters one notification lists (it counts them all).
 const DIGEST_LIST_LIMIT: u32 = 20;
-
-/// The built-in schedule of [`DeadLetterDigest`]: every minute, on the minute; missed
-/// ticks are skipped (a digest after downtime would only repeat the current state).
-pub fn dead_letter_schedule() -> docket_worker::schedule::ScheduleConfig {
-    docket_worker::schedule::ScheduleConfig {
-        queue: MAIL_QUEUE.to_owned(),
-        catch_up: docket_worker::schedule::CatchUp::Skip,
-        ..docket_worker::schedule::ScheduleConfig::new(
-            DEAD_LETTER_SCHEDULE,
-            "0 * * * * *",
-            <DeadLetterDigest as JobArgs>::KIND,
-        )
-    }
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::json!({})
-}
 
 /// Registers the mail kinds on `registry`, all sending through `mailer`.
 pub fn register(registry: &mut Registry, mailer: Arc<Mailer>) {

@@ -18,8 +18,10 @@
 //! - [`outcome`]: the one classifier of SMTP replies and failures. Pure.
 //! - [`sender`]: `Mailer`, the one path every email takes (suppression, render, rate
 //!   limit, reserve, send, record).
-//! - [`jobs`]: the kinds `mail.recovery`, `mail.admin`, `mail.campaign_batch`,
-//!   `mail.campaign_finished`, and `register`.
+//! - [`kinds`]: the job kinds and their payloads (`mail.recovery`, `mail.admin`,
+//!   `mail.campaign_batch`, `mail.campaign_finished`, `mail.dead_letter_digest`), their
+//!   queues, the dead-letter schedule. Data only.
+//! - [`jobs`]: their handlers and `register`; re-exports [`kinds`].
 //! - [`campaign`]: recipient files, create, show, list, pause, resume, cancel.
 //! - [`delivery`]: listing deliveries, the suppression list.
 //! - `db`: every SQL statement (private).
@@ -35,6 +37,7 @@ mod db;
 pub mod delivery;
 pub mod error;
 pub mod jobs;
+pub mod kinds;
 pub mod message;
 pub mod model;
 pub mod outcome;
