@@ -453,6 +453,19 @@ pub async fn cancel(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
     set_controls(exec, id, None, Some(true)).await
 }
 
+/// The operator's controls, as a running batch job reads them before each recipient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Controls {
+    pub(crate) paused: bool,
+    pub(crate) cancelled: bool,
+}
+
+/// A campaign's controls; `None` when it does not exist.
+pub(crate) async fn controls(exec: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Controls>> {
+    let row = db::campaign_get_controls(exec, id).await?;
+    Ok(row.map(|(paused, cancelled)| Controls { paused, cancelled }))
+}
+
 async fn set_controls(
     exec: impl PgExecutor<'_>,
     id: Uuid,

@@ -1,6 +1,8 @@
 //! Deliveries (one email to one recipient, as recorded) and the suppression list.
 
+use lettre::message::Mailbox;
 use sqlx::PgExecutor;
+use uuid::Uuid;
 
 use crate::db;
 use crate::error::{MailError, Result};
@@ -61,4 +63,54 @@ pub async fn suppressions(
     limit: Option<u32>,
 ) -> Result<Vec<Suppression>> {
     Ok(db::suppression_list(exec, limit).await?)
+}
+
+/// One email of a recovery or admin job, to record.
+pub(crate) struct NewDelivery<'a> {
+    /// Its id, made by the caller: a delivery returned with another id was there before.
+    pub(crate) id: Uuid,
+    pub(crate) source: Source,
+    /// At most one delivery per key.
+    pub(crate) key: &'a str,
+    pub(crate) to: &'a Mailbox,
+    pub(crate) template: &'a str,
+    pub(crate) locale: Option<&'a str>,
+    pub(crate) vars: &'a serde_json::Value,
+    pub(crate) message_id: &'a str,
+    /// The job that sends it.
+    pub(crate) job_id: Uuid,
+}
+
+/// Records the delivery, or returns the one that already holds its key.
+pub(crate) async fn insert_or_get(
+    exec: impl PgExecutor<'_>,
+    new: &NewDelivery<'_>,
+) -> Result<Delivery> {
+    let params = db::DeliveryParams {
+        id: new.id,
+        source: new.source.as_str(),
+        key: new.key,
+        recipient: new.to.email.as_ref(),
+        recipient_name: new.to.name.as_deref(),
+        template: new.template,
+        locale: new.locale,
+        vars: new.vars,
+        message_id: new.message_id,
+        job_id: Some(new.job_id),
+    };
+    Ok(db::delivery_insert_or_get(exec, &params).await?)
+}
+
+/// Deliveries by id, each with its template variables, in id order.
+pub(crate) async fn get_many(
+    exec: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<(Delivery, serde_json::Value)>> {
+    Ok(db::delivery_get_many(exec, ids).await?)
+}
+
+/// A dead-lettered or `unknown` delivery whose job an operator replayed gets a fresh
+/// ladder (the replay is the operator's word to send it again).
+pub(crate) async fn requeue(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
+    Ok(db::delivery_requeue(exec, id).await?)
 }

@@ -10,7 +10,8 @@ use docket_queue::NewJob;
 use docket_worker::{JobContext, JobError, Registry};
 use uuid::Uuid;
 
-use crate::db;
+use crate::campaign::{self, Controls};
+use crate::delivery::{self, NewDelivery};
 use crate::error::MailError;
 use crate::model::{Source, Status};
 use crate::sender::{Mailer, Step};
@@ -117,23 +118,21 @@ async fn send_single(
     }
     let id = Uuid::now_v7();
     let key = single.key.unwrap_or_else(|| format!("job:{}", ctx.id()));
-    let delivery = db::delivery_insert_or_get(
+    let delivery = delivery::insert_or_get(
         &mailer.pool,
-        &db::DeliveryParams {
+        &NewDelivery {
             id,
-            source: source.as_str(),
+            source,
             key: &key,
-            recipient: mailbox.email.as_ref(),
-            recipient_name: mailbox.name.as_deref(),
+            to: &mailbox,
             template: single.template,
             locale: single.locale,
             vars: single.vars,
             message_id: &crate::message::message_id(id, mailer.from()),
-            job_id: Some(ctx.id().0),
+            job_id: ctx.id().0,
         },
     )
     .await
-    .map_err(MailError::from)
     .map_err(retry)?;
     let own = delivery.job_id == Some(ctx.id().0);
     if !own && delivery.id != id {
@@ -147,9 +146,8 @@ async fn send_single(
     if own && matches!(delivery.status, Status::DeadLetter | Status::Unknown) {
         // An operator replayed the job: the delivery gets a fresh ladder (for an
         // `unknown` one, the replay is the operator's word to send it again).
-        db::delivery_requeue(&mailer.pool, delivery.id)
+        delivery::requeue(&mailer.pool, delivery.id)
             .await
-            .map_err(MailError::from)
             .map_err(retry)?;
     } else if delivery.status.is_final() {
         return Ok(());
@@ -184,7 +182,7 @@ async fn send_single(
 
 /// `template` when the template failed, else `smtp_temporary` (the ladder ran out).
 async fn dead_letter_reason(mailer: &Mailer, delivery: Uuid) -> String {
-    let failed = db::delivery_get_many(&mailer.pool, &[delivery]).await;
+    let failed = delivery::get_many(&mailer.pool, &[delivery]).await;
     let template = failed
         .ok()
         .and_then(|mut rows| rows.pop())
@@ -204,9 +202,8 @@ async fn send_campaign_batch(
     ctx: &JobContext,
 ) -> Result<(), JobError> {
     let mut retry_in: Option<Duration> = None;
-    let deliveries = db::delivery_get_many(&mailer.pool, &job.deliveries)
+    let deliveries = delivery::get_many(&mailer.pool, &job.deliveries)
         .await
-        .map_err(MailError::from)
         .map_err(retry)?;
     for (delivery, vars) in deliveries {
         if delivery.status.is_final() {
@@ -214,20 +211,28 @@ async fn send_campaign_batch(
         }
         // The operator's controls, read before each recipient: a pause or cancel takes
         // effect within one message.
-        match db::campaign_get_controls(&mailer.pool, job.campaign_id)
+        match campaign::controls(&mailer.pool, job.campaign_id)
             .await
-            .map_err(MailError::from)
             .map_err(retry)?
         {
-            None | Some((_, true)) => {
+            None
+            | Some(Controls {
+                cancelled: true, ..
+            }) => {
                 tracing::info!(event = docket_queue::telemetry::event::CAMPAIGN_PAUSED, campaign.id = %job.campaign_id, "campaign cancelled; its batch stops");
                 return Ok(());
             }
-            Some((true, false)) => {
+            Some(Controls {
+                paused: true,
+                cancelled: false,
+            }) => {
                 tracing::info!(event = docket_queue::telemetry::event::CAMPAIGN_PAUSED, campaign.id = %job.campaign_id, "campaign paused; its batch waits");
                 return Err(JobError::Snooze(PAUSED_SNOOZE));
             }
-            Some((false, false)) => {}
+            Some(Controls {
+                paused: false,
+                cancelled: false,
+            }) => {}
         }
         if let (Status::Queued, Some(at)) = (delivery.status, delivery.retry_at) {
             if let Ok(wait) = (at - chrono::Utc::now()).to_std() {
@@ -260,7 +265,7 @@ async fn send_campaign_batch(
 }
 
 async fn campaign_finished(mailer: &Mailer, job: &CampaignFinished) -> Result<(), JobError> {
-    let campaign = crate::campaign::show(&mailer.pool, job.campaign_id)
+    let campaign = campaign::show(&mailer.pool, job.campaign_id)
         .await
         .map_err(retry)?;
     tracing::info!(
