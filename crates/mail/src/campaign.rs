@@ -256,6 +256,41 @@ impl NewCampaign {
             batch_size: CAMPAIGN_BATCH_SIZE_DEFAULT,
         }
     }
+
+    /// Checks the campaign before anything is written: recipients (at least one, each
+    /// fitting its columns), a batch size of 1 to 10000, a name of 1 to 200 characters
+    /// without NUL, and a template the catalog has. [`create`] calls it first.
+    ///
+    /// # Errors
+    ///
+    /// [`MailError::Invalid`], naming the first rule broken.
+    pub fn validate(&self, catalog: &crate::template::Catalog) -> Result<()> {
+        if self.recipients.is_empty() {
+            return Err(MailError::Invalid("a campaign needs recipients".to_owned()));
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(MailError::Invalid(format!(
+                "batch size must be between 1 and 10000, not {}",
+                self.batch_size
+            )));
+        }
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
+            return Err(MailError::Invalid(
+                "a campaign's name is 1 to 200 characters, without NUL".to_owned(),
+            ));
+        }
+        if !catalog.contains(&self.template) {
+            return Err(MailError::Invalid(format!(
+                "no template named {:?} in the catalog (docket mail templates lists them)",
+                self.template
+            )));
+        }
+        for recipient in &self.recipients {
+            check_recipient(recipient)?;
+        }
+        Ok(())
+    }
 }
 
 /// Creates a campaign and starts sending: its deliveries, its batch of jobs, in one
@@ -271,30 +306,8 @@ pub async fn create(
     from: &lettre::message::Mailbox,
     campaign: &NewCampaign,
 ) -> Result<Uuid> {
-    if campaign.recipients.is_empty() {
-        return Err(MailError::Invalid("a campaign needs recipients".to_owned()));
-    }
-    if !(1..=10_000).contains(&campaign.batch_size) {
-        return Err(MailError::Invalid(format!(
-            "batch size must be between 1 and 10000, not {}",
-            campaign.batch_size
-        )));
-    }
+    campaign.validate(catalog)?;
     let name = campaign.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
-        return Err(MailError::Invalid(
-            "a campaign's name is 1 to 200 characters, without NUL".to_owned(),
-        ));
-    }
-    if !catalog.contains(&campaign.template) {
-        return Err(MailError::Invalid(format!(
-            "no template named {:?} in the catalog (docket mail templates lists them)",
-            campaign.template
-        )));
-    }
-    for recipient in &campaign.recipients {
-        check_recipient(recipient)?;
-    }
     let id = Uuid::now_v7();
     // The batch jobs' ids are made here, so each delivery records the job that sends it.
     let job_ids: Vec<JobId> = (0..campaign.recipients.len().div_ceil(campaign.batch_size))
@@ -508,6 +521,40 @@ mod tests {
         assert_eq!(parsed.rows[0].name.as_deref(), Some("Анна"));
         assert_eq!(parsed.bad.len(), 1);
         assert_eq!(parsed.bad[0].line, 2);
+    }
+
+    #[test]
+    fn validate_names_the_first_rule_a_campaign_breaks() {
+        let catalog = crate::template::Catalog::built_in();
+        let ann = || Recipient {
+            to: "ann@example.com".to_owned(),
+            name: None,
+            locale: None,
+            vars: serde_json::json!({}),
+        };
+        let good = NewCampaign::new("launch", "docket/campaign_finished", vec![ann()]);
+        assert!(good.validate(&catalog).is_ok());
+        let refused = |campaign: NewCampaign| campaign.validate(&catalog).unwrap_err().to_string();
+        let none = NewCampaign::new("launch", "docket/campaign_finished", vec![]);
+        assert!(refused(none).contains("needs recipients"));
+        let batch = NewCampaign {
+            batch_size: 0,
+            ..good.clone()
+        };
+        assert!(refused(batch).contains("batch size"));
+        let name = NewCampaign::new("  ", "docket/campaign_finished", vec![ann()]);
+        assert!(refused(name).contains("name"));
+        let template = NewCampaign::new("launch", "nope", vec![ann()]);
+        assert!(refused(template).contains("no template named"));
+        let locale = NewCampaign::new(
+            "launch",
+            "docket/campaign_finished",
+            vec![Recipient {
+                locale: Some("pt BR".to_owned()),
+                ..ann()
+            }],
+        );
+        assert!(refused(locale).contains("language tag"));
     }
 
     #[test]

@@ -22,7 +22,8 @@
 //!   `mail.campaign_batch`, `mail.campaign_finished`, `mail.dead_letter_digest`), their
 //!   queues, the dead-letter schedule. Data only.
 //! - [`jobs`]: their handlers and `register`; re-exports [`kinds`].
-//! - [`campaign`]: recipient files, create, show, list, pause, resume, cancel.
+//! - [`campaign`]: recipient files, `NewCampaign::validate`, create, show, list, pause,
+//!   resume, cancel.
 //! - [`delivery`]: listing deliveries, the suppression list.
 //! - `db`: every SQL statement (private).
 //! - [`error`]: the error type, `MailError`.
