@@ -1,6 +1,7 @@
 //! The mail job kinds: each payload with its `KIND`, the queues and priority they are
-//! enqueued with, and the built-in dead-letter schedule. Data only: the handlers are in
-//! [`jobs`](crate::jobs), which also re-exports everything here under its old paths
+//! enqueued with, and the built-in dead-letter schedule. Data only, and it imports nothing
+//! of the crate: the handlers (`jobs.rs`) and `campaign.rs` both build on it. `jobs`
+//! re-exports everything here under the paths other crates use
 //! (`docket_mail::jobs::Recovery`).
 
 use docket_queue::JobArgs;
