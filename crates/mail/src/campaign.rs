@@ -9,7 +9,6 @@
 
 use std::collections::HashSet;
 
-use chrono::{DateTime, Utc};
 use docket_queue::batch::{Callback, NewBatch};
 use docket_queue::{JobId, NewJob};
 use serde::{Deserialize, Serialize};
@@ -19,7 +18,9 @@ use uuid::Uuid;
 use crate::config::CAMPAIGN_BATCH_SIZE_DEFAULT;
 use crate::db;
 use crate::error::{MailError, Result};
-use crate::jobs::{CampaignBatch, CampaignFinished, MAIL_QUEUE};
+use crate::kinds::{CampaignBatch, CampaignFinished, MAIL_QUEUE};
+
+pub use crate::model::CampaignStatus;
 
 /// Attempts a campaign batch job has: far more than any recipient's ladder needs, since a
 /// recipient's own attempts (not the job's) decide when it is given up; a job's attempts
@@ -28,40 +29,6 @@ const CAMPAIGN_JOB_ATTEMPTS: i32 = 1000;
 
 /// The most recipients one campaign takes.
 pub const RECIPIENTS_LIMIT: usize = 1_000_000;
-
-/// A campaign and its progress.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CampaignStatus {
-    /// Its id.
-    pub id: Uuid,
-    /// Its name.
-    pub name: String,
-    /// Its template.
-    pub template: String,
-    /// `sending`, `paused`, `cancelled` or `finished`.
-    pub state: String,
-    /// Its recipients.
-    pub total: i32,
-    /// Accepted by the relay.
-    pub sent: i32,
-    /// Skipped: on the suppression list, or stub mode.
-    pub suppressed: i32,
-    /// Refused permanently.
-    pub failed: i32,
-    /// Given up after the retry ladder, or the template failed.
-    pub dead_letter: i32,
-    /// Not sent in time.
-    pub expired: i32,
-    /// Cut off mid-exchange with no outcome recorded: may have been sent.
-    pub unknown: i32,
-    /// Not final yet.
-    pub pending: i32,
-    /// The batch of its jobs.
-    pub batch_id: Option<Uuid>,
-    /// When it was created.
-    pub created_at: DateTime<Utc>,
-}
 
 /// One recipient.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -289,6 +256,41 @@ impl NewCampaign {
             batch_size: CAMPAIGN_BATCH_SIZE_DEFAULT,
         }
     }
+
+    /// Checks the campaign before anything is written: recipients (at least one, each
+    /// fitting its columns), a batch size of 1 to 10000, a name of 1 to 200 characters
+    /// without NUL, and a template the catalog has. [`create`] calls it first.
+    ///
+    /// # Errors
+    ///
+    /// [`MailError::Invalid`], naming the first rule broken.
+    pub fn validate(&self, catalog: &crate::template::Catalog) -> Result<()> {
+        if self.recipients.is_empty() {
+            return Err(MailError::Invalid("a campaign needs recipients".to_owned()));
+        }
+        if !(1..=10_000).contains(&self.batch_size) {
+            return Err(MailError::Invalid(format!(
+                "batch size must be between 1 and 10000, not {}",
+                self.batch_size
+            )));
+        }
+        let name = self.name.trim();
+        if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
+            return Err(MailError::Invalid(
+                "a campaign's name is 1 to 200 characters, without NUL".to_owned(),
+            ));
+        }
+        if !catalog.contains(&self.template) {
+            return Err(MailError::Invalid(format!(
+                "no template named {:?} in the catalog (docket mail templates lists them)",
+                self.template
+            )));
+        }
+        for recipient in &self.recipients {
+            check_recipient(recipient)?;
+        }
+        Ok(())
+    }
 }
 
 /// Creates a campaign and starts sending: its deliveries, its batch of jobs, in one
@@ -304,30 +306,8 @@ pub async fn create(
     from: &lettre::message::Mailbox,
     campaign: &NewCampaign,
 ) -> Result<Uuid> {
-    if campaign.recipients.is_empty() {
-        return Err(MailError::Invalid("a campaign needs recipients".to_owned()));
-    }
-    if !(1..=10_000).contains(&campaign.batch_size) {
-        return Err(MailError::Invalid(format!(
-            "batch size must be between 1 and 10000, not {}",
-            campaign.batch_size
-        )));
-    }
+    campaign.validate(catalog)?;
     let name = campaign.name.trim();
-    if name.is_empty() || name.chars().count() > 200 || name.contains('\0') {
-        return Err(MailError::Invalid(
-            "a campaign's name is 1 to 200 characters, without NUL".to_owned(),
-        ));
-    }
-    if !catalog.contains(&campaign.template) {
-        return Err(MailError::Invalid(format!(
-            "no template named {:?} in the catalog (docket mail templates lists them)",
-            campaign.template
-        )));
-    }
-    for recipient in &campaign.recipients {
-        check_recipient(recipient)?;
-    }
     let id = Uuid::now_v7();
     // The batch jobs' ids are made here, so each delivery records the job that sends it.
     let job_ids: Vec<JobId> = (0..campaign.recipients.len().div_ceil(campaign.batch_size))
@@ -486,6 +466,19 @@ pub async fn cancel(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
     set_controls(exec, id, None, Some(true)).await
 }
 
+/// The operator's controls, as a running batch job reads them before each recipient.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Controls {
+    pub(crate) paused: bool,
+    pub(crate) cancelled: bool,
+}
+
+/// A campaign's controls; `None` when it does not exist.
+pub(crate) async fn controls(exec: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Controls>> {
+    let row = db::campaign_get_controls(exec, id).await?;
+    Ok(row.map(|(paused, cancelled)| Controls { paused, cancelled }))
+}
+
 async fn set_controls(
     exec: impl PgExecutor<'_>,
     id: Uuid,
@@ -528,6 +521,40 @@ mod tests {
         assert_eq!(parsed.rows[0].name.as_deref(), Some("Анна"));
         assert_eq!(parsed.bad.len(), 1);
         assert_eq!(parsed.bad[0].line, 2);
+    }
+
+    #[test]
+    fn validate_names_the_first_rule_a_campaign_breaks() {
+        let catalog = crate::template::Catalog::built_in();
+        let ann = || Recipient {
+            to: "ann@example.com".to_owned(),
+            name: None,
+            locale: None,
+            vars: serde_json::json!({}),
+        };
+        let good = NewCampaign::new("launch", "docket/campaign_finished", vec![ann()]);
+        assert!(good.validate(&catalog).is_ok());
+        let refused = |campaign: NewCampaign| campaign.validate(&catalog).unwrap_err().to_string();
+        let none = NewCampaign::new("launch", "docket/campaign_finished", vec![]);
+        assert!(refused(none).contains("needs recipients"));
+        let batch = NewCampaign {
+            batch_size: 0,
+            ..good.clone()
+        };
+        assert!(refused(batch).contains("batch size"));
+        let name = NewCampaign::new("  ", "docket/campaign_finished", vec![ann()]);
+        assert!(refused(name).contains("name"));
+        let template = NewCampaign::new("launch", "nope", vec![ann()]);
+        assert!(refused(template).contains("no template named"));
+        let locale = NewCampaign::new(
+            "launch",
+            "docket/campaign_finished",
+            vec![Recipient {
+                locale: Some("pt BR".to_owned()),
+                ..ann()
+            }],
+        );
+        assert!(refused(locale).contains("language tag"));
     }
 
     #[test]

@@ -1,166 +1,13 @@
 //! Deliveries (one email to one recipient, as recorded) and the suppression list.
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use lettre::message::Mailbox;
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
 use crate::db;
 use crate::error::{MailError, Result};
 
-/// Where a delivery came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Source {
-    /// `mail.recovery`: a password reset, a sign-in link.
-    Recovery,
-    /// `mail.admin`: an operator notification.
-    Admin,
-    /// A campaign's recipient.
-    Campaign,
-}
-
-impl Source {
-    /// As stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Recovery => "recovery",
-            Source::Admin => "admin",
-            Source::Campaign => "campaign",
-        }
-    }
-}
-
-/// Where a delivery is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
-#[serde(rename_all = "snake_case")]
-#[sqlx(type_name = "text", rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DeliveryStatus))]
-pub enum Status {
-    /// Waiting for its (next) attempt.
-    Queued,
-    /// Reserved: an SMTP exchange is under way (until its `retry_at` at the latest).
-    Sending,
-    /// The relay accepted it.
-    Sent,
-    /// Not sent on purpose: on the suppression list, or stub mode.
-    Suppressed,
-    /// Refused permanently (5xx).
-    Failed,
-    /// Temporary failures used up the retry ladder, or the template failed.
-    DeadLetter,
-    /// Its job's `expires_at` passed before it could be sent.
-    Expired,
-    /// Its SMTP exchange was cut off with no outcome recorded (a crash after the
-    /// reservation): the relay may have taken it. Never sent again unless an operator asks.
-    Unknown,
-}
-
-impl Status {
-    /// Every status, in life order.
-    pub const ALL: [Status; 8] = [
-        Status::Queued,
-        Status::Sending,
-        Status::Sent,
-        Status::Suppressed,
-        Status::Failed,
-        Status::DeadLetter,
-        Status::Expired,
-        Status::Unknown,
-    ];
-
-    /// As stored.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Queued => "queued",
-            Status::Sending => "sending",
-            Status::Sent => "sent",
-            Status::Suppressed => "suppressed",
-            Status::Failed => "failed",
-            Status::DeadLetter => "dead_letter",
-            Status::Expired => "expired",
-            Status::Unknown => "unknown",
-        }
-    }
-
-    /// Whether nothing more will happen to it.
-    pub fn is_final(self) -> bool {
-        !matches!(self, Status::Queued | Status::Sending)
-    }
-}
-
-impl std::str::FromStr for Status {
-    type Err = MailError;
-
-    fn from_str(text: &str) -> Result<Status> {
-        Status::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| {
-                MailError::Invalid(format!(
-                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired, unknown)"
-                ))
-            })
-    }
-}
-
-/// One recorded email.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Delivery {
-    /// Its id (UUID v7).
-    pub id: Uuid,
-    /// `recovery`, `admin` or `campaign`.
-    pub source: String,
-    /// The campaign, for a campaign's recipient.
-    pub campaign_id: Option<Uuid>,
-    /// The key that makes it unique.
-    pub idempotency_key: String,
-    /// The address.
-    pub recipient: String,
-    /// The display name, if any.
-    pub recipient_name: Option<String>,
-    /// The template.
-    pub template: String,
-    /// The locale asked for.
-    pub locale: Option<String>,
-    /// Where it is.
-    pub status: Status,
-    /// For `suppressed`: `list` or `stub`.
-    pub suppressed_reason: Option<String>,
-    /// The relay's last reply code.
-    pub smtp_code: Option<i32>,
-    /// The relay's last reply text.
-    pub smtp_reply: Option<String>,
-    /// Its Message-ID, the same on every attempt.
-    pub message_id: String,
-    /// SMTP exchanges started.
-    pub attempts: i32,
-    /// After a temporary failure, not before this; while `sending`, when the exchange is
-    /// over at the latest.
-    pub retry_at: Option<DateTime<Utc>>,
-    /// The job that sends (or sent) it.
-    pub job_id: Option<Uuid>,
-    /// The last failure.
-    pub last_error: Option<String>,
-    /// When it was recorded.
-    pub created_at: DateTime<Utc>,
-    /// When the relay accepted it.
-    pub sent_at: Option<DateTime<Utc>>,
-}
-
-/// Which deliveries to list.
-#[derive(Clone, Debug, Default)]
-pub struct DeliveryFilter {
-    /// Only this status.
-    pub status: Option<Status>,
-    /// Only this campaign's.
-    pub campaign_id: Option<Uuid>,
-    /// Only to this address (any case).
-    pub to: Option<String>,
-    /// At most this many (1 to 1000), newest first.
-    pub limit: u32,
-}
+pub use crate::model::{Delivery, DeliveryFilter, Source, Status, Suppression, Tally};
 
 /// Deliveries, newest first.
 ///
@@ -177,19 +24,6 @@ pub async fn list(exec: impl PgExecutor<'_>, filter: &DeliveryFilter) -> Result<
     Ok(db::delivery_list(exec, filter).await?)
 }
 
-/// How many deliveries of one source are in one status.
-#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
-pub struct Tally {
-    /// `recovery`, `admin` or `campaign`.
-    pub source: String,
-    /// The status.
-    pub status: Status,
-    /// Deliveries.
-    pub count: i64,
-    /// Of them, those that took more than one SMTP exchange (retried after a failure).
-    pub retried: i64,
-}
-
 /// Deliveries counted by source and status (a full scan: for reports, not for probes).
 ///
 /// # Errors
@@ -197,17 +31,6 @@ pub struct Tally {
 /// [`MailError::Database`] when the database fails.
 pub async fn tally(exec: impl PgExecutor<'_>) -> Result<Vec<Tally>> {
     Ok(db::delivery_summarise(exec).await?)
-}
-
-/// One entry of the suppression list.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
-pub struct Suppression {
-    /// The address, lower case.
-    pub address: String,
-    /// Why (`manual`, or the relay's reply).
-    pub reason: String,
-    /// Since when.
-    pub created_at: DateTime<Utc>,
 }
 
 /// Adds an address to the suppression list; it is never sent to again. Returns whether it
@@ -240,4 +63,54 @@ pub async fn suppressions(
     limit: Option<u32>,
 ) -> Result<Vec<Suppression>> {
     Ok(db::suppression_list(exec, limit).await?)
+}
+
+/// One email of a recovery or admin job, to record.
+pub(crate) struct NewDelivery<'a> {
+    /// Its id, made by the caller: a delivery returned with another id was there before.
+    pub(crate) id: Uuid,
+    pub(crate) source: Source,
+    /// At most one delivery per key.
+    pub(crate) key: &'a str,
+    pub(crate) to: &'a Mailbox,
+    pub(crate) template: &'a str,
+    pub(crate) locale: Option<&'a str>,
+    pub(crate) vars: &'a serde_json::Value,
+    pub(crate) message_id: &'a str,
+    /// The job that sends it.
+    pub(crate) job_id: Uuid,
+}
+
+/// Records the delivery, or returns the one that already holds its key.
+pub(crate) async fn insert_or_get(
+    exec: impl PgExecutor<'_>,
+    new: &NewDelivery<'_>,
+) -> Result<Delivery> {
+    let params = db::DeliveryParams {
+        id: new.id,
+        source: new.source.as_str(),
+        key: new.key,
+        recipient: new.to.email.as_ref(),
+        recipient_name: new.to.name.as_deref(),
+        template: new.template,
+        locale: new.locale,
+        vars: new.vars,
+        message_id: new.message_id,
+        job_id: Some(new.job_id),
+    };
+    Ok(db::delivery_insert_or_get(exec, &params).await?)
+}
+
+/// Deliveries by id, each with its template variables, in id order.
+pub(crate) async fn get_many(
+    exec: impl PgExecutor<'_>,
+    ids: &[Uuid],
+) -> Result<Vec<(Delivery, serde_json::Value)>> {
+    Ok(db::delivery_get_many(exec, ids).await?)
+}
+
+/// A dead-lettered or `unknown` delivery whose job an operator replayed gets a fresh
+/// ladder (the replay is the operator's word to send it again).
+pub(crate) async fn requeue(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
+    Ok(db::delivery_requeue(exec, id).await?)
 }

@@ -1,27 +1,25 @@
-//! The mail job kinds and their handlers: `mail.recovery`, `mail.admin`,
-//! `mail.campaign_batch`, and the campaign's callback `mail.campaign_finished`.
+//! The mail job handlers: `mail.recovery`, `mail.admin`, `mail.campaign_batch`, the
+//! campaign's callback `mail.campaign_finished` and `mail.dead_letter_digest`, and
+//! [`register`]. The kinds themselves (payloads, queues) are in [`kinds`](crate::kinds),
+//! re-exported here.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use docket_queue::{JobArgs, NewJob};
+use docket_queue::NewJob;
 use docket_worker::{JobContext, JobError, Registry};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::db;
-use crate::delivery::{Source, Status};
+use crate::campaign::{self, Controls};
+use crate::delivery::{self, NewDelivery};
 use crate::error::MailError;
+use crate::model::{Source, Status};
 use crate::sender::{Mailer, Step};
 
-/// The queue of campaign batches and admin emails.
-pub const MAIL_QUEUE: &str = "mail";
-
-/// The queue of recovery emails: their own, so a campaign never stands in their way.
-pub const RECOVERY_QUEUE: &str = "recovery";
-
-/// The priority recovery emails are enqueued with.
-pub const RECOVERY_PRIORITY: i16 = -10;
+pub use crate::kinds::{
+    dead_letter_schedule, Admin, CampaignBatch, CampaignFinished, DeadLetterDigest, Recovery,
+    DEAD_LETTER_SCHEDULE, MAIL_QUEUE, RECOVERY_PRIORITY, RECOVERY_QUEUE,
+};
 
 /// How far below empty a recovery email may drive the relay-wide bucket: it goes first,
 /// and the campaign waits the debt off.
@@ -32,118 +30,8 @@ const RECOVERY_BORROW: f64 = 10.0;
 /// it back); if it was resumed meanwhile, the job is due again at once.
 const PAUSED_SNOOZE: Duration = Duration::ZERO;
 
-/// `mail.recovery`: one time-critical email (a password reset, a sign-in link). Enqueue
-/// it on [`RECOVERY_QUEUE`] with priority [`RECOVERY_PRIORITY`] and an `expires_at`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Recovery {
-    /// An address or `Name <address>`.
-    pub to: String,
-    /// The template.
-    pub template: String,
-    /// The template's variables.
-    #[serde(default = "empty_object")]
-    pub vars: serde_json::Value,
-    /// The recipient's locale.
-    #[serde(default)]
-    pub locale: Option<String>,
-    /// At most one delivery per key: a second job with the same key sends nothing.
-    #[serde(default)]
-    pub idempotency_key: Option<String>,
-}
-
-impl JobArgs for Recovery {
-    const KIND: &'static str = "mail.recovery";
-}
-
-/// `mail.admin`: an operator notification.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Admin {
-    /// Default `DOCKET_ADMIN_EMAIL`.
-    #[serde(default)]
-    pub to: Option<String>,
-    /// The template.
-    pub template: String,
-    /// The template's variables.
-    #[serde(default = "empty_object")]
-    pub vars: serde_json::Value,
-}
-
-impl JobArgs for Admin {
-    const KIND: &'static str = "mail.admin";
-}
-
-/// `mail.campaign_batch`: some of a campaign's recipients (made by a campaign).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CampaignBatch {
-    /// The campaign.
-    pub campaign_id: Uuid,
-    /// Its deliveries this job sends.
-    pub deliveries: Vec<Uuid>,
-}
-
-impl JobArgs for CampaignBatch {
-    const KIND: &'static str = "mail.campaign_batch";
-}
-
-/// `mail.campaign_finished`: a campaign's batch callback, once every batch job is final.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CampaignFinished {
-    /// The campaign.
-    pub campaign_id: Uuid,
-    /// The batch (added by the batch tracker).
-    #[serde(default)]
-    pub batch_id: Option<Uuid>,
-}
-
-impl JobArgs for CampaignFinished {
-    const KIND: &'static str = "mail.campaign_finished";
-}
-
-/// `mail.dead_letter_digest`: tells the admin address about jobs dead-lettered in the minute
-/// before its tick (nothing when there were none). Enqueued by the built-in schedule
-/// [`DEAD_LETTER_SCHEDULE`] when `DOCKET_MAIL_NOTIFY` has `dead_letters`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DeadLetterDigest {
-    /// The window before the tick, in seconds. Default 60.
-    #[serde(default = "minute")]
-    pub window_seconds: u32,
-}
-
-impl JobArgs for DeadLetterDigest {
-    const KIND: &'static str = "mail.dead_letter_digest";
-}
-
-fn minute() -> u32 {
-    60
-}
-
-/// The built-in schedule's name.
-pub const DEAD_LETTER_SCHEDULE: &str = "docket.dead_letter_digest";
-
 /// The most dead letters one notification lists (it counts them all).
 const DIGEST_LIST_LIMIT: u32 = 20;
-
-/// The built-in schedule of [`DeadLetterDigest`]: every minute, on the minute; missed
-/// ticks are skipped (a digest after downtime would only repeat the current state).
-pub fn dead_letter_schedule() -> docket_worker::schedule::ScheduleConfig {
-    docket_worker::schedule::ScheduleConfig {
-        queue: MAIL_QUEUE.to_owned(),
-        catch_up: docket_worker::schedule::CatchUp::Skip,
-        ..docket_worker::schedule::ScheduleConfig::new(
-            DEAD_LETTER_SCHEDULE,
-            "0 * * * * *",
-            <DeadLetterDigest as JobArgs>::KIND,
-        )
-    }
-}
-
-fn empty_object() -> serde_json::Value {
-    serde_json::json!({})
-}
 
 /// Registers the mail kinds on `registry`, all sending through `mailer`.
 pub fn register(registry: &mut Registry, mailer: Arc<Mailer>) {
@@ -230,23 +118,21 @@ async fn send_single(
     }
     let id = Uuid::now_v7();
     let key = single.key.unwrap_or_else(|| format!("job:{}", ctx.id()));
-    let delivery = db::delivery_insert_or_get(
+    let delivery = delivery::insert_or_get(
         &mailer.pool,
-        &db::DeliveryParams {
+        &NewDelivery {
             id,
-            source: source.as_str(),
+            source,
             key: &key,
-            recipient: mailbox.email.as_ref(),
-            recipient_name: mailbox.name.as_deref(),
+            to: &mailbox,
             template: single.template,
             locale: single.locale,
             vars: single.vars,
             message_id: &crate::message::message_id(id, mailer.from()),
-            job_id: Some(ctx.id().0),
+            job_id: ctx.id().0,
         },
     )
     .await
-    .map_err(MailError::from)
     .map_err(retry)?;
     let own = delivery.job_id == Some(ctx.id().0);
     if !own && delivery.id != id {
@@ -260,9 +146,8 @@ async fn send_single(
     if own && matches!(delivery.status, Status::DeadLetter | Status::Unknown) {
         // An operator replayed the job: the delivery gets a fresh ladder (for an
         // `unknown` one, the replay is the operator's word to send it again).
-        db::delivery_requeue(&mailer.pool, delivery.id)
+        delivery::requeue(&mailer.pool, delivery.id)
             .await
-            .map_err(MailError::from)
             .map_err(retry)?;
     } else if delivery.status.is_final() {
         return Ok(());
@@ -297,7 +182,7 @@ async fn send_single(
 
 /// `template` when the template failed, else `smtp_temporary` (the ladder ran out).
 async fn dead_letter_reason(mailer: &Mailer, delivery: Uuid) -> String {
-    let failed = db::delivery_get_many(&mailer.pool, &[delivery]).await;
+    let failed = delivery::get_many(&mailer.pool, &[delivery]).await;
     let template = failed
         .ok()
         .and_then(|mut rows| rows.pop())
@@ -317,9 +202,8 @@ async fn send_campaign_batch(
     ctx: &JobContext,
 ) -> Result<(), JobError> {
     let mut retry_in: Option<Duration> = None;
-    let deliveries = db::delivery_get_many(&mailer.pool, &job.deliveries)
+    let deliveries = delivery::get_many(&mailer.pool, &job.deliveries)
         .await
-        .map_err(MailError::from)
         .map_err(retry)?;
     for (delivery, vars) in deliveries {
         if delivery.status.is_final() {
@@ -327,20 +211,28 @@ async fn send_campaign_batch(
         }
         // The operator's controls, read before each recipient: a pause or cancel takes
         // effect within one message.
-        match db::campaign_get_controls(&mailer.pool, job.campaign_id)
+        match campaign::controls(&mailer.pool, job.campaign_id)
             .await
-            .map_err(MailError::from)
             .map_err(retry)?
         {
-            None | Some((_, true)) => {
+            None
+            | Some(Controls {
+                cancelled: true, ..
+            }) => {
                 tracing::info!(event = docket_queue::telemetry::event::CAMPAIGN_PAUSED, campaign.id = %job.campaign_id, "campaign cancelled; its batch stops");
                 return Ok(());
             }
-            Some((true, false)) => {
+            Some(Controls {
+                paused: true,
+                cancelled: false,
+            }) => {
                 tracing::info!(event = docket_queue::telemetry::event::CAMPAIGN_PAUSED, campaign.id = %job.campaign_id, "campaign paused; its batch waits");
                 return Err(JobError::Snooze(PAUSED_SNOOZE));
             }
-            Some((false, false)) => {}
+            Some(Controls {
+                paused: false,
+                cancelled: false,
+            }) => {}
         }
         if let (Status::Queued, Some(at)) = (delivery.status, delivery.retry_at) {
             if let Ok(wait) = (at - chrono::Utc::now()).to_std() {
@@ -373,7 +265,7 @@ async fn send_campaign_batch(
 }
 
 async fn campaign_finished(mailer: &Mailer, job: &CampaignFinished) -> Result<(), JobError> {
-    let campaign = crate::campaign::show(&mailer.pool, job.campaign_id)
+    let campaign = campaign::show(&mailer.pool, job.campaign_id)
         .await
         .map_err(retry)?;
     tracing::info!(

@@ -9,19 +9,29 @@
 //!
 //! # Layout
 //!
+//! - [`model`]: the domain types (`Delivery`, `Status`, `Source`, `CampaignStatus`, …),
+//!   at the bottom: they import nothing of the crate but the error.
 //! - [`config`]: `MailConfig` (`DOCKET_SMTP_*`, `DOCKET_MAIL_*`) with named defaults.
 //! - [`template`]: the catalog (minijinja), parsed whole at start-up; locale fallback.
 //! - [`message`]: addresses, the message itself (RFC 2047 headers, multipart/alternative).
 //! - [`transport`]: lettre's pooled SMTP transport, or stub mode.
 //! - [`outcome`]: the one classifier of SMTP replies and failures. Pure.
-//! - [`sender`]: `Mailer`, the one path every email takes (suppression, render, rate
-//!   limit, reserve, send, record).
-//! - [`jobs`]: the kinds `mail.recovery`, `mail.admin`, `mail.campaign_batch`,
-//!   `mail.campaign_finished`, and `register`.
-//! - [`campaign`]: recipient files, create, show, list, pause, resume, cancel.
-//! - [`delivery`]: the delivery model, listing, the suppression list.
-//! - `db`: every SQL statement (private).
+//! - [`sender`]: `Mailer`, the one path every email takes: prepare (suppression, expiry,
+//!   render, build), rate limit, send (reserve, SMTP), settle the reply (record).
+//! - [`kinds`]: the job kinds and their payloads (`mail.recovery`, `mail.admin`,
+//!   `mail.campaign_batch`, `mail.campaign_finished`, `mail.dead_letter_digest`), their
+//!   queues, the dead-letter schedule. Data only.
+//! - [`jobs`]: their handlers and `register`; re-exports [`kinds`].
+//! - [`campaign`]: recipient files, `NewCampaign::validate`, create, show, list, pause,
+//!   resume, cancel.
+//! - [`delivery`]: listing deliveries, the suppression list.
+//! - `db`: every SQL statement, one function per statement, one file per table (private).
 //! - [`error`]: the error type, `MailError`.
+//!
+//! Each module imports only modules below it: `model` and `kinds` at the bottom (with
+//! `config`, `template`, `outcome`, `error`), `db` on `model`; `campaign`, `delivery`,
+//! `message`, `transport` and `sender` above; `jobs` at the top, reaching the database only
+//! through `campaign`, `delivery` and the `Mailer`.
 //!
 //! It owns no process: the binary reads the settings, builds the [`Mailer`] at start-up
 //! (so a broken template stops it before it listens) and registers the kinds.
@@ -33,7 +43,9 @@ mod db;
 pub mod delivery;
 pub mod error;
 pub mod jobs;
+pub mod kinds;
 pub mod message;
+pub mod model;
 pub mod outcome;
 pub mod sender;
 pub mod template;

@@ -2,6 +2,11 @@
 //! limit, reserve, SMTP, record. Each step that decides the delivery's fate records it
 //! before anything else happens.
 //!
+//! `Mailer::send_one` reads as those steps: `prepare` (suppression list, expiry, render,
+//! build), stub mode and the rate limit, then `exchange` in a task of its own: `send`
+//! (connect, reserve, the SMTP exchange) and `settle` (the reply recorded by its class:
+//! `settle_sent`, `settle_failure`, `settle_temporary` for the ladder).
+//!
 //! # An email in flight
 //!
 //! The delivery is reserved (`sending`, attempts + 1, and `retry_at` set to when the
@@ -31,11 +36,11 @@ use sqlx::PgPool;
 
 use crate::config::MailConfig;
 use crate::db::{self, Record};
-use crate::delivery::{Delivery, Source, Status};
 use crate::error::{MailError, Result};
+use crate::model::{Delivery, Source, Status};
 use crate::outcome::{classify, Class, Failure};
 use crate::template::Catalog;
-use crate::transport::Transport;
+use crate::transport::{Accepted, Transport};
 
 /// The relay-wide bucket's name in `docket.rate_limits`.
 pub const RELAY_BUCKET: &str = "mail.relay";
@@ -78,6 +83,30 @@ struct Outgoing {
     message: Vec<u8>,
     expires_at: Option<DateTime<Utc>>,
     job_id: uuid::Uuid,
+}
+
+/// What preparing a delivery came to.
+enum Prepared {
+    /// The message, ready for the relay.
+    Ready {
+        envelope: lettre::address::Envelope,
+        message: Vec<u8>,
+    },
+    /// The delivery's fate is decided (and recorded) before the relay is asked.
+    Decided(Step),
+}
+
+/// What sending came to.
+enum Sent {
+    /// No reply to settle: the job expired first (recorded), or the delivery could not be
+    /// reserved.
+    Decided(Step),
+    /// The relay's reply (or the failure to get one) to the attempt reserved.
+    Replied {
+        attempt: i32,
+        reply: std::result::Result<Accepted, Failure>,
+        elapsed: f64,
+    },
 }
 
 /// Sends email: the settings, the parsed catalog, the transport and the database.
@@ -149,7 +178,10 @@ impl Mailer {
         &self.config
     }
 
-    /// One delivery's turn. `borrow` lets it go ahead on the rate limit (recovery).
+    /// One delivery's turn: [`prepare`](Self::prepare) it (suppression, expiry, render,
+    /// build), then stub mode and the rate limit, then the exchange in a task of its own
+    /// ([`exchange`](Self::exchange): connect, reserve, send, settle the reply). `borrow`
+    /// lets it go ahead on the rate limit (recovery).
     pub(crate) async fn send_one(
         self: &Arc<Self>,
         delivery: &Delivery,
@@ -161,53 +193,9 @@ impl Mailer {
         if delivery.status == Status::Sending {
             return self.in_flight(delivery, source).await;
         }
-        if db::suppression_contains(&self.pool, &delivery.recipient).await? {
-            return self
-                .finish(
-                    delivery,
-                    source,
-                    Status::Suppressed,
-                    Detail::suppressed("list"),
-                )
-                .await;
-        }
-        if expired(ctx.expires_at(), Duration::ZERO) {
-            return self
-                .finish(
-                    delivery,
-                    source,
-                    Status::Expired,
-                    Detail::error("expired before it could be sent"),
-                )
-                .await;
-        }
-        let rendered =
-            match self
-                .catalog
-                .render(&delivery.template, delivery.locale.as_deref(), vars)
-            {
-                Ok(rendered) => rendered,
-                Err(err) => {
-                    let error = format!("template: {err}");
-                    return self
-                        .finish(delivery, source, Status::DeadLetter, Detail::error(&error))
-                        .await;
-                }
-            };
-        // An address that does not parse, or parts lettre refuses: never sendable.
-        let built =
-            crate::message::parse_mailbox(&delivery.recipient, delivery.recipient_name.as_deref())
-                .and_then(|to| {
-                    crate::message::build(&self.from, to, &rendered, &delivery.message_id)
-                });
-        let (envelope, message) = match built {
-            Ok(built) => built,
-            Err(err) => {
-                let error = err.to_string();
-                return self
-                    .finish(delivery, source, Status::Failed, Detail::error(&error))
-                    .await;
-            }
+        let (envelope, message) = match self.prepare(delivery, vars, ctx, source).await? {
+            Prepared::Ready { envelope, message } => (envelope, message),
+            Prepared::Decided(step) => return Ok(step),
         };
         if self.transport.is_stub() {
             return self
@@ -241,99 +229,201 @@ impl Mailer {
         }
     }
 
-    /// Connect, reserve, send, record: the exchange and its record, never cut short by the
+    /// Everything decided before the relay is asked: the suppression list, the job's
+    /// expiry, the template, the message. Each check that decides the delivery's fate
+    /// records it at once.
+    async fn prepare(
+        &self,
+        delivery: &Delivery,
+        vars: &serde_json::Value,
+        ctx: &JobContext,
+        source: Source,
+    ) -> Result<Prepared> {
+        if db::suppression_contains(&self.pool, &delivery.recipient).await? {
+            let step = self
+                .finish(
+                    delivery,
+                    source,
+                    Status::Suppressed,
+                    Detail::suppressed("list"),
+                )
+                .await?;
+            return Ok(Prepared::Decided(step));
+        }
+        if expired(ctx.expires_at(), Duration::ZERO) {
+            let step = self
+                .finish(
+                    delivery,
+                    source,
+                    Status::Expired,
+                    Detail::error("expired before it could be sent"),
+                )
+                .await?;
+            return Ok(Prepared::Decided(step));
+        }
+        let rendered =
+            match self
+                .catalog
+                .render(&delivery.template, delivery.locale.as_deref(), vars)
+            {
+                Ok(rendered) => rendered,
+                Err(err) => {
+                    let error = format!("template: {err}");
+                    let step = self
+                        .finish(delivery, source, Status::DeadLetter, Detail::error(&error))
+                        .await?;
+                    return Ok(Prepared::Decided(step));
+                }
+            };
+        // An address that does not parse, or parts lettre refuses: never sendable.
+        let built =
+            crate::message::parse_mailbox(&delivery.recipient, delivery.recipient_name.as_deref())
+                .and_then(|to| {
+                    crate::message::build(&self.from, to, &rendered, &delivery.message_id)
+                });
+        match built {
+            Ok((envelope, message)) => Ok(Prepared::Ready { envelope, message }),
+            Err(err) => {
+                let error = err.to_string();
+                let step = self
+                    .finish(delivery, source, Status::Failed, Detail::error(&error))
+                    .await?;
+                Ok(Prepared::Decided(step))
+            }
+        }
+    }
+
+    /// Send, then settle the reply: the exchange and its record, never cut short by the
     /// job's run (only by the job's expiry and the SMTP timeout).
     async fn exchange(&self, out: Outgoing) -> Result<Step> {
-        let Outgoing {
-            delivery,
-            source,
-            envelope,
-            message,
-            expires_at,
-            job_id,
-        } = out;
-        let delivery = &delivery;
-        let events = events_of(source);
-        let ids = Ids::of(delivery);
+        match self.send(&out).await? {
+            Sent::Decided(step) => Ok(step),
+            Sent::Replied {
+                attempt,
+                reply,
+                elapsed,
+            } => self.settle(&out, attempt, reply, elapsed).await,
+        }
+    }
+
+    /// Connect, reserve, send: the relay's reply, or the delivery's fate when the job
+    /// expired first or the delivery could not be reserved.
+    async fn send(&self, out: &Outgoing) -> Result<Sent> {
+        let delivery = &out.delivery;
         // Recovery emails never wait for a connection behind a campaign.
-        let urgent = source == Source::Recovery;
+        let urgent = out.source == Source::Recovery;
         // Nothing of the message is sent while connecting: a job with an expiry that
         // passes meanwhile sends nothing.
         let connect = self.transport.connect(urgent);
-        let connection = match deadline_of(expires_at) {
+        let connection = match deadline_of(out.expires_at) {
             Some(left) => match tokio::time::timeout(left, connect).await {
                 Ok(connection) => connection,
                 Err(_) => {
-                    return self
+                    let step = self
                         .finish(
                             delivery,
-                            source,
+                            out.source,
                             Status::Expired,
                             Detail::error("expired before it could be sent"),
                         )
-                        .await;
+                        .await?;
+                    return Ok(Sent::Decided(step));
                 }
             },
             None => connect.await,
         };
         let bound = self.config.timeout + RECORD_MARGIN;
-        let Some(attempt) = db::delivery_reserve(&self.pool, delivery.id, job_id, bound).await?
+        let Some(attempt) =
+            db::delivery_reserve(&self.pool, delivery.id, out.job_id, bound).await?
         else {
             // Final already (another job with the same key got there first), or another
             // exchange of it is under way: look again.
-            return Ok(Step::Wait(IN_FLIGHT_RECHECK));
+            return Ok(Sent::Decided(Step::Wait(IN_FLIGHT_RECHECK)));
         };
         let started = Instant::now();
         // A job with an expiry never sends past it: the exchange is cut off at the deadline.
-        let sent = match connection {
+        let reply = match connection {
             Err(failure) => Err(failure),
             Ok(connection) => {
-                let send = connection.send(&envelope, &message);
-                match deadline_of(expires_at) {
+                let send = connection.send(&out.envelope, &out.message);
+                match deadline_of(out.expires_at) {
                     Some(left) => match tokio::time::timeout(left, send).await {
                         Ok(sent) => sent,
                         Err(_) => {
-                            return self
+                            let step = self
                                 .finish(
                                     delivery,
-                                    source,
+                                    out.source,
                                     Status::Expired,
                                     Detail::error("expired during the SMTP exchange"),
                                 )
-                                .await;
+                                .await?;
+                            return Ok(Sent::Decided(step));
                         }
                     },
                     None => send.await,
                 }
             }
         };
-        let elapsed = started.elapsed().as_secs_f64();
-        let failure = match sent {
-            Ok(accepted) => {
-                metrics::histogram!(metric::MAIL_SEND_DURATION, "class" => "sent").record(elapsed);
-                let code = i32::from(accepted.code);
-                let step = self
-                    .finish(
-                        delivery,
-                        source,
-                        Status::Sent,
-                        Detail {
-                            smtp_code: Some(code),
-                            smtp_reply: Some(&accepted.reply),
-                            ..Detail::default()
-                        },
-                    )
-                    .await?;
-                self.clear_fault().await;
-                return Ok(step);
-            }
-            Err(failure) => failure,
-        };
-        let class = classify(&failure);
+        Ok(Sent::Replied {
+            attempt,
+            reply,
+            elapsed: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Settles the relay's reply to attempt `attempt`: sent, or a failure by its class.
+    async fn settle(
+        &self,
+        out: &Outgoing,
+        attempt: i32,
+        reply: std::result::Result<Accepted, Failure>,
+        elapsed: f64,
+    ) -> Result<Step> {
+        match reply {
+            Ok(accepted) => self.settle_sent(out, &accepted, elapsed).await,
+            Err(failure) => self.settle_failure(out, attempt, &failure, elapsed).await,
+        }
+    }
+
+    /// The relay accepted the message: sent, and a recorded configuration fault is over.
+    async fn settle_sent(&self, out: &Outgoing, accepted: &Accepted, elapsed: f64) -> Result<Step> {
+        metrics::histogram!(metric::MAIL_SEND_DURATION, "class" => "sent").record(elapsed);
+        let code = i32::from(accepted.code);
+        let step = self
+            .finish(
+                &out.delivery,
+                out.source,
+                Status::Sent,
+                Detail {
+                    smtp_code: Some(code),
+                    smtp_reply: Some(&accepted.reply),
+                    ..Detail::default()
+                },
+            )
+            .await?;
+        self.clear_fault().await;
+        Ok(step)
+    }
+
+    /// A failure, by its class: refused for good (and maybe suppressed); the recipient's
+    /// ladder; a throttle or a configuration fault, which holds everyone and spends no
+    /// attempt.
+    async fn settle_failure(
+        &self,
+        out: &Outgoing,
+        attempt: i32,
+        failure: &Failure,
+        elapsed: f64,
+    ) -> Result<Step> {
+        let (delivery, source) = (&out.delivery, out.source);
+        let events = events_of(source);
+        let ids = Ids::of(delivery);
+        let class = classify(failure);
         metrics::histogram!(metric::MAIL_SEND_DURATION, "class" => class_label(class))
             .record(elapsed);
         let error = failure.to_string();
-        let reply = match &failure {
+        let reply = match failure {
             Failure::Reply { text, .. } => Some(text.as_str()),
             _ => None,
         };
@@ -352,29 +442,7 @@ impl Mailer {
                 }
                 self.finish(delivery, source, Status::Failed, detail).await
             }
-            Class::Temporary => {
-                let ladder = &self.config.retry_ladder;
-                let step = usize::try_from(attempt - 1).unwrap_or(0);
-                let Some(delay) = ladder.get(step).copied() else {
-                    return self
-                        .finish(delivery, source, Status::DeadLetter, detail)
-                        .await;
-                };
-                if expired(expires_at, delay) {
-                    return self.finish(delivery, source, Status::Expired, detail).await;
-                }
-                let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
-                self.record(
-                    delivery,
-                    &Record {
-                        retry_at: Some(retry_at),
-                        ..detail.record(Status::Queued, false)
-                    },
-                )
-                .await?;
-                tracing::warn!(event = events.retrying, delivery.id = %ids.delivery, campaign.id = ids.campaign, attempt, retry_in_s = delay.as_secs(), error = %error, "temporary failure; retrying on the ladder");
-                Ok(Step::Retry(delay))
-            }
+            Class::Temporary => self.settle_temporary(out, attempt, detail).await,
             Class::Throttled => {
                 // About the relay, not the recipient: everyone waits a little, nobody's
                 // attempt is spent.
@@ -398,6 +466,40 @@ impl Mailer {
                 Ok(Step::Hold(hold))
             }
         }
+    }
+
+    /// A temporary failure of attempt `attempt`: the ladder's next step, or dead-lettered
+    /// when the ladder is spent, or expired when the step would pass the job's expiry.
+    async fn settle_temporary(
+        &self,
+        out: &Outgoing,
+        attempt: i32,
+        detail: Detail<'_>,
+    ) -> Result<Step> {
+        let (delivery, source) = (&out.delivery, out.source);
+        let ladder = &self.config.retry_ladder;
+        let step = usize::try_from(attempt - 1).unwrap_or(0);
+        let Some(delay) = ladder.get(step).copied() else {
+            return self
+                .finish(delivery, source, Status::DeadLetter, detail)
+                .await;
+        };
+        if expired(out.expires_at, delay) {
+            return self.finish(delivery, source, Status::Expired, detail).await;
+        }
+        let retry_at = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
+        self.record(
+            delivery,
+            &Record {
+                retry_at: Some(retry_at),
+                ..detail.record(Status::Queued, false)
+            },
+        )
+        .await?;
+        let (events, ids) = (events_of(source), Ids::of(delivery));
+        let error = detail.last_error.unwrap_or("");
+        tracing::warn!(event = events.retrying, delivery.id = %ids.delivery, campaign.id = ids.campaign, attempt, retry_in_s = delay.as_secs(), error = %error, "temporary failure; retrying on the ladder");
+        Ok(Step::Retry(delay))
     }
 
     /// A delivery found `sending`: within its bound an exchange may still settle it (wait

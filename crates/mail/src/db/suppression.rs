@@ -1,0 +1,60 @@
+//! Statements on `docket.mail_suppressions`: addresses never sent to again, stored lower
+//! case.
+
+use sqlx::PgExecutor;
+
+use crate::model::Suppression;
+
+pub(crate) async fn suppression_contains(
+    exec: impl PgExecutor<'_>,
+    address: &str,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "select exists (select 1 from docket.mail_suppressions where address = lower($1))",
+    )
+    .bind(address)
+    .fetch_one(exec)
+    .await
+}
+
+pub(crate) async fn suppression_delete(
+    exec: impl PgExecutor<'_>,
+    address: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query("delete from docket.mail_suppressions where address = lower($1)")
+        .bind(address)
+        .execute(exec)
+        .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn suppression_insert(
+    exec: impl PgExecutor<'_>,
+    address: &str,
+    reason: &str,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        r#"
+        insert into docket.mail_suppressions (address, reason) values (lower($1), $2)
+        on conflict (address) do nothing
+        "#,
+    )
+    .bind(address)
+    .bind(reason)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+pub(crate) async fn suppression_list(
+    exec: impl PgExecutor<'_>,
+    limit: Option<u32>,
+) -> sqlx::Result<Vec<Suppression>> {
+    sqlx::query_as(
+        "select address, reason, created_at from docket.mail_suppressions
+         order by created_at desc, address limit $1",
+    )
+    .bind(limit.map(i64::from))
+    .fetch_all(exec)
+    .await
+}
