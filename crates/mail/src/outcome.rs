@@ -25,6 +25,9 @@ pub enum Failure {
     Tls(String),
     /// The client refused to go on: no matching AUTH mechanism, STARTTLS missing.
     Client(String),
+    /// The message was handed over, then the exchange broke before the relay's reply to it
+    /// was read (cut off, connection lost): the relay may have it.
+    AfterData(String),
 }
 
 impl fmt::Display for Failure {
@@ -35,6 +38,10 @@ impl fmt::Display for Failure {
             Failure::Connection(e) => write!(f, "connection failed: {e}"),
             Failure::Tls(e) => write!(f, "TLS failed: {e}"),
             Failure::Client(e) => write!(f, "the relay and our settings do not match: {e}"),
+            Failure::AfterData(e) => write!(
+                f,
+                "the message was handed to the relay, then the exchange broke ({e}): it may have been sent"
+            ),
         }
     }
 }
@@ -92,12 +99,16 @@ pub enum Class {
     /// Our side is wrong (authentication, TLS): log it, degrade `checks.mail`, and retry
     /// without spending the recipient's attempt.
     ConfigFault,
+    /// The relay may or may not have the message: the delivery is `unknown`, never sent
+    /// again unless an operator asks (a retry could send it twice).
+    Unknown,
 }
 
 /// The one classifier.
 pub fn classify(failure: &Failure) -> Class {
     match failure {
         Failure::Timeout | Failure::Connection(_) => Class::Temporary,
+        Failure::AfterData(_) => Class::Unknown,
         Failure::Tls(_) | Failure::Client(_) => Class::ConfigFault,
         Failure::Reply { code, text } => match code {
             421 | 454 => Class::Throttled,

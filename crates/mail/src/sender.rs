@@ -341,28 +341,28 @@ impl Mailer {
             return Ok(Sent::Decided(Step::Wait(IN_FLIGHT_RECHECK)));
         };
         let started = Instant::now();
-        // A job with an expiry never sends past it: the exchange is cut off at the deadline.
+        // A job with an expiry never hands its message over past it: the commands before
+        // the message are cut off at the deadline. Once the message is on its way, the
+        // exchange runs to its end, so that the record says what the relay did.
         let reply = match connection {
             Err(failure) => Err(failure),
             Ok(connection) => {
-                let send = connection.send(&out.envelope, &out.message);
-                match deadline_of(out.expires_at) {
-                    Some(left) => match tokio::time::timeout(left, send).await {
-                        Ok(sent) => sent,
-                        Err(_) => {
-                            let step = self
-                                .finish(
-                                    delivery,
-                                    out.source,
-                                    Status::Expired,
-                                    Detail::error("expired during the SMTP exchange"),
-                                )
-                                .await?;
-                            return Ok(Sent::Decided(step));
-                        }
-                    },
-                    None => send.await,
+                let sent = connection
+                    .send(&out.envelope, &out.message, deadline_of(out.expires_at))
+                    .await;
+                if matches!(sent, Err(Failure::Timeout)) && expired(out.expires_at, Duration::ZERO)
+                {
+                    let step = self
+                        .finish(
+                            delivery,
+                            out.source,
+                            Status::Expired,
+                            Detail::error("expired before the relay took the message"),
+                        )
+                        .await?;
+                    return Ok(Sent::Decided(step));
                 }
+                sent
             }
         };
         Ok(Sent::Replied {
@@ -454,6 +454,10 @@ impl Mailer {
                 }
                 tracing::warn!(event = events.throttled, delivery.id = %ids.delivery, campaign.id = ids.campaign, hold_s = hold.as_secs(), error = %error, "the relay asks to slow down; holding without spending the attempt");
                 Ok(Step::Hold(hold))
+            }
+            Class::Unknown => {
+                tracing::error!(event = events.unknown, delivery.id = %ids.delivery, campaign.id = ids.campaign, attempt, error = %error, "the SMTP exchange broke after the message was handed over; it may have been sent; not sent again unless an operator asks");
+                self.finish(delivery, source, Status::Unknown, detail).await
             }
             Class::ConfigFault => {
                 let hold = self.config.retry_ladder[0].min(CONFIG_FAULT_HOLD_MAX);
@@ -668,6 +672,7 @@ fn class_label(class: Class) -> &'static str {
         Class::Throttled => "throttled",
         Class::Permanent { .. } => "permanent",
         Class::ConfigFault => "config_fault",
+        Class::Unknown => "unknown",
     }
 }
 

@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::config::{MailConfig, MailConfigError, Mode, SmtpUrl};
@@ -89,7 +90,10 @@ impl Transport {
         message: &[u8],
         urgent: bool,
     ) -> Result<Accepted, Failure> {
-        self.connect(urgent).await?.send(envelope, message).await
+        self.connect(urgent)
+            .await?
+            .send(envelope, message, None)
+            .await
     }
 
     /// A connection ready for one message: a permit of the pool and a live connection
@@ -124,18 +128,27 @@ pub enum Connection<'a> {
 
 impl Connection<'_> {
     /// Sends the message: one exchange, bounded by `DOCKET_SMTP_TIMEOUT`. The connection
-    /// goes back to the pool when it is still good.
+    /// goes back to the pool when it is still good. `hand_over_by` (a job's expiry) bounds
+    /// the commands before the message only: once the message is being handed over, the
+    /// exchange runs to its end, so that what the relay did is known.
     ///
     /// # Errors
     ///
-    /// [`Failure`] with what the relay said, or [`Failure::Timeout`].
-    pub async fn send(self, envelope: &Envelope, message: &[u8]) -> Result<Accepted, Failure> {
+    /// [`Failure`] with what the relay said, [`Failure::Timeout`] (nothing was handed over),
+    /// or [`Failure::AfterData`] (the message was handed over, then the exchange broke: the
+    /// relay may have it).
+    pub async fn send(
+        self,
+        envelope: &Envelope,
+        message: &[u8],
+        hand_over_by: Option<Duration>,
+    ) -> Result<Accepted, Failure> {
         match self {
             Connection::Stub => Ok(Accepted {
                 code: 250,
                 reply: "stub".to_owned(),
             }),
-            Connection::Smtp(checkout) => checkout.send(envelope, message).await,
+            Connection::Smtp(checkout) => checkout.send(envelope, message, hand_over_by).await,
         }
     }
 }
@@ -148,14 +161,30 @@ pub struct Checkout<'a> {
 }
 
 impl Checkout<'_> {
+    /// The exchange in two parts, because they fail differently: up to DATA's 354 the relay
+    /// has no message, so any failure may be retried; after it, a cut-off or broken
+    /// connection leaves the relay maybe holding the message (it may have answered 250 into
+    /// a socket we no longer read), and retrying would send it twice.
     async fn send(
         mut self: Box<Self>,
         envelope: &Envelope,
         message: &[u8],
+        hand_over_by: Option<Duration>,
     ) -> Result<Accepted, Failure> {
-        let sent =
-            tokio::time::timeout(self.pool.timeout, self.connection.send(envelope, message)).await;
-        match sent {
+        let deadline = tokio::time::Instant::now() + self.pool.timeout;
+        let before_data = hand_over_by.map_or(deadline, |left| {
+            deadline.min(tokio::time::Instant::now() + left)
+        });
+        match tokio::time::timeout_at(before_data, self.envelope(envelope, message)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => {
+                self.connection.abort().await;
+                return Err(failure);
+            }
+            // Cut off before the message: the connection's state is unknown, so it is dropped.
+            Err(_) => return Err(Failure::Timeout),
+        }
+        match tokio::time::timeout_at(deadline, self.connection.message(message)).await {
             Ok(Ok(response)) => {
                 self.pool.put_back(self.connection);
                 Ok(Accepted {
@@ -163,11 +192,64 @@ impl Checkout<'_> {
                     reply: response.message().collect::<Vec<_>>().join(" "),
                 })
             }
-            // lettre closed the connection on the error.
-            Ok(Err(err)) => Err(Failure::from_lettre(&err)),
-            // Cut off mid-exchange: the connection's state is unknown, so it is dropped.
-            Err(_) => Err(Failure::Timeout),
+            Ok(Err(err)) => {
+                self.connection.abort().await;
+                match Failure::from_lettre(&err) {
+                    // The relay answered the message: a refusal is as certain as a 250.
+                    reply @ Failure::Reply { .. } => Err(reply),
+                    broken => Err(Failure::AfterData(broken.to_string())),
+                }
+            }
+            Err(_) => Err(Failure::AfterData(
+                "no reply to the message in time".to_owned(),
+            )),
         }
+    }
+
+    /// MAIL FROM, RCPT TO and DATA, as lettre's own `send` does them (SMTPUTF8 and
+    /// 8BITMIME when the envelope or message need them, refused when the relay lacks them).
+    async fn envelope(&mut self, envelope: &Envelope, message: &[u8]) -> Result<(), Failure> {
+        let lettre_failure = |err: lettre::transport::smtp::Error| Failure::from_lettre(&err);
+        let info = self.connection.server_info();
+        let mut options = Vec::new();
+        let non_ascii_address = envelope
+            .from()
+            .into_iter()
+            .chain(envelope.to())
+            .any(|address| !AsRef::<str>::as_ref(address).is_ascii());
+        if non_ascii_address {
+            if !info.supports_feature(Extension::SmtpUtfEight) {
+                return Err(Failure::Client(
+                    "the envelope has non-ASCII addresses and the relay does not offer SMTPUTF8"
+                        .to_owned(),
+                ));
+            }
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        if !message.is_ascii() {
+            if !info.supports_feature(Extension::EightBitMime) {
+                return Err(Failure::Client(
+                    "the message has non-ASCII bytes and the relay does not offer 8BITMIME"
+                        .to_owned(),
+                ));
+            }
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        self.connection
+            .command(Mail::new(envelope.from().cloned(), options))
+            .await
+            .map_err(lettre_failure)?;
+        for to in envelope.to() {
+            self.connection
+                .command(Rcpt::new(to.clone(), Vec::new()))
+                .await
+                .map_err(lettre_failure)?;
+        }
+        self.connection
+            .command(Data)
+            .await
+            .map_err(lettre_failure)?;
+        Ok(())
     }
 }
 
