@@ -232,13 +232,32 @@ async fn adv_450_to_several_and_intermittent_421_spend_only_the_own_ladders() {
     let mut config = config_for(&sink, dir);
     config.rate = Some("20/s".parse().unwrap());
     config.retry_ladder = vec![Duration::from_secs(2); 2];
+    // The relay answers 421 to everybody (the busy mailboxes too) for a second, four
+    // times; in between, the busy mailboxes answer 450 again.
+    let relay_421 = |on: bool| {
+        if on {
+            sink.reply_to_all(Some("421 4.7.0 Too many concurrent SMTP connections"));
+        } else {
+            sink.reply_to_all(None);
+        }
+        for i in [1, 3] {
+            let reply = if on {
+                "421 4.7.0 Too many concurrent SMTP connections"
+            } else {
+                "450 4.2.0 Mailbox busy, try later"
+            };
+            sink.reply_to(&format!("user{i}@example.com"), Some(reply));
+        }
+    };
+    relay_421(true);
     let running = start(&db.pool, config);
-    // The relay goes 421 for everybody three times for a second.
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        sink.reply_to_all(Some("421 4.7.0 Too many concurrent SMTP connections"));
+    for round in 0..4 {
+        if round > 0 {
+            relay_421(true);
+        }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        sink.reply_to_all(None);
+        relay_421(false);
+        tokio::time::sleep(Duration::from_millis(700)).await;
     }
     let job = Recovery {
         to: "ann@example.com".into(),
@@ -250,6 +269,10 @@ async fn adv_450_to_several_and_intermittent_421_spend_only_the_own_ladders() {
     let new = NewJob::typed(&job).unwrap().queue(RECOVERY_QUEUE);
     let enqueued = Instant::now();
     docket_queue::enqueue(&db.pool, &new).await.unwrap();
+    eventually(Duration::from_secs(10), "the recovery email arrives", || async {
+        sink.count_for("ann@example.com") == 1
+    })
+    .await;
     eventually(Duration::from_secs(40), "the campaign is done", || async {
         campaign::show(&db.pool, id).await.unwrap().state == "finished"
     })
@@ -268,6 +291,10 @@ async fn adv_450_to_several_and_intermittent_421_spend_only_the_own_ladders() {
             "user{i}: one attempt and one per ladder step, 421s not counted"
         );
     }
+    assert!(
+        sink.attempts_for("user0@example.com") >= 2,
+        "the relay's 421s were met (refused, then sent)"
+    );
     let recovery = sink
         .messages()
         .into_iter()
