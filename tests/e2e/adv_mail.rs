@@ -69,7 +69,15 @@ async fn freeze_a_worker_mid_exchange(frozen: Duration) -> (String, i64) {
     let total = 6;
     let file = recipients_csv(total);
     let created = Command::new(env!("CARGO_BIN_EXE_docket"))
-        .args(["mail", "campaign", "create", "--name", "freeze", "--template", "news"])
+        .args([
+            "mail",
+            "campaign",
+            "create",
+            "--name",
+            "freeze",
+            "--template",
+            "news",
+        ])
         .args(["--recipients", file.to_str().unwrap(), "--batch-size", "3"])
         .env("DATABASE_URL", &db.url)
         .env("DOCKET_TEMPLATE_DIR", &templates)
@@ -78,9 +86,11 @@ async fn freeze_a_worker_mid_exchange(frozen: Duration) -> (String, i64) {
         .unwrap();
     assert!(created.status.success(), "{created:?}");
     let mut a = spawn_worker(&db, &sink, &templates);
-    eventually(Duration::from_secs(30), "the relay took a message", || async {
-        !sink.messages().is_empty()
-    })
+    eventually(
+        Duration::from_secs(30),
+        "the relay took a message",
+        || async { !sink.messages().is_empty() },
+    )
     .await;
     signal(&a, "-STOP");
     let stopped = Instant::now();
@@ -95,15 +105,19 @@ async fn freeze_a_worker_mid_exchange(frozen: Duration) -> (String, i64) {
     let mut b = spawn_worker(&db, &sink, &templates);
     tokio::time::sleep(frozen.saturating_sub(stopped.elapsed())).await;
     signal(&a, "-CONT");
-    eventually(Duration::from_secs(60), "every delivery is final", || async {
-        sqlx::query_scalar::<_, i64>(
-            "select count(*) from docket.mail_deliveries where status in ('queued', 'sending')",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap()
-            == 0
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every delivery is final",
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "select count(*) from docket.mail_deliveries where status in ('queued', 'sending')",
+            )
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+                == 0
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for child in [&mut a, &mut b] {
@@ -133,12 +147,11 @@ async fn freeze_a_worker_mid_exchange(frozen: Duration) -> (String, i64) {
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    let unknown: i64 = sqlx::query_scalar(
-        "select count(*) from docket.mail_deliveries where status = 'unknown'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
+    let unknown: i64 =
+        sqlx::query_scalar("select count(*) from docket.mail_deliveries where status = 'unknown'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
     (format!("{statuses:?}"), unknown)
 }
 
@@ -150,11 +163,17 @@ async fn freeze_a_worker_mid_exchange(frozen: Duration) -> (String, i64) {
 #[ignore = "reproduces rule 1 broken: a worker SIGSTOPped mid-exchange for less than the bound sends the recipient twice"]
 async fn adv_a_worker_frozen_past_its_lease_but_within_the_bound_records_sent_and_nobody_resends() {
     let (statuses, unknown) = freeze_a_worker_mid_exchange(Duration::from_secs(7)).await;
-    assert_eq!(unknown, 0, "thawed within the bound, A records it: {statuses}");
+    assert_eq!(
+        unknown, 0,
+        "thawed within the bound, A records it: {statuses}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adv_a_worker_frozen_past_the_bound_leaves_unknown_and_nobody_resends() {
     let (statuses, unknown) = freeze_a_worker_mid_exchange(Duration::from_secs(20)).await;
-    assert!(unknown >= 1, "past the bound B marks it unknown: {statuses}");
+    assert!(
+        unknown >= 1,
+        "past the bound B marks it unknown: {statuses}"
+    );
 }

@@ -269,9 +269,11 @@ async fn adv_450_to_several_and_intermittent_421_spend_only_the_own_ladders() {
     let new = NewJob::typed(&job).unwrap().queue(RECOVERY_QUEUE);
     let enqueued = Instant::now();
     docket_queue::enqueue(&db.pool, &new).await.unwrap();
-    eventually(Duration::from_secs(10), "the recovery email arrives", || async {
-        sink.count_for("ann@example.com") == 1
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the recovery email arrives",
+        || async { sink.count_for("ann@example.com") == 1 },
+    )
     .await;
     eventually(Duration::from_secs(40), "the campaign is done", || async {
         campaign::show(&db.pool, id).await.unwrap().state == "finished"
@@ -281,7 +283,11 @@ async fn adv_450_to_several_and_intermittent_421_spend_only_the_own_ladders() {
     let status = campaign::show(&db.pool, id).await.unwrap();
     assert_eq!((status.sent, status.dead_letter), (4, 2), "{status:?}");
     for i in [0, 2, 4, 5] {
-        assert_eq!(sink.count_for(&format!("user{i}@example.com")), 1, "user{i}");
+        assert_eq!(
+            sink.count_for(&format!("user{i}@example.com")),
+            1,
+            "user{i}"
+        );
     }
     for i in [1, 3] {
         let d = delivery_of(&db.pool, id, &format!("user{i}@example.com")).await;
@@ -301,7 +307,10 @@ async fn adv_450_to_several_and_intermittent_421_spend_only_the_own_ladders() {
         .find(|m| m.to == ["ann@example.com"])
         .expect("the recovery email arrived");
     let waited = recovery.at.duration_since(enqueued);
-    assert!(waited < Duration::from_secs(5), "recovery waited {waited:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "recovery waited {waited:?}"
+    );
 }
 
 async fn row_versions(pool: &PgPool, campaign: Uuid) -> Vec<(Uuid, String, String)> {
@@ -330,9 +339,11 @@ async fn adv_pause_while_batches_retry_and_send_costs_nothing_and_resume_is_prom
     let mut config = config_for(&sink, dir);
     config.retry_ladder = vec![Duration::from_secs(2); 3];
     let running = start(&db.pool, config);
-    eventually(Duration::from_secs(10), "user0 refused once and a message taken", || async {
-        sink.attempts_for("user0@example.com") >= 1 && !sink.messages().is_empty()
-    })
+    eventually(
+        Duration::from_secs(10),
+        "user0 refused once and a message taken",
+        || async { sink.attempts_for("user0@example.com") >= 1 && !sink.messages().is_empty() },
+    )
     .await;
     campaign::pause(&db.pool, id).await.unwrap();
     // The exchanges under way finish (1.5 s slow DATA) and their jobs stop.
@@ -356,9 +367,11 @@ async fn adv_pause_while_batches_retry_and_send_costs_nothing_and_resume_is_prom
     sink.reply_to("user0@example.com", None);
     let resumed = Instant::now();
     campaign::resume(&db.pool, id).await.unwrap();
-    eventually(Duration::from_secs(5), "a message leaves after resume", || async {
-        sink.messages().len() > sent_before
-    })
+    eventually(
+        Duration::from_secs(5),
+        "a message leaves after resume",
+        || async { sink.messages().len() > sent_before },
+    )
     .await;
     let first = resumed.elapsed();
     eventually(Duration::from_secs(30), "the campaign is done", || async {
@@ -368,7 +381,11 @@ async fn adv_pause_while_batches_retry_and_send_costs_nothing_and_resume_is_prom
     running.shutdown().await;
     assert!(first < Duration::from_millis(1500), "resume took {first:?}");
     for i in 0..12 {
-        assert_eq!(sink.count_for(&format!("user{i}@example.com")), 1, "user{i}");
+        assert_eq!(
+            sink.count_for(&format!("user{i}@example.com")),
+            1,
+            "user{i}"
+        );
     }
 }
 
@@ -389,12 +406,19 @@ async fn adv_cancel_a_batch_job_mid_exchange_then_replay_sends_each_once() {
         sink.count_for("user0@example.com") == 1
     })
     .await;
-    let job = JobId(delivery_of(&db.pool, id, "user0@example.com").await.job_id.unwrap());
+    let job = JobId(
+        delivery_of(&db.pool, id, "user0@example.com")
+            .await
+            .job_id
+            .unwrap(),
+    );
     docket_queue::admin::cancel(&db.pool, job).await.unwrap();
     wait_state(&db.pool, job, JobState::Cancelled).await;
-    eventually(Duration::from_secs(10), "user0's exchange records it", || async {
-        delivery_of(&db.pool, id, "user0@example.com").await.status == Status::Sent
-    })
+    eventually(
+        Duration::from_secs(10),
+        "user0's exchange records it",
+        || async { delivery_of(&db.pool, id, "user0@example.com").await.status == Status::Sent },
+    )
     .await;
     sink.slow_data(None);
     docket_queue::admin::replay(&db.pool, job).await.unwrap();
@@ -404,7 +428,11 @@ async fn adv_cancel_a_batch_job_mid_exchange_then_replay_sends_each_once() {
     .await;
     running.shutdown().await;
     for i in 0..3 {
-        assert_eq!(sink.count_for(&format!("user{i}@example.com")), 1, "user{i}");
+        assert_eq!(
+            sink.count_for(&format!("user{i}@example.com")),
+            1,
+            "user{i}"
+        );
     }
 }
 
@@ -430,7 +458,11 @@ async fn adv_two_runtimes_on_one_campaign_with_slow_data_send_each_once() {
     b.shutdown().await;
     for i in 0..20 {
         let expected = usize::from(i != 3);
-        assert_eq!(sink.count_for(&format!("user{i}@example.com")), expected, "user{i}");
+        assert_eq!(
+            sink.count_for(&format!("user{i}@example.com")),
+            expected,
+            "user{i}"
+        );
     }
 }
 
@@ -455,19 +487,33 @@ async fn adv_cancel_a_paused_campaign_ends_its_parked_jobs_and_sends_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sent_at_pause = sink.messages().len();
     campaign::cancel(&db.pool, id).await.unwrap();
-    eventually(Duration::from_secs(5), "every batch job is final", || async {
-        row_versions(&db.pool, id)
-            .await
-            .iter()
-            .all(|(_, _, state)| state == "completed" || state == "cancelled")
-    })
+    eventually(
+        Duration::from_secs(5),
+        "every batch job is final",
+        || async {
+            row_versions(&db.pool, id)
+                .await
+                .iter()
+                .all(|(_, _, state)| state == "completed" || state == "cancelled")
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     running.shutdown().await;
-    assert_eq!(sink.messages().len(), sent_at_pause, "mail left after cancel");
-    assert_eq!(campaign::show(&db.pool, id).await.unwrap().state, "cancelled");
+    assert_eq!(
+        sink.messages().len(),
+        sent_at_pause,
+        "mail left after cancel"
+    );
+    assert_eq!(
+        campaign::show(&db.pool, id).await.unwrap().state,
+        "cancelled"
+    );
     for i in 0..10 {
-        assert!(sink.count_for(&format!("user{i}@example.com")) <= 1, "user{i}");
+        assert!(
+            sink.count_for(&format!("user{i}@example.com")) <= 1,
+            "user{i}"
+        );
     }
 }
 
@@ -505,4 +551,92 @@ async fn adv_a_recovery_email_held_by_421_past_its_expiry_is_expired_never_sent_
     assert_eq!(sink.count_for("ann@example.com"), 0, "sent late");
     assert_eq!(job.dead_letter_reason.as_deref(), Some("expired"));
     assert_eq!(deliveries(&db.pool, None).await[0].status, Status::Expired);
+}
+
+/// A relay that takes each message and then drops the connection without answering its
+/// end (a crash or a network cut after the final dot): counts the messages it took.
+async fn relay_that_drops_after_data() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("smtp://{}", listener.local_addr().unwrap());
+    let taken = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = taken.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut io = BufReader::new(stream);
+                let _: Option<()> = async {
+                    io.get_mut().write_all(b"220 localhost\r\n").await.ok()?;
+                    let mut in_data = false;
+                    loop {
+                        let mut line = String::new();
+                        if io.read_line(&mut line).await.ok()? == 0 {
+                            return None;
+                        }
+                        if in_data {
+                            if line == ".\r\n" {
+                                count.fetch_add(1, Ordering::SeqCst);
+                                // Taken, never answered: the connection drops.
+                                return None;
+                            }
+                            continue;
+                        }
+                        let verb = line
+                            .split_whitespace()
+                            .next()
+                            .unwrap_or("")
+                            .to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" => b"250-localhost\r\n250 8BITMIME\r\n",
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go ahead\r\n"
+                            }
+                            "QUIT" => b"221 bye\r\n",
+                            _ => b"250 ok\r\n",
+                        };
+                        io.get_mut().write_all(reply).await.ok()?;
+                    }
+                }
+                .await;
+            });
+        }
+    });
+    (url, taken)
+}
+
+/// Rule 1, the lost-connection flavour: the relay takes the message and the connection
+/// drops before its answer. `Failure::Connection` is `Temporary` too: sent again.
+#[tokio::test]
+#[ignore = "reproduces rule 1 broken: a connection lost after DATA is retried on the ladder, the recipient gets the campaign 3 times"]
+async fn adv_connection_lost_after_data_sends_a_campaign_recipient_again() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await; // only for config_for's shape
+    let (url, taken) = relay_that_drops_after_data().await;
+    let dir = catalog_dir();
+    let id = create(&db.pool, &dir, 1, 10).await;
+    let mut config = config_for(&sink, dir);
+    config.mode =
+        docket_mail::config::Mode::Smtp(docket_mail::config::SmtpUrl::parse(&url).unwrap());
+    config.retry_ladder = vec![Duration::from_secs(1); 2];
+    let running = start(&db.pool, config);
+    eventually(Duration::from_secs(30), "the campaign is done", || async {
+        campaign::show(&db.pool, id).await.unwrap().state == "finished"
+    })
+    .await;
+    running.shutdown().await;
+    let d = delivery_of(&db.pool, id, "user0@example.com").await;
+    assert_eq!(
+        taken.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "the relay took the one recipient's message this many times; delivery {:?}, {} attempts, {:?}",
+        d.status,
+        d.attempts,
+        d.last_error
+    );
 }
