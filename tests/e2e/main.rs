@@ -1,5 +1,6 @@
 //! End-to-end tests of the `docket` binary against a real PostgreSQL.
 
+mod adv_mail;
 mod backup;
 mod cli;
 mod cron;

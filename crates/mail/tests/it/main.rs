@@ -1,6 +1,7 @@
 //! Integration tests of the mail jobs, in process, against a real PostgreSQL and the
 //! testkit's SMTP sink (a real SMTP server on loopback).
 
+mod adversarial;
 mod campaign;
 mod in_flight;
 mod notify;
