@@ -1,4 +1,4 @@
-//! Adversarial review of the email guarantees through the real binary: two `docket worker`
+//! The email guarantees attacked through the real binary: two `docket worker`
 //! processes, one of them frozen with SIGSTOP in the middle of an SMTP exchange (the relay
 //! has taken the message and answers its end slowly), then thawed.
 
@@ -155,12 +155,11 @@ async fn freeze_a_worker_mid_exchange(frozen: Duration) -> (String, i64) {
     (format!("{statuses:?}"), unknown)
 }
 
-/// Reproduces a break of at most once: thawed within the bound, A's exchange finds its
-/// `DOCKET_SMTP_TIMEOUT` timer elapsed (the relay's 250 sits unread in the socket), calls
-/// it `Failure::Timeout` → `Temporary`, records the delivery `queued` on the ladder (the
-/// record is fenced on the status only, still `sending`), and the recipient is sent again.
+/// At most once with a frozen worker: thawed within the bound, A's exchange finds its
+/// `DOCKET_SMTP_TIMEOUT` timer elapsed (the relay's 250 sits unread in the socket). It was
+/// called a timeout, retried on the ladder, and the recipient was sent again; a cut-off
+/// after the message was handed over is now `unknown`, and nobody sends it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces rule 1 broken: a worker SIGSTOPped mid-exchange for less than the bound sends the recipient twice"]
 async fn adv_a_worker_frozen_past_its_lease_but_within_the_bound_records_sent_and_nobody_resends() {
     let (statuses, unknown) = freeze_a_worker_mid_exchange(Duration::from_secs(7)).await;
     assert_eq!(

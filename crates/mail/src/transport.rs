@@ -42,6 +42,10 @@ use crate::outcome::Failure;
 /// same figure).
 pub const IDLE_MAX: Duration = Duration::from_secs(60);
 
+/// How long a reply to the message may still be read once the exchange's deadline passed:
+/// long enough for a reply already in the socket, far below any relay's think time.
+const REPLY_GRACE: Duration = Duration::from_millis(250);
+
 /// Connections beyond the pool's size that urgent messages may open while bulk mail holds
 /// every pooled one.
 pub const URGENT_EXTRA: usize = 2;
@@ -184,15 +188,25 @@ impl Checkout<'_> {
             // Cut off before the message: the connection's state is unknown, so it is dropped.
             Err(_) => return Err(Failure::Timeout),
         }
-        match tokio::time::timeout_at(deadline, self.connection.message(message)).await {
-            Ok(Ok(response)) => {
+        let replied = {
+            let reply = self.connection.message(message);
+            tokio::pin!(reply);
+            match tokio::time::timeout_at(deadline, &mut reply).await {
+                Ok(replied) => Some(replied),
+                // A process stopped past the deadline (SIGSTOP, a paused VM) wakes with its
+                // timer fired before it looked at the socket, where the reply may wait.
+                Err(_) => tokio::time::timeout(REPLY_GRACE, &mut reply).await.ok(),
+            }
+        };
+        match replied {
+            Some(Ok(response)) => {
                 self.pool.put_back(self.connection);
                 Ok(Accepted {
                     code: response.code().to_string().parse().unwrap_or(250),
                     reply: response.message().collect::<Vec<_>>().join(" "),
                 })
             }
-            Ok(Err(err)) => {
+            Some(Err(err)) => {
                 self.connection.abort().await;
                 match Failure::from_lettre(&err) {
                     // The relay answered the message: a refusal is as certain as a 250.
@@ -200,7 +214,7 @@ impl Checkout<'_> {
                     broken => Err(Failure::AfterData(broken.to_string())),
                 }
             }
-            Err(_) => Err(Failure::AfterData(
+            None => Err(Failure::AfterData(
                 "no reply to the message in time".to_owned(),
             )),
         }
