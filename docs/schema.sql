@@ -117,7 +117,8 @@ create table docket.mail_deliveries (
     last_error text,
     created_at timestamp with time zone not null default now(),
     updated_at timestamp with time zone not null default now(),
-    sent_at timestamp with time zone
+    sent_at timestamp with time zone,
+    throttles integer not null default 0
 );
 alter table docket.mail_deliveries add constraint mail_deliveries_attempts_nonnegative CHECK ((attempts >= 0));
 alter table docket.mail_deliveries add constraint mail_deliveries_campaign_iff_source CHECK (((campaign_id IS NOT NULL) = (source = 'campaign'::text)));

@@ -138,6 +138,8 @@ pub struct Delivery {
     pub message_id: String,
     /// SMTP exchanges started.
     pub attempts: i32,
+    /// 421/454 replies it met, which spend no attempt while they are few.
+    pub throttles: i32,
     /// After a temporary failure, not before this; while `sending`, when the exchange is
     /// over at the latest.
     pub retry_at: Option<DateTime<Utc>>,

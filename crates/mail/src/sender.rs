@@ -52,6 +52,11 @@ const RATE_WAIT_IN_PLACE: Duration = Duration::from_secs(5);
 /// enough that a recovery email, which borrows on the bucket, still goes within seconds.
 const THROTTLE_HOLD_MAX: Duration = Duration::from_secs(5);
 
+/// 421/454 replies one delivery may meet without spending an attempt. Past them, each spends
+/// one on the delivery's ladder: a relay-wide deferral passes long before that (each holds
+/// the relay a few seconds), while a destination the relay always defers ends `dead_letter`.
+const THROTTLES_FREE: i32 = 5;
+
 /// How long a configuration fault (authentication, TLS) holds a batch, at most.
 const CONFIG_FAULT_HOLD_MAX: Duration = Duration::from_secs(60);
 
@@ -443,12 +448,20 @@ impl Mailer {
                 self.finish(delivery, source, Status::Failed, detail).await
             }
             Class::Temporary => self.settle_temporary(out, attempt, detail).await,
+            // Some relays answer 421 per destination: one that always defers ends on its
+            // ladder rather than holding its batch for ever.
+            Class::Throttled if delivery.throttles >= THROTTLES_FREE => {
+                self.settle_temporary(out, attempt, detail).await
+            }
             Class::Throttled => {
                 // About the relay, not the recipient: everyone waits a little, nobody's
                 // attempt is spent.
                 let hold = self.config.retry_ladder[0].min(THROTTLE_HOLD_MAX);
-                self.record(delivery, &detail.record(Status::Queued, true))
-                    .await?;
+                let record = Record {
+                    throttled: true,
+                    ..detail.record(Status::Queued, true)
+                };
+                self.record(delivery, &record).await?;
                 if let Some(limiter) = &self.limiter {
                     limiter.hold(&self.pool, hold).await?;
                 }
@@ -654,6 +667,7 @@ impl<'a> Detail<'a> {
             suppressed_reason: self.suppressed_reason,
             retry_at: None,
             give_back_attempt,
+            throttled: false,
         }
     }
 }

@@ -173,6 +173,8 @@ pub(crate) struct Record<'a> {
     pub(crate) retry_at: Option<DateTime<Utc>>,
     /// The attempt did not count (a throttle, a configuration fault): give it back.
     pub(crate) give_back_attempt: bool,
+    /// The relay answered 421/454: count it.
+    pub(crate) throttled: bool,
 }
 
 /// Records an outcome, fenced: only a delivery that is not final yet changes. Returns
@@ -192,6 +194,7 @@ pub(crate) async fn delivery_record(
             suppressed_reason = $6,
             retry_at = $7,
             attempts = greatest(0, attempts - $8::int),
+            throttles = throttles + $9::int,
             sent_at = case when $2 = 'sent' then now() end,
             updated_at = now()
         where id = $1 and status in ('queued', 'sending')
@@ -205,6 +208,7 @@ pub(crate) async fn delivery_record(
     .bind(record.suppressed_reason)
     .bind(record.retry_at)
     .bind(i32::from(record.give_back_attempt))
+    .bind(i32::from(record.throttled))
     .execute(exec)
     .await?;
     Ok(done.rows_affected() == 1)

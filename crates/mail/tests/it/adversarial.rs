@@ -66,10 +66,10 @@ async fn wait_state(pool: &PgPool, id: JobId, state: JobState) -> docket_queue::
 
 /// Rule 1. The relay takes the message (its DATA) but answers the final dot only after
 /// DOCKET_SMTP_TIMEOUT: the client is cut off mid-exchange, "has sent the message without
-/// hearing it" (the sink's own words). That is exactly an email whose fate is unknown, yet
-/// the timeout is classified `Temporary` and the recipient is sent again on the ladder.
+/// hearing it" (the sink's own words). The timeout was classified `Temporary` and the
+/// recipient sent again on the ladder (3 copies); it is an email whose fate is unknown.
 #[tokio::test]
-async fn adv_smtp_timeout_after_data_sends_a_campaign_recipient_again() {
+async fn adv_a_campaign_recipient_cut_off_after_data_is_unknown_and_sent_once() {
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
     sink.slow_data(Some(Duration::from_secs(3)));
@@ -107,7 +107,7 @@ async fn adv_smtp_timeout_after_data_sends_a_campaign_recipient_again() {
 
 /// Rule 1, the recovery flavour: the same cut-off after DATA on a recovery email.
 #[tokio::test]
-async fn adv_smtp_timeout_after_data_sends_a_recovery_email_again() {
+async fn adv_a_recovery_email_cut_off_after_data_is_unknown_and_sent_once() {
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
     sink.slow_data(Some(Duration::from_secs(3)));
@@ -170,12 +170,12 @@ async fn adv_expiry_after_data_records_what_the_relay_did() {
 }
 
 /// Rule 2. One recipient whose RCPT the relay answers 421 (a deferral some relays give per
-/// destination) is classified relay-wide: the whole batch holds, the attempt is given back,
-/// and the batch starts again from the same recipient, every time. The recipients after it
-/// in the batch never go, and nothing is ever dead-lettered.
+/// destination) was classified relay-wide every time: the whole batch held, the attempt was
+/// given back, and the batch started again from the same recipient, for ever. A delivery
+/// past a few 421/454s spends attempts on its ladder, so it ends `dead_letter` and the rest
+/// of its batch goes.
 #[tokio::test]
-#[ignore = "known, not fixed yet (rule 2, liveness): a recipient answered 421 holds the rest of its batch for ever without spending any attempt"]
-async fn adv_a_recipient_answered_421_starves_the_rest_of_its_batch() {
+async fn adv_a_recipient_answered_421_every_time_ends_on_its_ladder_and_the_rest_goes() {
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await;
     sink.reply_to(
@@ -187,8 +187,10 @@ async fn adv_a_recipient_answered_421_starves_the_rest_of_its_batch() {
     let mut config = config_for(&sink, dir);
     config.retry_ladder = vec![Duration::from_secs(1); 2];
     let running = start(&db.pool, config);
-    tokio::time::sleep(Duration::from_secs(12)).await;
-    let status = campaign::show(&db.pool, id).await.unwrap();
+    eventually(Duration::from_secs(40), "the campaign finishes", || async {
+        campaign::show(&db.pool, id).await.unwrap().state == "finished"
+    })
+    .await;
     let d0 = delivery_of(&db.pool, id, "user0@example.com").await;
     running.shutdown().await;
     assert_eq!(
@@ -196,12 +198,11 @@ async fn adv_a_recipient_answered_421_starves_the_rest_of_its_batch() {
             sink.count_for("user1@example.com"),
             sink.count_for("user2@example.com")
         ),
-        (1, 1),
-        "after 12 s (ladder 2 x 1 s) the rest of the batch is still unsent: user0 tried {} times, its delivery {:?} with {} attempts; campaign {status:?}",
-        sink.attempts_for("user0@example.com"),
-        d0.status,
-        d0.attempts
+        (1, 1)
     );
+    assert_eq!(sink.count_for("user0@example.com"), 0);
+    assert_eq!(d0.status, Status::DeadLetter, "{:?}", d0.last_error);
+    assert_eq!(d0.attempts, 3, "the ladder's two steps and the last try");
 }
 
 /// Rule 2 guard: several recipients answered 450 while the relay answers 421 to everyone
@@ -288,10 +289,14 @@ async fn adv_450_to_several_and_intermittent_421_spend_only_the_own_ladders() {
             "user{i}: one attempt and one per ladder step, 421s not counted"
         );
     }
-    assert!(
-        sink.attempts_for("user0@example.com") >= 2,
-        "the relay's 421s were met (refused, then sent)"
-    );
+    let throttles: i64 = sqlx::query_scalar(
+        "select coalesce(sum(throttles), 0) from docket.mail_deliveries where campaign_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(throttles >= 1, "the relay's 421s were met");
     let recovery = sink
         .messages()
         .into_iter()
@@ -602,9 +607,10 @@ async fn relay_that_drops_after_data() -> (String, std::sync::Arc<std::sync::ato
 }
 
 /// Rule 1, the lost-connection flavour: the relay takes the message and the connection
-/// drops before its answer. `Failure::Connection` is `Temporary` too: sent again.
+/// drops before its answer. `Failure::Connection` was `Temporary` too, and the recipient
+/// was sent again; after the message was handed over it is unknown.
 #[tokio::test]
-async fn adv_connection_lost_after_data_sends_a_campaign_recipient_again() {
+async fn adv_a_connection_lost_after_data_leaves_the_recipient_unknown_and_sent_once() {
     let db = TestDb::new().await;
     let sink = SmtpSink::start().await; // only for config_for's shape
     let (url, taken) = relay_that_drops_after_data().await;
