@@ -465,3 +465,66 @@ async fn adv_the_outcome_of_a_run_woken_after_its_lease_lapsed_is_fenced() {
     );
     assert_eq!(shown.attempt, 2, "B's run is the second attempt");
 }
+
+/// Rule 3: the reconciler alone stops a run whose (job, token) the database gives to
+/// another worker that is alive (so no rescue, and no newer claim by this worker, stops
+/// it instead: `faults::a_run_whose_claim_the_database_gave_away…` gives the job to a
+/// worker that is gone, and this worker's own newer claim stops the run there, so it
+/// passes with the reconciler's stop removed). The job stays with the other worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adv_the_reconciler_stops_a_run_the_database_gave_to_another_live_worker() {
+    use std::sync::{Arc, Mutex};
+    let db = TestDb::new().await;
+    let stopped = Arc::new(Mutex::new(0));
+    let mut registry = Registry::new();
+    let seen = stopped.clone();
+    registry.register_raw("adv.watch", move |_payload, ctx: JobContext| {
+        let seen = seen.clone();
+        async move {
+            ctx.cancelled().await;
+            *seen.lock().unwrap() += 1;
+            Err(JobError::from("stopped"))
+        }
+    });
+    let config = RuntimeConfig {
+        heartbeat_interval: Duration::from_millis(300),
+        lease_timeout: Duration::from_secs(3),
+        rescuer_interval: Duration::from_millis(300),
+        ..crate::quick_config()
+    };
+    let worker = crate::start(&db.pool, registry, config);
+    let id = crate::enqueue_running(&db.pool, &NewJob::new("adv.watch", json!({}))).await;
+    let other = uuid::Uuid::now_v7();
+    let token = uuid::Uuid::now_v7();
+    sqlx::query(
+        "insert into docket.workers (id, host, pid, queues, kinds, version, lease_expires_at)
+         values ($1, 'elsewhere', 1, '{default}', '{adv.watch}', 'test', now() + interval '1 hour')",
+    )
+    .bind(other)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    sqlx::query("update docket.jobs set locked_by = $2, lease_token = $3 where id = $1")
+        .bind(id.0)
+        .bind(other)
+        .bind(token)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "the run is stopped", || async {
+        *stopped.lock().unwrap() == 1
+    })
+    .await;
+    let (state, locked_by, lease_token): (JobState, Option<uuid::Uuid>, Option<uuid::Uuid>) =
+        sqlx::query_as("select state, locked_by, lease_token from docket.jobs where id = $1")
+            .bind(id.0)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (state, locked_by, lease_token),
+        (JobState::Processing, Some(other), Some(token)),
+        "the stopped run's hand-back is fenced: the job stays the other worker's"
+    );
+    worker.shutdown().await;
+}
