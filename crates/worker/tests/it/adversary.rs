@@ -22,6 +22,8 @@ const WAIT: Duration = Duration::from_secs(60);
 const QUEUE: &str = "adv";
 const DB_VAR: &str = "DOCKET_ADV_WORKER_DB";
 const SLOTS_VAR: &str = "DOCKET_ADV_WORKER_SLOTS";
+/// The worker process's rescuer interval in seconds (1 unless set).
+const RESCUER_VAR: &str = "DOCKET_ADV_WORKER_RESCUER_SECS";
 
 /// Not a test: the worker process of these tests. Without [`DB_VAR`] it returns at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +84,12 @@ async fn adv_worker_process() {
             .prefetch(prefetch)],
         heartbeat_interval: Duration::from_secs(1),
         lease_timeout: Duration::from_secs(4),
-        rescuer_interval: Duration::from_secs(1),
+        rescuer_interval: Duration::from_secs(
+            std::env::var(RESCUER_VAR)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(1),
+        ),
         poll_interval: Duration::from_millis(200),
         ..RuntimeConfig::default()
     };
@@ -98,6 +105,15 @@ struct WorkerProcess(Child);
 
 impl WorkerProcess {
     fn start(db: &TestDb, concurrency: usize, prefetch: usize) -> WorkerProcess {
+        Self::start_with_rescuer(db, concurrency, prefetch, 1)
+    }
+
+    fn start_with_rescuer(
+        db: &TestDb,
+        concurrency: usize,
+        prefetch: usize,
+        rescuer_secs: u64,
+    ) -> WorkerProcess {
         let child = Command::new(std::env::current_exe().expect("this test binary"))
             .args([
                 "adversary::adv_worker_process",
@@ -107,7 +123,7 @@ impl WorkerProcess {
             ])
             .env(DB_VAR, &db.url)
             .env(SLOTS_VAR, format!("{concurrency},{prefetch}"))
-            .env("RUST_LOG", "info")
+            .env(RESCUER_VAR, rescuer_secs.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -527,4 +543,81 @@ async fn adv_the_reconciler_stops_a_run_the_database_gave_to_another_live_worker
         "the stopped run's hand-back is fenced: the job stays the other worker's"
     );
     worker.shutdown().await;
+}
+
+/// Rule 1, lease continuity on its own. A single worker, whose rescuer runs only at start
+/// (so nobody rescues anything and the reconciler never sees a run given away), is stopped
+/// for 6 s (lease 4 s) in the middle of a run. It cannot prove its lease held without a
+/// gap, so it must stop and hand back that run on waking, and run the job anew under a
+/// new claim: two runs, the first one unfinished. Without this test, turning every gap
+/// check of the heartbeat off (`lease_had_gap` before the send and after it, and
+/// `Renewal::lapsed`) is caught by no test: in `stall.rs` the job was given to another
+/// worker, and the reconciler stops the run instead, one interval later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adv_a_worker_stopped_longer_than_its_lease_hands_back_its_run_even_when_nobody_rescued_it() {
+    let db = TestDb::new().await;
+    create_ledger(&db.pool).await;
+    let job = enqueue_ms(&db, 8_000).await;
+    let a = WorkerProcess::start_with_rescuer(&db, 1, 0, 3600);
+    eventually(WAIT, "A runs the job", || async {
+        runs_by(&db.pool, a.pid(), Some(job)).await == 1
+    })
+    .await;
+    sleep(Duration::from_millis(1000)).await;
+    a.signal("STOP");
+    sleep(Duration::from_secs(6)).await;
+    a.signal("CONT");
+    completes(&db, job).await;
+    let unfinished: i64 = sqlx::query_scalar(
+        "select count(*) from adv_runs where job_id = $1 and finished_at is null",
+    )
+    .bind(job.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (runs_by(&db.pool, a.pid(), Some(job)).await, unfinished),
+        (2, 1),
+        "the run that outlived the lease was stopped and the job ran again"
+    );
+}
+
+/// Rule 1, the database's side of lease continuity (`Renewal::lapsed`) on its own: the
+/// stored lease of a single worker (rescuer only at start, so nothing is rescued) is made
+/// to have lapsed already, as if the database's clock counted a stall this process's did
+/// not. The next heartbeat finds the lease lapsed, so the worker must stop and hand back
+/// its run, and run the job anew. Turning `renewal.lapsed` off is caught by no other test:
+/// every stall a test can make is also seen on the process's own clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn adv_a_lease_the_database_says_lapsed_ends_the_run_even_when_the_process_saw_no_gap() {
+    let db = TestDb::new().await;
+    create_ledger(&db.pool).await;
+    let job = enqueue_ms(&db, 6_000).await;
+    let a = WorkerProcess::start_with_rescuer(&db, 1, 0, 3600);
+    eventually(WAIT, "A runs the job", || async {
+        runs_by(&db.pool, a.pid(), Some(job)).await == 1
+    })
+    .await;
+    sleep(Duration::from_millis(500)).await;
+    a.just_beat(&db).await;
+    sqlx::query(
+        "update docket.workers set lease_expires_at = now() - interval '1 second' where pid = $1",
+    )
+    .bind(a.pid())
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    completes(&db, job).await;
+    let unfinished: i64 = sqlx::query_scalar(
+        "select count(*) from adv_runs where job_id = $1 and finished_at is null",
+    )
+    .bind(job.0)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (runs_by(&db.pool, a.pid(), Some(job)).await, unfinished),
+        (2, 1),
+        "the run on a lease the database saw lapse was stopped and the job ran again"
+    );
 }
