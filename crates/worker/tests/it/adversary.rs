@@ -264,7 +264,8 @@ async fn enqueue_ms(db: &TestDb, ms: u64) -> JobId {
 /// lease that has already lapsed and a job that already runs elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "reproduces: a worker woken from a stall longer than its lease keeps doing a rescued job's work (handler polled on wake + STOP_GRACE) while another worker runs it"]
-async fn adv_a_worker_woken_from_a_stall_longer_than_its_lease_does_no_more_work_on_a_rescued_job() {
+async fn adv_a_worker_woken_from_a_stall_longer_than_its_lease_does_no_more_work_on_a_rescued_job()
+{
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 20_000).await;
@@ -300,10 +301,14 @@ async fn adv_a_worker_woken_from_a_stall_longer_than_its_lease_does_no_more_work
 /// 3.3 s < 4 s and sends; the beat hangs on the lock until its timeout (1 s), i.e. past the
 /// lease; only then does `must_release` fire, and the run gets `STOP_GRACE` more. The
 /// margin `must_release` promises (interval + grace before the lapse) is not kept: the
-/// pre-send check uses `lease_had_gap` (>= lease), not `must_release`.
+/// pre-send check uses `lease_had_gap` (>= lease), not `must_release`. (With the
+/// pre-send check changed to `must_release` this passed 2 runs of 3; the third still
+/// showed one step of overlap: the `STOP_GRACE` given after a release is not bounded by
+/// what is left of the lease.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "reproduces: a stall just under the lease plus a hung heartbeat lets a run go on past the lease while another worker runs the job"]
-async fn adv_a_stall_just_under_the_lease_then_a_hung_heartbeat_stops_runs_before_the_lease_lapses() {
+async fn adv_a_stall_just_under_the_lease_then_a_hung_heartbeat_stops_runs_before_the_lease_lapses()
+{
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 20_000).await;
@@ -355,7 +360,11 @@ async fn adv_a_stall_just_under_the_lease_keeps_the_run() {
     sleep(Duration::from_millis(2500)).await;
     a.signal("CONT");
     completes(&db, job).await;
-    assert_eq!(runs_by(&db.pool, b.pid(), Some(job)).await, 0, "B never ran it");
+    assert_eq!(
+        runs_by(&db.pool, b.pid(), Some(job)).await,
+        0,
+        "B never ran it"
+    );
     assert_eq!(concurrent_work(&db.pool).await, vec![]);
 }
 
@@ -475,7 +484,10 @@ async fn adv_the_outcome_of_a_run_woken_after_its_lease_lapsed_is_fenced() {
     let shown = docket_queue::admin::show(&db.pool, job).await.unwrap();
     assert_eq!(shown.state, JobState::Completed);
     assert!(
-        shown.errors.iter().all(|e| !e.error.contains("stalled worker")),
+        shown
+            .errors
+            .iter()
+            .all(|e| !e.error.contains("stalled worker")),
         "A's fenced outcome left no trace: {:?}",
         shown.errors
     );
@@ -554,7 +566,8 @@ async fn adv_the_reconciler_stops_a_run_the_database_gave_to_another_live_worker
 /// `Renewal::lapsed`) is caught by no test: in `stall.rs` the job was given to another
 /// worker, and the reconciler stops the run instead, one interval later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn adv_a_worker_stopped_longer_than_its_lease_hands_back_its_run_even_when_nobody_rescued_it() {
+async fn adv_a_worker_stopped_longer_than_its_lease_hands_back_its_run_even_when_nobody_rescued_it()
+{
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 8_000).await;
