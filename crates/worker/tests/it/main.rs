@@ -1,5 +1,6 @@
 //! Integration tests of the worker runtime, in process, against a real PostgreSQL.
 
+mod adversary;
 mod batches;
 mod faults;
 mod groups;
