@@ -2,7 +2,10 @@
 //! caught), enforce its timeout, honour cancellation, and turn what happened into an
 //! [`Outcome`] for the completer. The executor never writes SQL.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use docket_queue::{Job, JobId, Outcome};
@@ -15,9 +18,9 @@ use uuid::Uuid;
 
 use crate::events;
 use crate::handler::{JobContext, JobError};
-use crate::lease::{HeldJob, Holdings, StopReason, StopSwitch};
+use crate::lease::{HeldJob, Holdings, Lease, StopReason, StopSwitch};
 use crate::metrics;
-use crate::registry::Registry;
+use crate::registry::{HandlerFuture, Registry};
 
 /// How long a handler that is stopped from outside (timeout, cancel, lease loss, the
 /// shutdown deadline) gets to return after its context says so, before it is dropped.
@@ -48,6 +51,8 @@ pub(crate) struct Executor {
     pub(crate) holdings: Arc<Holdings>,
     /// Where job tasks are tracked, so shutdown can wait for them.
     pub(crate) jobs: TaskTracker,
+    /// This worker's lease: a handler is polled only while it provably holds.
+    pub(crate) lease: Arc<Lease>,
 }
 
 /// How a run ended, before it is turned into an outcome.
@@ -180,9 +185,10 @@ impl Executor {
         // future) is caught like any other.
         let payload = job.payload.clone();
         let task_ctx = ctx.clone();
+        let lease = self.lease.clone();
         let mut task = tokio::spawn(async move {
             match (entry.start)(payload, task_ctx) {
-                Ok(future) => Ok(future.await),
+                Ok(future) => Ok(WhileLeaseHeld { lease, run: future }.await),
                 Err(detail) => Err(detail),
             }
         });
@@ -192,7 +198,9 @@ impl Executor {
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             tokio::select! {
                 joined = &mut task => break match joined {
-                    Ok(Ok(result)) => Ended::Returned(result),
+                    Ok(Ok(Some(result))) => Ended::Returned(result),
+                    // The lease could not be proven: the handler was not polled again.
+                    Ok(Ok(None)) => Ended::Released,
                     Ok(Err(detail)) => Ended::Malformed(detail),
                     Err(err) if err.is_panic() => Ended::Panicked(panic_message(err.into_panic())),
                     Err(_) => Ended::Released,
@@ -218,12 +226,33 @@ impl Executor {
             // Stopped from outside: tell the handler, give it a moment to wind down, then
             // drop it. Work it finished in that moment counts; anything else is the stop.
             ctx.cancel.cancel();
-            if let Ok(Ok(Ok(Ok(())))) = tokio::time::timeout(STOP_GRACE, &mut task).await {
+            if let Ok(Ok(Ok(Some(Ok(()))))) = tokio::time::timeout(STOP_GRACE, &mut task).await {
                 return Outcome::Complete;
             }
             task.abort();
         }
         outcome_of(ended, job, &options.backoff)
+    }
+}
+
+/// A handler polled only while this worker provably holds its lease (its last confirmed
+/// heartbeat was sent less than a lease ago, on the monotonic clock). A process that was
+/// stopped past its lease (SIGSTOP, a paused VM, starvation) may wake with the handler's
+/// timers due before the heartbeat has run: the handler does not take another step, since
+/// another worker may already run the job. Ends with `None` then.
+struct WhileLeaseHeld {
+    lease: Arc<Lease>,
+    run: HandlerFuture,
+}
+
+impl Future for WhileLeaseHeld {
+    type Output = Option<Result<(), JobError>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if !self.lease.is_held() {
+            return Poll::Ready(None);
+        }
+        self.run.as_mut().poll(cx).map(Some)
     }
 }
 

@@ -165,6 +165,7 @@ impl Runtime {
             completer: completer_tx,
             holdings: holdings.clone(),
             jobs: jobs.clone(),
+            lease: lease.clone(),
         });
         let total: usize = config.queues.iter().map(|q| q.concurrency).sum();
         let global = Arc::new(Semaphore::new(config.global_concurrency.unwrap_or(total)));

@@ -1,4 +1,4 @@
-//! Adversarial lease tests: real worker processes (this test binary started again as a
+//! Attacks on the lease guarantees: real worker processes (this test binary started again as a
 //! worker, `adv_worker_process`), SIGSTOP/SIGCONT, a hung heartbeat (the worker's row
 //! locked from another session) and terminated connections. The kind `adv.progress` records
 //! every run in `adv_runs` and, every 100 ms of its work, a row in `adv_progress`: a run
@@ -257,13 +257,11 @@ async fn enqueue_ms(db: &TestDb, ms: u64) -> JobId {
 }
 
 /// Rule 1, stall longer than the lease. A is stopped while it runs a job, B rescues and
-/// runs it, A is woken while B's run goes on. A process cannot work while stopped, but
-/// the moment it wakes its handler task is polled again (it is a task of its own, not
-/// gated by the lease) before any heartbeat has looked at the clock, and once the
-/// heartbeat releases the run the handler still gets `STOP_GRACE` to keep working, on a
-/// lease that has already lapsed and a job that already runs elsewhere.
+/// runs it, A is woken while B's run goes on. The moment A woke, its handler task was
+/// polled again (a task of its own) before any heartbeat had looked at the clock, and once
+/// the heartbeat released the run the handler still got `STOP_GRACE`: A worked on beside
+/// B. A handler is now polled only while its worker provably holds its lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces: a worker woken from a stall longer than its lease keeps doing a rescued job's work (handler polled on wake + STOP_GRACE) while another worker runs it"]
 async fn adv_a_worker_woken_from_a_stall_longer_than_its_lease_does_no_more_work_on_a_rescued_job()
 {
     let db = TestDb::new().await;
@@ -297,16 +295,10 @@ async fn adv_a_worker_woken_from_a_stall_longer_than_its_lease_does_no_more_work
 
 /// Rule 1, stall just under the lease followed by a hung heartbeat. Right after a
 /// heartbeat, A is stopped for 3.3 s (lease 4 s) and its row in docket.workers is locked
-/// from another session until long after. On waking, the heartbeat's pre-send check sees
-/// 3.3 s < 4 s and sends; the beat hangs on the lock until its timeout (1 s), i.e. past the
-/// lease; only then does `must_release` fire, and the run gets `STOP_GRACE` more. The
-/// margin `must_release` promises (interval + grace before the lapse) is not kept: the
-/// pre-send check uses `lease_had_gap` (>= lease), not `must_release`. (With the
-/// pre-send check changed to `must_release` this passed 2 runs of 3; the third still
-/// showed one step of overlap: the `STOP_GRACE` given after a release is not bounded by
-/// what is left of the lease.)
+/// from another session until long after. On waking, the heartbeat's pre-send check saw
+/// 3.3 s < 4 s and sent; the beat hung on the lock until its timeout (1 s), past the lease,
+/// and the run went on beside B's. A handler is now not polled once the lease is past.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "reproduces: a stall just under the lease plus a hung heartbeat lets a run go on past the lease while another worker runs the job"]
 async fn adv_a_stall_just_under_the_lease_then_a_hung_heartbeat_stops_runs_before_the_lease_lapses()
 {
     let db = TestDb::new().await;
