@@ -249,7 +249,7 @@ impl Future for WhileLeaseHeld {
     type Output = Option<Result<(), JobError>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if !self.lease.is_held() {
+        if !self.lease.provably_held() {
             return Poll::Ready(None);
         }
         self.run.as_mut().poll(cx).map(Some)

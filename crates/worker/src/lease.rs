@@ -67,6 +67,13 @@ impl Lease {
         state.held && state.confirmed_sent_at.elapsed() < self.timeout
     }
 
+    /// Whether the lease stored by the last confirmed heartbeat surely still holds in the
+    /// database (less than a lease since that beat was sent), whether or not claims are
+    /// paused after a release: a handler winding down may run until then, never after.
+    pub(crate) fn provably_held(&self) -> bool {
+        self.lock().confirmed_sent_at.elapsed() < self.timeout
+    }
+
     /// When the last heartbeat that renewed the lease without a gap was sent.
     pub(crate) fn confirmed_sent_at(&self) -> Instant {
         self.lock().confirmed_sent_at
