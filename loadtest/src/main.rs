@@ -124,7 +124,7 @@ enum Bench {
         /// Drill worker processes (default: the profile's).
         #[arg(long)]
         workers: Option<usize>,
-        /// Faults, comma-separated: kill, terminate, pg-restart, smtp, held-snapshot; or none.
+        /// Faults, comma-separated: kill, terminate, pg-restart, smtp, held-snapshot, stall, smtp-busy, not-due-group; or none.
         #[arg(long)]
         chaos: Option<String>,
         /// Where the report goes.
