@@ -186,9 +186,15 @@ impl Executor {
         let payload = job.payload.clone();
         let task_ctx = ctx.clone();
         let lease = self.lease.clone();
+        let term = lease.term();
         let mut task = tokio::spawn(async move {
             match (entry.start)(payload, task_ctx) {
-                Ok(future) => Ok(WhileLeaseHeld { lease, run: future }.await),
+                Ok(future) => Ok(WhileLeaseHeld {
+                    lease,
+                    term,
+                    run: future,
+                }
+                .await),
                 Err(detail) => Err(detail),
             }
         });
@@ -235,13 +241,16 @@ impl Executor {
     }
 }
 
-/// A handler polled only while this worker provably holds its lease (its last confirmed
-/// heartbeat was sent less than a lease ago, on the monotonic clock). A process that was
-/// stopped past its lease (SIGSTOP, a paused VM, starvation) may wake with the handler's
-/// timers due before the heartbeat has run: the handler does not take another step, since
-/// another worker may already run the job. Ends with `None` then.
+/// A handler polled only while this worker provably holds the lease its run started under
+/// (that term's last confirmed heartbeat was sent less than a lease ago, on the monotonic
+/// clock). A process that was stopped past its lease (SIGSTOP, a paused VM, starvation)
+/// may wake with the handler's timers due before the heartbeat has run, and a heartbeat
+/// after the stall renews the lease for new runs only: the handler does not take another
+/// step, since another worker may already run the job. Ends with `None` then.
 struct WhileLeaseHeld {
     lease: Arc<Lease>,
+    /// The lease's term when the run started.
+    term: u64,
     run: HandlerFuture,
 }
 
@@ -249,7 +258,7 @@ impl Future for WhileLeaseHeld {
     type Output = Option<Result<(), JobError>>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if !self.lease.provably_held() {
+        if !self.lease.holds_for(self.term) {
             return Poll::Ready(None);
         }
         self.run.as_mut().poll(cx).map(Some)

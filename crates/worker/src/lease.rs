@@ -47,6 +47,12 @@ struct LeaseState {
     held: bool,
     /// When the last heartbeat that renewed the lease without a gap was sent.
     confirmed_sent_at: Instant,
+    /// Counts the times the lease was given up. A run belongs to the term it started in:
+    /// a heartbeat after a release renews the lease for new runs, never for the old ones.
+    term: u64,
+    /// The term before this one and its last confirmed send: its runs, winding down after a
+    /// release, may go on until that lease ends, never past it.
+    previous: Option<(u64, Instant)>,
 }
 
 impl Lease {
@@ -57,6 +63,8 @@ impl Lease {
             state: Mutex::new(LeaseState {
                 held: true,
                 confirmed_sent_at: registered_at,
+                term: 0,
+                previous: None,
             }),
         }
     }
@@ -67,11 +75,26 @@ impl Lease {
         state.held && state.confirmed_sent_at.elapsed() < self.timeout
     }
 
-    /// Whether the lease stored by the last confirmed heartbeat surely still holds in the
-    /// database (less than a lease since that beat was sent), whether or not claims are
-    /// paused after a release: a handler winding down may run until then, never after.
-    pub(crate) fn provably_held(&self) -> bool {
-        self.lock().confirmed_sent_at.elapsed() < self.timeout
+    /// The current term: what a run starting now belongs to.
+    pub(crate) fn term(&self) -> u64 {
+        self.lock().term
+    }
+
+    /// Whether a run of `term` may take another step: the lease of its term surely still
+    /// holds in the database (less than a lease since that term's last confirmed beat was
+    /// sent). A run winding down after a release may go on until then; a heartbeat sent
+    /// after a release (or a stall) renews the lease for new runs only.
+    pub(crate) fn holds_for(&self, term: u64) -> bool {
+        let state = self.lock();
+        let confirmed = if term == state.term {
+            state.confirmed_sent_at
+        } else {
+            match state.previous {
+                Some((previous, confirmed)) if previous == term => confirmed,
+                _ => return false,
+            }
+        };
+        confirmed.elapsed() < self.timeout
     }
 
     /// When the last heartbeat that renewed the lease without a gap was sent.
@@ -90,9 +113,15 @@ impl Lease {
         renewed
     }
 
-    /// Gives the lease up: nothing is claimed until [`Lease::confirm`] renews it.
+    /// Gives the lease up: nothing is claimed until [`Lease::confirm`] renews it, and the
+    /// runs held so far belong to a term that no later heartbeat extends.
     pub(crate) fn lose(&self) {
-        self.lock().held = false;
+        let mut state = self.lock();
+        if state.held {
+            state.previous = Some((state.term, state.confirmed_sent_at));
+            state.term += 1;
+        }
+        state.held = false;
     }
 
     fn lock(&self) -> MutexGuard<'_, LeaseState> {
@@ -404,5 +433,34 @@ mod tests {
         assert!(!lease_had_gap(Duration::from_millis(3999), lease));
         assert!(lease_had_gap(lease, lease));
         assert!(lease_had_gap(Duration::from_secs(8), lease));
+    }
+
+    /// The drill's `stall` found runs ending past their lease: the first heartbeat after
+    /// the stall released them, then renewed the lease, and the renewal let the released
+    /// runs, still winding down, take steps again.
+    #[test]
+    fn a_heartbeat_after_a_release_renews_the_lease_for_new_runs_only() {
+        let timeout = Duration::from_secs(1);
+        // A stall: the last confirmed beat was sent two leases ago.
+        let stalled = Lease::new(Instant::now() - 2 * timeout, timeout);
+        let old_run = stalled.term();
+        assert!(!stalled.holds_for(old_run));
+        stalled.lose();
+        assert!(stalled.confirm(Instant::now(), true));
+        assert!(
+            !stalled.holds_for(old_run),
+            "the renewal is not the old run's"
+        );
+        assert!(stalled.holds_for(stalled.term()), "new runs hold");
+
+        // A release before the lapse (a heartbeat that cannot renew): the runs wind down
+        // until their lease ends, whatever later beats do.
+        let released = Lease::new(Instant::now(), timeout);
+        let winding_down = released.term();
+        released.lose();
+        released.confirm(Instant::now(), true);
+        assert!(released.holds_for(winding_down));
+        released.lose();
+        assert!(!released.holds_for(winding_down), "two releases ago");
     }
 }
