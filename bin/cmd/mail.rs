@@ -175,13 +175,7 @@ async fn run_campaign(
                     bad.reason
                 );
             }
-            let from = config
-                .mail
-                .from
-                .as_deref()
-                .unwrap_or("Docket <docket@localhost>")
-                .parse()
-                .context(crate::settings::MAIL_FROM.var)?;
+            let from = config.mail.sender()?;
             let new = NewCampaign {
                 batch_size,
                 ..NewCampaign::new(&name, &template, parsed.rows)

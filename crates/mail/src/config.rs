@@ -16,6 +16,9 @@ pub const SMTP_POOL_SIZE_DEFAULT: u32 = 4;
 /// The template catalog's default place.
 pub const TEMPLATE_DIR_DEFAULT: &str = "./templates";
 
+/// The sender when `DOCKET_MAIL_FROM` is unset (stub mode only: SMTP mode requires one).
+pub const FROM_DEFAULT: &str = "Docket <docket@localhost>";
+
 /// Recipients per `mail.campaign_batch` job by default.
 pub const CAMPAIGN_BATCH_SIZE_DEFAULT: usize = 100;
 
@@ -183,6 +186,19 @@ impl Default for MailConfig {
 }
 
 impl MailConfig {
+    /// The sender: `DOCKET_MAIL_FROM`, or [`FROM_DEFAULT`].
+    ///
+    /// # Errors
+    ///
+    /// [`MailConfigError`] when it is not a mailbox.
+    pub fn sender(&self) -> Result<lettre::message::Mailbox, MailConfigError> {
+        self.from
+            .as_deref()
+            .unwrap_or(FROM_DEFAULT)
+            .parse()
+            .map_err(|err| MailConfigError::new(format!("DOCKET_MAIL_FROM: {err}")))
+    }
+
     /// Checks the settings together.
     ///
     /// # Errors

@@ -148,12 +148,7 @@ impl Mailer {
         let catalog = Catalog::load(&config.template_dir)
             .map_err(|err| format!("template catalog: {err}"))?;
         let transport = Transport::from_config(&config).map_err(|err| err.to_string())?;
-        let from = config
-            .from
-            .as_deref()
-            .unwrap_or("Docket <docket@localhost>")
-            .parse()
-            .map_err(|err| format!("DOCKET_MAIL_FROM: {err}"))?;
+        let from = config.sender().map_err(|err| err.to_string())?;
         let limiter = config.rate.map(|rate| RateLimit::new(RELAY_BUCKET, rate));
         Ok(Mailer {
             pool,

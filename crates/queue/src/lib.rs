@@ -20,8 +20,8 @@
 //! - [`maintenance`]: heartbeats, rescue of lapsed leases, pruning.
 //! - [`telemetry`]: every log event and metric name, of every crate.
 //! - [`health`]: the health judgement over the snapshot and the workers.
-//! - [`worker`]: the worker model (`WorkerInfo`, `Worker`).
-//! - [`workers`]: registered workers, kinds no live worker runs, migration status.
+//! - [`workers`]: the worker model (`WorkerInfo`, `Worker`), registered workers, kinds no
+//!   live worker runs, migration status.
 //! - `db`: every SQL statement (private), one module per table.
 //! - [`error`]: `Error`, `Result`, `ErrorChain`.
 //!
@@ -45,7 +45,6 @@ pub mod rate_limit;
 pub mod schedule;
 pub mod snapshot;
 pub mod telemetry;
-pub mod worker;
 pub mod workers;
 
 pub use admin::{DeadLetterFilter, ListFilter, Page};

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, JobState};
-pub use crate::worker::WorkerInfo;
+pub use crate::workers::WorkerInfo;
 
 /// Registers the worker, or renews its heartbeat, and with it the worker's lease on every
 /// job it holds until `now + lease` (the worker's own setting: the rescuer reads the

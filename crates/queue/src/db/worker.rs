@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 use uuid::Uuid;
 
-use crate::worker::Worker;
+use crate::workers::Worker;
 
 pub(crate) async fn worker_delete(exec: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
     sqlx::query("delete from docket.workers where id = $1")
