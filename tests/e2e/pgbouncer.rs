@@ -19,10 +19,15 @@ fn is_root() -> bool {
 struct Bouncer {
     child: Child,
     port: u16,
+    /// Its pid file: as root it runs under `runuser`, and killing `runuser` leaves it.
+    pidfile: std::path::PathBuf,
 }
 
 impl Drop for Bouncer {
     fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(&self.pidfile) {
+            let _ = Command::new("kill").arg(pid.trim()).status();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -45,7 +50,8 @@ fn start_bouncer(db: &TestDb, mode: &str) -> Bouncer {
             "[databases]\n* = host={host} port={server_port}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
              listen_port = {port}\nauth_type = trust\nauth_file = {dir}/users.txt\npool_mode = {mode}\n\
              max_client_conn = 200\ndefault_pool_size = 50\n\
-             ignore_startup_parameters = extra_float_digits,options,statement_timeout\n",
+             ignore_startup_parameters = extra_float_digits,options,statement_timeout\n\
+             pidfile = {dir}/pgbouncer.pid\n",
             // The throwaway cluster listens on a Unix socket in a directory.
             host = options
                 .get_socket()
@@ -75,7 +81,11 @@ fn start_bouncer(db: &TestDb, mode: &str) -> Bouncer {
         .stderr(Stdio::null())
         .spawn()
         .expect("start pgbouncer");
-    Bouncer { child, port }
+    Bouncer {
+        child,
+        port,
+        pidfile: dir.join("pgbouncer.pid"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
