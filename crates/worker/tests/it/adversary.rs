@@ -6,7 +6,6 @@
 //! of one run done after another run of the same job started and before that one's last
 //! work, whether or not either run finishes.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use docket_queue::{enqueue, JobId, JobState, NewJob};
@@ -16,6 +15,7 @@ use serde_json::json;
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::time::{sleep, Instant};
 
+use crate::process::WorkerProcess;
 use crate::state_of;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -100,77 +100,35 @@ async fn adv_worker_process() {
         .expect("runs");
 }
 
-/// A worker process, killed when dropped.
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn start(db: &TestDb, concurrency: usize, prefetch: usize) -> WorkerProcess {
-        Self::start_with_rescuer(db, concurrency, prefetch, 1)
-    }
-
-    fn start_with_rescuer(
-        db: &TestDb,
-        concurrency: usize,
-        prefetch: usize,
-        rescuer_secs: u64,
-    ) -> WorkerProcess {
-        let child = Command::new(std::env::current_exe().expect("this test binary"))
-            .args([
-                "adversary::adv_worker_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(DB_VAR, &db.url)
-            .env(SLOTS_VAR, format!("{concurrency},{prefetch}"))
-            .env(RESCUER_VAR, rescuer_secs.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a worker process");
-        WorkerProcess(child)
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.0.id()).expect("a pid")
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.0.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{name}");
-    }
-
-    async fn registered(&self, db: &TestDb) {
-        eventually(WAIT, "the worker process registered", || async {
-            sqlx::query_scalar::<_, bool>(
-                "select exists (select 1 from docket.workers where pid = $1)",
-            )
-            .bind(self.pid())
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-        })
-        .await;
-    }
-
-    /// Waits for this worker's next heartbeat to land, and returns right after it.
-    async fn just_beat(&self, db: &TestDb) {
-        let before = heartbeat_at(&db.pool, self.pid()).await;
-        let until = Instant::now() + Duration::from_secs(10);
-        while heartbeat_at(&db.pool, self.pid()).await == before {
-            assert!(Instant::now() < until, "no heartbeat");
-            sleep(Duration::from_millis(5)).await;
-        }
-    }
+/// An attack's worker process with `concurrency` slots and `prefetch`, its rescuer every
+/// `rescuer_secs`.
+fn start_worker_with_rescuer(
+    db: &TestDb,
+    concurrency: usize,
+    prefetch: usize,
+    rescuer_secs: u64,
+) -> WorkerProcess {
+    WorkerProcess::start(
+        "adversary::adv_worker_process",
+        &[
+            (DB_VAR, db.url.clone()),
+            (SLOTS_VAR, format!("{concurrency},{prefetch}")),
+            (RESCUER_VAR, rescuer_secs.to_string()),
+        ],
+    )
 }
 
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+fn start_worker(db: &TestDb, concurrency: usize, prefetch: usize) -> WorkerProcess {
+    start_worker_with_rescuer(db, concurrency, prefetch, 1)
+}
+
+/// Waits for `worker`'s next heartbeat to land, and returns right after it.
+async fn just_beat(worker: &WorkerProcess, db: &TestDb) {
+    let before = heartbeat_at(&db.pool, worker.pid()).await;
+    let until = Instant::now() + Duration::from_secs(10);
+    while heartbeat_at(&db.pool, worker.pid()).await == before {
+        assert!(Instant::now() < until, "no heartbeat");
+        sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -267,12 +225,12 @@ async fn adv_a_worker_woken_from_a_stall_longer_than_its_lease_does_no_more_work
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 20_000).await;
-    let a = WorkerProcess::start(&db, 1, 0);
+    let a = start_worker(&db, 1, 0);
     eventually(WAIT, "A runs the job", || async {
         runs_by(&db.pool, a.pid(), Some(job)).await == 1
     })
     .await;
-    let b = WorkerProcess::start(&db, 1, 0);
+    let b = start_worker(&db, 1, 0);
     b.registered(&db).await;
     a.signal("STOP");
     eventually(WAIT, "B runs the job while A is stopped", || async {
@@ -304,16 +262,16 @@ async fn adv_a_stall_just_under_the_lease_then_a_hung_heartbeat_stops_runs_befor
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 20_000).await;
-    let a = WorkerProcess::start(&db, 1, 0);
+    let a = start_worker(&db, 1, 0);
     eventually(WAIT, "A runs the job", || async {
         runs_by(&db.pool, a.pid(), Some(job)).await == 1
     })
     .await;
-    let b = WorkerProcess::start(&db, 1, 0);
+    let b = start_worker(&db, 1, 0);
     b.registered(&db).await;
 
     let mut lock = PgConnection::connect(&db.url).await.unwrap();
-    a.just_beat(&db).await;
+    just_beat(&a, &db).await;
     a.signal("STOP");
     sqlx::query("begin").execute(&mut lock).await.unwrap();
     sqlx::query("select 1 from docket.workers where pid = $1 for update")
@@ -340,14 +298,14 @@ async fn adv_a_stall_just_under_the_lease_keeps_the_run() {
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 8_000).await;
-    let a = WorkerProcess::start(&db, 1, 0);
+    let a = start_worker(&db, 1, 0);
     eventually(WAIT, "A runs the job", || async {
         runs_by(&db.pool, a.pid(), Some(job)).await == 1
     })
     .await;
-    let b = WorkerProcess::start(&db, 1, 0);
+    let b = start_worker(&db, 1, 0);
     b.registered(&db).await;
-    a.just_beat(&db).await;
+    just_beat(&a, &db).await;
     a.signal("STOP");
     sleep(Duration::from_millis(2500)).await;
     a.signal("CONT");
@@ -367,15 +325,15 @@ async fn adv_a_hung_heartbeat_stops_the_run_before_the_lease_lapses() {
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 15_000).await;
-    let a = WorkerProcess::start(&db, 1, 0);
+    let a = start_worker(&db, 1, 0);
     eventually(WAIT, "A runs the job", || async {
         runs_by(&db.pool, a.pid(), Some(job)).await == 1
     })
     .await;
-    let b = WorkerProcess::start(&db, 1, 0);
+    let b = start_worker(&db, 1, 0);
     b.registered(&db).await;
     let mut lock = PgConnection::connect(&db.url).await.unwrap();
-    a.just_beat(&db).await;
+    just_beat(&a, &db).await;
     sqlx::query("begin").execute(&mut lock).await.unwrap();
     sqlx::query("select 1 from docket.workers where pid = $1 for update")
         .bind(a.pid())
@@ -395,12 +353,12 @@ async fn adv_repeated_short_stops_never_run_a_job_twice_at_once() {
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 12_000).await;
-    let a = WorkerProcess::start(&db, 1, 0);
+    let a = start_worker(&db, 1, 0);
     eventually(WAIT, "A runs the job", || async {
         runs_by(&db.pool, a.pid(), Some(job)).await == 1
     })
     .await;
-    let b = WorkerProcess::start(&db, 1, 0);
+    let b = start_worker(&db, 1, 0);
     b.registered(&db).await;
     for _ in 0..10 {
         a.signal("STOP");
@@ -422,8 +380,8 @@ async fn adv_terminated_connections_lose_no_job() {
     for _ in 0..4 {
         jobs.push(enqueue_ms(&db, 5_000).await);
     }
-    let a = WorkerProcess::start(&db, 2, 1);
-    let b = WorkerProcess::start(&db, 2, 1);
+    let a = start_worker(&db, 2, 1);
+    let b = start_worker(&db, 2, 1);
     a.registered(&db).await;
     b.registered(&db).await;
     for _ in 0..3 {
@@ -451,7 +409,7 @@ async fn adv_terminated_connections_lose_no_job() {
 async fn adv_the_outcome_of_a_run_woken_after_its_lease_lapsed_is_fenced() {
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
-    let a = WorkerProcess::start(&db, 1, 0);
+    let a = start_worker(&db, 1, 0);
     a.registered(&db).await;
     let job = enqueue(
         &db.pool,
@@ -464,7 +422,7 @@ async fn adv_the_outcome_of_a_run_woken_after_its_lease_lapsed_is_fenced() {
     })
     .await;
     a.signal("STOP");
-    let b = WorkerProcess::start(&db, 1, 0);
+    let b = start_worker(&db, 1, 0);
     eventually(WAIT, "B runs the job while A is stopped", || async {
         runs_by(&db.pool, b.pid(), Some(job)).await == 1
     })
@@ -563,7 +521,7 @@ async fn adv_a_worker_stopped_longer_than_its_lease_hands_back_its_run_even_when
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 8_000).await;
-    let a = WorkerProcess::start_with_rescuer(&db, 1, 0, 3600);
+    let a = start_worker_with_rescuer(&db, 1, 0, 3600);
     eventually(WAIT, "A runs the job", || async {
         runs_by(&db.pool, a.pid(), Some(job)).await == 1
     })
@@ -598,13 +556,13 @@ async fn adv_a_lease_the_database_says_lapsed_ends_the_run_even_when_the_process
     let db = TestDb::new().await;
     create_ledger(&db.pool).await;
     let job = enqueue_ms(&db, 6_000).await;
-    let a = WorkerProcess::start_with_rescuer(&db, 1, 0, 3600);
+    let a = start_worker_with_rescuer(&db, 1, 0, 3600);
     eventually(WAIT, "A runs the job", || async {
         runs_by(&db.pool, a.pid(), Some(job)).await == 1
     })
     .await;
     sleep(Duration::from_millis(500)).await;
-    a.just_beat(&db).await;
+    just_beat(&a, &db).await;
     sqlx::query(
         "update docket.workers set lease_expires_at = now() - interval '1 second' where pid = $1",
     )

@@ -5,6 +5,7 @@ mod batches;
 mod faults;
 mod groups;
 mod prefetch;
+mod process;
 mod runtime;
 mod stall;
 

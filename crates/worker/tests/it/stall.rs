@@ -2,7 +2,6 @@
 //! processes: this test binary started again as a worker (`stall_worker_process`), with a
 //! kind that records every run's start and end in a ledger table.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use docket_queue::{enqueue, JobId, JobState, NewJob};
@@ -11,6 +10,7 @@ use docket_worker::{JobContext, JobError, QueueConfig, Registry, Runtime, Runtim
 use serde_json::json;
 use sqlx::PgPool;
 
+use crate::process::WorkerProcess;
 use crate::state_of;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -77,59 +77,15 @@ async fn stall_worker_process() {
         .expect("runs");
 }
 
-/// A worker process, killed when dropped (also when the test fails while it is stopped).
-struct WorkerProcess(Child);
-
-impl WorkerProcess {
-    fn start(db: &TestDb, concurrency: usize, prefetch: usize) -> WorkerProcess {
-        let child = Command::new(std::env::current_exe().expect("this test binary"))
-            .args([
-                "stall::stall_worker_process",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-            ])
-            .env(DB_VAR, &db.url)
-            .env(SLOTS_VAR, format!("{concurrency},{prefetch}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start a worker process");
-        WorkerProcess(child)
-    }
-
-    fn pid(&self) -> i32 {
-        i32::try_from(self.0.id()).expect("a pid")
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.0.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill -{name}");
-    }
-
-    /// Waits until the worker process has registered.
-    async fn registered(&self, db: &TestDb) {
-        eventually(WAIT, "the worker process registered", || async {
-            sqlx::query_scalar::<_, bool>(
-                "select exists (select 1 from docket.workers where pid = $1)",
-            )
-            .bind(self.pid())
-            .fetch_one(&db.pool)
-            .await
-            .unwrap()
-        })
-        .await;
-    }
-}
-
-impl Drop for WorkerProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// A stall-test worker process with `concurrency` slots and `prefetch`.
+fn start_worker(db: &TestDb, concurrency: usize, prefetch: usize) -> WorkerProcess {
+    WorkerProcess::start(
+        "stall::stall_worker_process",
+        &[
+            (DB_VAR, db.url.clone()),
+            (SLOTS_VAR, format!("{concurrency},{prefetch}")),
+        ],
+    )
 }
 
 async fn create_ledger(pool: &PgPool) {
@@ -189,12 +145,12 @@ async fn a_worker_stopped_longer_than_its_lease_stops_its_run_when_it_wakes_and_
     )
     .await
     .unwrap();
-    let a = WorkerProcess::start(&db, 1, 0);
+    let a = start_worker(&db, 1, 0);
     eventually(WAIT, "A runs the job", || async {
         runs_by(&db.pool, a.pid(), Some(job)).await == 1
     })
     .await;
-    let b = WorkerProcess::start(&db, 1, 0);
+    let b = start_worker(&db, 1, 0);
     b.registered(&db).await;
 
     a.signal("STOP");
@@ -232,13 +188,13 @@ async fn a_stalled_worker_hands_back_its_prefetched_jobs_and_claims_none_of_them
     .await
     .unwrap();
     // A runs one job and holds the other three prefetched.
-    let a = WorkerProcess::start(&db, 1, 3);
+    let a = start_worker(&db, 1, 3);
     eventually(WAIT, "A runs one job and holds the rest", || async {
         runs_by(&db.pool, a.pid(), None).await == 1
             && crate::count_in(&db.pool, JobState::Processing).await == 4
     })
     .await;
-    let b = WorkerProcess::start(&db, 4, 0);
+    let b = start_worker(&db, 4, 0);
     b.registered(&db).await;
 
     a.signal("STOP");
