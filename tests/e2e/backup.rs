@@ -92,14 +92,14 @@ async fn a_dump_of_the_docket_schema_restores_into_an_empty_database_that_checks
         .cloned()
         .unwrap_or_default();
     assert_eq!(
-        migrations["status"], "ok",
+        migrations["verdict"], "ok",
         "every migration is there after the restore: {report}"
     );
     // Every check is ok but `workers`: no worker runs on the restored copy yet, while its
     // jobs wait (a warning, exit 1).
     for check in parsed["checks"].as_array().unwrap() {
         if check["name"] != "workers" {
-            assert_eq!(check["status"], "ok", "after the restore: {report}");
+            assert_eq!(check["verdict"], "ok", "after the restore: {report}");
         }
     }
     assert_eq!(check.status.code(), Some(1), "{report}");

@@ -190,11 +190,11 @@ async fn check_exits_0_when_ok_1_on_a_stale_backup_and_2_when_the_database_is_do
         .find(|c| c["name"] == "backup")
         .unwrap()
         .clone();
-    assert_eq!(backup_check["status"], "warn");
+    assert_eq!(backup_check["verdict"], "warn");
 
     let (code, report) = check(&[("DATABASE_URL", "postgres://nobody@127.0.0.1:9/none")]);
     assert_eq!(code, 2, "{report}");
     assert_eq!(report["checks"][0]["name"], "database");
-    assert_eq!(report["checks"][0]["status"], "fail");
+    assert_eq!(report["checks"][0]["verdict"], "down");
     std::fs::remove_dir_all(&backups).unwrap();
 }

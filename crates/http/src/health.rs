@@ -1,13 +1,15 @@
-//! The health endpoint's cache around [`docket_queue::health`] (which holds the rules):
-//! the evaluation runs on a small pool of its own with a statement timeout (busy workers
+//! The health endpoint's cache around [`docket_queue::health`] (which holds the rules and
+//! the words), and the probes every surface runs ([`probes`]): the evaluation runs on a small pool of its own with a statement timeout (busy workers
 //! never starve it), is reused briefly so that probes cost the database at most one
 //! evaluation a second, serves the last good snapshot (marked stale) when a fresh one
 //! cannot be taken, and logs each change of status once.
 
 use std::time::Duration;
 
+use std::sync::Arc;
+
 pub use docket_queue::health::{
-    judge, Check, Checks, HealthConfig, HealthReport, Observed, Status, WorkerSummary,
+    judge, Finding, HealthConfig, HealthReport, Observed, Probe, Verdict, WorkerSummary,
     BACKLOG_THRESHOLD_DEFAULT, CACHE_TTL_DEFAULT, CHECK_TIMEOUT_DEFAULT,
 };
 use docket_queue::Snapshot;
@@ -16,7 +18,17 @@ use sqlx::PgPool;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use crate::host::{self, HostConfig};
 use crate::observe;
+
+/// The contributed checks every surface shows after the queue's own: the mail relay's, then
+/// the host's (disk, backups). `docket check`, the health document and `/ops` all run
+/// these.
+pub fn probes(host: &HostConfig) -> Vec<Arc<dyn Probe>> {
+    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(docket_mail::health::RelayProbe)];
+    probes.extend(host::probes(host));
+    probes
+}
 
 type Cached<T> = std::sync::Mutex<Option<(Instant, T)>>;
 
@@ -24,13 +36,15 @@ type Cached<T> = std::sync::Mutex<Option<(Instant, T)>>;
 pub struct HealthMonitor {
     pool: PgPool,
     config: HealthConfig,
+    /// The contributed checks, run after the queue's own.
+    probes: Vec<Arc<dyn Probe>>,
     /// The latest report and when it was made.
     cache: Cached<std::sync::Arc<HealthReport>>,
     /// The last snapshot taken, served (marked stale) when a fresh one cannot be taken.
     last_snapshot: Cached<Snapshot>,
     /// Held by the one request that refreshes; the others get the previous report meanwhile.
     refreshing: Mutex<()>,
-    last_status: std::sync::Mutex<Option<Status>>,
+    last_status: std::sync::Mutex<Option<Verdict>>,
 }
 
 fn read<T: Clone>(cached: &Cached<T>, ttl: Duration) -> (Option<T>, bool) {
@@ -51,8 +65,8 @@ fn store<T>(cached: &Cached<T>, value: T) {
 
 impl HealthMonitor {
     /// A monitor on a two-connection pool built from `pool`'s connection options, each
-    /// statement bounded by the check timeout.
-    pub fn new(pool: &PgPool, config: HealthConfig) -> HealthMonitor {
+    /// statement bounded by the check timeout, running `probes` after the queue's checks.
+    pub fn new(pool: &PgPool, config: HealthConfig, probes: Vec<Arc<dyn Probe>>) -> HealthMonitor {
         let timeout_ms = config.check_timeout.as_millis().to_string();
         let options: PgConnectOptions = (*pool.connect_options())
             .clone()
@@ -62,9 +76,14 @@ impl HealthMonitor {
             .acquire_timeout(config.check_timeout)
             .test_before_acquire(false)
             .connect_lazy_with(options);
+        HealthMonitor::new_on(pool, config, probes)
+    }
+
+    fn new_on(pool: PgPool, config: HealthConfig, probes: Vec<Arc<dyn Probe>>) -> HealthMonitor {
         HealthMonitor {
             pool,
             config,
+            probes,
             cache: std::sync::Mutex::new(None),
             last_snapshot: std::sync::Mutex::new(None),
             refreshing: Mutex::new(()),
@@ -75,6 +94,11 @@ impl HealthMonitor {
     /// The configuration in force.
     pub fn config(&self) -> &HealthConfig {
         &self.config
+    }
+
+    /// The same monitor (its pool and configuration) running `probes` instead.
+    pub fn with_probes(&self, probes: Vec<Arc<dyn Probe>>) -> HealthMonitor {
+        HealthMonitor::new_on(self.pool.clone(), self.config.clone(), probes)
     }
 
     /// Forgets the cached report, so that the next one is evaluated anew: after an
@@ -106,7 +130,10 @@ impl HealthMonitor {
             }
         };
         let observed = self.observe().await;
-        let report = std::sync::Arc::new(judge(observed, &self.config));
+        let db = observed.is_some().then_some(&self.pool);
+        let findings =
+            docket_queue::health::probe_all(&self.probes, db, self.config.check_timeout).await;
+        let report = std::sync::Arc::new(judge(observed, &self.config).with_findings(findings));
         observe::record_health(&report);
         self.log_transition(&report);
         store(&self.cache, report.clone());
@@ -143,32 +170,24 @@ impl HealthMonitor {
         if *last == Some(report.status) {
             return;
         }
-        let from = last.map_or("none", |s| status_name(s));
+        let from = last.map_or("none", Verdict::as_str);
         match report.status {
-            Status::Ok if last.is_some() => {
+            Verdict::Ok if last.is_some() => {
                 tracing::info!(
                     event = docket_queue::telemetry::event::HEALTH_RECOVERED,
                     from,
                     "health is ok again"
                 );
             }
-            Status::Ok => {}
+            Verdict::Ok => {}
             status => tracing::warn!(
                 event = docket_queue::telemetry::event::HEALTH_DEGRADED,
-                status = status_name(status),
+                status = status.as_str(),
                 from,
                 checks = ?report.checks,
                 "health changed"
             ),
         }
         *last = Some(report.status);
-    }
-}
-
-fn status_name(status: Status) -> &'static str {
-    match status {
-        Status::Ok => "ok",
-        Status::Degraded => "degraded",
-        Status::Down => "down",
     }
 }

@@ -1,11 +1,12 @@
-//! The host's own checks: free disk space and the age of the newest backup. `docket check`
-//! prints them and the operations page shows them; they read this machine, not the
-//! database.
+//! The host's own checks: free disk space and the age of the newest backup, contributed to
+//! the one health judgement as probes. They read this machine, not the database.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use docket_queue::health::{Finding, Probe, ProbeFuture, Verdict};
+use sqlx::PgPool;
 
 /// What the host checks inspect.
 #[derive(Clone, Debug)]
@@ -32,40 +33,51 @@ impl Default for HostConfig {
     }
 }
 
-/// One check's verdict, worst last so that `max` is the overall verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    /// Nothing to do.
-    Ok,
-    /// Needs a look.
-    Warn,
-    /// Failing.
-    Fail,
-}
-
-/// One named check with what it saw.
-#[derive(Clone, Debug, Serialize)]
-pub struct Item {
-    /// `disk`, `backup`, `database`, ...
-    pub name: &'static str,
-    /// Its verdict.
-    pub status: Verdict,
-    /// What it saw, for a person.
-    pub detail: String,
-}
-
 /// The disk check, and the backup check when a backup directory is configured.
-pub fn checks(config: &HostConfig) -> Vec<Item> {
-    let mut items = vec![disk(config)];
-    if let Some(dir) = &config.backup_dir {
-        items.push(backup(dir, config.backup_max_age));
+pub fn probes(config: &HostConfig) -> Vec<Arc<dyn Probe>> {
+    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(HostProbe {
+        name: "disk",
+        config: config.clone(),
+    })];
+    if config.backup_dir.is_some() {
+        probes.push(Arc::new(HostProbe {
+            name: "backup",
+            config: config.clone(),
+        }));
     }
-    items
+    probes
 }
+
+/// One host check, run off the async threads (it spawns `df` or walks a directory).
+struct HostProbe {
+    name: &'static str,
+    config: HostConfig,
+}
+
+impl Probe for HostProbe {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn probe<'a>(&'a self, _db: Option<&'a PgPool>) -> ProbeFuture<'a> {
+        let (name, config) = (self.name, self.config.clone());
+        Box::pin(async move {
+            let checked = tokio::task::spawn_blocking(move || match (name, &config.backup_dir) {
+                ("backup", Some(dir)) => backup(dir, config.backup_max_age),
+                _ => disk(&config),
+            })
+            .await;
+            checked.unwrap_or_else(|err| Finding::unknown(name, err.to_string()))
+        })
+    }
+}
+
+const DISK_ADVICE: &str =
+    "free space is low: prune old jobs sooner (DOCKET_RETENTION_*), or grow the disk.";
+const BACKUP_ADVICE: &str = "the newest backup is missing or old: check the backup job (the runbook's \"Backup and restore\").";
 
 /// Free space of the configured path's filesystem, from `df -Pk`.
-pub fn disk(config: &HostConfig) -> Item {
+pub fn disk(config: &HostConfig) -> Finding {
     let output = std::process::Command::new("df")
         .arg("-Pk")
         .arg(&config.disk_path)
@@ -83,31 +95,33 @@ pub fn disk(config: &HostConfig) -> Item {
         Some((fields[0], fields[2]))
     });
     let Some((total_kib, free_kib)) = parsed.filter(|(total, _)| *total > 0) else {
-        return Item {
-            name: "disk",
-            status: Verdict::Warn,
-            detail: format!("cannot read free space of {}", config.disk_path.display()),
-        };
+        return Finding::new(
+            "disk",
+            Verdict::Warn,
+            format!("cannot read free space of {}", config.disk_path.display()),
+            DISK_ADVICE,
+        );
     };
     let percent = free_kib as f64 * 100.0 / total_kib as f64;
-    Item {
-        name: "disk",
-        status: if percent < config.disk_min_free_percent {
+    Finding::new(
+        "disk",
+        if percent < config.disk_min_free_percent {
             Verdict::Warn
         } else {
             Verdict::Ok
         },
-        detail: format!(
+        format!(
             "{:.1} GiB free ({percent:.0}%) on {} (minimum {}%)",
             free_kib as f64 / 1024.0 / 1024.0,
             config.disk_path.display(),
             config.disk_min_free_percent
         ),
-    }
+        DISK_ADVICE,
+    )
 }
 
 /// Age of the newest file in the backup directory.
-pub fn backup(dir: &Path, max_age: Duration) -> Item {
+pub fn backup(dir: &Path, max_age: Duration) -> Finding {
     let newest = std::fs::read_dir(dir).ok().and_then(|entries| {
         entries
             .flatten()
@@ -122,25 +136,27 @@ pub fn backup(dir: &Path, max_age: Duration) -> Item {
             .max()
     });
     let Some(newest) = newest else {
-        return Item {
-            name: "backup",
-            status: Verdict::Warn,
-            detail: format!("no backup file in {}", dir.display()),
-        };
+        return Finding::new(
+            "backup",
+            Verdict::Warn,
+            format!("no backup file in {}", dir.display()),
+            BACKUP_ADVICE,
+        );
     };
     let age = SystemTime::now().duration_since(newest).unwrap_or_default();
     let hours = age.as_secs_f64() / 3600.0;
-    Item {
-        name: "backup",
-        status: if age > max_age {
+    Finding::new(
+        "backup",
+        if age > max_age {
             Verdict::Warn
         } else {
             Verdict::Ok
         },
-        detail: format!(
+        format!(
             "newest backup {hours:.1} h old in {} (maximum {:.1} h)",
             dir.display(),
             max_age.as_secs_f64() / 3600.0
         ),
-    }
+        BACKUP_ADVICE,
+    )
 }

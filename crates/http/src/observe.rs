@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 
-use crate::health::HealthReport;
+use docket_queue::health::HealthReport;
 
 pub use docket_queue::telemetry::metric::{
     AUTH_FAILURES, BATCHES_OPEN, CRON_LAST_TICK_AGE, HEALTH_STATUS, HTTP_DURATION, HTTP_REQUESTS,
@@ -41,8 +41,7 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
 /// `stale_after` counts as live.
 pub(crate) fn record_health(report: &HealthReport) {
     for status in ["ok", "degraded", "down"] {
-        let current = serde_json::to_value(report.status).ok();
-        let value = if current.as_ref().and_then(|v| v.as_str()) == Some(status) {
+        let value = if report.status.as_str() == status {
             1.0
         } else {
             0.0

@@ -34,7 +34,7 @@ pub struct AppState {
     /// The mail settings and catalog, for creating campaigns; `None`: `POST /api/campaigns`
     /// answers 503.
     pub mailer: Option<Arc<docket_mail::Mailer>>,
-    /// The operations page: its sessions, chart and host checks.
+    /// The operations page: its sessions and chart.
     pub ops: Arc<OpsState>,
 }
 
@@ -47,7 +47,12 @@ impl AppState {
         metrics: Option<PrometheusHandle>,
         health: HealthConfig,
     ) -> AppState {
-        let monitor = HealthMonitor::new(&pool, health);
+        // The relay's check always; the host's once the operations page says which host.
+        let monitor = HealthMonitor::new(
+            &pool,
+            health,
+            vec![Arc::new(docket_mail::health::RelayProbe)],
+        );
         let timeout_ms = ADMIN_STATEMENT_TIMEOUT.as_millis().to_string();
         let options: PgConnectOptions = (*pool.connect_options())
             .clone()
@@ -62,7 +67,7 @@ impl AppState {
             metrics,
             health: Arc::new(monitor),
             mailer: None,
-            ops: Arc::new(OpsState::new(cron_secret.clone(), HostConfig::default())),
+            ops: Arc::new(OpsState::new(cron_secret.clone())),
             cron_secret,
         }
     }
@@ -71,7 +76,8 @@ impl AppState {
     /// is `None`, the cron secret) and showing `host`'s checks.
     pub fn with_ops(mut self, ops_secret: Option<Secret>, host: HostConfig) -> AppState {
         let secret = ops_secret.or_else(|| self.cron_secret.clone());
-        self.ops = Arc::new(OpsState::new(secret, host));
+        self.health = Arc::new(self.health.with_probes(crate::health::probes(&host)));
+        self.ops = Arc::new(OpsState::new(secret));
         self
     }
 

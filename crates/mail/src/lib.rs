@@ -26,6 +26,8 @@
 //!   resume, cancel.
 //! - [`delivery`]: listing deliveries, the suppression list.
 //! - `db`: every SQL statement, one function per statement, one file per table (private).
+//! - [`health`]: the `mail` health check (the relay's recorded fault), contributed to
+//!   the one health judgement as a probe.
 //! - [`error`]: the error type, `MailError`.
 //!
 //! Each module imports only modules below it: `model` and `kinds` at the bottom (with
@@ -42,6 +44,7 @@ pub mod config;
 mod db;
 pub mod delivery;
 pub mod error;
+pub mod health;
 pub mod jobs;
 pub mod kinds;
 pub mod message;

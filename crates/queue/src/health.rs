@@ -1,6 +1,8 @@
-//! The health judgement: what the database says (the snapshot, the workers, unhandled
-//! kinds), judged against thresholds into the report that `GET /api/health` serves and
-//! `docket check` prints. Both call it; the HTTP layer adds only its cache.
+//! Health in one home: the one [`Verdict`] type, the [`Finding`] every check describes
+//! itself as (name, verdict, what it saw, what to do), the [`Probe`] through which the crate
+//! that owns a fact contributes its check (the mail crate the relay, the HTTP crate the
+//! host), and the queue's own checks judged from what the database says. `docket check`,
+//! the bearer health document and `/ops` all show the same findings in the same words.
 //!
 //! `down` means one thing: the database does not answer `select 1` within the check
 //! timeout. The expensive reads (the snapshot, the worker list, unhandled kinds) are each
@@ -8,10 +10,14 @@
 //! its checks `unknown` and the status `degraded`, never `down`. A worker is live while its
 //! own lease holds ([`crate::workers::Worker::live`]): the one liveness rule.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Serialize;
-use sqlx::PgExecutor;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::snapshot::Snapshot;
@@ -30,7 +36,8 @@ pub struct HealthConfig {
     /// Backlog degraded above this oldest ready age. Default [`BACKLOG_THRESHOLD_DEFAULT`].
     pub backlog_threshold: Duration,
     /// How long each part of the evaluation may take (the `select 1` that decides `down`,
-    /// and each expensive read on its own). Default [`CHECK_TIMEOUT_DEFAULT`].
+    /// each expensive read and each contributed probe on its own). Default
+    /// [`CHECK_TIMEOUT_DEFAULT`].
     pub check_timeout: Duration,
     /// Evaluation reuse. Default [`CACHE_TTL_DEFAULT`].
     pub cache_ttl: Duration,
@@ -50,24 +57,12 @@ impl Default for HealthConfig {
     }
 }
 
-/// The overall status.
+/// The one verdict type: a check's, and the overall status (which is only ever `ok`,
+/// `degraded` or `down`). Worst last, so that `max` is the worst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
-    /// Everything within thresholds.
-    Ok,
-    /// Serving, but something needs attention.
-    Degraded,
-    /// The database does not answer.
-    Down,
-}
-
-/// One check's verdict.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum Check {
+pub enum Verdict {
     /// Fine.
     Ok,
     /// Worth a look; does not change the status.
@@ -80,35 +75,111 @@ pub enum Check {
     Down,
 }
 
-/// Every check, by DESIGN.md's names.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Checks {
-    /// The database answered within the timeout.
-    pub database: Check,
-    /// A live worker exists while jobs are ready.
-    pub workers: Check,
-    /// The oldest ready job is within the backlog threshold.
-    pub backlog: Check,
-    /// Dead letters: `warn` above zero.
-    pub dead_letter: Check,
-    /// Ready jobs whose kind no live worker runs.
-    pub unhandled_kinds: Check,
-    /// A schedule's due tick has not been enqueued within a minute of its time.
-    pub cron: Check,
-    /// `degraded` while the mail relay refuses our settings (authentication, TLS) and no
-    /// message has gone through since.
-    pub mail: Check,
+impl Verdict {
+    /// Its name, as every surface prints it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Ok => "ok",
+            Verdict::Warn => "warn",
+            Verdict::Unknown => "unknown",
+            Verdict::Degraded => "degraded",
+            Verdict::Down => "down",
+        }
+    }
+
+    /// The overall status of these verdicts: `down` when one is; `degraded` when one is
+    /// `unknown` or `degraded`; else `ok` (a `warn` needs a look but degrades nothing).
+    pub fn overall(verdicts: impl IntoIterator<Item = Verdict>) -> Verdict {
+        match verdicts.into_iter().max() {
+            Some(Verdict::Down) => Verdict::Down,
+            Some(Verdict::Unknown | Verdict::Degraded) => Verdict::Degraded,
+            _ => Verdict::Ok,
+        }
+    }
 }
 
-/// The mail relay's outstanding configuration fault.
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One check, described: what `docket check` prints as a row, the health document lists
+/// under `findings`, and `/ops` shows with its advice.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct MailFault {
-    /// When it was last seen.
-    pub at: chrono::DateTime<chrono::Utc>,
-    /// What the relay said (never a credential).
-    pub error: String,
+pub struct Finding {
+    /// The check's name: `database`, `backlog`, `mail`, `disk`, ...
+    pub name: &'static str,
+    /// Its verdict.
+    pub verdict: Verdict,
+    /// What it saw, for a person.
+    pub detail: String,
+    /// What to do about it; absent when the verdict is `ok`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advice: Option<&'static str>,
+}
+
+impl Finding {
+    /// A finding whose advice is kept only when there is something to do.
+    pub fn new(
+        name: &'static str,
+        verdict: Verdict,
+        detail: impl Into<String>,
+        advice: &'static str,
+    ) -> Finding {
+        Finding {
+            name,
+            verdict,
+            detail: detail.into(),
+            advice: (verdict != Verdict::Ok).then_some(advice),
+        }
+    }
+
+    /// A check that could not be evaluated, and why.
+    pub fn unknown(name: &'static str, why: impl Into<String>) -> Finding {
+        Finding {
+            name,
+            verdict: Verdict::Unknown,
+            detail: why.into(),
+            advice: None,
+        }
+    }
+}
+
+/// A boxed future, as a [`Probe`] returns it.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Finding> + Send + 'a>>;
+
+/// A check contributed by the crate that owns its fact (the mail relay's recorded fault,
+/// the host's disk): it reads what it needs and describes it. `db` is `None` when the
+/// database could not be reached at all. Each probe is bounded by the check timeout by its
+/// caller; one that takes longer is `unknown`.
+pub trait Probe: Send + Sync {
+    /// The check's name, used when the probe takes too long.
+    fn name(&self) -> &'static str;
+    /// Reads and describes.
+    fn probe<'a>(&'a self, db: Option<&'a PgPool>) -> ProbeFuture<'a>;
+}
+
+/// Every check's verdict by name, in the order of the findings (the document's `checks`).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Checks(Vec<(&'static str, Verdict)>);
+
+impl Checks {
+    /// The verdict of the check called `name`.
+    pub fn get(&self, name: &str) -> Option<Verdict> {
+        self.0.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+    }
+}
+
+impl Serialize for Checks {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, verdict) in &self.0 {
+            map.serialize_entry(name, verdict)?;
+        }
+        map.end()
+    }
 }
 
 /// A worker as the health document shows it.
@@ -133,9 +204,12 @@ pub struct WorkerSummary {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthReport {
     /// `ok`, `degraded` or `down`.
-    pub status: Status,
-    /// Each check's verdict.
+    pub status: Verdict,
+    /// Each check's verdict by name.
+    #[cfg_attr(feature = "openapi", schema(value_type = std::collections::BTreeMap<String, Verdict>))]
     pub checks: Checks,
+    /// Each check described: its verdict, what it saw and what to do.
+    pub findings: Vec<Finding>,
     /// The queue snapshot; `null` when the database is down or none could be taken yet.
     pub queue: Option<Snapshot>,
     /// Seconds since the snapshot was taken, when it is an earlier one because taking a
@@ -150,8 +224,27 @@ pub struct HealthReport {
     pub cron: Vec<crate::schedule::ScheduleRow>,
     /// Batches not finished yet; `null` when it could not be read.
     pub batches_open: Option<i64>,
-    /// The mail relay's outstanding configuration fault; `null` when there is none.
-    pub mail_fault: Option<MailFault>,
+}
+
+impl HealthReport {
+    /// The verdict of the check called `name`.
+    pub fn verdict(&self, name: &str) -> Option<Verdict> {
+        self.checks.get(name)
+    }
+
+    /// The finding of the check called `name`.
+    pub fn finding(&self, name: &str) -> Option<&Finding> {
+        self.findings.iter().find(|f| f.name == name)
+    }
+
+    /// The same report with more findings (contributed checks), its status and checks
+    /// settled anew.
+    pub fn with_findings(mut self, more: impl IntoIterator<Item = Finding>) -> HealthReport {
+        self.findings.extend(more);
+        self.checks = Checks(self.findings.iter().map(|f| (f.name, f.verdict)).collect());
+        self.status = Verdict::overall(self.findings.iter().map(|f| f.verdict));
+        self
+    }
 }
 
 /// How late a schedule's due tick may be before `checks.cron` is degraded.
@@ -169,53 +262,57 @@ pub struct Observed {
     pub cron: Option<Vec<crate::schedule::ScheduleRow>>,
     /// Open batches.
     pub batches_open: Option<i64>,
-    /// The mail relay's fault: `Some(None)` when there is none.
-    pub mail_fault: Option<Option<MailFault>>,
 }
 
-/// The mail relay's outstanding configuration fault (authentication, TLS), recorded by the
-/// mail jobs and cleared by the next message the relay accepts.
-///
-/// # Errors
-///
-/// [`crate::Error::Database`] when the database fails.
-pub async fn mail_fault(exec: impl PgExecutor<'_>) -> crate::Result<Option<MailFault>> {
-    Ok(crate::db::mail_status_fault(exec)
-        .await?
-        .map(|(at, error)| MailFault { at, error }))
+const NOT_READ: &str =
+    "could not be read in time (the log's health_check.database event says why)";
+
+/// `1 schedule`, `2 schedules`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
-/// Judges observations against the thresholds. `None` means the database did not answer.
-/// Pure: the rules live here and nowhere else.
+/// Judges observations against the thresholds into the queue's own findings. `None` means
+/// the database did not answer. Pure: the queue's rules and their words live here and
+/// nowhere else.
 pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport {
+    let empty = HealthReport {
+        status: Verdict::Ok,
+        checks: Checks::default(),
+        findings: Vec::new(),
+        queue: None,
+        snapshot_stale_seconds: None,
+        workers: Vec::new(),
+        unhandled_kinds: Vec::new(),
+        cron: Vec::new(),
+        batches_open: None,
+    };
     let Some(Observed {
         snapshot,
         workers,
         unhandled,
         cron,
         batches_open,
-        mail_fault,
     }) = observed
     else {
-        return HealthReport {
-            status: Status::Down,
-            checks: Checks {
-                database: Check::Down,
-                workers: Check::Unknown,
-                backlog: Check::Unknown,
-                dead_letter: Check::Unknown,
-                unhandled_kinds: Check::Unknown,
-                cron: Check::Unknown,
-                mail: Check::Unknown,
-            },
-            queue: None,
-            snapshot_stale_seconds: None,
-            workers: Vec::new(),
-            unhandled_kinds: Vec::new(),
-            cron: Vec::new(),
-            batches_open: None,
-            mail_fault: None,
-        };
+        let database = Finding::new(
+            "database",
+            Verdict::Down,
+            format!(
+                "does not answer within {} s",
+                config.check_timeout.as_secs_f64()
+            ),
+            DATABASE_ADVICE,
+        );
+        let unknown = [
+            "workers",
+            "backlog",
+            "dead_letter",
+            "unhandled_kinds",
+            "cron",
+        ]
+        .map(|name| Finding::unknown(name, "the database does not answer"));
+        return empty.with_findings(std::iter::once(database).chain(unknown));
     };
     let (snapshot, stale) = match snapshot {
         Some((snapshot, stale)) => (Some(snapshot), stale),
@@ -223,81 +320,15 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
     };
     // A stale snapshot still shows the figures, but cannot vouch for the backlog now.
     let current = snapshot.as_ref().filter(|_| stale.is_none());
-    let live = workers
-        .as_ref()
-        .map(|workers| workers.iter().any(|w| w.live));
-    let ready = current.map(|s| s.total.oldest_ready_at.is_some());
-    let checks = Checks {
-        database: Check::Ok,
-        workers: match (ready, live) {
-            (Some(false), _) | (_, Some(true)) => Check::Ok,
-            (Some(true), Some(false)) => Check::Degraded,
-            _ => Check::Unknown,
-        },
-        backlog: match current {
-            None => Check::Unknown,
-            Some(s)
-                if s.total.oldest_ready_age_seconds.unwrap_or(0.0)
-                    > config.backlog_threshold.as_secs_f64() =>
-            {
-                Check::Degraded
-            }
-            Some(_) => Check::Ok,
-        },
-        dead_letter: match (snapshot.as_ref(), config.dead_letter_degrades) {
-            (None, _) => Check::Unknown,
-            (Some(s), _) if s.total.dead_letter == 0 => Check::Ok,
-            (Some(_), false) => Check::Warn,
-            (Some(_), true) => Check::Degraded,
-        },
-        unhandled_kinds: match &unhandled {
-            None => Check::Unknown,
-            Some(kinds) if kinds.is_empty() => Check::Ok,
-            Some(_) => Check::Degraded,
-        },
-        cron: match &cron {
-            None => Check::Unknown,
-            Some(schedules) => {
-                // The snapshot's time is the database's; without one, the local clock.
-                let now = snapshot
-                    .as_ref()
-                    .map_or_else(chrono::Utc::now, |s| s.taken_at);
-                let late = chrono::Duration::from_std(CRON_LATE_AFTER).unwrap_or_default();
-                let behind = schedules
-                    .iter()
-                    .any(|s| !s.paused && s.next_tick_at.is_some_and(|next| next + late < now));
-                if behind {
-                    Check::Degraded
-                } else {
-                    Check::Ok
-                }
-            }
-        },
-        mail: match &mail_fault {
-            None => Check::Unknown,
-            Some(Some(_)) => Check::Degraded,
-            Some(None) => Check::Ok,
-        },
-    };
-    let worst = [
-        checks.workers,
-        checks.backlog,
-        checks.dead_letter,
-        checks.unhandled_kinds,
-        checks.cron,
-        checks.mail,
-    ]
-    .into_iter()
-    .max()
-    .unwrap_or(Check::Ok);
-    let status = if worst >= Check::Unknown {
-        Status::Degraded
-    } else {
-        Status::Ok
-    };
+    let findings = vec![
+        Finding::new("database", Verdict::Ok, "answers", DATABASE_ADVICE),
+        workers_finding(workers.as_deref(), current),
+        backlog_finding(current, config),
+        dead_letter_finding(snapshot.as_ref(), config),
+        unhandled_finding(unhandled.as_deref()),
+        cron_finding(cron.as_deref(), snapshot.as_ref()),
+    ];
     HealthReport {
-        status,
-        checks,
         queue: snapshot,
         snapshot_stale_seconds: stale,
         workers: workers
@@ -314,8 +345,137 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
         unhandled_kinds: unhandled.unwrap_or_default(),
         cron: cron.unwrap_or_default(),
         batches_open,
-        mail_fault: mail_fault.flatten(),
+        ..empty
     }
+    .with_findings(findings)
+}
+
+const DATABASE_ADVICE: &str =
+    "check that PostgreSQL is up and reachable with DATABASE_URL; `docket check` says more.";
+
+fn workers_finding(workers: Option<&[Worker]>, current: Option<&Snapshot>) -> Finding {
+    let Some(workers) = workers else {
+        return Finding::unknown("workers", NOT_READ);
+    };
+    let live = workers.iter().filter(|w| w.live).count();
+    let ready = current.map(|s| s.total.oldest_ready_at.is_some());
+    let verdict = match ready {
+        Some(false) => Verdict::Ok,
+        _ if live > 0 => Verdict::Ok,
+        Some(true) => Verdict::Degraded,
+        None => Verdict::Unknown,
+    };
+    Finding::new(
+        "workers",
+        verdict,
+        format!("{live} live of {} registered", workers.len()),
+        "jobs are ready and no worker has sent a heartbeat: start `docket worker` (or `docket serve`), or read the stopped workers' logs.",
+    )
+}
+
+fn backlog_finding(current: Option<&Snapshot>, config: &HealthConfig) -> Finding {
+    let Some(snapshot) = current else {
+        return Finding::unknown("backlog", format!("the snapshot {NOT_READ}"));
+    };
+    let threshold = config.backlog_threshold.as_secs_f64();
+    let waiting = snapshot.total.pending + snapshot.total.retrying;
+    let (verdict, detail) = match snapshot.total.oldest_ready_age_seconds {
+        Some(age) => (
+            if age > threshold {
+                Verdict::Degraded
+            } else {
+                Verdict::Ok
+            },
+            format!(
+                "oldest ready job waits {age:.0} s (threshold {threshold:.0} s); {waiting} ready or waiting"
+            ),
+        ),
+        None => (Verdict::Ok, "nothing ready".to_owned()),
+    };
+    Finding::new(
+        "backlog",
+        verdict,
+        detail,
+        "add workers or concurrency, and look for a paused queue or a busy kind; the runbook's \"Backlog growth\" walks through it.",
+    )
+}
+
+fn dead_letter_finding(snapshot: Option<&Snapshot>, config: &HealthConfig) -> Finding {
+    let Some(snapshot) = snapshot else {
+        return Finding::unknown("dead_letter", format!("the snapshot {NOT_READ}"));
+    };
+    let dead = snapshot.total.dead_letter;
+    let verdict = match (dead, config.dead_letter_degrades) {
+        (0, _) => Verdict::Ok,
+        (_, false) => Verdict::Warn,
+        (_, true) => Verdict::Degraded,
+    };
+    Finding::new(
+        "dead_letter",
+        verdict,
+        count(dead as usize, "dead letter", "dead letters"),
+        "read each one's last error, fix the cause, then replay it (or discard it if it must never run).",
+    )
+}
+
+fn unhandled_finding(unhandled: Option<&[UnhandledKind]>) -> Finding {
+    let Some(unhandled) = unhandled else {
+        return Finding::unknown("unhandled_kinds", NOT_READ);
+    };
+    let (verdict, detail) = if unhandled.is_empty() {
+        (Verdict::Ok, "every ready kind has a live worker".to_owned())
+    } else {
+        let names: Vec<String> = unhandled
+            .iter()
+            .map(|u| format!("{}/{}", u.queue, u.kind))
+            .collect();
+        (
+            Verdict::Degraded,
+            format!("no live worker runs {}", names.join(", ")),
+        )
+    };
+    Finding::new(
+        "unhandled_kinds",
+        verdict,
+        detail,
+        "deploy a worker that registers these kinds, or cancel the jobs if the kind is gone for good.",
+    )
+}
+
+fn cron_finding(
+    schedules: Option<&[crate::schedule::ScheduleRow]>,
+    snapshot: Option<&Snapshot>,
+) -> Finding {
+    let Some(schedules) = schedules else {
+        return Finding::unknown("cron", NOT_READ);
+    };
+    // The snapshot's time is the database's; without one, the local clock.
+    let now = snapshot.map_or_else(chrono::Utc::now, |s| s.taken_at);
+    let late = chrono::Duration::from_std(CRON_LATE_AFTER).unwrap_or_default();
+    let behind = schedules
+        .iter()
+        .filter(|s| !s.paused && s.next_tick_at.is_some_and(|next| next + late < now))
+        .count();
+    let (verdict, detail) = match (schedules.len(), behind) {
+        (0, _) => (Verdict::Ok, "no schedules".to_owned()),
+        (n, 0) => (
+            Verdict::Ok,
+            format!("{} on time", count(n, "schedule", "schedules")),
+        ),
+        (n, late) => (
+            Verdict::Degraded,
+            format!(
+                "the due tick of {late} of {} is over a minute late",
+                count(n, "schedule", "schedules")
+            ),
+        ),
+    };
+    Finding::new(
+        "cron",
+        verdict,
+        detail,
+        "a due tick is over a minute late: is a scheduler (`docket serve`, or `docket worker` with cron) running?",
+    )
 }
 
 /// A bounded read's value, or `None` (logged) when it failed or timed out.
@@ -367,24 +527,47 @@ where
     );
     let open = tokio::time::timeout(timeout, crate::batch::count_open(exec)).await;
     let batches_open = bounded("batches", open);
-    let fault = tokio::time::timeout(timeout, mail_fault(exec)).await;
-    let mail_fault = bounded("mail", fault);
     Some(Observed {
         snapshot,
         workers,
         unhandled,
         cron,
         batches_open,
-        mail_fault,
     })
 }
 
-/// Observes and judges at once: the report, uncached.
-pub async fn evaluate<'c, E>(exec: E, config: &HealthConfig) -> HealthReport
-where
-    E: PgExecutor<'c> + Copy,
-{
-    judge(observe(exec, config.check_timeout).await, config)
+/// The findings of contributed probes, each bounded by `timeout`.
+pub async fn probe_all(
+    probes: &[Arc<dyn Probe>],
+    db: Option<&PgPool>,
+    timeout: Duration,
+) -> Vec<Finding> {
+    let mut findings = Vec::with_capacity(probes.len());
+    for probe in probes {
+        findings.push(
+            tokio::time::timeout(timeout, probe.probe(db))
+                .await
+                .unwrap_or_else(|_| {
+                    Finding::unknown(
+                        probe.name(),
+                        format!("took longer than {} s", timeout.as_secs_f64()),
+                    )
+                }),
+        );
+    }
+    findings
+}
+
+/// Observes, judges and probes at once: the report, uncached.
+pub async fn evaluate(
+    pool: &PgPool,
+    config: &HealthConfig,
+    probes: &[Arc<dyn Probe>],
+) -> HealthReport {
+    let observed = observe(pool, config.check_timeout).await;
+    let db = observed.is_some().then_some(pool);
+    let report = judge(observed, config);
+    report.with_findings(probe_all(probes, db, config.check_timeout).await)
 }
 
 #[cfg(test)]
@@ -433,7 +616,6 @@ mod tests {
             unhandled: Some(vec![]),
             cron: Some(vec![]),
             batches_open: Some(0),
-            mail_fault: Some(None),
         }
     }
 
@@ -445,12 +627,12 @@ mod tests {
     fn an_old_backlog_degrades() {
         assert_eq!(
             judged(snapshot(Some(299.0), 0), vec![worker(true)]).status,
-            Status::Ok
+            Verdict::Ok
         );
         let report = judged(snapshot(Some(301.0), 0), vec![worker(true)]);
         assert_eq!(
-            (report.status, report.checks.backlog),
-            (Status::Degraded, Check::Degraded)
+            (report.status, report.verdict("backlog").unwrap()),
+            (Verdict::Degraded, Verdict::Degraded)
         );
     }
 
@@ -458,49 +640,38 @@ mod tests {
     fn ready_jobs_without_a_live_worker_degrade_but_an_idle_queue_does_not() {
         let report = judged(snapshot(Some(1.0), 0), vec![worker(false)]);
         assert_eq!(
-            (report.status, report.checks.workers),
-            (Status::Degraded, Check::Degraded)
+            (report.status, report.verdict("workers").unwrap()),
+            (Verdict::Degraded, Verdict::Degraded)
         );
-        assert_eq!(judged(snapshot(None, 0), vec![]).status, Status::Ok);
+        assert_eq!(judged(snapshot(None, 0), vec![]).status, Verdict::Ok);
     }
 
     #[test]
     fn dead_letters_warn_without_degrading_unless_configured() {
         let report = judged(snapshot(None, 3), vec![]);
         assert_eq!(
-            (report.status, report.checks.dead_letter),
-            (Status::Ok, Check::Warn)
+            (report.status, report.verdict("dead_letter").unwrap()),
+            (Verdict::Ok, Verdict::Warn)
         );
         let strict = HealthConfig {
             dead_letter_degrades: true,
             ..HealthConfig::default()
         };
         let report = judge(Some(observed(snapshot(None, 3), vec![])), &strict);
-        assert_eq!(report.status, Status::Degraded);
+        assert_eq!(report.status, Verdict::Degraded);
     }
 
     #[test]
     fn no_database_is_down() {
         let report = judge(None, &HealthConfig::default());
         assert_eq!(
-            (report.status, report.checks.database, report.queue),
-            (Status::Down, Check::Down, None)
+            (
+                report.status,
+                report.verdict("database").unwrap(),
+                report.queue
+            ),
+            (Verdict::Down, Verdict::Down, None)
         );
-    }
-
-    #[test]
-    fn an_outstanding_mail_fault_degrades_checks_mail() {
-        let mut faulty = observed(snapshot(None, 0), vec![]);
-        faulty.mail_fault = Some(Some(MailFault {
-            at: Utc::now(),
-            error: "535 5.7.8 authentication credentials invalid".into(),
-        }));
-        let report = judge(Some(faulty), &HealthConfig::default());
-        assert_eq!(
-            (report.status, report.checks.mail),
-            (Status::Degraded, Check::Degraded)
-        );
-        assert!(report.mail_fault.is_some());
     }
 
     #[test]
@@ -511,14 +682,17 @@ mod tests {
             unhandled: None,
             cron: None,
             batches_open: None,
-            mail_fault: None,
         };
         let report = judge(Some(blind), &HealthConfig::default());
         assert_eq!(
-            (report.status, report.checks.database, report.checks.backlog),
-            (Status::Degraded, Check::Ok, Check::Unknown)
+            (
+                report.status,
+                report.verdict("database").unwrap(),
+                report.verdict("backlog").unwrap()
+            ),
+            (Verdict::Degraded, Verdict::Ok, Verdict::Unknown)
         );
-        assert_eq!(report.checks.unhandled_kinds, Check::Unknown);
+        assert_eq!(report.verdict("unhandled_kinds").unwrap(), Verdict::Unknown);
         // A stale snapshot is shown, but cannot vouch for the backlog.
         let stale = Observed {
             snapshot: Some((snapshot(Some(1.0), 0), Some(12.0))),
@@ -526,16 +700,15 @@ mod tests {
             unhandled: Some(vec![]),
             cron: Some(vec![]),
             batches_open: Some(0),
-            mail_fault: Some(None),
         };
         let report = judge(Some(stale), &HealthConfig::default());
         assert_eq!(
             (
                 report.status,
-                report.checks.backlog,
+                report.verdict("backlog").unwrap(),
                 report.snapshot_stale_seconds
             ),
-            (Status::Degraded, Check::Unknown, Some(12.0))
+            (Verdict::Degraded, Verdict::Unknown, Some(12.0))
         );
         assert!(report.queue.is_some());
     }
@@ -580,8 +753,8 @@ mod tests {
             &HealthConfig::default(),
         );
         assert_eq!(
-            (on_time.status, on_time.checks.cron),
-            (Status::Ok, Check::Ok)
+            (on_time.status, on_time.verdict("cron").unwrap()),
+            (Verdict::Ok, Verdict::Ok)
         );
         let late = judge(
             Some(with(vec![schedule(
@@ -591,8 +764,8 @@ mod tests {
             &HealthConfig::default(),
         );
         assert_eq!(
-            (late.status, late.checks.cron),
-            (Status::Degraded, Check::Degraded)
+            (late.status, late.verdict("cron").unwrap()),
+            (Verdict::Degraded, Verdict::Degraded)
         );
         assert_eq!(late.cron.len(), 1);
         let paused = judge(
@@ -602,6 +775,6 @@ mod tests {
             )])),
             &HealthConfig::default(),
         );
-        assert_eq!(paused.checks.cron, Check::Ok);
+        assert_eq!(paused.verdict("cron").unwrap(), Verdict::Ok);
     }
 }

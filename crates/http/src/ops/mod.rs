@@ -29,7 +29,6 @@ use serde_json::json;
 
 use crate::auth::{Caller, Secret};
 use crate::error::ApiError;
-use crate::host::HostConfig;
 use crate::state::AppState;
 use session::{Session, Sessions, SESSION_COOKIE, SESSION_TTL, SIGN_IN_COOKIE};
 use throughput::Throughput;
@@ -43,13 +42,12 @@ const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-ac
 pub struct OpsState {
     sessions: Sessions,
     throughput: Throughput,
-    host: HostConfig,
     templates: Environment<'static>,
 }
 
 impl OpsState {
-    /// Sign-in with `secret` (`None`: sign-in is off), the host checks of `host`.
-    pub fn new(secret: Option<Secret>, host: HostConfig) -> OpsState {
+    /// Sign-in with `secret` (`None`: sign-in is off).
+    pub fn new(secret: Option<Secret>) -> OpsState {
         let mut templates = Environment::new();
         for (name, source) in [
             ("layout.html", include_str!("templates/layout.html")),
@@ -67,7 +65,6 @@ impl OpsState {
         OpsState {
             sessions: Sessions::new(secret),
             throughput: Throughput::default(),
-            host,
             templates,
         }
     }

@@ -4,11 +4,10 @@
 
 use chrono::{DateTime, Utc};
 use docket_queue::admin;
-use docket_queue::health::{Check, HealthReport};
+use docket_queue::health::{HealthReport, Verdict};
 use docket_queue::Job;
 use serde::Serialize;
 
-use crate::host::{self, Verdict};
 use crate::ops::throughput::Minute;
 use crate::state::AppState;
 
@@ -52,7 +51,7 @@ struct CheckLine {
     detail: String,
     advice: Option<&'static str>,
     #[serde(skip)]
-    rank: u8,
+    rank: Verdict,
 }
 
 #[derive(Serialize)]
@@ -103,100 +102,30 @@ pub(crate) fn age(seconds: f64) -> String {
     }
 }
 
-fn verdict_of(check: Check) -> (&'static str, &'static str, u8) {
-    match check {
-        Check::Ok => ("ok", "✓", 0),
-        Check::Warn => ("warn", "⚠", 1),
-        Check::Unknown => ("unknown", "?", 2),
-        Check::Degraded => ("degraded", "✗", 3),
-        Check::Down => ("down", "✗", 4),
+fn icon(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Ok => "✓",
+        Verdict::Warn => "⚠",
+        Verdict::Unknown => "?",
+        Verdict::Degraded | Verdict::Down => "✗",
     }
 }
 
-/// The checks, failing first, each with what an operator does about it.
-fn check_lines(report: &HealthReport, host: Vec<host::Item>) -> Vec<CheckLine> {
-    let snapshot = report.queue.as_ref();
-    let live = report.workers.iter().filter(|w| w.live).count();
-    let mut lines = Vec::new();
-    let mut push = |name, check: Check, detail: String, advice: &'static str| {
-        let (verdict, icon, rank) = verdict_of(check);
-        lines.push(CheckLine {
-            name,
-            verdict,
-            icon,
-            detail,
-            advice: (rank > 0).then_some(advice),
-            rank,
-        });
-    };
-    push(
-        "database",
-        report.checks.database,
-        match report.checks.database {
-            Check::Ok => "answers".into(),
-            _ => "does not answer".into(),
-        },
-        "check that PostgreSQL is up and reachable with DATABASE_URL; `docket check` says more.",
-    );
-    push(
-        "workers",
-        report.checks.workers,
-        format!("{live} live of {} registered", report.workers.len()),
-        "jobs are ready and no worker has sent a heartbeat: start `docket worker` (or `docket serve`), or read the stopped workers' logs.",
-    );
-    push(
-        "backlog",
-        report.checks.backlog,
-        match snapshot.and_then(|s| s.total.oldest_ready_age_seconds) {
-            Some(seconds) => format!("oldest ready job waits {}", age(seconds)),
-            None => "nothing ready".into(),
-        },
-        "add workers or concurrency, and look below for a paused queue or a busy kind; the runbook's \"Backlog growth\" walks through it.",
-    );
-    push(
-        "dead_letter",
-        report.checks.dead_letter,
-        format!("{} dead letters", snapshot.map_or(0, |s| s.total.dead_letter)),
-        "read each one's last error below, fix the cause, then Replay it (or Discard it if it must never run).",
-    );
-    push(
-        "unhandled_kinds",
-        report.checks.unhandled_kinds,
-        if report.unhandled_kinds.is_empty() {
-            "every ready kind has a live worker".into()
-        } else {
-            let names: Vec<String> = report
-                .unhandled_kinds
-                .iter()
-                .map(|u| format!("{}/{}", u.queue, u.kind))
-                .collect();
-            format!("no live worker runs {}", names.join(", "))
-        },
-        "deploy a worker that registers these kinds, or cancel the jobs if the kind is gone for good.",
-    );
-    push(
-        "cron",
-        report.checks.cron,
-        format!("{} schedules", report.cron.len()),
-        "a due tick is over a minute late: is a scheduler (`docket serve`, or `docket worker` with cron) running?",
-    );
-    push(
-        "mail",
-        report.checks.mail,
-        report
-            .mail_fault
-            .as_ref()
-            .map_or_else(|| "the relay takes our mail".into(), |f| f.error.clone()),
-        "the relay refuses our settings: check DOCKET_SMTP_URL's user, password and TLS mode, then send a test with `docket mail render`.",
-    );
-    for item in host {
-        let (check, advice) = match (item.status, item.name) {
-            (Verdict::Ok, _) => (Check::Ok, ""),
-            (_, "backup") => (Check::Warn, "the newest backup is missing or old: check the backup job (the runbook's \"Backup and restore\")."),
-            _ => (Check::Warn, "free space is low: prune old jobs sooner (DOCKET_RETENTION_*), or grow the disk."),
-        };
-        push(item.name, check, item.detail, advice);
-    }
+/// The checks, failing first, each with what an operator does about it: the report's own
+/// findings, in the words every surface uses.
+fn check_lines(report: &HealthReport) -> Vec<CheckLine> {
+    let mut lines: Vec<CheckLine> = report
+        .findings
+        .iter()
+        .map(|finding| CheckLine {
+            name: finding.name,
+            verdict: finding.verdict.as_str(),
+            icon: icon(finding.verdict),
+            detail: finding.detail.clone(),
+            advice: finding.advice,
+            rank: finding.verdict,
+        })
+        .collect();
     lines.sort_by_key(|line| std::cmp::Reverse(line.rank));
     lines
 }
@@ -296,27 +225,17 @@ pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
     );
     let suppressions = docket_mail::delivery::suppressions(pool, Some(SUPPRESSIONS_SHOWN));
     let minutes = state.ops.throughput.last_hour(pool, now);
-    let host = {
-        let config = state.ops.host.clone();
-        tokio::task::spawn_blocking(move || host::checks(&config))
-    };
-    let (report, dead_letters, campaigns, batches, deliveries, suppressions, minutes, host) = tokio::join!(
+    let (report, dead_letters, campaigns, batches, deliveries, suppressions, minutes) = tokio::join!(
         report,
         dead_letters,
         campaigns,
         batches,
         deliveries,
         suppressions,
-        minutes,
-        host
+        minutes
     );
-    let host = host.unwrap_or_default();
 
-    let (status, status_icon) = match report.status {
-        docket_queue::health::Status::Ok => ("ok", "✓"),
-        docket_queue::health::Status::Degraded => ("degraded", "✗"),
-        docket_queue::health::Status::Down => ("down", "✗"),
-    };
+    let (status, status_icon) = (report.status.as_str(), icon(report.status));
     let queues = report.queue.as_ref().map(|snapshot| {
         snapshot
             .queues
@@ -356,7 +275,7 @@ pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
         status_icon,
         generated_at: now.format("%Y-%m-%d %H:%M:%S").to_string(),
         refresh_seconds: REFRESH_SECONDS,
-        checks: check_lines(&report, host),
+        checks: check_lines(&report),
         queues,
         chart: chart(&minutes),
         dead_letter_total: report.queue.as_ref().map_or(0, |s| s.total.dead_letter),

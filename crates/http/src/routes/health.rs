@@ -8,13 +8,13 @@ use axum::Json;
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::health::{HealthReport, Status};
+use crate::health::{HealthReport, Verdict};
 use crate::state::AppState;
 
-fn code(status: Status) -> StatusCode {
+fn code(status: Verdict) -> StatusCode {
     match status {
-        Status::Down => StatusCode::SERVICE_UNAVAILABLE,
-        Status::Ok | Status::Degraded => StatusCode::OK,
+        Verdict::Down => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::OK,
     }
 }
 

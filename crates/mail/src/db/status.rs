@@ -23,3 +23,18 @@ pub(crate) async fn status_record_fault(
     .await?;
     Ok(())
 }
+
+/// The relay's outstanding configuration fault: when and what, until a message goes through.
+pub(crate) async fn status_fault(
+    exec: impl PgExecutor<'_>,
+) -> sqlx::Result<Option<(chrono::DateTime<chrono::Utc>, String)>> {
+    sqlx::query_as(
+        r#"
+        select last_fault_at, last_fault from docket.mail_status
+        where id = 1 and last_fault_at is not null
+          and (cleared_at is null or cleared_at < last_fault_at)
+        "#,
+    )
+    .fetch_optional(exec)
+    .await
+}

@@ -33,7 +33,7 @@ async fn enqueue(pool: &PgPool, to: &str) -> docket_queue::JobId {
 }
 
 async fn fault(pool: &PgPool) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
-    docket_queue::health::mail_fault(pool)
+    docket_mail::health::relay_fault(pool)
         .await
         .unwrap()
         .map(|fault| (fault.at, fault.error))
