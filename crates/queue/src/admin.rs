@@ -5,7 +5,7 @@ use sqlx::PgExecutor;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::job::{check_text, check_time, Job, JobId, JobState};
+use crate::job::{check_time, Job, JobId, JobState, Name};
 
 /// The most jobs one list page holds.
 pub const LIST_LIMIT_MAX: u32 = 1000;
@@ -78,12 +78,12 @@ pub async fn list(exec: impl PgExecutor<'_>, filter: &ListFilter) -> Result<Page
     Ok(Page { jobs, next })
 }
 
-/// Checks a filter's queue and kind: a name with a NUL character matches no job, and
-/// PostgreSQL refuses it as text.
+/// Checks a filter's queue and kind: a name no job can have (empty, too long, with a NUL
+/// PostgreSQL refuses as text) is a mistake, not an empty result.
 fn check_names(queue: &Option<String>, kind: &Option<String>) -> Result<()> {
     for (field, value) in [("queue", queue), ("kind", kind)] {
         if let Some(value) = value {
-            check_text(field, value).map_err(Error::InvalidArgument)?;
+            Name::check(field, value).map_err(Error::InvalidArgument)?;
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ use sqlx::PgExecutor;
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::job::{check_text, check_time, JobId};
+use crate::job::{check_text, check_time, JobId, Name};
 use crate::telemetry::{event, metric};
 
 /// The queue a job runs on when none is given.
@@ -174,16 +174,8 @@ impl NewJob {
                 Err(Error::InvalidJob(message.to_owned()))
             }
         };
-        rule(!self.kind.trim().is_empty(), "kind must not be empty")?;
-        rule(
-            self.kind.chars().count() <= 127,
-            "kind must be at most 127 characters",
-        )?;
-        rule(!self.queue.trim().is_empty(), "queue must not be empty")?;
-        rule(
-            self.queue.chars().count() <= 127,
-            "queue must be at most 127 characters",
-        )?;
+        Name::check("kind", &self.kind).map_err(Error::InvalidJob)?;
+        Name::check("queue", &self.queue).map_err(Error::InvalidJob)?;
         rule(self.max_attempts >= 1, "max_attempts must be at least 1")?;
         rule(
             self.unique_key.as_deref() != Some(""),
@@ -201,13 +193,10 @@ impl NewJob {
                 .is_none_or(|key| (1..=GROUP_KEY_MAX_CHARS).contains(&key.chars().count())),
             "group_key must be 1 to 256 characters",
         )?;
-        for (field, value) in [("kind", Some(&self.kind)), ("queue", Some(&self.queue))]
-            .into_iter()
-            .chain([
-                ("unique_key", self.unique_key.as_ref()),
-                ("group_key", self.group_key.as_ref()),
-            ])
-        {
+        for (field, value) in [
+            ("unique_key", self.unique_key.as_ref()),
+            ("group_key", self.group_key.as_ref()),
+        ] {
             if let Some(value) = value {
                 check_text(field, value).map_err(Error::InvalidJob)?;
             }

@@ -219,6 +219,36 @@ pub fn check_time(field: &str, at: DateTime<Utc>) -> Result<(), String> {
     }
 }
 
+/// The rule for a queue's, a kind's or a schedule's name, in one place: 1 to
+/// [`Name::MAX_CHARS`] characters, not all blank, without NUL (PostgreSQL's `text` cannot
+/// hold one, so no stored name has one).
+pub struct Name;
+
+impl Name {
+    /// The longest name, in characters.
+    pub const MAX_CHARS: usize = 127;
+
+    /// Checks `value` as the name of `what` (`kind`, `queue`, `a schedule name`).
+    ///
+    /// # Errors
+    ///
+    /// A message naming `what`, the broken part and the whole rule.
+    pub fn check(what: &str, value: &str) -> Result<(), String> {
+        let broken = if value.trim().is_empty() {
+            "must not be empty"
+        } else if value.chars().count() > Name::MAX_CHARS {
+            "must be at most 127 characters"
+        } else if value.contains('\0') {
+            "must not contain a NUL character"
+        } else {
+            return Ok(());
+        };
+        Err(format!(
+            "{what} {broken} (a name is 1 to 127 characters, not all blank, without NUL)"
+        ))
+    }
+}
+
 /// Checks a name the caller gives that reaches the database as text (a queue, a kind, a
 /// schedule): PostgreSQL's `text` cannot hold a NUL character, so no stored name has one.
 ///

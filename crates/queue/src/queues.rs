@@ -24,13 +24,7 @@ pub struct QueueControl {
 }
 
 fn check_name(queue: &str) -> Result<()> {
-    let length = queue.chars().count();
-    if !(1..=127).contains(&length) || queue.contains('\0') || queue.trim().is_empty() {
-        return Err(Error::InvalidArgument(
-            "a queue name is 1 to 127 characters, not all blank, without NUL".to_owned(),
-        ));
-    }
-    Ok(())
+    crate::job::Name::check("a queue name", queue).map_err(Error::InvalidArgument)
 }
 
 /// Pauses a queue for every process (within one poll interval); pausing a paused queue

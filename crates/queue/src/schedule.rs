@@ -182,7 +182,7 @@ pub async fn advance(
 /// [`Error::InvalidArgument`] for an unknown schedule; [`Error::Database`].
 pub async fn set_paused(exec: impl PgExecutor<'_>, name: &str, paused: bool) -> Result<()> {
     // No stored name holds a NUL (PostgreSQL's text cannot), so no schedule has this one.
-    if let Err(rule) = crate::job::check_text("a schedule name", name) {
+    if let Err(rule) = crate::job::Name::check("a schedule name", name) {
         return Err(Error::InvalidArgument(format!(
             "no schedule is named {name:?}: {rule}"
         )));

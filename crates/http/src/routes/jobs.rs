@@ -94,13 +94,8 @@ pub(crate) async fn list(
 ) -> Result<Json<JobPage>, ApiError> {
     let params = query(params)?;
     for (name, value) in [("queue", &params.queue), ("kind", &params.kind)] {
-        if value
-            .as_ref()
-            .is_some_and(|v| v.is_empty() || v.chars().count() > 127)
-        {
-            return Err(ApiError::BadRequest(format!(
-                "{name} must be 1 to 127 characters"
-            )));
+        if let Some(value) = value {
+            docket_queue::job::Name::check(name, value).map_err(ApiError::BadRequest)?;
         }
     }
     let job_state = params
