@@ -82,13 +82,24 @@ impl Service for Scheduler {
                 }
                 continue;
             }
-            self.pass(config, cron, now, next, watched_since, &mut report)
-                .await?;
+            // One schedule's failure is logged once, here, and holds up no other schedule.
+            if let Err(err) = self
+                .pass(config, cron, now, next, watched_since, &mut report)
+                .await
+            {
+                report.failed += 1;
+                error!(
+                    event = events::CRON_FAILED, schedule = %config.name,
+                    error.message = %err, error.cause_chain = %ErrorChain(&err),
+                    "could not enqueue a schedule's due tick; the next run tries again"
+                );
+            }
         }
         Ok(RunReport::default()
             .count("ticks enqueued", report.enqueued)
             .count("ticks missed", report.missed)
-            .count("ticks skipped (overlap)", report.skipped))
+            .count("ticks skipped (overlap)", report.skipped)
+            .count("schedules failed", report.failed))
     }
 }
 
@@ -98,6 +109,7 @@ struct Pass {
     enqueued: u64,
     missed: u64,
     skipped: u64,
+    failed: u64,
 }
 
 impl Scheduler {
@@ -137,17 +149,7 @@ impl Scheduler {
         );
         let mut outcomes = Vec::with_capacity(due.enqueue.len());
         for tick in &due.enqueue {
-            match schedule::enqueue_tick(&mut *tx, name, *tick).await {
-                Ok(outcome) => outcomes.push((*tick, outcome)),
-                Err(err) => {
-                    error!(
-                        event = events::CRON_FAILED, schedule = %name, tick_at = %tick,
-                        error.message = %err, error.cause_chain = %ErrorChain(&err),
-                        "could not enqueue a schedule's tick; the next run tries again"
-                    );
-                    return Err(err);
-                }
-            }
+            outcomes.push((*tick, schedule::enqueue_tick(&mut *tx, name, *tick).await?));
         }
         schedule::advance(&mut *tx, name, due.last, next).await?;
         tx.commit().await?;
@@ -277,6 +279,52 @@ mod tests {
 
     /// A paused schedule enqueues nothing in any process; on resume, its catch-up policy
     /// decides what the pause missed.
+    /// A schedule whose tick cannot be enqueued is logged once (`cron.failed`, not again as
+    /// a failed maintenance run) and holds up no other schedule.
+    #[tokio::test]
+    async fn a_schedule_whose_tick_fails_holds_up_no_other_schedule() {
+        let db = TestDb::new().await;
+        sqlx::raw_sql(
+            r#"
+            create function boom() returns trigger language plpgsql as $$
+            begin
+                if new.kind = 'test.boom' then raise exception 'no boom today'; end if;
+                return new;
+            end $$;
+            create trigger boom before insert on docket.jobs for each row execute function boom();
+            "#,
+        )
+        .execute(&db.pool)
+        .await
+        .unwrap();
+        let configs = [
+            ScheduleConfig::new("boom", "* * * * * *", "test.boom"),
+            ScheduleConfig::new("fine", "* * * * * *", "test.tick"),
+        ];
+        let schedules = crate::runtime::register_for_tests(&db.pool, &configs).await;
+        let last = Utc::now() - chrono::Duration::seconds(2);
+        for name in ["boom", "fine"] {
+            schedule::advance(&db.pool, name, Some(last), None)
+                .await
+                .unwrap();
+        }
+        let scheduler = Scheduler::new(db.pool.clone(), schedules);
+        let report = scheduler
+            .run_once(None)
+            .await
+            .expect("the run itself succeeds");
+        assert!(
+            report.to_string().contains("schedules failed 1"),
+            "{report}"
+        );
+        let kinds: Vec<String> = sqlx::query_scalar("select kind from docket.jobs")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+        assert!(kinds.iter().any(|kind| kind == "test.tick"), "{kinds:?}");
+        assert!(!kinds.iter().any(|kind| kind == "test.boom"), "{kinds:?}");
+    }
+
     #[tokio::test]
     async fn a_paused_schedule_enqueues_nothing_until_resumed() {
         let db = TestDb::new().await;
