@@ -18,13 +18,9 @@ use uuid::Uuid;
 
 use crate::events;
 use crate::handler::{JobContext, JobError};
-use crate::lease::{HeldJob, Holdings, Lease, StopReason, StopSwitch};
+use crate::lease::{HeldJob, Holdings, Lease, StopReason, StopSwitch, STOP_GRACE};
 use crate::metrics;
 use crate::registry::{HandlerFuture, Registry};
-
-/// How long a handler that is stopped from outside (timeout, cancel, lease loss, the
-/// shutdown deadline) gets to return after its context says so, before it is dropped.
-pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// A job whose attempt is over, on its way to the completer.
 pub(crate) struct Finished {

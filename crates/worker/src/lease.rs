@@ -23,7 +23,10 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::executor::STOP_GRACE;
+/// How long a handler that is stopped from outside (timeout, cancel, lease loss, the
+/// shutdown deadline) gets to return after its context says so, before it is dropped. The
+/// lease counts it in: a run must be stoppable within the lease it started under.
+pub(crate) const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// This worker's lease, as far as the process can prove it: producers claim only while it
 /// is held.

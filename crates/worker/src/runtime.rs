@@ -103,47 +103,98 @@ impl Runtime {
         Ok(())
     }
 
-    /// Registers the worker and starts every part: the completer, a producer per queue,
-    /// the listener and the periodic services.
+    /// Registers the worker and starts every part, in its wiring steps: register, the
+    /// completer, a producer per queue (after the first read of the queue controls), the
+    /// listener and the periodic services.
     async fn start(self) -> docket_queue::Result<Started> {
-        let config = self.config;
-        let side_pool = |size: u32| {
-            PgPoolOptions::new()
-                .max_connections(size)
-                .acquire_timeout(Duration::from_secs(10))
-                .test_before_acquire(false)
-                .connect_lazy_with((*self.pool.connect_options()).clone())
-        };
-        let maintenance_pool = side_pool(3);
+        let maintenance_pool = self.side_pool(3);
         let registered_at = Instant::now();
-        maintenance::heartbeat(&maintenance_pool, &self.worker, config.lease_timeout, None).await?;
+        let schedules = self.register(&maintenance_pool).await?;
+        let parts = Parts::new(registered_at, &self.config);
+        let (completer, completer_tx) = self.spawn_completer(&parts);
+        let (producers, wakes) = self.producers(&parts, completer_tx);
+        let watcher = ControlWatcher {
+            pool: maintenance_pool.clone(),
+            paused: producers.paused.clone(),
+            grouped: producers.grouped.clone(),
+            wakes: wakes.clone(),
+        };
+        // Before any producer claims: a queue paused before start stays untouched.
+        watcher.refresh().await?;
+        for producer in producers.ready {
+            parts
+                .producers
+                .spawn(producer.run(parts.stop_claiming.clone()));
+        }
+        if self.config.listen {
+            let listener = Listener {
+                pool: self.side_pool(1),
+                queues: wakes,
+            };
+            parts
+                .services
+                .spawn(listener.run(parts.stop_services.clone()));
+        }
+        let reconciler = self.spawn_services(&parts, &maintenance_pool, watcher, schedules);
+        Ok(Started {
+            pool: self.pool,
+            maintenance_pool,
+            worker_id: self.worker.id,
+            shutdown_timeout: self.config.shutdown_timeout,
+            hard_stop: parts.hard_stop,
+            stop_claiming: parts.stop_claiming,
+            stop_services: parts.stop_services,
+            completer_bounded: parts.completer_bounded,
+            services: parts.services,
+            producers: parts.producers,
+            jobs: parts.jobs,
+            completer,
+            reconciler,
+            holdings: parts.holdings,
+        })
+    }
+
+    /// A small pool of its own on the same database (maintenance, LISTEN).
+    fn side_pool(&self, size: u32) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(size)
+            .acquire_timeout(Duration::from_secs(10))
+            .test_before_acquire(false)
+            .connect_lazy_with((*self.pool.connect_options()).clone())
+    }
+
+    /// Step 1: the worker's first heartbeat (its lease), its schedules, and the wakeups it
+    /// waits for from the start (the first enqueue on each queue notifies).
+    async fn register(&self, pool: &PgPool) -> docket_queue::Result<Vec<(ScheduleConfig, Cron)>> {
+        let config = &self.config;
+        maintenance::heartbeat(pool, &self.worker, config.lease_timeout, None).await?;
         let schedules = if config.cron {
-            register_schedules(&maintenance_pool, &config.schedules).await?
+            register_schedules(pool, &config.schedules).await?
         } else {
             Vec::new()
         };
         if config.listen {
-            // Waiting from the start: the first enqueue on each queue notifies.
-            docket_queue::claim::want_wakeups(&maintenance_pool, &self.worker.queues).await?;
+            docket_queue::claim::want_wakeups(pool, &self.worker.queues).await?;
         }
         info!(
             event = events::WORKER_STARTED, worker.id = %self.worker.id, queues = ?self.worker.queues,
             kinds = ?self.registry.kinds(), "worker started"
         );
+        Ok(schedules)
+    }
 
-        let holdings = Arc::new(Holdings::default());
-        let lease = Arc::new(Lease::new(registered_at, config.lease_timeout));
-        let hard_stop = CancellationToken::new();
-        let stop_claiming = CancellationToken::new();
-        let stop_services = CancellationToken::new();
-        let completer_bounded = CancellationToken::new();
-        let services = TaskTracker::new();
-        let producers = TaskTracker::new();
-        let jobs = TaskTracker::new();
-
-        // Outcomes that may wait for the completer before executors feel backpressure: one
-        // batch. Jobs stay `processing` until their outcome is written, so a deeper buffer
-        // would only let the producer claim ahead of a completer that is behind.
+    /// Step 2: the completer, and the channel the executors send outcomes on. It may hold
+    /// one batch before executors feel backpressure: jobs stay `processing` until their
+    /// outcome is written, so a deeper buffer would only let the producer claim ahead of a
+    /// completer that is behind.
+    fn spawn_completer(
+        &self,
+        parts: &Parts,
+    ) -> (
+        tokio::task::JoinHandle<()>,
+        mpsc::Sender<crate::executor::Finished>,
+    ) {
+        let config = &self.config;
         let (completer_tx, completer_rx) = mpsc::channel(config.completer_batch);
         let completer = tokio::spawn(
             Completer {
@@ -151,21 +202,31 @@ impl Runtime {
                 worker_id: self.worker.id,
                 batch: config.completer_batch,
                 flush_interval: config.completer_flush_interval,
-                bounded: completer_bounded.clone(),
+                bounded: parts.completer_bounded.clone(),
                 flush_limit: config.shutdown_timeout,
             }
             .run(completer_rx),
         );
+        (completer, completer_tx)
+    }
 
-        // The producers and job tasks hold the only references: once they are all done,
-        // the completer's channel closes.
+    /// Step 3: a producer per queue, sharing the executor, the global slots and the queue
+    /// controls, each with the wakeup its queue's NOTIFY rings. The producers and job tasks
+    /// hold the executor's only references: once they are all done, the completer's channel
+    /// closes.
+    fn producers(
+        &self,
+        parts: &Parts,
+        completer: mpsc::Sender<crate::executor::Finished>,
+    ) -> (Producers, HashMap<String, Arc<Notify>>) {
+        let config = &self.config;
         let executor = Arc::new(Executor {
             registry: self.registry.clone(),
-            hard_stop: hard_stop.clone(),
-            completer: completer_tx,
-            holdings: holdings.clone(),
-            jobs: jobs.clone(),
-            lease: lease.clone(),
+            hard_stop: parts.hard_stop.clone(),
+            completer,
+            holdings: parts.holdings.clone(),
+            jobs: parts.jobs.clone(),
+            lease: parts.lease.clone(),
         });
         let total: usize = config.queues.iter().map(|q| q.concurrency).sum();
         let global = Arc::new(Semaphore::new(config.global_concurrency.unwrap_or(total)));
@@ -177,7 +238,7 @@ impl Runtime {
         for queue in &config.queues {
             let wake = Arc::new(Notify::new());
             wakes.insert(queue.name.clone(), wake.clone());
-            let producer = Producer {
+            ready.push(Producer {
                 pool: self.pool.clone(),
                 queue: queue.name.as_str().into(),
                 kinds: kinds.clone(),
@@ -191,7 +252,7 @@ impl Runtime {
                 },
                 wake,
                 executor: executor.clone(),
-                lease: lease.clone(),
+                lease: parts.lease.clone(),
                 paused: paused.clone(),
                 grouped: grouped.clone(),
                 group_cursor: GroupCursor::default(),
@@ -200,117 +261,134 @@ impl Runtime {
                 rate: queue.rate_limit().map(Arc::new),
                 prefetch: queue.prefetch,
                 prefetched: VecDeque::new(),
-            };
-            ready.push(producer);
+            });
         }
-        drop(executor);
-        let watcher = ControlWatcher {
-            pool: maintenance_pool.clone(),
+        let producers = Producers {
+            ready,
             paused,
             grouped,
-            wakes: wakes.clone(),
         };
-        // Before any producer claims: a queue paused before start stays untouched.
-        watcher.refresh().await?;
-        for producer in ready {
-            producers.spawn(producer.run(stop_claiming.clone()));
-        }
+        (producers, wakes)
+    }
 
+    /// Step 4: the periodic services, each on the maintenance pool with its interval.
+    /// Returns the reconciler, which shutdown runs once more.
+    fn spawn_services(
+        &self,
+        parts: &Parts,
+        pool: &PgPool,
+        watcher: ControlWatcher,
+        schedules: Vec<(ScheduleConfig, Cron)>,
+    ) -> Arc<Reconciler> {
+        let config = &self.config;
         let mut spawner = Spawner {
-            tracker: &services,
-            stop: &stop_services,
+            tracker: &parts.services,
+            stop: &parts.stop_services,
         };
-        if config.listen {
-            let listener = Listener {
-                pool: side_pool(1),
-                queues: wakes,
-            };
-            services.spawn(listener.run(stop_services.clone()));
-        }
         spawner.periodic(
             Heartbeat {
-                pool: maintenance_pool.clone(),
-                lease: lease.clone(),
+                pool: pool.clone(),
+                lease: parts.lease.clone(),
                 worker: self.worker.clone(),
-                holdings: holdings.clone(),
+                holdings: parts.holdings.clone(),
                 interval: config.heartbeat_interval,
                 lease_timeout: config.lease_timeout,
             },
             config.heartbeat_interval,
         );
         let reconciler = Arc::new(Reconciler {
-            pool: maintenance_pool.clone(),
+            pool: pool.clone(),
             worker_id: self.worker.id,
-            holdings: holdings.clone(),
+            holdings: parts.holdings.clone(),
         });
         spawner.periodic(reconciler.clone(), config.heartbeat_interval);
         spawner.periodic(watcher, config.poll_interval);
+        let batch = config.maintenance_batch;
         spawner.periodic(
             Rescuer {
-                pool: maintenance_pool.clone(),
-                batch: config.maintenance_batch,
+                pool: pool.clone(),
+                batch,
             },
             config.rescuer_interval,
         );
         spawner.periodic(
             Expirer {
-                pool: maintenance_pool.clone(),
-                batch: config.maintenance_batch,
+                pool: pool.clone(),
+                batch,
             },
             config.poll_interval,
         );
         spawner.periodic(
             Parker {
-                pool: maintenance_pool.clone(),
+                pool: pool.clone(),
                 park_after: config.park_after,
-                batch: config.maintenance_batch,
+                batch,
             },
             config.parker_interval,
         );
         if !schedules.is_empty() {
-            spawner.periodic(
-                Scheduler::new(maintenance_pool.clone(), schedules),
-                SCHEDULER_INTERVAL,
-            );
+            spawner.periodic(Scheduler::new(pool.clone(), schedules), SCHEDULER_INTERVAL);
         }
         spawner.periodic(
             BatchTracker {
-                pool: maintenance_pool.clone(),
-                batch: config.maintenance_batch,
+                pool: pool.clone(),
+                batch,
                 progress_logged: std::sync::Mutex::new(None),
             },
             BATCH_TRACKER_INTERVAL,
         );
         spawner.periodic(
             Pruner {
-                pool: maintenance_pool.clone(),
+                pool: pool.clone(),
                 retention: [
                     (JobState::Completed, config.completed_retention),
                     (JobState::Cancelled, config.cancelled_retention),
                     (JobState::DeadLetter, config.dead_letter_retention),
                 ],
-                batch: config.maintenance_batch,
+                batch,
             },
             config.pruner_interval,
         );
-
-        Ok(Started {
-            pool: self.pool,
-            maintenance_pool,
-            worker_id: self.worker.id,
-            shutdown_timeout: config.shutdown_timeout,
-            hard_stop,
-            stop_claiming,
-            stop_services,
-            completer_bounded,
-            services,
-            producers,
-            jobs,
-            completer,
-            reconciler,
-            holdings,
-        })
+        reconciler
     }
+}
+
+/// What the wiring steps share: the lease and what is held under it, the stop signals
+/// of shutdown's steps, and the task trackers it waits on.
+struct Parts {
+    holdings: Arc<Holdings>,
+    lease: Arc<Lease>,
+    hard_stop: CancellationToken,
+    stop_claiming: CancellationToken,
+    stop_services: CancellationToken,
+    completer_bounded: CancellationToken,
+    services: TaskTracker,
+    producers: TaskTracker,
+    jobs: TaskTracker,
+}
+
+impl Parts {
+    /// The lease counts from `registered_at`, the first heartbeat's send.
+    fn new(registered_at: Instant, config: &RuntimeConfig) -> Parts {
+        Parts {
+            holdings: Arc::new(Holdings::default()),
+            lease: Arc::new(Lease::new(registered_at, config.lease_timeout)),
+            hard_stop: CancellationToken::new(),
+            stop_claiming: CancellationToken::new(),
+            stop_services: CancellationToken::new(),
+            completer_bounded: CancellationToken::new(),
+            services: TaskTracker::new(),
+            producers: TaskTracker::new(),
+            jobs: TaskTracker::new(),
+        }
+    }
+}
+
+/// The producers, built but not started, and the queue controls they read.
+struct Producers {
+    ready: Vec<Producer>,
+    paused: Arc<PausedQueues>,
+    grouped: Arc<GroupedQueues>,
 }
 
 /// How often finished batches are looked for: a batch's callback follows its last job by
