@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use docket_worker::schedule::ScheduleConfig;
+use docket_worker::cron::ScheduleConfig;
 
 use crate::settings::{self, Setting};
 

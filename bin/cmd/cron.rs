@@ -1,6 +1,6 @@
 //! `docket cron list|run|pause|resume`: the schedules every scheduler registered.
 
-use docket_queue::schedule;
+use docket_queue::cron;
 use docket_queue::telemetry::event;
 use sqlx::PgPool;
 
@@ -11,7 +11,7 @@ use crate::table;
 pub(crate) async fn run(pool: &PgPool, command: CronCommand) -> anyhow::Result<()> {
     match command {
         CronCommand::List(output) => {
-            let rows = schedule::list(pool).await?;
+            let rows = cron::list(pool).await?;
             if output.json {
                 return print_json(&rows);
             }
@@ -59,7 +59,7 @@ pub(crate) async fn run(pool: &PgPool, command: CronCommand) -> anyhow::Result<(
             Ok(())
         }
         CronCommand::Run { name } => {
-            let rows = schedule::list(pool).await?;
+            let rows = cron::list(pool).await?;
             let Some(row) = rows.iter().find(|row| row.def.name == name) else {
                 anyhow::bail!("no schedule is named {name:?} (docket cron list shows them)");
             };
@@ -71,13 +71,13 @@ pub(crate) async fn run(pool: &PgPool, command: CronCommand) -> anyhow::Result<(
             Ok(())
         }
         CronCommand::Pause { name } => {
-            schedule::set_paused(pool, &name, true).await?;
+            cron::set_paused(pool, &name, true).await?;
             tracing::info!(event = event::CRON_PAUSED, schedule = %name, "schedule paused");
             println!("{name} paused");
             Ok(())
         }
         CronCommand::Resume { name } => {
-            schedule::set_paused(pool, &name, false).await?;
+            cron::set_paused(pool, &name, false).await?;
             tracing::info!(event = event::CRON_RESUMED, schedule = %name, "schedule resumed");
             println!("{name} resumed");
             Ok(())

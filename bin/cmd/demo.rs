@@ -18,7 +18,7 @@ use docket_mail::jobs::{Recovery, RECOVERY_PRIORITY, RECOVERY_QUEUE};
 use docket_mail::{MailConfig, Mailer};
 use docket_queue::{admin, DeadLetterFilter, JobState, NewJob};
 use docket_testkit::{SmtpSink, ThrowawayCluster};
-use docket_worker::schedule::ScheduleConfig;
+use docket_worker::cron::ScheduleConfig;
 use docket_worker::{builtin, JobError, QueueConfig, Runtime, RuntimeConfig};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};

@@ -221,7 +221,7 @@ pub struct HealthReport {
     /// Queues and kinds with ready jobs no live worker runs.
     pub unhandled_kinds: Vec<UnhandledKind>,
     /// The cron schedules, with their last and next tick and their last tick's batch.
-    pub cron: Vec<crate::schedule::ScheduleRow>,
+    pub cron: Vec<crate::cron::ScheduleRow>,
     /// Batches not finished yet; `null` when it could not be read.
     pub batches_open: Option<i64>,
 }
@@ -259,7 +259,7 @@ pub struct Observed {
     /// Unhandled queues and kinds.
     pub unhandled: Option<Vec<UnhandledKind>>,
     /// The cron schedules.
-    pub cron: Option<Vec<crate::schedule::ScheduleRow>>,
+    pub cron: Option<Vec<crate::cron::ScheduleRow>>,
     /// Open batches.
     pub batches_open: Option<i64>,
 }
@@ -442,7 +442,7 @@ fn unhandled_finding(unhandled: Option<&[UnhandledKind]>) -> Finding {
 }
 
 fn cron_finding(
-    schedules: Option<&[crate::schedule::ScheduleRow]>,
+    schedules: Option<&[crate::cron::ScheduleRow]>,
     snapshot: Option<&Snapshot>,
 ) -> Finding {
     let Some(schedules) = schedules else {
@@ -522,7 +522,7 @@ where
     let unhandled = bounded("unhandled_kinds", unhandled);
     let cron = bounded(
         "cron",
-        tokio::time::timeout(timeout, crate::schedule::list(exec)).await,
+        tokio::time::timeout(timeout, crate::cron::list(exec)).await,
     );
     let open = tokio::time::timeout(timeout, crate::batch::count_open(exec)).await;
     let batches_open = bounded("batches", open);
@@ -712,9 +712,9 @@ mod tests {
         assert!(report.queue.is_some());
     }
 
-    fn schedule(next_tick_at: DateTime<Utc>, paused: bool) -> crate::schedule::ScheduleRow {
-        crate::schedule::ScheduleRow {
-            def: crate::schedule::ScheduleDef {
+    fn schedule(next_tick_at: DateTime<Utc>, paused: bool) -> crate::cron::ScheduleRow {
+        crate::cron::ScheduleRow {
+            def: crate::cron::ScheduleDef {
                 name: "hourly".into(),
                 cron: "0 * * * *".into(),
                 kind: "k".into(),

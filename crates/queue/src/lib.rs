@@ -15,7 +15,8 @@
 //! - [`rate_limit`]: token buckets that hold over every process together.
 //! - [`batch`]: batches: jobs enqueued together, progress, an exactly-once callback.
 //! - [`admin`]: show, list (keyset), cancel, replay, bulk replay of dead letters.
-//! - [`schedule`]: cron schedules in the database: registration, exactly-once ticks, pause.
+//! - [`cron`]: cron schedules in the database: registration, exactly-once ticks, pause,
+//!   and the one schedule type (`Schedule`) every crate uses.
 //! - [`snapshot`]: the monitors' queue snapshot.
 //! - [`maintenance`]: heartbeats, rescue of lapsed leases, pruning.
 //! - [`telemetry`]: every log event and metric name, of every crate.
@@ -33,6 +34,7 @@ pub mod admin;
 pub mod backoff;
 pub mod batch;
 pub mod claim;
+pub mod cron;
 mod db;
 pub mod enqueue;
 pub mod error;
@@ -42,7 +44,6 @@ pub mod maintenance;
 pub mod outcome;
 pub mod queues;
 pub mod rate_limit;
-pub mod schedule;
 pub mod snapshot;
 pub mod telemetry;
 pub mod workers;

@@ -135,7 +135,7 @@ pub struct RuntimeConfig {
     /// How often the parker runs. Default [`PARKER_INTERVAL_DEFAULT`].
     pub parker_interval: Duration,
     /// The cron schedules this process declares (and registers). Default none.
-    pub schedules: Vec<crate::schedule::ScheduleConfig>,
+    pub schedules: Vec<crate::cron::ScheduleConfig>,
     /// Whether this process runs the scheduler for its schedules (`DOCKET_CRON`). Default
     /// on; however many processes run it, each tick is enqueued once.
     pub cron: bool,

@@ -26,7 +26,8 @@
 //! - [`registry`]: kind → handler, per-kind timeout and backoff.
 //! - [`builtin`]: `docket.noop`, `docket.sleep`, `docket.fail`.
 //! - [`config`]: `RuntimeConfig` with named defaults and `validate`.
-//! - [`schedule`]: cron schedules: declaration, parsing, ticks, catch-up. Pure.
+//! - [`cron`]: cron schedules: parsing and tick arithmetic, catch-up (pure), and
+//!   `cron::scheduler`, which enqueues each due tick, exactly once over all processes.
 //! - [`runtime`]: `Runtime::run`: start-up and ordered shutdown.
 //! - `producer`: claims `min(free slots, batch)` per queue when woken.
 //! - `executor`: runs one job: decode, timeout, panic capture, cancellation → `Outcome`.
@@ -41,7 +42,6 @@
 //! - `reconciler`: stops cancelled jobs; hands back jobs held in the database but unknown here.
 //! - `rescuer`, `expirer`, `parker`, `pruner`: shared maintenance, one worker at a time.
 //! - `batcher`: finishes batches whose jobs are all final; enqueues their callbacks once.
-//! - `scheduler`: enqueues each due schedule tick, exactly once over all processes.
 //! - [`events`], [`metrics`]: log event names and metric names.
 //!
 //! It does not own SQL (that is `docket-queue`) or the process (signals and
@@ -53,6 +53,7 @@ pub mod builtin;
 mod completer;
 pub mod config;
 mod controls;
+pub mod cron;
 pub mod events;
 mod executor;
 mod expirer;
@@ -69,8 +70,6 @@ pub mod registry;
 mod rescuer;
 mod retry;
 pub mod runtime;
-pub mod schedule;
-mod scheduler;
 mod service;
 
 pub use config::{ConfigError, QueueConfig, RuntimeConfig};

@@ -52,7 +52,7 @@ impl Service for Pruner {
                 // A week of tick records is plenty to look back on; last_tick_at alone
                 // keeps older ticks from being enqueued again.
                 let week_ago = now.unwrap_or_else(chrono::Utc::now) - chrono::Duration::days(7);
-                let ticks = docket_queue::schedule::prune_ticks(&mut *conn, week_ago).await?;
+                let ticks = docket_queue::cron::prune_ticks(&mut *conn, week_ago).await?;
                 Ok(report
                     .count("pruned stale worker registrations", workers)
                     .count("pruned schedule ticks", ticks))

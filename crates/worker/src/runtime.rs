@@ -21,6 +21,8 @@ use crate::batcher::BatchTracker;
 use crate::completer::Completer;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::controls::{ControlWatcher, GroupedQueues, PausedQueues};
+use crate::cron::scheduler::{Scheduler, SCHEDULER_INTERVAL};
+use crate::cron::{Cron, ScheduleConfig};
 use crate::events;
 use crate::executor::Executor;
 use crate::expirer::Expirer;
@@ -33,8 +35,6 @@ use crate::pruner::Pruner;
 use crate::reconciler::Reconciler;
 use crate::registry::Registry;
 use crate::rescuer::Rescuer;
-use crate::schedule::{Cron, ScheduleConfig};
-use crate::scheduler::{Scheduler, SCHEDULER_INTERVAL};
 use crate::service::{run_periodic, Service};
 
 /// A worker process's runtime. Build it with [`Runtime::new`], then [`Runtime::run`] it
@@ -407,7 +407,7 @@ async fn register_schedules(
         let cron = config
             .parse()
             .map_err(docket_queue::Error::InvalidArgument)?;
-        let def = docket_queue::schedule::ScheduleDef {
+        let def = docket_queue::cron::ScheduleDef {
             name: config.name.clone(),
             cron: config.cron.clone(),
             kind: config.kind.clone(),
@@ -419,7 +419,7 @@ async fn register_schedules(
             catch_up: config.catch_up.as_str().to_owned(),
             overlap: config.overlap.as_str().to_owned(),
         };
-        docket_queue::schedule::register(pool, &def, cron.next_after(chrono::Utc::now())).await?;
+        docket_queue::cron::register(pool, &def, cron.next_after(chrono::Utc::now())).await?;
         parsed.push((config.clone(), cron));
     }
     Ok(parsed)

@@ -521,7 +521,7 @@ async fn cron_action(
     let Some(paused) = pausing(&action) else {
         return no_such_action(&state, &action);
     };
-    match docket_queue::schedule::set_paused(&state.pool, &name, paused).await {
+    match docket_queue::cron::set_paused(&state.pool, &name, paused).await {
         Ok(()) => done(&state, &format!("/ops?done=cron-{action}")),
         Err(err) => failed(&state, &err.into(), "/ops"),
     }

@@ -35,7 +35,7 @@ pub(crate) struct Overview {
     dead_letters: Option<Vec<Job>>,
     dead_letter_queues: Vec<String>,
     dead_letter_kinds: Vec<String>,
-    cron: Vec<docket_queue::schedule::ScheduleRow>,
+    cron: Vec<docket_queue::cron::ScheduleRow>,
     workers: Vec<WorkerLine>,
     campaigns: Option<Vec<Progress<docket_mail::campaign::CampaignStatus>>>,
     batches: Option<Vec<Progress<docket_queue::batch::BatchStatus>>>,

@@ -3,7 +3,7 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use docket_queue::schedule::{self, ScheduleRow};
+use docket_queue::cron::{self, ScheduleRow};
 use serde::Serialize;
 
 use crate::auth::Authorized;
@@ -26,7 +26,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     _: Authorized,
 ) -> Result<Json<Vec<ScheduleRow>>, ApiError> {
-    Ok(Json(schedule::list(&state.pool).await?))
+    Ok(Json(cron::list(&state.pool).await?))
 }
 
 async fn set_paused(
@@ -34,7 +34,7 @@ async fn set_paused(
     name: String,
     paused: bool,
 ) -> Result<Json<CronControl>, ApiError> {
-    schedule::set_paused(&state.pool, &name, paused)
+    cron::set_paused(&state.pool, &name, paused)
         .await
         .map_err(|err| match err {
             docket_queue::Error::InvalidArgument(message) => ApiError::NotFound(message),

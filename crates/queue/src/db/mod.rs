@@ -7,24 +7,24 @@
 //! passes `None`.
 //!
 //! One module per table, each sorted by function name: [`batch`], [`job`], [`worker`], [`queue`]
-//! (wake-ups), [`rate_limit`] (token buckets), [`schedule`] (schedules and their ticks), [`lock`] (advisory locks),
+//! (wake-ups), [`rate_limit`] (token buckets), [`cron`] (schedules and their ticks), [`lock`] (advisory locks),
 //! [`server`].
 
 mod batch;
+mod cron;
 mod job;
 mod lock;
 mod queue;
 mod rate_limit;
-mod schedule;
 mod server;
 mod worker;
 
 pub(crate) use batch::*;
+pub(crate) use cron::*;
 pub(crate) use job::*;
 pub(crate) use lock::*;
 pub(crate) use queue::*;
 pub(crate) use rate_limit::*;
-pub(crate) use schedule::*;
 pub(crate) use server::*;
 pub(crate) use worker::*;
 

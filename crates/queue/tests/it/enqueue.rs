@@ -548,7 +548,7 @@ async fn a_nul_in_a_filter_name_is_refused_naming_the_field() {
             "{field}: {err:?}"
         );
     }
-    let err = docket_queue::schedule::set_paused(&db.pool, "a\0b", true)
+    let err = docket_queue::cron::set_paused(&db.pool, "a\0b", true)
         .await
         .unwrap_err();
     assert!(

@@ -3,6 +3,7 @@
 mod admin;
 mod batch;
 mod claim;
+mod cron;
 mod cursor;
 mod enqueue;
 mod groups;
@@ -10,7 +11,6 @@ mod maintenance;
 mod outcome;
 mod queues;
 mod rate_limit;
-mod schedule;
 mod schema;
 mod snapshot;
 

@@ -2,7 +2,7 @@
 //! work is already a batch or still the tick's own job.
 
 use chrono::{Duration, TimeZone, Utc};
-use docket_queue::schedule::{self, ScheduleDef, Tick};
+use docket_queue::cron::{self, ScheduleDef, Tick};
 use docket_testkit::TestDb;
 
 fn fan_out() -> ScheduleDef {
@@ -23,16 +23,12 @@ fn fan_out() -> ScheduleDef {
 #[tokio::test]
 async fn a_tick_is_skipped_while_the_last_ticks_job_has_not_yet_made_its_batch() {
     let db = TestDb::new().await;
-    schedule::register(&db.pool, &fan_out(), None)
-        .await
-        .unwrap();
+    cron::register(&db.pool, &fan_out(), None).await.unwrap();
     let t0 = Utc.with_ymd_and_hms(2026, 12, 6, 9, 0, 0).unwrap();
-    let first = schedule::enqueue_tick(&db.pool, "fan-out", t0)
-        .await
-        .unwrap();
+    let first = cron::enqueue_tick(&db.pool, "fan-out", t0).await.unwrap();
     assert!(matches!(first, Tick::Enqueued(_)), "{first:?}");
     // The first tick's job has not run yet (no batch exists): the next tick must wait.
-    let second = schedule::enqueue_tick(&db.pool, "fan-out", t0 + Duration::seconds(1))
+    let second = cron::enqueue_tick(&db.pool, "fan-out", t0 + Duration::seconds(1))
         .await
         .unwrap();
     assert_eq!(second, Tick::Skipped);
@@ -45,7 +41,7 @@ async fn a_tick_is_skipped_while_the_last_ticks_job_has_not_yet_made_its_batch()
         .execute(&db.pool)
         .await
         .unwrap();
-    let third = schedule::enqueue_tick(&db.pool, "fan-out", t0 + Duration::seconds(2))
+    let third = cron::enqueue_tick(&db.pool, "fan-out", t0 + Duration::seconds(2))
         .await
         .unwrap();
     assert!(matches!(third, Tick::Enqueued(_)), "{third:?}");

@@ -24,6 +24,8 @@
 //! count from, even when that instant is inside the repeated hour. The tests `a_daily_0230_*`,
 //! `*_repeated_hour` and `*_fall_back_day` pin these.
 
+pub(crate) mod scheduler;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -176,7 +178,7 @@ impl ScheduleConfig {
 /// A parsed expression in its zone.
 #[derive(Clone, Debug)]
 pub struct Cron {
-    schedule: cron::Schedule,
+    schedule: ::cron::Schedule,
     zone: Tz,
     /// Neither its minute nor its hour is a wildcard: on a fall-back day it fires at the
     /// first occurrence of a repeated wall-clock time only.
@@ -207,7 +209,7 @@ impl Cron {
                 ))
             }
         };
-        let schedule = cron::Schedule::from_str(&normalised)
+        let schedule = ::cron::Schedule::from_str(&normalised)
             .map_err(|err| format!("cron {expr:?} is not valid: {err}"))?;
         let zone: Tz = zone
             .parse()
@@ -345,7 +347,7 @@ pub struct Newest {
 /// second occurrences in order among themselves, and each waits here until the first
 /// occurrences before it are out. A fixed-time schedule's second occurrences are dropped.
 struct Ticks<'a> {
-    walk: cron::ScheduleIterator<'a, Tz>,
+    walk: ::cron::ScheduleIterator<'a, Tz>,
     after: DateTime<Utc>,
     fixed_time: bool,
     /// The next first-occurrence tick, pulled ahead of `repeats`.

@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
+use crate::cron::{ScheduleDef, ScheduleRow, ScheduleState};
 use crate::job::JobId;
-use crate::schedule::{ScheduleDef, ScheduleRow, ScheduleState};
 
 /// Deletes ticks older than `before` (their schedules are past them:
 /// `last_tick_at` alone keeps a slow scheduler from enqueueing them again).

@@ -1,6 +1,6 @@
 //! The scheduler: every second, for each schedule this process declares, works out the
 //! due ticks from the state in the database (its last tick, its pause) and enqueues each
-//! tick's job through `docket_queue::schedule::enqueue_tick`, which makes it exactly once
+//! tick's job through `docket_queue::cron::enqueue_tick`, which makes it exactly once
 //! however many processes run a scheduler. No leader: every `docket serve` and `docket
 //! worker` runs one (unless `DOCKET_CRON=false`).
 
@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use docket_queue::schedule;
+use docket_queue::cron as stored;
 use docket_queue::ErrorChain;
 use sqlx::PgPool;
 use tracing::{error, info, warn};
 
+use crate::cron::{due, Cron, OnTime, ScheduleConfig};
 use crate::events;
 use crate::metrics;
-use crate::schedule::{due, Cron, OnTime, ScheduleConfig};
 use crate::service::{RunReport, Service};
 
 /// How often the scheduler looks for due ticks.
@@ -23,7 +23,7 @@ pub(crate) const SCHEDULER_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A tick due longer ago than this is never on time. Within it, the newest due tick is (a
 /// pass that came a little late), and older ones only when they came due since this
-/// process's previous pass; never a tick that fell inside a pause (`schedule::due`).
+/// process's previous pass; never a tick that fell inside a pause (`cron::due`).
 const ON_TIME: Duration = Duration::from_secs(3);
 
 /// A pass that follows this process's previous one within this long watched the ticks
@@ -61,7 +61,7 @@ impl Service for Scheduler {
             .replace(now);
         let gap = chrono::Duration::from_std(WATCHED_GAP).unwrap_or_default();
         let watched_since = previous.filter(|previous| *previous < now && now - *previous <= gap);
-        let stored: HashMap<String, schedule::ScheduleState> = schedule::states(&self.pool)
+        let stored: HashMap<String, stored::ScheduleState> = stored::states(&self.pool)
             .await?
             .into_iter()
             .map(|state| (state.name.clone(), state))
@@ -78,7 +78,7 @@ impl Service for Scheduler {
                 // Nothing to enqueue (a paused schedule's missed ticks are the catch-up
                 // policy's on resume); only the next tick, when it moved.
                 if row.next_tick_at != next {
-                    schedule::advance(&self.pool, &config.name, None, next).await?;
+                    stored::advance(&self.pool, &config.name, None, next).await?;
                 }
                 continue;
             }
@@ -127,7 +127,7 @@ impl Scheduler {
     ) -> docket_queue::Result<()> {
         let name = &config.name;
         let mut tx = self.pool.begin().await?;
-        let Some(state) = schedule::lock_state(&mut *tx, name).await? else {
+        let Some(state) = stored::lock_state(&mut *tx, name).await? else {
             return Ok(());
         };
         if state.paused {
@@ -149,13 +149,13 @@ impl Scheduler {
         );
         let mut outcomes = Vec::with_capacity(due.enqueue.len());
         for tick in &due.enqueue {
-            outcomes.push((*tick, schedule::enqueue_tick(&mut *tx, name, *tick).await?));
+            outcomes.push((*tick, stored::enqueue_tick(&mut *tx, name, *tick).await?));
         }
-        schedule::advance(&mut *tx, name, due.last, next).await?;
+        stored::advance(&mut *tx, name, due.last, next).await?;
         tx.commit().await?;
         for (tick, outcome) in outcomes {
             match outcome {
-                schedule::Tick::Skipped => {
+                stored::Tick::Skipped => {
                     report.skipped += 1;
                     metrics::cron_tick(name, "skipped", 1);
                     warn!(
@@ -163,7 +163,7 @@ impl Scheduler {
                         "schedule tick skipped: the batch of an earlier tick still runs"
                     );
                 }
-                schedule::Tick::Enqueued(job) => {
+                stored::Tick::Enqueued(job) => {
                     report.enqueued += 1;
                     metrics::cron_tick(name, "enqueued", 1);
                     info!(
@@ -171,7 +171,7 @@ impl Scheduler {
                         tick_at = %tick, "schedule tick enqueued"
                     );
                 }
-                schedule::Tick::Elsewhere => {} // another scheduler dealt with it
+                stored::Tick::Elsewhere => {} // another scheduler dealt with it
             }
         }
         if due.missed > 0 {
@@ -190,7 +190,7 @@ impl Scheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schedule::CatchUp;
+    use crate::cron::CatchUp;
     use docket_testkit::{eventually, TestDb};
 
     fn utc(s: &str) -> DateTime<Utc> {
@@ -210,7 +210,7 @@ mod tests {
         let mut config = ScheduleConfig::new("every-second", cron, "test.tick");
         config.catch_up = catch_up;
         let schedules = crate::runtime::register_for_tests(&db.pool, &[config]).await;
-        schedule::advance(&db.pool, "every-second", Some(last), None)
+        stored::advance(&db.pool, "every-second", Some(last), None)
             .await
             .unwrap();
         Scheduler::new(db.pool.clone(), schedules)
@@ -243,7 +243,7 @@ mod tests {
             // Run again at the same instant: nothing more, ever.
             scheduler.run_once(Some(now)).await.unwrap();
             assert_eq!(run_ats(&db).await.len(), expected.len(), "{policy:?}");
-            let row = &schedule::list(&db.pool).await.unwrap()[0];
+            let row = &stored::list(&db.pool).await.unwrap()[0];
             assert_eq!(row.last_tick_at, Some(tick(5)));
             assert_eq!(row.next_tick_at, Some(tick(6)));
         }
@@ -268,10 +268,10 @@ mod tests {
         for tick in 1..=3 {
             let at = utc(&format!("2026-12-01T10:00:0{tick}Z"));
             assert_eq!(
-                schedule::enqueue_tick(&db.pool, "every-second", at)
+                stored::enqueue_tick(&db.pool, "every-second", at)
                     .await
                     .unwrap(),
-                schedule::Tick::Elsewhere
+                stored::Tick::Elsewhere
             );
         }
         assert_eq!(run_ats(&db).await.len(), 3);
@@ -304,7 +304,7 @@ mod tests {
         let schedules = crate::runtime::register_for_tests(&db.pool, &configs).await;
         let last = Utc::now() - chrono::Duration::seconds(2);
         for name in ["boom", "fine"] {
-            schedule::advance(&db.pool, name, Some(last), None)
+            stored::advance(&db.pool, name, Some(last), None)
                 .await
                 .unwrap();
         }
@@ -331,7 +331,7 @@ mod tests {
         let last = utc("2026-12-01T10:00:00Z");
         let one = scheduler_of(&db, "0 * * * * *", CatchUp::Latest, last).await;
         let other = Scheduler::new(db.pool.clone(), one.schedules.clone());
-        schedule::set_paused(&db.pool, "every-second", true)
+        stored::set_paused(&db.pool, "every-second", true)
             .await
             .unwrap();
         other
@@ -339,7 +339,7 @@ mod tests {
             .await
             .unwrap();
         assert!(run_ats(&db).await.is_empty());
-        schedule::set_paused(&db.pool, "every-second", false)
+        stored::set_paused(&db.pool, "every-second", false)
             .await
             .unwrap();
         one.run_once(Some(utc("2026-12-01T10:09:30Z")))
@@ -359,7 +359,7 @@ mod tests {
         let db = TestDb::new().await;
         let config = ScheduleConfig::new("nightly", "0 3 * * *", "test.tick");
         let schedules = crate::runtime::register_for_tests(&db.pool, &[config]).await;
-        let next = schedule::list(&db.pool).await.unwrap()[0].next_tick_at;
+        let next = stored::list(&db.pool).await.unwrap()[0].next_tick_at;
         let expected = schedules[0].1.next_after(Utc::now());
         assert!(
             next.is_some() && next == expected,
@@ -369,7 +369,7 @@ mod tests {
         // A pass with nothing due still moves it on.
         let later = Utc::now() + chrono::Duration::days(3);
         scheduler.run_once(Some(later)).await.unwrap();
-        let row = &schedule::list(&db.pool).await.unwrap()[0];
+        let row = &stored::list(&db.pool).await.unwrap()[0];
         assert!(
             row.next_tick_at > next && row.next_tick_at <= Some(later + chrono::Duration::days(1)),
             "{row:?}"
@@ -392,7 +392,7 @@ mod tests {
             let scheduler = scheduler(&db, policy, last).await;
             scheduler.run_once(Some(now)).await.unwrap();
             assert_eq!(run_ats(&db).await, expected, "{policy:?} at {now}");
-            let row = &schedule::list(&db.pool).await.unwrap()[0];
+            let row = &stored::list(&db.pool).await.unwrap()[0];
             assert_eq!(row.last_tick_at, Some(expected[0]), "{policy:?}");
         }
     }
@@ -419,14 +419,14 @@ mod tests {
         let db = TestDb::new().await;
         let last = utc("2026-12-01T10:00:00Z");
         let scheduler = scheduler(&db, CatchUp::Skip, last).await;
-        schedule::set_paused(&db.pool, "every-second", true)
+        stored::set_paused(&db.pool, "every-second", true)
             .await
             .unwrap();
         scheduler
             .run_once(Some(utc("2026-12-01T10:00:02Z")))
             .await
             .unwrap();
-        schedule::set_paused(&db.pool, "every-second", false)
+        stored::set_paused(&db.pool, "every-second", false)
             .await
             .unwrap();
         // Resumed at 10:00:03.2 (the clock of this test), the next pass at 10:00:03.9.
@@ -484,14 +484,14 @@ mod tests {
         .await;
         pause.commit().await.unwrap();
         let scheduler = pass.await.unwrap();
-        let row = &schedule::list(&db.pool).await.unwrap()[0];
+        let row = &stored::list(&db.pool).await.unwrap()[0];
         assert_eq!(
             row.last_tick_at,
             Some(last),
             "a paused schedule does not move"
         );
         assert!(run_ats(&db).await.is_empty());
-        schedule::set_paused(&db.pool, "every-second", false)
+        stored::set_paused(&db.pool, "every-second", false)
             .await
             .unwrap();
         scheduler
