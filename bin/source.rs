@@ -9,7 +9,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use docket_worker::cron::ScheduleConfig;
+use docket_worker::cron::Schedule;
 
 use crate::settings::{self, Setting};
 
@@ -20,7 +20,7 @@ pub(crate) struct Source {
     /// The file, for messages.
     path: Option<PathBuf>,
     /// The file's `[[schedule]]` tables.
-    pub(crate) schedules: Vec<ScheduleConfig>,
+    pub(crate) schedules: Vec<Schedule>,
     /// The file's `[queues.NAME]` tables, in the file's order.
     pub(crate) queues: Vec<QueueTable>,
 }
@@ -109,7 +109,7 @@ const SCHEDULE_KEYS: &[&str] = &[
 
 /// One `[[schedule]]` table; an unknown key or a value of the wrong type is an error that
 /// names the schedule (or its position, when it has no name yet).
-fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Result<ScheduleConfig> {
+fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Result<Schedule> {
     let label = match table.get("name").and_then(toml::Value::as_str) {
         Some(name) => format!("schedule {name:?}"),
         None => format!("schedule #{}", index + 1),
@@ -150,7 +150,7 @@ fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Resu
     let required = |key: &str| -> anyhow::Result<String> {
         text(key)?.ok_or_else(|| at(format!("`{key}` is required")))
     };
-    let mut schedule = ScheduleConfig::new(required("name")?, required("cron")?, required("kind")?);
+    let mut schedule = Schedule::new(required("name")?, required("cron")?, required("kind")?);
     if let Some(payload) = table.get("payload") {
         schedule.payload =
             serde_json::to_value(payload).map_err(|err| at(format!("`payload`: {err}")))?;

@@ -201,9 +201,11 @@ create table docket.schedules (
     last_tick_at timestamp with time zone,
     next_tick_at timestamp with time zone,
     registered_at timestamp with time zone not null default now(),
-    resumed_at timestamp with time zone
+    resumed_at timestamp with time zone,
+    catch_up_max integer not null default 100
 );
 alter table docket.schedules add constraint schedules_catch_up CHECK ((catch_up = ANY (ARRAY['skip'::text, 'latest'::text, 'all'::text])));
+alter table docket.schedules add constraint schedules_catch_up_max_check CHECK ((catch_up_max >= 1));
 alter table docket.schedules add constraint schedules_name_length CHECK (((char_length(name) >= 1) AND (char_length(name) <= 127)));
 alter table docket.schedules add constraint schedules_overlap CHECK ((overlap = ANY (ARRAY['allow'::text, 'skip'::text])));
 alter table docket.schedules add constraint schedules_pkey PRIMARY KEY (name);
@@ -220,6 +222,18 @@ create table docket.workers (
     lease_expires_at timestamp with time zone not null
 );
 alter table docket.workers add constraint workers_pkey PRIMARY KEY (id);
+
+CREATE OR REPLACE FUNCTION docket.advance_schedule(schedule text, tick_at timestamp with time zone, next_tick_at timestamp with time zone DEFAULT NULL::timestamp with time zone, record_next boolean DEFAULT false)
+ RETURNS void
+ LANGUAGE sql
+AS $function$
+    update docket.schedules s set
+        last_tick_at = case when s.paused then s.last_tick_at
+                            else greatest(s.last_tick_at, advance_schedule.tick_at) end,
+        next_tick_at = case when advance_schedule.record_next then advance_schedule.next_tick_at
+                            else s.next_tick_at end
+    where s.name = advance_schedule.schedule
+$function$;
 
 CREATE OR REPLACE FUNCTION docket.append_error(errors jsonb, attempt integer, at timestamp with time zone, error text)
  RETURNS jsonb
@@ -368,8 +382,7 @@ begin
                       order by t.tick_at desc limit 1)
           and j.state in ('pending', 'retrying', 'processing')
     )) then
-        update docket.schedules set last_tick_at = enqueue_tick.tick_at
-        where name = enqueue_tick.schedule;
+        perform docket.advance_schedule(enqueue_tick.schedule, enqueue_tick.tick_at);
         skipped := true;
         return;
     end if;
@@ -377,8 +390,7 @@ begin
                              s.max_attempts);
     update docket.schedule_ticks t set job_id = enqueue_tick.job_id
     where t.schedule = enqueue_tick.schedule and t.tick_at = enqueue_tick.tick_at;
-    update docket.schedules set last_tick_at = enqueue_tick.tick_at
-    where name = enqueue_tick.schedule;
+    perform docket.advance_schedule(enqueue_tick.schedule, enqueue_tick.tick_at);
 end
 $function$;
 

@@ -27,7 +27,7 @@ pub(crate) async fn run(pool: &PgPool, command: CronCommand) -> anyhow::Result<(
                         row.def.kind.clone(),
                         row.def.queue.clone(),
                         row.def.timezone.clone(),
-                        row.def.catch_up.clone(),
+                        row.def.catch_up.as_str().to_owned(),
                         if row.paused { "paused" } else { "active" }.to_owned(),
                         at(row.last_tick_at),
                         at(row.next_tick_at),

@@ -18,7 +18,7 @@ use docket_mail::jobs::{Recovery, RECOVERY_PRIORITY, RECOVERY_QUEUE};
 use docket_mail::{MailConfig, Mailer};
 use docket_queue::{admin, DeadLetterFilter, JobState, NewJob};
 use docket_testkit::{SmtpSink, ThrowawayCluster};
-use docket_worker::cron::ScheduleConfig;
+use docket_worker::cron::Schedule;
 use docket_worker::{builtin, JobError, QueueConfig, Runtime, RuntimeConfig};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -143,7 +143,7 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>, args: &DemoArgs) -> 
         ],
         poll_interval: Duration::from_millis(200),
         shutdown_timeout: Duration::from_secs(5),
-        schedules: vec![ScheduleConfig::new(
+        schedules: vec![Schedule::new(
             "demo.heartbeat",
             "*/2 * * * * *",
             builtin::NOOP,

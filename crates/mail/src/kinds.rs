@@ -111,11 +111,11 @@ pub const DEAD_LETTER_SCHEDULE: &str = "docket.dead_letter_digest";
 
 /// The built-in schedule of [`DeadLetterDigest`]: every minute, on the minute; missed
 /// ticks are skipped (a digest after downtime would only repeat the current state).
-pub fn dead_letter_schedule() -> docket_worker::cron::ScheduleConfig {
-    docket_worker::cron::ScheduleConfig {
+pub fn dead_letter_schedule() -> docket_worker::cron::Schedule {
+    docket_worker::cron::Schedule {
         queue: MAIL_QUEUE.to_owned(),
         catch_up: docket_worker::cron::CatchUp::Skip,
-        ..docket_worker::cron::ScheduleConfig::new(
+        ..docket_worker::cron::Schedule::new(
             DEAD_LETTER_SCHEDULE,
             "0 * * * * *",
             <DeadLetterDigest as JobArgs>::KIND,

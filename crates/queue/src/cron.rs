@@ -1,8 +1,28 @@
-//! Cron schedules in the database: every process that runs a scheduler registers its
-//! schedules here, and each tick's job is enqueued here, exactly once however many
-//! schedulers see it due. Pause state and the last tick live here too, so they hold for
-//! every process and across restarts. Which instants are ticks is the worker's business
-//! (`docket_worker::schedule`); this module stores and enqueues.
+//! Cron schedules in the database, and the one schedule type ([`Schedule`]) every crate
+//! uses: every process that runs a scheduler registers its schedules here, and each tick's
+//! job is enqueued here, exactly once however many schedulers see it due. Pause state and
+//! the last tick live here too, so they hold for every process and across restarts.
+//!
+//! # The rule, and where each half lives
+//!
+//! - **Which instants are ticks, and which are due** (the expression in its zone, daylight
+//!   saving, the catch-up policy, the on-time window): Rust, `docket_worker::cron` (pure),
+//!   applied by its scheduler under the schedule's row lock ([`lock_state`]).
+//! - **Exactly once, overlap and pause at the moment of enqueueing**: PL/pgSQL,
+//!   `docket.enqueue_tick` ([`enqueue_tick`]): a tick is enqueued only when the schedule is
+//!   not paused and is not yet past it, and only by the one call whose insert into
+//!   `docket.schedule_ticks` wins; with `overlap = skip` it is skipped while an earlier
+//!   tick's job or batch still runs.
+//! - **How far a schedule has got** (`last_tick_at`): written only by
+//!   `docket.advance_schedule`, forward only and never while paused, which both
+//!   `enqueue_tick` and [`advance`] (ticks the catch-up policy let go) call.
+//!
+//! Pause is checked in both halves on purpose: the scheduler skips a paused schedule
+//! without enqueueing (cheap, and its missed ticks are the catch-up policy's on resume);
+//! `enqueue_tick` checks again under the row lock, so a pause that lands between the
+//! scheduler's read and its enqueue still wins.
+
+use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -12,30 +32,151 @@ use crate::db;
 use crate::error::{Error, Result};
 use crate::job::JobId;
 
-/// A schedule's definition, as registered.
+/// What happens to the ticks missed while no scheduler ran (downtime, a pause).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Missed ticks are dropped: only future ticks run.
+    Skip,
+    /// One job for the most recent missed tick (default).
+    #[default]
+    Latest,
+    /// A job for every missed tick, the most recent `catch_up_max` of them.
+    All,
+}
+
+impl FromStr for CatchUp {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "skip" => Ok(CatchUp::Skip),
+            "latest" => Ok(CatchUp::Latest),
+            "all" => Ok(CatchUp::All),
+            other => Err(format!(
+                "unknown catch_up {other:?}; expected skip, latest or all"
+            )),
+        }
+    }
+}
+
+impl CatchUp {
+    /// The name as `docket.toml` and the database spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CatchUp::Skip => "skip",
+            CatchUp::Latest => "latest",
+            CatchUp::All => "all",
+        }
+    }
+}
+
+/// Whether a tick may start while the batch of an earlier tick still runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// Ticks run whatever runs (default).
+    #[default]
+    Allow,
+    /// A tick due while a batch of an earlier tick still runs is skipped (counted, logged).
+    Skip,
+}
+
+impl FromStr for Overlap {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "allow" => Ok(Overlap::Allow),
+            "skip" => Ok(Overlap::Skip),
+            other => Err(format!("unknown overlap {other:?}; expected allow or skip")),
+        }
+    }
+}
+
+impl Overlap {
+    /// The name as `docket.toml` and the database spell it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Overlap::Allow => "allow",
+            Overlap::Skip => "skip",
+        }
+    }
+}
+
+// The database stores both policies as their names.
+impl TryFrom<String> for CatchUp {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
+    }
+}
+
+impl TryFrom<String> for Overlap {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        name.parse()
+    }
+}
+
+/// How many missed ticks `catch_up = "all"` enqueues at most, by default.
+pub const CATCH_UP_MAX_DEFAULT: u32 = 100;
+
+/// A cron schedule, the one field list: as declared (in `docket.toml`'s `[[schedule]]`,
+/// or in Rust on the runtime), as registered, and as listed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct ScheduleDef {
-    /// Unique.
+pub struct Schedule {
+    /// Unique; shown in logs, the CLI and the health document.
     pub name: String,
-    /// The expression as declared.
+    /// 5-field crontab, or 6/7 fields with seconds (and a year).
     pub cron: String,
-    /// The kind of each tick's job.
+    /// The kind of the job each tick enqueues.
     pub kind: String,
-    /// Its payload.
+    /// Its payload. Default `{}`.
     pub payload: serde_json::Value,
-    /// Its queue.
+    /// Its queue. Default `default`.
     pub queue: String,
-    /// Its priority.
+    /// Its priority. Default 0.
     pub priority: i16,
-    /// Its attempts.
+    /// Its attempts. Default 25.
     pub max_attempts: i32,
-    /// The IANA zone the expression is read in.
+    /// The IANA zone the expression is read in. Default `UTC`.
     pub timezone: String,
-    /// `skip`, `latest` or `all`.
-    pub catch_up: String,
-    /// `allow`, or `skip`: no tick while an earlier tick's job or its batch still runs.
-    pub overlap: String,
+    /// What happens to missed ticks. Default [`CatchUp::Latest`].
+    #[sqlx(try_from = "String")]
+    pub catch_up: CatchUp,
+    /// With [`CatchUp::All`], at most this many missed ticks. Default
+    /// [`CATCH_UP_MAX_DEFAULT`].
+    #[sqlx(try_from = "i32")]
+    pub catch_up_max: u32,
+    /// Whether a tick may start while an earlier tick's batch runs. Default
+    /// [`Overlap::Allow`].
+    #[sqlx(try_from = "String")]
+    pub overlap: Overlap,
+}
+
+impl Schedule {
+    /// A schedule with the defaults: queue `default`, UTC, catch-up `latest`.
+    pub fn new(name: impl Into<String>, cron: impl Into<String>, kind: impl Into<String>) -> Self {
+        Schedule {
+            name: name.into(),
+            cron: cron.into(),
+            kind: kind.into(),
+            payload: serde_json::json!({}),
+            queue: crate::enqueue::DEFAULT_QUEUE.to_owned(),
+            priority: 0,
+            max_attempts: crate::enqueue::DEFAULT_MAX_ATTEMPTS,
+            timezone: "UTC".to_owned(),
+            catch_up: CatchUp::Latest,
+            catch_up_max: CATCH_UP_MAX_DEFAULT,
+            overlap: Overlap::Allow,
+        }
+    }
 }
 
 /// What became of one tick.
@@ -57,7 +198,7 @@ pub struct ScheduleRow {
     /// Its definition, as last registered.
     #[serde(flatten)]
     #[sqlx(flatten)]
-    pub def: ScheduleDef,
+    pub def: Schedule,
     /// Paused: no tick is enqueued, by any process, until it is resumed.
     pub paused: bool,
     /// The newest tick dealt with (enqueued, or missed by the catch-up policy).
@@ -112,7 +253,7 @@ pub async fn states(exec: impl PgExecutor<'_>) -> Result<Vec<ScheduleState>> {
 /// [`Error::Database`] when the database fails.
 pub async fn register(
     exec: impl PgExecutor<'_>,
-    def: &ScheduleDef,
+    def: &Schedule,
     next_tick_at: Option<DateTime<Utc>>,
 ) -> Result<()> {
     Ok(db::schedule_register(exec, def, next_tick_at).await?)
@@ -160,8 +301,8 @@ pub async fn enqueue_tick(
     )
 }
 
-/// Moves `name` past ticks it will not enqueue (never back, and not while it is paused),
-/// and records its next tick.
+/// Moves `name` past ticks it will not enqueue (never back, and not while it is paused:
+/// `docket.advance_schedule`, the one writer of `last_tick_at`), and records its next tick.
 ///
 /// # Errors
 ///

@@ -714,18 +714,7 @@ mod tests {
 
     fn schedule(next_tick_at: DateTime<Utc>, paused: bool) -> crate::cron::ScheduleRow {
         crate::cron::ScheduleRow {
-            def: crate::cron::ScheduleDef {
-                name: "hourly".into(),
-                cron: "0 * * * *".into(),
-                kind: "k".into(),
-                payload: serde_json::json!({}),
-                queue: "default".into(),
-                priority: 0,
-                max_attempts: 25,
-                timezone: "UTC".into(),
-                catch_up: "latest".into(),
-                overlap: "allow".into(),
-            },
+            def: crate::cron::Schedule::new("hourly", "0 * * * *", "k"),
             paused,
             last_tick_at: None,
             next_tick_at: Some(next_tick_at),

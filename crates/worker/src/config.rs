@@ -135,7 +135,7 @@ pub struct RuntimeConfig {
     /// How often the parker runs. Default [`PARKER_INTERVAL_DEFAULT`].
     pub parker_interval: Duration,
     /// The cron schedules this process declares (and registers). Default none.
-    pub schedules: Vec<crate::cron::ScheduleConfig>,
+    pub schedules: Vec<crate::cron::Schedule>,
     /// Whether this process runs the scheduler for its schedules (`DOCKET_CRON`). Default
     /// on; however many processes run it, each tick is enqueued once.
     pub cron: bool,
@@ -220,7 +220,7 @@ impl RuntimeConfig {
             return fail(format!("schedule {:?} is declared twice", pair[0]));
         }
         for schedule in &self.schedules {
-            schedule.parse().map_err(ConfigError)?;
+            crate::cron::Cron::of(schedule).map_err(ConfigError)?;
         }
         if self.parker_interval.is_zero() {
             return fail("parker_interval must be above zero".into());

@@ -22,7 +22,7 @@ use crate::completer::Completer;
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::controls::{ControlWatcher, GroupedQueues, PausedQueues};
 use crate::cron::scheduler::{Scheduler, SCHEDULER_INTERVAL};
-use crate::cron::{Cron, ScheduleConfig};
+use crate::cron::{Cron, Schedule};
 use crate::events;
 use crate::executor::Executor;
 use crate::expirer::Expirer;
@@ -165,7 +165,7 @@ impl Runtime {
 
     /// Step 1: the worker's first heartbeat (its lease), its schedules, and the wakeups it
     /// waits for from the start (the first enqueue on each queue notifies).
-    async fn register(&self, pool: &PgPool) -> docket_queue::Result<Vec<(ScheduleConfig, Cron)>> {
+    async fn register(&self, pool: &PgPool) -> docket_queue::Result<Vec<(Schedule, Cron)>> {
         let config = &self.config;
         maintenance::heartbeat(pool, &self.worker, config.lease_timeout, None).await?;
         let schedules = if config.cron {
@@ -278,7 +278,7 @@ impl Runtime {
         parts: &Parts,
         pool: &PgPool,
         watcher: ControlWatcher,
-        schedules: Vec<(ScheduleConfig, Cron)>,
+        schedules: Vec<(Schedule, Cron)>,
     ) -> Arc<Reconciler> {
         let config = &self.config;
         let mut spawner = Spawner {
@@ -400,27 +400,13 @@ const BATCH_TRACKER_INTERVAL: Duration = Duration::from_millis(250);
 /// returns them parsed. `validate` has parsed each already, so a failure here is a bug.
 async fn register_schedules(
     pool: &PgPool,
-    schedules: &[ScheduleConfig],
-) -> docket_queue::Result<Vec<(ScheduleConfig, Cron)>> {
+    schedules: &[Schedule],
+) -> docket_queue::Result<Vec<(Schedule, Cron)>> {
     let mut parsed = Vec::with_capacity(schedules.len());
-    for config in schedules {
-        let cron = config
-            .parse()
-            .map_err(docket_queue::Error::InvalidArgument)?;
-        let def = docket_queue::cron::ScheduleDef {
-            name: config.name.clone(),
-            cron: config.cron.clone(),
-            kind: config.kind.clone(),
-            payload: config.payload.clone(),
-            queue: config.queue.clone(),
-            priority: config.priority,
-            max_attempts: config.max_attempts,
-            timezone: config.timezone.clone(),
-            catch_up: config.catch_up.as_str().to_owned(),
-            overlap: config.overlap.as_str().to_owned(),
-        };
-        docket_queue::cron::register(pool, &def, cron.next_after(chrono::Utc::now())).await?;
-        parsed.push((config.clone(), cron));
+    for schedule in schedules {
+        let cron = Cron::of(schedule).map_err(docket_queue::Error::InvalidArgument)?;
+        docket_queue::cron::register(pool, schedule, cron.next_after(chrono::Utc::now())).await?;
+        parsed.push((schedule.clone(), cron));
     }
     Ok(parsed)
 }
@@ -429,8 +415,8 @@ async fn register_schedules(
 #[cfg(test)]
 pub(crate) async fn register_for_tests(
     pool: &PgPool,
-    schedules: &[ScheduleConfig],
-) -> Vec<(ScheduleConfig, Cron)> {
+    schedules: &[Schedule],
+) -> Vec<(Schedule, Cron)> {
     register_schedules(pool, schedules).await.expect("register")
 }
 

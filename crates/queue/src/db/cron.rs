@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::PgExecutor;
 
-use crate::cron::{ScheduleDef, ScheduleRow, ScheduleState};
+use crate::cron::{Schedule, ScheduleRow, ScheduleState};
 use crate::job::JobId;
 
 /// Deletes ticks older than `before` (their schedules are past them:
@@ -43,20 +43,13 @@ pub(crate) async fn schedule_advance(
     last_tick_at: Option<DateTime<Utc>>,
     next_tick_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
-    sqlx::query(
-        r#"
-        update docket.schedules set
-            last_tick_at = case when paused then last_tick_at
-                                else greatest(last_tick_at, $2) end,
-            next_tick_at = $3
-        where name = $1
-        "#,
-    )
-    .bind(name)
-    .bind(last_tick_at)
-    .bind(next_tick_at)
-    .execute(exec)
-    .await?;
+    // `docket.advance_schedule` is the one writer of `last_tick_at`.
+    sqlx::query("select docket.advance_schedule($1, $2, $3, true)")
+        .bind(name)
+        .bind(last_tick_at)
+        .bind(next_tick_at)
+        .execute(exec)
+        .await?;
     Ok(())
 }
 
@@ -114,20 +107,20 @@ pub(crate) async fn schedule_list(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec
 /// last tick stay.
 pub(crate) async fn schedule_register(
     exec: impl PgExecutor<'_>,
-    def: &ScheduleDef,
+    def: &Schedule,
     next_tick_at: Option<DateTime<Utc>>,
 ) -> sqlx::Result<()> {
     sqlx::query(
         r#"
         insert into docket.schedules (name, cron, kind, payload, queue, priority, max_attempts,
-                                      timezone, catch_up, overlap, next_tick_at)
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                                      timezone, catch_up, overlap, next_tick_at, catch_up_max)
+        values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
         on conflict (name) do update set
             cron = excluded.cron, kind = excluded.kind, payload = excluded.payload,
             queue = excluded.queue, priority = excluded.priority,
             max_attempts = excluded.max_attempts, timezone = excluded.timezone,
             catch_up = excluded.catch_up, overlap = excluded.overlap,
-            next_tick_at = excluded.next_tick_at
+            next_tick_at = excluded.next_tick_at, catch_up_max = excluded.catch_up_max
         "#,
     )
     .bind(&def.name)
@@ -138,9 +131,10 @@ pub(crate) async fn schedule_register(
     .bind(def.priority)
     .bind(def.max_attempts)
     .bind(&def.timezone)
-    .bind(&def.catch_up)
-    .bind(&def.overlap)
+    .bind(def.catch_up.as_str())
+    .bind(def.overlap.as_str())
     .bind(next_tick_at)
+    .bind(i32::try_from(def.catch_up_max).unwrap_or(i32::MAX))
     .execute(exec)
     .await?;
     Ok(())

@@ -2,21 +2,13 @@
 //! work is already a batch or still the tick's own job.
 
 use chrono::{Duration, TimeZone, Utc};
-use docket_queue::cron::{self, ScheduleDef, Tick};
+use docket_queue::cron::{self, Overlap, Schedule, Tick};
 use docket_testkit::TestDb;
 
-fn fan_out() -> ScheduleDef {
-    ScheduleDef {
-        name: "fan-out".to_owned(),
-        cron: "* * * * * *".to_owned(),
-        kind: "test.fanout".to_owned(),
-        payload: serde_json::json!({}),
-        queue: "default".to_owned(),
-        priority: 0,
-        max_attempts: 25,
-        timezone: "UTC".to_owned(),
-        catch_up: "latest".to_owned(),
-        overlap: "skip".to_owned(),
+fn fan_out() -> Schedule {
+    Schedule {
+        overlap: Overlap::Skip,
+        ..Schedule::new("fan-out", "* * * * * *", "test.fanout")
     }
 }
 

@@ -32,148 +32,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
-/// What happens to the ticks missed while no scheduler ran (downtime, a pause).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CatchUp {
-    /// Missed ticks are dropped: only future ticks run.
-    Skip,
-    /// One job for the most recent missed tick (default).
-    #[default]
-    Latest,
-    /// A job for every missed tick, the most recent `catch_up_max` of them.
-    All,
-}
-
-impl FromStr for CatchUp {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "skip" => Ok(CatchUp::Skip),
-            "latest" => Ok(CatchUp::Latest),
-            "all" => Ok(CatchUp::All),
-            other => Err(format!(
-                "unknown catch_up {other:?}; expected skip, latest or all"
-            )),
-        }
-    }
-}
-
-impl CatchUp {
-    /// The name as `docket.toml` and the database spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CatchUp::Skip => "skip",
-            CatchUp::Latest => "latest",
-            CatchUp::All => "all",
-        }
-    }
-}
-
-/// Whether a tick may start while the batch of an earlier tick still runs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Overlap {
-    /// Ticks run whatever runs (default).
-    #[default]
-    Allow,
-    /// A tick due while a batch of an earlier tick still runs is skipped (counted, logged).
-    Skip,
-}
-
-impl FromStr for Overlap {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "allow" => Ok(Overlap::Allow),
-            "skip" => Ok(Overlap::Skip),
-            other => Err(format!("unknown overlap {other:?}; expected allow or skip")),
-        }
-    }
-}
-
-impl Overlap {
-    /// The name as `docket.toml` and the database spell it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Overlap::Allow => "allow",
-            Overlap::Skip => "skip",
-        }
-    }
-}
-
-/// How many missed ticks `catch_up = "all"` enqueues at most, by default.
-pub const CATCH_UP_MAX_DEFAULT: u32 = 100;
-
-/// A schedule as declared (in `docket.toml`'s `[[schedule]]` or in Rust).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ScheduleConfig {
-    /// Unique; shown in logs, the CLI and the health document.
-    pub name: String,
-    /// 5-field crontab, or 6/7 fields with seconds (and a year).
-    pub cron: String,
-    /// The kind of the job each tick enqueues.
-    pub kind: String,
-    /// Its payload. Default `{}`.
-    pub payload: serde_json::Value,
-    /// Its queue. Default `default`.
-    pub queue: String,
-    /// Its priority. Default 0.
-    pub priority: i16,
-    /// Its attempts. Default 25.
-    pub max_attempts: i32,
-    /// The IANA zone the expression is read in. Default `UTC`.
-    pub timezone: String,
-    /// What happens to missed ticks. Default [`CatchUp::Latest`].
-    pub catch_up: CatchUp,
-    /// With [`CatchUp::All`], at most this many missed ticks. Default
-    /// [`CATCH_UP_MAX_DEFAULT`].
-    pub catch_up_max: u32,
-    /// Whether a tick may start while an earlier tick's batch runs. Default
-    /// [`Overlap::Allow`].
-    pub overlap: Overlap,
-}
-
-impl ScheduleConfig {
-    /// A schedule with the defaults: queue `default`, UTC, catch-up `latest`.
-    pub fn new(name: impl Into<String>, cron: impl Into<String>, kind: impl Into<String>) -> Self {
-        ScheduleConfig {
-            name: name.into(),
-            cron: cron.into(),
-            kind: kind.into(),
-            payload: serde_json::json!({}),
-            queue: docket_queue::enqueue::DEFAULT_QUEUE.to_owned(),
-            priority: 0,
-            max_attempts: docket_queue::enqueue::DEFAULT_MAX_ATTEMPTS,
-            timezone: "UTC".to_owned(),
-            catch_up: CatchUp::Latest,
-            catch_up_max: CATCH_UP_MAX_DEFAULT,
-            overlap: Overlap::Allow,
-        }
-    }
-
-    /// Parses the expression in the zone, refusing what cannot work: a malformed
-    /// expression, one that never fires, an unknown zone, an empty name, kind or queue.
-    ///
-    /// # Errors
-    ///
-    /// A message that names the schedule and what is wrong with it.
-    pub fn parse(&self) -> Result<Cron, String> {
-        let named = |what: String| format!("schedule {:?}: {what}", self.name);
-        if self.name.trim().is_empty() {
-            return Err("a schedule has an empty name".to_owned());
-        }
-        let job = docket_queue::NewJob::new(self.kind.clone(), self.payload.clone())
-            .queue(self.queue.clone())
-            .max_attempts(self.max_attempts);
-        job.validate().map_err(|err| named(err.to_string()))?;
-        if self.catch_up_max == 0 {
-            return Err(named("catch_up_max must be at least 1".to_owned()));
-        }
-        Cron::parse(&self.cron, &self.timezone).map_err(named)
-    }
-}
+pub use docket_queue::cron::{CatchUp, Overlap, Schedule, CATCH_UP_MAX_DEFAULT};
 
 /// A parsed expression in its zone.
 #[derive(Clone, Debug)]
@@ -189,6 +48,27 @@ pub struct Cron {
 const HORIZON_YEARS: i64 = 30;
 
 impl Cron {
+    /// Parses `schedule`'s expression in its zone, refusing what cannot work: a malformed
+    /// expression, one that never fires, an unknown zone, an empty name, kind or queue.
+    ///
+    /// # Errors
+    ///
+    /// A message that names the schedule and what is wrong with it.
+    pub fn of(schedule: &Schedule) -> Result<Cron, String> {
+        let named = |what: String| format!("schedule {:?}: {what}", schedule.name);
+        if schedule.name.trim().is_empty() {
+            return Err("a schedule has an empty name".to_owned());
+        }
+        let job = docket_queue::NewJob::new(schedule.kind.clone(), schedule.payload.clone())
+            .queue(schedule.queue.clone())
+            .max_attempts(schedule.max_attempts);
+        job.validate().map_err(|err| named(err.to_string()))?;
+        if schedule.catch_up_max == 0 {
+            return Err(named("catch_up_max must be at least 1".to_owned()));
+        }
+        Cron::parse(&schedule.cron, &schedule.timezone).map_err(named)
+    }
+
     /// Parses `expr` (5, 6 or 7 fields) in the IANA zone `zone`.
     ///
     /// # Errors
@@ -567,9 +447,9 @@ mod tests {
     #[test]
     fn bad_expressions_zones_and_never_firing_ones_are_refused_with_the_schedule_named() {
         let with = |cron: &str, zone: &str| {
-            let mut config = ScheduleConfig::new("nightly-report", cron, "report.build");
+            let mut config = Schedule::new("nightly-report", cron, "report.build");
             config.timezone = zone.to_owned();
-            config.parse().unwrap_err()
+            Cron::of(&config).unwrap_err()
         };
         for (cron, zone, says) in [
             ("61 * * * *", "UTC", "not valid"),
@@ -583,9 +463,9 @@ mod tests {
                 "{err}"
             );
         }
-        let mut empty_kind = ScheduleConfig::new("x", "* * * * *", "");
+        let mut empty_kind = Schedule::new("x", "* * * * *", "");
         empty_kind.kind = String::new();
-        assert!(empty_kind.parse().unwrap_err().contains("kind"));
+        assert!(Cron::of(&empty_kind).unwrap_err().contains("kind"));
     }
 
     #[test]

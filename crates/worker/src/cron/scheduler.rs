@@ -13,7 +13,7 @@ use docket_queue::ErrorChain;
 use sqlx::PgPool;
 use tracing::{error, info, warn};
 
-use crate::cron::{due, Cron, OnTime, ScheduleConfig};
+use crate::cron::{due, Cron, OnTime, Schedule};
 use crate::events;
 use crate::metrics;
 use crate::service::{RunReport, Service};
@@ -34,13 +34,13 @@ const WATCHED_GAP: Duration = Duration::from_secs(2);
 
 pub(crate) struct Scheduler {
     pool: PgPool,
-    schedules: Vec<(ScheduleConfig, Cron)>,
+    schedules: Vec<(Schedule, Cron)>,
     /// When this process's previous pass looked (its `now`).
     last_pass: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Scheduler {
-    pub(crate) fn new(pool: PgPool, schedules: Vec<(ScheduleConfig, Cron)>) -> Self {
+    pub(crate) fn new(pool: PgPool, schedules: Vec<(Schedule, Cron)>) -> Self {
         Scheduler {
             pool,
             schedules,
@@ -118,7 +118,7 @@ impl Scheduler {
     /// for the step, or the step sees it and moves nothing.
     async fn pass(
         &self,
-        config: &ScheduleConfig,
+        config: &Schedule,
         cron: &Cron,
         now: DateTime<Utc>,
         next: Option<DateTime<Utc>>,
@@ -207,7 +207,7 @@ mod tests {
         catch_up: CatchUp,
         last: DateTime<Utc>,
     ) -> Scheduler {
-        let mut config = ScheduleConfig::new("every-second", cron, "test.tick");
+        let mut config = Schedule::new("every-second", cron, "test.tick");
         config.catch_up = catch_up;
         let schedules = crate::runtime::register_for_tests(&db.pool, &[config]).await;
         stored::advance(&db.pool, "every-second", Some(last), None)
@@ -298,8 +298,8 @@ mod tests {
         .await
         .unwrap();
         let configs = [
-            ScheduleConfig::new("boom", "* * * * * *", "test.boom"),
-            ScheduleConfig::new("fine", "* * * * * *", "test.tick"),
+            Schedule::new("boom", "* * * * * *", "test.boom"),
+            Schedule::new("fine", "* * * * * *", "test.tick"),
         ];
         let schedules = crate::runtime::register_for_tests(&db.pool, &configs).await;
         let last = Utc::now() - chrono::Duration::seconds(2);
@@ -357,7 +357,7 @@ mod tests {
     #[tokio::test]
     async fn a_daily_schedule_shows_its_next_tick_from_registration_on() {
         let db = TestDb::new().await;
-        let config = ScheduleConfig::new("nightly", "0 3 * * *", "test.tick");
+        let config = Schedule::new("nightly", "0 3 * * *", "test.tick");
         let schedules = crate::runtime::register_for_tests(&db.pool, &[config]).await;
         let next = stored::list(&db.pool).await.unwrap()[0].next_tick_at;
         let expected = schedules[0].1.next_after(Utc::now());

@@ -138,7 +138,7 @@ async fn a_batch_in_a_rolled_back_transaction_leaves_nothing() {
 /// to its tick.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_batch_that_outlasts_its_interval_makes_the_next_ticks_skip() {
-    use docket_worker::cron::{Overlap, ScheduleConfig};
+    use docket_worker::cron::{Overlap, Schedule};
     let db = TestDb::new().await;
     let mut registry = Registry::new();
     builtin::register(&mut registry);
@@ -160,7 +160,7 @@ async fn a_cron_batch_that_outlasts_its_interval_makes_the_next_ticks_skip() {
             Ok::<(), JobError>(())
         }
     });
-    let mut schedule = ScheduleConfig::new("fan-out", "* * * * * *", "test.fanout");
+    let mut schedule = Schedule::new("fan-out", "* * * * * *", "test.fanout");
     schedule.overlap = Overlap::Skip;
     let config = docket_worker::RuntimeConfig {
         schedules: vec![schedule],
