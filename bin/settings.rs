@@ -181,7 +181,7 @@ settings! {
     SMTP_URL: "DOCKET_SMTP_URL",
         default "unset",
         applies "`serve`, `worker`, `mail`",
-        help "the relay, in lettre's URL form: `smtp://host:25` (plain, local relays), `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465` (TLS from the first byte); `smtp://user:password@host:587?tls=required` for AUTH (PLAIN or LOGIN). The password is a secret: it never reaches a log line, an error or a JSON document";
+        help "the relay, in lettre's URL form: `smtp://host:25` (plain, local relays), `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465` (TLS from the first byte); `smtp://user:password@host:587?tls=required` for AUTH (PLAIN or LOGIN). The user and password must be percent-encoded (`/` as `%2F`, `?` `%3F`, `#` `%23`, `@` `%40`, `%` `%25`); a URL with one of these unencoded is refused without being echoed. The password is a secret: it never reaches a log line, an error or a JSON document";
     SMTP_TIMEOUT: "DOCKET_SMTP_TIMEOUT",
         default "30",
         applies "`serve`, `worker`, `mail`",
