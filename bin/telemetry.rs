@@ -2,8 +2,10 @@
 //! `RUST_LOG` (default `info`). Logs go to stderr (or a file, for the demo); command output
 //! to stdout.
 
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal as _;
 
+use tracing_subscriber::field::MakeExt as _;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
@@ -38,12 +40,44 @@ pub(crate) fn init(format: LogFormat, file: Option<&std::path::Path>) {
             .with_current_span(false)
             .try_init(),
         // Colours only for a terminal: redirected to a file, no escape codes.
+        // Field values are written with control characters escaped, as the JSON format
+        // does: a job kind or an error text cannot start a line or colour the terminal.
         LogFormat::Pretty => builder
             .compact()
             .with_ansi(std::io::stderr().is_terminal())
+            .fmt_fields(
+                tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+                    let mut out = Escaped(writer);
+                    if field.name() == "message" {
+                        write!(out, "{value:?}")
+                    } else {
+                        write!(out, "{field}={value:?}")
+                    }
+                })
+                .delimited(" "),
+            )
             .try_init(),
     };
     if let Err(err) = result {
         eprintln!("warning: logging not set up: {err}");
+    }
+}
+
+/// Writes through to `W`, each control character (a newline, an escape) as its Rust escape
+/// (`\n`, `\u{1b}`).
+struct Escaped<W>(W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for part in text.split_inclusive(char::is_control) {
+            match part.char_indices().last() {
+                Some((at, c)) if c.is_control() => {
+                    self.0.write_str(&part[..at])?;
+                    write!(self.0, "{}", c.escape_default())?;
+                }
+                _ => self.0.write_str(part)?,
+            }
+        }
+        Ok(())
     }
 }
