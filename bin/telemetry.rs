@@ -11,21 +11,18 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub(crate) fn init(format: LogFormat, file: Option<&std::path::Path>) {
+pub(crate) fn init(format: LogFormat, file: Option<std::fs::File>) {
     // PostgreSQL's notices ("relation ... already exists, skipping" at each migrate) are
     // noise at info; RUST_LOG can still ask for them.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
-    let writer = match file.map(std::fs::File::create) {
-        Some(Ok(file)) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
-        Some(Err(err)) => {
-            eprintln!("warning: cannot write the log file ({err}); logging to stderr");
-            BoxMakeWriter::new(std::io::stderr)
-        }
+    // A file is read later, not on a terminal: JSON lines.
+    let to_file = file.is_some();
+    let writer = match file {
+        Some(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    // A file is read later, not on a terminal: JSON lines.
-    let format = if file.is_some() {
+    let format = if to_file {
         LogFormat::Json
     } else {
         format
