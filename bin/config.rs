@@ -137,6 +137,26 @@ impl Config {
         Ok(runtime)
     }
 
+    /// `serve`'s secrets are long enough: a `CRON_SECRET` or `DOCKET_OPS_SECRET` shorter
+    /// than [`docket_http::auth::MIN_SECRET_LEN`] characters is refused, with the reason.
+    pub(crate) fn check_secrets(&self) -> anyhow::Result<()> {
+        let min = docket_http::auth::MIN_SECRET_LEN;
+        for (setting, secret) in [
+            (&settings::CRON_SECRET, &self.cron_secret),
+            (&settings::OPS_SECRET, &self.ops_secret),
+        ] {
+            if let Some(secret) = secret.as_ref().filter(|s| s.len() < min) {
+                bail!(
+                    "{setting} has {} characters; it needs at least {min} (anyone who can reach \
+                     the port may guess it, one try a second): generate one with \
+                     `openssl rand -hex 16`",
+                    secret.len()
+                );
+            }
+        }
+        Ok(())
+    }
+
     /// The database URL, or a clear error naming the variable.
     pub(crate) fn require_database(&self) -> anyhow::Result<&DatabaseUrl> {
         self.database_url.as_ref().with_context(|| {

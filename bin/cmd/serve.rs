@@ -23,6 +23,7 @@ pub(crate) async fn run(
     queues: Option<&str>,
     concurrency: Option<usize>,
 ) -> anyhow::Result<()> {
+    config.check_secrets()?;
     let runtime_config = config.runtime_with(queues, concurrency)?;
     let url = config.require_database()?;
     docket_queue::migrate(&connect(url).await?)

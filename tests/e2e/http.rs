@@ -7,7 +7,7 @@ use docket_queue::JobState;
 use docket_testkit::{eventually, TestDb};
 use serde_json::Value;
 
-const SECRET: &str = "e2e-secret";
+const SECRET: &str = "e2e-secret-0123456789";
 
 /// One HTTP/1.1 request over a fresh connection; returns the status and the body.
 fn request(
@@ -197,4 +197,27 @@ async fn check_exits_0_when_ok_1_on_a_stale_backup_and_2_when_the_database_is_do
     assert_eq!(report["checks"][0]["name"], "database");
     assert_eq!(report["checks"][0]["status"], "fail");
     std::fs::remove_dir_all(&backups).unwrap();
+}
+
+/// A secret short enough to guess is refused at start-up, saying why, before a port opens.
+#[test]
+fn serve_refuses_a_short_secret() {
+    for (var, value) in [("CRON_SECRET", "s3cret"), ("DOCKET_OPS_SECRET", "0123456789abcde")] {
+        let output = Command::new(env!("CARGO_BIN_EXE_docket"))
+            .arg("serve")
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/none")
+            .env("CRON_SECRET", SECRET)
+            .env(var, value)
+            .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{var}: {stderr}");
+        assert!(
+            stderr.contains(&format!("{var} has {} characters; it needs at least 16", value.len())),
+            "{stderr}"
+        );
+        assert!(!stderr.contains(value), "the secret is not echoed: {stderr}");
+    }
 }

@@ -32,6 +32,14 @@ pub(crate) fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// The route of a request as a label: its pattern, or `unmatched`.
+pub(crate) fn route_label(parts: &axum::http::request::Parts) -> String {
+    parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned())
+}
+
 /// Logs each request (method, route, status, latency) and counts it. Every label takes a
 /// fixed set of values: the method as [`method_label`] names it, the route as its pattern
 /// (`/api/jobs/{id}`, never the raw path), `unmatched` for a path no route has.

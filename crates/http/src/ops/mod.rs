@@ -320,7 +320,21 @@ async fn sign_in(
             Some("The sign-in form expired. Enter the secret again."),
         );
     }
-    if !sessions.check_secret(&form.secret).await {
+    let Some(right) = sessions.check_secret(&state.slow_lane, &form.secret).await else {
+        metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
+        let mut response = sign_in_page(
+            &state,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many wrong secrets are waiting their turn. Try again in a few seconds."),
+        );
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from_static("1"),
+        );
+        return response;
+    };
+    if !right {
         tracing::warn!(
             event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
             route = "/ops/login",

@@ -17,14 +17,10 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use sqlx::PgPool;
 
-use crate::auth::Secret;
+use crate::auth::{Secret, SlowLane};
 
 /// How long a session lasts.
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
-
-/// How long a wrong secret's answer waits. Wrong guesses wait in one line, one at a time,
-/// so a guesser gets one try per this interval per process however many requests it sends.
-pub(crate) const WRONG_SECRET_DELAY: Duration = Duration::from_secs(1);
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "docket_ops";
@@ -38,8 +34,6 @@ type HmacSha256 = Hmac<Sha256>;
 pub(crate) struct Sessions {
     secret: Option<Secret>,
     key: Option<Vec<u8>>,
-    /// The line wrong secrets wait in.
-    wrong_secrets: tokio::sync::Mutex<()>,
 }
 
 /// A valid session.
@@ -62,7 +56,6 @@ impl Sessions {
         Sessions {
             secret,
             key,
-            wrong_secrets: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -86,15 +79,15 @@ impl Sessions {
         mac.verify_slice(&tag).is_ok()
     }
 
-    /// Checks `attempt` against the secret. A wrong one waits its turn in the slow lane
-    /// before it is answered.
-    pub(crate) async fn check_secret(&self, attempt: &str) -> bool {
+    /// Checks `attempt` against the secret in a place of `lane`: a wrong one waits its
+    /// turn before it is answered. `None` when the lane is full (nothing was compared).
+    pub(crate) async fn check_secret(&self, lane: &SlowLane, attempt: &str) -> Option<bool> {
+        let place = lane.enter()?;
         if self.secret.as_ref().is_some_and(|s| s.matches(attempt)) {
-            return true;
+            return Some(true);
         }
-        let _turn = self.wrong_secrets.lock().await;
-        tokio::time::sleep(WRONG_SECRET_DELAY).await;
-        false
+        place.wait().await;
+        Some(false)
     }
 
     /// A new session's cookie value, valid from `now` (unix seconds).
