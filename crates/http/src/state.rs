@@ -38,6 +38,8 @@ pub struct AppState {
     pub ops: Arc<OpsState>,
     /// The line wrong secrets wait in, bearer tokens and sign-ins alike.
     pub(crate) slow_lane: Arc<SlowLane>,
+    /// The OpenAPI document, cached.
+    pub(crate) openapi: Arc<crate::routes::openapi::OpenApiCache>,
 }
 
 impl AppState {
@@ -67,6 +69,7 @@ impl AppState {
             ops: Arc::new(OpsState::new(cron_secret.clone(), HostConfig::default())),
             cron_secret,
             slow_lane: Arc::new(SlowLane::new()),
+            openapi: Arc::default(),
         }
     }
 
