@@ -74,6 +74,18 @@ settings! {
         default "`127.0.0.1:8080`",
         applies "`serve`",
         help "where `docket serve` listens";
+    HTTP_HEADER_TIMEOUT: "DOCKET_HTTP_HEADER_TIMEOUT",
+        default "5",
+        applies "`serve`",
+        help "seconds a client has to send a request's headers, from the connection's start or the end of the previous answer (so also how long an idle keep-alive connection stays open)";
+    HTTP_IDLE_TIMEOUT: "DOCKET_HTTP_IDLE_TIMEOUT",
+        default "30",
+        applies "`serve`",
+        help "seconds a connection may go without a byte read or written (a stalled upload, a client that stops reading the answer) before it is closed";
+    HTTP_MAX_CONNECTIONS: "DOCKET_HTTP_MAX_CONNECTIONS",
+        default "512",
+        applies "`serve`",
+        help "connections served at once; when all are taken, a new one closes the connection that has gone longest without a byte and has no request in flight (so a health probe still gets in), or is closed itself. Keep it well below the open-file limit (`LimitNOFILE`)";
     DB_POOL_SIZE: "DOCKET_DB_POOL_SIZE",
         default "total concurrency + 4, at most 50",
         applies "`serve`, `worker`",

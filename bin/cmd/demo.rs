@@ -211,6 +211,7 @@ async fn tell(
     let http = tokio::spawn(docket_http::serve(
         listener,
         state,
+        docket_http::Limits::default(),
         stop_http.clone().cancelled_owned(),
     ));
     let stop_workers = CancellationToken::new();

@@ -58,6 +58,7 @@ pub(crate) async fn run(
     let http = tokio::spawn(docket_http::serve(
         listener,
         state,
+        config.http_limits,
         stop_http.clone().cancelled_owned(),
     ));
     let workers = tokio::spawn(runtime.run(stop_workers.clone().cancelled_owned()));
