@@ -310,7 +310,10 @@ fn http_limits(source: &Source) -> anyhow::Result<docket_http::Limits> {
         limits.max_connections = value;
     }
     for (setting, zero) in [
-        (&settings::HTTP_HEADER_TIMEOUT, limits.header_timeout.is_zero()),
+        (
+            &settings::HTTP_HEADER_TIMEOUT,
+            limits.header_timeout.is_zero(),
+        ),
         (&settings::HTTP_IDLE_TIMEOUT, limits.idle_timeout.is_zero()),
         (&settings::HTTP_MAX_CONNECTIONS, limits.max_connections == 0),
     ] {

@@ -40,7 +40,9 @@ fn main() -> ExitCode {
                     args.log_file = Some(path);
                     log_file = Some(file);
                 }
-                Err(err) => eprintln!("warning: cannot write the log file ({err}); logging to stderr"),
+                Err(err) => {
+                    eprintln!("warning: cannot write the log file ({err}); logging to stderr")
+                }
             }
         }
         args.work_dir = Some(dir);

@@ -22,11 +22,7 @@ pub(crate) fn init(format: LogFormat, file: Option<std::fs::File>) {
         Some(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    let format = if to_file {
-        LogFormat::Json
-    } else {
-        format
-    };
+    let format = if to_file { LogFormat::Json } else { format };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);

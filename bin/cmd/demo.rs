@@ -93,10 +93,7 @@ const INVOICE: &str = "demo.invoice";
 /// planted symlink).
 pub(crate) fn work_dir() -> std::io::Result<std::path::PathBuf> {
     use std::os::unix::fs::DirBuilderExt as _;
-    let dir = std::env::temp_dir().join(format!(
-        "docket-demo-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let dir = std::env::temp_dir().join(format!("docket-demo-{}", uuid::Uuid::new_v4().simple()));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
     Ok(dir)
 }

@@ -419,10 +419,14 @@ async fn pretty_logs_escape_control_characters_in_fields() {
         .expect("run docket");
     stdout(&output);
     let log = stderr(&output);
-    assert!(log.contains("report\\n2026-12-08"), "the kind is logged, escaped: {log}");
+    assert!(
+        log.contains("report\\n2026-12-08"),
+        "the kind is logged, escaped: {log}"
+    );
     assert!(!log.contains('\u{1b}'), "{log:?}");
     assert!(
-        !log.lines().any(|line| line.starts_with("2026-12-08T00:00:00.000000Z")),
+        !log.lines()
+            .any(|line| line.starts_with("2026-12-08T00:00:00.000000Z")),
         "{log}"
     );
 }

@@ -202,7 +202,10 @@ async fn check_exits_0_when_ok_1_on_a_stale_backup_and_2_when_the_database_is_do
 /// A secret short enough to guess is refused at start-up, saying why, before a port opens.
 #[test]
 fn serve_refuses_a_short_secret() {
-    for (var, value) in [("CRON_SECRET", "s3cret"), ("DOCKET_OPS_SECRET", "0123456789abcde")] {
+    for (var, value) in [
+        ("CRON_SECRET", "s3cret"),
+        ("DOCKET_OPS_SECRET", "0123456789abcde"),
+    ] {
         let output = Command::new(env!("CARGO_BIN_EXE_docket"))
             .arg("serve")
             .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/none")
@@ -215,10 +218,16 @@ fn serve_refuses_a_short_secret() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(1), "{var}: {stderr}");
         assert!(
-            stderr.contains(&format!("{var} has {} characters; it needs at least 16", value.len())),
+            stderr.contains(&format!(
+                "{var} has {} characters; it needs at least 16",
+                value.len()
+            )),
             "{stderr}"
         );
-        assert!(!stderr.contains(value), "the secret is not echoed: {stderr}");
+        assert!(
+            !stderr.contains(value),
+            "the secret is not echoed: {stderr}"
+        );
     }
 }
 
@@ -277,7 +286,10 @@ async fn slow_and_idle_clients_are_cut_off() {
     let mut serve = serve_with_few_files(
         &db,
         port,
-        &[("DOCKET_HTTP_HEADER_TIMEOUT", "1"), ("DOCKET_HTTP_IDLE_TIMEOUT", "2")],
+        &[
+            ("DOCKET_HTTP_HEADER_TIMEOUT", "1"),
+            ("DOCKET_HTTP_IDLE_TIMEOUT", "2"),
+        ],
     );
     until_healthy(port).await;
     let connect = || TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -290,14 +302,20 @@ async fn slow_and_idle_clients_are_cut_off() {
     idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .unwrap();
     let mut answer = [0; 1024];
-    assert!(idle.read(&mut answer).unwrap() > 0, "the first request is answered");
+    assert!(
+        idle.read(&mut answer).unwrap() > 0,
+        "the first request is answered"
+    );
     let mut trickle = connect();
     let mut trickle_writer = trickle.try_clone().unwrap();
     let writer = std::thread::spawn(move || {
         let _ = trickle_writer.write_all(b"GET /api/health HTTP/1.1\r\n");
         for n in 0..10 {
             std::thread::sleep(Duration::from_millis(500));
-            if trickle_writer.write_all(format!("X-Slow-{n}: 1\r\n").as_bytes()).is_err() {
+            if trickle_writer
+                .write_all(format!("X-Slow-{n}: 1\r\n").as_bytes())
+                .is_err()
+            {
                 return;
             }
         }
@@ -309,9 +327,16 @@ async fn slow_and_idle_clients_are_cut_off() {
         ("idle keep-alive", &mut idle),
         ("a header every half second", &mut trickle),
     ] {
-        assert!(closed_by_server(stream, Duration::from_secs(4)), "{name} is still open");
+        assert!(
+            closed_by_server(stream, Duration::from_secs(4)),
+            "{name} is still open"
+        );
     }
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
     writer.join().unwrap();
     let _ = serve.kill();
     let _ = serve.wait();
@@ -341,7 +366,11 @@ async fn the_health_probe_answers_while_idle_clients_hold_every_connection() {
         let started = std::time::Instant::now();
         let answer = request(port, "HEAD", "/api/health", false, None);
         assert_eq!(answer.map(|(status, _)| status), Some(200));
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
     drop(idle);
     let _ = serve.kill();

@@ -185,8 +185,7 @@ impl Open {
             last_active_ms: AtomicU64::new(now_ms()),
             evicted: CancellationToken::new(),
         });
-        self.lock()
-            .insert(connection.id, Arc::clone(&connection));
+        self.lock().insert(connection.id, Arc::clone(&connection));
         connection
     }
 

@@ -31,7 +31,8 @@ pub fn retry_ladder_default() -> Vec<Duration> {
 }
 
 /// The refusal of a URL whose user or password holds a character URLs reserve.
-const ENCODE_PASSWORD: &str = "DOCKET_SMTP_URL: the user or password holds a `/`, `?`, `#` or `@`; \
+const ENCODE_PASSWORD: &str =
+    "DOCKET_SMTP_URL: the user or password holds a `/`, `?`, `#` or `@`; \
      percent-encode them (`%2F`, `%3F`, `%23`, `%40`)";
 
 /// How messages leave.
@@ -78,8 +79,9 @@ impl SmtpUrl {
             return Err(MailConfigError::new("DOCKET_SMTP_URL names no host"));
         }
         // url's messages name the fault, never the input.
-        url::Url::parse(url)
-            .map_err(|err| MailConfigError::new(format!("DOCKET_SMTP_URL is not a valid URL: {err}")))?;
+        url::Url::parse(url).map_err(|err| {
+            MailConfigError::new(format!("DOCKET_SMTP_URL is not a valid URL: {err}"))
+        })?;
         Ok(SmtpUrl(url.to_owned()))
     }
 

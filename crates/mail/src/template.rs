@@ -483,7 +483,10 @@ mod tests {
             unsafe_link("<a href='&#106;avascript&#58;x'>"),
             Some("javascript".into())
         );
-        assert_eq!(unsafe_link("<a data-href=\"javascript:x\" href=\"/ok\">"), None);
+        assert_eq!(
+            unsafe_link("<a data-href=\"javascript:x\" href=\"/ok\">"),
+            None
+        );
     }
 
     #[test]

@@ -395,7 +395,11 @@ async fn sign_out(
         }
         let everywhere = form.everywhere.as_deref() == Some("1");
         if let Err(err) = sessions.revoke(&state.pool, &session, everywhere).await {
-            return failed(&state, &ApiError::from(docket_queue::Error::from(err)), "/ops");
+            return failed(
+                &state,
+                &ApiError::from(docket_queue::Error::from(err)),
+                "/ops",
+            );
         }
     }
     let mut response = Redirect::to("/ops/login").into_response();

@@ -53,10 +53,7 @@ impl Sessions {
             mac.update(b"docket ops session key v1");
             mac.finalize().into_bytes().to_vec()
         });
-        Sessions {
-            secret,
-            key,
-        }
+        Sessions { secret, key }
     }
 
     /// Whether sign-in is possible at all.
@@ -156,7 +153,10 @@ impl Sessions {
     ) -> sqlx::Result<()> {
         let (nonce, expires) = if everywhere {
             // Every session issued until now has expired by now + its lifetime.
-            ("*", chrono::Utc::now().timestamp() + SESSION_TTL.as_secs() as i64)
+            (
+                "*",
+                chrono::Utc::now().timestamp() + SESSION_TTL.as_secs() as i64,
+            )
         } else {
             (session.nonce.as_str(), session.expires)
         };

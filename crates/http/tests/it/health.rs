@@ -231,16 +231,29 @@ async fn wrong_bearers_wait_in_a_bounded_slow_lane() {
                 .body(Body::empty())
                 .unwrap();
             let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
-            (response.status(), response.headers().get("retry-after").cloned(), started.elapsed())
+            (
+                response.status(),
+                response.headers().get("retry-after").cloned(),
+                started.elapsed(),
+            )
         }
     });
     let answers = futures_join_all(guesses).await;
-    let refused: Vec<_> = answers.iter().filter(|a| a.0 == StatusCode::UNAUTHORIZED).collect();
-    let busy: Vec<_> = answers.iter().filter(|a| a.0 == StatusCode::TOO_MANY_REQUESTS).collect();
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|a| a.0 == StatusCode::UNAUTHORIZED)
+        .collect();
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|a| a.0 == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
     assert_eq!(refused.len() + busy.len(), answers.len(), "{answers:?}");
     assert!(refused.len() <= places, "{answers:?}");
     for (_, _, elapsed) in &refused {
-        assert!(*elapsed >= Duration::from_millis(900), "a wrong guess waits: {answers:?}");
+        assert!(
+            *elapsed >= Duration::from_millis(900),
+            "a wrong guess waits: {answers:?}"
+        );
         assert!(
             *elapsed <= Duration::from_millis(places as u64 * 1000 + 900),
             "the line is bounded: {answers:?}"
@@ -248,14 +261,17 @@ async fn wrong_bearers_wait_in_a_bounded_slow_lane() {
     }
     assert!(!busy.is_empty(), "{answers:?}");
     for (_, retry_after, elapsed) in &busy {
-        assert!(*elapsed < Duration::from_millis(500), "answered at once: {answers:?}");
+        assert!(
+            *elapsed < Duration::from_millis(500),
+            "answered at once: {answers:?}"
+        );
         assert_eq!(retry_after.as_ref().unwrap(), "1");
     }
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
-    F: Send + 'static,
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
     let handles: Vec<_> = futures.map(tokio::spawn).collect();

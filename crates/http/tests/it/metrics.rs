@@ -117,10 +117,19 @@ async fn made_up_methods_add_no_series_to_the_metrics() {
         "{text}"
     );
     for line in text.lines().filter(|l| l.contains("method=\"")) {
-        let method = line.split("method=\"").nth(1).unwrap().split('"').next().unwrap();
+        let method = line
+            .split("method=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
         assert!(
-            ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT", "other"]
-                .contains(&method),
+            [
+                "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+                "other"
+            ]
+            .contains(&method),
             "{line}"
         );
     }
@@ -146,7 +155,12 @@ async fn enqueue_labels_take_a_bounded_number_of_values() {
             .lines()
             .filter(|l| l.starts_with("docket_jobs_enqueued_total{"))
             .map(|l| {
-                l.split(&format!("{label}=\"")).nth(1).unwrap().split('"').next().unwrap()
+                l.split(&format!("{label}=\""))
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
             })
             .collect();
         values.sort_unstable();
@@ -155,7 +169,11 @@ async fn enqueue_labels_take_a_bounded_number_of_values() {
     };
     for label in ["kind", "queue"] {
         let values = values(label);
-        assert!(values.len() <= limit + 1, "{label}: {} values", values.len());
+        assert!(
+            values.len() <= limit + 1,
+            "{label}: {} values",
+            values.len()
+        );
         assert!(values.contains(&"other"), "{label}: {values:?}");
     }
 }
