@@ -231,8 +231,18 @@ fn serve_refuses_a_short_secret() {
     }
 }
 
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `docket serve` under `sh -c 'ulimit -n 64; exec docket serve'`, with `env`.
-fn serve_with_few_files(db: &TestDb, port: u16, env: &[(&str, &str)]) -> std::process::Child {
+fn serve_with_few_files(db: &TestDb, port: u16, env: &[(&str, &str)]) -> KillOnDrop {
     let mut command = Command::new("sh");
     command
         .args(["-c", "ulimit -n 64 && exec \"$0\" serve"])
@@ -248,7 +258,7 @@ fn serve_with_few_files(db: &TestDb, port: u16, env: &[(&str, &str)]) -> std::pr
     for (key, value) in env {
         command.env(key, value);
     }
-    command.spawn().unwrap()
+    KillOnDrop(command.spawn().unwrap())
 }
 
 async fn until_healthy(port: u16) {
@@ -283,7 +293,7 @@ fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
 async fn slow_and_idle_clients_are_cut_off() {
     let db = TestDb::new().await;
     let port = free_port();
-    let mut serve = serve_with_few_files(
+    let serve = serve_with_few_files(
         &db,
         port,
         &[
@@ -338,8 +348,7 @@ async fn slow_and_idle_clients_are_cut_off() {
         started.elapsed()
     );
     writer.join().unwrap();
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
 }
 
 /// With the process's open-file limit at 64 and more idle connections than the cap, the
@@ -348,7 +357,7 @@ async fn slow_and_idle_clients_are_cut_off() {
 async fn the_health_probe_answers_while_idle_clients_hold_every_connection() {
     let db = TestDb::new().await;
     let port = free_port();
-    let mut serve = serve_with_few_files(
+    let serve = serve_with_few_files(
         &db,
         port,
         &[
@@ -373,6 +382,5 @@ async fn the_health_probe_answers_while_idle_clients_hold_every_connection() {
         );
     }
     drop(idle);
-    let _ = serve.kill();
-    let _ = serve.wait();
+    drop(serve);
 }
