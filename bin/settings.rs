@@ -61,11 +61,11 @@ settings! {
     CRON_SECRET: "CRON_SECRET",
         default "unset: guarded routes answer 401",
         applies "`serve`",
-        help "bearer token of the snapshot, metrics and job API; never printed or logged";
+        help "bearer token of the snapshot, metrics and job API; at least 16 characters (`serve` refuses a shorter one); never printed or logged";
     OPS_SECRET: "DOCKET_OPS_SECRET",
         default "unset: `CRON_SECRET` signs in",
         applies "`serve`",
-        help "the operations page's sign-in secret (its sessions are signed with a key derived from it); never printed or logged";
+        help "the operations page's sign-in secret (its sessions are signed with a key derived from it); at least 16 characters; never printed or logged";
     LOG_FORMAT: "DOCKET_LOG_FORMAT",
         default "`pretty` when stderr is a terminal, else `json`",
         applies "every command",

@@ -12,6 +12,7 @@
 //! | `POST /api/jobs`, `POST /api/jobs/{id}/replay|cancel|discard`, `POST /api/jobs/replay-dead-letters` | bearer |
 //! | `GET /api/cron`, `POST /api/cron/{name}/pause|resume`, `POST /api/queues/{name}/pause|resume` | bearer |
 //! | `GET /ops` and its forms | a session signed in at `/ops/login`, or the bearer |
+//! | `GET /api/openapi.json` | anyone: the generated document; with the bearer, also this server's template and schedule names |
 //!
 //! # Layout
 //!
