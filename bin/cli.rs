@@ -216,6 +216,10 @@ pub(crate) struct DemoArgs {
     /// Logs on stderr instead of a file.
     #[arg(short, long)]
     pub(crate) verbose: bool,
+    /// The demo's own directory, owner-only (set by the binary, not on the command line):
+    /// its templates, and its log file unless `--verbose`.
+    #[arg(skip)]
+    pub(crate) work_dir: Option<std::path::PathBuf>,
     /// Where the logs go (set by the binary, not on the command line).
     #[arg(skip)]
     pub(crate) log_file: Option<std::path::PathBuf>,

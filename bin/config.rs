@@ -41,6 +41,9 @@ pub(crate) struct Config {
     pub(crate) ops_secret: Option<Secret>,
     /// [`settings::HTTP_ADDR`]: where `serve` listens. Default `127.0.0.1:8080`.
     pub(crate) http_addr: std::net::SocketAddr,
+    /// The listener's limits ([`settings::HTTP_HEADER_TIMEOUT`], [`settings::HTTP_IDLE_TIMEOUT`],
+    /// [`settings::HTTP_MAX_CONNECTIONS`]).
+    pub(crate) http_limits: docket_http::Limits,
     /// Health thresholds (the `HEALTH_*` settings).
     pub(crate) health: HealthConfig,
     /// What `docket check` looks at beyond the database (the `CHECK_*` and `BACKUP_*` settings).
@@ -108,6 +111,7 @@ impl Config {
                 Some(addr) => listen_address(&addr)?,
                 None => ([127, 0, 0, 1], 8080).into(),
             },
+            http_limits: http_limits(&source)?,
             health: health_config(&source)?,
             mail,
             queue_tables: source.queues.clone(),
@@ -135,6 +139,26 @@ impl Config {
         }
         runtime.validate()?;
         Ok(runtime)
+    }
+
+    /// `serve`'s secrets are long enough: a `CRON_SECRET` or `DOCKET_OPS_SECRET` shorter
+    /// than [`docket_http::auth::MIN_SECRET_LEN`] characters is refused, with the reason.
+    pub(crate) fn check_secrets(&self) -> anyhow::Result<()> {
+        let min = docket_http::auth::MIN_SECRET_LEN;
+        for (setting, secret) in [
+            (&settings::CRON_SECRET, &self.cron_secret),
+            (&settings::OPS_SECRET, &self.ops_secret),
+        ] {
+            if let Some(secret) = secret.as_ref().filter(|s| s.len() < min) {
+                bail!(
+                    "{setting} has {} characters; it needs at least {min} (anyone who can reach \
+                     the port may guess it, one try a second): generate one with \
+                     `openssl rand -hex 16`",
+                    secret.len()
+                );
+            }
+        }
+        Ok(())
     }
 
     /// The database URL, or a clear error naming the variable.
@@ -271,6 +295,33 @@ fn apply_queue_tables(queues: &mut [QueueConfig], tables: &[QueueTable]) {
         queue.rate = table.and_then(|table| table.rate);
         queue.prefetch = table.and_then(|table| table.prefetch).unwrap_or(0);
     }
+}
+
+/// The listener's limits; unset ones keep their defaults, and none may be zero.
+fn http_limits(source: &Source) -> anyhow::Result<docket_http::Limits> {
+    let mut limits = docket_http::Limits::default();
+    if let Some(value) = source.seconds(&settings::HTTP_HEADER_TIMEOUT)? {
+        limits.header_timeout = value;
+    }
+    if let Some(value) = source.seconds(&settings::HTTP_IDLE_TIMEOUT)? {
+        limits.idle_timeout = value;
+    }
+    if let Some(value) = source.parse(&settings::HTTP_MAX_CONNECTIONS)? {
+        limits.max_connections = value;
+    }
+    for (setting, zero) in [
+        (
+            &settings::HTTP_HEADER_TIMEOUT,
+            limits.header_timeout.is_zero(),
+        ),
+        (&settings::HTTP_IDLE_TIMEOUT, limits.idle_timeout.is_zero()),
+        (&settings::HTTP_MAX_CONNECTIONS, limits.max_connections == 0),
+    ] {
+        if zero {
+            bail!("{setting} must be more than 0");
+        }
+    }
+    Ok(limits)
 }
 
 /// Health thresholds from the `HEALTH_*` settings (seconds); unset ones keep their defaults.

@@ -22,16 +22,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // The demo draws progress bars: its logs go to a file unless asked for.
-    let log_file = match &mut cli.command {
-        cli::Command::Demo(args) if !args.verbose => {
-            let path = std::env::temp_dir().join(format!("docket-demo-{}.log", std::process::id()));
-            args.log_file = Some(path.clone());
-            Some(path)
+    // The demo works in a directory of its own, owner-only; it draws progress bars, so its
+    // logs go to a file there unless asked for.
+    let mut log_file = None;
+    if let cli::Command::Demo(args) = &mut cli.command {
+        let dir = match cmd::demo::work_dir() {
+            Ok(dir) => dir,
+            Err(err) => {
+                eprintln!("error: cannot create the demo's directory: {err:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        if !args.verbose {
+            let path = dir.join("demo.log");
+            match cmd::demo::private_file(&path) {
+                Ok(file) => {
+                    args.log_file = Some(path);
+                    log_file = Some(file);
+                }
+                Err(err) => {
+                    eprintln!("warning: cannot write the log file ({err}); logging to stderr")
+                }
+            }
         }
-        _ => None,
-    };
-    telemetry::init(config.log_format, log_file.as_deref());
+        args.work_dir = Some(dir);
+    }
+    telemetry::init(config.log_format, log_file);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

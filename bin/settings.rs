@@ -61,11 +61,11 @@ settings! {
     CRON_SECRET: "CRON_SECRET",
         default "unset: guarded routes answer 401",
         applies "`serve`",
-        help "bearer token of the snapshot, metrics and job API; never printed or logged";
+        help "bearer token of the snapshot, metrics and job API; at least 16 characters (`serve` refuses a shorter one); never printed or logged";
     OPS_SECRET: "DOCKET_OPS_SECRET",
         default "unset: `CRON_SECRET` signs in",
         applies "`serve`",
-        help "the operations page's sign-in secret (its sessions are signed with a key derived from it); never printed or logged";
+        help "the operations page's sign-in secret (its sessions are signed with a key derived from it); at least 16 characters; never printed or logged";
     LOG_FORMAT: "DOCKET_LOG_FORMAT",
         default "`pretty` when stderr is a terminal, else `json`",
         applies "every command",
@@ -74,6 +74,18 @@ settings! {
         default "`127.0.0.1:8080`",
         applies "`serve`",
         help "where `docket serve` listens";
+    HTTP_HEADER_TIMEOUT: "DOCKET_HTTP_HEADER_TIMEOUT",
+        default "5",
+        applies "`serve`",
+        help "seconds a client has to send a request's headers, from the connection's start or the end of the previous answer (so also how long an idle keep-alive connection stays open)";
+    HTTP_IDLE_TIMEOUT: "DOCKET_HTTP_IDLE_TIMEOUT",
+        default "30",
+        applies "`serve`",
+        help "seconds a connection may go without a byte read or written (a stalled upload, a client that stops reading the answer) before it is closed";
+    HTTP_MAX_CONNECTIONS: "DOCKET_HTTP_MAX_CONNECTIONS",
+        default "512",
+        applies "`serve`",
+        help "connections served at once; when all are taken, a new one closes the connection that has gone longest without a byte and has no request in flight (so a health probe still gets in), or is closed itself. Keep it well below the open-file limit (`LimitNOFILE`)";
     DB_POOL_SIZE: "DOCKET_DB_POOL_SIZE",
         default "total concurrency + 4, at most 50",
         applies "`serve`, `worker`",
@@ -181,7 +193,7 @@ settings! {
     SMTP_URL: "DOCKET_SMTP_URL",
         default "unset",
         applies "`serve`, `worker`, `mail`",
-        help "the relay, in lettre's URL form: `smtp://host:25` (plain, local relays), `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465` (TLS from the first byte); `smtp://user:password@host:587?tls=required` for AUTH (PLAIN or LOGIN). The password is a secret: it never reaches a log line, an error or a JSON document";
+        help "the relay, in lettre's URL form: `smtp://host:25` (plain, local relays), `smtp://host:587?tls=required` (STARTTLS), `smtps://host:465` (TLS from the first byte); `smtp://user:password@host:587?tls=required` for AUTH (PLAIN or LOGIN). The user and password must be percent-encoded (`/` as `%2F`, `?` `%3F`, `#` `%23`, `@` `%40`, `%` `%25`); a URL with one of these unencoded is refused without being echoed. The password is a secret: it never reaches a log line, an error or a JSON document";
     SMTP_TIMEOUT: "DOCKET_SMTP_TIMEOUT",
         default "30",
         applies "`serve`, `worker`, `mail`",

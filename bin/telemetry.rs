@@ -2,32 +2,27 @@
 //! `RUST_LOG` (default `info`). Logs go to stderr (or a file, for the demo); command output
 //! to stdout.
 
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal as _;
 
+use tracing_subscriber::field::MakeExt as _;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub(crate) fn init(format: LogFormat, file: Option<&std::path::Path>) {
+pub(crate) fn init(format: LogFormat, file: Option<std::fs::File>) {
     // PostgreSQL's notices ("relation ... already exists, skipping" at each migrate) are
     // noise at info; RUST_LOG can still ask for them.
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
-    let writer = match file.map(std::fs::File::create) {
-        Some(Ok(file)) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
-        Some(Err(err)) => {
-            eprintln!("warning: cannot write the log file ({err}); logging to stderr");
-            BoxMakeWriter::new(std::io::stderr)
-        }
+    // A file is read later, not on a terminal: JSON lines.
+    let to_file = file.is_some();
+    let writer = match file {
+        Some(file) => BoxMakeWriter::new(std::sync::Mutex::new(file)),
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    // A file is read later, not on a terminal: JSON lines.
-    let format = if file.is_some() {
-        LogFormat::Json
-    } else {
-        format
-    };
+    let format = if to_file { LogFormat::Json } else { format };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer);
@@ -38,12 +33,44 @@ pub(crate) fn init(format: LogFormat, file: Option<&std::path::Path>) {
             .with_current_span(false)
             .try_init(),
         // Colours only for a terminal: redirected to a file, no escape codes.
+        // Field values are written with control characters escaped, as the JSON format
+        // does: a job kind or an error text cannot start a line or colour the terminal.
         LogFormat::Pretty => builder
             .compact()
             .with_ansi(std::io::stderr().is_terminal())
+            .fmt_fields(
+                tracing_subscriber::fmt::format::debug_fn(|writer, field, value| {
+                    let mut out = Escaped(writer);
+                    if field.name() == "message" {
+                        write!(out, "{value:?}")
+                    } else {
+                        write!(out, "{field}={value:?}")
+                    }
+                })
+                .delimited(" "),
+            )
             .try_init(),
     };
     if let Err(err) = result {
         eprintln!("warning: logging not set up: {err}");
+    }
+}
+
+/// Writes through to `W`, each control character (a newline, an escape) as its Rust escape
+/// (`\n`, `\u{1b}`).
+struct Escaped<W>(W);
+
+impl<W: fmt::Write> fmt::Write for Escaped<W> {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        for part in text.split_inclusive(char::is_control) {
+            match part.char_indices().last() {
+                Some((at, c)) if c.is_control() => {
+                    self.0.write_str(&part[..at])?;
+                    write!(self.0, "{}", c.escape_default())?;
+                }
+                _ => self.0.write_str(part)?,
+            }
+        }
+        Ok(())
     }
 }

@@ -177,6 +177,14 @@ alter table docket.rate_limits add constraint rate_limits_burst_positive CHECK (
 alter table docket.rate_limits add constraint rate_limits_rate_positive CHECK ((rate > (0)::double precision));
 alter table docket.rate_limits add constraint rate_limits_pkey PRIMARY KEY (name);
 
+create table docket.revoked_sessions (
+    nonce text not null,
+    revoked_at timestamp with time zone not null default now(),
+    expires_at timestamp with time zone not null
+);
+alter table docket.revoked_sessions add constraint revoked_sessions_pkey PRIMARY KEY (nonce);
+CREATE INDEX revoked_sessions_expires_at ON docket.revoked_sessions USING btree (expires_at);
+
 create table docket.schedule_ticks (
     schedule text not null,
     tick_at timestamp with time zone not null,

@@ -88,15 +88,56 @@ const TEMPLATES: &[(&str, &str)] = &[
 /// The kind whose handler fails while the (pretend) ledger is down.
 const INVOICE: &str = "demo.invoice";
 
+/// A new directory for the demo under the system's temporary directory, readable by its
+/// owner only: `docket-demo-<random>`, created exclusively (never an existing directory or a
+/// planted symlink).
+pub(crate) fn work_dir() -> std::io::Result<std::path::PathBuf> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    let dir = std::env::temp_dir().join(format!("docket-demo-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
+/// Creates `path` exclusively (it must not exist, not even as a symlink), owner-only.
+pub(crate) fn private_file(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Runs the demo in its directory: removed at the end when the story succeeded, kept (with
+/// its logs) when it did not.
 pub(crate) async fn run(database_url: Option<&DatabaseUrl>, args: &DemoArgs) -> anyhow::Result<()> {
+    let dir = args
+        .work_dir
+        .clone()
+        .map_or_else(work_dir, Ok)
+        .context("creating the demo's directory")?;
+    let outcome = tell(database_url, args, &dir).await;
+    match (&outcome, &args.log_file) {
+        (Ok(()), _) | (Err(_), None) => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        (Err(_), Some(log)) => eprintln!("The demo's logs are kept in {}", log.display()),
+    }
+    outcome
+}
+
+async fn tell(
+    database_url: Option<&DatabaseUrl>,
+    args: &DemoArgs,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
     let scale = if args.quick { &QUICK } else { &FULL };
     let database = Database::open(database_url).await?;
     let pool = &database.pool;
     docket_queue::migrate(pool).await?;
 
     let sink = SmtpSink::start().await;
-    let templates =
-        std::env::temp_dir().join(format!("docket-demo-templates-{}", uuid::Uuid::now_v7()));
+    let templates = dir.join("templates");
     for (path, text) in TEMPLATES {
         let path = templates.join(path);
         std::fs::create_dir_all(path.parent().context("template path")?)?;
@@ -167,6 +208,7 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>, args: &DemoArgs) -> 
     let http = tokio::spawn(docket_http::serve(
         listener,
         state,
+        docket_http::Limits::default(),
         stop_http.clone().cancelled_owned(),
     ));
     let stop_workers = CancellationToken::new();
@@ -183,7 +225,10 @@ pub(crate) async fn run(database_url: Option<&DatabaseUrl>, args: &DemoArgs) -> 
     println!("  ops page: http://{addr}/ops   sign in with the one-time secret: {secret}");
     println!("  watch: curl -s -H 'Authorization: Bearer {secret}' http://{addr}/api/health");
     if let Some(log) = &args.log_file {
-        println!("  logs: {}", log.display());
+        println!(
+            "  logs: {} (removed at the end unless the demo fails)",
+            log.display()
+        );
     }
     println!();
 

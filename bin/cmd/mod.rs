@@ -3,7 +3,7 @@
 mod batches;
 mod check;
 mod cron;
-mod demo;
+pub(crate) mod demo;
 mod enqueue;
 mod jobs;
 mod mail;

@@ -23,6 +23,7 @@ pub(crate) async fn run(
     queues: Option<&str>,
     concurrency: Option<usize>,
 ) -> anyhow::Result<()> {
+    config.check_secrets()?;
     let runtime_config = config.runtime_with(queues, concurrency)?;
     let url = config.require_database()?;
     docket_queue::migrate(&connect(url).await?)
@@ -57,6 +58,7 @@ pub(crate) async fn run(
     let http = tokio::spawn(docket_http::serve(
         listener,
         state,
+        config.http_limits,
         stop_http.clone().cancelled_owned(),
     ));
     let workers = tokio::spawn(runtime.run(stop_workers.clone().cancelled_owned()));

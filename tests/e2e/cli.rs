@@ -403,3 +403,30 @@ async fn out_of_range_times_are_refused_naming_the_field() {
     }
     assert_eq!(job_count(&db).await, 0);
 }
+
+/// The pretty log format escapes control characters as the JSON format does: a job kind
+/// with a newline and a terminal escape neither starts a line of its own nor colours one.
+#[tokio::test]
+async fn pretty_logs_escape_control_characters_in_fields() {
+    let db = TestDb::new().await;
+    let kind = "report\n2026-12-08T00:00:00.000000Z  INFO forged: all is well\u{1b}[31m";
+    let output = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .args(["enqueue", kind, "--payload", "{}"])
+        .env("DATABASE_URL", &db.url)
+        .env("DOCKET_LOG_FORMAT", "pretty")
+        .env("RUST_LOG", "docket_queue=debug")
+        .output()
+        .expect("run docket");
+    stdout(&output);
+    let log = stderr(&output);
+    assert!(
+        log.contains("report\\n2026-12-08"),
+        "the kind is logged, escaped: {log}"
+    );
+    assert!(!log.contains('\u{1b}'), "{log:?}");
+    assert!(
+        !log.lines()
+            .any(|line| line.starts_with("2026-12-08T00:00:00.000000Z")),
+        "{log}"
+    );
+}

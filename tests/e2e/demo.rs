@@ -32,10 +32,13 @@ async fn the_quick_demo_tells_the_story_checks_it_and_leaves_nothing_behind() {
     };
     let before = databases().await;
     let url = db.url.clone();
+    let tmp = temp_dir(&db);
+    let tmp_dir = tmp.clone();
     let output = tokio::task::spawn_blocking(move || {
         Command::new(env!("CARGO_BIN_EXE_docket"))
             .args(["demo", "--quick"])
             .env("DATABASE_URL", url)
+            .env("TMPDIR", tmp_dir)
             .output()
             .unwrap()
     });
@@ -63,4 +66,58 @@ async fn the_quick_demo_tells_the_story_checks_it_and_leaves_nothing_behind() {
     assert!(summary.contains("recovery emails: 10 sent"), "{summary}");
     assert!(summary.contains("logs: "), "logs go to a file: {summary}");
     assert_eq!(databases().await, before, "the demo's database is dropped");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "the demo left {left:?} behind");
+    std::fs::remove_dir(&tmp).unwrap();
+}
+
+/// A temporary directory of the test's own, to run the demo under (`TMPDIR`).
+fn temp_dir(db: &TestDb) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("{}-tmp", db.name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A demo that fails keeps its log for a look, in a directory of its own that only its
+/// owner can read, and says where.
+#[tokio::test]
+async fn a_failed_demo_keeps_its_log_private_and_says_where() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let db = TestDb::new().await;
+    let tmp = temp_dir(&db);
+    let output = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .args(["demo", "--quick"])
+        .env("DATABASE_URL", format!("{}_no_such_database", db.url))
+        .env("TMPDIR", &tmp)
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let mut logs = Vec::new();
+    for entry in walk(&tmp) {
+        let meta = std::fs::symlink_metadata(&entry).unwrap();
+        let mode = meta.permissions().mode() & 0o777;
+        if meta.is_dir() {
+            assert_eq!(mode, 0o700, "{}", entry.display());
+        } else {
+            assert_eq!(mode, 0o600, "{}", entry.display());
+            logs.push(entry);
+        }
+    }
+    assert_eq!(logs.len(), 1, "one log file: {logs:?}");
+    assert_ne!(logs[0].parent().unwrap(), tmp, "in a directory of its own");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&logs[0].display().to_string()), "{stderr}");
+    std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(walk(&path));
+        }
+        found.push(path);
+    }
+    found
 }

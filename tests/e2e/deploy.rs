@@ -104,6 +104,26 @@ fn the_units_give_running_jobs_more_time_than_the_shutdown_timeout() {
     }
 }
 
+/// The units raise the open-file limit well past the connection cap's default (512) plus
+/// the database connections: at systemd's 1024, idle clients could exhaust it.
+#[test]
+fn the_units_leave_room_for_the_connection_cap() {
+    for unit in ["docket-serve.service", "docket-worker.service"] {
+        let text = std::fs::read_to_string(root().join("deploy/systemd").join(unit)).unwrap();
+        let limit: u64 = text
+            .lines()
+            .find_map(|line| line.strip_prefix("LimitNOFILE="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{unit} sets LimitNOFILE"));
+        assert!(limit >= 4096, "{unit}: {limit}");
+    }
+    let compose = std::fs::read_to_string(root().join("deploy/container/compose.yaml")).unwrap();
+    assert!(
+        compose.contains("\"127.0.0.1:8080:8080\""),
+        "the compose file publishes the port on loopback only"
+    );
+}
+
 #[test]
 fn the_compose_file_is_valid_and_refuses_to_start_without_a_secret() {
     if !tools::require_program("docker-compose") {
@@ -112,7 +132,7 @@ fn the_compose_file_is_valid_and_refuses_to_start_without_a_secret() {
     let dir = root().join("deploy/container");
     let output = Command::new("docker-compose")
         .args(["-f", "compose.yaml", "config", "--quiet"])
-        .env("CRON_SECRET", "compose-check")
+        .env("CRON_SECRET", "compose-check-0123456789")
         .current_dir(&dir)
         .output()
         .expect("run docker-compose");

@@ -7,7 +7,7 @@ use docket_queue::JobState;
 use docket_testkit::{eventually, TestDb};
 use serde_json::Value;
 
-const SECRET: &str = "e2e-secret";
+const SECRET: &str = "e2e-secret-0123456789";
 
 /// One HTTP/1.1 request over a fresh connection; returns the status and the body.
 fn request(
@@ -197,4 +197,190 @@ async fn check_exits_0_when_ok_1_on_a_stale_backup_and_2_when_the_database_is_do
     assert_eq!(report["checks"][0]["name"], "database");
     assert_eq!(report["checks"][0]["verdict"], "down");
     std::fs::remove_dir_all(&backups).unwrap();
+}
+
+/// A secret short enough to guess is refused at start-up, saying why, before a port opens.
+#[test]
+fn serve_refuses_a_short_secret() {
+    for (var, value) in [
+        ("CRON_SECRET", "s3cret"),
+        ("DOCKET_OPS_SECRET", "0123456789abcde"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_docket"))
+            .arg("serve")
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/none")
+            .env("CRON_SECRET", SECRET)
+            .env(var, value)
+            .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{var}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{var} has {} characters; it needs at least 16",
+                value.len()
+            )),
+            "{stderr}"
+        );
+        assert!(
+            !stderr.contains(value),
+            "the secret is not echoed: {stderr}"
+        );
+    }
+}
+
+/// A child process killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `docket serve` under `sh -c 'ulimit -n 64; exec docket serve'`, with `env`.
+fn serve_with_few_files(db: &TestDb, port: u16, env: &[(&str, &str)]) -> KillOnDrop {
+    let mut command = Command::new("sh");
+    command
+        .args(["-c", "ulimit -n 64 && exec \"$0\" serve"])
+        .arg(env!("CARGO_BIN_EXE_docket"))
+        .env("DATABASE_URL", &db.url)
+        .env("CRON_SECRET", SECRET)
+        .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{port}"))
+        .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_QUEUES", "default:1")
+        .env("DOCKET_DB_POOL_SIZE", "3")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    KillOnDrop(command.spawn().unwrap())
+}
+
+async fn until_healthy(port: u16) {
+    eventually(Duration::from_secs(30), "serve answers", || async move {
+        request(port, "GET", "/api/health", false, None).is_some_and(|(status, _)| status == 200)
+    })
+    .await;
+}
+
+/// Whether the server closed `stream` (end of file or a reset) within `within`.
+fn closed_by_server(stream: &mut TcpStream, within: Duration) -> bool {
+    stream.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(err) => {
+                return !matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+/// Slow and idle clients are cut off after the header timeout: one that sends nothing, one
+/// that stops halfway through its headers, one that sends a header a second, and an idle
+/// keep-alive connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_idle_clients_are_cut_off() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let serve = serve_with_few_files(
+        &db,
+        port,
+        &[
+            ("DOCKET_HTTP_HEADER_TIMEOUT", "1"),
+            ("DOCKET_HTTP_IDLE_TIMEOUT", "2"),
+        ],
+    );
+    until_healthy(port).await;
+    let connect = || TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut silent = connect();
+    let mut partial = connect();
+    partial
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n")
+        .unwrap();
+    let mut idle = connect();
+    idle.write_all(b"GET /api/health HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .unwrap();
+    let mut answer = [0; 1024];
+    assert!(
+        idle.read(&mut answer).unwrap() > 0,
+        "the first request is answered"
+    );
+    let mut trickle = connect();
+    let mut trickle_writer = trickle.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = trickle_writer.write_all(b"GET /api/health HTTP/1.1\r\n");
+        for n in 0..10 {
+            std::thread::sleep(Duration::from_millis(500));
+            if trickle_writer
+                .write_all(format!("X-Slow-{n}: 1\r\n").as_bytes())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let started = std::time::Instant::now();
+    for (name, stream) in [
+        ("silent", &mut silent),
+        ("partial headers", &mut partial),
+        ("idle keep-alive", &mut idle),
+        ("a header every half second", &mut trickle),
+    ] {
+        assert!(
+            closed_by_server(stream, Duration::from_secs(4)),
+            "{name} is still open"
+        );
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    writer.join().unwrap();
+    drop(serve);
+}
+
+/// With the process's open-file limit at 64 and more idle connections than the cap, the
+/// health probe still answers at once: a new connection closes the idlest one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_probe_answers_while_idle_clients_hold_every_connection() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let serve = serve_with_few_files(
+        &db,
+        port,
+        &[
+            ("DOCKET_HTTP_HEADER_TIMEOUT", "60"),
+            ("DOCKET_HTTP_IDLE_TIMEOUT", "60"),
+            ("DOCKET_HTTP_MAX_CONNECTIONS", "24"),
+        ],
+    );
+    until_healthy(port).await;
+    let idle: Vec<TcpStream> = (0..45)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for _ in 0..3 {
+        let started = std::time::Instant::now();
+        let answer = request(port, "HEAD", "/api/health", false, None);
+        assert_eq!(answer.map(|(status, _)| status), Some(200));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    drop(idle);
+    drop(serve);
 }

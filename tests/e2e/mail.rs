@@ -80,7 +80,7 @@ async fn a_broken_template_stops_serve_before_it_listens_naming_the_file_and_lin
                 .env("DOCKET_LOG_FORMAT", "json")
                 .env("DOCKET_TEMPLATE_DIR", templates)
                 .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{port}"))
-                .env("CRON_SECRET", "s3cret")
+                .env("CRON_SECRET", "s3cret-0123456789")
                 .stdin(Stdio::null())
                 .output()
                 .unwrap()

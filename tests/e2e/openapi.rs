@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use docket_testkit::{eventually, TestDb};
 
-const SECRET: &str = "openapi-secret";
+const SECRET: &str = "openapi-secret-0123456789";
 
 /// A fixed seed: a failure reproduces; raise `--max-examples` locally to search wider.
 const SEED: &str = "20261201";

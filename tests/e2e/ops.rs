@@ -13,7 +13,7 @@ use docket_testkit::{eventually, insert_job, JobOpts, SmtpSink, TestDb};
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
 
-const SECRET: &str = "ops-e2e-secret";
+const SECRET: &str = "ops-e2e-secret-0123456789";
 const WAIT: Duration = Duration::from_secs(60);
 
 /// A child process killed when dropped.

@@ -1,20 +1,86 @@
-//! The bearer check: `Authorization: Bearer $CRON_SECRET`, compared in constant time.
+//! The bearer check: `Authorization: Bearer $CRON_SECRET`, compared in constant time, and
+//! the slow lane that every wrong secret (a bearer token or the sign-in form's) waits in.
 
 use std::fmt;
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::error::ApiError;
 use crate::state::AppState;
+
+/// The fewest characters a secret may have: `serve` refuses a shorter `CRON_SECRET` or
+/// `DOCKET_OPS_SECRET` at start-up. At one guess a second (the slow lane), 16 random
+/// characters are out of reach.
+pub const MIN_SECRET_LEN: usize = 16;
+
+/// How long a wrong secret's answer waits, one at a time: a guesser gets one try per this
+/// interval per process however many requests it sends.
+pub const WRONG_SECRET_DELAY: Duration = Duration::from_secs(1);
+
+/// Wrong secrets that may wait their turn at once. When every place is taken, a request
+/// with a secret is answered 429 at once, without comparing it (neither a wrong nor a
+/// right one): the line holds at most this many connections, for at most this many
+/// delays, and an instant answer never tells a guess apart.
+pub const WRONG_SECRET_PLACES: usize = 4;
+
+/// The line wrong secrets wait in (per process).
+pub(crate) struct SlowLane {
+    places: Semaphore,
+    line: tokio::sync::Mutex<()>,
+}
+
+/// A place in the slow lane, taken before a secret is compared.
+pub(crate) struct Place<'a> {
+    lane: &'a SlowLane,
+    _permit: SemaphorePermit<'a>,
+}
+
+impl SlowLane {
+    pub(crate) fn new() -> SlowLane {
+        SlowLane {
+            places: Semaphore::new(WRONG_SECRET_PLACES),
+            line: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A place to compare a secret in; `None` when every place is taken (answer 429).
+    pub(crate) fn enter(&self) -> Option<Place<'_>> {
+        let permit = self.places.try_acquire().ok()?;
+        Some(Place {
+            lane: self,
+            _permit: permit,
+        })
+    }
+}
+
+impl Place<'_> {
+    /// The secret was wrong: wait its turn, then leave.
+    pub(crate) async fn wait(self) {
+        let _turn = self.lane.line.lock().await;
+        tokio::time::sleep(WRONG_SECRET_DELAY).await;
+    }
+}
 
 /// A secret that never prints: `Debug` and `Display` show `***`.
 #[derive(Clone)]
 pub struct Secret(String);
 
 impl Secret {
+    /// Its length in characters.
+    pub fn len(&self) -> usize {
+        self.0.chars().count()
+    }
+
+    /// Never: an empty string is no secret (see [`Secret::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Wraps a secret. An empty string is no secret at all: `None`.
     pub fn new(value: impl Into<String>) -> Option<Secret> {
         let value = value.into();
@@ -59,8 +125,10 @@ pub enum Caller {
 
 /// Extracts the caller. A request with an `Authorization` header that is not exactly
 /// `Bearer <the secret>` (a wrong or empty token, `Basic`, a lower-case `bearer`, or any
-/// token while no secret is configured) is answered 401 here, logged as
-/// `health_check.auth_failed` and counted; the token itself is never logged.
+/// token while no secret is configured) waits its turn in the slow lane and is answered
+/// 401, logged as `health_check.auth_failed` and counted; the token itself is never logged.
+/// When the lane is full, any request with the header is answered 429 at once, uncompared,
+/// and counted.
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
@@ -70,6 +138,10 @@ impl FromRequestParts<AppState> for Caller {
     ) -> Result<Self, Self::Rejection> {
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
             return Ok(Caller::Anonymous);
+        };
+        let Some(place) = state.slow_lane.enter() else {
+            metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
+            return Err(ApiError::TooManyAttempts);
         };
         let authorized = match (
             &state.cron_secret,
@@ -81,7 +153,8 @@ impl FromRequestParts<AppState> for Caller {
         if authorized {
             return Ok(Caller::Authorized);
         }
-        let route = parts.uri.path().to_owned();
+        place.wait().await;
+        let route = crate::observe::route_label(parts);
         tracing::warn!(
             event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
             route,

@@ -11,8 +11,8 @@ use serde_json::json;
 /// The body of every error answer.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
-    /// A stable code: bad_request, unauthorized, not_found, conflict, too_large, invalid,
-    /// unavailable, internal.
+    /// A stable code: bad_request, unauthorized, not_found, conflict, too_large,
+    /// too_many_attempts, invalid, unavailable, internal.
     pub error: String,
     /// What is wrong, for client errors.
     pub message: Option<String>,
@@ -29,6 +29,9 @@ pub enum ApiError {
     NotFound(String),
     /// 409: the job's state does not allow the action.
     Conflict(String),
+    /// 429: too many wrong secrets are waiting their turn; nothing was compared. The answer
+    /// says to retry after a second.
+    TooManyAttempts,
     /// 413: the body is larger than the limit.
     TooLarge(String),
     /// 422: well-formed, but breaks a rule (unknown field, empty kind, ...).
@@ -47,6 +50,11 @@ impl ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", Some(m)),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", Some(m)),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "too_large", Some(m)),
+            ApiError::TooManyAttempts => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                Some("too many wrong secrets are waiting; try again shortly"),
+            ),
             ApiError::Invalid(m) => (StatusCode::UNPROCESSABLE_ENTITY, "invalid", Some(m)),
             ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
@@ -135,6 +143,13 @@ impl IntoResponse for ApiError {
             Some(message) => json!({ "error": code, "message": message }),
             None => json!({ "error": code }),
         };
-        (status, Json(body)).into_response()
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }

@@ -12,10 +12,12 @@
 //! | `POST /api/jobs`, `POST /api/jobs/{id}/replay|cancel|discard`, `POST /api/jobs/replay-dead-letters` | bearer |
 //! | `GET /api/cron`, `POST /api/cron/{name}/pause|resume`, `POST /api/queues/{name}/pause|resume` | bearer |
 //! | `GET /ops` and its forms | a session signed in at `/ops/login`, or the bearer |
+//! | `GET /api/openapi.json` | anyone: the generated document; with the bearer, also this server's template and schedule names |
 //!
 //! # Layout
 //!
-//! - [`router`]: the `Router`, testable without a socket; [`serve`] runs it.
+//! - [`router`]: the `Router`, testable without a socket; [`serve`] runs it within
+//!   [`Limits`] (`server`: header and idle timeouts, a connection cap).
 //! - [`state`]: `AppState`, what every handler shares.
 //! - [`auth`]: the bearer extractors (constant-time compare) and `Secret`.
 //! - [`health`]: checks, thresholds, the cached evaluation, transition logs.
@@ -36,6 +38,7 @@ pub mod host;
 pub mod observe;
 pub mod ops;
 mod routes;
+mod server;
 pub mod state;
 
 use std::future::Future;
@@ -47,6 +50,7 @@ use tokio::net::TcpListener;
 
 pub use auth::Secret;
 pub use health::HealthConfig;
+pub use server::Limits;
 pub use state::AppState;
 
 /// The largest request body accepted, in bytes.
@@ -90,8 +94,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` completes, then stops accepting and
-/// finishes the requests in flight.
+/// Serves the API on `listener` within `limits` (header and idle timeouts, a connection
+/// cap) until `shutdown` completes, then stops accepting and finishes the requests in
+/// flight.
 ///
 /// # Errors
 ///
@@ -99,6 +104,7 @@ pub fn router(state: AppState) -> Router {
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     if state.cron_secret.is_none() {
@@ -107,7 +113,5 @@ pub async fn serve(
             "CRON_SECRET is not set: the snapshot, metrics and job API answer 401 to everyone"
         );
     }
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::run(listener, router(state), limits, shutdown).await
 }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -14,11 +15,37 @@ pub use docket_queue::telemetry::metric::{
     QUEUE_JOBS, QUEUE_OLDEST_READY_AGE, WORKERS_LIVE,
 };
 
-/// Logs each request (method, route, status, latency) and counts it. The route is the
-/// matched pattern (`/api/jobs/{id}`), never the raw path, so ids do not explode labels.
+/// The method as a label: one of the methods HTTP defines, else `other`. A client can send
+/// any token as its method; it never becomes a label value or a log field of its own.
+pub(crate) fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::CONNECT => "CONNECT",
+        _ => "other",
+    }
+}
+
+/// The route of a request as a label: its pattern, or `unmatched`.
+pub(crate) fn route_label(parts: &axum::http::request::Parts) -> String {
+    parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned())
+}
+
+/// Logs each request (method, route, status, latency) and counts it. Every label takes a
+/// fixed set of values: the method as [`method_label`] names it, the route as its pattern
+/// (`/api/jobs/{id}`, never the raw path), `unmatched` for a path no route has.
 pub(crate) async fn track(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -30,7 +57,7 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
         event = docket_queue::telemetry::event::HTTP_REQUEST, http.method = %method, http.route = %route, http.status = status,
         latency_ms = latency.as_secs_f64() * 1000.0, "request"
     );
-    metrics::counter!(HTTP_REQUESTS, "method" => method.clone(), "route" => route.clone(), "status" => status.to_string())
+    metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status.to_string())
         .increment(1);
     metrics::histogram!(HTTP_DURATION, "method" => method, "route" => route)
         .record(latency.as_secs_f64());

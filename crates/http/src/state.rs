@@ -7,7 +7,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::auth::Secret;
+use crate::auth::{Secret, SlowLane};
 use crate::health::{HealthConfig, HealthMonitor};
 use crate::host::HostConfig;
 use crate::ops::OpsState;
@@ -36,6 +36,10 @@ pub struct AppState {
     pub mailer: Option<Arc<docket_mail::Mailer>>,
     /// The operations page: its sessions and chart.
     pub ops: Arc<OpsState>,
+    /// The line wrong secrets wait in, bearer tokens and sign-ins alike.
+    pub(crate) slow_lane: Arc<SlowLane>,
+    /// The OpenAPI document, cached.
+    pub(crate) openapi: Arc<crate::routes::openapi::OpenApiCache>,
 }
 
 impl AppState {
@@ -69,6 +73,8 @@ impl AppState {
             mailer: None,
             ops: Arc::new(OpsState::new(cron_secret.clone())),
             cron_secret,
+            slow_lane: Arc::new(SlowLane::new()),
+            openapi: Arc::default(),
         }
     }
 

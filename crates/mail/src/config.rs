@@ -30,6 +30,11 @@ pub fn retry_ladder_default() -> Vec<Duration> {
         .collect()
 }
 
+/// The refusal of a URL whose user or password holds a character URLs reserve.
+const ENCODE_PASSWORD: &str =
+    "DOCKET_SMTP_URL: the user or password holds a `/`, `?`, `#` or `@`; \
+     percent-encode them (`%2F`, `%3F`, `%23`, `%40`)";
+
 /// How messages leave.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Mode {
@@ -60,11 +65,23 @@ impl SmtpUrl {
                     "DOCKET_SMTP_URL must start with smtp:// (plain or STARTTLS) or smtps:// (TLS)",
                 )
             })?;
-        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        // The user and password end at the last `@`. A password with an unencoded `/`,
+        // `?` or `#` would otherwise be read as the start of a path, query or fragment,
+        // and the URL's parts (so an error message naming them) would carry it.
+        if let Some((userinfo, _)) = rest.rsplit_once('@') {
+            if userinfo.contains(['/', '?', '#']) {
+                return Err(MailConfigError::new(ENCODE_PASSWORD));
+            }
+        }
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let host = authority.rsplit('@').next().unwrap_or("");
         if host.is_empty() || host.starts_with(':') {
             return Err(MailConfigError::new("DOCKET_SMTP_URL names no host"));
         }
+        // url's messages name the fault, never the input.
+        url::Url::parse(url).map_err(|err| {
+            MailConfigError::new(format!("DOCKET_SMTP_URL is not a valid URL: {err}"))
+        })?;
         Ok(SmtpUrl(url.to_owned()))
     }
 
@@ -90,13 +107,13 @@ impl fmt::Display for SmtpUrl {
         let Some((scheme, rest)) = self.0.split_once("://") else {
             return f.write_str("(an unparsable URL)");
         };
-        let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
-        match authority.rsplit_once('@') {
+        // Everything up to the last `@` is the user and password, whatever it holds.
+        match rest.rsplit_once('@') {
             Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                write!(f, "{scheme}://{user}:***@{host}{tail}")
+                let user = userinfo.split([':', '/', '?', '#']).next().unwrap_or("");
+                write!(f, "{scheme}://{user}:***@{host}")
             }
-            None => write!(f, "{scheme}://{authority}{tail}"),
+            None => write!(f, "{scheme}://{rest}"),
         }
     }
 }
@@ -303,6 +320,31 @@ mod tests {
             assert!(shown.contains("relay.internal:587"), "{shown}");
         }
         assert_eq!(url.tls_query(), Some("required"));
+    }
+
+    /// A password with a reserved character, unencoded, is refused without being echoed,
+    /// and an encoded one is accepted and never printed.
+    #[test]
+    fn no_error_prints_the_password_whatever_it_holds() {
+        for bad in [
+            "smtp://mailer:Zx9/Qw_LEAKPW@127.0.0.1:2525",
+            "smtp://mailer:Zx9?Qw_LEAKPW@127.0.0.1:2525",
+            "smtp://mailer:Zx9#Qw_LEAKPW@127.0.0.1:2525",
+            "smtp://mailer:1234/LEAKPW@relay:25?tls=required",
+            "smtp://mailer:LEAKPW@relay:25x",
+            "smtp://mailer:LEAKPW@[::1",
+        ] {
+            let err = SmtpUrl::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("DOCKET_SMTP_URL"), "{bad}: {err}");
+            assert!(!err.contains("LEAKPW"), "{err}");
+        }
+        let url = SmtpUrl::parse("smtp://mailer:Zx9%2FQw_LEAKPW@127.0.0.1:2525").unwrap();
+        for shown in [url.to_string(), format!("{url:?}")] {
+            assert!(!shown.contains("LEAKPW"), "{shown}");
+            assert!(shown.contains("mailer:***@127.0.0.1:2525"), "{shown}");
+        }
+        let url = SmtpUrl("smtp://mailer:Zx9/Qw_LEAKPW@127.0.0.1:2525".into());
+        assert_eq!(url.to_string(), "smtp://mailer:***@127.0.0.1:2525");
     }
 
     #[test]

@@ -270,10 +270,106 @@ impl Catalog {
             // A header is one line: the subject's own line breaks become spaces.
             subject: subject.split_whitespace().collect::<Vec<_>>().join(" "),
             text: render(TEXT)?.unwrap_or_default(),
-            html: render(HTML)?,
+            html: render(HTML)?
+                .map(|html| {
+                    unsafe_link(&html).map_or(Ok(html), |url| {
+                        Err(RenderError::Failed {
+                            file: format!("{key}/{HTML}"),
+                            detail: format!(
+                                "a link's URL has the scheme {url:?}: only http, https, \
+                                 mailto, tel and relative links are sent"
+                            ),
+                        })
+                    })
+                })
+                .transpose()?,
             locale: chosen,
         })
     }
+}
+
+/// The schemes a link in an HTML body may have (or none: a relative link).
+const LINK_SCHEMES: &[&str] = &["http", "https", "mailto", "tel"];
+
+/// The scheme of the first `href`, `src` or `action` value in `html` that is not one of
+/// [`LINK_SCHEMES`] (`javascript:`, `data:`, `vbscript:`, ...), as a browser would read it:
+/// character references decoded, tabs, line breaks and spaces dropped, in any case. A
+/// variable's value that a template puts in a link cannot make it run script.
+fn unsafe_link(html: &str) -> Option<String> {
+    let lower = html.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(found) = ["href=", "src=", "action="]
+        .iter()
+        .filter_map(|attr| lower[from..].find(attr).map(|at| (from + at, attr.len())))
+        .min()
+    {
+        let (at, len) = found;
+        let start = at + len;
+        from = start;
+        // Only an attribute: preceded by a space (`data-href=` is another attribute).
+        if !html[..at].ends_with(|c: char| c.is_ascii_whitespace()) {
+            continue;
+        }
+        let rest = &html[start..];
+        let value = match rest.chars().next() {
+            Some(quote @ ('"' | '\'')) => rest[1..].split(quote).next().unwrap_or(""),
+            _ => rest
+                .split(|c: char| c.is_ascii_whitespace() || c == '>')
+                .next()
+                .unwrap_or(""),
+        };
+        let url: String = decode_references(value)
+            .chars()
+            .filter(|c| !c.is_whitespace() && !c.is_control())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        let Some((scheme, _)) = url.split_once(':') else {
+            continue;
+        };
+        let is_scheme = !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+        if is_scheme && !LINK_SCHEMES.contains(&scheme) {
+            return Some(scheme.to_owned());
+        }
+    }
+    None
+}
+
+/// `&#58;`, `&#x3a;` and the named `&colon;`, `&tab;`, `&newline;` decoded (what a
+/// browser decodes in an attribute before it reads a URL's scheme).
+fn decode_references(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('&') {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        let end = rest.find(';').unwrap_or(0);
+        let entity = rest[1..end.max(1)].to_ascii_lowercase();
+        let decoded = match entity.as_str() {
+            "colon" => Some(':'),
+            "tab" => Some('\t'),
+            "newline" => Some('\n'),
+            _ => entity
+                .strip_prefix("#x")
+                .and_then(|hex| u32::from_str_radix(hex, 16).ok())
+                .or_else(|| entity.strip_prefix('#').and_then(|n| n.parse().ok()))
+                .and_then(char::from_u32),
+        };
+        match decoded {
+            Some(c) if end > 0 => {
+                out.push(c);
+                rest = &rest[end + 1..];
+            }
+            _ => {
+                out.push('&');
+                rest = &rest[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A template folder is one with a `subject.txt`; its name is its path under the catalog.
@@ -347,6 +443,50 @@ mod tests {
         let fr = catalog.render("reset", Some("fr"), &vars).unwrap();
         assert_eq!(fr.text, "Hello Ana");
         assert_eq!(fr.locale, None);
+    }
+
+    /// A variable that puts a `javascript:` URL into a link of an HTML body is refused,
+    /// however it is spelled; web and mail links pass.
+    #[test]
+    fn script_urls_in_html_links_are_refused() {
+        let (_, loaded) = catalog(&[
+            ("news/subject.txt", "News"),
+            ("news/body.txt", "{{ link }}"),
+            ("news/body.html", "<p><a href=\"{{ link }}\">Read</a></p>"),
+        ]);
+        let catalog = loaded.unwrap();
+        for bad in [
+            "javascript:alert(1)",
+            " JaVaScRiPt:alert(1)",
+            "java\tscript:alert(1)",
+            "data:text/html,<script>alert(1)</script>",
+            "vbscript:msgbox",
+        ] {
+            let err = catalog
+                .render("news", None, &serde_json::json!({ "link": bad }))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("news/body.html"), "{bad}: {err}");
+        }
+        for good in [
+            "https://example.com/a?b=1&c=2",
+            "mailto:ann@example.com",
+            "/unsubscribe/42",
+            "page#section:2",
+        ] {
+            let rendered = catalog
+                .render("news", None, &serde_json::json!({ "link": good }))
+                .unwrap_or_else(|err| panic!("{good}: {err}"));
+            assert!(rendered.html.unwrap().contains("Read"));
+        }
+        assert_eq!(
+            unsafe_link("<a href='&#106;avascript&#58;x'>"),
+            Some("javascript".into())
+        );
+        assert_eq!(
+            unsafe_link("<a data-href=\"javascript:x\" href=\"/ok\">"),
+            None
+        );
     }
 
     #[test]

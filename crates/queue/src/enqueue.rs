@@ -251,8 +251,12 @@ pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
     Ok(id)
 }
 
+/// Counts enqueued jobs. Queue and kind names come from callers: each label keeps its first
+/// [`metric::LABEL_VALUES`] values and counts the rest as `other`.
 fn record_enqueued(queue: &str, kind: &str, count: u64) {
-    metrics::counter!(metric::JOBS_ENQUEUED, "queue" => queue.to_owned(), "kind" => kind.to_owned())
+    static QUEUES: metric::BoundedLabel = metric::BoundedLabel::new();
+    static KINDS: metric::BoundedLabel = metric::BoundedLabel::new();
+    metrics::counter!(metric::JOBS_ENQUEUED, "queue" => QUEUES.value(queue), "kind" => KINDS.value(kind))
         .increment(count);
 }
 

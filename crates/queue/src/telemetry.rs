@@ -249,6 +249,47 @@ pub mod event {
 
 /// Metric names (Prometheus).
 pub mod metric {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+
+    /// Most values one [`BoundedLabel`] takes; later new values are counted as `other`.
+    pub const LABEL_VALUES: usize = 100;
+
+    /// A label whose values come from callers (queue and kind names of enqueued jobs): the
+    /// first [`LABEL_VALUES`] distinct values are kept, every later one is `other`, so no
+    /// caller can grow the series without bound.
+    pub struct BoundedLabel(OnceLock<Mutex<HashSet<String>>>);
+
+    impl BoundedLabel {
+        /// A label with no value seen yet.
+        pub const fn new() -> BoundedLabel {
+            BoundedLabel(OnceLock::new())
+        }
+
+        /// `value` itself when it was seen before or there is room, else `other`.
+        pub fn value(&self, value: &str) -> String {
+            let mut seen = self
+                .0
+                .get_or_init(Mutex::default)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if seen.contains(value) {
+                return value.to_owned();
+            }
+            if seen.len() < LABEL_VALUES {
+                seen.insert(value.to_owned());
+                return value.to_owned();
+            }
+            "other".to_owned()
+        }
+    }
+
+    impl Default for BoundedLabel {
+        fn default() -> Self {
+            BoundedLabel::new()
+        }
+    }
+
     /// Jobs enqueued, by queue and kind (duplicates of a live unique key included).
     pub const JOBS_ENQUEUED: &str = "docket_jobs_enqueued_total";
     /// Jobs that reached a state through an outcome, a rescue or the expiry sweep, by queue,

@@ -144,21 +144,27 @@ impl Viewer {
     }
 }
 
-fn viewer(state: &AppState, caller: Caller, headers: &HeaderMap) -> Option<Viewer> {
+async fn viewer(state: &AppState, caller: Caller, headers: &HeaderMap) -> Option<Viewer> {
     if caller == Caller::Authorized {
         return Some(Viewer::Bearer);
     }
     state
         .ops
         .sessions
-        .session(headers, now())
+        .session(&state.pool, headers, now())
+        .await
         .map(Viewer::Session)
 }
 
 /// A state-changing request may go ahead: a bearer (no browser sends one by itself), or a
 /// session whose form carries its CSRF token. Anything else is [`refused`].
-fn may_act(state: &AppState, caller: Caller, headers: &HeaderMap, csrf: Option<&str>) -> bool {
-    match viewer(state, caller, headers) {
+async fn may_act(
+    state: &AppState,
+    caller: Caller,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+) -> bool {
+    match viewer(state, caller, headers).await {
         Some(Viewer::Bearer) => true,
         Some(Viewer::Session(session)) => {
             csrf.is_some_and(|t| state.ops.sessions.csrf_ok(&session, t))
@@ -188,7 +194,7 @@ async fn overview(
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(viewer) = viewer(&state, caller, &headers) else {
+    let Some(viewer) = viewer(&state, caller, &headers).await else {
         return Redirect::to("/ops/login").into_response();
     };
     let overview = page::overview(&state, Utc::now()).await;
@@ -230,7 +236,13 @@ async fn stylesheet() -> Response {
 }
 
 async fn sign_in_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if state.ops.sessions.session(&headers, now()).is_some() {
+    if state
+        .ops
+        .sessions
+        .session(&state.pool, &headers, now())
+        .await
+        .is_some()
+    {
         return Redirect::to("/ops").into_response();
     }
     sign_in_page(&state, &headers, StatusCode::OK, None)
@@ -305,7 +317,21 @@ async fn sign_in(
             Some("The sign-in form expired. Enter the secret again."),
         );
     }
-    if !sessions.check_secret(&form.secret).await {
+    let Some(right) = sessions.check_secret(&state.slow_lane, &form.secret).await else {
+        metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
+        let mut response = sign_in_page(
+            &state,
+            &headers,
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("Too many wrong secrets are waiting their turn. Try again in a few seconds."),
+        );
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            HeaderValue::from_static("1"),
+        );
+        return response;
+    };
+    if !right {
         tracing::warn!(
             event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
             route = "/ops/login",
@@ -346,6 +372,8 @@ struct ActionForm {
     back: Option<String>,
     queue: Option<String>,
     kind: Option<String>,
+    /// Sign-out: `1` ends every session, not just this one.
+    everywhere: Option<String>,
 }
 
 async fn sign_out(
@@ -354,7 +382,7 @@ async fn sign_out(
     Form(form): Form<ActionForm>,
 ) -> Response {
     let sessions = &state.ops.sessions;
-    if let Some(session) = sessions.session(&headers, now()) {
+    if let Some(session) = sessions.session(&state.pool, &headers, now()).await {
         if !form
             .csrf
             .as_deref()
@@ -362,7 +390,14 @@ async fn sign_out(
         {
             return refused(&state);
         }
-        sessions.revoke(&session, now());
+        let everywhere = form.everywhere.as_deref() == Some("1");
+        if let Err(err) = sessions.revoke(&state.pool, &session, everywhere).await {
+            return failed(
+                &state,
+                &ApiError::from(docket_queue::Error::from(err)),
+                "/ops",
+            );
+        }
     }
     let mut response = Redirect::to("/ops/login").into_response();
     set_cookie(
@@ -379,7 +414,7 @@ async fn job(
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
-    let Some(viewer) = viewer(&state, caller, &headers) else {
+    let Some(viewer) = viewer(&state, caller, &headers).await else {
         return Redirect::to("/ops/login").into_response();
     };
     let job = match crate::routes::jobs::parse_id(&id) {
@@ -421,7 +456,7 @@ async fn job_action(
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
+    if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
         return refused(&state);
     }
     let back = match form.back.as_deref() {
@@ -459,7 +494,7 @@ async fn replay_dead_letters(
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
+    if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
         return refused(&state);
     }
     let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
@@ -490,7 +525,7 @@ async fn queue_action(
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
+    if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
         return refused(&state);
     }
     let result = match pausing(&action) {
@@ -515,7 +550,7 @@ async fn cron_action(
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
-    if !may_act(&state, caller, &headers, form.csrf.as_deref()) {
+    if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
         return refused(&state);
     }
     let Some(paused) = pausing(&action) else {

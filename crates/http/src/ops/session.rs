@@ -3,27 +3,24 @@
 //!
 //! The cookie is `expires.nonce.mac`, the MAC an HMAC-SHA256 under a key derived from the
 //! sign-in secret: every `serve` process that shares the secret accepts it, a restart keeps
-//! it, and changing the secret ends every session. Signing out revokes the nonce in this
-//! process and clears the cookie. The CSRF token is an HMAC of the session's nonce, so it
-//! needs no storage either; the sign-in form has its own, bound to a short-lived cookie.
+//! it, and changing the secret ends every session. Signing out stores the nonce in
+//! `docket.revoked_sessions` (until the session would have expired), so every `serve`
+//! refuses it from then on, restarts included; "sign out everywhere" stores the moment, and
+//! every session issued up to it is over. The CSRF token is an HMAC of the session's nonce,
+//! so it needs no storage; the sign-in form has its own, bound to a short-lived cookie.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use axum::http::header::COOKIE;
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use sqlx::PgPool;
 
-use crate::auth::Secret;
+use crate::auth::{Secret, SlowLane};
 
 /// How long a session lasts.
 pub(crate) const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
-
-/// How long a wrong secret's answer waits. Wrong guesses wait in one line, one at a time,
-/// so a guesser gets one try per this interval per process however many requests it sends.
-pub(crate) const WRONG_SECRET_DELAY: Duration = Duration::from_secs(1);
 
 /// The session cookie's name.
 pub(crate) const SESSION_COOKIE: &str = "docket_ops";
@@ -37,10 +34,6 @@ type HmacSha256 = Hmac<Sha256>;
 pub(crate) struct Sessions {
     secret: Option<Secret>,
     key: Option<Vec<u8>>,
-    /// Nonces signed out here, with their expiry (unix seconds), until they expire anyway.
-    revoked: Mutex<HashMap<String, i64>>,
-    /// The line wrong secrets wait in.
-    wrong_secrets: tokio::sync::Mutex<()>,
 }
 
 /// A valid session.
@@ -60,12 +53,7 @@ impl Sessions {
             mac.update(b"docket ops session key v1");
             mac.finalize().into_bytes().to_vec()
         });
-        Sessions {
-            secret,
-            key,
-            revoked: Mutex::new(HashMap::new()),
-            wrong_secrets: tokio::sync::Mutex::new(()),
-        }
+        Sessions { secret, key }
     }
 
     /// Whether sign-in is possible at all.
@@ -88,15 +76,15 @@ impl Sessions {
         mac.verify_slice(&tag).is_ok()
     }
 
-    /// Checks `attempt` against the secret. A wrong one waits its turn in the slow lane
-    /// before it is answered.
-    pub(crate) async fn check_secret(&self, attempt: &str) -> bool {
+    /// Checks `attempt` against the secret in a place of `lane`: a wrong one waits its
+    /// turn before it is answered. `None` when the lane is full (nothing was compared).
+    pub(crate) async fn check_secret(&self, lane: &SlowLane, attempt: &str) -> Option<bool> {
+        let place = lane.enter()?;
         if self.secret.as_ref().is_some_and(|s| s.matches(attempt)) {
-            return true;
+            return Some(true);
         }
-        let _turn = self.wrong_secrets.lock().await;
-        tokio::time::sleep(WRONG_SECRET_DELAY).await;
-        false
+        place.wait().await;
+        Some(false)
     }
 
     /// A new session's cookie value, valid from `now` (unix seconds).
@@ -108,8 +96,26 @@ impl Sessions {
     }
 
     /// The session a request's cookie carries, when it is signed, unexpired and not
-    /// signed out.
-    pub(crate) fn session(&self, headers: &HeaderMap, now: i64) -> Option<Session> {
+    /// signed out (in any process: a revocation that cannot be read counts as one).
+    pub(crate) async fn session(
+        &self,
+        pool: &PgPool,
+        headers: &HeaderMap,
+        now: i64,
+    ) -> Option<Session> {
+        let session = self.signed_session(headers, now)?;
+        match is_revoked(pool, &session).await {
+            Ok(false) => Some(session),
+            Ok(true) => None,
+            Err(err) => {
+                tracing::warn!(event = docket_queue::telemetry::event::HTTP_ERROR, error.message = %err, "cannot read the signed-out sessions; treating the session as signed out");
+                None
+            }
+        }
+    }
+
+    /// The session a cookie carries when it is signed and unexpired (revocations unread).
+    fn signed_session(&self, headers: &HeaderMap, now: i64) -> Option<Session> {
         let value = cookie(headers, SESSION_COOKIE)?;
         let mut parts = value.splitn(3, '.');
         let (expires, nonce, tag) = (parts.next()?, parts.next()?, parts.next()?);
@@ -117,7 +123,7 @@ impl Sessions {
             return None;
         }
         let expires: i64 = expires.parse().ok()?;
-        if expires <= now || self.is_revoked(nonce) {
+        if expires <= now {
             return None;
         }
         Some(Session {
@@ -132,21 +138,41 @@ impl Sessions {
         self.verify(&["csrf", &session.nonce], token)
     }
 
-    /// Ends `session` in this process (the caller also clears the cookie).
-    pub(crate) fn revoke(&self, session: &Session, now: i64) {
-        let mut revoked = self
-            .revoked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        revoked.retain(|_, expires| *expires > now);
-        revoked.insert(session.nonce.clone(), session.expires);
-    }
-
-    fn is_revoked(&self, nonce: &str) -> bool {
-        self.revoked
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .contains_key(nonce)
+    /// Ends `session` for every process (the caller also clears the cookie); with
+    /// `everywhere`, every session issued until now. Revocations past their session's
+    /// expiry are pruned on the way.
+    ///
+    /// # Errors
+    ///
+    /// When the database does not take the revocation.
+    pub(crate) async fn revoke(
+        &self,
+        pool: &PgPool,
+        session: &Session,
+        everywhere: bool,
+    ) -> sqlx::Result<()> {
+        let (nonce, expires) = if everywhere {
+            // Every session issued until now has expired by now + its lifetime.
+            (
+                "*",
+                chrono::Utc::now().timestamp() + SESSION_TTL.as_secs() as i64,
+            )
+        } else {
+            (session.nonce.as_str(), session.expires)
+        };
+        sqlx::query(
+            "insert into docket.revoked_sessions (nonce, expires_at) values ($1, to_timestamp($2)) \
+             on conflict (nonce) do update set revoked_at = now(), \
+               expires_at = greatest(docket.revoked_sessions.expires_at, excluded.expires_at)",
+        )
+        .bind(nonce)
+        .bind(expires as f64)
+        .execute(pool)
+        .await?;
+        sqlx::query("delete from docket.revoked_sessions where expires_at < now()")
+            .execute(pool)
+            .await?;
+        Ok(())
     }
 
     /// The sign-in form's nonce (the browser's, or a new one) and its token.
@@ -162,6 +188,20 @@ impl Sessions {
     pub(crate) fn sign_in_token_ok(&self, headers: &HeaderMap, token: &str) -> bool {
         cookie(headers, SIGN_IN_COOKIE).is_some_and(|nonce| self.verify(&["sign-in", nonce], token))
     }
+}
+
+/// Whether `session` was signed out, by itself or by a "sign out everywhere" after it was
+/// issued.
+async fn is_revoked(pool: &PgPool, session: &Session) -> sqlx::Result<bool> {
+    let issued = session.expires - SESSION_TTL.as_secs() as i64;
+    sqlx::query_scalar(
+        "select exists (select 1 from docket.revoked_sessions \
+           where nonce = $1 or (nonce = '*' and revoked_at >= to_timestamp($2)))",
+    )
+    .bind(&session.nonce)
+    .bind(issued as f64)
+    .fetch_one(pool)
+    .await
 }
 
 fn mac(key: &[u8]) -> HmacSha256 {
@@ -210,32 +250,29 @@ mod tests {
     }
 
     #[test]
-    fn a_session_is_valid_until_it_expires_is_revoked_or_is_tampered_with() {
+    fn a_session_is_valid_until_it_expires_or_is_tampered_with() {
         let sessions = Sessions::new(Secret::new("s3cret"));
         let cookie = sessions.open(1_000).unwrap();
         let headers = with_cookie(SESSION_COOKIE, &cookie);
-        let session = sessions.session(&headers, 1_001).expect("valid");
+        let session = sessions.signed_session(&headers, 1_001).expect("valid");
         assert!(sessions.csrf_ok(&session, &session.csrf));
         assert!(!sessions.csrf_ok(&session, "00"));
         assert!(sessions
-            .session(&headers, 1_000 + SESSION_TTL.as_secs() as i64)
+            .signed_session(&headers, 1_000 + SESSION_TTL.as_secs() as i64)
             .is_none());
 
         let (_, rest) = cookie.split_once('.').unwrap();
         let longer = with_cookie(SESSION_COOKIE, &format!("9999999999.{rest}"));
         assert!(
-            sessions.session(&longer, 1_001).is_none(),
+            sessions.signed_session(&longer, 1_001).is_none(),
             "expiry is signed"
         );
 
         let other = Sessions::new(Secret::new("another"));
         assert!(
-            other.session(&headers, 1_001).is_none(),
+            other.signed_session(&headers, 1_001).is_none(),
             "key from the secret"
         );
-
-        sessions.revoke(&session, 1_002);
-        assert!(sessions.session(&headers, 1_003).is_none());
     }
 
     #[test]

@@ -1,11 +1,17 @@
 //! `GET /api/openapi.json`: the OpenAPI document, generated from the handlers and types
 //! themselves so it cannot drift from them.
 
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
 use axum::extract::State;
-use axum::Json;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use crate::auth::Caller;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -55,8 +61,50 @@ impl Modify for Bearer {
     }
 }
 
-pub(crate) async fn get(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
-    // Built per request: it names what this server knows (templates, schedules).
+/// How long the bearer's document (with this server's template and schedule names) is
+/// reused before the schedules are read again.
+pub(crate) const NAMED_TTL: Duration = Duration::from_secs(10);
+
+/// The document, built once for anyone and at most every [`NAMED_TTL`] for the bearer.
+#[derive(Default)]
+pub(crate) struct OpenApiCache {
+    public: OnceLock<Bytes>,
+    named: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+}
+
+/// Anyone gets the document the code generates, the same for every Docket: it tells
+/// nothing a reader of the source does not know, and a client generator needs no secret to
+/// read it. Built once, never a database query. The bearer also learns this server's
+/// template and schedule names (what `template` and the cron routes' `name` accept); that
+/// document is read at most every [`NAMED_TTL`].
+pub(crate) async fn get(State(state): State<AppState>, caller: Caller) -> Response {
+    let cache = &state.openapi;
+    let body = match caller {
+        Caller::Anonymous => cache
+            .public
+            .get_or_init(|| serialize(&ApiDoc::openapi()))
+            .clone(),
+        Caller::Authorized => {
+            let mut named = cache.named.lock().await;
+            match &*named {
+                Some((at, body)) if at.elapsed() < NAMED_TTL => body.clone(),
+                _ => {
+                    let body = serialize(&named_doc(&state).await);
+                    *named = Some((Instant::now(), body.clone()));
+                    body
+                }
+            }
+        }
+    };
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+fn serialize(doc: &utoipa::openapi::OpenApi) -> Bytes {
+    // A document of plain strings and maps always serializes.
+    Bytes::from(serde_json::to_vec(doc).unwrap_or_default())
+}
+
+async fn named_doc(state: &AppState) -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     if let Some(mailer) = &state.mailer {
         let names = mailer.catalog().list().into_iter().map(|t| t.name);
@@ -70,7 +118,7 @@ pub(crate) async fn get(State(state): State<AppState>) -> Json<utoipa::openapi::
             name_schedules(&mut doc, &names);
         }
     }
-    Json(doc)
+    doc
 }
 
 /// Lists `names` as the `name` path parameter's values of the cron routes.

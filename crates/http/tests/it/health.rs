@@ -213,3 +213,71 @@ async fn a_snapshot_that_cannot_be_taken_in_time_degrades_the_status_but_is_not_
     assert!(body["snapshot_stale_seconds"].as_f64().is_some(), "{body}");
     blocker.rollback().await.unwrap();
 }
+
+/// Wrong bearer tokens wait in the same bounded slow lane as wrong sign-ins: each wrong
+/// guess is answered after a second at the earliest, the line holds a few at most, and the
+/// rest are answered 429 at once without being compared.
+#[tokio::test]
+async fn wrong_bearers_wait_in_a_bounded_slow_lane() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let places = docket_http::auth::WRONG_SECRET_PLACES;
+    let started = Instant::now();
+    let guesses = (0..places + 6).map(|n| {
+        let app = app.clone();
+        async move {
+            let request = Request::get("/ops")
+                .header("authorization", format!("Bearer guess-{n}"))
+                .body(Body::empty())
+                .unwrap();
+            let response = tower::ServiceExt::oneshot(app, request).await.unwrap();
+            (
+                response.status(),
+                response.headers().get("retry-after").cloned(),
+                started.elapsed(),
+            )
+        }
+    });
+    let answers = futures_join_all(guesses).await;
+    let refused: Vec<_> = answers
+        .iter()
+        .filter(|a| a.0 == StatusCode::UNAUTHORIZED)
+        .collect();
+    let busy: Vec<_> = answers
+        .iter()
+        .filter(|a| a.0 == StatusCode::TOO_MANY_REQUESTS)
+        .collect();
+    assert_eq!(refused.len() + busy.len(), answers.len(), "{answers:?}");
+    assert!(refused.len() <= places, "{answers:?}");
+    for (_, _, elapsed) in &refused {
+        assert!(
+            *elapsed >= Duration::from_millis(900),
+            "a wrong guess waits: {answers:?}"
+        );
+        assert!(
+            *elapsed <= Duration::from_millis(places as u64 * 1000 + 900),
+            "the line is bounded: {answers:?}"
+        );
+    }
+    assert!(!busy.is_empty(), "{answers:?}");
+    for (_, retry_after, elapsed) in &busy {
+        assert!(
+            *elapsed < Duration::from_millis(500),
+            "answered at once: {answers:?}"
+        );
+        assert_eq!(retry_after.as_ref().unwrap(), "1");
+    }
+}
+
+async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await.unwrap());
+    }
+    out
+}

@@ -551,3 +551,58 @@ async fn nul_names_and_out_of_range_timestamps_are_4xx_naming_the_field() {
         .unwrap();
     assert_eq!(count, 0);
 }
+
+/// The OpenAPI document: anyone gets the generated one, without this server's schedule
+/// names and without a database query; the bearer gets the names, read at most every few
+/// seconds. Both answer while the schedules table is locked.
+#[tokio::test]
+async fn the_openapi_document_is_cached_and_names_schedules_only_to_the_bearer() {
+    let db = TestDb::new().await;
+    let def = docket_queue::schedule::ScheduleDef {
+        name: "nightly-ledger-export".to_owned(),
+        cron: "0 0 3 * * *".to_owned(),
+        kind: "ledger.export".to_owned(),
+        payload: serde_json::json!({}),
+        queue: "default".to_owned(),
+        priority: 0,
+        max_attempts: 3,
+        timezone: "UTC".to_owned(),
+        catch_up: "latest".to_owned(),
+        overlap: "allow".to_owned(),
+    };
+    docket_queue::schedule::register(&db.pool, &def, None)
+        .await
+        .unwrap();
+    let app = app(&db.pool);
+    let anonymous = || {
+        axum::http::Request::get("/api/openapi.json")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, doc) = call(&app, authed("GET", "/api/openapi.json", None)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc.to_string().contains("nightly-ledger-export"), "{doc}");
+
+    // Anything that reads the schedules now waits (up to the statement timeout, 5 s).
+    let mut lock = db.pool.begin().await.unwrap();
+    sqlx::query("lock table docket.schedules in access exclusive mode")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let (status, doc) = call(&app, anonymous()).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(doc["paths"]["/api/cron"].is_object());
+        assert!(!doc.to_string().contains("nightly-ledger-export"), "{doc}");
+        let (status, doc) = call(&app, authed("GET", "/api/openapi.json", None)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(doc.to_string().contains("nightly-ledger-export"));
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "no request read the locked table: {:?}",
+        started.elapsed()
+    );
+    lock.rollback().await.unwrap();
+}

@@ -85,3 +85,95 @@ async fn metrics_parse_as_prometheus_text_and_depths_match_the_snapshot() {
         "docket_queue_oldest_ready_age_seconds{{queue=\"{queue}\"}}"
     )));
 }
+
+/// An anonymous client sending made-up methods gets its 405 and adds no series: the method
+/// label takes the methods HTTP defines, then `other`.
+#[tokio::test]
+async fn made_up_methods_add_no_series_to_the_metrics() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let tag = &db.name[db.name.len() - 8..];
+    for n in 0..40 {
+        let method = format!("X{}{n}{}", tag.to_ascii_uppercase(), "M".repeat(2000));
+        let request = axum::http::Request::builder()
+            .method(method.as_str())
+            .uri("/api/health")
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let (status, _) = call(&app, request).await;
+        assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let (_, body) = call(&app, authed("GET", "/metrics", None)).await;
+    let text = body.as_str().unwrap();
+    assert!(
+        !text.contains(&tag.to_ascii_uppercase()),
+        "a client's method became a label"
+    );
+    let samples = parse(text);
+    assert!(
+        samples.contains_key(
+            "docket_http_requests_total{method=\"other\",route=\"/api/health\",status=\"405\"}"
+        ),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| l.contains("method=\"")) {
+        let method = line
+            .split("method=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        assert!(
+            [
+                "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT",
+                "other"
+            ]
+            .contains(&method),
+            "{line}"
+        );
+    }
+}
+
+/// A bearer holder enqueueing jobs of ever new kinds and queues adds a bounded number of
+/// series: each label keeps its first values and counts the rest as `other`.
+#[tokio::test]
+async fn enqueue_labels_take_a_bounded_number_of_values() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let tag = &db.name[db.name.len() - 8..];
+    let limit = docket_queue::telemetry::metric::LABEL_VALUES;
+    for n in 0..limit + 20 {
+        let body = format!(r#"{{"kind": "k-{tag}-{n}", "queue": "q-{tag}-{n}"}}"#);
+        let (status, job) = call(&app, authed("POST", "/api/jobs", Some(&body))).await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+    }
+    let (_, body) = call(&app, authed("GET", "/metrics", None)).await;
+    let text = body.as_str().unwrap();
+    let values = |label: &str| {
+        let mut values: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("docket_jobs_enqueued_total{"))
+            .map(|l| {
+                l.split(&format!("{label}=\""))
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        values.sort_unstable();
+        values.dedup();
+        values
+    };
+    for label in ["kind", "queue"] {
+        let values = values(label);
+        assert!(
+            values.len() <= limit + 1,
+            "{label}: {} values",
+            values.len()
+        );
+        assert!(values.contains(&"other"), "{label}: {values:?}");
+    }
+}

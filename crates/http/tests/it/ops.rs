@@ -302,3 +302,66 @@ async fn cron_schedules_are_listed_and_an_unknown_one_is_404() {
     let (status, body) = call(&app, authed("POST", "/api/cron/nightly/pause", None)).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
 }
+
+/// Signing out holds for every `serve` and across restarts: a second router (another
+/// process, or this one restarted) refuses the signed-out cookie and its CSRF token. "Sign
+/// out everywhere" ends the sessions signed in before it, in every process.
+#[tokio::test]
+async fn sign_out_holds_across_processes_and_sign_out_everywhere_ends_every_session() {
+    let db = TestDb::new().await;
+    let first = app(&db.pool);
+    let cookie = sign_in(&first).await;
+    let csrf = csrf_field(&send(&first, page("/ops", &cookie)).await.body);
+    let signed_out = send(
+        &first,
+        form("/ops/logout", &cookie, &format!("csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(signed_out.status, StatusCode::SEE_OTHER);
+
+    let restarted = app(&db.pool);
+    let after = send(&restarted, page("/ops", &cookie)).await;
+    assert_eq!(after.status, StatusCode::SEE_OTHER, "signed out stays out");
+    let resume = send(
+        &restarted,
+        form(
+            "/ops/queues/reports/pause",
+            &cookie,
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(resume.status, StatusCode::FORBIDDEN);
+    assert!(docket_queue::queues::paused(&db.pool)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Two browsers, each on its own process; one signs out everywhere.
+    let (one, two) = (sign_in(&first).await, sign_in(&restarted).await);
+    let page_one = send(&first, page("/ops", &one)).await;
+    assert!(
+        page_one.body.contains("Sign out everywhere"),
+        "{}",
+        page_one.body
+    );
+    let csrf_one = csrf_field(&page_one.body);
+    let everywhere = send(
+        &first,
+        form(
+            "/ops/logout",
+            &one,
+            &format!("csrf={csrf_one}&everywhere=1"),
+        ),
+    )
+    .await;
+    assert_eq!(everywhere.status, StatusCode::SEE_OTHER);
+    for (app, cookie) in [(&first, &one), (&restarted, &two), (&first, &two)] {
+        let answer = send(app, page("/ops", cookie)).await;
+        assert_eq!(
+            answer.status,
+            StatusCode::SEE_OTHER,
+            "every session is over"
+        );
+    }
+}
