@@ -558,19 +558,11 @@ async fn nul_names_and_out_of_range_timestamps_are_4xx_naming_the_field() {
 #[tokio::test]
 async fn the_openapi_document_is_cached_and_names_schedules_only_to_the_bearer() {
     let db = TestDb::new().await;
-    let def = docket_queue::schedule::ScheduleDef {
-        name: "nightly-ledger-export".to_owned(),
-        cron: "0 0 3 * * *".to_owned(),
-        kind: "ledger.export".to_owned(),
-        payload: serde_json::json!({}),
-        queue: "default".to_owned(),
-        priority: 0,
+    let def = docket_queue::cron::Schedule {
         max_attempts: 3,
-        timezone: "UTC".to_owned(),
-        catch_up: "latest".to_owned(),
-        overlap: "allow".to_owned(),
+        ..docket_queue::cron::Schedule::new("nightly-ledger-export", "0 0 3 * * *", "ledger.export")
     };
-    docket_queue::schedule::register(&db.pool, &def, None)
+    docket_queue::cron::register(&db.pool, &def, None)
         .await
         .unwrap();
     let app = app(&db.pool);
