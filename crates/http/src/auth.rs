@@ -10,8 +10,11 @@ use axum::http::request::Parts;
 use subtle::ConstantTimeEq;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+
 use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The fewest characters a secret may have: `serve` refuses a shorter `CRON_SECRET` or
 /// `DOCKET_OPS_SECRET` at start-up. At one guess a second (the slow lane), 16 random
@@ -129,22 +132,23 @@ pub enum Caller {
 /// 401, logged as `health_check.auth_failed` and counted; the token itself is never logged.
 /// When the lane is full, any request with the header is answered 429 at once, uncompared,
 /// and counted.
-impl FromRequestParts<AppState> for Caller {
+impl<S: Send + Sync> FromRequestParts<S> for Caller
+where
+    Gate: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let Some(header) = parts.headers.get(AUTHORIZATION) else {
             return Ok(Caller::Anonymous);
         };
-        let Some(place) = state.slow_lane.enter() else {
+        let gate = Gate::from_ref(state);
+        let Some(place) = gate.slow_lane.enter() else {
             metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
             return Err(ApiError::TooManyAttempts);
         };
         let authorized = match (
-            &state.cron_secret,
+            &gate.secret,
             header.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")),
         ) {
             (Some(secret), Some(token)) => secret.matches(token),
@@ -165,17 +169,26 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// What the bearer check needs of the router's state: the secret and the slow lane.
+#[derive(Clone)]
+pub struct Gate {
+    /// The bearer secret; `None` refuses every guarded request.
+    pub(crate) secret: Option<Secret>,
+    /// The line wrong secrets wait in.
+    pub(crate) slow_lane: Arc<SlowLane>,
+}
+
 /// Only for holders of the secret: anonymous callers are refused too.
 #[derive(Clone, Copy, Debug)]
 pub struct Authorized;
 
-impl FromRequestParts<AppState> for Authorized {
+impl<S: Send + Sync> FromRequestParts<S> for Authorized
+where
+    Gate: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Caller::from_request_parts(parts, state).await? {
             Caller::Authorized => Ok(Authorized),
             Caller::Anonymous => Err(ApiError::Unauthorized),

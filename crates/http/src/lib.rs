@@ -37,6 +37,7 @@ pub mod health;
 pub mod host;
 pub mod observe;
 pub mod ops;
+mod params;
 mod routes;
 mod server;
 pub mod state;

@@ -7,10 +7,14 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 
-use crate::auth::{Secret, SlowLane};
+use axum::body::Bytes;
+use axum::extract::FromRef;
+use std::time::Instant;
+
+use crate::auth::{Gate, Secret, SlowLane};
 use crate::health::{HealthConfig, HealthMonitor};
 use crate::host::HostConfig;
-use crate::ops::OpsState;
+use crate::ops::state::OpsState;
 
 /// How long one job-admin statement may run. A filter no index serves (a kind with no
 /// match over millions of rows) gives up here instead of holding a connection.
@@ -39,7 +43,7 @@ pub struct AppState {
     /// The line wrong secrets wait in, bearer tokens and sign-ins alike.
     pub(crate) slow_lane: Arc<SlowLane>,
     /// The OpenAPI document, cached.
-    pub(crate) openapi: Arc<crate::routes::openapi::OpenApiCache>,
+    pub(crate) openapi: Arc<OpenApiCache>,
 }
 
 impl AppState {
@@ -92,4 +96,21 @@ impl AppState {
         self.mailer = Some(mailer);
         self
     }
+}
+
+impl FromRef<AppState> for Gate {
+    fn from_ref(state: &AppState) -> Gate {
+        Gate {
+            secret: state.cron_secret.clone(),
+            slow_lane: state.slow_lane.clone(),
+        }
+    }
+}
+
+/// The OpenAPI document, serialized: the public one built once, the bearer's (with this
+/// server's names) with when it was read.
+#[derive(Default)]
+pub(crate) struct OpenApiCache {
+    pub(crate) public: std::sync::OnceLock<Bytes>,
+    pub(crate) named: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
 }

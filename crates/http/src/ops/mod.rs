@@ -4,11 +4,15 @@
 //!
 //! - `session`: sign-in, the signed session cookie, CSRF tokens, the wrong-secret delay.
 //! - `page`: what the page shows, shaped for the templates.
+//! - `state`: the page's own state (sessions, chart, templates), held by the router's.
 //! - `throughput`: the last hour's chart, kept in memory.
 
 mod page;
 mod session;
+pub(crate) mod state;
 mod throughput;
+
+pub use state::OpsState;
 
 use std::collections::HashMap;
 
@@ -19,83 +23,22 @@ use axum::http::header::{
 };
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Form, Router};
 use chrono::Utc;
-use minijinja::Environment;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::{Caller, Secret};
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::state::AppState;
-use session::{Session, Sessions, SESSION_COOKIE, SESSION_TTL, SIGN_IN_COOKIE};
-use throughput::Throughput;
+use session::{Session, SESSION_COOKIE, SESSION_TTL, SIGN_IN_COOKIE};
 
 /// The page's strict policy: nothing but our own stylesheet; forms post only to us; no
 /// framing.
 const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
                    frame-ancestors 'none'; base-uri 'none'";
-
-/// The operations page's own state, shared by every request.
-pub struct OpsState {
-    sessions: Sessions,
-    throughput: Throughput,
-    templates: Environment<'static>,
-}
-
-impl OpsState {
-    /// Sign-in with `secret` (`None`: sign-in is off).
-    pub fn new(secret: Option<Secret>) -> OpsState {
-        let mut templates = Environment::new();
-        for (name, source) in [
-            ("layout.html", include_str!("templates/layout.html")),
-            ("login.html", include_str!("templates/login.html")),
-            ("index.html", include_str!("templates/index.html")),
-            ("job.html", include_str!("templates/job.html")),
-            ("message.html", include_str!("templates/message.html")),
-        ] {
-            // Compiled in and covered by the tests: a template that does not parse is a
-            // build defect, never a runtime condition.
-            templates
-                .add_template(name, source)
-                .unwrap_or_else(|err| panic!("ops template {name}: {err:#}"));
-        }
-        OpsState {
-            sessions: Sessions::new(secret),
-            throughput: Throughput::default(),
-            templates,
-        }
-    }
-
-    fn render(&self, name: &str, context: serde_json::Value) -> Response {
-        match self
-            .templates
-            .get_template(name)
-            .and_then(|t| t.render(context))
-        {
-            Ok(html) => Html(html).into_response(),
-            Err(err) => {
-                tracing::error!(event = docket_queue::telemetry::event::HTTP_ERROR, template = name, error.message = %format!("{err:#}"), "ops page failed to render");
-                (
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "the page failed to render",
-                )
-                    .into_response()
-            }
-        }
-    }
-
-    fn message(&self, status: StatusCode, heading: &str, message: &str, back: &str) -> Response {
-        let mut response = self.render(
-            "message.html",
-            json!({"heading": heading, "message": message, "back": back}),
-        );
-        *response.status_mut() = status;
-        response
-    }
-}
 
 /// The page's routes, each answered with the security headers.
 pub(crate) fn router() -> Router<AppState> {
@@ -417,7 +360,7 @@ async fn job(
     let Some(viewer) = viewer(&state, caller, &headers).await else {
         return Redirect::to("/ops/login").into_response();
     };
-    let job = match crate::routes::jobs::parse_id(&id) {
+    let job = match crate::params::parse_id(&id) {
         Ok(id) => docket_queue::admin::show(&state.pool, id)
             .await
             .map_err(ApiError::from),
@@ -463,7 +406,7 @@ async fn job_action(
         Some("job") => format!("/ops/jobs/{id}"),
         _ => "/ops".to_owned(),
     };
-    let result = match crate::routes::jobs::parse_id(&id) {
+    let result = match crate::params::parse_id(&id) {
         Err(err) => Err(err),
         Ok(id) => {
             let pool = &state.pool;

@@ -44,11 +44,6 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     }
 }
 
-pub(crate) fn parse_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::BadRequest(format!("{raw:?} is not a job id (a UUID)")))
-}
-
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
@@ -134,7 +129,9 @@ pub(crate) async fn show(
     _: Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(admin::show(&state.pool, parse_id(&id)?).await?))
+    Ok(Json(
+        admin::show(&state.pool, crate::params::parse_id(&id)?).await?,
+    ))
 }
 
 /// `POST /api/jobs` body: the options of the Rust API.
@@ -253,7 +250,9 @@ pub(crate) async fn replay(
     _: Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(admin::replay(&state.pool, parse_id(&id)?).await?))
+    Ok(Json(
+        admin::replay(&state.pool, crate::params::parse_id(&id)?).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/jobs/{id}/cancel", params(("id" = uuid::Uuid, Path, description = "The job's id")), security(("bearer" = [])),
@@ -263,7 +262,9 @@ pub(crate) async fn cancel(
     _: Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(admin::cancel(&state.pool, parse_id(&id)?).await?))
+    Ok(Json(
+        admin::cancel(&state.pool, crate::params::parse_id(&id)?).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/jobs/{id}/discard", params(("id" = uuid::Uuid, Path, description = "The job's id")), security(("bearer" = [])),
@@ -273,7 +274,9 @@ pub(crate) async fn discard(
     _: Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
-    Ok(Json(admin::discard(&state.pool, parse_id(&id)?).await?))
+    Ok(Json(
+        admin::discard(&state.pool, crate::params::parse_id(&id)?).await?,
+    ))
 }
 
 /// `POST /api/jobs/replay-dead-letters` body: every field narrows the set.

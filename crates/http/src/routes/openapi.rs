@@ -1,7 +1,6 @@
 //! `GET /api/openapi.json`: the OpenAPI document, generated from the handlers and types
 //! themselves so it cannot drift from them.
 
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
@@ -64,13 +63,6 @@ impl Modify for Bearer {
 /// How long the bearer's document (with this server's template and schedule names) is
 /// reused before the schedules are read again.
 pub(crate) const NAMED_TTL: Duration = Duration::from_secs(10);
-
-/// The document, built once for anyone and at most every [`NAMED_TTL`] for the bearer.
-#[derive(Default)]
-pub(crate) struct OpenApiCache {
-    public: OnceLock<Bytes>,
-    named: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
-}
 
 /// Anyone gets the document the code generates, the same for every Docket: it tells
 /// nothing a reader of the source does not know, and a client generator needs no secret to
