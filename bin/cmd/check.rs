@@ -24,7 +24,7 @@ const MIGRATIONS_ADVICE: &str =
     "run `docket migrate` (workers and `serve` refuse to start on a schema they do not know).";
 
 pub(crate) async fn run(config: &Config, output: OutputArgs) -> anyhow::Result<ExitCode> {
-    let probes = docket_http::health::probes(&config.check);
+    let probes = docket_http::health::probes(&config.check, Some(&config.mail.mode));
     let unreachable = |detail: String| {
         Finding::new(
             "database",

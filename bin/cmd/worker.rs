@@ -33,6 +33,12 @@ pub(crate) async fn work_pool(
 /// The mailer: settings checked, the whole template catalog parsed, so a broken template or
 /// mail setting stops start-up here, before anything listens or claims.
 pub(crate) fn mailer(pool: &PgPool, mail: &MailConfig) -> anyhow::Result<Arc<Mailer>> {
+    if mail.mode == docket_mail::config::Mode::Stub {
+        tracing::warn!(
+            event = docket_queue::telemetry::event::MAIL_STUB,
+            "stub mode: no email is sent (set DOCKET_SMTP_URL to send through a relay)"
+        );
+    }
     Ok(Arc::new(
         Mailer::new(pool.clone(), mail.clone()).map_err(anyhow::Error::msg)?,
     ))

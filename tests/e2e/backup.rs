@@ -95,10 +95,10 @@ async fn a_dump_of_the_docket_schema_restores_into_an_empty_database_that_checks
         migrations["verdict"], "ok",
         "every migration is there after the restore: {report}"
     );
-    // Every check is ok but `workers`: no worker runs on the restored copy yet, while its
-    // jobs wait (a warning, exit 1).
+    // Every check is ok but `workers` (no worker runs on the restored copy yet, while its
+    // jobs wait) and `mail` (this check runs in stub mode): warnings, exit 1.
     for check in parsed["checks"].as_array().unwrap() {
-        if check["name"] != "workers" {
+        if check["name"] != "workers" && check["name"] != "mail" {
             assert_eq!(check["verdict"], "ok", "after the restore: {report}");
         }
     }

@@ -150,16 +150,50 @@ async fn serve_answers_health_runs_jobs_from_the_api_and_stops_on_sigterm() {
     );
 }
 
+/// `docket check --json` as a process that sends mail through a relay (stub mode is a
+/// warning of its own, tested below).
 fn check(env: &[(&str, &str)]) -> (i32, Value) {
     let out = Command::new(env!("CARGO_BIN_EXE_docket"))
         .args(["check", "--json"])
         .env("DOCKET_CHECK_DISK_MIN_FREE_PERCENT", "0")
         .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_SMTP_URL", "smtp://127.0.0.1:2525")
+        .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
         .envs(env.iter().copied())
         .output()
         .unwrap();
     let report = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
     (out.status.code().unwrap(), report)
+}
+
+/// A process in stub mode sends nothing: `docket check` says so (a warning, exit 1) in the
+/// words the health document and `/ops` use, instead of `ok`.
+#[tokio::test]
+async fn check_says_out_loud_that_stub_mode_sends_nothing() {
+    let db = TestDb::new().await;
+    let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .args(["check", "--json"])
+        .env("DOCKET_CHECK_DISK_MIN_FREE_PERCENT", "0")
+        .env("DOCKET_LOG_FORMAT", "json")
+        .env("DATABASE_URL", &db.url)
+        .env_remove("DOCKET_SMTP_URL")
+        .output()
+        .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mail = report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == "mail"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&mail["verdict"], &mail["detail"]),
+        (
+            &serde_json::json!("warn"),
+            &serde_json::json!("stub, nothing is sent")
+        ),
+        "{report}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{report}");
 }
 
 #[tokio::test]

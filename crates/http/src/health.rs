@@ -18,14 +18,17 @@ use sqlx::PgPool;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
+use docket_mail::health::RelayProbe;
+
 use crate::host::{self, HostConfig};
 use crate::observe;
 
-/// The contributed checks every surface shows after the queue's own: the mail relay's, then
-/// the host's (disk, backups). `docket check`, the health document and `/ops` all run
-/// these.
-pub fn probes(host: &HostConfig) -> Vec<Arc<dyn Probe>> {
-    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(docket_mail::health::RelayProbe)];
+/// The contributed checks every surface shows after the queue's own: the mail relay's (for
+/// mail sent in `mail`'s mode, when this process knows it), then the host's (disk, backups).
+/// `docket check`, the health document and `/ops` all run these.
+pub fn probes(host: &HostConfig, mail: Option<&docket_mail::config::Mode>) -> Vec<Arc<dyn Probe>> {
+    let relay = mail.map_or_else(RelayProbe::default, RelayProbe::new);
+    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(relay)];
     probes.extend(host::probes(host));
     probes
 }

@@ -59,7 +59,7 @@ impl AppState {
         let monitor = HealthMonitor::new(
             &pool,
             health,
-            vec![Arc::new(docket_mail::health::RelayProbe)],
+            vec![Arc::new(docket_mail::health::RelayProbe::default())],
         );
         let timeout_ms = ADMIN_STATEMENT_TIMEOUT.as_millis().to_string();
         let options: PgConnectOptions = (*pool.connect_options())
@@ -86,12 +86,14 @@ impl AppState {
     /// is `None`, the cron secret) and showing `host`'s checks.
     pub fn with_ops(mut self, ops_secret: Option<Secret>, host: HostConfig) -> AppState {
         let secret = ops_secret.or_else(|| self.cron_secret.clone());
-        self.health = Arc::new(self.health.with_probes(crate::health::probes(&host)));
+        let mode = self.mailer.as_ref().map(|mailer| &mailer.config().mode);
+        self.health = Arc::new(self.health.with_probes(crate::health::probes(&host, mode)));
         self.ops = Arc::new(OpsState::new(secret));
         self
     }
 
-    /// The same state, creating campaigns with `mailer`'s catalog and sender.
+    /// The same state, creating campaigns with `mailer`'s catalog and sender. Call it before
+    /// [`AppState::with_ops`], whose health checks say how this mailer sends.
     pub fn with_mailer(mut self, mailer: Arc<docket_mail::Mailer>) -> AppState {
         self.mailer = Some(mailer);
         self

@@ -29,9 +29,14 @@ pub async fn relay_fault(exec: impl PgExecutor<'_>) -> crate::Result<Option<Rela
 
 const ADVICE: &str = "the relay refuses our settings: check DOCKET_SMTP_URL's user, password and TLS mode, then send a test with `docket mail render`.";
 
-/// The `mail` check: `degraded` while the relay refuses our settings and no message has
-/// gone through since.
-pub fn describe(fault: Option<&RelayFault>) -> Finding {
+const STUB_ADVICE: &str = "stub mode: every email is rendered and recorded as suppressed (reason stub), none is sent; set DOCKET_SMTP_URL to send through a relay.";
+
+/// The `mail` check: `warn` in stub mode (nothing is sent), `degraded` while the relay
+/// refuses our settings and no message has gone through since.
+pub fn describe(stub: bool, fault: Option<&RelayFault>) -> Finding {
+    if stub {
+        return Finding::new("mail", Verdict::Warn, "stub, nothing is sent", STUB_ADVICE);
+    }
     match fault {
         None => Finding::new(
             "mail",
@@ -52,9 +57,20 @@ pub fn describe(fault: Option<&RelayFault>) -> Finding {
     }
 }
 
-/// The probe of the `mail` check.
+/// The probe of the `mail` check, for a process whose mail goes out as `mode` says.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct RelayProbe;
+pub struct RelayProbe {
+    stub: bool,
+}
+
+impl RelayProbe {
+    /// The probe for mail sent in `mode`.
+    pub fn new(mode: &crate::config::Mode) -> RelayProbe {
+        RelayProbe {
+            stub: *mode == crate::config::Mode::Stub,
+        }
+    }
+}
 
 impl Probe for RelayProbe {
     fn name(&self) -> &'static str {
@@ -67,7 +83,7 @@ impl Probe for RelayProbe {
                 return Finding::unknown("mail", "the database does not answer");
             };
             match relay_fault(pool).await {
-                Ok(fault) => describe(fault.as_ref()),
+                Ok(fault) => describe(self.stub, fault.as_ref()),
                 Err(err) => {
                     Finding::unknown("mail", format!("cannot read the relay's status: {err}"))
                 }
@@ -86,10 +102,18 @@ mod tests {
             at: Utc::now(),
             error: "535 5.7.8 authentication credentials invalid".into(),
         };
-        let finding = describe(Some(&fault));
+        let finding = describe(false, Some(&fault));
         assert_eq!(finding.verdict, Verdict::Degraded);
         assert!(finding.detail.contains("535 5.7.8"), "{finding:?}");
         assert!(finding.advice.is_some());
-        assert_eq!(describe(None).verdict, Verdict::Ok);
+        assert_eq!(describe(false, None).verdict, Verdict::Ok);
+    }
+
+    /// Stub mode sends nothing: the check says so, whatever else it saw.
+    #[test]
+    fn stub_mode_is_a_warning_that_nothing_is_sent() {
+        let finding = describe(true, None);
+        assert_eq!(finding.verdict, Verdict::Warn);
+        assert_eq!(finding.detail, "stub, nothing is sent");
     }
 }

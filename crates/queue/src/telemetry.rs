@@ -88,6 +88,8 @@ pub mod event {
     pub const MAIL_CONFIG_FAULT: &str = "mail.config_fault";
     /// A job was made to notify the admin address (campaign finished, dead letters).
     pub const MAIL_NOTIFIED: &str = "mail.notified";
+    /// A process that runs the mail kinds started in stub mode: nothing it handles is sent.
+    pub const MAIL_STUB: &str = "mail.stub";
 
     /// A queue was paused: this worker claims none of its jobs until it is resumed.
     pub const QUEUE_PAUSED: &str = "worker.queue_paused";
@@ -176,6 +178,7 @@ pub mod event {
         CAMPAIGN_PAUSED,
         MAIL_CONFIG_FAULT,
         MAIL_NOTIFIED,
+        MAIL_STUB,
         QUEUE_PAUSED,
         QUEUE_RESUMED,
     ];

@@ -26,6 +26,8 @@ const SUPPRESSIONS_SHOWN: u32 = 15;
 pub(crate) struct Overview {
     status: &'static str,
     status_icon: &'static str,
+    /// Checks at `warn`: they degrade nothing, but the header must not read a bare `ok`.
+    warnings: usize,
     generated_at: String,
     refresh_seconds: u32,
     checks: Vec<CheckLine>,
@@ -273,6 +275,11 @@ pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
     Overview {
         status,
         status_icon,
+        warnings: report
+            .findings
+            .iter()
+            .filter(|f| f.verdict == Verdict::Warn)
+            .count(),
         generated_at: now.format("%Y-%m-%d %H:%M:%S").to_string(),
         refresh_seconds: REFRESH_SECONDS,
         checks: check_lines(&report),

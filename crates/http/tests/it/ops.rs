@@ -249,6 +249,38 @@ async fn the_page_shows_a_dead_letter_and_the_bearer_can_read_it_too() {
     assert!(html.as_str().unwrap().contains("Discard"));
 }
 
+/// One verdict and one set of words per condition: the page's checks are the health
+/// document's findings, and a warning shows in the header instead of a bare `ok`.
+#[tokio::test]
+async fn the_page_says_what_the_health_document_says_and_counts_warnings_in_its_header() {
+    let db = TestDb::new().await;
+    insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::DeadLetter),
+            ..Default::default()
+        },
+    )
+    .await;
+    let app = app(&db.pool);
+    let (_, document) = call(&app, authed("GET", "/api/health", None)).await;
+    assert_eq!(document["status"], "ok", "{document}");
+    let dead_letter = document["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["name"] == "dead_letter"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(dead_letter["verdict"], "warn", "{document}");
+    let (_, html) = call(&app, authed("GET", "/ops", None)).await;
+    let html = html.as_str().unwrap();
+    let escaped = |s: &str| s.replace('\'', "&#x27;").replace('"', "&quot;");
+    for words in [&dead_letter["detail"], &dead_letter["advice"]] {
+        let words = escaped(words.as_str().unwrap());
+        assert!(html.contains(&words), "the page lacks {words:?}");
+    }
+    assert!(html.contains("1 warning<"), "the header counts the warning");
+}
+
 #[tokio::test]
 async fn discard_cancels_a_dead_letter_and_refuses_anything_else() {
     let db = TestDb::new().await;
