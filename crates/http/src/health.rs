@@ -22,12 +22,19 @@ use crate::host::{self, HostConfig};
 use crate::observe;
 
 /// The contributed checks every surface shows after the queue's own: the mail relay's, then
-/// the host's (disk, backups). `docket check`, the health document and `/ops` all run
-/// these.
+/// the host's (disk, backups, restore checks, services). `docket check`, the health
+/// document and `/ops` all run these.
 pub fn probes(host: &HostConfig) -> Vec<Arc<dyn Probe>> {
-    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(docket_mail::health::RelayProbe)];
+    let mut probes = database_probes();
     probes.extend(host::probes(host));
     probes
+}
+
+/// The contributed checks that judge what a database holds, not the host it runs on (the
+/// mail relay's recorded fault): with the queue's own, what `docket restore-check` runs on
+/// a restored copy.
+pub fn database_probes() -> Vec<Arc<dyn Probe>> {
+    vec![Arc::new(docket_mail::health::RelayProbe)]
 }
 
 type Cached<T> = std::sync::Mutex<Option<(Instant, T)>>;
