@@ -249,9 +249,17 @@ async fn a_corrupted_or_truncated_backup_records_a_failed_check_and_leaves_no_sc
     let corrupted = dir.join("corrupted.dump");
     std::fs::write(&corrupted, &garbage).unwrap();
 
+    // A dump that restores but holds less than its manifest says it should.
+    let manifest_path = good.with_extension("json");
+    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    manifest["tables"]["docket.jobs"] = 21.into();
+    manifest["jobs"]["completed"] = 8.into();
+    std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+
     for (file, reason) in [
-        (&truncated, "pg_restore failed"),
-        (&corrupted, "pg_restore cannot read the backup"),
+        (&truncated, "pg_restore cannot read the backup: pg_restore: error: could not read from input file: end of file"),
+        (&corrupted, "pg_restore cannot read the backup: pg_restore: error: input file does not appear to be a valid archive"),
+        (&good, "docket.jobs: 21 rows in the backup, 20 restored; completed jobs: 8 in the backup, 7 restored"),
     ] {
         let output = docket(&db, &dir, &["restore-check", file.to_str().unwrap()]);
         assert_eq!(output.status.code(), Some(1), "{}", text(&output));
@@ -281,18 +289,19 @@ async fn a_corrupted_or_truncated_backup_records_a_failed_check_and_leaves_no_sc
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Waits until a `pg_dump` of `db` waits for a lock.
-async fn pg_dump_waits(db: &TestDb) {
+/// Waits until `n` sessions of `pg_dump` on `db` wait for a lock (the session of a
+/// pg_dump that was killed waits on until it gets the lock).
+async fn pg_dumps_wait(db: &TestDb, n: i64) {
     eventually(Duration::from_secs(20), "pg_dump waits for the lock", || async {
-        let waiting: bool = sqlx::query_scalar(
-            "select exists (select from pg_stat_activity
-              where datname = $1 and application_name = 'pg_dump' and wait_event_type = 'Lock')",
+        let waiting: i64 = sqlx::query_scalar(
+            "select count(*) from pg_stat_activity
+              where datname = $1 and application_name = 'pg_dump' and wait_event_type = 'Lock'",
         )
         .bind(&db.name)
         .fetch_one(&db.pool)
         .await
         .unwrap();
-        waiting
+        waiting == n
     })
     .await;
 }
@@ -326,7 +335,7 @@ async fn an_interrupted_dump_never_becomes_the_newest_backup() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    pg_dump_waits(&db).await;
+    pg_dumps_wait(&db, 1).await;
     assert_eq!(partials(&dir).len(), 1, "the dump is being written");
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -345,7 +354,8 @@ async fn an_interrupted_dump_never_becomes_the_newest_backup() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    pg_dump_waits(&db).await;
+    pg_dumps_wait(&db, 2).await;
+    assert_eq!(partials(&dir).len(), 1, "the dump is being written");
     child.kill().unwrap();
     child.wait().unwrap();
     lock.rollback().await.unwrap();
