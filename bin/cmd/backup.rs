@@ -17,7 +17,7 @@ use chrono::Utc;
 use docket_http::backup::{self as layout, human_size, Backup, Manifest};
 use docket_queue::backup::Scope;
 use docket_queue::telemetry::event;
-use sqlx::Executor;
+use sqlx::{ConnectOptions, Executor};
 
 use crate::cli::BackupArgs;
 use crate::config::Config;
@@ -123,6 +123,8 @@ async fn backup(config: &Config, args: &BackupArgs) -> anyhow::Result<Option<Man
     let pg_dump = pg_tool("pg_dump")?;
     let url = config.require_database()?;
     let pool = crate::cmd::connect(url).await?;
+    // Counting a big table takes seconds by design: no slow-statement warnings for it.
+    pool.set_connect_options(url.options().disable_statement_logging());
     let scope = if args.all { Scope::All } else { Scope::Docket };
 
     // One snapshot for the dump and the manifest's counts: they are the dump's exactly.

@@ -18,7 +18,7 @@ use docket_queue::health::{Finding, Verdict};
 use docket_queue::telemetry::event;
 use serde::Serialize;
 use sqlx::postgres::PgPoolOptions;
-use sqlx::{Connection, Executor, PgPool};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool};
 
 use super::backup::{interrupted, pg_tool, tail};
 use crate::cli::RestoreCheckArgs;
@@ -137,6 +137,9 @@ pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Resu
     let pg_restore = pg_tool("pg_restore")?;
     let url = config.require_database()?;
     let live = crate::cmd::connect(url).await?;
+    // Creating and dropping a database, counting a big table: slow by design, not worth a
+    // warning each.
+    live.set_connect_options(url.options().disable_statement_logging());
 
     let scratch = scratch_name();
     let started = Instant::now();
@@ -150,7 +153,7 @@ pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Resu
         );
     }
     let scratch_url = url.for_client(Some(&scratch))?;
-    let scratch_options = url.options().database(&scratch);
+    let scratch_options = url.options().database(&scratch).disable_statement_logging();
     let checked = tokio::select! {
         found = check(config, &pg_restore, &file, manifest.as_ref(), &scratch_url, scratch_options) => Some(found),
         () = interrupted() => None,
