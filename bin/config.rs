@@ -433,9 +433,11 @@ impl DatabaseUrl {
         ];
         let mut url = url::Url::parse(&self.raw)
             .with_context(|| format!("{} is not a valid URL", settings::DATABASE_URL))?;
-        let mut password = url
-            .password()
-            .map(|p| percent_encoding::percent_decode_str(p).decode_utf8_lossy().into_owned());
+        let mut password = url.password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
         let mut pairs = Vec::new();
         for (key, value) in url.query_pairs() {
             match key.as_ref() {

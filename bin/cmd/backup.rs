@@ -115,8 +115,8 @@ pub(crate) async fn run(config: &Config, args: BackupArgs) -> anyhow::Result<Exi
 /// Takes the backup; `None` when a signal interrupted it.
 async fn backup(config: &Config, args: &BackupArgs) -> anyhow::Result<Option<Manifest>> {
     let dir = backup_dir(config)?;
-    let metadata = std::fs::metadata(dir)
-        .with_context(|| format!("backup directory {}", dir.display()))?;
+    let metadata =
+        std::fs::metadata(dir).with_context(|| format!("backup directory {}", dir.display()))?;
     if !metadata.is_dir() {
         bail!("backup directory {} is not a directory", dir.display());
     }
@@ -218,7 +218,11 @@ async fn backup(config: &Config, args: &BackupArgs) -> anyhow::Result<Option<Man
     snapshot.rollback().await.ok();
     pool.close().await;
     if !output.status.success() {
-        bail!("pg_dump failed ({}): {}", output.status, tail(&output.stderr));
+        bail!(
+            "pg_dump failed ({}): {}",
+            output.status,
+            tail(&output.stderr)
+        );
     }
     let duration = started.elapsed();
     let size = std::fs::metadata(&partial.0)?.len();

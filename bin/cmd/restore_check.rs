@@ -30,7 +30,10 @@ const SCRATCH_PREFIX: &str = "docket_restore_check_";
 /// Whether `name` is a scratch database's: the only kind this command creates or drops.
 fn is_scratch(name: &str) -> bool {
     name.strip_prefix(SCRATCH_PREFIX).is_some_and(|id| {
-        id.len() == 32 && id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        id.len() == 32
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -61,9 +64,10 @@ fn docket_entries(toc: &str) -> String {
         let Some((_, rest)) = line.split_once("; ") else {
             continue;
         };
-        let mut words = rest.split(' ').skip(2).skip_while(|w| {
-            !w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase())
-        });
+        let mut words = rest
+            .split(' ')
+            .skip(2)
+            .skip_while(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_uppercase()));
         let keep = match (words.next(), words.next()) {
             (Some("docket"), Some(_)) => true,
             (Some("-"), Some("docket")) => rest.split(' ').nth(2) == Some("SCHEMA"),
@@ -204,8 +208,12 @@ pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Resu
 
     let ok = outcome.check.failure.is_none();
     match &outcome.check.failure {
-        None => tracing::info!(event = event::RESTORE_CHECKED, file = %file.display(), ok, tables = outcome.check.tables, jobs = outcome.check.jobs, duration_ms = outcome.check.duration_ms, "restore check passed"),
-        Some(failure) => tracing::warn!(event = event::RESTORE_CHECKED, file = %file.display(), ok, failure = %failure, duration_ms = outcome.check.duration_ms, "restore check failed"),
+        None => {
+            tracing::info!(event = event::RESTORE_CHECKED, file = %file.display(), ok, tables = outcome.check.tables, jobs = outcome.check.jobs, duration_ms = outcome.check.duration_ms, "restore check passed")
+        }
+        Some(failure) => {
+            tracing::warn!(event = event::RESTORE_CHECKED, file = %file.display(), ok, failure = %failure, duration_ms = outcome.check.duration_ms, "restore check failed")
+        }
     }
     if args.output.json {
         crate::cmd::print_json(&outcome)?;
@@ -227,7 +235,11 @@ pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Resu
             );
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 /// Restores and checks; every failure is a finding of the check, not an error of the
@@ -294,7 +306,8 @@ async fn restore(
                 "docket-restore-list-{}",
                 uuid::Uuid::now_v7().simple()
             ));
-            std::fs::write(&path, entries).map_err(|err| format!("writing {}: {err}", path.display()))?;
+            std::fs::write(&path, entries)
+                .map_err(|err| format!("writing {}: {err}", path.display()))?;
             Some(path)
         }
         _ => None,
@@ -407,7 +420,10 @@ mod tests {
             .connect_lazy("postgres://nobody@127.0.0.1:1/none")
             .unwrap();
         let err = drop_scratch(&pool, "app").await.unwrap_err();
-        assert!(err.to_string().contains("refusing to drop \"app\""), "{err}");
+        assert!(
+            err.to_string().contains("refusing to drop \"app\""),
+            "{err}"
+        );
     }
 
     #[test]
@@ -429,7 +445,8 @@ mod tests {
 3215; 2606 17727 CONSTRAINT public _sqlx_migrations _sqlx_migrations_pkey postgres
 3216; 2606 17728 CONSTRAINT public docket docket_pkey postgres
 ";
-        let kept: Vec<&str> = docket_entries(toc)
+        let entries = docket_entries(toc);
+        let kept: Vec<&str> = entries
             .lines()
             .map(|l| l.split(';').next().unwrap())
             .collect();

@@ -139,14 +139,22 @@ async fn a_backup_with_jobs_in_every_state_restores_with_the_same_counts_and_rec
     assert!(output.status.success(), "{}", text(&output));
     let manifest = json(&output);
     let file = manifest["file"].as_str().unwrap().to_owned();
-    assert_eq!(dumps(&dir), [file.clone()]);
+    assert_eq!(dumps(&dir), std::slice::from_ref(&file));
     assert_eq!(
         manifest["jobs"],
         serde_json::json!({"pending": 5, "retrying": 3, "processing": 2, "completed": 7, "dead_letter": 2, "cancelled": 1})
     );
     assert_eq!(manifest["tables"]["docket.jobs"], 20);
-    assert!(manifest["tables"]["public._sqlx_migrations"].as_i64().unwrap() > 20);
-    assert!(manifest["tables"].get("public.app_orders").is_none(), "{manifest}");
+    assert!(
+        manifest["tables"]["public._sqlx_migrations"]
+            .as_i64()
+            .unwrap()
+            > 20
+    );
+    assert!(
+        manifest["tables"].get("public.app_orders").is_none(),
+        "{manifest}"
+    );
     let size = std::fs::metadata(dir.join(&file)).unwrap().len();
     assert_eq!(manifest["size_bytes"], size);
     let on_disk: Value =
@@ -169,15 +177,23 @@ async fn a_backup_with_jobs_in_every_state_restores_with_the_same_counts_and_rec
     assert!(result["backup_file"].as_str().unwrap().ends_with(&file));
     let scratch = result["scratch_database"].as_str().unwrap().to_owned();
     assert!(scratch.starts_with("docket_restore_check_"));
-    let copy = PgPool::connect(&db.url.replacen(&format!("/{}", db.name), &format!("/{scratch}"), 1))
-        .await
-        .unwrap();
+    let copy = PgPool::connect(&db.url.replacen(
+        &format!("/{}", db.name),
+        &format!("/{scratch}"),
+        1,
+    ))
+    .await
+    .unwrap();
     assert_eq!(jobs(&copy).await, before, "every job is back, in its state");
-    let app_table: Option<String> = sqlx::query_scalar("select to_regclass('public.app_orders')::text")
-        .fetch_one(&copy)
-        .await
-        .unwrap();
-    assert_eq!(app_table, None, "the application's table is not Docket's to restore");
+    let app_table: Option<String> =
+        sqlx::query_scalar("select to_regclass('public.app_orders')::text")
+            .fetch_one(&copy)
+            .await
+            .unwrap();
+    assert_eq!(
+        app_table, None,
+        "the application's table is not Docket's to restore"
+    );
     copy.close().await;
     db.pool
         .execute(format!(r#"drop database "{scratch}" with (force)"#).as_str())
@@ -217,16 +233,18 @@ async fn a_backup_with_jobs_in_every_state_restores_with_the_same_counts_and_rec
     let backup = check_finding(&db, &dir, "backup");
     assert_eq!(backup["verdict"], "ok", "{backup}");
     assert!(
-        backup["detail"].as_str().unwrap().contains(&format!("({file}, 20 jobs)")),
+        backup["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("({file}, 20 jobs)")),
         "{backup}"
     );
     let restore = check_finding(&db, &dir, "restore_check");
     assert_eq!(restore["verdict"], "ok", "{restore}");
     assert!(
-        restore["detail"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("by drill-owner: {tables} tables, 20 jobs restored from {file}")),
+        restore["detail"].as_str().unwrap().contains(&format!(
+            "by drill-owner: {tables} tables, 20 jobs restored from {file}"
+        )),
         "{restore}"
     );
     std::fs::remove_dir_all(&dir).ok();
@@ -251,7 +269,8 @@ async fn a_corrupted_or_truncated_backup_records_a_failed_check_and_leaves_no_sc
 
     // A dump that restores but holds less than its manifest says it should.
     let manifest_path = good.with_extension("json");
-    let mut manifest: Value = serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
+    let mut manifest: Value =
+        serde_json::from_slice(&std::fs::read(&manifest_path).unwrap()).unwrap();
     manifest["tables"]["docket.jobs"] = 21.into();
     manifest["jobs"]["completed"] = 8.into();
     std::fs::write(&manifest_path, serde_json::to_vec(&manifest).unwrap()).unwrap();
@@ -292,17 +311,21 @@ async fn a_corrupted_or_truncated_backup_records_a_failed_check_and_leaves_no_sc
 /// Waits until `n` sessions of `pg_dump` on `db` wait for a lock (the session of a
 /// pg_dump that was killed waits on until it gets the lock).
 async fn pg_dumps_wait(db: &TestDb, n: i64) {
-    eventually(Duration::from_secs(20), "pg_dump waits for the lock", || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "select count(*) from pg_stat_activity
+    eventually(
+        Duration::from_secs(20),
+        "pg_dump waits for the lock",
+        || async {
+            let waiting: i64 = sqlx::query_scalar(
+                "select count(*) from pg_stat_activity
               where datname = $1 and application_name = 'pg_dump' and wait_event_type = 'Lock'",
-        )
-        .bind(&db.name)
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        waiting == n
-    })
+            )
+            .bind(&db.name)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+            waiting == n
+        },
+    )
     .await;
 }
 
@@ -345,7 +368,7 @@ async fn an_interrupted_dump_never_becomes_the_newest_backup() {
     let output = child.wait_with_output().unwrap();
     assert_eq!(output.status.code(), Some(130), "{}", text(&output));
     assert!(partials(&dir).is_empty(), "{:?}", partials(&dir));
-    assert_eq!(dumps(&dir), [first.clone()]);
+    assert_eq!(dumps(&dir), std::slice::from_ref(&first));
 
     // Killed outright (no chance to clean up): its pg_dump finishes the hidden file, which
     // is still no backup.
@@ -371,13 +394,23 @@ async fn an_interrupted_dump_never_becomes_the_newest_backup() {
     })
     .await;
     assert_eq!(partials(&dir).len(), 1);
-    assert_eq!(dumps(&dir), [first.clone()], "only complete dumps are backups");
+    assert_eq!(
+        dumps(&dir),
+        std::slice::from_ref(&first),
+        "only complete dumps are backups"
+    );
 
     let backup = check_finding(&db, &dir, "backup");
-    assert!(backup["detail"].as_str().unwrap().contains(&first), "{backup}");
+    assert!(
+        backup["detail"].as_str().unwrap().contains(&first),
+        "{backup}"
+    );
     let output = docket(&db, &dir, &["restore-check", "--json"]);
     assert!(output.status.success(), "{}", text(&output));
-    assert!(json(&output)["backup_file"].as_str().unwrap().ends_with(&first));
+    assert!(json(&output)["backup_file"]
+        .as_str()
+        .unwrap()
+        .ends_with(&first));
     std::fs::remove_dir_all(&dir).ok();
 }
 
@@ -419,7 +452,10 @@ async fn backup_keep_prunes_only_dockets_own_files() {
     assert_eq!(dumps[0], "docket-20200103T000000.000Z.dump");
     for stem in &old[..2] {
         for extension in [".dump", ".json", ".restore-check.json"] {
-            assert!(!dir.join(format!("{stem}{extension}")).exists(), "{stem}{extension}");
+            assert!(
+                !dir.join(format!("{stem}{extension}")).exists(),
+                "{stem}{extension}"
+            );
         }
     }
     assert!(dir.join("docket-20200103T000000.000Z.json").exists());
@@ -461,7 +497,10 @@ async fn check_warns_without_a_restore_check_and_services_are_unknown_without_sy
     let backup = check_finding(&db, &dir, "backup");
     assert_eq!(
         (backup["verdict"].as_str(), backup["detail"].as_str()),
-        (Some("warn"), Some(format!("no backup in {}", dir.display()).as_str()))
+        (
+            Some("warn"),
+            Some(format!("no backup in {}", dir.display()).as_str())
+        )
     );
     let restore = check_finding(&db, &dir, "restore_check");
     assert_eq!(restore["verdict"], "warn");
@@ -477,12 +516,17 @@ async fn check_warns_without_a_restore_check_and_services_are_unknown_without_sy
     let restore = check_finding(&db, &dir, "restore_check");
     assert_eq!(restore["verdict"], "warn", "{restore}");
     let output = command(&db, &dir, &["check", "--json"])
-        .env("DOCKET_RESTORE_CHECK_MAX_AGE", &(100 * 86400).to_string())
+        .env("DOCKET_RESTORE_CHECK_MAX_AGE", (100 * 86400).to_string())
         .output()
         .unwrap();
     let report = json(&output);
     assert_eq!(
-        report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "restore_check").unwrap()["verdict"],
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "restore_check")
+            .unwrap()["verdict"],
         "ok",
         "{report}"
     );

@@ -376,7 +376,11 @@ impl Probe for RestoreCheckProbe {
 
 /// Judges the last restore check: `warn` when there is none, it failed, or it is older
 /// than `max_age`.
-pub fn restore_check(last: Option<&RestoreCheck>, max_age: Duration, now: DateTime<Utc>) -> Finding {
+pub fn restore_check(
+    last: Option<&RestoreCheck>,
+    max_age: Duration,
+    now: DateTime<Utc>,
+) -> Finding {
     let Some(last) = last else {
         metrics::gauge!(RESTORE_CHECK_AGE).set(f64::INFINITY);
         return Finding::new(
@@ -389,9 +393,10 @@ pub fn restore_check(last: Option<&RestoreCheck>, max_age: Duration, now: DateTi
     let age = (now - last.checked_at).to_std().unwrap_or_default();
     metrics::gauge!(RESTORE_CHECK_AGE).set(age.as_secs_f64());
     metrics::gauge!(RESTORE_CHECK_OK).set(if last.ok { 1.0 } else { 0.0 });
-    let file = Path::new(&last.backup_file)
-        .file_name()
-        .map_or_else(|| last.backup_file.clone(), |n| n.to_string_lossy().into_owned());
+    let file = Path::new(&last.backup_file).file_name().map_or_else(
+        || last.backup_file.clone(),
+        |n| n.to_string_lossy().into_owned(),
+    );
     let old = age > max_age;
     let verdict = if last.ok && !old {
         Verdict::Ok
@@ -458,10 +463,17 @@ mod tests {
             (missing.verdict, missing.detail.as_str()),
             (Verdict::Warn, "no restore check recorded")
         );
-        assert_eq!(restore_check(Some(&check(true, 93)), QUARTER, now).verdict, Verdict::Warn);
+        assert_eq!(
+            restore_check(Some(&check(true, 93)), QUARTER, now).verdict,
+            Verdict::Warn
+        );
         let failed = restore_check(Some(&check(false, 1)), QUARTER, now);
         assert_eq!(failed.verdict, Verdict::Warn);
-        assert!(failed.detail.contains("could not read input file"), "{}", failed.detail);
+        assert!(
+            failed.detail.contains("could not read input file"),
+            "{}",
+            failed.detail
+        );
         assert!(failed.advice.is_some());
     }
 

@@ -145,7 +145,10 @@ impl Probe for ServicesProbe {
     }
 
     fn probe<'a>(&'a self, _db: Option<&'a PgPool>) -> ProbeFuture<'a> {
-        Box::pin(services(&self.services, std::path::Path::new(SYSTEMD_RUNNING)))
+        Box::pin(services(
+            &self.services,
+            std::path::Path::new(SYSTEMD_RUNNING),
+        ))
     }
 }
 

@@ -264,8 +264,7 @@ pub struct Observed {
     pub batches_open: Option<i64>,
 }
 
-const NOT_READ: &str =
-    "could not be read in time (the log's health_check.database event says why)";
+const NOT_READ: &str = "could not be read in time (the log's health_check.database event says why)";
 
 /// `1 schedule`, `2 schedules`.
 fn count(n: usize, one: &str, many: &str) -> String {

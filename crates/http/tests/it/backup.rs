@@ -44,7 +44,11 @@ async fn the_panel_warns_for_a_missing_old_or_failed_restore_check_and_shows_a_p
     let db = TestDb::new().await;
     let dir = std::env::temp_dir().join(format!("docket-panel-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("docket-20261208T031500.000Z.dump"), vec![0u8; 2048]).unwrap();
+    std::fs::write(
+        dir.join("docket-20261208T031500.000Z.dump"),
+        vec![0u8; 2048],
+    )
+    .unwrap();
     let host = HostConfig {
         backup_dir: Some(dir.clone()),
         // The file's name says 2026-12-08: any age passes here; the age is another test's.
@@ -67,7 +71,10 @@ async fn the_panel_warns_for_a_missing_old_or_failed_restore_check_and_shows_a_p
     let (finding, page) = panel(&app, "restore_check").await;
     assert_eq!(finding["verdict"], "warn", "{finding}");
     assert_eq!(finding["detail"], "no restore check recorded");
-    assert!(finding["advice"].as_str().unwrap().contains("docket restore-check"));
+    assert!(finding["advice"]
+        .as_str()
+        .unwrap()
+        .contains("docket restore-check"));
     assert!(page.contains("no restore check recorded"), "{page}");
     let (backup, page) = panel(&app, "backup").await;
     assert!(
@@ -80,7 +87,9 @@ async fn the_panel_warns_for_a_missing_old_or_failed_restore_check_and_shows_a_p
     assert!(page.contains("docket-20261208T031500.000Z.dump"));
 
     // An old passing check: past the quarter.
-    docket_queue::backup::record(&db.pool, &check(None)).await.unwrap();
+    docket_queue::backup::record(&db.pool, &check(None))
+        .await
+        .unwrap();
     sqlx::query("update docket.restore_checks set checked_at = now() - interval '100 days'")
         .execute(&db.pool)
         .await
@@ -88,14 +97,19 @@ async fn the_panel_warns_for_a_missing_old_or_failed_restore_check_and_shows_a_p
     let (finding, _) = panel(&app, "restore_check").await;
     assert_eq!(finding["verdict"], "warn", "{finding}");
     assert!(
-        finding["detail"].as_str().unwrap().starts_with("ok 100.0 d ago by drill-owner"),
+        finding["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("ok 100.0 d ago by drill-owner"),
         "{finding}"
     );
 
     // A fresh failed one.
     docket_queue::backup::record(
         &db.pool,
-        &check(Some("pg_restore failed: could not read input file: end of file")),
+        &check(Some(
+            "pg_restore failed: could not read input file: end of file",
+        )),
     )
     .await
     .unwrap();
@@ -109,12 +123,17 @@ async fn the_panel_warns_for_a_missing_old_or_failed_restore_check_and_shows_a_p
     assert!(page.contains("end of file"), "{page}");
     let (_, metrics) = call(&app, authed("GET", "/metrics", None)).await;
     assert!(
-        metrics.as_str().unwrap().contains("docket_restore_check_ok 0"),
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("docket_restore_check_ok 0"),
         "{metrics}"
     );
 
     // A fresh passing one: ok, with its counts and owner, on every surface.
-    docket_queue::backup::record(&db.pool, &check(None)).await.unwrap();
+    docket_queue::backup::record(&db.pool, &check(None))
+        .await
+        .unwrap();
     let (finding, page) = panel(&app, "restore_check").await;
     assert_eq!(finding["verdict"], "ok", "{finding}");
     let detail = finding["detail"].as_str().unwrap();
@@ -127,7 +146,13 @@ async fn the_panel_warns_for_a_missing_old_or_failed_restore_check_and_shows_a_p
     let (_, metrics) = call(&app, authed("GET", "/metrics", None)).await;
     let metrics = metrics.as_str().unwrap();
     assert!(metrics.contains("docket_restore_check_ok 1"), "{metrics}");
-    assert!(metrics.contains("docket_restore_check_age_seconds "), "{metrics}");
-    assert!(metrics.contains("docket_backup_size_bytes 2048"), "{metrics}");
+    assert!(
+        metrics.contains("docket_restore_check_age_seconds "),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("docket_backup_size_bytes 2048"),
+        "{metrics}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }
