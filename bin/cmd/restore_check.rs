@@ -147,23 +147,39 @@ pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Resu
 
     let scratch = scratch_name();
     let started = Instant::now();
-    live.execute(format!(r#"create database "{scratch}""#).as_str())
+    // A server that will not make the scratch database (no CREATEDB, no room) is a failed
+    // check too: the panel then says why the weekly check cannot run.
+    let created = live
+        .execute(format!(r#"create database "{scratch}""#).as_str())
         .await
-        .with_context(|| format!("creating the scratch database {scratch}"))?;
-    if !args.output.json {
-        println!(
-            "restoring {} into scratch database {scratch}",
-            file.display()
-        );
-    }
-    let scratch_url = url.for_client(Some(&scratch))?;
-    let scratch_options = url.options().database(&scratch).disable_statement_logging();
-    let checked = tokio::select! {
-        found = check(config, &pg_restore, &file, manifest.as_ref(), &scratch_url, scratch_options) => Some(found),
-        () = interrupted() => None,
+        .map_err(|err| match err {
+            sqlx::Error::Database(db) => db.message().to_owned(),
+            other => other.to_string(),
+        });
+    let checked = match &created {
+        Err(why) => Some(Found {
+            failure: Some(format!(
+                "cannot create the scratch database {scratch}: {why}"
+            )),
+            ..Found::default()
+        }),
+        Ok(_) => {
+            if !args.output.json {
+                println!(
+                    "restoring {} into scratch database {scratch}",
+                    file.display()
+                );
+            }
+            let scratch_url = url.for_client(Some(&scratch))?;
+            let scratch_options = url.options().database(&scratch).disable_statement_logging();
+            tokio::select! {
+                found = check(config, &pg_restore, &file, manifest.as_ref(), &scratch_url, scratch_options) => Some(found),
+                () = interrupted() => None,
+            }
+        }
     };
-    let kept = args.keep && checked.is_some();
-    if !kept {
+    let kept = args.keep && checked.is_some() && created.is_ok();
+    if created.is_ok() && !kept {
         drop_scratch(&live, &scratch).await?;
     }
     let Some(found) = checked else {
@@ -231,7 +247,7 @@ pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Resu
         if kept {
             println!(
                 "kept the scratch database {scratch} ({}); drop it with: dropdb {scratch}",
-                scratch_url.url
+                url.for_client(Some(&scratch))?.url
             );
         }
     }

@@ -557,3 +557,119 @@ async fn check_warns_without_a_restore_check_and_services_are_unknown_without_sy
     assert_ne!(output.status.code(), Some(2), "unknown is never down");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_database_backup_restores_the_applications_tables_too() {
+    let db = TestDb::new().await;
+    let dir = backup_dir(&db);
+    jobs_in_every_state(&db).await;
+    let output = docket(&db, &dir, &["backup", "--all", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let manifest = json(&output);
+    assert_eq!(manifest["scope"], "all");
+    assert_eq!(manifest["tables"]["public.app_orders"], 2);
+    let output = docket(&db, &dir, &["restore-check", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let result = json(&output);
+    assert_eq!(result["table_rows"]["public.app_orders"], 2, "{result}");
+    assert_eq!(result["jobs"], 20);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_without_room_is_refused_before_the_dump_starts() {
+    // A small filesystem of its own: mounting one takes root.
+    let root = Command::new("id").arg("-u").output().unwrap();
+    if String::from_utf8_lossy(&root.stdout).trim() != "0" {
+        eprintln!(
+            "SKIPPED: a_disk_without_room_is_refused_before_the_dump_starts needs root (tmpfs)"
+        );
+        return;
+    }
+    let db = TestDb::new().await;
+    jobs_in_every_state(&db).await;
+    let dir = backup_dir(&db);
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    // Leave about 16 KiB: less than the tables hold.
+    let free = || {
+        let out = Command::new("df").args(["-Pk"]).arg(&dir).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .nth(3)
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    };
+    std::fs::write(
+        dir.join("ballast"),
+        vec![0u8; ((free() - 16) * 1024) as usize],
+    )
+    .unwrap();
+    let output = docket(&db, &dir, &["backup"]);
+    let unmount = Command::new("umount").arg(&dir).status().unwrap();
+    assert!(unmount.success());
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not enough free space in"),
+        "{}",
+        text(&output)
+    );
+    assert!(stderr.contains("the dump needs about"), "{}", text(&output));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_that_cannot_create_the_scratch_database_records_a_failed_check() {
+    let db = TestDb::new().await;
+    let dir = backup_dir(&db);
+    let output = docket(&db, &dir, &["backup"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let role = format!("docket_nocreatedb_{}", &db.name[db.name.len() - 12..]);
+    db.pool
+        .execute(
+            format!(
+                r#"create role "{role}" login nocreatedb;
+                   grant usage on schema docket to "{role}";
+                   grant select, insert on all tables in schema docket to "{role}";
+                   grant usage on all sequences in schema docket to "{role}";
+                   grant select on public._sqlx_migrations to "{role}";"#
+            )
+            .as_str(),
+        )
+        .await
+        .unwrap();
+    let url = db.url.replacen("postgres@", &format!("{role}@"), 1);
+    assert_ne!(url, db.url, "the URL names its user");
+    let output = command(&db, &dir, &["restore-check"])
+        .env("DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1), "{}", text(&output));
+    let (ok, failure): (bool, Option<String>) = sqlx::query_as(
+        "select ok, failure from docket.restore_checks order by checked_at desc limit 1",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(!ok);
+    let failure = failure.unwrap();
+    assert!(
+        failure.starts_with("cannot create the scratch database docket_restore_check_")
+            && failure.contains("permission denied"),
+        "{failure}"
+    );
+    db.pool
+        .execute(format!(r#"drop owned by "{role}"; drop role "{role}""#).as_str())
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).ok();
+}
