@@ -30,6 +30,13 @@ pub(crate) enum Command {
     Serve(WorkerArgs),
     /// The operator's health report: exit 0 ok, 1 warn, 2 fail.
     Check(OutputArgs),
+    /// Dump Docket's schema and migrations table (or the whole database) into
+    /// DOCKET_BACKUP_DIR with a manifest, and keep the newest DOCKET_BACKUP_KEEP.
+    Backup(BackupArgs),
+    /// Restore a backup (the newest by default) into a scratch database, run the checks
+    /// and compare its rows with the manifest; record the verdict; drop the scratch
+    /// database. Exit 0 when it passed, 1 when it failed.
+    RestoreCheck(RestoreCheckArgs),
     /// Batches: their progress and callbacks.
     #[command(subcommand)]
     Batches(BatchesCommand),
@@ -233,6 +240,26 @@ pub(crate) struct WorkerArgs {
     /// Jobs at once per queue (overrides DOCKET_CONCURRENCY).
     #[arg(long)]
     pub(crate) concurrency: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BackupArgs {
+    /// The whole database, not only Docket's schema and migrations table.
+    #[arg(long)]
+    pub(crate) all: bool,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RestoreCheckArgs {
+    /// The backup to check (default: the newest in DOCKET_BACKUP_DIR).
+    pub(crate) file: Option<std::path::PathBuf>,
+    /// Leave the scratch database for inspection (its name is printed).
+    #[arg(long)]
+    pub(crate) keep: bool,
+    #[command(flatten)]
+    pub(crate) output: OutputArgs,
 }
 
 #[derive(Debug, Args)]

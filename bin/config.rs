@@ -48,6 +48,8 @@ pub(crate) struct Config {
     pub(crate) health: HealthConfig,
     /// What `docket check` looks at beyond the database (the `CHECK_*` and `BACKUP_*` settings).
     pub(crate) check: HostConfig,
+    /// `docket backup` and `restore-check` (the `BACKUP_KEEP` and `RESTORE_OWNER` settings).
+    pub(crate) backup: BackupConfig,
     /// Email (the `SMTP_*` and `MAIL_*` settings, [`settings::TEMPLATE_DIR`], [`settings::ADMIN_EMAIL`]).
     pub(crate) mail: MailConfig,
     /// The `[queues.NAME]` tables' rates and prefetches, applied to whichever queue list
@@ -70,6 +72,62 @@ fn host_config(source: &Source) -> anyhow::Result<HostConfig> {
         backup_max_age: source
             .seconds(&settings::BACKUP_MAX_AGE)?
             .unwrap_or(defaults.backup_max_age),
+        restore_check_max_age: source
+            .seconds(&settings::RESTORE_CHECK_MAX_AGE)?
+            .unwrap_or(defaults.restore_check_max_age),
+        services: match source.text(&settings::CHECK_SERVICES) {
+            Some(list) => parse_services(&list)?,
+            None => defaults.services,
+        },
+    })
+}
+
+/// `docket-serve,docket-worker,postfix`: systemd unit names, comma-separated.
+fn parse_services(list: &str) -> anyhow::Result<Vec<String>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|unit| !unit.is_empty())
+        .map(|unit| {
+            let valid = unit.len() <= 255
+                && !unit.starts_with('-')
+                && unit
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ":-_.@\\".contains(c));
+            if valid {
+                Ok(unit.to_owned())
+            } else {
+                bail!(
+                    "{}: {unit:?} is not a systemd unit name",
+                    settings::CHECK_SERVICES
+                )
+            }
+        })
+        .collect()
+}
+
+/// What `docket backup` and `docket restore-check` read besides the database.
+#[derive(Clone, Debug)]
+pub(crate) struct BackupConfig {
+    /// [`settings::BACKUP_KEEP`]: backups kept. Default 14.
+    pub(crate) keep: usize,
+    /// [`settings::RESTORE_OWNER`]: who runs restore checks. Default the OS user.
+    pub(crate) owner: Option<String>,
+}
+
+fn backup_config(source: &Source) -> anyhow::Result<BackupConfig> {
+    let keep = source.parse::<usize>(&settings::BACKUP_KEEP)?.unwrap_or(14);
+    if keep == 0 {
+        bail!(
+            "{} must be at least 1 (the backup just taken is kept)",
+            settings::BACKUP_KEEP
+        );
+    }
+    Ok(BackupConfig {
+        keep,
+        owner: source
+            .text(&settings::RESTORE_OWNER)
+            .map(|owner| owner.trim().to_owned())
+            .filter(|owner| !owner.is_empty()),
     })
 }
 
@@ -116,6 +174,7 @@ impl Config {
             mail,
             queue_tables: source.queues.clone(),
             check: host_config(&source)?,
+            backup: backup_config(&source)?,
         })
     }
 
@@ -394,6 +453,88 @@ impl DatabaseUrl {
 
     pub(crate) fn options(&self) -> PgConnectOptions {
         self.options.clone()
+    }
+
+    /// The database's name.
+    pub(crate) fn database(&self) -> String {
+        self.options
+            .get_database()
+            .unwrap_or_else(|| self.options.get_username())
+            .to_owned()
+    }
+
+    /// This URL as PostgreSQL's own client tools (`pg_dump`, `pg_restore`) take it, for
+    /// `database` (this one's when `None`): without its password (given to them in
+    /// `PGPASSWORD`, so that it never shows in a process list) and without the query
+    /// parameters only sqlx knows (libpq refuses those).
+    pub(crate) fn for_client(&self, database: Option<&str>) -> anyhow::Result<ClientUrl> {
+        /// The URI parameters libpq knows, of those sqlx also reads.
+        const LIBPQ: &[&str] = &[
+            "host",
+            "hostaddr",
+            "port",
+            "dbname",
+            "user",
+            "sslmode",
+            "sslrootcert",
+            "sslcert",
+            "sslkey",
+            "options",
+            "application_name",
+        ];
+        let mut url = url::Url::parse(&self.raw)
+            .with_context(|| format!("{} is not a valid URL", settings::DATABASE_URL))?;
+        let mut password = url.password().map(|p| {
+            percent_encoding::percent_decode_str(p)
+                .decode_utf8_lossy()
+                .into_owned()
+        });
+        let mut pairs = Vec::new();
+        for (key, value) in url.query_pairs() {
+            match key.as_ref() {
+                "password" => password = Some(value.into_owned()),
+                "dbname" if database.is_some() => {}
+                key if LIBPQ.contains(&key) => pairs.push((key.to_owned(), value.into_owned())),
+                _ => {}
+            }
+        }
+        let _ = url.set_password(None);
+        url.set_query(None);
+        if !pairs.is_empty() {
+            url.query_pairs_mut().extend_pairs(pairs);
+        }
+        if let Some(database) = database {
+            url.set_path(&format!(
+                "/{}",
+                percent_encoding::utf8_percent_encode(database, percent_encoding::NON_ALPHANUMERIC)
+            ));
+        }
+        Ok(ClientUrl {
+            url: url.to_string(),
+            password,
+        })
+    }
+}
+
+/// A database as `pg_dump` and `pg_restore` are told it: a URL without a password, and the
+/// password for `PGPASSWORD`.
+pub(crate) struct ClientUrl {
+    /// `postgres://user@host:port/database?sslmode=…`.
+    pub(crate) url: String,
+    /// The password, never on a command line.
+    pub(crate) password: Option<String>,
+}
+
+impl ClientUrl {
+    /// A command running `program` against this database: `--dbname` and `PGPASSWORD`.
+    pub(crate) fn command(&self, program: &std::path::Path) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(program);
+        command.arg(format!("--dbname={}", self.url));
+        if let Some(password) = &self.password {
+            command.env("PGPASSWORD", password);
+        }
+        command.kill_on_drop(true);
+        command
     }
 }
 

@@ -179,13 +179,29 @@ settings! {
         applies "`serve`, `check`",
         help "below this free share, `docket check` warns";
     BACKUP_DIR: "DOCKET_BACKUP_DIR",
-        default "unset: no backup check",
-        applies "`serve`, `check`",
-        help "directory whose newest file `docket check` ages";
+        default "unset: no backup or restore check; `backup` refuses to run",
+        applies "`serve`, `check`, `backup`, `restore-check`",
+        help "where `docket backup` writes its dumps and manifests (and `restore-check` finds the newest); `docket check` ages the newest backup (another tool's file when none is Docket's) and shows the last restore check";
     BACKUP_MAX_AGE: "DOCKET_BACKUP_MAX_AGE",
         default "93600 (26 h)",
         applies "`serve`, `check`",
         help "seconds the newest backup may age before a warning";
+    BACKUP_KEEP: "DOCKET_BACKUP_KEEP",
+        default "14",
+        applies "`backup`",
+        help "how many of Docket's backups `docket backup` keeps (the oldest beyond are removed with their manifests; other files are never touched)";
+    RESTORE_OWNER: "DOCKET_RESTORE_OWNER",
+        default "the OS user running it",
+        applies "`restore-check`",
+        help "who is recorded as having run a restore check (the drill's owner)";
+    RESTORE_CHECK_MAX_AGE: "DOCKET_RESTORE_CHECK_MAX_AGE",
+        default "7948800 (92 d)",
+        applies "`serve`, `check`",
+        help "seconds the last passing restore check may age before a warning (quarterly by default)";
+    CHECK_SERVICES: "DOCKET_CHECK_SERVICES",
+        default "unset: no service check",
+        applies "`serve`, `check`",
+        help "systemd units to check with `systemctl is-active`, comma-separated (e.g. `docket-serve,docket-worker,postfix`): a stopped one is `degraded`, `unknown` where systemd is not running";
     SMTP_MODE: "DOCKET_SMTP_MODE",
         default "`smtp` when `DOCKET_SMTP_URL` is set, else `stub`",
         applies "`serve`, `worker`, `mail`",

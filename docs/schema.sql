@@ -177,6 +177,26 @@ alter table docket.rate_limits add constraint rate_limits_burst_positive CHECK (
 alter table docket.rate_limits add constraint rate_limits_rate_positive CHECK ((rate > (0)::double precision));
 alter table docket.rate_limits add constraint rate_limits_pkey PRIMARY KEY (name);
 
+create table docket.restore_checks (
+    id bigint not null,
+    checked_at timestamp with time zone not null default now(),
+    backup_file text not null,
+    backup_taken_at timestamp with time zone,
+    ok boolean not null,
+    failure text,
+    tables integer not null,
+    jobs bigint not null,
+    table_rows jsonb not null default '{}'::jsonb,
+    job_states jsonb not null default '{}'::jsonb,
+    duration_ms bigint not null,
+    owner text not null
+);
+alter table docket.restore_checks add constraint restore_checks_counts_not_negative CHECK (((tables >= 0) AND (jobs >= 0) AND (duration_ms >= 0)));
+alter table docket.restore_checks add constraint restore_checks_failure_iff_failed CHECK ((ok = (failure IS NULL)));
+alter table docket.restore_checks add constraint restore_checks_owner_not_empty CHECK (((char_length(owner) >= 1) AND (char_length(owner) <= 256)));
+alter table docket.restore_checks add constraint restore_checks_pkey PRIMARY KEY (id);
+CREATE INDEX restore_checks_checked_at ON docket.restore_checks USING btree (checked_at DESC);
+
 create table docket.revoked_sessions (
     nonce text not null,
     revoked_at timestamp with time zone not null default now(),

@@ -107,7 +107,8 @@ async fn database_unreachable(
     checks
 }
 
-async fn migrations(pool: &sqlx::PgPool) -> Finding {
+/// Whether every migration this binary knows is applied.
+pub(crate) async fn migrations(pool: &sqlx::PgPool) -> Finding {
     match docket_queue::workers::migration_status(pool).await {
         Ok(status) if status.is_current() => Finding::new(
             "migrations",

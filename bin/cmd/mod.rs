@@ -1,5 +1,6 @@
 //! One module per subcommand; `run` dispatches.
 
+mod backup;
 mod batches;
 mod check;
 mod cron;
@@ -9,6 +10,7 @@ mod jobs;
 mod mail;
 mod migrate;
 mod queues;
+mod restore_check;
 mod serve;
 mod snapshot;
 mod worker;
@@ -28,6 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check(output) => return check::run(&config, output).await,
+        Command::Backup(args) => return backup::run(&config, args).await,
+        Command::RestoreCheck(args) => return restore_check::run(&config, args).await,
         Command::Migrate => migrate::run(&connect(config.require_database()?).await?).await,
         Command::Enqueue(args) => {
             enqueue::run(&connect(config.require_database()?).await?, args).await

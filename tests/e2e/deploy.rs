@@ -75,7 +75,7 @@ fn the_systemd_units_verify() {
         units.push(format!("./{name}"));
     }
     units.sort();
-    assert_eq!(units.len(), 4, "{units:?}");
+    assert_eq!(units.len(), 8, "{units:?}");
     let mut args = vec!["verify", "--man=no"];
     args.extend(units.iter().map(String::as_str));
     let (ok, text) = run("systemd-analyze", &args, &dir);
@@ -85,6 +85,41 @@ fn the_systemd_units_verify() {
         "{text}"
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn every_unit_runs_a_real_subcommand_and_the_backup_units_write_only_the_backup_directory() {
+    let mut commands = Vec::new();
+    for entry in std::fs::read_dir(root().join("deploy/systemd")).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        for line in text.lines() {
+            if let Some(command) = line.strip_prefix("ExecStart=/usr/local/bin/docket ") {
+                commands.push(command.split_whitespace().next().unwrap().to_owned());
+            }
+        }
+    }
+    commands.sort();
+    assert_eq!(
+        commands,
+        ["backup", "check", "restore-check", "serve", "worker"]
+    );
+    for command in &commands {
+        let status = Command::new(env!("CARGO_BIN_EXE_docket"))
+            .args([command.as_str(), "--help"])
+            .output()
+            .unwrap()
+            .status;
+        assert!(status.success(), "docket {command} exists");
+    }
+    for unit in ["docket-backup.service", "docket-restore-check.service"] {
+        let text = std::fs::read_to_string(root().join("deploy/systemd").join(unit)).unwrap();
+        let writable: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("ReadWritePaths="))
+            .collect();
+        assert_eq!(writable, ["/var/backups/docket"], "{unit}");
+        assert!(text.contains("ProtectSystem=strict"), "{unit}");
+    }
 }
 
 #[test]

@@ -204,6 +204,14 @@ async fn check_exits_0_when_ok_1_on_a_stale_backup_and_2_when_the_database_is_do
     let backup = backups.join("nightly.dump");
     std::fs::write(&backup, b"dump").unwrap();
     let dir = backups.to_str().unwrap();
+    // With a backup directory, a restore check is wanted too: a recent passing one.
+    sqlx::query(
+        "insert into docket.restore_checks (backup_file, ok, tables, jobs, duration_ms, owner)
+         values ('nightly.dump', true, 14, 0, 1000, 'ops')",
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
 
     let (code, report) = check(&[("DATABASE_URL", &db.url), ("DOCKET_BACKUP_DIR", dir)]);
     assert_eq!(code, 0, "{report}");

@@ -24,13 +24,21 @@ use crate::host::{self, HostConfig};
 use crate::observe;
 
 /// The contributed checks every surface shows after the queue's own: the mail relay's (for
-/// mail sent in `mail`'s mode, when this process knows it), then the host's (disk, backups).
-/// `docket check`, the health document and `/ops` all run these.
+/// mail sent in `mail`'s mode, when this process knows it), then the host's (disk, backups,
+/// restore checks, services). `docket check`, the health document and `/ops` all run these.
 pub fn probes(host: &HostConfig, mail: Option<&docket_mail::config::Mode>) -> Vec<Arc<dyn Probe>> {
-    let relay = mail.map_or_else(RelayProbe::default, RelayProbe::new);
-    let mut probes: Vec<Arc<dyn Probe>> = vec![Arc::new(relay)];
+    let mut probes = database_probes(mail);
     probes.extend(host::probes(host));
     probes
+}
+
+/// The contributed checks that judge what a database holds, not the host it runs on (the
+/// mail relay's recorded fault, for mail sent in `mail`'s mode when known): with the
+/// queue's own, what `docket restore-check` runs on a restored copy.
+pub fn database_probes(mail: Option<&docket_mail::config::Mode>) -> Vec<Arc<dyn Probe>> {
+    vec![Arc::new(
+        mail.map_or_else(RelayProbe::default, RelayProbe::new),
+    )]
 }
 
 type Cached<T> = std::sync::Mutex<Option<(Instant, T)>>;

@@ -25,13 +25,15 @@
 //! - [`error`]: `ApiError` → JSON with a stable code.
 //! - [`observe`]: request logs, HTTP metrics, snapshot gauges.
 //! - [`ops`]: the operations page, its sign-in and its forms.
-//! - [`host`]: the disk and backup checks, shared with `docket check`.
+//! - [`host`]: the host's checks (disk, services), shared with `docket check`.
+//! - [`backup`]: the backup directory's layout, and the backup and restore checks.
 //!
 //! It does not run jobs (that is `docket-worker`): worker liveness comes from the
 //! heartbeat table.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod auth;
+pub mod backup;
 pub mod error;
 pub mod health;
 pub mod host;

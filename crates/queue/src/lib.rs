@@ -19,6 +19,8 @@
 //!   and the one schedule type (`Schedule`) every crate uses.
 //! - [`snapshot`]: the monitors' queue snapshot.
 //! - [`maintenance`]: heartbeats, rescue of lapsed leases, pruning.
+//! - [`backup`]: what a backup holds (rows per table, jobs per state) and the restore
+//!   checks' record.
 //! - [`telemetry`]: every log event and metric name, of every crate.
 //! - [`health`]: the health judgement over the snapshot and the workers.
 //! - [`workers`]: the worker model (`WorkerInfo`, `Worker`), registered workers, kinds no
@@ -32,6 +34,7 @@
 
 pub mod admin;
 pub mod backoff;
+pub mod backup;
 pub mod batch;
 pub mod claim;
 pub mod cron;

@@ -114,6 +114,15 @@ pub mod event {
     /// `serve` started without `CRON_SECRET`.
     pub const HEALTH_NO_SECRET: &str = "health_check.no_secret";
 
+    /// `docket backup` wrote a backup (and its manifest) and pruned the oldest beyond the
+    /// number kept.
+    pub const BACKUP_TAKEN: &str = "backup.taken";
+    /// `docket backup` failed (`pg_dump` missing or failing, the directory, the disk).
+    pub const BACKUP_FAILED: &str = "backup.failed";
+    /// `docket restore-check` restored a backup into a scratch database and recorded the
+    /// verdict (`ok`, or `failure`).
+    pub const RESTORE_CHECKED: &str = "backup.restore_checked";
+
     /// One HTTP request was answered.
     pub const HTTP_REQUEST: &str = "http.request";
     /// A request failed on the server's side.
@@ -168,6 +177,9 @@ pub mod event {
         HEALTH_DATABASE,
         HEALTH_AUTH_FAILED,
         HEALTH_NO_SECRET,
+        BACKUP_TAKEN,
+        BACKUP_FAILED,
+        RESTORE_CHECKED,
         HTTP_REQUEST,
         HTTP_ERROR,
         HTTP_LISTENING,
@@ -329,6 +341,15 @@ pub mod metric {
     /// 1 when the health status is this one, else 0, by status.
     pub const HEALTH_STATUS: &str = "docket_health_status";
 
+    /// Seconds since the newest backup was taken (`+Inf` when there is none).
+    pub const BACKUP_AGE: &str = "docket_backup_age_seconds";
+    /// Size of the newest backup in bytes.
+    pub const BACKUP_SIZE: &str = "docket_backup_size_bytes";
+    /// Seconds since the last restore check (`+Inf` when none was recorded).
+    pub const RESTORE_CHECK_AGE: &str = "docket_restore_check_age_seconds";
+    /// 1 when the last restore check passed, 0 when it failed.
+    pub const RESTORE_CHECK_OK: &str = "docket_restore_check_ok";
+
     /// Deliveries that reached a status, by source and status.
     pub const MAIL_DELIVERIES: &str = "docket_mail_deliveries_total";
     /// SMTP exchange time in seconds, by outcome class.
@@ -357,6 +378,10 @@ pub mod metric {
         QUEUE_OLDEST_READY_AGE,
         WORKERS_LIVE,
         HEALTH_STATUS,
+        BACKUP_AGE,
+        BACKUP_SIZE,
+        RESTORE_CHECK_AGE,
+        RESTORE_CHECK_OK,
         MAIL_DELIVERIES,
         MAIL_SEND_DURATION,
         MAIL_RATE_LIMIT_WAITS,

@@ -1,5 +1,6 @@
 //! Tests of the HTTP layer: the router against a real PostgreSQL, without a socket.
 
+mod backup;
 mod health;
 mod jobs;
 mod mail;

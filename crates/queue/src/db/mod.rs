@@ -6,10 +6,12 @@
 //! `now: Option<DateTime<Utc>>` and use `coalesce($n, now())`: tests fix time, production
 //! passes `None`.
 //!
-//! One module per table, each sorted by function name: [`batch`], [`job`], [`worker`], [`queue`]
+//! One module per table, each sorted by function name: [`backup`] (what a dump holds, restore
+//! checks), [`batch`], [`job`], [`worker`], [`queue`]
 //! (wake-ups), [`rate_limit`] (token buckets), [`cron`] (schedules and their ticks), [`lock`] (advisory locks),
 //! [`server`].
 
+mod backup;
 mod batch;
 mod cron;
 mod job;
@@ -19,6 +21,7 @@ mod rate_limit;
 mod server;
 mod worker;
 
+pub(crate) use backup::*;
 pub(crate) use batch::*;
 pub(crate) use cron::*;
 pub(crate) use job::*;
