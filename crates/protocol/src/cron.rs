@@ -1,0 +1,1 @@
+//! Cron ticks as a model (to come).

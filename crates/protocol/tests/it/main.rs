@@ -1,0 +1,3 @@
+//! The protocol model checked, its mutations caught, and its walks replayed on PostgreSQL.
+
+mod check;
