@@ -384,9 +384,8 @@ pub struct Jobs {
 }
 
 impl Jobs {
-    /// Leases and faults: one job, two workers with a slot each, two attempts; stalls,
-    /// crashes, failed and lost heartbeats, lost claim and outcome replies, cancel and
-    /// replay.
+    /// Leases and faults: one job, two workers with a slot each (the first takes the
+    /// faults), two attempts; stalls of any length, crashes, failed and lost heartbeats.
     pub fn leases(rules: Rules) -> Jobs {
         Jobs {
             jobs: vec![JobSpec {
@@ -414,10 +413,91 @@ impl Jobs {
                 crash: true,
                 shutdown: false,
                 beat_faults: true,
-                lost_replies: true,
+                lost_replies: false,
                 all_outcomes: false,
             },
             rules,
+        }
+    }
+
+    /// Lost replies: one job, two workers with a slot each; the first loses claim replies
+    /// and outcome replies (written again, then fenced off), and its process may stall.
+    pub fn replies(rules: Rules) -> Jobs {
+        Jobs {
+            scope: Scope {
+                lost_replies: true,
+                crash: false,
+                beat_faults: false,
+                ..Jobs::leases(rules).scope
+            },
+            ..Jobs::leases(rules)
+        }
+    }
+
+    /// The walks replayed against PostgreSQL: two jobs sharing a unique key (the second
+    /// enqueued by an action, with an expiry), a faulty worker that prefetches beside a
+    /// healthy one, every family of actions.
+    pub fn walks() -> Jobs {
+        Jobs {
+            jobs: Jobs::queue(Rules::TODAY).jobs,
+            workers: vec![
+                WorkerSpec {
+                    slots: 1,
+                    prefetch: 1,
+                    faulty: true,
+                },
+                WorkerSpec {
+                    slots: 1,
+                    prefetch: 0,
+                    faulty: false,
+                },
+            ],
+            max_attempts: 2,
+            scope: Scope {
+                operator: true,
+                expiry: true,
+                stall: true,
+                crash: true,
+                shutdown: true,
+                beat_faults: true,
+                lost_replies: true,
+                all_outcomes: true,
+            },
+            rules: Rules::TODAY,
+        }
+    }
+
+    /// How many jobs worker `w`'s producer claims at most now (`Producer::wanted`).
+    pub fn claim_limit(&self, s: &System, w: u8) -> usize {
+        self.wanted(&s.workers[w as usize], w)
+    }
+
+    /// The jobs worker `w`'s reconciler hands back at its `ReconcileAct` now: those the
+    /// database gave it (as read) that it knows nothing of.
+    pub fn hand_backs(&self, s: &System, w: u8) -> Vec<(u8, Token)> {
+        let worker = &s.workers[w as usize];
+        let Some(reading) = &worker.reading else {
+            return Vec::new();
+        };
+        reading
+            .held
+            .iter()
+            .filter(|(job, token, _)| !self.knows(worker, *job, *token))
+            .map(|(job, token, _)| (*job, *token))
+            .collect()
+    }
+
+    /// Every family at once (`DOCKET_PROTOCOL_BOUNDS=large`): the lease scenario with lost
+    /// replies, cancel and replay, and every outcome.
+    pub fn large(rules: Rules) -> Jobs {
+        Jobs {
+            scope: Scope {
+                operator: true,
+                lost_replies: true,
+                all_outcomes: true,
+                ..Jobs::leases(rules).scope
+            },
+            ..Jobs::leases(rules)
         }
     }
 

@@ -1,16 +1,42 @@
 use docket_protocol::explore::check;
+use docket_protocol::cron::{CronModel, Rules as CronRules};
 use docket_protocol::jobs::{Jobs, Rules};
+use docket_worker::schedule::CatchUp;
 
-#[test]
-fn leases_hold_over_every_interleaving_within_the_bounds() {
-    let report = check(&Jobs::leases(Rules::TODAY), 5_000_000);
+fn holds(model: Jobs) {
+    let report = check(&model, 5_000_000);
     println!("{report}");
     assert!(report.violation.is_none(), "{report}");
 }
 
 #[test]
+fn leases_hold_over_every_interleaving_within_the_bounds() {
+    holds(Jobs::leases(Rules::TODAY));
+}
+
+#[test]
+fn lost_replies_hold() {
+    holds(Jobs::replies(Rules::TODAY));
+}
+
+#[test]
 fn the_queue_rules_hold_over_every_interleaving_within_the_bounds() {
-    let report = check(&Jobs::queue(Rules::TODAY), 5_000_000);
-    println!("{report}");
+    holds(Jobs::queue(Rules::TODAY));
+}
+
+fn cron_holds(catch_up: CatchUp) {
+    let report = check(&CronModel::new(2, 4, catch_up, CronRules::TODAY), 5_000_000);
+    println!("{catch_up:?}: {report}");
     assert!(report.violation.is_none(), "{report}");
+}
+
+#[test]
+fn cron_ticks_are_enqueued_at_most_once_and_never_while_paused() {
+    cron_holds(CatchUp::Skip);
+    cron_holds(CatchUp::Latest);
+}
+
+#[test]
+fn with_catch_up_all_every_tick_is_enqueued_exactly_once() {
+    cron_holds(CatchUp::All);
 }
