@@ -32,11 +32,13 @@ const UNIT_MS: i64 = 500;
 /// What a scheduler read without a lock, and when: the pass's `now`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Read {
+    /// The pass's `now`.
     pub now: u8,
     /// When this scheduler's previous pass looked, when that was a regular pass ago.
     pub watched_since: Option<u8>,
     /// The stored state as read (used only when the lock's re-read is removed).
     pub last_tick: Option<u8>,
+    /// The pause as read (used only when the lock's re-read is removed).
     pub paused: bool,
 }
 
@@ -52,9 +54,13 @@ pub struct Scheduler {
 /// The schedule's row, its recorded ticks, the jobs made, the schedulers and the clock.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Ticks {
+    /// The clock, in half seconds.
     pub now: u8,
+    /// `paused`.
     pub paused: bool,
+    /// `last_tick_at`.
     pub last_tick: Option<u8>,
+    /// `resumed_at`.
     pub resumed_at: Option<u8>,
     /// `docket.schedule_ticks`: one bit per time unit.
     pub recorded: u32,
@@ -62,6 +68,7 @@ pub struct Ticks {
     pub jobs: Vec<u8>,
     /// Ghost: the ticks that came due while the schedule was paused.
     pub paused_at: u32,
+    /// The schedulers.
     pub schedulers: Vec<Scheduler>,
 }
 
@@ -104,11 +111,14 @@ impl Rules {
 
 /// The bounds, the policy and the rules.
 pub struct CronModel {
+    /// How many schedulers.
     pub schedulers: usize,
     /// The last time unit (ticks every two units, from unit 2; the last unit falls between
     /// ticks, so that an operator can still resume at the end).
     pub until: u8,
+    /// The schedule's policy.
     pub catch_up: CatchUp,
+    /// The rules (`TODAY`: today's code).
     pub rules: Rules,
     cron: Cron,
     base: DateTime<Utc>,
@@ -161,7 +171,14 @@ impl CronModel {
             watched_since: read.watched_since.map(|u| self.at(u)),
             resumed_at: resumed_at.map(|u| self.at(u)),
         };
-        let decided = due(&self.cron, from, self.at(read.now), self.catch_up, 100, &window);
+        let decided = due(
+            &self.cron,
+            from,
+            self.at(read.now),
+            self.catch_up,
+            100,
+            &window,
+        );
         let enqueue = decided.enqueue.iter().map(|t| self.unit(*t)).collect();
         (enqueue, decided.last.map(|t| self.unit(t)))
     }
@@ -240,8 +257,7 @@ impl Model for CronModel {
                 let now = n.now;
                 let scheduler = &mut n.schedulers[*i as usize];
                 let previous = scheduler.last_pass.replace(now);
-                let watched_since =
-                    previous.filter(|p| *p < now && now - *p <= WATCHED_GAP_UNITS);
+                let watched_since = previous.filter(|p| *p < now && now - *p <= WATCHED_GAP_UNITS);
                 let from = s.last_tick.unwrap_or(0);
                 let is_due = self
                     .cron
@@ -265,8 +281,16 @@ impl Model for CronModel {
                 let read = n.schedulers[*i as usize].pending.take()?;
                 let rules = self.rules;
                 // Without a rule's layers the pass works from what it read unlocked.
-                let paused = if rules.pause_rechecked { n.paused } else { read.paused };
-                let last_tick = if rules.tick_once { n.last_tick } else { read.last_tick };
+                let paused = if rules.pause_rechecked {
+                    n.paused
+                } else {
+                    read.paused
+                };
+                let last_tick = if rules.tick_once {
+                    n.last_tick
+                } else {
+                    read.last_tick
+                };
                 if paused {
                     return Some(Ok(n));
                 }

@@ -28,7 +28,11 @@ pub trait Model {
 
     /// The state after `action`: `None` when it does nothing here, `Err` when taking it
     /// breaks a step property (the message says which).
-    fn next(&self, state: &Self::State, action: &Self::Action) -> Option<Result<Self::State, String>>;
+    fn next(
+        &self,
+        state: &Self::State,
+        action: &Self::Action,
+    ) -> Option<Result<Self::State, String>>;
 
     /// The invariants: `Err` names the one `state` breaks.
     fn invariant(&self, state: &Self::State) -> Result<(), String>;
@@ -290,7 +294,12 @@ fn unreachable_goal(reached: &[bool], edges: &mut [(u32, u32)]) -> Option<u32> {
 
 /// The actions from an initial state to state `id` (then `last`, the action that broke a
 /// step property), each with the state after it, replayed through the model.
-fn trace<M: Model>(model: &M, origins: &[Origin<M::Action>], id: u32, last: Option<M::Action>) -> Vec<String> {
+fn trace<M: Model>(
+    model: &M,
+    origins: &[Origin<M::Action>],
+    id: u32,
+    last: Option<M::Action>,
+) -> Vec<String> {
     let mut path = Vec::new();
     let mut at = id;
     while at != u32::MAX {
@@ -324,6 +333,10 @@ fn first_state<M: Model>(model: &M, origins: &[Origin<M::Action>], id: u32) -> M
     while origins[at as usize].parent != u32::MAX {
         at = origins[at as usize].parent;
     }
-    let init: Vec<M::State> = model.init().into_iter().map(|s| model.canonical(s)).collect();
+    let init: Vec<M::State> = model
+        .init()
+        .into_iter()
+        .map(|s| model.canonical(s))
+        .collect();
     init[at as usize].clone()
 }

@@ -61,17 +61,26 @@ pub enum State {
     Absent,
     /// Its enqueue found a live job holding its unique key and returned that one.
     Deduplicated,
+    /// `pending`: waiting for its first attempt.
     Pending,
+    /// `retrying`: failed (or handed back after a failure), waiting for another.
     Retrying,
+    /// `processing`: claimed by a worker.
     Processing,
+    /// `completed`.
     Completed,
+    /// `dead_letter`.
     DeadLetter,
+    /// `cancelled`.
     Cancelled,
 }
 
 impl State {
     fn is_final(self) -> bool {
-        matches!(self, State::Completed | State::DeadLetter | State::Cancelled)
+        matches!(
+            self,
+            State::Completed | State::DeadLetter | State::Cancelled
+        )
     }
 
     fn is_live(self) -> bool {
@@ -86,7 +95,9 @@ impl State {
 /// One job row.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Job {
+    /// `state`.
     pub state: State,
+    /// `attempt`.
     pub attempt: u8,
     /// `locked_by` and `lease_token`.
     pub holder: Option<(u8, Token)>,
@@ -105,6 +116,7 @@ pub struct Job {
 /// What a handler's run ended with, on its way to the completer (`Outcome`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Out {
+    /// `Outcome::Complete`.
     Complete,
     /// A failure (a returned error, a panic, a timeout): `Outcome::Retry` with a backoff.
     Retry,
@@ -114,13 +126,16 @@ pub enum Out {
     Snooze,
     /// `Outcome::Snooze` with no delay: a hand-back (`Ended::Released`).
     HandBack,
+    /// An operator cancelled it.
     Cancel,
 }
 
 /// Why a run's stop switch fired (`StopReason`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Stop {
+    /// An operator cancelled it.
     Cancel,
+    /// This worker lost its lease, or no longer holds the run's claim.
     Release,
 }
 
@@ -138,12 +153,16 @@ pub enum Stage {
 /// A run: a job and the token of the claim that handed it to this worker (`RunId`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Run {
+    /// The job (its slot).
     pub job: u8,
+    /// The claim's token.
     pub token: Token,
     /// The lease term it started in, counted back from the current one (0: this term,
     /// 1: the previous, 2: older).
     pub term: u8,
+    /// Where it is.
     pub stage: Stage,
+    /// Its stop switch: fired, and why.
     pub stop: Option<Stop>,
 }
 
@@ -157,6 +176,7 @@ impl Run {
 /// A worker process's state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Process {
+    /// Running.
     Running,
     /// Stopped (SIGSTOP, a paused VM, a starved CPU): takes no step, time passes freely.
     Stalled,
@@ -180,7 +200,9 @@ pub struct Beat {
 /// A claim whose statement committed and whose reply has not been read.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Claim {
+    /// The claim's token.
     pub token: Token,
+    /// The jobs it took.
     pub jobs: Vec<u8>,
     /// Every run was released since it was sent (`ClaimGuard::adopt`).
     pub released_since: bool,
@@ -198,26 +220,36 @@ pub struct Reading {
 /// One worker: its row in `docket.workers` and its process.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Worker {
+    /// The process.
     pub process: Process,
+    /// Shutting down: its producers claim nothing more.
     pub shutting_down: bool,
     /// Its row: `None` when deleted (deregistered); the lease stamped in it.
     pub row: Option<Phase>,
     /// `Lease`: given up or not, and its current and previous terms' confirmed sends.
     pub held: bool,
+    /// The current term's last confirmed heartbeat send (`confirmed_sent_at`).
     pub current: Phase,
+    /// The previous term's (`LeaseState::previous`).
     pub previous: Option<Phase>,
+    /// A heartbeat in flight.
     pub beat: Option<Beat>,
+    /// A claim in flight (one producer: at most one).
     pub claim: Option<Claim>,
+    /// The runs it holds, from their claim until their outcome is written.
     pub runs: Vec<Run>,
     /// `Holdings`' entries: the key each run is held under, with the run (job, token).
     pub map: Vec<(u8, Token)>,
+    /// A reconciler pass between its reads and its decisions.
     pub reading: Option<Reading>,
 }
 
 /// The whole system.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct System {
+    /// `docket.jobs`, one row per slot.
     pub jobs: Vec<Job>,
+    /// The workers.
     pub workers: Vec<Worker>,
 }
 
@@ -234,45 +266,77 @@ pub enum Instant {
     Beat,
 }
 
-/// One step. Workers and jobs by number; a run by its job and token.
+/// One step. Workers (`w`) and jobs by number; a run by its job and token. Each variant
+/// names the statement or decision of the code it mirrors (in full at its arm in
+/// [`Jobs`]'s `next`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[allow(missing_docs)] // the fields are the worker, job, token and outcome named above
 pub enum Action {
-    // The database and its operators.
+    /// `enqueue` (`docket.enqueue`, unique key: `on conflict do nothing`).
     Enqueue(u8),
+    /// `admin::cancel` (`job_cancel`).
     Cancel(u8),
+    /// `admin::replay` (`job_replay`).
     Replay(u8),
+    /// `maintenance::expire` (`job_expire_ready`).
     ExpireSweep,
+    /// `maintenance::rescue_lapsed` (`job_rescue_lapsed`).
     Rescue,
     /// Time reaches a waiting job's `run_at`.
     Due(u8),
     /// Time passes a job's `expires_at`.
     Expires(u8),
-    // A worker's producer.
+    /// `Producer::claim_into`: `begin_claim`, then `claim` (`job_claim`) commits.
     Claim { w: u8, jobs: Vec<u8> },
+    /// The claim's reply: `ClaimGuard::adopt` and the dispatch to slots or prefetch.
     ClaimReply(u8),
+    /// Fault: the claim committed, its reply was lost (the guard is dropped).
     ClaimReplyLost(u8),
+    /// `Producer::run`'s turn over its prefetched jobs.
     ProducerTurn(u8),
-    // A run.
-    Finish { w: u8, job: u8, token: Token, out: Out },
+    /// The handler returns (`Ended::Returned`, a panic or a timeout as `Retry`).
+    Finish {
+        w: u8,
+        job: u8,
+        token: Token,
+        out: Out,
+    },
+    /// A stopped run ends after its grace (`Ended::CancelledByOperator`, `Released`).
     StopEnds { w: u8, job: u8, token: Token },
+    /// `WhileLeaseHeld` ends a run whose term's lease is not proven.
     LeaseStops { w: u8, job: u8, token: Token },
-    // The completer.
-    Write { w: u8, job: u8, token: Token, reply_lost: bool },
-    // The reconciler.
+    /// `Completer::flush` → `apply_outcomes` (`job_set_outcome_many`); `reply_lost`: a
+    /// fault, the write committed and is written again.
+    Write {
+        w: u8,
+        job: u8,
+        token: Token,
+        reply_lost: bool,
+    },
+    /// `Reconciler::reconcile`: `holdings.runs()`, then `held_by`.
     ReconcileRead(u8),
+    /// `Reconciler::reconcile`: stop, cancel, hand back.
     ReconcileAct(u8),
-    // The heartbeat.
+    /// `Heartbeat::run_once` up to `worker_heartbeat`; `reached: false`: a fault, the
+    /// statement never got to the database.
     BeatSend { w: u8, reached: bool },
+    /// `Heartbeat::run_once` after a reply.
     BeatReply(u8),
+    /// Fault: the heartbeat failed or timed out (`must_release`).
     BeatFails(u8),
-    // Time and faults.
+    /// Time: one instant of a worker ages by a phase.
     Age { w: u8, instant: Instant },
+    /// Fault: the process stops (SIGSTOP, a paused VM, a starved CPU).
     Stall(u8),
+    /// The stopped process goes on.
     Wake(u8),
+    /// Fault: the process is killed.
     Crash(u8),
-    // Shutdown.
+    /// `Started::shutdown` begins.
     ShutdownBegin(u8),
+    /// The shutdown deadline: `hard_stop`.
     HardStop(u8),
+    /// The worker deregisters (`worker_delete`) and the process ends.
     Exit(u8),
 }
 
@@ -336,6 +400,9 @@ pub struct Rules {
     pub token_fence: bool,
     /// A retry, snooze or hand-back of a job an operator cancelled ends it `cancelled`.
     pub cancel_sticks: bool,
+    /// The rescuer runs (without it, the liveness check must find the crashed worker's
+    /// job stuck: a check that the liveness check can fail).
+    pub rescue: bool,
 }
 
 impl Rules {
@@ -345,6 +412,7 @@ impl Rules {
         run_is_job_and_token: true,
         token_fence: true,
         cancel_sticks: true,
+        rescue: true,
     };
 }
 
@@ -376,10 +444,15 @@ pub struct Scope {
 /// The bounds, the scope and the rules.
 #[derive(Clone, Debug)]
 pub struct Jobs {
+    /// The job slots.
     pub jobs: Vec<JobSpec>,
+    /// The workers.
     pub workers: Vec<WorkerSpec>,
+    /// Every job's `max_attempts`.
     pub max_attempts: u8,
+    /// The families of actions taken.
     pub scope: Scope,
+    /// The rules (all on: today's code).
     pub rules: Rules,
 }
 
@@ -487,8 +560,8 @@ impl Jobs {
             .collect()
     }
 
-    /// Every family at once (`DOCKET_PROTOCOL_BOUNDS=large`): the lease scenario with lost
-    /// replies, cancel and replay, and every outcome.
+    /// Every family at once (the ignored test `larger_bounds`): the lease scenario with
+    /// lost replies, cancel and replay, and every outcome.
     pub fn large(rules: Rules) -> Jobs {
         Jobs {
             scope: Scope {
@@ -792,7 +865,9 @@ impl Model for Jobs {
         if self.scope.expiry {
             out.push(Action::ExpireSweep);
         }
-        out.push(Action::Rescue);
+        if self.rules.rescue {
+            out.push(Action::Rescue);
+        }
         for (w, worker) in s.workers.iter().enumerate() {
             let faulty = self.workers[w].faulty;
             let w = w as u8;
@@ -809,7 +884,12 @@ impl Model for Jobs {
                 }
             };
             if faulty {
-                for instant in [Instant::Row, Instant::Current, Instant::Previous, Instant::Beat] {
+                for instant in [
+                    Instant::Row,
+                    Instant::Current,
+                    Instant::Previous,
+                    Instant::Beat,
+                ] {
                     out.push(Action::Age { w, instant });
                 }
             }
@@ -839,7 +919,8 @@ impl Model for Jobs {
             // The producer.
             // Bound: a worker holds at most its slots, its prefetch and one more run (an
             // outcome waiting in the completer).
-            let room = worker.runs.len() < (self.workers[w as usize].slots + self.workers[w as usize].prefetch + 1) as usize;
+            let room = worker.runs.len()
+                < (self.workers[w as usize].slots + self.workers[w as usize].prefetch + 1) as usize;
             if room && !worker.shutting_down && worker.claim.is_none() && worker.held {
                 let wanted = self.wanted(worker, w);
                 if wanted > 0 {
@@ -1124,14 +1205,20 @@ impl Model for Jobs {
             // The handler returned (polled only while `WhileLeaseHeld` holds for its term).
             Action::Finish { w, job, token, out } => {
                 let worker = &mut n.workers[*w as usize];
-                let run = worker.runs.iter_mut().find(|r| (r.job, r.token) == (*job, *token))?;
+                let run = worker
+                    .runs
+                    .iter_mut()
+                    .find(|r| (r.job, r.token) == (*job, *token))?;
                 run.stage = Stage::Ended(*out);
             }
             // `Executor::run`: the stop switch fired and the handler did not complete within
             // the grace: `Ended::CancelledByOperator` or `Ended::Released`.
             Action::StopEnds { w, job, token } => {
                 let worker = &mut n.workers[*w as usize];
-                let run = worker.runs.iter_mut().find(|r| (r.job, r.token) == (*job, *token))?;
+                let run = worker
+                    .runs
+                    .iter_mut()
+                    .find(|r| (r.job, r.token) == (*job, *token))?;
                 run.stage = Stage::Ended(match run.stop? {
                     Stop::Cancel => Out::Cancel,
                     Stop::Release => Out::HandBack,
@@ -1140,7 +1227,10 @@ impl Model for Jobs {
             // `WhileLeaseHeld` found the lease of the run's term unproven: `Ended::Released`.
             Action::LeaseStops { w, job, token } => {
                 let worker = &mut n.workers[*w as usize];
-                let at = worker.runs.iter().position(|r| (r.job, r.token) == (*job, *token))?;
+                let at = worker
+                    .runs
+                    .iter()
+                    .position(|r| (r.job, r.token) == (*job, *token))?;
                 if holds_for(worker, worker.runs[at].term) {
                     return None;
                 }
@@ -1163,7 +1253,9 @@ impl Model for Jobs {
                     return None;
                 };
                 let before = s.jobs[*job as usize].holder;
-                if self.apply_outcome(&mut n.jobs, *w, *job, *token, out) && before != Some((*w, *token)) {
+                if self.apply_outcome(&mut n.jobs, *w, *job, *token, out)
+                    && before != Some((*w, *token))
+                {
                     return Some(Err(format!(
                         "no outcome from a stale run is applied: run (job {job}, token {token}) of worker {w} wrote {out:?} over {before:?}"
                     )));
@@ -1402,7 +1494,8 @@ impl Model for Jobs {
                 // A handler that may take a step now: the database must give it its job,
                 // under this very claim, on a lease that has not lapsed.
                 let job = &s.jobs[run.job as usize];
-                let mine = job.state == State::Processing && job.holder == Some((w as u8, run.token));
+                let mine =
+                    job.state == State::Processing && job.holder == Some((w as u8, run.token));
                 let live = worker.row.is_some_and(|p| p != Phase::Gap);
                 if !mine || !live {
                     return Err(format!(
@@ -1574,7 +1667,11 @@ pub fn show(s: &System) -> String {
         let _ = write!(
             line,
             "{} row={:?} lease={}{:?}",
-            if worker.shutting_down { "(stopping)" } else { "" },
+            if worker.shutting_down {
+                "(stopping)"
+            } else {
+                ""
+            },
             worker.row.map_or("gone".to_owned(), |p| format!("{p:?}")),
             if worker.held { "held," } else { "given-up," },
             worker.current
@@ -1583,13 +1680,22 @@ pub fn show(s: &System) -> String {
             let _ = write!(line, ",prev={p:?}");
         }
         if let Some(b) = worker.beat {
-            let _ = write!(line, " beat({:?}{})", b.sent, if b.reached { "" } else { ",lost" });
+            let _ = write!(
+                line,
+                " beat({:?}{})",
+                b.sent,
+                if b.reached { "" } else { ",lost" }
+            );
         }
         if let Some(c) = &worker.claim {
             let _ = write!(line, " claim(t{}→{:?})", c.token, c.jobs);
         }
         for r in &worker.runs {
-            let _ = write!(line, " run(j{}/t{},term-{},{:?}", r.job, r.token, r.term, r.stage);
+            let _ = write!(
+                line,
+                " run(j{}/t{},term-{},{:?}",
+                r.job, r.token, r.term, r.stage
+            );
             if let Some(stop) = r.stop {
                 let _ = write!(line, ",stop:{stop:?}");
             }

@@ -1,8 +1,8 @@
 //! Each rule the guarantees issue settled, removed from the model: the checker must find a
 //! violation, with a trace a reader can follow.
 
-use docket_protocol::explore::{check, Report};
 use docket_protocol::cron::{CronModel, Rules as CronRules};
+use docket_protocol::explore::{check, Report};
 use docket_protocol::jobs::{Jobs, Rules};
 use docket_worker::schedule::CatchUp;
 
@@ -40,7 +40,10 @@ fn without_the_token_in_the_fence_a_stale_runs_outcome_lands_on_the_next_run() {
         token_fence: false,
         ..Rules::TODAY
     }));
-    assert!(trace.contains("no outcome from a stale run is applied"), "{trace}");
+    assert!(
+        trace.contains("no outcome from a stale run is applied"),
+        "{trace}"
+    );
 }
 
 #[test]
@@ -49,13 +52,28 @@ fn without_cancel_sticking_a_hand_back_undoes_an_operators_cancel() {
         cancel_sticks: false,
         ..Rules::TODAY
     }));
-    assert!(trace.contains("an operator's cancel is never undone"), "{trace}");
+    assert!(
+        trace.contains("an operator's cancel is never undone"),
+        "{trace}"
+    );
+}
+
+#[test]
+fn without_the_rescuer_a_crashed_workers_job_is_stuck_for_ever() {
+    let trace = caught(Jobs::leases(Rules {
+        rescue: false,
+        ..Rules::TODAY
+    }));
+    assert!(trace.contains("liveness: every job ends"), "{trace}");
 }
 
 fn cron_caught(rules: CronRules) -> String {
     let report = check(&CronModel::new(2, 3, CatchUp::Latest, rules), 5_000_000);
     println!("{report}");
-    report.violation.expect("the mutation went unnoticed").to_string()
+    report
+        .violation
+        .expect("the mutation went unnoticed")
+        .to_string()
 }
 
 #[test]
@@ -73,5 +91,8 @@ fn without_the_pause_rechecked_a_pass_that_read_before_a_pause_enqueues_during_i
         pause_rechecked: false,
         ..CronRules::TODAY
     });
-    assert!(trace.contains("no tick is enqueued while its schedule is paused"), "{trace}");
+    assert!(
+        trace.contains("no tick is enqueued while its schedule is paused"),
+        "{trace}"
+    );
 }

@@ -47,7 +47,10 @@ async fn random_walks_of_the_model_replayed_on_postgresql_agree_step_by_step() {
     let started = std::time::Instant::now();
     let mut changed = 0;
     for seed in 0..count {
-        changed += Walk::new(db.pool.clone(), Jobs::walks(), seed).await.run(steps).await;
+        changed += Walk::new(db.pool.clone(), Jobs::walks(), seed)
+            .await
+            .run(steps)
+            .await;
     }
     println!(
         "{count} walks of {steps} steps replayed on PostgreSQL ({changed} steps changed a row) in {:.1?}",
@@ -134,7 +137,9 @@ impl Walk {
             log: String::new(),
         };
         for worker in &walk.workers {
-            maintenance::heartbeat(&walk.pool, worker, LEASE, Some(now)).await.unwrap();
+            maintenance::heartbeat(&walk.pool, worker, LEASE, Some(now))
+                .await
+                .unwrap();
         }
         for (j, spec) in walk.model.jobs.clone().iter().enumerate() {
             if spec.enqueued {
@@ -155,7 +160,11 @@ impl Walk {
             if self.rng.below(8) == 0 {
                 self.model.actions(&self.state, &mut actions);
             } else {
-                actions.extend(enabled(&self.model, &self.state).into_iter().map(|(a, _)| a));
+                actions.extend(
+                    enabled(&self.model, &self.state)
+                        .into_iter()
+                        .map(|(a, _)| a),
+                );
             }
             if actions.is_empty() {
                 self.model.actions(&self.state, &mut actions);
@@ -166,7 +175,11 @@ impl Walk {
             if self.state.jobs != before {
                 self.changed += 1;
             }
-            let _ = writeln!(self.log, "{step:>3}. {taken:?}\n     → {}", self.model.show(&self.state));
+            let _ = writeln!(
+                self.log,
+                "{step:>3}. {taken:?}\n     → {}",
+                self.model.show(&self.state)
+            );
             self.compare(&format!("{taken:?}")).await;
         }
         sqlx::query("delete from docket.jobs where queue = $1")
@@ -212,11 +225,7 @@ impl Walk {
                 )
                 .await
                 .unwrap();
-                let mut jobs: Vec<u8> = claimed
-                    .jobs
-                    .iter()
-                    .map(|job| self.slot(job.id))
-                    .collect();
+                let mut jobs: Vec<u8> = claimed.jobs.iter().map(|job| self.slot(job.id)).collect();
                 jobs.sort_unstable();
                 let ready = self.state.jobs.iter().filter(|job| {
                     matches!(job.state, State::Pending | State::Retrying) && job.due && !job.expired
@@ -263,7 +272,9 @@ impl Walk {
                 let done = admin::cancel(pool, self.job(j)).await;
                 let expected = self.model.next(&self.state, &action).is_some();
                 if done.is_ok() != expected {
-                    self.fail(format!("cancel of job {j}: {done:?}, the model says {expected}"));
+                    self.fail(format!(
+                        "cancel of job {j}: {done:?}, the model says {expected}"
+                    ));
                 }
                 action
             }
@@ -271,7 +282,9 @@ impl Walk {
                 let done = admin::replay(pool, self.job(j)).await;
                 let expected = self.model.next(&self.state, &action).is_some();
                 if done.is_ok() != expected {
-                    self.fail(format!("replay of job {j}: {done:?}, the model says {expected}"));
+                    self.fail(format!(
+                        "replay of job {j}: {done:?}, the model says {expected}"
+                    ));
                 }
                 action
             }
@@ -289,7 +302,8 @@ impl Walk {
             }
             Action::Expires(j) => {
                 // Past for the database's own clock too (replay reads `now()`).
-                self.set(j, "expires_at = least($2, now()) - interval '1 second'").await;
+                self.set(j, "expires_at = least($2, now()) - interval '1 second'")
+                    .await;
                 action
             }
             Action::Age {
@@ -326,16 +340,26 @@ impl Walk {
                 self.apply(&action);
                 let after = &self.state.jobs[job as usize];
                 if changed != (before != *after) {
-                    self.fail(format!("{action:?} changed the row: {changed}, the model says {}", before != *after));
+                    self.fail(format!(
+                        "{action:?} changed the row: {changed}, the model says {}",
+                        before != *after
+                    ));
                 }
                 return action;
             }
             Action::ReconcileRead(w) => {
                 self.apply(&action);
-                let held = maintenance::held_by(pool, self.workers[w as usize].id).await.unwrap();
-                let mut got: Vec<(JobId, Uuid, bool)> =
-                    held.iter().map(|h| (h.id, h.token, h.cancel_requested)).collect();
-                let reading = self.state.workers[w as usize].reading.clone().expect("read");
+                let held = maintenance::held_by(pool, self.workers[w as usize].id)
+                    .await
+                    .unwrap();
+                let mut got: Vec<(JobId, Uuid, bool)> = held
+                    .iter()
+                    .map(|h| (h.id, h.token, h.cancel_requested))
+                    .collect();
+                let reading = self.state.workers[w as usize]
+                    .reading
+                    .clone()
+                    .expect("read");
                 let mut expected: Vec<(JobId, Uuid, bool)> = reading
                     .held
                     .iter()
@@ -344,7 +368,9 @@ impl Walk {
                 got.sort();
                 expected.sort();
                 if got != expected {
-                    self.fail(format!("held_by({w}) is {got:?}, the model read {expected:?}"));
+                    self.fail(format!(
+                        "held_by({w}) is {got:?}, the model read {expected:?}"
+                    ));
                 }
                 return action;
             }
@@ -356,17 +382,26 @@ impl Walk {
             }
             Action::BeatSend { w, reached: true } => {
                 let worker = &self.workers[w as usize];
-                let renewal = maintenance::heartbeat(pool, worker, LEASE, now).await.unwrap();
+                let renewal = maintenance::heartbeat(pool, worker, LEASE, now)
+                    .await
+                    .unwrap();
                 self.apply(&action);
-                let beat = self.state.workers[w as usize].beat.expect("a beat in flight");
+                let beat = self.state.workers[w as usize]
+                    .beat
+                    .expect("a beat in flight");
                 if renewal.lapsed != beat.lapsed {
-                    self.fail(format!("worker {w}'s heartbeat says lapsed = {}", renewal.lapsed));
+                    self.fail(format!(
+                        "worker {w}'s heartbeat says lapsed = {}",
+                        renewal.lapsed
+                    ));
                 }
                 return action;
             }
             Action::Exit(w) => {
                 if self.model.next(&self.state, &action).is_some() {
-                    maintenance::deregister(pool, self.workers[w as usize].id).await.unwrap();
+                    maintenance::deregister(pool, self.workers[w as usize].id)
+                        .await
+                        .unwrap();
                 }
                 action
             }
@@ -400,12 +435,14 @@ impl Walk {
 
     /// Moves one stored instant of job `j` (the model's time passing it).
     async fn set(&self, j: u8, assignment: &str) {
-        sqlx::query(&format!("update docket.jobs set {assignment} where id = $1"))
-            .bind(self.job(j))
-            .bind(self.now)
-            .execute(&self.pool)
-            .await
-            .unwrap();
+        sqlx::query(&format!(
+            "update docket.jobs set {assignment} where id = $1"
+        ))
+        .bind(self.job(j))
+        .bind(self.now)
+        .execute(&self.pool)
+        .await
+        .unwrap();
     }
 
     /// Writes one outcome through `apply_outcomes`; whether it changed the job.
@@ -433,15 +470,22 @@ impl Walk {
             token: self.tokens[&token],
             outcome,
         };
-        let applied =
-            docket_queue::apply_outcomes(&self.pool, self.workers[w as usize].id, &[item], Some(self.now))
-                .await
-                .unwrap();
+        let applied = docket_queue::apply_outcomes(
+            &self.pool,
+            self.workers[w as usize].id,
+            &[item],
+            Some(self.now),
+        )
+        .await
+        .unwrap();
         applied.changed.iter().any(|(changed, _)| *changed == id)
     }
 
     fn slot(&self, id: JobId) -> u8 {
-        self.jobs.iter().position(|j| *j == Some(id)).expect("a job of this walk") as u8
+        self.jobs
+            .iter()
+            .position(|j| *j == Some(id))
+            .expect("a job of this walk") as u8
     }
 
     /// The database's rows as the model sees them, and the model's invariants.
@@ -463,7 +507,11 @@ impl Walk {
                 JobState::Cancelled => State::Cancelled,
             };
             let holder = row.locked_by.map(|by| {
-                let w = self.workers.iter().position(|w| w.id == by).expect("a walk worker") as u8;
+                let w = self
+                    .workers
+                    .iter()
+                    .position(|w| w.id == by)
+                    .expect("a walk worker") as u8;
                 let token = row.lease_token.expect("a token");
                 let t = self
                     .tokens
@@ -495,7 +543,13 @@ impl Walk {
             let (seen, expected) = if matches!(state, State::Pending | State::Retrying) {
                 (seen, expected)
             } else {
-                ((seen.0, seen.1, seen.2, seen.3, true, seen.5, seen.6), (expected.0, expected.1, expected.2, expected.3, true, expected.5, expected.6))
+                (
+                    (seen.0, seen.1, seen.2, seen.3, true, seen.5, seen.6),
+                    (
+                        expected.0, expected.1, expected.2, expected.3, true, expected.5,
+                        expected.6,
+                    ),
+                )
             };
             if seen != expected {
                 self.fail(format!(
