@@ -560,14 +560,13 @@ impl Jobs {
             .collect()
     }
 
-    /// Every family at once (the ignored test `larger_bounds`): the lease scenario with
-    /// lost replies, cancel and replay, and every outcome.
+    /// Larger bounds (the ignored test `larger_bounds`): the lease scenario and the lost
+    /// replies together (stalls, crashes, heartbeat faults, lost claim and outcome
+    /// replies on one worker).
     pub fn large(rules: Rules) -> Jobs {
         Jobs {
             scope: Scope {
-                operator: true,
                 lost_replies: true,
-                all_outcomes: true,
                 ..Jobs::leases(rules).scope
             },
             ..Jobs::leases(rules)
@@ -575,9 +574,8 @@ impl Jobs {
     }
 
     /// The queue's own rules: two jobs sharing a unique key (the second enqueued by an
-    /// action, with an expiry), a worker that prefetches one job beside its slot and a
-    /// second worker; cancel, replay, expiry, every outcome, shutdown, a stall and lost
-    /// claim replies.
+    /// action, with an expiry), one worker that prefetches a job beside its slot; cancel,
+    /// replay, expiry, every outcome, and shutdown with its deadline.
     pub fn queue(rules: Rules) -> Jobs {
         Jobs {
             jobs: vec![

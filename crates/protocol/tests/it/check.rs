@@ -4,7 +4,7 @@ use docket_protocol::jobs::{Jobs, Rules};
 use docket_worker::schedule::CatchUp;
 
 fn holds(model: Jobs) {
-    let report = check(&model, 50_000_000);
+    let report = check(&model, 8_000_000);
     println!("{report}");
     assert!(report.violation.is_none(), "{report}");
 }

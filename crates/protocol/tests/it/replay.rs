@@ -237,6 +237,11 @@ impl Walk {
                     return Action::Claim { w, jobs };
                 }
                 let action = Action::Claim { w, jobs };
+                if !matches!(self.model.next(&self.state, &action), Some(Ok(_))) {
+                    self.fail(format!(
+                        "{action:?}: the database claimed jobs the model says are not ready"
+                    ));
+                }
                 self.apply(&action);
                 // The model's fresh token for this claim is the new one in its state.
                 let fresh = self.state.workers[w as usize]
