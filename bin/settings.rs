@@ -255,6 +255,8 @@ const NOT_SETTINGS: &[&str] = &[
     "DOCKET_TEST_TOOLS",
     "DOCKET_SCREENSHOTS_DIR",
     "DOCKET_WRITE_SCHEMA",
+    // The protocol replay's number and length of walks (crates/protocol).
+    "DOCKET_PROTOCOL_WALKS",
 ];
 
 /// The first `DOCKET_*` name among `names` that is no setting (a misspelling would
