@@ -3,7 +3,7 @@
 //! operator who pauses and resumes it, and time. A scheduler's pass is two steps, as in
 //! `crates/worker/src/scheduler.rs`: the unlocked read of every schedule's state (with the
 //! pass's `now`), then one transaction that locks the row, re-reads it, decides the due
-//! ticks with the scheduler's own function (`schedule::due`, called here as it is), calls
+//! ticks with the scheduler's own function (`cron::due`, called here as it is), calls
 //! `docket.enqueue_tick` for each and `schedule_advance`. Any other action may come
 //! between the two; a pass whose transaction fails changes nothing.
 //!
@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use docket_worker::schedule::{due, CatchUp, Cron, OnTime};
+use docket_worker::cron::{due, CatchUp, Cron, OnTime};
 
 use crate::explore::{Goal, Model};
 
@@ -77,11 +77,11 @@ pub struct Ticks {
 pub enum Action {
     /// Half a second passes.
     Time,
-    /// `schedule::set_paused(true)`.
+    /// `cron::set_paused(true)`.
     Pause,
-    /// `schedule::set_paused(false)`: records `resumed_at` when it was paused.
+    /// `cron::set_paused(false)`: records `resumed_at` when it was paused.
     Resume,
-    /// `Scheduler::run_once` up to its unlocked read (`schedule::states`).
+    /// `Scheduler::run_once` up to its unlocked read (`cron::states`).
     Read(u8),
     /// `Scheduler::pass`: the transaction.
     Pass(u8),
@@ -251,7 +251,7 @@ impl Model for CronModel {
                 n.resumed_at = Some(n.now);
             }
             // `run_once`: `now`, `last_pass.replace(now)`, `watched_since`, then
-            // `schedule::states`; a paused schedule or one with nothing due only records its
+            // `cron::states`; a paused schedule or one with nothing due only records its
             // next tick (not modelled): the pass ends there.
             Action::Read(i) => {
                 let now = n.now;
@@ -275,8 +275,8 @@ impl Model for CronModel {
             Action::PassFails(i) => {
                 n.schedulers[*i as usize].pending.take()?;
             }
-            // `Scheduler::pass`: lock the row (`schedule::lock_state`), stop if paused,
-            // decide (`schedule::due`), `enqueue_tick` each, `advance`, commit.
+            // `Scheduler::pass`: lock the row (`cron::lock_state`), stop if paused,
+            // decide (`cron::due`), `enqueue_tick` each, `advance`, commit.
             Action::Pass(i) => {
                 let read = n.schedulers[*i as usize].pending.take()?;
                 let rules = self.rules;

@@ -1,7 +1,7 @@
 use docket_protocol::cron::{CronModel, Rules as CronRules};
 use docket_protocol::explore::check;
 use docket_protocol::jobs::{Jobs, Rules};
-use docket_worker::schedule::CatchUp;
+use docket_worker::cron::CatchUp;
 
 fn holds(model: Jobs) {
     let report = check(&model, 8_000_000);

@@ -4,7 +4,7 @@
 use docket_protocol::cron::{CronModel, Rules as CronRules};
 use docket_protocol::explore::{check, Report};
 use docket_protocol::jobs::{Jobs, Rules};
-use docket_worker::schedule::CatchUp;
+use docket_worker::cron::CatchUp;
 
 /// Checks `model` and returns its violation's text, failing when there is none.
 fn caught(model: Jobs) -> String {
