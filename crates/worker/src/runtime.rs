@@ -141,16 +141,9 @@ impl Runtime {
             maintenance_pool,
             worker_id: self.worker.id,
             shutdown_timeout: self.config.shutdown_timeout,
-            hard_stop: parts.hard_stop,
-            stop_claiming: parts.stop_claiming,
-            stop_services: parts.stop_services,
-            completer_bounded: parts.completer_bounded,
-            services: parts.services,
-            producers: parts.producers,
-            jobs: parts.jobs,
+            parts,
             completer,
             reconciler,
-            holdings: parts.holdings,
         })
     }
 
@@ -353,14 +346,16 @@ impl Runtime {
     }
 }
 
-/// What the wiring steps share: the lease and what is held under it, the stop signals
-/// of shutdown's steps, and the task trackers it waits on.
+/// What the wiring steps share and shutdown uses: the lease and what is held under it,
+/// the stop signals of shutdown's steps, and the task trackers it waits on.
 struct Parts {
     holdings: Arc<Holdings>,
     lease: Arc<Lease>,
+    /// Stops running jobs (handed back) at the shutdown deadline.
     hard_stop: CancellationToken,
     stop_claiming: CancellationToken,
     stop_services: CancellationToken,
+    /// Bounds the completer's writes from the moment the jobs are done.
     completer_bounded: CancellationToken,
     services: TaskTracker,
     producers: TaskTracker,
@@ -440,23 +435,14 @@ struct Started {
     maintenance_pool: PgPool,
     worker_id: Uuid,
     shutdown_timeout: Duration,
-    /// Stops running jobs (handed back) at the shutdown deadline.
-    hard_stop: CancellationToken,
-    stop_claiming: CancellationToken,
-    stop_services: CancellationToken,
-    /// Bounds the completer's writes from the moment the jobs are done.
-    completer_bounded: CancellationToken,
-    services: TaskTracker,
-    producers: TaskTracker,
-    jobs: TaskTracker,
+    parts: Parts,
     completer: tokio::task::JoinHandle<()>,
     reconciler: Arc<Reconciler>,
-    holdings: Arc<Holdings>,
 }
 
 impl Started {
     async fn shutdown(mut self) {
-        info!(event = events::SHUTDOWN_STARTED, worker.id = %self.worker_id, running = self.holdings.len(), "shutting down: claiming stopped");
+        info!(event = events::SHUTDOWN_STARTED, worker.id = %self.worker_id, running = self.parts.holdings.len(), "shutting down: claiming stopped");
         self.stop_claiming().await;
         self.finish_or_stop_jobs().await;
         self.flush_outcomes().await;
@@ -470,15 +456,15 @@ impl Started {
 
     /// Step 1: producers stop; a claim in flight is cut off (step 4 hands back what it took).
     async fn stop_claiming(&self) {
-        self.stop_claiming.cancel();
-        self.producers.close();
-        self.producers.wait().await;
+        self.parts.stop_claiming.cancel();
+        self.parts.producers.close();
+        self.parts.producers.wait().await;
     }
 
     /// Steps 2 and 3: running jobs get the shutdown timeout; the rest are stopped and handed back.
     async fn finish_or_stop_jobs(&self) {
-        self.jobs.close();
-        if tokio::time::timeout(self.shutdown_timeout, self.jobs.wait())
+        self.parts.jobs.close();
+        if tokio::time::timeout(self.shutdown_timeout, self.parts.jobs.wait())
             .await
             .is_ok()
         {
@@ -488,12 +474,12 @@ impl Started {
             );
             return;
         }
-        let left = self.holdings.len();
+        let left = self.parts.holdings.len();
         // From here on, the completer's writes are bounded; the hand-backs of the jobs
         // stopped now still get the whole flush limit.
-        self.completer_bounded.cancel();
-        self.hard_stop.cancel();
-        self.jobs.wait().await;
+        self.parts.completer_bounded.cancel();
+        self.parts.hard_stop.cancel();
+        self.parts.jobs.wait().await;
         warn!(
             event = events::SHUTDOWN_RELEASED,
             jobs = left,
@@ -505,7 +491,7 @@ impl Started {
     /// Step 4: every outcome is written (the executors are gone, so the channel closes),
     /// trying for at most the flush limit.
     async fn flush_outcomes(&mut self) {
-        self.completer_bounded.cancel();
+        self.parts.completer_bounded.cancel();
         if (&mut self.completer).await.is_ok() {
             info!(event = events::SHUTDOWN_FLUSHED, "outcomes written");
         }
@@ -534,9 +520,9 @@ impl Started {
 
     /// Step 6: the services stop.
     async fn stop_services(&self) {
-        self.stop_services.cancel();
-        self.services.close();
-        self.services.wait().await;
+        self.parts.stop_services.cancel();
+        self.parts.services.close();
+        self.parts.services.wait().await;
     }
 
     /// Step 7: the registration goes, on a connection of its own: the maintenance pool's may

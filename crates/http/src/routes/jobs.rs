@@ -58,11 +58,19 @@ pub(crate) struct ListQuery {
     /// Only jobs in this state: pending, retrying, processing, completed, dead_letter, cancelled.
     #[param(value_type = Option<JobState>)]
     state: Option<String>,
-    /// Only jobs on this queue (no NUL).
-    #[param(min_length = 1, max_length = 127, pattern = r"^[^\x00]+$")]
+    /// Only jobs on this queue (1 to 127 characters, not all blank, no NUL).
+    #[param(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     queue: Option<String>,
-    /// Only jobs of this kind (no NUL).
-    #[param(min_length = 1, max_length = 127, pattern = r"^[^\x00]+$")]
+    /// Only jobs of this kind (1 to 127 characters, not all blank, no NUL).
+    #[param(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     kind: Option<String>,
     /// Page size, 1 to 1000; default 50.
     #[param(minimum = 1, maximum = 1000)]
@@ -283,11 +291,19 @@ pub(crate) async fn discard(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReplayRequest {
-    /// Only this queue (no NUL).
-    #[schema(pattern = r"^[^\x00]*$")]
+    /// Only this queue (1 to 127 characters, not all blank, no NUL).
+    #[schema(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     queue: Option<String>,
-    /// Only this kind (no NUL).
-    #[schema(pattern = r"^[^\x00]*$")]
+    /// Only this kind (1 to 127 characters, not all blank, no NUL).
+    #[schema(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     kind: Option<String>,
     /// Only those dead-lettered at or after this time (years 1 to 9999 UTC).
     since: Option<DateTime<Utc>>,
