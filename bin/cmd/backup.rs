@@ -226,6 +226,12 @@ async fn backup(config: &Config, args: &BackupArgs) -> anyhow::Result<Option<Man
     }
     let duration = started.elapsed();
     let size = std::fs::metadata(&partial.0)?.len();
+    // The dump holds every job's payload: its owner's to read, nobody else's.
+    std::fs::set_permissions(
+        &partial.0,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .context("making the backup private")?;
 
     let file = Backup::file_name(taken_at);
     let manifest = Manifest {
@@ -252,9 +258,14 @@ async fn backup(config: &Config, args: &BackupArgs) -> anyhow::Result<Option<Man
     std::fs::rename(&partial.0, &path).context("naming the backup")?;
     drop(partial);
 
-    let removed = layout::prune(dir, config.backup.keep)
+    let pruned = layout::prune(dir, config.backup.keep)
         .with_context(|| format!("pruning {}", dir.display()))?;
-    let pruned = removed
+    // The backup is taken: an entry that cannot be pruned is said, not a failure.
+    for (path, why) in &pruned.left {
+        eprintln!("warning: could not prune {}: {why}", path.display());
+    }
+    let pruned = pruned
+        .removed
         .iter()
         .filter(|p| p.extension().is_some_and(|e| e == "dump"))
         .count();

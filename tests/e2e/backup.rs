@@ -155,8 +155,13 @@ async fn a_backup_with_jobs_in_every_state_restores_with_the_same_counts_and_rec
         manifest["tables"].get("public.app_orders").is_none(),
         "{manifest}"
     );
-    let size = std::fs::metadata(dir.join(&file)).unwrap().len();
-    assert_eq!(manifest["size_bytes"], size);
+    let meta = std::fs::metadata(dir.join(&file)).unwrap();
+    assert_eq!(manifest["size_bytes"], meta.len());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777,
+        0o600,
+        "a dump holds every payload: its owner's alone"
+    );
     let on_disk: Value =
         serde_json::from_slice(&std::fs::read(dir.join(file.replace(".dump", ".json"))).unwrap())
             .unwrap();
@@ -437,11 +442,27 @@ async fn backup_keep_prunes_only_dockets_own_files() {
     for name in others {
         std::fs::write(dir.join(name), "not Docket's").unwrap();
     }
+    // A directory that carries a stale partial dump's name is not a file to prune, and it
+    // does not fail the backup either (it did: "Is a directory", exit 1, every night).
+    let odd = dir.join(".docket-20200111T000000.000Z.dump.partial");
+    std::fs::create_dir(&odd).unwrap();
+    let aged = Command::new("touch")
+        .args(["-d", "3 days ago"])
+        .arg(&odd)
+        .status()
+        .unwrap();
+    assert!(aged.success());
     let output = command(&db, &dir, &["backup"])
         .env("DOCKET_BACKUP_KEEP", "2")
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", text(&output));
+    assert!(odd.is_dir(), "the directory is left alone");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("could not prune"),
+        "{}",
+        text(&output)
+    );
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("kept the newest 2, removed 2"),
         "{}",

@@ -426,3 +426,46 @@ async fn the_health_probe_answers_while_idle_clients_hold_every_connection() {
     drop(idle);
     drop(serve);
 }
+
+/// Requests whose body trickles in (one byte every few seconds, each under the idle
+/// timeout) are in flight the whole time; when they hold every place, the quietest is
+/// closed for a new connection, so the health probe still gets in.
+#[tokio::test]
+async fn the_health_probe_answers_while_trickled_bodies_hold_every_connection() {
+    let db = TestDb::new().await;
+    let port = free_port();
+    let serve = serve_with_few_files(&db, port, &[("DOCKET_HTTP_MAX_CONNECTIONS", "8")]);
+    until_healthy(port).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickles: Vec<_> = (0..8)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+                    return;
+                };
+                let head = "POST /ops/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 1000\r\n\r\n";
+                if stream.write_all(head.as_bytes()).is_err() {
+                    return;
+                }
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if stream.write_all(b"a").is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(2500));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    for _ in 0..3 {
+        let answer = request(port, "HEAD", "/api/health", false, None);
+        assert_eq!(answer.map(|(status, _)| status), Some(200));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for trickle in trickles {
+        let _ = trickle.join();
+    }
+    drop(serve);
+}

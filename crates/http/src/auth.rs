@@ -31,10 +31,14 @@ pub const WRONG_SECRET_DELAY: Duration = Duration::from_secs(1);
 /// delays, and an instant answer never tells a guess apart.
 pub const WRONG_SECRET_PLACES: usize = 4;
 
-/// The line wrong secrets wait in (per process).
+/// The line every secret is compared in (per process): one comparison at a time, and a
+/// wrong one holds the line for [`WRONG_SECRET_DELAY`] in a task of its own, so a client
+/// that hangs up as soon as no answer came (the sign of a wrong guess) cannot cut its
+/// penalty short. Whatever a guesser does, this process compares at most one wrong secret
+/// per delay.
 pub(crate) struct SlowLane {
     places: Semaphore,
-    line: tokio::sync::Mutex<()>,
+    line: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A place in the slow lane, taken before a secret is compared.
@@ -47,7 +51,7 @@ impl SlowLane {
     pub(crate) fn new() -> SlowLane {
         SlowLane {
             places: Semaphore::new(WRONG_SECRET_PLACES),
-            line: tokio::sync::Mutex::new(()),
+            line: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -62,10 +66,26 @@ impl SlowLane {
 }
 
 impl Place<'_> {
-    /// The secret was wrong: wait its turn, then leave.
-    pub(crate) async fn wait(self) {
-        let _turn = self.lane.line.lock().await;
-        tokio::time::sleep(WRONG_SECRET_DELAY).await;
+    /// Waits for the line, then compares. A wrong secret is logged and counted at once
+    /// (`route` names where it came), its penalty starts holding the line, and only then
+    /// is it answered `false`, after the penalty.
+    pub(crate) async fn compare(self, right: impl FnOnce() -> bool, route: &str) -> bool {
+        let turn = self.lane.line.clone().lock_owned().await;
+        if right() {
+            return true;
+        }
+        tracing::warn!(
+            event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
+            route,
+            "a wrong secret refused"
+        );
+        metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
+        let penalty = tokio::spawn(async move {
+            tokio::time::sleep(WRONG_SECRET_DELAY).await;
+            drop(turn);
+        });
+        let _ = penalty.await;
+        false
     }
 }
 
@@ -147,25 +167,17 @@ where
             metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
             return Err(ApiError::TooManyAttempts);
         };
-        let authorized = match (
-            &gate.secret,
-            header.to_str().ok().and_then(|h| h.strip_prefix("Bearer ")),
-        ) {
+        let token = header.to_str().ok().and_then(|h| h.strip_prefix("Bearer "));
+        let right = || match (&gate.secret, token) {
             (Some(secret), Some(token)) => secret.matches(token),
             _ => false,
         };
-        if authorized {
-            return Ok(Caller::Authorized);
-        }
-        place.wait().await;
         let route = crate::observe::route_label(parts);
-        tracing::warn!(
-            event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
-            route,
-            "request with a wrong bearer token refused"
-        );
-        metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
-        Err(ApiError::Unauthorized)
+        if place.compare(right, &route).await {
+            Ok(Caller::Authorized)
+        } else {
+            Err(ApiError::Unauthorized)
+        }
     }
 }
 

@@ -165,28 +165,52 @@ pub fn newest(dir: &Path) -> std::io::Result<Option<Backup>> {
 /// is younger may be a backup still being written).
 const PARTIAL_STALE_AFTER: Duration = Duration::from_secs(24 * 3600);
 
+/// What a prune did: the paths it removed, and those it could not (each with why). One
+/// entry it cannot remove never fails the backup that was just taken.
+#[derive(Debug, Default)]
+pub struct Pruned {
+    /// Removed.
+    pub removed: Vec<PathBuf>,
+    /// Left in place, and why.
+    pub left: Vec<(PathBuf, String)>,
+}
+
+impl Pruned {
+    fn remove(&mut self, path: PathBuf) {
+        // Only files (or links, removed as links): a directory that happens to carry a
+        // backup's name is not ours to touch.
+        match std::fs::symlink_metadata(&path) {
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(meta) if meta.is_dir() => self
+                .left
+                .push((path, "a directory, not a backup file".to_owned())),
+            _ => match std::fs::remove_file(&path) {
+                Ok(()) => self.removed.push(path),
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                Err(err) => self.left.push((path, err.to_string())),
+            },
+        }
+    }
+}
+
 /// Removes the backups older than the newest `keep` (each with its manifest and restore
-/// check record), and partial dumps older than a day. Touches Docket's own names only.
-/// Returns the removed paths.
+/// check record), and partial dumps older than a day. Touches Docket's own file names only.
 ///
 /// # Errors
 ///
-/// When the directory cannot be read or a file cannot be removed.
-pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
+/// When the directory cannot be read; an entry that cannot be removed is reported in
+/// [`Pruned::left`] instead.
+pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Pruned> {
     let backups = list(dir)?;
     let excess = backups.len().saturating_sub(keep);
-    let mut removed = Vec::new();
+    let mut pruned = Pruned::default();
     for backup in &backups[..excess] {
         for path in [
             backup.path.clone(),
             backup.manifest_path(),
             backup.restore_check_path(),
         ] {
-            match std::fs::remove_file(&path) {
-                Ok(()) => removed.push(path),
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
+            pruned.remove(path);
         }
     }
     for entry in std::fs::read_dir(dir)?.flatten() {
@@ -203,11 +227,10 @@ pub fn prune(dir: &Path, keep: usize) -> std::io::Result<Vec<PathBuf>> {
             .and_then(|at| SystemTime::now().duration_since(at).ok())
             .is_some_and(|age| age > PARTIAL_STALE_AFTER);
         if partial && old {
-            std::fs::remove_file(entry.path())?;
-            removed.push(entry.path());
+            pruned.remove(entry.path());
         }
     }
-    Ok(removed)
+    Ok(pruned)
 }
 
 /// The two checks, when a backup directory is configured.

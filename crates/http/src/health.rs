@@ -56,6 +56,8 @@ pub struct HealthMonitor {
     /// Held by the one request that refreshes; the others get the previous report meanwhile.
     refreshing: Mutex<()>,
     last_status: std::sync::Mutex<Option<Verdict>>,
+    /// The queues that have gauges of their own (a bounded number).
+    gauged_queues: docket_queue::telemetry::metric::BoundedLabel,
 }
 
 fn read<T: Clone>(cached: &Cached<T>, ttl: Duration) -> (Option<T>, bool) {
@@ -99,6 +101,7 @@ impl HealthMonitor {
             last_snapshot: std::sync::Mutex::new(None),
             refreshing: Mutex::new(()),
             last_status: std::sync::Mutex::new(None),
+            gauged_queues: docket_queue::telemetry::metric::BoundedLabel::new(),
         }
     }
 
@@ -145,7 +148,7 @@ impl HealthMonitor {
         let findings =
             docket_queue::health::probe_all(&self.probes, db, self.config.check_timeout).await;
         let report = std::sync::Arc::new(judge(observed, &self.config).with_findings(findings));
-        observe::record_health(&report);
+        observe::record_health(&report, &self.gauged_queues);
         self.log_transition(&report);
         store(&self.cache, report.clone());
         report

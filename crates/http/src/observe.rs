@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use docket_queue::health::HealthReport;
+use docket_queue::telemetry::metric::BoundedLabel;
 
 pub use docket_queue::telemetry::metric::{
     AUTH_FAILURES, BATCHES_OPEN, CRON_LAST_TICK_AGE, HEALTH_STATUS, HTTP_DURATION, HTTP_REQUESTS,
@@ -64,9 +65,16 @@ pub(crate) async fn track(request: Request, next: Next) -> Response {
     response
 }
 
+/// Whether `queue` gets gauges of its own. Queue names come from callers: the first
+/// [`docket_queue::telemetry::metric::LABEL_VALUES`] queues `seen` saw do, the rest
+/// count only in the totals (one gauge for all of them would be overwritten by each).
+fn gauged(seen: &BoundedLabel, queue: &str) -> bool {
+    seen.value(queue) != "other" || queue == "other"
+}
+
 /// Sets the gauges from a fresh health report; a worker whose heartbeat is younger than
 /// `stale_after` counts as live.
-pub(crate) fn record_health(report: &HealthReport) {
+pub(crate) fn record_health(report: &HealthReport, queues: &BoundedLabel) {
     for status in ["ok", "degraded", "down"] {
         let value = if report.status.as_str() == status {
             1.0
@@ -89,6 +97,9 @@ pub(crate) fn record_health(report: &HealthReport) {
         return;
     };
     for (queue, figures) in &snapshot.queues {
+        if !gauged(queues, queue) {
+            continue;
+        }
         for (state, count) in [
             ("pending", figures.pending),
             ("retrying", figures.retrying),
@@ -103,4 +114,23 @@ pub(crate) fn record_health(report: &HealthReport) {
     }
     let live = report.workers.iter().filter(|w| w.live).count();
     metrics::gauge!(WORKERS_LIVE).set(live as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bounded_number_of_queues_get_gauges_of_their_own() {
+        let seen = BoundedLabel::new();
+        let limit = docket_queue::telemetry::metric::LABEL_VALUES;
+        let gauged = (0..limit + 50)
+            .filter(|n| gauged(&seen, &format!("queue-{n}")))
+            .count();
+        assert_eq!(gauged, limit);
+        assert!(
+            super::gauged(&seen, "queue-0"),
+            "a queue seen before keeps its gauges"
+        );
+    }
 }

@@ -27,6 +27,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
+/// When every place is taken by a request in flight, one whose connection has sent or
+/// received nothing for this long may be closed for a new connection.
+const SLOW_CLIENT_AFTER: Duration = Duration::from_secs(1);
+
 /// How long a new connection waits for the place an evicted one frees.
 const EVICTION_WAIT: Duration = Duration::from_secs(1);
 
@@ -194,13 +198,22 @@ impl Open {
     }
 
     /// Closes the connection with no request in flight that has gone longest without a
-    /// byte; `false` when every connection has a request in flight.
+    /// byte; when every connection has a request in flight, the one that has gone longest
+    /// without a byte if that is over [`SLOW_CLIENT_AFTER`] (a request whose body trickles
+    /// in a byte every few seconds is in flight all along: without this, a handful of them
+    /// held every place and the health probe was refused). `false` when no connection may go.
     fn evict_idlest(&self) -> bool {
         let mut live = self.lock();
-        let idlest = live
-            .values()
-            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0 && !c.evicted.is_cancelled())
-            .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
+        let quiet = |c: &&Arc<Connection>| c.last_active_ms.load(Ordering::Relaxed);
+        let open = || live.values().filter(|c| !c.evicted.is_cancelled());
+        let idlest = open()
+            .filter(|c| c.in_flight.load(Ordering::Acquire) == 0)
+            .min_by_key(quiet)
+            .or_else(|| {
+                open()
+                    .min_by_key(quiet)
+                    .filter(|c| c.last_active().elapsed() >= SLOW_CLIENT_AFTER)
+            })
             .map(|c| c.id);
         match idlest.and_then(|id| live.remove(&id)) {
             Some(connection) => {

@@ -275,12 +275,6 @@ async fn sign_in(
         return response;
     };
     if !right {
-        tracing::warn!(
-            event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
-            route = "/ops/login",
-            "operations page sign-in with a wrong secret refused"
-        );
-        metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
         return sign_in_page(
             &state,
             &headers,

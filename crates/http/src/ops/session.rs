@@ -76,15 +76,13 @@ impl Sessions {
         mac.verify_slice(&tag).is_ok()
     }
 
-    /// Checks `attempt` against the secret in a place of `lane`: a wrong one waits its
-    /// turn before it is answered. `None` when the lane is full (nothing was compared).
+    /// Checks `attempt` against the secret in a place of `lane` (a wrong one is logged,
+    /// counted and answered after its penalty). `None` when the lane is full (nothing was
+    /// compared).
     pub(crate) async fn check_secret(&self, lane: &SlowLane, attempt: &str) -> Option<bool> {
         let place = lane.enter()?;
-        if self.secret.as_ref().is_some_and(|s| s.matches(attempt)) {
-            return Some(true);
-        }
-        place.wait().await;
-        Some(false)
+        let right = || self.secret.as_ref().is_some_and(|s| s.matches(attempt));
+        Some(place.compare(right, "/ops/login").await)
     }
 
     /// A new session's cookie value, valid from `now` (unix seconds).

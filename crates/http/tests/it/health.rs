@@ -269,6 +269,39 @@ async fn wrong_bearers_wait_in_a_bounded_slow_lane() {
     }
 }
 
+/// A guesser that hangs up as soon as no answer came (a wrong guess) still pays the wrong
+/// guess's penalty: the next comparison in this process, even of the right secret, waits
+/// for it. Before, dropping the request dropped the wait, so a client with a 50 ms
+/// timeout guessed at 20 a second and the right secret answered at once.
+#[tokio::test]
+async fn hanging_up_does_not_cut_a_wrong_guess_short() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let bearer = |token: &str| {
+        Request::get("/api/health")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let started = Instant::now();
+    let guess = tower::ServiceExt::oneshot(app.clone(), bearer("a-wrong-guess-of-some-length"));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), guess)
+            .await
+            .is_err(),
+        "a wrong guess is not answered at once"
+    );
+    let response = tower::ServiceExt::oneshot(app, bearer(SECRET))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "the right secret was compared {:?} after a wrong guess whose client hung up",
+        started.elapsed()
+    );
+}
+
 async fn futures_join_all<F>(futures: impl Iterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,

@@ -177,3 +177,26 @@ async fn enqueue_labels_take_a_bounded_number_of_values() {
         assert!(values.contains(&"other"), "{label}: {values:?}");
     }
 }
+
+/// Each label bounded on its own still let queue × kind pairs multiply (101 × 101 series):
+/// the pairs are bounded together.
+#[tokio::test]
+async fn enqueue_pairs_stay_bounded() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let tag = &db.name[db.name.len() - 8..];
+    let limit = docket_queue::telemetry::metric::LABEL_VALUES;
+    for (q, k) in (0..11).flat_map(|q| (0..11).map(move |k| (q, k))) {
+        let body = format!(r#"{{"kind": "k-{tag}-{k}", "queue": "q-{tag}-{q}"}}"#);
+        let (status, job) = call(&app, authed("POST", "/api/jobs", Some(&body))).await;
+        assert_eq!(status, StatusCode::CREATED, "{job}");
+    }
+    let (_, body) = call(&app, authed("GET", "/metrics", None)).await;
+    let series = body
+        .as_str()
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("docket_jobs_enqueued_total{") && l.contains(tag))
+        .count();
+    assert!(series <= limit, "{series} enqueue series");
+}
