@@ -42,6 +42,47 @@ fn scratch_name() -> String {
     format!("{SCRATCH_PREFIX}{}", uuid::Uuid::now_v7().simple())
 }
 
+/// A scratch database older than this was left by a restore check that was killed (kill -9,
+/// a systemd timeout, the OOM killer: nothing could drop it) and is dropped by the next.
+/// One kept with `--keep` is marked so and left alone.
+const LEFTOVER_AFTER: chrono::Duration = chrono::Duration::hours(24);
+
+/// What `--keep` writes on the scratch database it leaves.
+const KEPT_COMMENT: &str = "kept by docket restore-check --keep";
+
+/// Drops the scratch databases a killed restore check left behind (older than
+/// [`LEFTOVER_AFTER`], by the time in their name, and not kept on purpose); returns their
+/// names.
+async fn sweep_leftovers(live: &PgPool) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = sqlx::query_scalar(
+        r#"
+        select d.datname from pg_database d
+        where d.datname like 'docket\_restore\_check\_%'
+          and shobj_description(d.oid, 'pg_database') is distinct from $1
+        "#,
+    )
+    .bind(KEPT_COMMENT)
+    .fetch_all(live)
+    .await
+    .context("listing leftover scratch databases")?;
+    let mut dropped = Vec::new();
+    for name in names.into_iter().filter(|name| is_scratch(name)) {
+        let made_at = name
+            .strip_prefix(SCRATCH_PREFIX)
+            .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
+            .and_then(|id| id.get_timestamp())
+            .and_then(|ts| {
+                let (secs, nanos) = ts.to_unix();
+                chrono::DateTime::from_timestamp(secs as i64, nanos)
+            });
+        if made_at.is_some_and(|at| chrono::Utc::now() - at > LEFTOVER_AFTER) {
+            drop_scratch(live, &name).await?;
+            dropped.push(name);
+        }
+    }
+    Ok(dropped)
+}
+
 /// Drops the scratch database `name`; refuses any other name.
 async fn drop_scratch(live: &PgPool, name: &str) -> anyhow::Result<()> {
     if !is_scratch(name) {
@@ -145,6 +186,9 @@ pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Resu
     // warning each.
     live.set_connect_options(url.options().disable_statement_logging());
 
+    for name in sweep_leftovers(&live).await? {
+        eprintln!("dropped {name}, left by a restore check that was killed");
+    }
     let scratch = scratch_name();
     let started = Instant::now();
     // A server that will not make the scratch database (no CREATEDB, no room) is a failed
@@ -181,6 +225,11 @@ pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Resu
     let kept = args.keep && checked.is_some() && created.is_ok();
     if created.is_ok() && !kept {
         drop_scratch(&live, &scratch).await?;
+    }
+    if kept {
+        live.execute(format!(r#"comment on database "{scratch}" is '{KEPT_COMMENT}'"#).as_str())
+            .await
+            .context("marking the kept scratch database")?;
     }
     let Some(found) = checked else {
         eprintln!("interrupted: the scratch database {scratch} was dropped; nothing recorded");
@@ -315,9 +364,21 @@ async fn restore(
             tail(&listed.stderr)
         ));
     }
-    let list = match manifest.map(|m| m.scope) {
-        Some(Scope::Docket) => {
-            let entries = docket_entries(&String::from_utf8_lossy(&listed.stdout));
+    let toc = String::from_utf8_lossy(&listed.stdout);
+    let entries = match manifest.map(|m| m.scope) {
+        Some(Scope::Docket) => Some(docket_entries(&toc)),
+        // Without a manifest the scope is unknown: everything but `public`'s own schema
+        // entry, which every scratch database already has.
+        None => Some(
+            toc.lines()
+                .filter(|line| !line.contains(" SCHEMA - public "))
+                .map(|line| format!("{line}\n"))
+                .collect(),
+        ),
+        Some(_) => None,
+    };
+    let list = match entries {
+        Some(entries) => {
             let path = std::env::temp_dir().join(format!(
                 "docket-restore-list-{}",
                 uuid::Uuid::now_v7().simple()
@@ -326,7 +387,7 @@ async fn restore(
                 .map_err(|err| format!("writing {}: {err}", path.display()))?;
             Some(path)
         }
-        _ => None,
+        None => None,
     };
     let jobs = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let mut command = scratch.command(pg_restore);
@@ -399,8 +460,12 @@ async fn inspect(config: &Config, pool: &PgPool, manifest: Option<&Manifest>) ->
         .filter(|c| matches!(c.verdict, Verdict::Down | Verdict::Unknown))
         .map(|c| format!("check {} is {}: {}", c.name, c.verdict, c.detail))
         .collect();
-    if let Some(manifest) = manifest {
-        failures.extend(manifest.contents.differences(&restored));
+    match manifest {
+        Some(manifest) => failures.extend(manifest.contents.differences(&restored)),
+        None => failures.push(
+            "no readable manifest beside the backup: the restored counts could not be compared"
+                .to_owned(),
+        ),
     }
     Found {
         failure: (!failures.is_empty()).then(|| failures.join("; ")),

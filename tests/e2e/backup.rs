@@ -694,3 +694,82 @@ async fn a_role_that_cannot_create_the_scratch_database_records_a_failed_check()
         .unwrap();
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A restore check killed with SIGKILL (a systemd timeout, the OOM killer) cannot drop its
+/// scratch database; the next one drops what is over a day old, and leaves a fresh one
+/// (perhaps a run under way) and one kept on purpose with `--keep`.
+#[tokio::test]
+async fn a_scratch_database_left_by_a_killed_check_is_dropped_by_the_next() {
+    let db = TestDb::new().await;
+    let dir = backup_dir(&db);
+    let output = docket(&db, &dir, &["backup"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let named_at = |at: chrono::DateTime<chrono::Utc>| {
+        let ts = uuid::Timestamp::from_unix(
+            uuid::NoContext,
+            at.timestamp() as u64,
+            at.timestamp_subsec_nanos(),
+        );
+        format!("docket_restore_check_{}", uuid::Uuid::new_v7(ts).simple())
+    };
+    let leftover = named_at(chrono::Utc::now() - chrono::Duration::days(2));
+    let fresh = named_at(chrono::Utc::now());
+    for name in [&leftover, &fresh] {
+        sqlx::query(&format!(r#"create database "{name}""#))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+    let output = command(&db, &dir, &["restore-check", "--keep"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+    let kept = scratch_of(&output);
+    assert!(
+        !database_exists(&db.pool, &leftover).await,
+        "{}",
+        text(&output)
+    );
+    assert!(database_exists(&db.pool, &fresh).await);
+    assert!(
+        text(&output).contains(&format!("dropped {leftover}")),
+        "{}",
+        text(&output)
+    );
+    // The kept one survives the next check even once it is old; here: it is marked.
+    let comment: Option<String> = sqlx::query_scalar(
+        "select shobj_description(oid, 'pg_database') from pg_database where datname = $1",
+    )
+    .bind(&kept)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert!(comment.is_some_and(|c| c.contains("--keep")));
+    for name in [&fresh, &kept] {
+        sqlx::query(&format!(r#"drop database "{name}" with (force)"#))
+            .execute(&db.pool)
+            .await
+            .unwrap();
+    }
+}
+
+/// A good dump whose manifest went missing restores (the restore is not what failed) and
+/// the record says why it is not ok: nothing to compare the counts with.
+#[tokio::test]
+async fn a_backup_without_its_manifest_fails_for_that_reason_and_not_another() {
+    let db = TestDb::new().await;
+    let dir = backup_dir(&db);
+    let output = docket(&db, &dir, &["backup", "--json"]);
+    assert!(output.status.success(), "{}", text(&output));
+    let file = json(&output)["file"].as_str().unwrap().to_owned();
+    let copy = dir.join("copy-without-manifest.dump");
+    std::fs::copy(dir.join(&file), &copy).unwrap();
+    let output = command(&db, &dir, &["restore-check", "--json"])
+        .arg(&copy)
+        .output()
+        .unwrap();
+    let result = json(&output);
+    let failure = result["failure"].as_str().unwrap_or_default().to_owned();
+    assert!(failure.contains("no readable manifest"), "{result}");
+    assert!(!failure.contains("pg_restore failed"), "{result}");
+}
