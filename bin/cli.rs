@@ -40,7 +40,8 @@ pub(crate) enum Command {
     /// Batches: their progress and callbacks.
     #[command(subcommand)]
     Batches(BatchesCommand),
-    /// Cron schedules: list, run one now, pause, resume (for every process).
+    /// Cron schedules: list, run one now, pause, resume (for every process), remove a
+    /// retired one.
     #[command(subcommand)]
     Cron(CronCommand),
     /// Queue controls: list, pause, resume (for every process).
@@ -192,23 +193,47 @@ pub(crate) enum CampaignCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CronCommand {
-    /// Every registered schedule with its last and next tick.
-    List(OutputArgs),
+    /// Every registered schedule with its last and next tick, and its state: active,
+    /// paused, retired (no live process declares it) or conflict (two live processes
+    /// declare it differently).
+    List {
+        /// What this configuration (docket.toml, and the built-in schedules the settings
+        /// turn on) declares, whether or not a process registered it yet.
+        #[arg(long)]
+        declared: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Enqueue one job of the schedule now (not a tick) and print its id.
     Run {
         /// The schedule's name.
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Pause the schedule in every process; its missed ticks follow its catch-up policy on
     /// resume.
     Pause {
         /// The schedule's name.
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Resume a paused schedule.
     Resume {
         /// The schedule's name.
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete a retired schedule (one no live process declares), with its tick records.
+    /// A schedule a live process declares is refused: take it out of that process's
+    /// configuration and restart it first.
+    Remove {
+        /// The schedule's name.
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 

@@ -39,9 +39,7 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         Command::Batches(command) => {
             batches::run(&connect(config.require_database()?).await?, command).await
         }
-        Command::Cron(command) => {
-            cron::run(&connect(config.require_database()?).await?, command).await
-        }
+        Command::Cron(command) => cron::run(&config, command).await,
         Command::Mail(command) => mail::run(&config, command).await,
         Command::Queues(command) => {
             queues::run(
