@@ -430,3 +430,54 @@ async fn pretty_logs_escape_control_characters_in_fields() {
         "{log}"
     );
 }
+
+/// `--delay` takes what the retry ladder takes (`30s`, `5m`, `1h`), and a time without a
+/// zone is refused saying which format is wanted, not "premature end of input".
+#[tokio::test]
+async fn enqueue_delays_take_units_and_a_zoneless_time_says_the_format() {
+    let db = TestDb::new().await;
+    for (delay, seconds) in [("1h", 3600), ("5m", 300), ("30s", 30), ("90", 90)] {
+        let out = docket(&db.url, &["enqueue", "k", "--delay", delay, "--json"]);
+        let id = serde_json::from_str::<Value>(&stdout(&out)).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let ahead: f64 = sqlx::query_scalar(
+            "select extract(epoch from run_at - created_at)::float8 from docket.jobs where id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(
+            (ahead - f64::from(seconds)).abs() < 30.0,
+            "--delay {delay}: {ahead} s ahead"
+        );
+    }
+    let bad = docket(&db.url, &["enqueue", "k", "--delay", "1 hour"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("30s, 5m, 1h"), "{}", stderr(&bad));
+    for zoneless in ["2026-12-08 03:00", "2026-12-08T03:00:00"] {
+        let out = docket(&db.url, &["enqueue", "k", "--run-at", zoneless]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("no time zone")
+                && err.contains("RFC 3339")
+                && err.contains("2026-12-08T03:00:00Z"),
+            "{err}"
+        );
+    }
+    let garbage = docket(&db.url, &["enqueue", "k", "--run-at", "tomorrow"]);
+    assert!(
+        stderr(&garbage).contains("RFC 3339"),
+        "{}",
+        stderr(&garbage)
+    );
+    let ok = docket(
+        &db.url,
+        &["enqueue", "k", "--run-at", "2999-12-08T03:00:00Z"],
+    );
+    stdout(&ok);
+    assert_eq!(job_count(&db).await, 5);
+}
