@@ -481,3 +481,34 @@ async fn enqueue_delays_take_units_and_a_zoneless_time_says_the_format() {
     stdout(&ok);
     assert_eq!(job_count(&db).await, 5);
 }
+
+/// A setting that cannot work is named by its variable, the one the user set, not by the
+/// runtime's field.
+#[test]
+fn a_setting_that_cannot_work_is_named_by_its_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("worker")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/x")
+        .env("DOCKET_LEASE_TIMEOUT", "8")
+        .env("DOCKET_HEARTBEAT_INTERVAL", "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("DOCKET_LEASE_TIMEOUT") && err.contains("DOCKET_HEARTBEAT_INTERVAL"),
+        "{err}"
+    );
+    assert!(!err.contains("lease_timeout (8s)"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("worker")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/x")
+        .env("DOCKET_GLOBAL_CONCURRENCY", "0")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("DOCKET_GLOBAL_CONCURRENCY"),
+        "{}",
+        stderr(&out)
+    );
+}
