@@ -512,3 +512,28 @@ fn a_setting_that_cannot_work_is_named_by_its_variable() {
         stderr(&out)
     );
 }
+
+/// A one-shot command prints its answer and nothing else: no JSON log line on stderr
+/// among a table, even with `DOCKET_LOG_FORMAT=json`.
+#[tokio::test]
+async fn a_one_shot_command_writes_no_log_lines_among_its_answer() {
+    let db = TestDb::new().await;
+    docket_queue::cron::register(
+        &db.pool,
+        &docket_queue::cron::Schedule::new("nightly", "0 3 * * *", "k"),
+        None,
+    )
+    .await
+    .unwrap();
+    for args in [
+        vec!["cron", "pause", "nightly"],
+        vec!["cron", "list"],
+        vec!["cron", "resume", "nightly"],
+        vec!["enqueue", "k"],
+        vec!["jobs", "list"],
+    ] {
+        let out = docket(&db.url, &args);
+        stdout(&out);
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
