@@ -537,3 +537,21 @@ async fn a_one_shot_command_writes_no_log_lines_among_its_answer() {
         assert_eq!(stderr(&out), "", "{args:?}");
     }
 }
+
+/// One is one: `1 dead letter replayed`, not `1 dead letters`.
+#[tokio::test]
+async fn counts_of_one_are_singular() {
+    let db = TestDb::new().await;
+    docket_testkit::factory::insert_job(
+        &db.pool,
+        docket_testkit::factory::JobOpts {
+            state: Some(docket_queue::JobState::DeadLetter),
+            ..Default::default()
+        },
+    )
+    .await;
+    let out = stdout(&docket(&db.url, &["jobs", "replay", "--dead-letters"]));
+    assert_eq!(out.trim(), "1 dead letter replayed");
+    let out = stdout(&docket(&db.url, &["jobs", "replay", "--dead-letters"]));
+    assert_eq!(out.trim(), "0 dead letters replayed");
+}

@@ -268,7 +268,7 @@ const NOT_READ: &str = "could not be read in time (the log's health_check.databa
 
 /// `1 schedule`, `2 schedules`.
 fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+    crate::counted(n, one, many)
 }
 
 /// Judges observations against the thresholds into the queue's own findings. `None` means
