@@ -15,7 +15,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Apply the database migrations.
-    Migrate,
+    Migrate(OutputArgs),
     /// Enqueue one job.
     Enqueue(EnqueueArgs),
     /// Inspect and act on jobs.
@@ -107,6 +107,8 @@ pub(crate) enum MailCommand {
         /// The recipient's locale (`pt-BR` falls back to `pt`, then the base).
         #[arg(long)]
         locale: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Recorded deliveries, newest first.
     Deliveries {
@@ -132,11 +134,15 @@ pub(crate) enum MailCommand {
         /// Why.
         #[arg(long, default_value = "manual")]
         reason: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Take an address off the suppression list.
     Unsuppress {
         /// The address.
         address: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// The suppression list.
     Suppressions(OutputArgs),
@@ -460,5 +466,49 @@ pub(crate) fn parse_delay(text: &str) -> Result<u64, String> {
             Err(format!("{text:?} is longer than any delay a job can have"))
         }
         _ => Err(format!("{text:?} is not a delay: {wanted}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Commands that print no answer of their own: the services run until a signal.
+    const NO_ANSWER: &[&str] = &["worker", "serve", "demo"];
+
+    /// Waiting for their wrong-state handling to land (they print a word, and will say
+    /// when the campaign's state refuses the action).
+    const PENDING: &[&str] = &[
+        "mail campaign pause",
+        "mail campaign resume",
+        "mail campaign cancel",
+    ];
+
+    /// Every command that answers accepts `--json`, as the README promises.
+    #[test]
+    fn every_command_that_answers_accepts_json() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let name = if path.is_empty() {
+                command.get_name().to_owned()
+            } else {
+                format!("{path} {}", command.get_name())
+            };
+            let leaves: Vec<&clap::Command> = command.get_subcommands().collect();
+            if leaves.is_empty() {
+                let short = name.trim_start_matches("docket ").to_owned();
+                let answers =
+                    !NO_ANSWER.contains(&short.as_str()) && !PENDING.contains(&short.as_str());
+                if answers && !command.get_arguments().any(|arg| arg.get_id() == "json") {
+                    missing.push(short);
+                }
+                return;
+            }
+            for sub in leaves {
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no --json: {missing:?}");
     }
 }

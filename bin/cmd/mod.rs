@@ -32,7 +32,9 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         Command::Check(output) => return check::run(&config, output).await,
         Command::Backup(args) => return backup::run(&config, args).await,
         Command::RestoreCheck(args) => return restore_check::run(&config, args).await,
-        Command::Migrate => migrate::run(&connect(config.require_database()?).await?).await,
+        Command::Migrate(output) => {
+            migrate::run(&connect(config.require_database()?).await?, output.json).await
+        }
         Command::Enqueue(args) => {
             enqueue::run(&connect(config.require_database()?).await?, args).await
         }
