@@ -591,6 +591,43 @@ fn listen_address(text: &str) -> anyhow::Result<std::net::SocketAddr> {
         })
 }
 
+/// [`RuntimeConfig::validate`], its message in the user's terms: each field it names
+/// (`lease_timeout`) becomes the variable that sets it (`DOCKET_LEASE_TIMEOUT`; its key in
+/// `docket.toml` is the same name in lower case without the prefix).
+fn validate_runtime(runtime: &RuntimeConfig) -> anyhow::Result<()> {
+    runtime
+        .validate()
+        .map_err(|err| anyhow::anyhow!(name_variables(&err.to_string())))
+}
+
+/// `message` with each settings key it names as a whole word replaced by its variable.
+fn name_variables(message: &str) -> String {
+    let mut out = message.to_owned();
+    for setting in settings::ALL {
+        let key = setting.file_key();
+        if key == setting.var.to_ascii_lowercase() {
+            continue; // DATABASE_URL and the like: the key is the variable
+        }
+        let mut replaced = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(&key) {
+            let before = rest[..at].chars().next_back();
+            let after = rest[at + key.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            replaced.push_str(&rest[..at]);
+            if word(before) || word(after) {
+                replaced.push_str(&key);
+            } else {
+                replaced.push_str(setting.var);
+            }
+            rest = &rest[at + key.len()..];
+        }
+        replaced.push_str(rest);
+        out = replaced;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -653,41 +690,4 @@ mod tests {
             "{err}"
         );
     }
-}
-
-/// [`RuntimeConfig::validate`], its message in the user's terms: each field it names
-/// (`lease_timeout`) becomes the variable that sets it (`DOCKET_LEASE_TIMEOUT`; its key in
-/// `docket.toml` is the same name in lower case without the prefix).
-fn validate_runtime(runtime: &RuntimeConfig) -> anyhow::Result<()> {
-    runtime
-        .validate()
-        .map_err(|err| anyhow::anyhow!(name_variables(&err.to_string())))
-}
-
-/// `message` with each settings key it names as a whole word replaced by its variable.
-fn name_variables(message: &str) -> String {
-    let mut out = message.to_owned();
-    for setting in settings::ALL {
-        let key = setting.file_key();
-        if key == setting.var.to_ascii_lowercase() {
-            continue; // DATABASE_URL and the like: the key is the variable
-        }
-        let mut replaced = String::with_capacity(out.len());
-        let mut rest = out.as_str();
-        while let Some(at) = rest.find(&key) {
-            let before = rest[..at].chars().next_back();
-            let after = rest[at + key.len()..].chars().next();
-            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-            replaced.push_str(&rest[..at]);
-            if word(before) || word(after) {
-                replaced.push_str(&key);
-            } else {
-                replaced.push_str(setting.var);
-            }
-            rest = &rest[at + key.len()..];
-        }
-        replaced.push_str(rest);
-        out = replaced;
-    }
-    out
 }
