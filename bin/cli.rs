@@ -15,7 +15,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Apply the database migrations.
-    Migrate,
+    Migrate(OutputArgs),
     /// Enqueue one job.
     Enqueue(EnqueueArgs),
     /// Inspect and act on jobs.
@@ -40,7 +40,8 @@ pub(crate) enum Command {
     /// Batches: their progress and callbacks.
     #[command(subcommand)]
     Batches(BatchesCommand),
-    /// Cron schedules: list, run one now, pause, resume (for every process).
+    /// Cron schedules: list, run one now, pause, resume (for every process), remove a
+    /// retired one.
     #[command(subcommand)]
     Cron(CronCommand),
     /// Queue controls: list, pause, resume (for every process).
@@ -106,6 +107,8 @@ pub(crate) enum MailCommand {
         /// The recipient's locale (`pt-BR` falls back to `pt`, then the base).
         #[arg(long)]
         locale: Option<String>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Recorded deliveries, newest first.
     Deliveries {
@@ -131,11 +134,15 @@ pub(crate) enum MailCommand {
         /// Why.
         #[arg(long, default_value = "manual")]
         reason: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Take an address off the suppression list.
     Unsuppress {
         /// The address.
         address: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// The suppression list.
     Suppressions(OutputArgs),
@@ -192,23 +199,47 @@ pub(crate) enum CampaignCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum CronCommand {
-    /// Every registered schedule with its last and next tick.
-    List(OutputArgs),
+    /// Every registered schedule with its last and next tick, and its state: active,
+    /// paused, retired (no live process declares it) or conflict (two live processes
+    /// declare it differently).
+    List {
+        /// What this configuration (docket.toml, and the built-in schedules the settings
+        /// turn on) declares, whether or not a process registered it yet.
+        #[arg(long)]
+        declared: bool,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
     /// Enqueue one job of the schedule now (not a tick) and print its id.
     Run {
         /// The schedule's name.
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Pause the schedule in every process; its missed ticks follow its catch-up policy on
     /// resume.
     Pause {
         /// The schedule's name.
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// Resume a paused schedule.
     Resume {
         /// The schedule's name.
         name: String,
+        #[command(flatten)]
+        output: OutputArgs,
+    },
+    /// Delete a retired schedule (one no live process declares), with its tick records.
+    /// A schedule a live process declares is refused: take it out of that process's
+    /// configuration and restart it first.
+    Remove {
+        /// The schedule's name.
+        name: String,
+        #[command(flatten)]
+        output: OutputArgs,
     },
 }
 
@@ -282,11 +313,13 @@ pub(crate) struct EnqueueArgs {
     /// Lower runs first.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub(crate) priority: i16,
-    /// Not before this time (RFC 3339; years 1 to 9999 UTC).
-    #[arg(long, conflicts_with = "delay")]
+    /// Not before this time (RFC 3339 with its offset, e.g. 2026-12-08T03:00:00Z; years 1
+    /// to 9999 UTC).
+    #[arg(long, conflicts_with = "delay", value_parser = parse_time)]
     pub(crate) run_at: Option<DateTime<Utc>>,
-    /// Not before this many seconds from now.
-    #[arg(long)]
+    /// Not before this long from now: seconds (`90`), or with a unit as the retry ladder
+    /// takes it (`30s`, `5m`, `1h`, `2d`).
+    #[arg(long, value_parser = parse_delay)]
     pub(crate) delay: Option<u64>,
     /// Attempts before the job is dead-lettered.
     #[arg(long, default_value_t = docket_queue::enqueue::DEFAULT_MAX_ATTEMPTS, allow_negative_numbers = true)]
@@ -296,7 +329,7 @@ pub(crate) struct EnqueueArgs {
     pub(crate) unique_key: Option<String>,
     /// Dead-letter the job as `expired` rather than start it after this time (RFC 3339;
     /// years 1 to 9999 UTC).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_time)]
     pub(crate) expires_at: Option<DateTime<Utc>>,
     /// Its fair-share group in the queue (a tenant, a customer).
     #[arg(long)]
@@ -374,11 +407,108 @@ pub(crate) struct ReplayArgs {
     #[arg(long, requires = "dead_letters")]
     pub(crate) kind: Option<String>,
     /// With --dead-letters: only those dead-lettered at or after this time (RFC 3339).
-    #[arg(long, requires = "dead_letters")]
+    #[arg(long, requires = "dead_letters", value_parser = parse_time)]
     pub(crate) since: Option<DateTime<Utc>>,
     /// With --dead-letters: only those dead-lettered before this time (RFC 3339).
-    #[arg(long, requires = "dead_letters")]
+    #[arg(long, requires = "dead_letters", value_parser = parse_time)]
     pub(crate) until: Option<DateTime<Utc>>,
     #[command(flatten)]
     pub(crate) output: OutputArgs,
+}
+
+/// A time on the command line: RFC 3339 with its offset. A time without one (`2026-12-08
+/// 03:00`) is refused saying how to write it: UTC or local is not guessed.
+pub(crate) fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(at) = text.parse::<DateTime<Utc>>() {
+        return Ok(at);
+    }
+    let example = "2026-12-08T03:00:00Z (UTC) or 2026-12-08T03:00:00+01:00";
+    let naive = [
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+    ]
+    .iter()
+    .any(|format| chrono::NaiveDateTime::parse_from_str(text, format).is_ok())
+        || chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok();
+    if naive {
+        return Err(format!(
+            "{text:?} has no time zone: write the time in RFC 3339 with its offset, e.g. {example}"
+        ));
+    }
+    Err(format!(
+        "{text:?} is not a time: write it in RFC 3339 with its offset, e.g. {example}"
+    ))
+}
+
+/// A delay on the command line, in seconds: a bare number of seconds, or a number with a
+/// unit as the retry ladder takes it (`30s`, `5m`, `1h`, `2d`).
+pub(crate) fn parse_delay(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_seconds: u64 = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    let wanted = "write seconds (90) or a number with a unit: 30s, 5m, 1h, 2d";
+    match number.trim().parse::<u64>() {
+        Ok(n) if unit_seconds > 0 => n
+            .checked_mul(unit_seconds)
+            .ok_or_else(|| format!("{text:?} is longer than any delay a job can have")),
+        Err(err) if unit_seconds > 0 && *err.kind() == std::num::IntErrorKind::PosOverflow => {
+            Err(format!("{text:?} is longer than any delay a job can have"))
+        }
+        _ => Err(format!("{text:?} is not a delay: {wanted}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Commands that print no answer of their own: the services run until a signal.
+    const NO_ANSWER: &[&str] = &["worker", "serve", "demo"];
+
+    /// Waiting for their wrong-state handling to land (they print a word, and will say
+    /// when the campaign's state refuses the action).
+    const PENDING: &[&str] = &[
+        "mail campaign pause",
+        "mail campaign resume",
+        "mail campaign cancel",
+    ];
+
+    /// Every command that answers accepts `--json`, as the README promises.
+    #[test]
+    fn every_command_that_answers_accepts_json() {
+        fn walk(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            let name = if path.is_empty() {
+                command.get_name().to_owned()
+            } else {
+                format!("{path} {}", command.get_name())
+            };
+            let leaves: Vec<&clap::Command> = command.get_subcommands().collect();
+            if leaves.is_empty() {
+                let short = name.trim_start_matches("docket ").to_owned();
+                let answers =
+                    !NO_ANSWER.contains(&short.as_str()) && !PENDING.contains(&short.as_str());
+                if answers && !command.get_arguments().any(|arg| arg.get_id() == "json") {
+                    missing.push(short);
+                }
+                return;
+            }
+            for sub in leaves {
+                walk(sub, &name, missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "", &mut missing);
+        assert!(missing.is_empty(), "no --json: {missing:?}");
+    }
 }

@@ -156,7 +156,7 @@ impl Config {
             runtime
                 .schedules
                 .push(docket_mail::jobs::dead_letter_schedule());
-            runtime.validate()?;
+            validate_runtime(&runtime)?;
         }
         Ok(Config {
             database_url,
@@ -196,7 +196,7 @@ impl Config {
             runtime.queues = parse_queues(queues, default).context("--queues")?;
             apply_queue_tables(&mut runtime.queues, &self.queue_tables);
         }
-        runtime.validate()?;
+        validate_runtime(&runtime)?;
         Ok(runtime)
     }
 
@@ -296,7 +296,7 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
         &settings::DEAD_LETTER_RETENTION,
         &mut config.dead_letter_retention,
     )?;
-    config.validate()?;
+    validate_runtime(&config)?;
     Ok(config)
 }
 
@@ -589,6 +589,43 @@ fn listen_address(text: &str) -> anyhow::Result<std::net::SocketAddr> {
                 settings::HTTP_ADDR
             )
         })
+}
+
+/// [`RuntimeConfig::validate`], its message in the user's terms: each field it names
+/// (`lease_timeout`) becomes the variable that sets it (`DOCKET_LEASE_TIMEOUT`; its key in
+/// `docket.toml` is the same name in lower case without the prefix).
+fn validate_runtime(runtime: &RuntimeConfig) -> anyhow::Result<()> {
+    runtime
+        .validate()
+        .map_err(|err| anyhow::anyhow!(name_variables(&err.to_string())))
+}
+
+/// `message` with each settings key it names as a whole word replaced by its variable.
+fn name_variables(message: &str) -> String {
+    let mut out = message.to_owned();
+    for setting in settings::ALL {
+        let key = setting.file_key();
+        if key == setting.var.to_ascii_lowercase() {
+            continue; // DATABASE_URL and the like: the key is the variable
+        }
+        let mut replaced = String::with_capacity(out.len());
+        let mut rest = out.as_str();
+        while let Some(at) = rest.find(&key) {
+            let before = rest[..at].chars().next_back();
+            let after = rest[at + key.len()..].chars().next();
+            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
+            replaced.push_str(&rest[..at]);
+            if word(before) || word(after) {
+                replaced.push_str(&key);
+            } else {
+                replaced.push_str(setting.var);
+            }
+            rest = &rest[at + key.len()..];
+        }
+        replaced.push_str(rest);
+        out = replaced;
+    }
+    out
 }
 
 #[cfg(test)]

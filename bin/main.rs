@@ -47,7 +47,15 @@ fn main() -> ExitCode {
         }
         args.work_dir = Some(dir);
     }
-    telemetry::init(config.log_format, log_file);
+    let quiet = !matches!(
+        cli.command,
+        cli::Command::Worker(_)
+            | cli::Command::Serve(_)
+            | cli::Command::Demo(_)
+            | cli::Command::Backup(_)
+            | cli::Command::RestoreCheck(_)
+    );
+    telemetry::init(config.log_format, log_file, quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {

@@ -1,5 +1,5 @@
 //! Logging: tracing-subscriber, JSON in production, pretty on a terminal, level by
-//! `RUST_LOG` (default `info`). Logs go to stderr (or a file, for the demo); command output
+//! `RUST_LOG` (default `info`; `warn` for one-shot commands). Logs go to stderr (or a file, for the demo); command output
 //! to stdout.
 
 use std::fmt::{self, Write as _};
@@ -11,11 +11,19 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
-pub(crate) fn init(format: LogFormat, file: Option<std::fs::File>) {
+/// `quiet`: a one-shot command whose output is its answer (a table, an id): it logs
+/// warnings and errors only, so that no info line lands among what it prints (RUST_LOG
+/// can still ask for more). Services (`serve`, `worker`, the demo) and the commands timers
+/// run (`backup`, `restore-check`) log from info up.
+pub(crate) fn init(format: LogFormat, file: Option<std::fs::File>, quiet: bool) {
     // PostgreSQL's notices ("relation ... already exists, skipping" at each migrate) are
     // noise at info; RUST_LOG can still ask for them.
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx::postgres::notice=warn"));
+    let default = if quiet {
+        "warn"
+    } else {
+        "info,sqlx::postgres::notice=warn"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // A file is read later, not on a terminal: JSON lines.
     let to_file = file.is_some();
     let writer = match file {

@@ -205,6 +205,15 @@ create table docket.revoked_sessions (
 alter table docket.revoked_sessions add constraint revoked_sessions_pkey PRIMARY KEY (nonce);
 CREATE INDEX revoked_sessions_expires_at ON docket.revoked_sessions USING btree (expires_at);
 
+create table docket.schedule_declarations (
+    schedule text not null,
+    worker_id uuid not null,
+    definition jsonb not null,
+    declared_at timestamp with time zone not null default now()
+);
+alter table docket.schedule_declarations add constraint schedule_declarations_pkey PRIMARY KEY (schedule, worker_id);
+CREATE INDEX schedule_declarations_worker ON docket.schedule_declarations USING btree (worker_id);
+
 create table docket.schedule_ticks (
     schedule text not null,
     tick_at timestamp with time zone not null,

@@ -280,11 +280,11 @@ async fn backup(config: &Config, args: &BackupArgs) -> anyhow::Result<Option<Man
     );
     if !args.output.json {
         println!(
-            "backup {} ({}, {} tables, {} jobs) in {:.1} s; kept the newest {}, removed {pruned}",
+            "backup {} ({}, {}, {}) in {:.1} s; kept the newest {}, removed {pruned}",
             path.display(),
             human_size(size),
-            manifest.contents.tables.len(),
-            manifest.contents.job_total(),
+            docket_queue::counted(manifest.contents.tables.len(), "table", "tables"),
+            docket_queue::counted(manifest.contents.job_total(), "job", "jobs"),
             duration.as_secs_f64(),
             config.backup.keep,
         );

@@ -487,7 +487,10 @@ impl Story<'_> {
                     ..DeadLetterFilter::default()
                 };
                 let n = admin::replay_dead_letters(self.pool, &filter).await?;
-                invoice_bar.set_message(format!("ledger back: {n} dead letters replayed"));
+                invoice_bar.set_message(format!(
+                    "ledger back: {} replayed",
+                    docket_queue::counted(n, "dead letter", "dead letters")
+                ));
                 replayed = true;
             } else if !replayed {
                 invoice_bar.set_message(format!("ledger down: {dead} dead-lettered"));
@@ -496,7 +499,8 @@ impl Story<'_> {
             invoice_bar.set_position(completed as u64);
             let ticks = self.ticks().await?;
             cron_bar.set_message(format!(
-                "demo.heartbeat (every 2 s): {ticks} ticks enqueued"
+                "demo.heartbeat (every 2 s): {} enqueued",
+                docket_queue::counted(ticks, "tick", "ticks")
             ));
             cron_bar.tick();
             // The campaign's end is told to the admin address once its batch is done.

@@ -117,7 +117,10 @@ async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     if args.output.json {
         print_json(&serde_json::json!({ "replayed": replayed }))
     } else {
-        println!("{replayed} dead letters replayed");
+        println!(
+            "{} replayed",
+            docket_queue::counted(replayed, "dead letter", "dead letters")
+        );
         Ok(())
     }
 }

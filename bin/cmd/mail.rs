@@ -41,11 +41,22 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
                 .collect::<Vec<_>>();
             table::print(&["NAME", "LOCALES", "BODY", "FROM"], &rows);
         }
-        MailCommand::Render { name, vars, locale } => {
+        MailCommand::Render {
+            name,
+            vars,
+            locale,
+            output,
+        } => {
             let vars: serde_json::Value =
                 serde_json::from_str(&vars).context("--vars is not valid JSON")?;
             anyhow::ensure!(vars.is_object(), "--vars must be a JSON object");
             let rendered = catalog()?.render(&name, locale.as_deref(), &vars)?;
+            if output.json {
+                return print_json(&serde_json::json!({
+                    "subject": rendered.subject, "locale": rendered.locale,
+                    "text": rendered.text, "html": rendered.html,
+                }));
+            }
             println!("Subject: {}", rendered.subject);
             if let Some(locale) = &rendered.locale {
                 println!("Locale: {locale}");
@@ -103,9 +114,18 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
                 &rows,
             );
         }
-        MailCommand::Suppress { address, reason } => {
+        MailCommand::Suppress {
+            address,
+            reason,
+            output,
+        } => {
             let pool = connect(config.require_database()?).await?;
             let new = delivery::suppress(&pool, &address, &reason).await?;
+            if output.json {
+                return print_json(&serde_json::json!({
+                    "address": address, "suppressed": true, "already": !new,
+                }));
+            }
             println!(
                 "{address}: {}",
                 if new {
@@ -115,9 +135,14 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
                 }
             );
         }
-        MailCommand::Unsuppress { address } => {
+        MailCommand::Unsuppress { address, output } => {
             let pool = connect(config.require_database()?).await?;
             let was = delivery::unsuppress(&pool, &address).await?;
+            if output.json {
+                return print_json(&serde_json::json!({
+                    "address": address, "suppressed": false, "was_suppressed": was,
+                }));
+            }
             println!(
                 "{address}: {}",
                 if was {

@@ -2,9 +2,12 @@
 
 use sqlx::PgPool;
 
-pub(crate) async fn run(pool: &PgPool) -> anyhow::Result<()> {
+pub(crate) async fn run(pool: &PgPool, json: bool) -> anyhow::Result<()> {
     docket_queue::migrate(pool).await?;
     let applied = docket_queue::MIGRATOR.iter().count();
+    if json {
+        return crate::cmd::print_json(&serde_json::json!({ "known": applied, "current": true }));
+    }
     println!("migrations applied: {applied} known, database is current");
     Ok(())
 }

@@ -32,16 +32,16 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         Command::Check(output) => return check::run(&config, output).await,
         Command::Backup(args) => return backup::run(&config, args).await,
         Command::RestoreCheck(args) => return restore_check::run(&config, args).await,
-        Command::Migrate => migrate::run(&connect(config.require_database()?).await?).await,
+        Command::Migrate(output) => {
+            migrate::run(&connect(config.require_database()?).await?, output.json).await
+        }
         Command::Enqueue(args) => {
             enqueue::run(&connect(config.require_database()?).await?, args).await
         }
         Command::Batches(command) => {
             batches::run(&connect(config.require_database()?).await?, command).await
         }
-        Command::Cron(command) => {
-            cron::run(&connect(config.require_database()?).await?, command).await
-        }
+        Command::Cron(command) => cron::run(&config, command).await,
         Command::Mail(command) => mail::run(&config, command).await,
         Command::Queues(command) => {
             queues::run(

@@ -285,9 +285,9 @@ pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Resu
     } else {
         match &outcome.check.failure {
             None => println!(
-                "restore check ok: {} tables, {} jobs restored and checked in {:.1} s (owner {})",
-                outcome.check.tables,
-                outcome.check.jobs,
+                "restore check ok: {}, {} restored and checked in {:.1} s (owner {})",
+                docket_queue::counted(outcome.check.tables, "table", "tables"),
+                docket_queue::counted(outcome.check.jobs, "job", "jobs"),
                 outcome.check.duration_ms as f64 / 1000.0,
                 outcome.check.owner
             ),

@@ -136,6 +136,11 @@ enum Bench {
         /// The workload's seed: the same seed makes the same jobs.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Run on the database DATABASE_URL names even though it holds Docket data or
+        /// tables the drill did not create (without, such a database is refused: the drill
+        /// adds jobs, dead letters and workers, kills processes and terminates connections).
+        #[arg(long = "i-know-this-is-not-production")]
+        not_production: bool,
     },
     /// The drill's invariants alone, on the drill database DATABASE_URL names.
     DrillCheck,
@@ -196,6 +201,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             out,
             docket,
             seed,
+            not_production,
         } => {
             let args = drill::DrillArgs {
                 profile,
@@ -205,6 +211,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
                 out,
                 docket,
                 seed,
+                not_production,
             };
             return multi.block_on(drill::run(args));
         }

@@ -243,3 +243,83 @@ async fn a_postgresql_restart_mid_drill_is_survived_and_not_taken_for_a_drained_
     );
     let _ = std::fs::remove_dir_all(&out);
 }
+
+/// The drill refuses a database that holds Docket data, or an application's tables, and
+/// leaves it untouched: no drill table, no job, no worker. With
+/// `--i-know-this-is-not-production` it goes past the refusal.
+#[tokio::test]
+async fn the_drill_refuses_a_database_with_docket_data_or_tables_it_did_not_create() {
+    let with_jobs = TestDb::new().await;
+    docket_queue::enqueue(&with_jobs.pool, &NewJob::new("app.welcome", json!({})))
+        .await
+        .unwrap();
+    let with_app_table = TestDb::new().await;
+    sqlx::query("create table users (id bigint primary key, email text)")
+        .execute(&with_app_table.pool)
+        .await
+        .unwrap();
+    for (db, says) in [
+        (&with_jobs, "docket.jobs"),
+        (&with_app_table, "public.users"),
+    ] {
+        let url = db.url.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            loadtest(
+                &url,
+                &[
+                    "drill",
+                    "--profile",
+                    "quick",
+                    "--docket",
+                    "/nonexistent/docket",
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "refused: {stderr}");
+        assert!(
+            stderr.contains("refusing to run the drill") && stderr.contains(says),
+            "{stderr}"
+        );
+        assert!(
+            stderr.contains("--i-know-this-is-not-production"),
+            "{stderr}"
+        );
+        assert_eq!(
+            count(
+                db,
+                "select count(*) from pg_class where relname in ('drill_ledger', 'drill_expectations')"
+            )
+            .await,
+            0,
+            "no drill table was created"
+        );
+        assert_eq!(count(db, "select count(*) from docket.workers").await, 0);
+        assert!(count(db, "select count(*) from docket.jobs").await <= 1);
+    }
+    // Told it is not production, it goes on (and fails later, on the missing binary).
+    let url = with_app_table.url.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        let out = std::env::temp_dir().join(format!("docket-drill-{}", uuid::Uuid::now_v7()));
+        let out = out.to_str().unwrap().to_owned();
+        loadtest(
+            &url,
+            &[
+                "drill",
+                "--profile",
+                "quick",
+                "--docket",
+                "/nonexistent/docket",
+                "--out",
+                &out,
+                "--i-know-this-is-not-production",
+            ],
+        )
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("refusing to run the drill"), "{stderr}");
+}

@@ -430,3 +430,128 @@ async fn pretty_logs_escape_control_characters_in_fields() {
         "{log}"
     );
 }
+
+/// `--delay` takes what the retry ladder takes (`30s`, `5m`, `1h`), and a time without a
+/// zone is refused saying which format is wanted, not "premature end of input".
+#[tokio::test]
+async fn enqueue_delays_take_units_and_a_zoneless_time_says_the_format() {
+    let db = TestDb::new().await;
+    for (delay, seconds) in [("1h", 3600), ("5m", 300), ("30s", 30), ("90", 90)] {
+        let out = docket(&db.url, &["enqueue", "k", "--delay", delay, "--json"]);
+        let id = serde_json::from_str::<Value>(&stdout(&out)).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let ahead: f64 = sqlx::query_scalar(
+            "select extract(epoch from run_at - created_at)::float8 from docket.jobs where id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        assert!(
+            (ahead - f64::from(seconds)).abs() < 30.0,
+            "--delay {delay}: {ahead} s ahead"
+        );
+    }
+    let bad = docket(&db.url, &["enqueue", "k", "--delay", "1 hour"]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("30s, 5m, 1h"), "{}", stderr(&bad));
+    for zoneless in ["2026-12-08 03:00", "2026-12-08T03:00:00"] {
+        let out = docket(&db.url, &["enqueue", "k", "--run-at", zoneless]);
+        assert!(!out.status.success());
+        let err = stderr(&out);
+        assert!(
+            err.contains("no time zone")
+                && err.contains("RFC 3339")
+                && err.contains("2026-12-08T03:00:00Z"),
+            "{err}"
+        );
+    }
+    let garbage = docket(&db.url, &["enqueue", "k", "--run-at", "tomorrow"]);
+    assert!(
+        stderr(&garbage).contains("RFC 3339"),
+        "{}",
+        stderr(&garbage)
+    );
+    let ok = docket(
+        &db.url,
+        &["enqueue", "k", "--run-at", "2999-12-08T03:00:00Z"],
+    );
+    stdout(&ok);
+    assert_eq!(job_count(&db).await, 5);
+}
+
+/// A setting that cannot work is named by its variable, the one the user set, not by the
+/// runtime's field.
+#[test]
+fn a_setting_that_cannot_work_is_named_by_its_variable() {
+    let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("worker")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/x")
+        .env("DOCKET_LEASE_TIMEOUT", "8")
+        .env("DOCKET_HEARTBEAT_INTERVAL", "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("DOCKET_LEASE_TIMEOUT") && err.contains("DOCKET_HEARTBEAT_INTERVAL"),
+        "{err}"
+    );
+    assert!(!err.contains("lease_timeout (8s)"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("worker")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:9/x")
+        .env("DOCKET_GLOBAL_CONCURRENCY", "0")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("DOCKET_GLOBAL_CONCURRENCY"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A one-shot command prints its answer and nothing else: no JSON log line on stderr
+/// among a table, even with `DOCKET_LOG_FORMAT=json`.
+#[tokio::test]
+async fn a_one_shot_command_writes_no_log_lines_among_its_answer() {
+    let db = TestDb::new().await;
+    docket_queue::cron::register(
+        &db.pool,
+        &docket_queue::cron::Schedule::new("nightly", "0 3 * * *", "k"),
+        None,
+    )
+    .await
+    .unwrap();
+    for args in [
+        vec!["cron", "pause", "nightly"],
+        vec!["cron", "list"],
+        vec!["cron", "resume", "nightly"],
+        vec!["enqueue", "k"],
+        vec!["jobs", "list"],
+    ] {
+        let out = docket(&db.url, &args);
+        stdout(&out);
+        assert_eq!(stderr(&out), "", "{args:?}");
+    }
+}
+
+/// One is one: `1 dead letter replayed`, not `1 dead letters`.
+#[tokio::test]
+async fn counts_of_one_are_singular() {
+    let db = TestDb::new().await;
+    docket_testkit::factory::insert_job(
+        &db.pool,
+        docket_testkit::factory::JobOpts {
+            state: Some(docket_queue::JobState::DeadLetter),
+            ..Default::default()
+        },
+    )
+    .await;
+    let out = stdout(&docket(&db.url, &["jobs", "replay", "--dead-letters"]));
+    assert_eq!(out.trim(), "1 dead letter replayed");
+    let out = stdout(&docket(&db.url, &["jobs", "replay", "--dead-letters"]));
+    assert_eq!(out.trim(), "0 dead letters replayed");
+}

@@ -243,3 +243,200 @@ async fn cron_list_pause_resume_and_run() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no schedule is named \"nope\""));
     stop(worker);
 }
+
+fn json_of(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|err| panic!("{err}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn row<'a>(rows: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
+    rows.as_array()?.iter().find(|row| row["name"] == name)
+}
+
+/// A `[[schedule]]` renamed across a restart leaves its old name behind: no live process
+/// declares it, so it is shown as retired, the cron check stays ok however overdue it is
+/// (and says how to remove it), and `docket cron remove` deletes it; a schedule a live
+/// process declares is refused, naming the process. `cron list --declared` shows what the
+/// configuration declares before any process registered it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renamed_schedule_is_retired_not_late_and_cron_remove_deletes_it() {
+    let db = TestDb::new().await;
+    let before = config_file(
+        "[[schedule]]\nname = \"nightly-report\"\ncron = \"0 3 * * *\"\nkind = \"docket.noop\"\n",
+    );
+    let after = config_file(
+        "[[schedule]]\nname = \"report-nightly\"\ncron = \"0 3 * * *\"\nkind = \"docket.noop\"\n",
+    );
+    let declared = json_of(
+        &docket(&db, &after.0, &["cron", "list", "--declared", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        row(&declared, "report-nightly").map(|r| r["registered"].clone()),
+        Some(serde_json::json!("not registered")),
+        "{declared}"
+    );
+    let list = |config: &std::path::Path| {
+        json_of(
+            &docket(&db, config, &["cron", "list", "--json"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let first = docket(&db, &before.0, &["worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the first name registered",
+        || async { row(&list(&before.0), "nightly-report").is_some() },
+    )
+    .await;
+    stop(first);
+    let second = docket(&db, &after.0, &["worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(30),
+        "the new name registered",
+        || async { row(&list(&after.0), "report-nightly").is_some() },
+    )
+    .await;
+    // The old name's tick is long overdue: nobody ticks it any more.
+    sqlx::query("update docket.schedules set next_tick_at = now() - interval '2 hours' where name = 'nightly-report'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let rows = list(&after.0);
+    assert_eq!(
+        row(&rows, "nightly-report").unwrap()["retired"],
+        true,
+        "{rows}"
+    );
+    assert_eq!(
+        row(&rows, "report-nightly").unwrap()["retired"],
+        false,
+        "{rows}"
+    );
+    let table = docket(&db, &after.0, &["cron", "list"]).output().unwrap();
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|line| line.starts_with("nightly-report") && line.contains("retired")),
+        "{table}"
+    );
+    let check = docket(&db, &after.0, &["check", "--json"])
+        .output()
+        .unwrap();
+    let check: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    let cron = check["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "cron")
+        .unwrap();
+    assert_eq!(cron["verdict"], "ok", "{cron}");
+    let detail = cron["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("retired")
+            && detail.contains("nightly-report")
+            && detail.contains("docket cron remove"),
+        "{cron}"
+    );
+
+    let refused = docket(&db, &after.0, &["cron", "remove", "report-nightly"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{err}");
+    assert!(
+        err.contains("declared by worker") && err.contains("restart"),
+        "{err}"
+    );
+    let removed = docket(&db, &after.0, &["cron", "remove", "nightly-report"])
+        .output()
+        .unwrap();
+    assert!(
+        removed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&removed.stderr)
+    );
+    let rows = list(&after.0);
+    assert!(row(&rows, "nightly-report").is_none(), "{rows}");
+    assert!(row(&rows, "report-nightly").is_some(), "{rows}");
+    let unknown = docket(&db, &after.0, &["cron", "remove", "nightly-report"])
+        .output()
+        .unwrap();
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no schedule is named"));
+    stop(second);
+}
+
+/// Two live processes that declare one name with different expressions: the second says
+/// so at start, naming both definitions, and the schedule is listed as a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_declaring_one_schedule_differently_are_told_so() {
+    let db = TestDb::new().await;
+    let three = config_file(
+        "[[schedule]]\nname = \"nightly\"\ncron = \"0 3 * * *\"\nkind = \"docket.noop\"\n",
+    );
+    let four = config_file(
+        "[[schedule]]\nname = \"nightly\"\ncron = \"0 4 * * *\"\nkind = \"docket.noop\"\n",
+    );
+    let first = docket(&db, &three.0, &["worker"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "the first declared", || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from docket.schedule_declarations")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+            == 1
+    })
+    .await;
+    let log = std::env::temp_dir().join(format!("docket-conflict-{}.log", uuid::Uuid::new_v4()));
+    let second = docket(&db, &four.0, &["worker"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    eventually(Duration::from_secs(30), "the conflict logged", || async {
+        std::fs::read_to_string(&log).is_ok_and(|text| text.contains("cron.conflict"))
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    let line = text
+        .lines()
+        .find(|line| line.contains("cron.conflict"))
+        .unwrap();
+    assert!(
+        line.contains("0 3 * * *") && line.contains("0 4 * * *") && line.contains("nightly"),
+        "{line}"
+    );
+    let rows = json_of(
+        &docket(&db, &four.0, &["cron", "list", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        row(&rows, "nightly").unwrap()["conflicting"],
+        true,
+        "{rows}"
+    );
+    stop(second);
+    stop(first);
+    let _ = std::fs::remove_file(&log);
+}

@@ -236,3 +236,41 @@ async fn sigterm_while_the_jobs_table_is_locked_still_exits_in_bounded_time() {
     })
     .await;
 }
+
+/// A second signal during a graceful shutdown exits at once (130), without waiting for
+/// the running job's shutdown timeout; its job is left to the rescuer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let db = TestDb::new().await;
+    enqueue(&db.pool, &NewJob::typed(&Sleep { ms: 120_000 }).unwrap())
+        .await
+        .unwrap();
+    let mut worker = spawn_worker(&db, &[("DOCKET_SHUTDOWN_TIMEOUT", "60")]);
+    eventually(WAIT, "the long job is running", || async {
+        count(&db, JobState::Processing).await == 1
+    })
+    .await;
+    signal(&worker, "INT");
+    // The first signal's shutdown waits for the job (up to 60 s); the second ends it.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(worker.try_wait().unwrap().is_none(), "still shutting down");
+    let second = Instant::now();
+    signal(&worker, "TERM");
+    let status = loop {
+        if let Some(status) = worker.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            second.elapsed() < Duration::from_secs(5),
+            "no exit 5 s after the second signal"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(130));
+    let mut log = String::new();
+    std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut log).unwrap();
+    assert!(
+        log.contains("worker.shutdown.forced") || log.contains("second signal"),
+        "{log}"
+    );
+}

@@ -338,7 +338,12 @@ pub fn backup(dir: &Path, max_age: Duration, now: SystemTime) -> Finding {
             let taken: SystemTime = backup.taken_at.into();
             let jobs = backup
                 .manifest()
-                .map(|m| format!(", {} jobs", m.contents.job_total()))
+                .map(|m| {
+                    format!(
+                        ", {}",
+                        docket_queue::counted(m.contents.job_total(), "job", "jobs")
+                    )
+                })
                 .unwrap_or_default();
             Some((taken, backup.size, format!("{}{jobs}", backup.name())))
         }
@@ -428,11 +433,11 @@ pub fn restore_check(
     };
     let outcome = match &last.failure {
         None => format!(
-            "ok {} ago by {}: {} tables, {} jobs restored from {file} in {}",
+            "ok {} ago by {}: {}, {} restored from {file} in {}",
             human_age(age),
             last.owner,
-            last.tables,
-            last.jobs,
+            docket_queue::counted(last.tables, "table", "tables"),
+            docket_queue::counted(last.jobs, "job", "jobs"),
             human_age(Duration::from_millis(last.duration_ms.max(0) as u64))
         ),
         Some(failure) => format!(

@@ -87,7 +87,8 @@ impl From<docket_queue::Error> for ApiError {
             Error::InvalidState { .. }
             | Error::UniqueKeyTaken { .. }
             | Error::BatchKeyTaken { .. }
-            | Error::Expired { .. } => ApiError::Conflict(err.to_string()),
+            | Error::Expired { .. }
+            | Error::ScheduleDeclared { .. } => ApiError::Conflict(err.to_string()),
             Error::InvalidJob(_) | Error::Payload { .. } => ApiError::Invalid(err.to_string()),
             Error::InvalidArgument(message) => ApiError::BadRequest(message),
             Error::TimedOut { .. } => ApiError::Unavailable,

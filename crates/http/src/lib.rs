@@ -10,7 +10,7 @@
 //! | `GET /metrics` | bearer |
 //! | `GET /api/jobs`, `GET /api/jobs/{id}` | bearer |
 //! | `POST /api/jobs`, `POST /api/jobs/{id}/replay|cancel|discard`, `POST /api/jobs/replay-dead-letters` | bearer |
-//! | `GET /api/cron`, `POST /api/cron/{name}/pause|resume`, `POST /api/queues/{name}/pause|resume` | bearer |
+//! | `GET /api/cron`, `POST /api/cron/{name}/pause|resume`, `DELETE /api/cron/{name}`, `POST /api/queues/{name}/pause|resume` | bearer |
 //! | `GET /ops` and its forms | a session signed in at `/ops/login`, or the bearer |
 //! | `GET /api/openapi.json` | anyone: the generated document; with the bearer, also this server's template and schedule names |
 //!
@@ -47,7 +47,7 @@ pub mod state;
 use std::future::Future;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
@@ -90,6 +90,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/cron", get(routes::cron::list))
         .route("/api/cron/{name}/pause", post(routes::cron::pause))
         .route("/api/cron/{name}/resume", post(routes::cron::resume))
+        .route("/api/cron/{name}", delete(routes::cron::remove))
         .merge(ops::router())
         .fallback(|| async { error::ApiError::NotFound("no such route".into()) })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -161,6 +161,36 @@ pub struct Schedule {
 }
 
 impl Schedule {
+    /// The definition in one line, for a person: `cron "0 3 * * *" (UTC), kind
+    /// report.nightly on queue default`, and whatever else differs from the defaults.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "cron {:?} ({}), kind {} on queue {}",
+            self.cron, self.timezone, self.kind, self.queue
+        );
+        let defaults = Schedule::new(&self.name, &self.cron, &self.kind);
+        if self.payload != defaults.payload {
+            out.push_str(&format!(", payload {}", self.payload));
+        }
+        if self.priority != defaults.priority {
+            out.push_str(&format!(", priority {}", self.priority));
+        }
+        if self.max_attempts != defaults.max_attempts {
+            out.push_str(&format!(", max_attempts {}", self.max_attempts));
+        }
+        if self.catch_up != defaults.catch_up || self.catch_up_max != defaults.catch_up_max {
+            out.push_str(&format!(
+                ", catch_up {} (at most {})",
+                self.catch_up.as_str(),
+                self.catch_up_max
+            ));
+        }
+        if self.overlap != defaults.overlap {
+            out.push_str(&format!(", overlap {}", self.overlap.as_str()));
+        }
+        out
+    }
+
     /// A schedule with the defaults: queue `default`, UTC, catch-up `latest`.
     pub fn new(name: impl Into<String>, cron: impl Into<String>, kind: impl Into<String>) -> Self {
         Schedule {
@@ -207,6 +237,15 @@ pub struct ScheduleRow {
     pub next_tick_at: Option<DateTime<Utc>>,
     /// When it was first registered; ticks count from here until the first.
     pub registered_at: DateTime<Utc>,
+    /// Retired: no live process declares it any more (a renamed `[[schedule]]`, a built-in
+    /// schedule whose feature was turned off), while some process is live. Nobody ticks
+    /// it; it is not late. `docket cron remove` deletes it.
+    #[serde(default)]
+    pub retired: bool,
+    /// Live processes declare it with different definitions: the one registered is the
+    /// last to start's.
+    #[serde(default)]
+    pub conflicting: bool,
     /// The batch of its last tick that made one (a cron batch).
     pub last_batch_id: Option<uuid::Uuid>,
     /// That batch's jobs.
@@ -257,6 +296,75 @@ pub async fn register(
     next_tick_at: Option<DateTime<Utc>>,
 ) -> Result<()> {
     Ok(db::schedule_register(exec, def, next_tick_at).await?)
+}
+
+/// Another live process's declaration of a schedule, different from this one's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Declaration {
+    /// The process's worker id.
+    pub worker_id: uuid::Uuid,
+    /// Its host.
+    pub host: String,
+    /// Its process id.
+    pub pid: i32,
+    /// Its definition.
+    pub def: Schedule,
+}
+
+/// Records that the worker `worker_id` declares `def`, and returns the other live
+/// processes' declarations of the same name that differ from it (two processes that
+/// disagree; the caller says so).
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn declare(
+    exec: impl PgExecutor<'_> + Copy,
+    worker_id: uuid::Uuid,
+    def: &Schedule,
+) -> Result<Vec<Declaration>> {
+    db::schedule_declare(exec, worker_id, def).await?;
+    Ok(db::schedule_declarations_differing(exec, worker_id, def)
+        .await?
+        .into_iter()
+        .map(|(def, worker_id, host, pid)| Declaration {
+            worker_id,
+            host,
+            pid,
+            def: def.0,
+        })
+        .collect())
+}
+
+/// Deletes a schedule no live process declares (a retired one), with its ticks.
+///
+/// # Errors
+///
+/// [`Error::InvalidArgument`] for an unknown schedule; [`Error::ScheduleDeclared`] when a
+/// live process declares it (it would go on ticking); [`Error::Database`].
+pub async fn remove(exec: impl PgExecutor<'_> + Copy, name: &str) -> Result<()> {
+    if let Err(rule) = crate::job::Name::check("a schedule name", name) {
+        return Err(Error::InvalidArgument(format!(
+            "no schedule is named {name:?}: {rule}"
+        )));
+    }
+    if db::schedule_delete_undeclared(exec, name).await? {
+        return Ok(());
+    }
+    let by = db::schedule_declarers(exec, name).await?;
+    if by.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "no schedule is named {name:?}"
+        )));
+    }
+    let by: Vec<String> = by
+        .iter()
+        .map(|(id, host, pid)| format!("worker {id} on {host} (pid {pid})"))
+        .collect();
+    Err(Error::ScheduleDeclared {
+        name: name.to_owned(),
+        by: by.join(", "),
+    })
 }
 
 /// One schedule's state, its row locked until the transaction `exec` belongs to ends: a

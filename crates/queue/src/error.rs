@@ -55,6 +55,15 @@ pub enum Error {
     /// pruned): the caller's input, not a job.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The schedule cannot be removed: a live process declares it (and would go on
+    /// ticking it as it is).
+    #[error("schedule {name:?} is declared by {by}: take it out of that process's configuration (docket.toml's [[schedule]], or the feature that adds it) and restart it, then remove the schedule")]
+    ScheduleDeclared {
+        /// The schedule.
+        name: String,
+        /// The live processes that declare it, described.
+        by: String,
+    },
     /// An operation did not finish in the time it was given.
     #[error("{what} timed out after {after:?}")]
     TimedOut {

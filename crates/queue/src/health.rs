@@ -268,7 +268,7 @@ const NOT_READ: &str = "could not be read in time (the log's health_check.databa
 
 /// `1 schedule`, `2 schedules`.
 fn count(n: usize, one: &str, many: &str) -> String {
-    format!("{n} {}", if n == 1 { one } else { many })
+    crate::counted(n, one, many)
 }
 
 /// Judges observations against the thresholds into the queue's own findings. `None` means
@@ -451,30 +451,59 @@ fn cron_finding(
     // The snapshot's time is the database's; without one, the local clock.
     let now = snapshot.map_or_else(chrono::Utc::now, |s| s.taken_at);
     let late = chrono::Duration::from_std(CRON_LATE_AFTER).unwrap_or_default();
-    let behind = schedules
-        .iter()
-        .filter(|s| !s.paused && s.next_tick_at.is_some_and(|next| next + late < now))
-        .count();
-    let (verdict, detail) = match (schedules.len(), behind) {
-        (0, _) => (Verdict::Ok, "no schedules".to_owned()),
-        (n, 0) => (
-            Verdict::Ok,
-            format!("{} on time", count(n, "schedule", "schedules")),
+    // A retired schedule (no live process declares it) is nobody's to tick: not late.
+    let names = |keep: &dyn Fn(&crate::cron::ScheduleRow) -> bool| -> Vec<&str> {
+        schedules
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| s.def.name.as_str())
+            .collect()
+    };
+    let behind =
+        names(&|s| !s.paused && !s.retired && s.next_tick_at.is_some_and(|next| next + late < now));
+    let retired = names(&|s| s.retired);
+    let conflicting = names(&|s| s.conflicting && !s.retired);
+    let n = schedules.len();
+    let mut detail = match (n, behind.len()) {
+        (0, _) => "no schedules".to_owned(),
+        (n, 0) => format!(
+            "{} on time",
+            count(n - retired.len(), "schedule", "schedules")
         ),
-        (n, late) => (
-            Verdict::Degraded,
-            format!(
-                "the due tick of {late} of {} is over a minute late",
-                count(n, "schedule", "schedules")
-            ),
+        (n, late) => format!(
+            "the due tick of {late} of {} is over a minute late ({})",
+            count(n - retired.len(), "schedule", "schedules"),
+            behind.join(", ")
         ),
     };
-    Finding::new(
-        "cron",
-        verdict,
-        detail,
-        "a due tick is over a minute late: is a scheduler (`docket serve`, or `docket worker` with cron) running?",
-    )
+    if !retired.is_empty() {
+        detail.push_str(&format!(
+            "; {} retired, no live process declares {} ({}): `docket cron remove NAME` deletes a schedule gone for good",
+            retired.len(),
+            if retired.len() == 1 { "it" } else { "them" },
+            retired.join(", ")
+        ));
+    }
+    if !conflicting.is_empty() {
+        detail.push_str(&format!(
+            "; declared differently by two live processes: {}",
+            conflicting.join(", ")
+        ));
+    }
+    let (verdict, advice) = if !behind.is_empty() {
+        (
+            Verdict::Degraded,
+            "a due tick is over a minute late: is a scheduler (`docket serve`, or `docket worker` with cron) running? If one is, its log's background_job_cron.failed events say why it cannot enqueue.",
+        )
+    } else if !conflicting.is_empty() {
+        (
+            Verdict::Warn,
+            "two live processes declare a schedule of the same name with different definitions (their logs' background_job_cron.conflict events name both): make their configurations agree.",
+        )
+    } else {
+        (Verdict::Ok, "")
+    };
+    Finding::new("cron", verdict, detail, advice)
 }
 
 /// A bounded read's value, or `None` (logged) when it failed or timed out.
@@ -719,6 +748,8 @@ mod tests {
             last_tick_at: None,
             next_tick_at: Some(next_tick_at),
             registered_at: next_tick_at,
+            retired: false,
+            conflicting: false,
             last_batch_id: None,
             last_batch_total: None,
             last_batch_remaining: None,
@@ -764,5 +795,47 @@ mod tests {
             &HealthConfig::default(),
         );
         assert_eq!(paused.verdict("cron").unwrap(), Verdict::Ok);
+    }
+
+    /// A schedule no live process declares any more (a renamed `[[schedule]]`, a built-in
+    /// one whose feature is off) is retired, not late: the check stays ok and says how to
+    /// remove it. One declared differently by two live processes is a warning.
+    #[test]
+    fn a_retired_schedule_does_not_degrade_cron_and_a_conflicting_one_warns() {
+        let now = Utc::now();
+        let with = |rows| Observed {
+            cron: Some(rows),
+            ..observed(snapshot(None, 0), vec![worker(true)])
+        };
+        let mut retired = schedule(now - chrono::Duration::hours(5), false);
+        retired.def.name = "mail-digest".to_owned();
+        retired.retired = true;
+        let report = judge(
+            Some(with(vec![
+                retired.clone(),
+                schedule(now - chrono::Duration::seconds(10), false),
+            ])),
+            &HealthConfig::default(),
+        );
+        let finding = report.finding("cron").unwrap();
+        assert_eq!(finding.verdict, Verdict::Ok, "{finding:?}");
+        assert!(
+            finding.detail.contains("1 schedule on time")
+                && finding.detail.contains("1 retired")
+                && finding.detail.contains("mail-digest")
+                && finding.detail.contains("docket cron remove"),
+            "{finding:?}"
+        );
+        assert!(!finding.detail.contains("late"), "{finding:?}");
+        let mut conflicting = schedule(now - chrono::Duration::seconds(10), false);
+        conflicting.conflicting = true;
+        let report = judge(Some(with(vec![conflicting])), &HealthConfig::default());
+        let finding = report.finding("cron").unwrap();
+        assert_eq!(finding.verdict, Verdict::Warn, "{finding:?}");
+        assert!(
+            finding.detail.contains("declared differently") && finding.detail.contains("hourly"),
+            "{finding:?}"
+        );
+        assert!(finding.advice.unwrap().contains("conflict"));
     }
 }

@@ -64,6 +64,13 @@ pub use maintenance::WorkerInfo;
 pub use outcome::{apply_outcomes, Applied, AttemptOutcome, Outcome};
 pub use snapshot::{snapshot, QueueFigures, Snapshot};
 
+/// `n` with the word that fits it, for a person: `1 dead letter`, `2 dead letters`.
+pub fn counted(n: impl std::fmt::Display, one: &str, many: &str) -> String {
+    let n = n.to_string();
+    let word = if n == "1" { one } else { many };
+    format!("{n} {word}")
+}
+
 /// The embedded migrations (`migrations/` at the workspace root). Apply them with
 /// [`migrate`] before any worker or listener starts.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../../migrations");

@@ -69,6 +69,10 @@ pub mod event {
     pub const CRON_RESUMED: &str = "background_job_cron.resumed";
     /// A schedule's tick could not be enqueued; the next run tries again.
     pub const CRON_FAILED: &str = "background_job_cron.failed";
+    /// Another live process declares a schedule of this name differently.
+    pub const CRON_CONFLICT: &str = "background_job_cron.conflict";
+    /// A retired schedule (no live process declares it) was removed.
+    pub const CRON_REMOVED: &str = "background_job_cron.removed";
     /// A batch was created with its jobs.
     pub const BATCH_CREATED: &str = "background_job_batch.created";
     /// An open batch's progress, every `BATCH_PROGRESS_EVERY` while it runs.
@@ -165,6 +169,8 @@ pub mod event {
         CRON_PAUSED,
         CRON_RESUMED,
         CRON_FAILED,
+        CRON_CONFLICT,
+        CRON_REMOVED,
         BATCH_CREATED,
         BATCH_PROGRESS,
         BATCH_COMPLETED,

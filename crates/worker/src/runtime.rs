@@ -162,7 +162,7 @@ impl Runtime {
         let config = &self.config;
         maintenance::heartbeat(pool, &self.worker, config.lease_timeout, None).await?;
         let schedules = if config.cron {
-            register_schedules(pool, &config.schedules).await?
+            register_schedules(pool, self.worker.id, &config.schedules).await?
         } else {
             Vec::new()
         };
@@ -392,27 +392,44 @@ struct Producers {
 const BATCH_TRACKER_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Registers the schedules (their definitions; pause and last tick stay as stored) and
-/// returns them parsed. `validate` has parsed each already, so a failure here is a bug.
+/// records that this worker declares them, and returns them parsed. Another live process
+/// that declares a name differently is said out loud, both definitions named (this
+/// process's is registered: the last to start wins, but not silently). `validate` has
+/// parsed each already, so a parse failure here is a bug.
 async fn register_schedules(
     pool: &PgPool,
+    worker_id: uuid::Uuid,
     schedules: &[Schedule],
 ) -> docket_queue::Result<Vec<(Schedule, Cron)>> {
     let mut parsed = Vec::with_capacity(schedules.len());
     for schedule in schedules {
         let cron = Cron::of(schedule).map_err(docket_queue::Error::InvalidArgument)?;
+        for other in docket_queue::cron::declare(pool, worker_id, schedule).await? {
+            warn!(
+                event = events::CRON_CONFLICT, schedule = %schedule.name,
+                this = %schedule.summary(), other = %other.def.summary(),
+                other.worker_id = %other.worker_id,
+                "schedule {:?} is declared differently by another live process (worker {} on {}, pid {}): \
+                 there {}; here {}. This process's definition is registered now; make the two agree",
+                schedule.name, other.worker_id, other.host, other.pid,
+                other.def.summary(), schedule.summary()
+            );
+        }
         docket_queue::cron::register(pool, schedule, cron.next_after(chrono::Utc::now())).await?;
         parsed.push((schedule.clone(), cron));
     }
     Ok(parsed)
 }
 
-/// [`register_schedules`] for the scheduler's tests.
+/// [`register_schedules`] for the scheduler's tests (by a worker of no process).
 #[cfg(test)]
 pub(crate) async fn register_for_tests(
     pool: &PgPool,
     schedules: &[Schedule],
 ) -> Vec<(Schedule, Cron)> {
-    register_schedules(pool, schedules).await.expect("register")
+    register_schedules(pool, uuid::Uuid::now_v7(), schedules)
+        .await
+        .expect("register")
 }
 
 /// Spawns periodic services onto one tracker with one stop token: adding a service is

@@ -105,6 +105,8 @@ pub(crate) struct DrillArgs {
     pub(crate) out: PathBuf,
     pub(crate) docket: PathBuf,
     pub(crate) seed: u64,
+    /// `--i-know-this-is-not-production`: skip [`refuse_production`].
+    pub(crate) not_production: bool,
 }
 
 /// What a profile sets.
@@ -332,6 +334,89 @@ async fn database() -> anyhow::Result<Database> {
     })
 }
 
+/// Docket's tables whose rows are someone's data (not the rows a migration seeds).
+const DATA_TABLES: [&str; 7] = [
+    "jobs",
+    "workers",
+    "schedules",
+    "batches",
+    "mail_campaigns",
+    "mail_deliveries",
+    "mail_suppressions",
+];
+
+/// The tables the drill creates (beside Docket's own schema and its migrations table).
+const DRILL_TABLES: [&str; 2] = ["drill_ledger", "drill_expectations"];
+
+/// Refuses a database that may be someone's: one whose Docket tables hold rows, or that
+/// has a table the drill did not create. The drill adds thousands of jobs and dead letters,
+/// registers workers, kills processes and terminates connections: it must run on a scratch
+/// database (or its own cluster, with `DATABASE_URL` unset).
+async fn refuse_production(pool: &PgPool) -> anyhow::Result<()> {
+    let mut holds = Vec::new();
+    for table in DATA_TABLES {
+        let qualified = format!("docket.{table}");
+        let exists: bool = sqlx::query_scalar("select to_regclass($1) is not null")
+            .bind(&qualified)
+            .fetch_one(pool)
+            .await?;
+        if exists
+            && sqlx::query_scalar::<_, bool>(&format!("select exists (select 1 from {qualified})"))
+                .fetch_one(pool)
+                .await?
+        {
+            holds.push(qualified);
+        }
+    }
+    let foreign: Vec<String> = sqlx::query_scalar(
+        "select format('%I.%I', n.nspname, c.relname)
+         from pg_class c join pg_namespace n on n.oid = c.relnamespace
+         where c.relkind in ('r', 'p', 'v', 'm', 'f')
+           and n.nspname not in ('pg_catalog', 'information_schema', 'docket')
+           and n.nspname not like 'pg\\_%'
+           and not (n.nspname = 'public' and c.relname = any($1))
+         order by 1",
+    )
+    .bind(
+        DRILL_TABLES
+            .iter()
+            .chain(&["_sqlx_migrations"])
+            .map(|t| (*t).to_owned())
+            .collect::<Vec<_>>(),
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut reasons = Vec::new();
+    if !holds.is_empty() {
+        reasons.push(format!(
+            "it holds Docket data (rows in {})",
+            holds.join(", ")
+        ));
+    }
+    if !foreign.is_empty() {
+        let shown: Vec<&str> = foreign.iter().take(5).map(String::as_str).collect();
+        let more = foreign.len().saturating_sub(shown.len());
+        reasons.push(format!(
+            "it has tables the drill did not create ({}{})",
+            shown.join(", "),
+            if more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    anyhow::ensure!(
+        reasons.is_empty(),
+        "refusing to run the drill on this database: {}. The drill adds thousands of jobs \
+         and dead letters, registers workers, kills processes and terminates connections. \
+         Give it an empty scratch database (or unset DATABASE_URL for a throwaway cluster of \
+         its own), or pass --i-know-this-is-not-production",
+        reasons.join("; and ")
+    );
+    Ok(())
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -360,6 +445,9 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         .max_connections(6)
         .connect(&database.url)
         .await?;
+    if database.cluster.is_none() && !args.not_production {
+        refuse_production(&pool).await?;
+    }
     docket_queue::migrate(&pool).await?;
     worker::create_ledger(&pool).await?;
     check::create_expectations(&pool).await?;

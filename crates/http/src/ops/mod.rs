@@ -158,7 +158,10 @@ fn notice(query: &HashMap<String, String>) -> Option<String> {
         "replay" => "Replayed: the job is pending again.".into(),
         "discard" => "Discarded: the dead letter is cancelled.".into(),
         "cancel" => "Cancelled.".into(),
-        "replay-many" => format!("Replayed {count} dead letters."),
+        "replay-many" => format!(
+            "Replayed {}.",
+            docket_queue::counted(count, "dead letter", "dead letters")
+        ),
         "pause" => "Queue paused: running jobs finish, nothing new starts.".into(),
         "resume" => "Queue resumed.".into(),
         "cron-pause" => "Schedule paused.".into(),

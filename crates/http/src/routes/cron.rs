@@ -1,5 +1,6 @@
-//! `GET /api/cron`, `POST /api/cron/{name}/pause`, `POST /api/cron/{name}/resume`: the
-//! cron schedules every scheduler registered, and their pause switch for every process.
+//! `GET /api/cron`, `POST /api/cron/{name}/pause`, `POST /api/cron/{name}/resume`,
+//! `DELETE /api/cron/{name}`: the cron schedules every scheduler registered, their pause
+//! switch for every process, and the removal of a retired one.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -67,4 +68,42 @@ pub(crate) async fn resume(
     Path(name): Path<String>,
 ) -> Result<Json<CronControl>, ApiError> {
     set_paused(&state, name, false).await
+}
+
+/// A removed schedule.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct CronRemoved {
+    /// The schedule.
+    name: String,
+    /// Always true.
+    removed: bool,
+}
+
+/// Removes a retired schedule (no live process declares it); 409 when one does.
+#[utoipa::path(delete, path = "/api/cron/{name}",
+    params(("name" = String, Path, description = "The schedule")),
+    security(("bearer" = [])),
+    responses((status = 200, body = CronRemoved), (status = 401, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody), (status = 409, body = crate::error::ErrorBody),
+        (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    _: Authorized,
+    Path(name): Path<String>,
+) -> Result<Json<CronRemoved>, ApiError> {
+    cron::remove(&state.pool, &name)
+        .await
+        .map_err(|err| match err {
+            docket_queue::Error::InvalidArgument(message) => ApiError::NotFound(message),
+            other => other.into(),
+        })?;
+    tracing::info!(
+        event = docket_queue::telemetry::event::CRON_REMOVED,
+        schedule = %name,
+        "schedule removed"
+    );
+    Ok(Json(CronRemoved {
+        name,
+        removed: true,
+    }))
 }

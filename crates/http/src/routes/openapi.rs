@@ -37,6 +37,7 @@ use crate::state::AppState;
         super::cron::list,
         super::cron::pause,
         super::cron::resume,
+        super::cron::remove,
     ),
     components(schemas(crate::error::ErrorBody, docket_queue::Snapshot, docket_queue::QueueFigures)),
     modifiers(&Bearer)
@@ -120,15 +121,17 @@ fn name_schedules(doc: &mut utoipa::openapi::OpenApi, names: &[serde_json::Value
         if !path.starts_with("/api/cron/{name}") {
             continue;
         }
-        let Some(post) = item.post.as_mut() else {
-            continue;
-        };
-        for parameter in post.parameters.iter_mut().flatten() {
-            if parameter.name != "name" {
-                continue;
-            }
-            if let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() {
-                schema.enum_values = Some(names.to_vec());
+        for operation in [item.post.as_mut(), item.delete.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if parameter.name != "name" {
+                    continue;
+                }
+                if let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() {
+                    schema.enum_values = Some(names.to_vec());
+                }
             }
         }
     }

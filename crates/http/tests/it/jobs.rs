@@ -273,6 +273,7 @@ async fn the_openapi_document_describes_every_route_and_the_job_fields() {
             "/api/campaigns",
             "/api/campaigns/{id}",
             "/api/cron",
+            "/api/cron/{name}",
             "/api/cron/{name}/pause",
             "/api/cron/{name}/resume",
             "/api/health",

@@ -81,7 +81,17 @@ pub(crate) async fn schedule_state_lock(
 pub(crate) async fn schedule_list(exec: impl PgExecutor<'_>) -> sqlx::Result<Vec<ScheduleRow>> {
     sqlx::query_as(
         r#"
-        select s.*, b.id as last_batch_id, b.total as last_batch_total,
+        select s.*,
+               not exists (select 1 from docket.schedule_declarations d
+                           join docket.workers w on w.id = d.worker_id
+                           where d.schedule = s.name and w.lease_expires_at > now())
+               and exists (select 1 from docket.workers w where w.lease_expires_at > now())
+                   as retired,
+               (select count(distinct d.definition) from docket.schedule_declarations d
+                join docket.workers w on w.id = d.worker_id
+                where d.schedule = s.name and w.lease_expires_at > now()) > 1
+                   as conflicting,
+               b.id as last_batch_id, b.total as last_batch_total,
                case when b.id is null then null
                     when b.finished_at is not null then 0
                     else (select count(*)::int from docket.jobs j
@@ -160,4 +170,99 @@ pub(crate) async fn schedule_set_paused(
     .execute(exec)
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Records that the worker `worker_id` declares `def` (its definition as JSON).
+pub(crate) async fn schedule_declare(
+    exec: impl PgExecutor<'_>,
+    worker_id: uuid::Uuid,
+    def: &Schedule,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        r#"
+        insert into docket.schedule_declarations (schedule, worker_id, definition)
+        values ($1, $2, $3)
+        on conflict (schedule, worker_id) do update set
+            definition = excluded.definition, declared_at = now()
+        "#,
+    )
+    .bind(&def.name)
+    .bind(worker_id)
+    .bind(sqlx::types::Json(def))
+    .execute(exec)
+    .await?;
+    Ok(())
+}
+
+/// Other live workers' declarations of `def`'s name that differ from it: their
+/// definition, worker id, host and pid.
+pub(crate) async fn schedule_declarations_differing(
+    exec: impl PgExecutor<'_>,
+    worker_id: uuid::Uuid,
+    def: &Schedule,
+) -> sqlx::Result<Vec<(sqlx::types::Json<Schedule>, uuid::Uuid, String, i32)>> {
+    sqlx::query_as(
+        r#"
+        select d.definition, w.id, w.host, w.pid
+        from docket.schedule_declarations d
+        join docket.workers w on w.id = d.worker_id
+        where d.schedule = $1 and d.worker_id <> $2 and w.lease_expires_at > now()
+          and d.definition <> $3
+        order by w.heartbeat_at desc
+        "#,
+    )
+    .bind(&def.name)
+    .bind(worker_id)
+    .bind(sqlx::types::Json(def))
+    .fetch_all(exec)
+    .await
+}
+
+/// Live workers that declare the schedule `name`: id, host, pid.
+pub(crate) async fn schedule_declarers(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+) -> sqlx::Result<Vec<(uuid::Uuid, String, i32)>> {
+    sqlx::query_as(
+        r#"
+        select w.id, w.host, w.pid
+        from docket.schedule_declarations d
+        join docket.workers w on w.id = d.worker_id
+        where d.schedule = $1 and w.lease_expires_at > now()
+        order by w.heartbeat_at desc
+        "#,
+    )
+    .bind(name)
+    .fetch_all(exec)
+    .await
+}
+
+/// Deletes a schedule, its ticks and its declarations, unless a live worker declares it:
+/// whether it was deleted (`false`: no such schedule, or declared).
+pub(crate) async fn schedule_delete_undeclared(
+    exec: impl PgExecutor<'_>,
+    name: &str,
+) -> sqlx::Result<bool> {
+    let deleted: Option<String> = sqlx::query_scalar(
+        r#"
+        with gone as (
+            delete from docket.schedules s
+            where s.name = $1
+              and not exists (select 1 from docket.schedule_declarations d
+                              join docket.workers w on w.id = d.worker_id
+                              where d.schedule = s.name and w.lease_expires_at > now())
+            returning s.name
+        ), ticks as (
+            delete from docket.schedule_ticks t where t.schedule in (select name from gone)
+        ), declarations as (
+            delete from docket.schedule_declarations d
+            where d.schedule in (select name from gone)
+        )
+        select name from gone
+        "#,
+    )
+    .bind(name)
+    .fetch_optional(exec)
+    .await?;
+    Ok(deleted.is_some())
 }

@@ -7,10 +7,14 @@ use uuid::Uuid;
 use crate::workers::Worker;
 
 pub(crate) async fn worker_delete(exec: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("delete from docket.workers where id = $1")
-        .bind(id)
-        .execute(exec)
-        .await?;
+    // Its schedule declarations go with it.
+    sqlx::query(
+        "with gone as (delete from docket.workers where id = $1 returning id)
+         delete from docket.schedule_declarations where worker_id in (select id from gone)",
+    )
+    .bind(id)
+    .execute(exec)
+    .await?;
     Ok(())
 }
 
@@ -21,19 +25,26 @@ pub(crate) async fn worker_delete_stale(
     after_secs: f64,
     now: Option<DateTime<Utc>>,
 ) -> sqlx::Result<u64> {
-    let done = sqlx::query(
+    let gone: i64 = sqlx::query_scalar(
         r#"
-        delete from docket.workers w
-        where w.lease_expires_at < coalesce($2, now()) - make_interval(secs => $1)
-          and not exists (select 1 from docket.jobs j
-                          where j.state = 'processing' and j.locked_by = w.id)
+        with gone as (
+            delete from docket.workers w
+            where w.lease_expires_at < coalesce($2, now()) - make_interval(secs => $1)
+              and not exists (select 1 from docket.jobs j
+                              where j.state = 'processing' and j.locked_by = w.id)
+            returning w.id
+        ), declarations as (
+            delete from docket.schedule_declarations
+            where worker_id in (select id from gone)
+        )
+        select count(*) from gone
         "#,
     )
     .bind(after_secs)
     .bind(now)
-    .execute(exec)
+    .fetch_one(exec)
     .await?;
-    Ok(done.rows_affected())
+    Ok(u64::try_from(gone).unwrap_or_default())
 }
 
 /// A worker process, as it announces itself.

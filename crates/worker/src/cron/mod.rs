@@ -75,22 +75,50 @@ impl Cron {
     ///
     /// What is wrong: the expression, that it never fires, or the zone.
     pub fn parse(expr: &str, zone: &str) -> Result<Cron, String> {
-        let fields: Vec<&str> = expr.split_whitespace().collect();
+        let crontab = match expr.trim() {
+            nickname if nickname.starts_with('@') => nickname_crontab(nickname)
+                .ok_or_else(|| {
+                    format!(
+                        "cron {expr:?} is not supported: the nicknames are @yearly (@annually), @monthly, @weekly, @daily (@midnight) and @hourly{}",
+                        if nickname.eq_ignore_ascii_case("@reboot") {
+                            "; @reboot has no time to run at (a schedule runs at times, not at a process's start)"
+                        } else {
+                            ""
+                        }
+                    )
+                })?,
+            trimmed => trimmed,
+        };
+        let fields: Vec<&str> = crontab.split_whitespace().collect();
         let normalised = match fields.len() {
-            5 => format!(
-                "0 {} {}",
-                fields[..4].join(" "),
-                crontab_weekdays(fields[4])
-            ),
-            6 | 7 => expr.trim().to_owned(),
+            5 => {
+                check_crontab(expr, &fields)?;
+                format!(
+                    "0 {} {}",
+                    fields[..4].join(" "),
+                    crontab_weekdays(fields[4])
+                )
+            }
+            6 | 7 => crontab.to_owned(),
             n => {
                 return Err(format!(
-                    "cron {expr:?} has {n} fields; expected 5 (minute hour day month weekday), or 6/7 with seconds first"
+                    "cron {expr:?} has {}; expected 5 (minute hour day month weekday), or 6/7 with seconds first, or a nickname like @daily",
+                    if n == 1 { "1 field".to_owned() } else { format!("{n} fields") }
                 ))
             }
         };
-        let schedule = ::cron::Schedule::from_str(&normalised)
-            .map_err(|err| format!("cron {expr:?} is not valid: {err}"))?;
+        let schedule = ::cron::Schedule::from_str(&normalised).map_err(|err| {
+            if fields.len() == 5 {
+                // The crate's words are about the 6-field form it was given (its ranges,
+                // its positions): not the expression the user wrote.
+                format!(
+                    "cron {expr:?} is not valid (minute hour day month weekday): {}",
+                    crate_error(&err)
+                )
+            } else {
+                format!("cron {expr:?} is not valid: {}", crate_error(&err))
+            }
+        })?;
         let zone: Tz = zone
             .parse()
             .map_err(|_| format!("unknown time zone {zone:?} (an IANA name like Europe/Moscow)"))?;
@@ -280,6 +308,89 @@ fn is_second_occurrence(tick: &DateTime<Tz>) -> bool {
     )
 }
 
+/// The 5-field crontab a nickname stands for (crontab(5)), or `None` for an unknown one.
+fn nickname_crontab(nickname: &str) -> Option<&'static str> {
+    Some(match nickname.to_ascii_lowercase().as_str() {
+        "@yearly" | "@annually" => "0 0 1 1 *",
+        "@monthly" => "0 0 1 * *",
+        "@weekly" => "0 0 * * 0",
+        "@daily" | "@midnight" => "0 0 * * *",
+        "@hourly" => "0 * * * *",
+        _ => return None,
+    })
+}
+
+/// The `cron` crate's error, without the expression it was given (the 6-field form, not
+/// the user's).
+fn crate_error(err: &::cron::error::Error) -> String {
+    let text = err.to_string();
+    match text.split_once(": ") {
+        Some((_, rest)) if text.starts_with("Invalid expression") => rest.to_owned(),
+        _ => text,
+    }
+}
+
+/// Checks each value of a 5-field crontab against its field's range (crontab(5)), so that
+/// a mistake is said in the user's terms: `hour 25 is out of range 0-23`.
+fn check_crontab(expr: &str, fields: &[&str]) -> Result<(), String> {
+    const MONTHS: [&str; 12] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    const DAYS: [&str; 7] = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    let specs: [(&str, u32, u32, &[&str]); 5] = [
+        ("minute", 0, 59, &[]),
+        ("hour", 0, 23, &[]),
+        ("day of month", 1, 31, &[]),
+        ("month", 1, 12, &MONTHS),
+        ("weekday", 0, 7, &DAYS),
+    ];
+    for (field, (what, min, max, names)) in fields.iter().zip(specs) {
+        let bad = |detail: String| {
+            Err(format!(
+                "cron {expr:?}: {detail} (the fields are minute 0-59, hour 0-23, day of month 1-31, month 1-12, weekday 0-7 with 0 and 7 Sunday)"
+            ))
+        };
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            if let Some(step) = step {
+                match step.parse::<u32>() {
+                    Ok(step) if step >= 1 => {}
+                    _ => {
+                        return bad(format!(
+                            "the {what} step {step:?} is not a whole number of at least 1"
+                        ))
+                    }
+                }
+            }
+            if range == "*" || range == "?" {
+                continue;
+            }
+            let ends: Vec<&str> = match range.split_once('-') {
+                Some((from, to)) => vec![from, to],
+                None => vec![range],
+            };
+            for end in ends {
+                if let Ok(n) = end.parse::<u32>() {
+                    if n < min || n > max {
+                        return bad(format!("{what} {n} is out of range {min}-{max}"));
+                    }
+                } else if names.is_empty() {
+                    return bad(format!("{what} {end:?} is not a number"));
+                } else if !names.iter().any(|name| name.eq_ignore_ascii_case(end)) {
+                    return bad(format!(
+                        "{what} {end:?} is neither a number {min}-{max} nor a name like {}",
+                        names[1]
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A crontab weekday field in the `cron` crate's terms: each number `0`-`7` becomes its
 /// name (`0` and `7` are Sunday), so `1-5` stays Monday to Friday. A range that ends at
 /// `7` (`5-7`) becomes one that ends on Saturday plus Sunday (`FRI-SAT,SUN`).
@@ -444,6 +555,57 @@ mod tests {
         assert_eq!(ticks[0], utc("2026-12-01T03:00:00Z"));
     }
 
+    /// A mistake in a 5-field expression is said in the terms of what the user wrote: the
+    /// field, its real range, never the internal 6-field form.
+    #[test]
+    fn a_crontab_mistake_is_said_in_the_crontab_s_own_terms() {
+        for (expr, says) in [
+            ("0 25 * * *", "hour 25 is out of range 0-23"),
+            ("0 3 32 * *", "day of month 32 is out of range 1-31"),
+            ("0 3 * 13 *", "month 13 is out of range 1-12"),
+            ("0 3 * * 8", "weekday 8 is out of range 0-7"),
+            ("0 3 * Foo *", "month \"Foo\" is neither a number"),
+            ("*/0 * * * *", "minute step \"0\""),
+            ("@reboot", "@reboot has no time"),
+            ("@fortnightly", "nicknames are @yearly"),
+            ("x", "has 1 field;"),
+        ] {
+            let err = Cron::parse(expr, "UTC").unwrap_err();
+            assert!(err.contains(says), "{expr}: {err}");
+            assert!(!err.contains("0 0 25"), "{expr}: {err}");
+            assert!(!err.contains("less than 23"), "{expr}: {err}");
+        }
+    }
+
+    /// The crontab nicknames mean what crontab(5) says.
+    #[test]
+    fn crontab_nicknames_are_their_five_field_forms() {
+        let from = utc("2026-12-01T10:30:00Z");
+        for (nickname, crontab) in [
+            ("@yearly", "0 0 1 1 *"),
+            ("@annually", "0 0 1 1 *"),
+            ("@monthly", "0 0 1 * *"),
+            ("@weekly", "0 0 * * 0"),
+            ("@daily", "0 0 * * *"),
+            ("@midnight", "0 0 * * *"),
+            ("@hourly", "0 * * * *"),
+            ("@DAILY", "0 0 * * *"),
+        ] {
+            let a = Cron::parse(nickname, "UTC").unwrap();
+            let b = Cron::parse(crontab, "UTC").unwrap();
+            let until = from + chrono::Duration::days(800);
+            assert_eq!(
+                a.ticks_between(from, until, 1000),
+                b.ticks_between(from, until, 1000),
+                "{nickname}"
+            );
+        }
+        assert_eq!(
+            Cron::parse("@daily", "UTC").unwrap().next_after(from),
+            Some(utc("2026-12-02T00:00:00Z"))
+        );
+    }
+
     #[test]
     fn bad_expressions_zones_and_never_firing_ones_are_refused_with_the_schedule_named() {
         let with = |cron: &str, zone: &str| {
@@ -452,7 +614,7 @@ mod tests {
             Cron::of(&config).unwrap_err()
         };
         for (cron, zone, says) in [
-            ("61 * * * *", "UTC", "not valid"),
+            ("61 * * * *", "UTC", "minute 61 is out of range 0-59"),
             ("* * *", "UTC", "3 fields"),
             ("0 0 30 2 *", "UTC", "never fires"),
             ("0 * * * *", "Mars/Olympus", "unknown time zone"),
