@@ -215,6 +215,33 @@ impl Catalog {
         self.templates.contains_key(name)
     }
 
+    /// The variables template `name` uses, over every file of its base and of each locale
+    /// variant (a recipient of any locale must give them all): the names its subject and
+    /// bodies read that they do not set themselves, without the environment's own functions
+    /// (`range`, ...). A variable only tested with `is defined` counts as used too. `None`
+    /// when no template has this name.
+    pub fn variables(&self, name: &str) -> Option<std::collections::BTreeSet<String>> {
+        let info = self.templates.get(name)?;
+        let globals: std::collections::HashSet<&str> =
+            self.env.globals().map(|(name, _)| name).collect();
+        let mut variables = std::collections::BTreeSet::new();
+        let keys = std::iter::once(name.to_owned())
+            .chain(info.locales.iter().map(|locale| format!("{name}/{locale}")));
+        for key in keys {
+            for file in [SUBJECT, TEXT, HTML] {
+                if let Ok(template) = self.env.get_template(&format!("{key}/{file}")) {
+                    variables.extend(
+                        template
+                            .undeclared_variables(false)
+                            .into_iter()
+                            .filter(|variable| !globals.contains(variable.as_str())),
+                    );
+                }
+            }
+        }
+        Some(variables)
+    }
+
     /// Renders `name` in the recipient's `locale` (`pt-BR`, then `pt`, then the base).
     ///
     /// # Errors

@@ -37,7 +37,7 @@ async fn a_campaign_posted_is_recorded_with_its_deliveries_and_shown() {
     let app = app_with_mailer(&db.pool);
     let body = json!({"name": "launch", "template": "news", "batch_size": 2, "recipients": [
         {"to": "ann@example.com", "name": "Ann"}, {"to": "bob@example.com", "vars": {"name": "Bob"}, "locale": "pt-BR"},
-        {"to": "cid@example.com"}, {"to": "CID@example.com"}]});
+        {"to": "cid@example.com", "name": "Cid"}, {"to": "CID@example.com", "name": "Cid"}]});
     let (status, created) = call(
         &app,
         authed("POST", "/api/campaigns", Some(&body.to_string())),
@@ -108,6 +108,12 @@ async fn bad_campaigns_and_filters_are_refused_with_a_reason_and_write_nothing()
         (
             json!({"name": "", "template": "news", "recipients": [{"to": "a@example.com"}]}),
             "1 to 200",
+        ),
+        // The template greets `name`: a recipient without one could never be sent.
+        (
+            json!({"name": "x", "template": "news", "recipients": [
+                {"to": "a@example.com", "name": "Ann"}, {"to": "b@example.com", "vars": {"plan": "pro"}}]}),
+            "uses the variable name that the recipients do not give (1 of 2 recipients lack them, the first b@example.com)",
         ),
     ];
     for (body, reason) in cases {
