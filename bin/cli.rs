@@ -109,7 +109,8 @@ pub(crate) enum MailCommand {
     },
     /// Recorded deliveries, newest first.
     Deliveries {
-        /// Only this status (queued, sending, sent, suppressed, failed, dead_letter, expired, unknown).
+        /// Only this status (queued, sending, sent, suppressed, failed, dead_letter, expired,
+        /// unknown, cancelled).
         #[arg(long)]
         status: Option<String>,
         /// Only this campaign's.
@@ -192,7 +193,7 @@ pub(crate) enum CampaignCommand {
         /// The campaign's id.
         id: uuid::Uuid,
     },
-    /// Cancel: nobody more is sent to.
+    /// Cancel: nobody more is sent to; the unsent recipients become `cancelled`.
     Cancel {
         /// The campaign's id.
         id: uuid::Uuid,

@@ -191,7 +191,7 @@ async fn run_campaign(
             return act(campaign::pause(&pool, id).await, id, "paused")
         }
         CampaignCommand::Resume { id } => {
-            return act(campaign::resume(&pool, id).await, id, "resumed")
+            return act(campaign::resume(&pool, id).await, id, "sending")
         }
         CampaignCommand::Cancel { id } => {
             return act(campaign::cancel(&pool, id).await, id, "cancelled")
@@ -211,6 +211,7 @@ async fn run_campaign(
             "SUPPRESSED",
             "FAILED",
             "DEAD_LETTER",
+            "CANCELLED",
             "PENDING",
         ],
         &rows,
@@ -313,9 +314,14 @@ async fn create(config: &Config, args: CreateArgs, catalog: &Catalog) -> anyhow:
     Ok(())
 }
 
-fn act(result: docket_mail::Result<()>, id: uuid::Uuid, what: &str) -> anyhow::Result<()> {
-    result?;
-    println!("campaign {id} {what}");
+/// A control's answer: done, or the state it asks for held already; a wrong state is an
+/// error with the reason (exit 1).
+fn act(result: docket_mail::Result<bool>, id: uuid::Uuid, what: &str) -> anyhow::Result<()> {
+    if result? {
+        println!("campaign {id} {what}");
+    } else {
+        println!("campaign {id} was {what} already; nothing changed");
+    }
     Ok(())
 }
 
@@ -329,6 +335,7 @@ fn row(c: &CampaignStatus) -> Vec<String> {
         c.suppressed.to_string(),
         c.failed.to_string(),
         c.dead_letter.to_string(),
+        c.cancelled.to_string(),
         c.pending.to_string(),
     ]
 }

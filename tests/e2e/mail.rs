@@ -250,7 +250,29 @@ async fn the_mail_commands_render_list_suppress_and_run_a_campaign_s_controls() 
     )))
     .unwrap();
     assert_eq!(deliveries[0]["recipient"], "ann@example.com");
-    assert_eq!(deliveries[0]["status"], "queued");
+    assert_eq!(deliveries[0]["status"], "cancelled");
+    assert_eq!(
+        (
+            listed[0]["cancelled"].as_i64(),
+            listed[0]["pending"].as_i64()
+        ),
+        (Some(1), Some(0)),
+        "{listed}"
+    );
+    // A control that means nothing now is refused with the reason, not "done".
+    for action in ["resume", "pause"] {
+        let refused = docket(&db, &templates, &["mail", "campaign", action, &id]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{action}: {stderr}");
+        assert!(
+            stderr.contains(&format!("campaign {id} is cancelled: it cannot be")),
+            "{action}: {stderr}"
+        );
+        assert!(
+            refused.stdout.is_empty(),
+            "{action}: nothing claims it was done"
+        );
+    }
 
     let unknown = docket(
         &db,

@@ -358,7 +358,8 @@ impl NewCampaign {
     }
 
     /// Every variable the template uses (in any locale) is given by every recipient; else
-    /// the error lists every one missing, with how many recipients lack them and the first.
+    /// [`MailError::TemplateVariables`] lists every one missing, with how many recipients
+    /// lack them and the first.
     fn check_variables(&self, catalog: &crate::template::Catalog) -> Result<()> {
         let needed = catalog.variables(&self.template).unwrap_or_default();
         let mut missing = std::collections::BTreeSet::new();
@@ -390,7 +391,7 @@ impl NewCampaign {
                 self.recipients.len()
             )
         };
-        Err(MailError::Invalid(format!(
+        Err(MailError::TemplateVariables(format!(
             "template {:?} uses {} {} that the recipients do not give ({who}): a CSV \
              needs a column for each, a JSON line a key in `vars`",
             self.template,
@@ -584,34 +585,89 @@ pub async fn list(exec: impl PgExecutor<'_>, limit: u32) -> Result<Vec<CampaignS
 
 /// Pauses a campaign: its waiting batch jobs are parked (no worker claims or writes them
 /// while it stays paused), and a running one stops before its next recipient and is parked
-/// as it goes back. A paused campaign costs nothing per second.
+/// as it goes back. A paused campaign costs nothing per second. Returns whether it was
+/// sending (`false`: it was paused already).
 ///
 /// # Errors
 ///
+/// [`MailError::CampaignState`] for a finished or cancelled campaign;
 /// [`MailError::CampaignNotFound`]; [`MailError::Database`].
-pub async fn pause(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    set_controls(exec, id, Some(true), None).await
+pub async fn pause(pool: &PgPool, id: Uuid) -> Result<bool> {
+    control(pool, id, Action::Pause).await
 }
 
 /// Resumes a paused campaign: its waiting batch jobs are due at once and the workers are
-/// woken.
+/// woken. Returns whether it was paused (`false`: it was sending already).
 ///
 /// # Errors
 ///
+/// [`MailError::CampaignState`] for a finished or cancelled campaign;
 /// [`MailError::CampaignNotFound`]; [`MailError::Database`].
-pub async fn resume(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    set_controls(exec, id, Some(false), None).await
+pub async fn resume(pool: &PgPool, id: Uuid) -> Result<bool> {
+    control(pool, id, Action::Resume).await
 }
 
-/// Cancels a campaign: no further recipient is sent to; those not sent stay `queued`
-/// (counted as pending) for the record. Its parked batch jobs are due again, so that they
-/// end and its batch finishes.
+/// Cancels a campaign: no further recipient is sent to, and those not sent become
+/// `cancelled` (one whose exchange is under way keeps the relay's answer). Its parked batch
+/// jobs are due again, so that they end and its batch finishes. Returns whether it was
+/// sending or paused (`false`: it was cancelled already).
 ///
 /// # Errors
 ///
-/// [`MailError::CampaignNotFound`]; [`MailError::Database`].
-pub async fn cancel(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    set_controls(exec, id, None, Some(true)).await
+/// [`MailError::CampaignState`] for a finished campaign; [`MailError::CampaignNotFound`];
+/// [`MailError::Database`].
+pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<bool> {
+    control(pool, id, Action::Cancel).await
+}
+
+/// An operator's action on a campaign.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Action {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+/// Applies an action under the campaign's row lock, so that its state cannot change
+/// between the check and the change: an action that means nothing in the campaign's state
+/// is refused with the reason, one whose end state holds already changes nothing.
+async fn control(pool: &PgPool, id: Uuid, action: Action) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let (paused, cancelled, pending) = db::campaign_lock(&mut *tx, id)
+        .await?
+        .ok_or(MailError::CampaignNotFound(id))?;
+    let verb = match action {
+        Action::Pause => "pause",
+        Action::Resume => "resume",
+        Action::Cancel => "cancel",
+    };
+    if cancelled && action != Action::Cancel {
+        let done = if action == Action::Pause {
+            "paused"
+        } else {
+            "resumed"
+        };
+        return Err(MailError::CampaignState(format!(
+            "campaign {id} is cancelled: it cannot be {done}; create a new campaign to send \
+             again"
+        )));
+    }
+    if !cancelled && pending == 0 {
+        return Err(MailError::CampaignState(format!(
+            "campaign {id} is finished: every recipient is final, nothing is left to {verb}"
+        )));
+    }
+    let (set_paused, set_cancelled) = match action {
+        Action::Pause if paused => return Ok(false),
+        Action::Resume if !paused => return Ok(false),
+        Action::Cancel if cancelled => return Ok(false),
+        Action::Pause => (Some(true), None),
+        Action::Resume => (Some(false), None),
+        Action::Cancel => (None, Some(true)),
+    };
+    db::campaign_set_controls(&mut *tx, id, set_paused, set_cancelled).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// The operator's controls, as a running batch job reads them before each recipient.
@@ -625,19 +681,6 @@ pub(crate) struct Controls {
 pub(crate) async fn controls(exec: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Controls>> {
     let row = db::campaign_get_controls(exec, id).await?;
     Ok(row.map(|(paused, cancelled)| Controls { paused, cancelled }))
-}
-
-async fn set_controls(
-    exec: impl PgExecutor<'_>,
-    id: Uuid,
-    paused: Option<bool>,
-    cancelled: Option<bool>,
-) -> Result<()> {
-    if db::campaign_set_controls(exec, id, paused, cancelled).await? {
-        Ok(())
-    } else {
-        Err(MailError::CampaignNotFound(id))
-    }
 }
 
 #[cfg(test)]
@@ -699,7 +742,8 @@ mod tests {
             ("news/subject.txt", "News for {{ month }}"),
             (
                 "news/body.txt",
-                "Hi {{ name }}, {{ headline }}{% for x in range(2) %}{{ x }}{% endfor %}",
+                "Hi {{ name }}, {{ headline }}{% for x in range(2) %}{{ x }}{% endfor %}\
+                 {{ sign_off | default('Bye') }}{% if ps is defined %}{{ ps }}{% endif %}",
             ),
             ("news/de/subject.txt", "Neues"),
             ("news/de/body.txt", "Hallo {{ name }}, {{ teaser }}"),

@@ -215,21 +215,28 @@ impl Catalog {
         self.templates.contains_key(name)
     }
 
-    /// The variables template `name` uses, over every file of its base and of each locale
+    /// The variables template `name` needs, over every file of its base and of each locale
     /// variant (a recipient of any locale must give them all): the names its subject and
     /// bodies read that they do not set themselves, without the environment's own functions
-    /// (`range`, ...). A variable only tested with `is defined` counts as used too. `None`
-    /// when no template has this name.
+    /// (`range`, ...) and without those it treats as optional somewhere (`x | default(…)`,
+    /// `x is defined`). `None` when no template has this name.
     pub fn variables(&self, name: &str) -> Option<std::collections::BTreeSet<String>> {
         let info = self.templates.get(name)?;
         let globals: std::collections::HashSet<&str> =
             self.env.globals().map(|(name, _)| name).collect();
         let mut variables = std::collections::BTreeSet::new();
+        let mut optional = std::collections::BTreeSet::new();
         let keys = std::iter::once(name.to_owned())
             .chain(info.locales.iter().map(|locale| format!("{name}/{locale}")));
         for key in keys {
             for file in [SUBJECT, TEXT, HTML] {
                 if let Ok(template) = self.env.get_template(&format!("{key}/{file}")) {
+                    optional.extend(
+                        template
+                            .undeclared_variables(false)
+                            .into_iter()
+                            .filter(|variable| optional_in(template.source(), variable)),
+                    );
                     variables.extend(
                         template
                             .undeclared_variables(false)
@@ -239,6 +246,7 @@ impl Catalog {
                 }
             }
         }
+        variables.retain(|variable| !optional.contains(variable));
         Some(variables)
     }
 
@@ -313,6 +321,37 @@ impl Catalog {
             locale: chosen,
         })
     }
+}
+
+/// Whether a template's source treats `variable` as optional somewhere: `variable |
+/// default(…)` (or `| d(…)`), `variable is defined`, `is undefined`, `is not defined`.
+fn optional_in(source: &str, variable: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    source.match_indices(variable).any(|(at, _)| {
+        let before = source[..at].chars().next_back();
+        let rest = &source[at + variable.len()..];
+        if before.is_some_and(|c| word(c) || c == '.') || rest.starts_with(word) {
+            return false;
+        }
+        let rest = rest.trim_start();
+        if let Some(filter) = rest.strip_prefix('|') {
+            let filter = filter.trim_start();
+            let name: String = filter.chars().take_while(|c| word(*c)).collect();
+            return name == "default" || name == "d";
+        }
+        let Some(test) = rest.strip_prefix("is") else {
+            return false;
+        };
+        let mut words = test.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let test = if first == "not" {
+            words.next().unwrap_or("")
+        } else {
+            first
+        };
+        let test: String = test.chars().take_while(|c| word(*c)).collect();
+        test == "defined" || test == "undefined"
+    })
 }
 
 /// The schemes a link in an HTML body may have (or none: a relative link).

@@ -283,11 +283,19 @@ pub(crate) async fn discard(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ReplayRequest {
-    /// Only this queue (no NUL).
-    #[schema(pattern = r"^[^\x00]*$")]
+    /// Only this queue (1 to 127 characters, not all blank, no NUL).
+    #[schema(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     queue: Option<String>,
-    /// Only this kind (no NUL).
-    #[schema(pattern = r"^[^\x00]*$")]
+    /// Only this kind (1 to 127 characters, not all blank, no NUL).
+    #[schema(
+        min_length = 1,
+        max_length = 127,
+        pattern = r"^[^\x00]*[^\s\x00][^\x00]*$"
+    )]
     kind: Option<String>,
     /// Only those dead-lettered at or after this time (years 1 to 9999 UTC).
     since: Option<DateTime<Utc>>,
