@@ -292,6 +292,18 @@ async fn the_mail_commands_render_list_suppress_and_run_a_campaign_s_controls() 
     );
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no template named \"nope\""));
+    // A near miss is named.
+    let typo = docket(
+        &db,
+        &templates,
+        &["mail", "render", "nwes", "--vars", r#"{"name": "Ann"}"#],
+    );
+    assert!(!typo.status.success());
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        stderr.contains("no template named \"nwes\"; did you mean \"news\"?"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

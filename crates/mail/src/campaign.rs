@@ -346,10 +346,9 @@ impl NewCampaign {
             ));
         }
         if !catalog.contains(&self.template) {
-            return Err(MailError::Invalid(format!(
-                "no template named {:?} in the catalog (docket mail templates lists them)",
-                self.template
-            )));
+            return Err(MailError::Invalid(
+                catalog.unknown(&self.template).to_string(),
+            ));
         }
         for recipient in &self.recipients {
             check_recipient(recipient)?;

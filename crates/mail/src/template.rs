@@ -91,8 +91,13 @@ pub enum CatalogError {
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     /// No template has this name.
-    #[error("no template named {0:?}")]
-    Unknown(String),
+    #[error("no template named {name:?}{}", did_you_mean(.nearest.as_deref()))]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The catalog's nearest name, when one is close.
+        nearest: Option<String>,
+    },
     /// The template failed on these variables.
     #[error("{file}: {detail}")]
     Failed {
@@ -101,6 +106,14 @@ pub enum RenderError {
         /// What went wrong (the variable, the line).
         detail: String,
     },
+}
+
+/// `; did you mean "x"?`, or nothing; then where the names are listed.
+fn did_you_mean(nearest: Option<&str>) -> String {
+    match nearest {
+        Some(name) => format!("; did you mean {name:?}? (docket mail templates lists them)"),
+        None => " (docket mail templates lists them)".to_owned(),
+    }
 }
 
 /// The parsed catalog.
@@ -210,6 +223,23 @@ impl Catalog {
         self.templates.values().cloned().collect()
     }
 
+    /// The error for a name the catalog lacks: the nearest name it has, when one is close
+    /// (at most three edits, any case).
+    pub fn unknown(&self, name: &str) -> RenderError {
+        let wanted = name.to_lowercase();
+        let nearest = self
+            .templates
+            .keys()
+            .map(|known| (strsim::levenshtein(&known.to_lowercase(), &wanted), known))
+            .filter(|(distance, _)| *distance <= 3)
+            .min()
+            .map(|(_, known)| known.clone());
+        RenderError::Unknown {
+            name: name.to_owned(),
+            nearest,
+        }
+    }
+
     /// Whether a template of this name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.templates.contains_key(name)
@@ -261,10 +291,7 @@ impl Catalog {
         locale: Option<&str>,
         vars: &serde_json::Value,
     ) -> Result<Rendered, RenderError> {
-        let info = self
-            .templates
-            .get(name)
-            .ok_or_else(|| RenderError::Unknown(name.to_owned()))?;
+        let info = self.templates.get(name).ok_or_else(|| self.unknown(name))?;
         let chosen = locale.and_then(|wanted| {
             let language = wanted.split(['-', '_']).next().unwrap_or(wanted);
             [wanted, language]
@@ -488,6 +515,29 @@ mod tests {
         }
         let loaded = Catalog::load(&dir);
         (dir, loaded)
+    }
+
+    #[test]
+    fn an_unknown_template_names_the_nearest() {
+        let (_, loaded) = catalog(&[
+            ("newsletter/subject.txt", "News"),
+            ("newsletter/body.txt", "Hi"),
+        ]);
+        let catalog = loaded.unwrap();
+        let err = catalog
+            .render("newsleter", None, &serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "no template named \"newsleter\"; did you mean \"newsletter\"? \
+             (docket mail templates lists them)"
+        );
+        let err = catalog.unknown("invoice").to_string();
+        assert_eq!(
+            err,
+            "no template named \"invoice\" (docket mail templates lists them)"
+        );
     }
 
     #[test]

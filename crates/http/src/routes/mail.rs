@@ -188,10 +188,9 @@ pub(crate) async fn create_campaign(
         ..NewCampaign::new(&body.name, &body.template, recipients)
     };
     if !mailer.catalog().contains(&new.template) {
-        return Err(ApiError::NotFound(format!(
-            "no template named {:?} in the catalog",
-            new.template
-        )));
+        return Err(ApiError::NotFound(
+            mailer.catalog().unknown(&new.template).to_string(),
+        ));
     }
     let id = campaign::create(&state.pool, mailer.catalog(), mailer.from(), &new).await?;
     Ok((
