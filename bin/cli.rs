@@ -112,7 +112,8 @@ pub(crate) enum MailCommand {
     },
     /// Recorded deliveries, newest first.
     Deliveries {
-        /// Only this status (queued, sending, sent, suppressed, failed, dead_letter, expired, unknown).
+        /// Only this status (queued, sending, sent, suppressed, failed, dead_letter, expired,
+        /// unknown, cancelled).
         #[arg(long)]
         status: Option<String>,
         /// Only this campaign's.
@@ -162,12 +163,21 @@ pub(crate) enum CampaignCommand {
         #[arg(long)]
         template: String,
         /// CSV with a header `email[,name][,locale][,var…]`, or JSON lines
-        /// `{"to", "vars", "locale"}`. Bad rows are reported with their line and skipped.
+        /// `{"to", "vars", "locale"}`. Every variable the template uses (in any locale)
+        /// must be a column (a key of `vars`). Bad rows are named with their line and
+        /// refuse the campaign, unless `--skip-bad-rows`.
         #[arg(long)]
         recipients: std::path::PathBuf,
         /// Recipients per batch job.
         #[arg(long, default_value_t = docket_mail::config::CAMPAIGN_BATCH_SIZE_DEFAULT)]
         batch_size: usize,
+        /// Check everything and render the first recipients' messages; nothing is recorded
+        /// or sent.
+        #[arg(long)]
+        dry_run: bool,
+        /// Send to the good rows and skip the bad ones (each still named on stderr).
+        #[arg(long)]
+        skip_bad_rows: bool,
         #[command(flatten)]
         output: OutputArgs,
     },
@@ -190,7 +200,7 @@ pub(crate) enum CampaignCommand {
         /// The campaign's id.
         id: uuid::Uuid,
     },
-    /// Cancel: nobody more is sent to.
+    /// Cancel: nobody more is sent to; the unsent recipients become `cancelled`.
     Cancel {
         /// The campaign's id.
         id: uuid::Uuid,

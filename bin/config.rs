@@ -239,22 +239,10 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
         .unwrap_or(docket_worker::config::CONCURRENCY_DEFAULT);
     config.queues = match source.text(&settings::QUEUES) {
         Some(queues) => parse_queues(&queues, concurrency).context(&settings::QUEUES)?,
-        // `[queues.NAME]` tables in docket.toml name the queues with their own settings.
-        None if !source.queues.is_empty() => source
-            .queues
-            .iter()
-            .map(|q| QueueConfig::new(&q.name).concurrency(q.concurrency.unwrap_or(concurrency)))
-            .collect(),
-        // The mail kinds' queues are served next to `default`: recovery emails on their
-        // own queue, so a campaign on `mail` never holds one back.
-        None => [
-            docket_queue::enqueue::DEFAULT_QUEUE,
-            docket_mail::jobs::MAIL_QUEUE,
-            docket_mail::jobs::RECOVERY_QUEUE,
-        ]
-        .into_iter()
-        .map(|name| QueueConfig::new(name).concurrency(concurrency))
-        .collect(),
+        // The built-in list, then each `[queues.NAME]` table's queue not in it: a table
+        // adds a queue's settings to the served list, it never replaces the list (a
+        // `[queues.mail]` alone must not leave `default` and `recovery` unserved).
+        None => served_queues(&source.queues, concurrency),
     };
     apply_queue_tables(&mut config.queues, &source.queues);
     config.global_concurrency = source.parse(&settings::GLOBAL_CONCURRENCY)?;
@@ -298,6 +286,30 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
     )?;
     validate_runtime(&config)?;
     Ok(config)
+}
+
+/// The queues a worker serves when [`settings::QUEUES`] is unset: `default`, and the mail
+/// kinds' queues (recovery emails on their own, so a campaign on `mail` never holds one
+/// back), then every `[queues.NAME]` table's queue not among them, in the file's order.
+/// A table's concurrency is its queue's; unset, [`settings::CONCURRENCY`].
+fn served_queues(tables: &[QueueTable], concurrency: usize) -> Vec<QueueConfig> {
+    let mut queues: Vec<QueueConfig> = [
+        docket_queue::enqueue::DEFAULT_QUEUE,
+        docket_mail::jobs::MAIL_QUEUE,
+        docket_mail::jobs::RECOVERY_QUEUE,
+    ]
+    .into_iter()
+    .map(|name| QueueConfig::new(name).concurrency(concurrency))
+    .collect();
+    for table in tables {
+        let queue =
+            QueueConfig::new(&table.name).concurrency(table.concurrency.unwrap_or(concurrency));
+        match queues.iter_mut().find(|q| q.name == table.name) {
+            Some(served) => *served = queue,
+            None => queues.push(queue),
+        }
+    }
+    queues
 }
 
 /// The mail settings; unset ones keep their defaults. The mode is `smtp` when a URL is
@@ -666,6 +678,27 @@ mod tests {
         );
         assert!(parse_queues("mail:four", 10).is_err());
         assert!(parse_queues(" , ", 10).is_err());
+    }
+
+    #[test]
+    fn a_queue_table_adds_its_settings_and_never_drops_the_built_in_queues() {
+        let source = Source::from_toml(
+            "[queues.mail]\nconcurrency = 2\n[queues.reports]\nrate = \"5/s\"\n",
+            std::path::Path::new("docket.toml"),
+        )
+        .unwrap();
+        // The test's own environment sets neither DOCKET_QUEUES nor DOCKET_CONCURRENCY.
+        let queues = runtime_config(&source).unwrap().queues;
+        let n = docket_worker::config::CONCURRENCY_DEFAULT;
+        let served: Vec<(&str, usize)> = queues
+            .iter()
+            .map(|q| (q.name.as_str(), q.concurrency))
+            .collect();
+        assert_eq!(
+            served,
+            [("default", n), ("mail", 2), ("recovery", n), ("reports", n)]
+        );
+        assert_eq!(queues[3].rate.unwrap().per_second, 5.0);
     }
 
     #[test]

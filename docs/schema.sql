@@ -125,7 +125,7 @@ alter table docket.mail_deliveries add constraint mail_deliveries_campaign_iff_s
 alter table docket.mail_deliveries add constraint mail_deliveries_reason_iff_suppressed CHECK (((suppressed_reason IS NOT NULL) = (status = 'suppressed'::text)));
 alter table docket.mail_deliveries add constraint mail_deliveries_sent_at_iff_sent CHECK (((sent_at IS NOT NULL) = (status = 'sent'::text)));
 alter table docket.mail_deliveries add constraint mail_deliveries_source CHECK ((source = ANY (ARRAY['recovery'::text, 'admin'::text, 'campaign'::text])));
-alter table docket.mail_deliveries add constraint mail_deliveries_status CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'suppressed'::text, 'failed'::text, 'dead_letter'::text, 'expired'::text, 'unknown'::text])));
+alter table docket.mail_deliveries add constraint mail_deliveries_status CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'suppressed'::text, 'failed'::text, 'dead_letter'::text, 'expired'::text, 'unknown'::text, 'cancelled'::text])));
 alter table docket.mail_deliveries add constraint mail_deliveries_pkey PRIMARY KEY (id);
 alter table docket.mail_deliveries add constraint mail_deliveries_idempotency_key UNIQUE (idempotency_key);
 CREATE INDEX mail_deliveries_campaign ON docket.mail_deliveries USING btree (campaign_id, status) WHERE (campaign_id IS NOT NULL);
@@ -476,6 +476,14 @@ begin
     returning * into c;
     if not found then
         return false;
+    end if;
+    if c.cancelled then
+        -- A batch job reserves a recipient only while it is `queued`: one it has not
+        -- reserved yet is never sent now.
+        update docket.mail_deliveries d
+        set status = 'cancelled', retry_at = null, updated_at = now(),
+            last_error = 'its campaign was cancelled before it was sent'
+        where d.campaign_id = c.id and d.status = 'queued';
     end if;
     if c.paused and not c.cancelled then
         update docket.jobs j set run_at = greatest(j.run_at, now() + interval '100 years')

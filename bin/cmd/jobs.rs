@@ -56,15 +56,26 @@ async fn list(pool: &PgPool, args: ListArgs) -> anyhow::Result<()> {
     if args.output.json {
         return print_json(&serde_json::json!({ "jobs": page.jobs, "next": page.next }));
     }
+    // Dead letters say why they died (`docket jobs show ID` has the whole history).
+    let reasons = page.jobs.iter().any(|job| job.dead_letter_reason.is_some());
     let rows: Vec<Vec<String>> = page
         .jobs
         .iter()
         .map(|job| {
-            vec![
+            let mut row = vec![
                 job.id.to_string(),
                 job.queue.clone(),
                 job.kind.clone(),
                 job.state.to_string(),
+            ];
+            if reasons {
+                row.push(
+                    job.dead_letter_reason
+                        .clone()
+                        .unwrap_or_else(|| "-".to_owned()),
+                );
+            }
+            row.extend([
                 format!("{}/{}", job.attempt, job.max_attempts),
                 job.run_at.format("%Y-%m-%d %H:%M:%S").to_string(),
                 job.last_error
@@ -73,21 +84,16 @@ async fn list(pool: &PgPool, args: ListArgs) -> anyhow::Result<()> {
                     .chars()
                     .take(60)
                     .collect(),
-            ]
+            ]);
+            row
         })
         .collect();
-    table::print(
-        &[
-            "ID",
-            "QUEUE",
-            "KIND",
-            "STATE",
-            "ATTEMPT",
-            "RUN AT (UTC)",
-            "LAST ERROR",
-        ],
-        &rows,
-    );
+    let mut headers = vec!["ID", "QUEUE", "KIND", "STATE"];
+    if reasons {
+        headers.push("REASON");
+    }
+    headers.extend(["ATTEMPT", "RUN AT (UTC)", "LAST ERROR"]);
+    table::print(&headers, &rows);
     if let Some(next) = page.next {
         println!("\nmore: --before {next}");
     }

@@ -180,40 +180,30 @@ async fn run_campaign(
     command: CampaignCommand,
     catalog: impl Fn() -> anyhow::Result<Catalog>,
 ) -> anyhow::Result<()> {
-    let pool = connect(config.require_database()?).await?;
-    let (campaigns, json) = match command {
-        CampaignCommand::Create {
+    if let CampaignCommand::Create {
+        name,
+        template,
+        recipients,
+        batch_size,
+        dry_run,
+        skip_bad_rows,
+        output,
+    } = command
+    {
+        let new = CreateArgs {
             name,
             template,
             recipients,
             batch_size,
-            output,
-        } => {
-            let text = std::fs::read_to_string(&recipients)
-                .with_context(|| format!("cannot read {}", recipients.display()))?;
-            let parsed = campaign::parse_recipients(&text)?;
-            for bad in &parsed.bad {
-                eprintln!(
-                    "{}:{}: skipped: {}",
-                    recipients.display(),
-                    bad.line,
-                    bad.reason
-                );
-            }
-            let from = config.mail.sender()?;
-            let new = NewCampaign {
-                batch_size,
-                ..NewCampaign::new(&name, &template, parsed.rows)
-            };
-            let id = campaign::create(&pool, &catalog()?, &from, &new).await?;
-            if output.json {
-                return print_json(&serde_json::json!({
-                    "id": id, "total": new.recipients.len(), "skipped": parsed.bad,
-                }));
-            }
-            println!("{id}");
-            return Ok(());
-        }
+            dry_run,
+            skip_bad_rows,
+            json: output.json,
+        };
+        return create(config, new, &catalog()?).await;
+    }
+    let pool = connect(config.require_database()?).await?;
+    let (campaigns, json) = match command {
+        CampaignCommand::Create { .. } => unreachable!("handled above"),
         CampaignCommand::Show { id, output } => {
             let status = campaign::show(&pool, id).await?;
             if output.json {
@@ -226,7 +216,7 @@ async fn run_campaign(
             return act(campaign::pause(&pool, id).await, id, "paused")
         }
         CampaignCommand::Resume { id } => {
-            return act(campaign::resume(&pool, id).await, id, "resumed")
+            return act(campaign::resume(&pool, id).await, id, "sending")
         }
         CampaignCommand::Cancel { id } => {
             return act(campaign::cancel(&pool, id).await, id, "cancelled")
@@ -246,6 +236,7 @@ async fn run_campaign(
             "SUPPRESSED",
             "FAILED",
             "DEAD_LETTER",
+            "CANCELLED",
             "PENDING",
         ],
         &rows,
@@ -253,9 +244,109 @@ async fn run_campaign(
     Ok(())
 }
 
-fn act(result: docket_mail::Result<()>, id: uuid::Uuid, what: &str) -> anyhow::Result<()> {
-    result?;
-    println!("campaign {id} {what}");
+/// How many recipients' messages `campaign create --dry-run` prints.
+const DRY_RUN_SHOWN: usize = 3;
+
+/// `campaign create`'s arguments.
+struct CreateArgs {
+    name: String,
+    template: String,
+    recipients: std::path::PathBuf,
+    batch_size: usize,
+    dry_run: bool,
+    skip_bad_rows: bool,
+    json: bool,
+}
+
+/// `campaign create`: every bad row named (and refused unless `--skip-bad-rows`), the
+/// template's variables checked against the file's columns, then the campaign created,
+/// or with `--dry-run` the first messages rendered and nothing recorded.
+async fn create(config: &Config, args: CreateArgs, catalog: &Catalog) -> anyhow::Result<()> {
+    let file = args.recipients.display();
+    let text =
+        std::fs::read_to_string(&args.recipients).with_context(|| format!("cannot read {file}"))?;
+    let parsed = campaign::parse_recipients(&text)?;
+    let verb = if args.skip_bad_rows {
+        "skipped"
+    } else {
+        "bad row"
+    };
+    for bad in &parsed.bad {
+        eprintln!("{file}:{}: {verb}: {}", bad.line, bad.reason);
+    }
+    if !parsed.bad.is_empty() && !args.skip_bad_rows {
+        let lines: Vec<String> = parsed.bad.iter().map(|b| b.line.to_string()).collect();
+        anyhow::bail!(
+            "{} bad {} in {file} (line {}, each named above): nothing was created; fix \
+             them, or pass --skip-bad-rows to send to the other {} recipient{}",
+            parsed.bad.len(),
+            if parsed.bad.len() == 1 { "row" } else { "rows" },
+            lines.join(", "),
+            parsed.rows.len(),
+            if parsed.rows.len() == 1 { "" } else { "s" },
+        );
+    }
+    let new = NewCampaign {
+        batch_size: args.batch_size,
+        ..NewCampaign::new(&args.name, &args.template, parsed.rows)
+    };
+    if args.dry_run {
+        let shown = campaign::preview(catalog, &new, DRY_RUN_SHOWN)?;
+        if args.json {
+            let shown: Vec<serde_json::Value> = shown
+                .iter()
+                .map(|(to, rendered)| {
+                    serde_json::json!({
+                        "to": to, "locale": rendered.locale, "subject": rendered.subject,
+                        "text": rendered.text, "html": rendered.html,
+                    })
+                })
+                .collect();
+            return print_json(&serde_json::json!({
+                "dry_run": true, "total": new.recipients.len(), "skipped": parsed.bad,
+                "shown": shown,
+            }));
+        }
+        for (to, rendered) in &shown {
+            println!("--- To: {to}");
+            if let Some(locale) = &rendered.locale {
+                println!("Locale: {locale}");
+            }
+            println!("Subject: {}\n\n{}", rendered.subject, rendered.text);
+            if let Some(html) = &rendered.html {
+                println!("\n--- text/html ---\n{html}");
+            }
+            println!();
+        }
+        println!(
+            "dry run: {} recipient{} would be sent {:?} (every message renders); \
+             nothing was recorded or sent",
+            new.recipients.len(),
+            if new.recipients.len() == 1 { "" } else { "s" },
+            new.template
+        );
+        return Ok(());
+    }
+    let pool = connect(config.require_database()?).await?;
+    let from = config.mail.sender()?;
+    let id = campaign::create(&pool, catalog, &from, &new).await?;
+    if args.json {
+        return print_json(&serde_json::json!({
+            "id": id, "total": new.recipients.len(), "skipped": parsed.bad,
+        }));
+    }
+    println!("{id}");
+    Ok(())
+}
+
+/// A control's answer: done, or the state it asks for held already; a wrong state is an
+/// error with the reason (exit 1).
+fn act(result: docket_mail::Result<bool>, id: uuid::Uuid, what: &str) -> anyhow::Result<()> {
+    if result? {
+        println!("campaign {id} {what}");
+    } else {
+        println!("campaign {id} was {what} already; nothing changed");
+    }
     Ok(())
 }
 
@@ -269,6 +360,7 @@ fn row(c: &CampaignStatus) -> Vec<String> {
         c.suppressed.to_string(),
         c.failed.to_string(),
         c.dead_letter.to_string(),
+        c.cancelled.to_string(),
         c.pending.to_string(),
     ]
 }

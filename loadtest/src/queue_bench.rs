@@ -159,7 +159,7 @@ pub(crate) async fn fill(
                 case when n % 10 = 0 or n % 50 = 1 then 1 else 0 end,
                 now() - (n % 600) * interval '1 second',
                 case when n % 50 = 1 and n % 10 <> 0 then now() end,
-                case when n % 50 = 1 and n % 10 <> 0 then 'discarded' end
+                case when n % 50 = 1 and n % 10 <> 0 then 'permanent' end
          from generate_series(1, $1) n",
     )
     .bind(live)

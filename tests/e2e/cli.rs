@@ -91,6 +91,37 @@ async fn enqueue_show_list_cancel_replay_and_snapshot_round_trip() {
     assert!(table.contains("mail") && table.contains("(all)"), "{table}");
 }
 
+/// `jobs list --state dead_letter` says why each job died, as operations.md promises.
+#[tokio::test]
+async fn the_dead_letter_list_shows_each_reason() {
+    let db = TestDb::new().await;
+    for (kind, reason) in [("report.build", "permanent"), ("email.send", "expired")] {
+        sqlx::query(
+            "insert into docket.jobs (kind, state, dead_letter_reason, finished_at, last_error) \
+             values ($1, 'dead_letter', $2, now(), 'it failed')",
+        )
+        .bind(kind)
+        .bind(reason)
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    }
+    let listed = stdout(&docket(
+        &db.url,
+        &["jobs", "list", "--state", "dead_letter"],
+    ));
+    let header = listed.lines().next().unwrap();
+    assert!(header.contains("REASON"), "{listed}");
+    for (kind, reason) in [("report.build", "permanent"), ("email.send", "expired")] {
+        assert!(
+            listed
+                .lines()
+                .any(|line| line.contains(kind) && line.contains(reason)),
+            "{kind} {reason}: {listed}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn bad_input_exits_non_zero_with_a_clear_message_and_writes_nothing() {
     let db = TestDb::new().await;

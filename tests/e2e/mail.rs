@@ -182,7 +182,8 @@ async fn the_mail_commands_render_list_suppress_and_run_a_campaign_s_controls() 
     .unwrap();
     assert_eq!(list, serde_json::json!([]));
 
-    // A file with a bad row: the row is reported with its line and skipped.
+    // A file with a bad row: with --skip-bad-rows, the row is named with its line and
+    // skipped.
     let file = std::env::temp_dir().join(format!("docket-recipients-{}.csv", uuid::Uuid::now_v7()));
     std::fs::write(
         &file,
@@ -202,6 +203,7 @@ async fn the_mail_commands_render_list_suppress_and_run_a_campaign_s_controls() 
             "news",
             "--recipients",
             file.to_str().unwrap(),
+            "--skip-bad-rows",
         ],
     );
     let id = ok(&created).trim().to_owned();
@@ -248,7 +250,29 @@ async fn the_mail_commands_render_list_suppress_and_run_a_campaign_s_controls() 
     )))
     .unwrap();
     assert_eq!(deliveries[0]["recipient"], "ann@example.com");
-    assert_eq!(deliveries[0]["status"], "queued");
+    assert_eq!(deliveries[0]["status"], "cancelled");
+    assert_eq!(
+        (
+            listed[0]["cancelled"].as_i64(),
+            listed[0]["pending"].as_i64()
+        ),
+        (Some(1), Some(0)),
+        "{listed}"
+    );
+    // A control that means nothing now is refused with the reason, not "done".
+    for action in ["resume", "pause"] {
+        let refused = docket(&db, &templates, &["mail", "campaign", action, &id]);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(!refused.status.success(), "{action}: {stderr}");
+        assert!(
+            stderr.contains(&format!("campaign {id} is cancelled: it cannot be")),
+            "{action}: {stderr}"
+        );
+        assert!(
+            refused.stdout.is_empty(),
+            "{action}: nothing claims it was done"
+        );
+    }
 
     let unknown = docket(
         &db,
@@ -263,10 +287,112 @@ async fn the_mail_commands_render_list_suppress_and_run_a_campaign_s_controls() 
             "nope",
             "--recipients",
             file.to_str().unwrap(),
+            "--skip-bad-rows",
         ],
     );
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no template named \"nope\""));
+    // A near miss is named.
+    let typo = docket(
+        &db,
+        &templates,
+        &["mail", "render", "nwes", "--vars", r#"{"name": "Ann"}"#],
+    );
+    assert!(!typo.status.success());
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert!(
+        stderr.contains("no template named \"nwes\"; did you mean \"news\"?"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_campaign_its_file_cannot_fill_or_with_bad_rows_is_refused_and_a_dry_run_sends_nothing() {
+    let db = TestDb::new().await;
+    let templates = folder(&[
+        ("monthly/subject.txt", "{{ month }} news"),
+        ("monthly/body.txt", "Hi {{ name }}: {{ headline }}"),
+        ("monthly/de/subject.txt", "Neues im {{ month }}"),
+        ("monthly/de/body.txt", "Hallo {{ name }}: {{ teaser }}"),
+    ]);
+    let file = |text: &str| {
+        let path =
+            std::env::temp_dir().join(format!("docket-recipients-{}.csv", uuid::Uuid::now_v7()));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let create = |path: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "mail",
+            "campaign",
+            "create",
+            "--name",
+            "monthly",
+            "--template",
+            "monthly",
+            "--recipients",
+            path.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        docket(&db, &templates, &args)
+    };
+    let campaigns = || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from docket.mail_campaigns")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap()
+    };
+
+    // The columns cannot fill the template: every missing variable, of every locale.
+    let thin = file("email,name\nann@example.com,Ann\nbob@example.com,Bob\n");
+    let refused = create(&thin, &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("the variables headline, month, teaser that the recipients do not give"),
+        "{stderr}"
+    );
+    assert_eq!(campaigns().await, 0);
+
+    // A bad address, a short row, and a quote left open that swallows the next row.
+    let rows = file(
+        "email,name,month,headline,teaser\n\
+         ann@example.com,Ann,May,Big news,Read\n\
+         not an address,Bob,May,Big news,Read\n\
+         cid@example.com,Cid,May\n\
+         dan@example.com,Dan,May,\"Big news,Read\n\
+         eve@example.com,Eve,May,Big news,Read\"\n\
+         fay@example.com,Fay,May,Big news,Read\n",
+    );
+    let refused = create(&rows, &[]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    for line in [3, 4, 5, 6] {
+        assert!(
+            stderr.contains(&format!("{}:{line}: bad row", rows.display())),
+            "line {line}: {stderr}"
+        );
+    }
+    assert!(stderr.contains("4 bad rows"), "{stderr}");
+    assert!(stderr.contains("--skip-bad-rows"), "{stderr}");
+    assert_eq!(campaigns().await, 0);
+
+    // A dry run renders the first messages and records nothing.
+    let dry = create(&rows, &["--skip-bad-rows", "--dry-run"]);
+    let stdout = ok(&dry);
+    assert!(
+        stdout.contains("--- To: ann@example.com") && stdout.contains("Subject: May news"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("Hi Ann: Big news"), "{stdout}");
+    assert!(stdout.contains("nothing was recorded or sent"), "{stdout}");
+    assert_eq!(campaigns().await, 0);
+
+    let created = create(&rows, &["--skip-bad-rows", "--json"]);
+    let created: Value = serde_json::from_str(&ok(&created)).unwrap();
+    assert_eq!(created["total"], 2, "{created}");
+    assert_eq!(created["skipped"].as_array().unwrap().len(), 4, "{created}");
+    assert_eq!(campaigns().await, 1);
 }
 
 fn spawn_worker(db: &TestDb, sink: &SmtpSink, templates: &Path) -> Child {

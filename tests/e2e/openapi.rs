@@ -44,6 +44,43 @@ async fn a_schema_driven_fuzzer_finds_nothing_the_document_does_not_say() {
         .unwrap()
         .port();
     let templates = templates();
+    // A campaign the control routes can act on: with only random ids they would answer
+    // nothing but 404, and the fuzzer would never reach their 200 and 409.
+    let recipients = templates.join("recipients.csv");
+    std::fs::write(&recipients, "email\nann@example.com\nbob@example.com\n").unwrap();
+    let created = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .args([
+            "mail",
+            "campaign",
+            "create",
+            "--name",
+            "fuzzed",
+            "--template",
+            "news",
+        ])
+        .arg("--recipients")
+        .arg(&recipients)
+        .env("DATABASE_URL", &db.url)
+        .env("DOCKET_TEMPLATE_DIR", &templates)
+        .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
+        .env("DOCKET_LOG_FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let campaign = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+    let config = templates.join("schemathesis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[operations]]\ninclude-path-regex = \"^/api/campaigns/\\\\{{id\\\\}}\"\n\
+             parameters = {{ id = \"{campaign}\" }}\n"
+        ),
+    )
+    .unwrap();
     let mut serve = Command::new(env!("CARGO_BIN_EXE_docket"))
         .arg("serve")
         .env("DOCKET_CONFIG", templates.join("docket.toml"))
@@ -64,7 +101,9 @@ async fn a_schema_driven_fuzzer_finds_nothing_the_document_does_not_say() {
         Command::new("python3")
             // schemathesis keeps a cache in its working directory: not in the checkout.
             .current_dir(std::env::temp_dir())
-            .args(["-m", "schemathesis.cli", "run"])
+            .args(["-m", "schemathesis.cli", "--config-file"])
+            .arg(&config)
+            .arg("run")
             .arg(format!("http://127.0.0.1:{port}/api/openapi.json"))
             .args(["-H", &format!("Authorization: Bearer {SECRET}")])
             .args(["--checks", "all", "--max-examples", "30", "--seed", SEED])

@@ -108,6 +108,11 @@ impl From<docket_mail::MailError> for ApiError {
         match err {
             MailError::Invalid(message) => ApiError::Invalid(message),
             MailError::CampaignNotFound(_) => ApiError::NotFound(err.to_string()),
+            // The request is well formed; the catalog's template, as the server has it now,
+            // reads variables it does not give (like an unknown template's 404).
+            MailError::CampaignState(message) | MailError::TemplateVariables(message) => {
+                ApiError::Conflict(message)
+            }
             MailError::Template(_) => ApiError::Invalid(err.to_string()),
             MailError::Queue(err) => err.into(),
             MailError::Database(err) => docket_queue::Error::Database(err).into(),

@@ -11,6 +11,7 @@
 //! | `GET /api/jobs`, `GET /api/jobs/{id}` | bearer |
 //! | `POST /api/jobs`, `POST /api/jobs/{id}/replay|cancel|discard`, `POST /api/jobs/replay-dead-letters` | bearer |
 //! | `GET /api/cron`, `POST /api/cron/{name}/pause|resume`, `DELETE /api/cron/{name}`, `POST /api/queues/{name}/pause|resume` | bearer |
+//! | `GET /api/mail/deliveries`, `POST /api/campaigns`, `GET /api/campaigns/{id}`, `POST /api/campaigns/{id}/pause|resume|cancel` | bearer |
 //! | `GET /ops` and its forms | a session signed in at `/ops/login`, or the bearer |
 //! | `GET /api/openapi.json` | anyone: the generated document; with the bearer, also this server's template and schedule names |
 //!
@@ -84,6 +85,18 @@ pub fn router(state: AppState) -> Router {
         .route("/api/mail/deliveries", get(routes::mail::deliveries))
         .route("/api/campaigns", post(routes::mail::create_campaign))
         .route("/api/campaigns/{id}", get(routes::mail::show_campaign))
+        .route(
+            "/api/campaigns/{id}/pause",
+            post(routes::mail::pause_campaign),
+        )
+        .route(
+            "/api/campaigns/{id}/resume",
+            post(routes::mail::resume_campaign),
+        )
+        .route(
+            "/api/campaigns/{id}/cancel",
+            post(routes::mail::cancel_campaign),
+        )
         .route("/api/jobs/{id}/replay", post(routes::jobs::replay))
         .route("/api/jobs/{id}/cancel", post(routes::jobs::cancel))
         .route("/api/jobs/{id}/discard", post(routes::jobs::discard))

@@ -144,8 +144,10 @@ struct Parsed {
 }
 
 fn parse_csv(text: &str) -> Result<Parsed> {
+    // Flexible: a row of the wrong length is read whole, so that it is named with what
+    // it holds (and a quote left open in it is found) rather than as a parser error.
     let mut reader = csv::ReaderBuilder::new()
-        .flexible(false)
+        .flexible(true)
         .trim(csv::Trim::All)
         .from_reader(text.as_bytes());
     let headers: Vec<String> = reader
@@ -162,6 +164,7 @@ fn parse_csv(text: &str) -> Result<Parsed> {
         )
     })?;
     let (name, locale) = (column("name"), column("locale"));
+    let lines: Vec<&str> = text.lines().collect();
     let mut parsed = Parsed {
         rows: Vec::new(),
         bad: Vec::new(),
@@ -179,6 +182,53 @@ fn parse_csv(text: &str) -> Result<Parsed> {
             }
         };
         let line = record.position().map_or(0, csv::Position::line);
+        // A quoted field with line breaks spans lines; one of them that reads as a row
+        // of its own (an address in the email column) was swallowed by a quote left open.
+        let spanned: usize = record.iter().map(|field| field.matches('\n').count()).sum();
+        let swallowed: Vec<u64> = (1..=spanned as u64)
+            .map(|offset| line + offset)
+            .filter(|&inner| {
+                lines
+                    .get(usize::try_from(inner).unwrap_or(usize::MAX) - 1)
+                    .is_some_and(|text| reads_as_a_row(text, email))
+            })
+            .collect();
+        if !swallowed.is_empty() {
+            let listed = swallowed
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            parsed.bad.push(BadRow {
+                line,
+                reason: format!(
+                    "a quote opened on this line is not closed on it: the row runs to line {} \
+                     and swallows the row{} on line {listed}",
+                    line + spanned as u64,
+                    if swallowed.len() == 1 { "" } else { "s" }
+                ),
+            });
+            for inner in swallowed {
+                parsed.bad.push(BadRow {
+                    line: inner,
+                    reason: format!("swallowed by the quote left open on line {line}"),
+                });
+            }
+            continue;
+        }
+        if record.len() != headers.len() {
+            parsed.bad.push(BadRow {
+                line,
+                reason: format!(
+                    "{} field{} where the header has {} ({})",
+                    record.len(),
+                    if record.len() == 1 { "" } else { "s" },
+                    headers.len(),
+                    headers.join(",")
+                ),
+            });
+            continue;
+        }
         let field = |i: Option<usize>| {
             i.and_then(|i| record.get(i))
                 .filter(|v| !v.is_empty())
@@ -201,6 +251,21 @@ fn parse_csv(text: &str) -> Result<Parsed> {
         ));
     }
     Ok(parsed)
+}
+
+/// Whether one line of a CSV file, read alone, holds an address in the email column.
+fn reads_as_a_row(line: &str, email: usize) -> bool {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .trim(csv::Trim::All)
+        .from_reader(line.as_bytes());
+    let Some(Ok(record)) = reader.records().next() else {
+        return false;
+    };
+    record.get(email).is_some_and(|address| {
+        address.contains('@') && crate::message::parse_mailbox(address, None).is_ok()
+    })
 }
 
 fn parse_json_lines(text: &str) -> Parsed {
@@ -281,16 +346,102 @@ impl NewCampaign {
             ));
         }
         if !catalog.contains(&self.template) {
-            return Err(MailError::Invalid(format!(
-                "no template named {:?} in the catalog (docket mail templates lists them)",
-                self.template
-            )));
+            return Err(MailError::Invalid(
+                catalog.unknown(&self.template).to_string(),
+            ));
         }
         for recipient in &self.recipients {
             check_recipient(recipient)?;
         }
-        Ok(())
+        self.check_variables(catalog)
     }
+
+    /// Every variable the template uses (in any locale) is given by every recipient; else
+    /// [`MailError::TemplateVariables`] lists every one missing, with how many recipients
+    /// lack them and the first.
+    fn check_variables(&self, catalog: &crate::template::Catalog) -> Result<()> {
+        let needed = catalog.variables(&self.template).unwrap_or_default();
+        let mut missing = std::collections::BTreeSet::new();
+        let mut lacking = 0usize;
+        let mut first = None;
+        for recipient in &self.recipients {
+            let absent: Vec<&String> = needed
+                .iter()
+                .filter(|variable| {
+                    recipient.vars.get(variable.as_str()).is_none()
+                        && !(variable.as_str() == "name" && recipient.name.is_some())
+                })
+                .collect();
+            if !absent.is_empty() {
+                lacking += 1;
+                first.get_or_insert(recipient.to.as_str());
+                missing.extend(absent);
+            }
+        }
+        let Some(first) = first else {
+            return Ok(());
+        };
+        let missing: Vec<&str> = missing.into_iter().map(String::as_str).collect();
+        let who = if lacking == self.recipients.len() {
+            "no recipient gives them".to_owned()
+        } else {
+            format!(
+                "{lacking} of {} recipients lack them, the first {first}",
+                self.recipients.len()
+            )
+        };
+        Err(MailError::TemplateVariables(format!(
+            "template {:?} uses {} {} that the recipients do not give ({who}): a CSV \
+             needs a column for each, a JSON line a key in `vars`",
+            self.template,
+            if missing.len() == 1 {
+                "the variable"
+            } else {
+                "the variables"
+            },
+            missing.join(", "),
+        )))
+    }
+}
+
+/// A campaign checked ([`NewCampaign::validate`]) and every recipient's message rendered,
+/// as it would be sent, with nothing recorded: the first `shown` recipients' addresses and
+/// messages.
+///
+/// # Errors
+///
+/// [`MailError::Invalid`] for what `validate` refuses, or naming the first recipient whose
+/// message does not render, with the reason.
+pub fn preview(
+    catalog: &crate::template::Catalog,
+    campaign: &NewCampaign,
+    shown: usize,
+) -> Result<Vec<(String, crate::template::Rendered)>> {
+    campaign.validate(catalog)?;
+    let mut previews = Vec::new();
+    for recipient in &campaign.recipients {
+        let rendered = catalog
+            .render(
+                &campaign.template,
+                recipient.locale.as_deref(),
+                &vars_of(recipient),
+            )
+            .map_err(|err| MailError::Invalid(format!("recipient {}: {err}", recipient.to)))?;
+        if previews.len() < shown {
+            previews.push((recipient.to.clone(), rendered));
+        }
+    }
+    Ok(previews)
+}
+
+/// A recipient's template variables as it is sent: its own, and its display name as
+/// `name` unless it gives one.
+fn vars_of(recipient: &Recipient) -> serde_json::Value {
+    let mut vars = recipient.vars.clone();
+    if let (Some(name), Some(map)) = (&recipient.name, vars.as_object_mut()) {
+        map.entry("name").or_insert_with(|| name.clone().into());
+    }
+    vars
 }
 
 /// Creates a campaign and starts sending: its deliveries, its batch of jobs, in one
@@ -317,10 +468,7 @@ pub async fn create(
     for (index, recipient) in campaign.recipients.iter().enumerate() {
         let delivery = Uuid::now_v7();
         rows.job_ids.push(job_ids[index / campaign.batch_size].0);
-        let mut vars = recipient.vars.clone();
-        if let (Some(name), Some(map)) = (&recipient.name, vars.as_object_mut()) {
-            map.entry("name").or_insert_with(|| name.clone().into());
-        }
+        let vars = vars_of(recipient);
         rows.ids.push(delivery);
         rows.recipients.push(recipient.to.clone());
         rows.names.push(recipient.name.clone());
@@ -436,34 +584,89 @@ pub async fn list(exec: impl PgExecutor<'_>, limit: u32) -> Result<Vec<CampaignS
 
 /// Pauses a campaign: its waiting batch jobs are parked (no worker claims or writes them
 /// while it stays paused), and a running one stops before its next recipient and is parked
-/// as it goes back. A paused campaign costs nothing per second.
+/// as it goes back. A paused campaign costs nothing per second. Returns whether it was
+/// sending (`false`: it was paused already).
 ///
 /// # Errors
 ///
+/// [`MailError::CampaignState`] for a finished or cancelled campaign;
 /// [`MailError::CampaignNotFound`]; [`MailError::Database`].
-pub async fn pause(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    set_controls(exec, id, Some(true), None).await
+pub async fn pause(pool: &PgPool, id: Uuid) -> Result<bool> {
+    control(pool, id, Action::Pause).await
 }
 
 /// Resumes a paused campaign: its waiting batch jobs are due at once and the workers are
-/// woken.
+/// woken. Returns whether it was paused (`false`: it was sending already).
 ///
 /// # Errors
 ///
+/// [`MailError::CampaignState`] for a finished or cancelled campaign;
 /// [`MailError::CampaignNotFound`]; [`MailError::Database`].
-pub async fn resume(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    set_controls(exec, id, Some(false), None).await
+pub async fn resume(pool: &PgPool, id: Uuid) -> Result<bool> {
+    control(pool, id, Action::Resume).await
 }
 
-/// Cancels a campaign: no further recipient is sent to; those not sent stay `queued`
-/// (counted as pending) for the record. Its parked batch jobs are due again, so that they
-/// end and its batch finishes.
+/// Cancels a campaign: no further recipient is sent to, and those not sent become
+/// `cancelled` (one whose exchange is under way keeps the relay's answer). Its parked batch
+/// jobs are due again, so that they end and its batch finishes. Returns whether it was
+/// sending or paused (`false`: it was cancelled already).
 ///
 /// # Errors
 ///
-/// [`MailError::CampaignNotFound`]; [`MailError::Database`].
-pub async fn cancel(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    set_controls(exec, id, None, Some(true)).await
+/// [`MailError::CampaignState`] for a finished campaign; [`MailError::CampaignNotFound`];
+/// [`MailError::Database`].
+pub async fn cancel(pool: &PgPool, id: Uuid) -> Result<bool> {
+    control(pool, id, Action::Cancel).await
+}
+
+/// An operator's action on a campaign.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Action {
+    Pause,
+    Resume,
+    Cancel,
+}
+
+/// Applies an action under the campaign's row lock, so that its state cannot change
+/// between the check and the change: an action that means nothing in the campaign's state
+/// is refused with the reason, one whose end state holds already changes nothing.
+async fn control(pool: &PgPool, id: Uuid, action: Action) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let (paused, cancelled, pending) = db::campaign_lock(&mut *tx, id)
+        .await?
+        .ok_or(MailError::CampaignNotFound(id))?;
+    let verb = match action {
+        Action::Pause => "pause",
+        Action::Resume => "resume",
+        Action::Cancel => "cancel",
+    };
+    if cancelled && action != Action::Cancel {
+        let done = if action == Action::Pause {
+            "paused"
+        } else {
+            "resumed"
+        };
+        return Err(MailError::CampaignState(format!(
+            "campaign {id} is cancelled: it cannot be {done}; create a new campaign to send \
+             again"
+        )));
+    }
+    if !cancelled && pending == 0 {
+        return Err(MailError::CampaignState(format!(
+            "campaign {id} is finished: every recipient is final, nothing is left to {verb}"
+        )));
+    }
+    let (set_paused, set_cancelled) = match action {
+        Action::Pause if paused => return Ok(false),
+        Action::Resume if !paused => return Ok(false),
+        Action::Cancel if cancelled => return Ok(false),
+        Action::Pause => (Some(true), None),
+        Action::Resume => (Some(false), None),
+        Action::Cancel => (None, Some(true)),
+    };
+    db::campaign_set_controls(&mut *tx, id, set_paused, set_cancelled).await?;
+    tx.commit().await?;
+    Ok(true)
 }
 
 /// The operator's controls, as a running batch job reads them before each recipient.
@@ -477,19 +680,6 @@ pub(crate) struct Controls {
 pub(crate) async fn controls(exec: impl PgExecutor<'_>, id: Uuid) -> Result<Option<Controls>> {
     let row = db::campaign_get_controls(exec, id).await?;
     Ok(row.map(|(paused, cancelled)| Controls { paused, cancelled }))
-}
-
-async fn set_controls(
-    exec: impl PgExecutor<'_>,
-    id: Uuid,
-    paused: Option<bool>,
-    cancelled: Option<bool>,
-) -> Result<()> {
-    if db::campaign_set_controls(exec, id, paused, cancelled).await? {
-        Ok(())
-    } else {
-        Err(MailError::CampaignNotFound(id))
-    }
 }
 
 #[cfg(test)]
@@ -512,6 +702,75 @@ mod tests {
     }
 
     #[test]
+    fn a_short_row_and_a_row_swallowed_by_an_open_quote_are_both_named() {
+        let text = "email,name,plan\nann@example.com,Ann,pro\nbob@example.com,Bob\n\
+                    carl@example.com,\"Carl,team\ndora@example.com,Dora,pro\"\n\
+                    eve@example.com,Eve,free\n";
+        let parsed = parse_recipients(text).unwrap();
+        let to: Vec<&str> = parsed.rows.iter().map(|r| r.to.as_str()).collect();
+        assert_eq!(to, ["ann@example.com", "eve@example.com"]);
+        let bad: Vec<(u64, &str)> = parsed
+            .bad
+            .iter()
+            .map(|b| (b.line, b.reason.as_str()))
+            .collect();
+        assert_eq!(bad.len(), 3, "{bad:?}");
+        assert_eq!(bad[0].0, 3);
+        assert!(
+            bad[0].1.contains("2 fields where the header has 3"),
+            "{bad:?}"
+        );
+        assert_eq!(bad[1].0, 4);
+        assert!(bad[1].1.contains("swallows the row on line 5"), "{bad:?}");
+        assert_eq!(bad[2].0, 5);
+        assert!(bad[2].1.contains("quote left open on line 4"), "{bad:?}");
+    }
+
+    #[test]
+    fn a_quoted_field_with_a_line_break_that_swallows_no_row_is_kept() {
+        let text = "email,address\nann@example.com,\"1 Main St\nSpringfield\"\n";
+        let parsed = parse_recipients(text).unwrap();
+        assert_eq!(parsed.rows.len(), 1);
+        assert!(parsed.bad.is_empty(), "{:?}", parsed.bad);
+    }
+
+    #[test]
+    fn every_variable_of_every_locale_is_checked_and_all_missing_are_listed() {
+        let dir = std::env::temp_dir().join(format!("docket-vars-{}", Uuid::now_v7()));
+        for (path, text) in [
+            ("news/subject.txt", "News for {{ month }}"),
+            (
+                "news/body.txt",
+                "Hi {{ name }}, {{ headline }}{% for x in range(2) %}{{ x }}{% endfor %}\
+                 {{ sign_off | default('Bye') }}{% if ps is defined %}{{ ps }}{% endif %}",
+            ),
+            ("news/de/subject.txt", "Neues"),
+            ("news/de/body.txt", "Hallo {{ name }}, {{ teaser }}"),
+        ] {
+            let path = dir.join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let catalog = crate::template::Catalog::load(&dir).unwrap();
+        let parsed = parse_recipients("email,name\nann@example.com,Ann\n").unwrap();
+        let err = NewCampaign::new("launch", "news", parsed.rows)
+            .validate(&catalog)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the variables headline, month, teaser that the recipients do not give"),
+            "{err}"
+        );
+        let parsed =
+            parse_recipients("email,name,month,headline,teaser\nann@example.com,Ann,May,Hi,Read\n")
+                .unwrap();
+        assert!(NewCampaign::new("launch", "news", parsed.rows)
+            .validate(&catalog)
+            .is_ok());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
     fn json_lines_are_read_and_a_line_that_does_not_parse_is_reported() {
         let text =
             "{\"to\": \"Анна <anna@example.com>\", \"vars\": {\"code\": 1}}\n{\"to\": 5}\n\n\
@@ -531,6 +790,10 @@ mod tests {
             name: None,
             locale: None,
             vars: serde_json::json!({}),
+        };
+        let ann = || Recipient {
+            vars: serde_json::json!({"campaign": {}}),
+            ..ann()
         };
         let good = NewCampaign::new("launch", "docket/campaign_finished", vec![ann()]);
         assert!(good.validate(&catalog).is_ok());

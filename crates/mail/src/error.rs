@@ -9,6 +9,14 @@ pub enum MailError {
     /// No campaign has this id.
     #[error("no campaign has id {0}")]
     CampaignNotFound(uuid::Uuid),
+    /// The recipients do not give every variable the campaign's template uses, as the
+    /// catalog has it now: the template and each missing variable.
+    #[error("{0}")]
+    TemplateVariables(String),
+    /// The campaign is in a state where this action means nothing (pausing a finished
+    /// one, resuming a cancelled one): the reason.
+    #[error("{0}")]
+    CampaignState(String),
     /// A template failed to render.
     #[error("template: {0}")]
     Template(#[from] crate::template::RenderError),

@@ -162,10 +162,13 @@ async fn send_single(
         .await
         .map_err(retry)?;
     match step {
-        Step::Final(Status::DeadLetter) => Err(JobError::DeadLetter {
-            reason: dead_letter_reason(mailer, delivery.id).await,
-            error: "the delivery was dead-lettered (docket mail deliveries shows why)".into(),
-        }),
+        Step::Final(Status::DeadLetter) => {
+            let (reason, error) = dead_letter_cause(mailer, delivery.id).await;
+            Err(JobError::DeadLetter {
+                reason,
+                error: error.into(),
+            })
+        }
         Step::Final(Status::Expired) => Err(JobError::DeadLetter {
             reason: "expired".to_owned(),
             error: "not sent before the job's expires_at; never sent late".into(),
@@ -180,20 +183,40 @@ async fn send_single(
     }
 }
 
-/// `template` when the template failed, else `smtp_temporary` (the ladder ran out).
-async fn dead_letter_reason(mailer: &Mailer, delivery: Uuid) -> String {
-    let failed = delivery::get_many(&mailer.pool, &[delivery]).await;
-    let template = failed
+/// The dead letter's reason (`template` when the template failed, else `smtp_temporary`:
+/// the ladder ran out) and the delivery's own cause, for the job's `last_error`: the
+/// missing variable, the relay's last reply.
+async fn dead_letter_cause(mailer: &Mailer, delivery: Uuid) -> (String, String) {
+    let recorded = delivery::get_many(&mailer.pool, &[delivery])
+        .await
         .ok()
         .and_then(|mut rows| rows.pop())
-        .and_then(|(d, _)| d.last_error)
-        .is_some_and(|e| e.starts_with("template"));
-    if template {
+        .map(|(d, _)| d);
+    let cause = recorded.as_ref().and_then(|d| {
+        let reply = d
+            .smtp_code
+            .map(|code| format!("{code} {}", d.smtp_reply.as_deref().unwrap_or("")));
+        match (&d.last_error, reply) {
+            (Some(error), _) => Some(error.trim().to_owned()),
+            (None, Some(reply)) => Some(reply.trim().to_owned()),
+            (None, None) => None,
+        }
+    });
+    let template = cause.as_deref().is_some_and(|e| e.starts_with("template"));
+    let reason = if template {
         "template"
     } else {
         "smtp_temporary"
-    }
-    .to_owned()
+    };
+    let error = match cause {
+        Some(cause) if template => cause,
+        Some(cause) => format!(
+            "temporary failures used up the retry ladder ({} attempts); the last: {cause}",
+            recorded.as_ref().map_or(0, |d| d.attempts)
+        ),
+        None => format!("delivery {delivery} was dead-lettered"),
+    };
+    (reason.to_owned(), error)
 }
 
 async fn send_campaign_batch(

@@ -56,11 +56,13 @@ pub enum Status {
     /// Its SMTP exchange was cut off with no outcome recorded (a crash after the
     /// reservation): the relay may have taken it. Never sent again unless an operator asks.
     Unknown,
+    /// Its campaign was cancelled before it was sent.
+    Cancelled,
 }
 
 impl Status {
     /// Every status, in life order.
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Queued,
         Status::Sending,
         Status::Sent,
@@ -69,6 +71,7 @@ impl Status {
         Status::DeadLetter,
         Status::Expired,
         Status::Unknown,
+        Status::Cancelled,
     ];
 
     /// As stored.
@@ -82,6 +85,7 @@ impl Status {
             Status::DeadLetter => "dead_letter",
             Status::Expired => "expired",
             Status::Unknown => "unknown",
+            Status::Cancelled => "cancelled",
         }
     }
 
@@ -100,7 +104,7 @@ impl std::str::FromStr for Status {
             .find(|s| s.as_str() == text)
             .ok_or_else(|| {
                 MailError::Invalid(format!(
-                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired, unknown)"
+                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired, unknown, cancelled)"
                 ))
             })
     }
@@ -216,6 +220,8 @@ pub struct CampaignStatus {
     pub expired: i32,
     /// Cut off mid-exchange with no outcome recorded: may have been sent.
     pub unknown: i32,
+    /// Not sent: the campaign was cancelled first.
+    pub cancelled: i32,
     /// Not final yet.
     pub pending: i32,
     /// The batch of its jobs.

@@ -593,7 +593,7 @@ impl Mailer {
             Status::DeadLetter => {
                 tracing::error!(event = events.dead_letter, delivery.id = %ids.delivery, campaign.id = ids.campaign, error, "dead-lettered")
             }
-            Status::Queued | Status::Sending | Status::Unknown => {}
+            Status::Queued | Status::Sending | Status::Unknown | Status::Cancelled => {}
         }
         Ok(Step::Final(status))
     }

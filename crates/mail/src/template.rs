@@ -91,8 +91,13 @@ pub enum CatalogError {
 #[derive(Debug, thiserror::Error)]
 pub enum RenderError {
     /// No template has this name.
-    #[error("no template named {0:?}")]
-    Unknown(String),
+    #[error("no template named {name:?}{}", did_you_mean(.nearest.as_deref()))]
+    Unknown {
+        /// The name asked for.
+        name: String,
+        /// The catalog's nearest name, when one is close.
+        nearest: Option<String>,
+    },
     /// The template failed on these variables.
     #[error("{file}: {detail}")]
     Failed {
@@ -101,6 +106,14 @@ pub enum RenderError {
         /// What went wrong (the variable, the line).
         detail: String,
     },
+}
+
+/// `; did you mean "x"?`, or nothing; then where the names are listed.
+fn did_you_mean(nearest: Option<&str>) -> String {
+    match nearest {
+        Some(name) => format!("; did you mean {name:?}? (docket mail templates lists them)"),
+        None => " (docket mail templates lists them)".to_owned(),
+    }
 }
 
 /// The parsed catalog.
@@ -210,9 +223,61 @@ impl Catalog {
         self.templates.values().cloned().collect()
     }
 
+    /// The error for a name the catalog lacks: the nearest name it has, when one is close
+    /// (at most three edits, any case).
+    pub fn unknown(&self, name: &str) -> RenderError {
+        let wanted = name.to_lowercase();
+        let nearest = self
+            .templates
+            .keys()
+            .map(|known| (strsim::levenshtein(&known.to_lowercase(), &wanted), known))
+            .filter(|(distance, _)| *distance <= 3)
+            .min()
+            .map(|(_, known)| known.clone());
+        RenderError::Unknown {
+            name: name.to_owned(),
+            nearest,
+        }
+    }
+
     /// Whether a template of this name exists.
     pub fn contains(&self, name: &str) -> bool {
         self.templates.contains_key(name)
+    }
+
+    /// The variables template `name` needs, over every file of its base and of each locale
+    /// variant (a recipient of any locale must give them all): the names its subject and
+    /// bodies read that they do not set themselves, without the environment's own functions
+    /// (`range`, ...) and without those it treats as optional somewhere (`x | default(…)`,
+    /// `x is defined`). `None` when no template has this name.
+    pub fn variables(&self, name: &str) -> Option<std::collections::BTreeSet<String>> {
+        let info = self.templates.get(name)?;
+        let globals: std::collections::HashSet<&str> =
+            self.env.globals().map(|(name, _)| name).collect();
+        let mut variables = std::collections::BTreeSet::new();
+        let mut optional = std::collections::BTreeSet::new();
+        let keys = std::iter::once(name.to_owned())
+            .chain(info.locales.iter().map(|locale| format!("{name}/{locale}")));
+        for key in keys {
+            for file in [SUBJECT, TEXT, HTML] {
+                if let Ok(template) = self.env.get_template(&format!("{key}/{file}")) {
+                    optional.extend(
+                        template
+                            .undeclared_variables(false)
+                            .into_iter()
+                            .filter(|variable| optional_in(template.source(), variable)),
+                    );
+                    variables.extend(
+                        template
+                            .undeclared_variables(false)
+                            .into_iter()
+                            .filter(|variable| !globals.contains(variable.as_str())),
+                    );
+                }
+            }
+        }
+        variables.retain(|variable| !optional.contains(variable));
+        Some(variables)
     }
 
     /// Renders `name` in the recipient's `locale` (`pt-BR`, then `pt`, then the base).
@@ -226,10 +291,7 @@ impl Catalog {
         locale: Option<&str>,
         vars: &serde_json::Value,
     ) -> Result<Rendered, RenderError> {
-        let info = self
-            .templates
-            .get(name)
-            .ok_or_else(|| RenderError::Unknown(name.to_owned()))?;
+        let info = self.templates.get(name).ok_or_else(|| self.unknown(name))?;
         let chosen = locale.and_then(|wanted| {
             let language = wanted.split(['-', '_']).next().unwrap_or(wanted);
             [wanted, language]
@@ -286,6 +348,37 @@ impl Catalog {
             locale: chosen,
         })
     }
+}
+
+/// Whether a template's source treats `variable` as optional somewhere: `variable |
+/// default(…)` (or `| d(…)`), `variable is defined`, `is undefined`, `is not defined`.
+fn optional_in(source: &str, variable: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    source.match_indices(variable).any(|(at, _)| {
+        let before = source[..at].chars().next_back();
+        let rest = &source[at + variable.len()..];
+        if before.is_some_and(|c| word(c) || c == '.') || rest.starts_with(word) {
+            return false;
+        }
+        let rest = rest.trim_start();
+        if let Some(filter) = rest.strip_prefix('|') {
+            let filter = filter.trim_start();
+            let name: String = filter.chars().take_while(|c| word(*c)).collect();
+            return name == "default" || name == "d";
+        }
+        let Some(test) = rest.strip_prefix("is") else {
+            return false;
+        };
+        let mut words = test.split_whitespace();
+        let first = words.next().unwrap_or("");
+        let test = if first == "not" {
+            words.next().unwrap_or("")
+        } else {
+            first
+        };
+        let test: String = test.chars().take_while(|c| word(*c)).collect();
+        test == "defined" || test == "undefined"
+    })
 }
 
 /// The schemes a link in an HTML body may have (or none: a relative link).
@@ -422,6 +515,29 @@ mod tests {
         }
         let loaded = Catalog::load(&dir);
         (dir, loaded)
+    }
+
+    #[test]
+    fn an_unknown_template_names_the_nearest() {
+        let (_, loaded) = catalog(&[
+            ("newsletter/subject.txt", "News"),
+            ("newsletter/body.txt", "Hi"),
+        ]);
+        let catalog = loaded.unwrap();
+        let err = catalog
+            .render("newsleter", None, &serde_json::json!({}))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "no template named \"newsleter\"; did you mean \"newsletter\"? \
+             (docket mail templates lists them)"
+        );
+        let err = catalog.unknown("invoice").to_string();
+        assert_eq!(
+            err,
+            "no template named \"invoice\" (docket mail templates lists them)"
+        );
     }
 
     #[test]

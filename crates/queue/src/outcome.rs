@@ -26,7 +26,7 @@ pub enum Outcome {
     },
     /// A permanent failure: `dead_letter` at once, whatever attempts remain.
     DeadLetter {
-        /// Why, e.g. `discarded` or `malformed: missing field user_id`.
+        /// Why, e.g. `permanent` or `malformed: missing field user_id`.
         reason: String,
         /// What went wrong.
         error: String,

@@ -53,7 +53,7 @@ pub async fn insert_job(exec: impl PgExecutor<'_>, opts: JobOpts) -> Job {
     let lease_token =
         (state == JobState::Processing).then(|| opts.lease_token.unwrap_or_else(Uuid::now_v7));
     let finished_at = state.is_final().then(|| opts.finished_at.unwrap_or(now));
-    let dead_letter_reason = (state == JobState::DeadLetter).then_some("discarded");
+    let dead_letter_reason = (state == JobState::DeadLetter).then_some("permanent");
     sqlx::query_as(
         r#"
         insert into docket.jobs (queue, kind, payload, state, priority, run_at, attempt,

@@ -368,7 +368,7 @@ mod tests {
         assert_eq!(
             outcome(Ended::Returned(Err(JobError::permanent("no")))),
             Outcome::DeadLetter {
-                reason: "discarded".into(),
+                reason: "permanent".into(),
                 error: "no".into()
             }
         );

@@ -56,10 +56,10 @@ impl JobError {
         }
     }
 
-    /// A permanent failure: dead-lettered at once with reason `discarded`.
+    /// A permanent failure: dead-lettered at once with reason `permanent`.
     pub fn permanent(error: impl Into<BoxError>) -> Self {
         JobError::DeadLetter {
-            reason: "discarded".to_owned(),
+            reason: "permanent".to_owned(),
             error: error.into(),
         }
     }

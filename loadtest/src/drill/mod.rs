@@ -275,7 +275,7 @@ fn one_job(mix: &mut Mix) -> (NewJob, &'static str) {
         ),
         88..91 => (
             work(json!({"ms": mix.below(3), "permanent": true})),
-            "dead_letter:discarded",
+            "dead_letter:permanent",
         ),
         91..93 => (work(json!({"ms": "soon"})), "dead_letter:malformed"),
         93..95 => {

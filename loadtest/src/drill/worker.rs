@@ -40,7 +40,7 @@ pub(crate) struct Work {
     /// Attempts that fail before one succeeds.
     #[serde(default)]
     pub(crate) fail: i32,
-    /// Fails for good (dead letter `discarded`).
+    /// Fails for good (dead letter `permanent`).
     #[serde(default)]
     pub(crate) permanent: bool,
 }

@@ -52,6 +52,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ops/dead-letters/replay", post(replay_dead_letters))
         .route("/ops/queues/{name}/{action}", post(queue_action))
         .route("/ops/cron/{name}/{action}", post(cron_action))
+        .route("/ops/campaigns/{id}/{action}", post(campaign_action))
         .layer(axum::middleware::from_fn(security_headers))
 }
 
@@ -166,6 +167,14 @@ fn notice(query: &HashMap<String, String>) -> Option<String> {
         "resume" => "Queue resumed.".into(),
         "cron-pause" => "Schedule paused.".into(),
         "cron-resume" => "Schedule resumed.".into(),
+        "campaign-pause" => {
+            "Campaign paused: its batch jobs stop before their next recipient.".into()
+        }
+        "campaign-resume" => "Campaign resumed: sending again.".into(),
+        "campaign-cancel" => {
+            "Campaign cancelled: nobody more is sent to; its unsent recipients are cancelled."
+                .into()
+        }
         _ => return None,
     })
 }
@@ -499,6 +508,32 @@ async fn cron_action(
     match docket_queue::cron::set_paused(&state.pool, &name, paused).await {
         Ok(()) => done(&state, &format!("/ops?done=cron-{action}")),
         Err(err) => failed(&state, &err.into(), "/ops"),
+    }
+}
+
+async fn campaign_action(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    Path((id, action)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
+) -> Response {
+    if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
+        return refused(&state);
+    }
+    if !matches!(action.as_str(), "pause" | "resume" | "cancel") {
+        return no_such_action(&state, &action);
+    }
+    let Ok(id) = id.parse::<uuid::Uuid>() else {
+        return failed(
+            &state,
+            &ApiError::BadRequest(format!("{id:?} is not a campaign id (a UUID)")),
+            "/ops",
+        );
+    };
+    match crate::routes::mail::control(&state.pool, id, &action).await {
+        Ok(_) => done(&state, &format!("/ops?done=campaign-{action}")),
+        Err(err) => failed(&state, &err, "/ops"),
     }
 }
 

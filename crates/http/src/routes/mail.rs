@@ -1,5 +1,6 @@
-//! `GET /api/mail/deliveries`, `POST /api/campaigns`, `GET /api/campaigns/{id}`: the mail
-//! records and campaigns, as `docket mail` shows and makes them.
+//! `GET /api/mail/deliveries`, `POST /api/campaigns`, `GET /api/campaigns/{id}`,
+//! `POST /api/campaigns/{id}/pause|resume|cancel`: the mail records and campaigns, as
+//! `docket mail` shows, makes and controls them.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -20,7 +21,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub(crate) struct DeliveriesQuery {
     /// Only this status: queued, sending, sent, suppressed, failed, dead_letter, expired,
-    /// unknown.
+    /// unknown, cancelled.
     #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Only this campaign's.
@@ -146,8 +147,15 @@ pub(crate) struct CampaignCreated {
 }
 
 #[utoipa::path(post, path = "/api/campaigns", request_body = CampaignRequest, security(("bearer" = [])),
-    responses((status = 201, body = CampaignCreated), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-        (status = 404, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
+    responses((status = 201, body = CampaignCreated, links(
+            ("ShowCampaign" = (operation_id = "show_campaign", parameters(("id" = "$response.body#/id")))),
+            ("PauseCampaign" = (operation_id = "pause_campaign", parameters(("id" = "$response.body#/id")))),
+            ("ResumeCampaign" = (operation_id = "resume_campaign", parameters(("id" = "$response.body#/id")))),
+            ("CancelCampaign" = (operation_id = "cancel_campaign", parameters(("id" = "$response.body#/id")))))),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
+        (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody, description = "The recipients do not give every variable the template uses (in any locale): the message lists each missing one"),
+        (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
         (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn create_campaign(
     State(state): State<AppState>,
@@ -180,10 +188,9 @@ pub(crate) async fn create_campaign(
         ..NewCampaign::new(&body.name, &body.template, recipients)
     };
     if !mailer.catalog().contains(&new.template) {
-        return Err(ApiError::NotFound(format!(
-            "no template named {:?} in the catalog",
-            new.template
-        )));
+        return Err(ApiError::NotFound(
+            mailer.catalog().unknown(&new.template).to_string(),
+        ));
     }
     let id = campaign::create(&state.pool, mailer.catalog(), mailer.from(), &new).await?;
     Ok((
@@ -204,8 +211,68 @@ pub(crate) async fn show_campaign(
     _: Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignStatus>, ApiError> {
-    let id: uuid::Uuid = id
-        .parse()
-        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a campaign id (a UUID)")))?;
-    Ok(Json(campaign::show(&state.pool, id).await?))
+    Ok(Json(campaign::show(&state.pool, campaign_id(&id)?).await?))
+}
+
+/// A campaign id from the path, or 400.
+fn campaign_id(id: &str) -> Result<uuid::Uuid, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a campaign id (a UUID)")))
+}
+
+/// `pause`, `resume` or `cancel` a campaign; its state as it is now.
+pub(crate) async fn control(
+    pool: &sqlx::PgPool,
+    id: uuid::Uuid,
+    action: &str,
+) -> Result<CampaignStatus, ApiError> {
+    match action {
+        "pause" => campaign::pause(pool, id).await?,
+        "resume" => campaign::resume(pool, id).await?,
+        "cancel" => campaign::cancel(pool, id).await?,
+        other => return Err(ApiError::NotFound(format!("no action {other:?}"))),
+    };
+    Ok(campaign::show(pool, id).await?)
+}
+
+#[utoipa::path(post, path = "/api/campaigns/{id}/pause", params(("id" = uuid::Uuid, Path, description = "The campaign's id")), security(("bearer" = [])),
+    responses((status = 200, body = CampaignStatus, description = "Paused (or paused already): its batch jobs are parked"),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody, description = "Finished or cancelled: the message says which"), (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn pause_campaign(
+    State(state): State<AppState>,
+    _: Authorized,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignStatus>, ApiError> {
+    Ok(Json(
+        control(&state.pool, campaign_id(&id)?, "pause").await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/campaigns/{id}/resume", params(("id" = uuid::Uuid, Path, description = "The campaign's id")), security(("bearer" = [])),
+    responses((status = 200, body = CampaignStatus, description = "Sending (or sending already): its batch jobs are due now"),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody, description = "Finished or cancelled: the message says which"), (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn resume_campaign(
+    State(state): State<AppState>,
+    _: Authorized,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignStatus>, ApiError> {
+    Ok(Json(
+        control(&state.pool, campaign_id(&id)?, "resume").await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/campaigns/{id}/cancel", params(("id" = uuid::Uuid, Path, description = "The campaign's id")), security(("bearer" = [])),
+    responses((status = 200, body = CampaignStatus, description = "Cancelled (or cancelled already): its unsent recipients are `cancelled`"),
+        (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+        (status = 409, body = crate::error::ErrorBody, description = "Finished: every recipient is final"), (status = 503, body = crate::error::ErrorBody)))]
+pub(crate) async fn cancel_campaign(
+    State(state): State<AppState>,
+    _: Authorized,
+    Path(id): Path<String>,
+) -> Result<Json<CampaignStatus>, ApiError> {
+    Ok(Json(
+        control(&state.pool, campaign_id(&id)?, "cancel").await?,
+    ))
 }

@@ -32,6 +32,9 @@ use crate::state::AppState;
         super::mail::deliveries,
         super::mail::create_campaign,
         super::mail::show_campaign,
+        super::mail::pause_campaign,
+        super::mail::resume_campaign,
+        super::mail::cancel_campaign,
         super::queues::pause,
         super::queues::resume,
         super::cron::list,
@@ -94,7 +97,38 @@ pub(crate) async fn get(State(state): State<AppState>, caller: Caller) -> Respon
 
 fn serialize(doc: &utoipa::openapi::OpenApi) -> Bytes {
     // A document of plain strings and maps always serializes.
-    Bytes::from(serde_json::to_vec(doc).unwrap_or_default())
+    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    camel_case_links(&mut value);
+    Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
+}
+
+/// utoipa 5 writes a response link's fields in snake case (`operation_id`); OpenAPI names
+/// them `operationId`, `operationRef` and `requestBody`, and a client finds no link
+/// without them.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let links = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut())
+        .filter_map(|operation| operation.get_mut("responses")?.as_object_mut())
+        .flat_map(|responses| responses.values_mut())
+        .filter_map(|response| response.get_mut("links")?.as_object_mut())
+        .flat_map(|links| links.values_mut())
+        .filter_map(|link| link.as_object_mut());
+    for link in links {
+        for (snake, camel) in [
+            ("operation_id", "operationId"),
+            ("operation_ref", "operationRef"),
+            ("request_body", "requestBody"),
+        ] {
+            if let Some(value) = link.remove(snake) {
+                link.insert(camel.to_owned(), value);
+            }
+        }
+    }
 }
 
 async fn named_doc(state: &AppState) -> utoipa::openapi::OpenApi {

@@ -325,6 +325,97 @@ async fn discard_cancels_a_dead_letter_and_refuses_anything_else() {
     );
 }
 
+/// A sending campaign has Pause and Cancel buttons; they post with the page's CSRF token,
+/// and a cancelled one has none (a pause posted anyway says why it was refused).
+#[tokio::test]
+async fn campaign_buttons_pause_and_cancel_with_the_csrf_token() {
+    let db = TestDb::new().await;
+    let app = app(&db.pool);
+    let catalog = docket_mail::template::Catalog::built_in();
+    let from = "Docket <docket@example.com>".parse().unwrap();
+    let recipients = ["ann@example.com", "bob@example.com"]
+        .into_iter()
+        .map(|to| docket_mail::campaign::Recipient {
+            to: to.to_owned(),
+            name: None,
+            locale: None,
+            vars: serde_json::json!({"campaign": {}}),
+        })
+        .collect();
+    let new =
+        docket_mail::campaign::NewCampaign::new("launch", "docket/campaign_finished", recipients);
+    let id = docket_mail::campaign::create(&db.pool, &catalog, &from, &new)
+        .await
+        .unwrap();
+    let state = || async {
+        docket_mail::campaign::show(&db.pool, id)
+            .await
+            .unwrap()
+            .state
+    };
+    let cookie = sign_in(&app).await;
+    let html = send(&app, page("/ops", &cookie)).await.body;
+    assert!(
+        html.contains(&format!("action=\"/ops/campaigns/{id}/pause\""))
+            && html.contains(&format!("action=\"/ops/campaigns/{id}/cancel\"")),
+        "{html}"
+    );
+    let csrf = csrf_field(&html);
+
+    let forged = send(
+        &app,
+        form(&format!("/ops/campaigns/{id}/pause"), &cookie, ""),
+    )
+    .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert_eq!(state().await, "sending");
+    let paused = send(
+        &app,
+        form(
+            &format!("/ops/campaigns/{id}/pause"),
+            &cookie,
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(paused.status, StatusCode::SEE_OTHER, "{}", paused.body);
+    assert_eq!(state().await, "paused");
+    let html = send(&app, page("/ops?done=campaign-pause", &cookie))
+        .await
+        .body;
+    assert!(html.contains("Campaign paused"), "{html}");
+    assert!(html.contains(&format!("action=\"/ops/campaigns/{id}/resume\"")));
+
+    let cancelled = send(
+        &app,
+        form(
+            &format!("/ops/campaigns/{id}/cancel"),
+            &cookie,
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(cancelled.status, StatusCode::SEE_OTHER);
+    assert_eq!(state().await, "cancelled");
+    let html = send(&app, page("/ops", &cookie)).await.body;
+    assert!(
+        !html.contains(&format!("/ops/campaigns/{id}/")),
+        "no buttons: {html}"
+    );
+    assert!(html.contains("2 cancelled, 0 to go of 2"), "{html}");
+    let refused = send(
+        &app,
+        form(
+            &format!("/ops/campaigns/{id}/resume"),
+            &cookie,
+            &format!("csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::CONFLICT);
+    assert!(refused.body.contains("is cancelled"), "{}", refused.body);
+}
+
 #[tokio::test]
 async fn cron_schedules_are_listed_and_an_unknown_one_is_404() {
     let db = TestDb::new().await;

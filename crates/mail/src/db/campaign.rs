@@ -20,7 +20,7 @@ macro_rules! campaign_select {
            coalesce(n.sent, 0) as sent, coalesce(n.suppressed, 0) as suppressed,
            coalesce(n.failed, 0) as failed, coalesce(n.dead_letter, 0) as dead_letter,
            coalesce(n.expired, 0) as expired, coalesce(n.unknown, 0) as unknown,
-           coalesce(n.pending, 0) as pending
+           coalesce(n.cancelled, 0) as cancelled, coalesce(n.pending, 0) as pending
     from docket.mail_campaigns c
     left join lateral (
         select count(*) filter (where status = 'sent')::int as sent,
@@ -29,6 +29,7 @@ macro_rules! campaign_select {
                count(*) filter (where status = 'dead_letter')::int as dead_letter,
                count(*) filter (where status = 'expired')::int as expired,
                count(*) filter (where status = 'unknown')::int as unknown,
+               count(*) filter (where status = 'cancelled')::int as cancelled,
                count(*) filter (where status in ('queued', 'sending'))::int as pending
         from docket.mail_deliveries d where d.campaign_id = c.id
     ) n on true
@@ -55,6 +56,26 @@ pub(crate) async fn campaign_get_controls(
         .bind(id)
         .fetch_optional(exec)
         .await
+}
+
+/// Locks a campaign's row (until the transaction ends) and reads its controls and how many
+/// of its recipients are pending: (paused, cancelled, pending).
+pub(crate) async fn campaign_lock(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<Option<(bool, bool, i64)>> {
+    sqlx::query_as(
+        r#"
+        select c.paused, c.cancelled,
+               (select count(*) from docket.mail_deliveries d
+                where d.campaign_id = c.id and d.status in ('queued', 'sending'))
+        from docket.mail_campaigns c where c.id = $1
+        for update of c
+        "#,
+    )
+    .bind(id)
+    .fetch_optional(exec)
+    .await
 }
 
 pub(crate) struct CampaignParams<'a> {
@@ -108,8 +129,8 @@ pub(crate) async fn campaign_set_batch(
 
 /// Sets the operator's controls; `None` leaves one as it is. The campaign's waiting batch
 /// jobs follow (`docket.mail_campaign_set_controls`): parked while it is paused, due at once
-/// (and the workers woken) when it is resumed or cancelled. Returns whether the campaign
-/// exists.
+/// (and the workers woken) when it is resumed or cancelled; cancelling makes its queued
+/// recipients `cancelled`. Returns whether the campaign exists.
 pub(crate) async fn campaign_set_controls(
     exec: impl PgExecutor<'_>,
     id: Uuid,

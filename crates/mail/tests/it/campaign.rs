@@ -245,6 +245,87 @@ async fn a_paused_campaign_sends_nothing_until_resumed() {
     assert_eq!(status.sent, 3);
 }
 
+/// Cancelling makes the unsent recipients `cancelled` (final, not "to go", never sent);
+/// a control that means nothing in the campaign's state is refused with the reason.
+#[tokio::test]
+async fn a_cancel_cancels_the_unsent_and_wrong_state_controls_are_refused() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    let dir = newsletter();
+    let id = create(&db.pool, &dir, "cancelled", recipients(4, "example.com"), 2).await;
+    assert!(campaign::pause(&db.pool, id).await.unwrap());
+    assert!(
+        !campaign::pause(&db.pool, id).await.unwrap(),
+        "paused already"
+    );
+    assert!(campaign::cancel(&db.pool, id).await.unwrap());
+    let status = campaign::show(&db.pool, id).await.unwrap();
+    assert_eq!(
+        (status.state.as_str(), status.cancelled, status.pending),
+        ("cancelled", 4, 0)
+    );
+    let listed = delivery::list(
+        &db.pool,
+        &DeliveryFilter {
+            campaign_id: Some(id),
+            limit: 10,
+            ..DeliveryFilter::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        listed.iter().all(|d| d.status == Status::Cancelled),
+        "{listed:?}"
+    );
+    for refused in [
+        campaign::resume(&db.pool, id).await,
+        campaign::pause(&db.pool, id).await,
+    ] {
+        let err = refused.unwrap_err().to_string();
+        assert!(err.contains("is cancelled: it cannot be"), "{err}");
+    }
+    assert!(
+        !campaign::cancel(&db.pool, id).await.unwrap(),
+        "cancelled already"
+    );
+    // Its batch jobs end without sending anything.
+    let running = start(&db.pool, config_for(&sink, dir.clone()));
+    eventually(Duration::from_secs(30), "the batch jobs end", || async {
+        let open: i64 = sqlx::query_scalar(
+            "select count(*) from docket.jobs where kind = 'mail.campaign_batch' \
+             and state not in ('completed', 'cancelled', 'dead_letter')",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        open == 0
+    })
+    .await;
+    assert_eq!(
+        sink.messages().len(),
+        0,
+        "nothing of a cancelled campaign leaves"
+    );
+
+    // A finished campaign: nothing to pause, resume or cancel.
+    let done = create(&db.pool, &dir, "done", recipients(2, "example.com"), 2).await;
+    wait_finished(&db.pool, done, Duration::from_secs(30)).await;
+    running.shutdown().await;
+    for refused in [
+        campaign::pause(&db.pool, done).await,
+        campaign::resume(&db.pool, done).await,
+        campaign::cancel(&db.pool, done).await,
+    ] {
+        let err = refused.unwrap_err().to_string();
+        assert!(err.contains("is finished"), "{err}");
+    }
+    assert!(matches!(
+        campaign::pause(&db.pool, Uuid::now_v7()).await,
+        Err(docket_mail::MailError::CampaignNotFound(_))
+    ));
+}
+
 #[tokio::test]
 async fn the_relay_rate_holds_over_two_processes_together() {
     let db = TestDb::new().await;

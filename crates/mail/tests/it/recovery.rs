@@ -147,6 +147,12 @@ async fn a_missing_variable_dead_letters_the_delivery_with_reason_template_and_s
     let job = wait_state(&db.pool, id, JobState::DeadLetter).await;
     running.shutdown().await;
     assert_eq!(job.dead_letter_reason.as_deref(), Some("template"));
+    // The job's own error says what the delivery says: which variable, in which file.
+    let error = job.last_error.as_deref().unwrap();
+    assert!(
+        error.starts_with("template: ") && error.contains("missing variables: link"),
+        "{error}"
+    );
     assert_eq!(job.attempt, 1, "never retried");
     let recorded = deliveries(&db.pool, None).await;
     assert_eq!(recorded[0].status, Status::DeadLetter);

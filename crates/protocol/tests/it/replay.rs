@@ -459,7 +459,7 @@ impl Walk {
                 delay: LATER,
             },
             Out::DeadLetter => Outcome::DeadLetter {
-                reason: "discarded".into(),
+                reason: "permanent".into(),
                 error: "failed for good".into(),
             },
             Out::Snooze => Outcome::Snooze { delay: LATER },

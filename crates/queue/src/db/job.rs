@@ -896,7 +896,7 @@ pub(crate) async fn job_set_outcome_many(
             dead_letter_reason = case
                 when t.new_state <> 'dead_letter' then null
                 when t.outcome = 'retry' then 'attempts_exhausted'
-                else coalesce(t.reason, 'discarded') end,
+                else coalesce(t.reason, 'permanent') end,
             cancel_requested_at = null
         from target t
         where j.id = t.id

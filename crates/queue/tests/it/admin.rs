@@ -309,7 +309,7 @@ async fn listing_dead_letters_reads_only_dead_letters_however_many_completed_job
     let db = TestDb::with_pool_size(1).await;
     sqlx::raw_sql(
         "insert into docket.jobs (kind, state, dead_letter_reason, finished_at)
-         select 'k', 'dead_letter', 'discarded', now() from generate_series(1, 3);
+         select 'k', 'dead_letter', 'permanent', now() from generate_series(1, 3);
          insert into docket.jobs (kind, state, finished_at)
          select 'k', 'completed', now() from generate_series(1, 20000);",
     )
@@ -375,7 +375,7 @@ async fn listing_any_state_reads_only_what_it_returns_under_a_generic_plan() {
     let db = TestDb::with_pool_size(1).await;
     sqlx::raw_sql(
         "insert into docket.jobs (kind, state, dead_letter_reason, finished_at)
-         select 'k', 'dead_letter', 'discarded', now() from generate_series(1, 3);
+         select 'k', 'dead_letter', 'permanent', now() from generate_series(1, 3);
          insert into docket.jobs (kind, state, finished_at)
          select 'k', 'cancelled', now() from generate_series(1, 3);
          insert into docket.jobs (kind) select 'k' from generate_series(1, 3);

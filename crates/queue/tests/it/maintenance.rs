@@ -367,7 +367,7 @@ async fn the_rescuer_reads_only_running_jobs_however_many_others_the_table_holds
     let db = TestDb::new().await;
     sqlx::query(
         "insert into docket.jobs (kind, state, finished_at, dead_letter_reason)
-         select 'k', 'dead_letter', now(), 'discarded' from generate_series(1, 3000)",
+         select 'k', 'dead_letter', now(), 'permanent' from generate_series(1, 3000)",
     )
     .execute(&db.pool)
     .await

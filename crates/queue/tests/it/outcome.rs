@@ -626,7 +626,7 @@ async fn a_stale_outcome_of_an_earlier_claim_by_the_same_worker_is_fenced() {
         .unwrap();
     let second = claim_default(&db.pool, x, 1, Some(now)).await.remove(0);
     let dead = Outcome::DeadLetter {
-        reason: "discarded".into(),
+        reason: "permanent".into(),
         error: "no".into(),
     };
     apply_outcomes(&db.pool, x, &[AttemptOutcome::of(&second, dead)], Some(now))

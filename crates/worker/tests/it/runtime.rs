@@ -388,7 +388,7 @@ async fn permanent_fail_builtin_dead_letters_at_once() {
     let job = admin::show(&db.pool, id).await.unwrap();
     assert_eq!(
         (job.attempt, job.dead_letter_reason.as_deref()),
-        (1, Some("discarded"))
+        (1, Some("permanent"))
     );
     worker.shutdown().await;
 }
