@@ -499,8 +499,18 @@ impl Story<'_> {
                 "demo.heartbeat (every 2 s): {ticks} ticks enqueued"
             ));
             cron_bar.tick();
-            // The campaign's end is told to the admin address once its batch is done.
-            let told = self.sink.count_for("ops@docket.test") > 0;
+            // The campaign's end is told to the admin address once its batch is done; told
+            // when the relay has it and its delivery is recorded sent (the relay's copy
+            // arrives a moment before the record, and the summary reads the record).
+            let told = self.sink.count_for("ops@docket.test") > 0
+                && docket_mail::delivery::tally(self.pool)
+                    .await?
+                    .iter()
+                    .any(|t| {
+                        t.source == "admin"
+                            && t.status == docket_mail::delivery::Status::Sent
+                            && t.count > 0
+                    });
             if status.pending == 0
                 && told
                 && recovery_received == scale.recovery_emails
