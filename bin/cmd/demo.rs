@@ -503,8 +503,18 @@ impl Story<'_> {
                 docket_queue::counted(ticks, "tick", "ticks")
             ));
             cron_bar.tick();
-            // The campaign's end is told to the admin address once its batch is done.
-            let told = self.sink.count_for("ops@docket.test") > 0;
+            // The campaign's end is told to the admin address once its batch is done; told
+            // when the relay has it and its delivery is recorded sent (the relay's copy
+            // arrives a moment before the record, and the summary reads the record).
+            let told = self.sink.count_for("ops@docket.test") > 0
+                && docket_mail::delivery::tally(self.pool)
+                    .await?
+                    .iter()
+                    .any(|t| {
+                        t.source == "admin"
+                            && t.status == docket_mail::delivery::Status::Sent
+                            && t.count > 0
+                    });
             if status.pending == 0
                 && told
                 && recovery_received == scale.recovery_emails
