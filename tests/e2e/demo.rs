@@ -87,7 +87,12 @@ async fn a_failed_demo_keeps_its_log_private_and_says_where() {
     let tmp = temp_dir(&db);
     let output = Command::new(env!("CARGO_BIN_EXE_docket"))
         .args(["demo", "--quick"])
-        .env("DATABASE_URL", format!("{}_no_such_database", db.url))
+        // The database's name, not the URL's end: a URL may carry `?host=…&port=…`.
+        .env(
+            "DATABASE_URL",
+            db.url
+                .replacen(&db.name, &format!("{}_no_such_database", db.name), 1),
+        )
         .env("TMPDIR", &tmp)
         .output()
         .unwrap();
