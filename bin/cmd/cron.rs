@@ -91,17 +91,24 @@ fn state(row: &ScheduleRow) -> &'static str {
     }
 }
 
+/// A schedule's definition as the tables' first columns show it (NAME to CATCH_UP).
+fn definition(def: &Schedule) -> Vec<String> {
+    vec![
+        def.name.clone(),
+        def.cron.clone(),
+        def.kind.clone(),
+        def.queue.clone(),
+        def.timezone.clone(),
+        def.catch_up.as_str().to_owned(),
+    ]
+}
+
 fn list(rows: &[ScheduleRow]) {
     let table_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            vec![
-                row.def.name.clone(),
-                row.def.cron.clone(),
-                row.def.kind.clone(),
-                row.def.queue.clone(),
-                row.def.timezone.clone(),
-                row.def.catch_up.as_str().to_owned(),
+            let mut cells = definition(&row.def);
+            cells.extend([
                 state(row).to_owned(),
                 at(row.last_tick_at),
                 if row.retired {
@@ -116,7 +123,8 @@ fn list(rows: &[ScheduleRow]) {
                     }
                     _ => "-".to_owned(),
                 },
-            ]
+            ]);
+            cells
         })
         .collect();
     table::print(
@@ -202,16 +210,9 @@ async fn declared(config: &Config, json: bool) -> anyhow::Result<()> {
     let table_rows: Vec<Vec<String>> = rows
         .iter()
         .map(|row| {
-            vec![
-                row.def.name.clone(),
-                row.def.cron.clone(),
-                row.def.kind.clone(),
-                row.def.queue.clone(),
-                row.def.timezone.clone(),
-                row.def.catch_up.as_str().to_owned(),
-                at(row.next_tick_at),
-                row.registered.to_owned(),
-            ]
+            let mut cells = definition(&row.def);
+            cells.extend([at(row.next_tick_at), row.registered.to_owned()]);
+            cells
         })
         .collect();
     table::print(
