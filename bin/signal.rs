@@ -4,12 +4,26 @@
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::warn;
 
-/// Completes on the first SIGTERM or SIGINT, and arms the second-signal fast exit.
-pub(crate) async fn shutdown_signal() {
-    let (Ok(mut term), Ok(mut int)) = (
+/// Completes on the first SIGTERM or SIGINT, and arms the second-signal fast exit. The
+/// handlers are installed when this is called, not when the future is first polled: a
+/// signal that comes while the worker is still starting (registered, not yet waiting) is
+/// then a graceful shutdown, not the default action that kills the process before it
+/// deregisters.
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    let handlers = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
+    );
+    async move { wait_for_signals(handlers).await }
+}
+
+type Handlers = (
+    std::io::Result<tokio::signal::unix::Signal>,
+    std::io::Result<tokio::signal::unix::Signal>,
+);
+
+async fn wait_for_signals(handlers: Handlers) {
+    let (Ok(mut term), Ok(mut int)) = handlers else {
         warn!(
             event = docket_queue::telemetry::event::WORKER_ERROR,
             "cannot install signal handlers; stop with SIGKILL"

@@ -24,6 +24,8 @@ pub(crate) async fn run(
     concurrency: Option<usize>,
 ) -> anyhow::Result<()> {
     config.check_secrets()?;
+    // Installed before anything registers: a signal during start-up shuts down gracefully.
+    let shutdown = crate::signal::shutdown_signal();
     let runtime_config = config.runtime_with(queues, concurrency)?;
     let url = config.require_database()?;
     docket_queue::migrate(&connect(url).await?)
@@ -63,7 +65,7 @@ pub(crate) async fn run(
     ));
     let workers = tokio::spawn(runtime.run(stop_workers.clone().cancelled_owned()));
 
-    crate::signal::shutdown_signal().await;
+    shutdown.await;
     stop_http.cancel();
     match tokio::time::timeout(HTTP_DRAIN, http).await {
         Ok(result) => result?.context("HTTP server")?,

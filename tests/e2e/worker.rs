@@ -274,3 +274,35 @@ async fn a_second_signal_exits_at_once() {
         "{log}"
     );
 }
+
+/// A SIGTERM that comes while the worker is still starting (registered, not yet waiting
+/// for signals) is a graceful shutdown: it deregisters. Before, the handlers were installed
+/// only after start-up, so such a signal killed the process and its registration (and the
+/// schedules it declared) looked live until its lease lapsed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_start_up_is_a_graceful_shutdown() {
+    use std::os::unix::process::ExitStatusExt as _;
+    let db = TestDb::new().await;
+    let mut worker = spawn_worker(&db, &[]);
+    let started = Instant::now();
+    loop {
+        let registered: i64 = sqlx::query_scalar("select count(*) from docket.workers")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+        if registered > 0 {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "the worker never registered");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    signal(&worker, "TERM");
+    let status = worker.wait().unwrap();
+    assert_eq!(status.signal(), None, "killed by the signal: {status:?}");
+    assert!(status.success(), "{status:?}");
+    let registered: i64 = sqlx::query_scalar("select count(*) from docket.workers")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(registered, 0, "it deregistered");
+}
