@@ -10,8 +10,7 @@ use docket_http::{HealthConfig, Secret};
 use docket_mail::MailConfig;
 use docket_worker::{QueueConfig, RuntimeConfig};
 
-use crate::settings::{self, Setting};
-use crate::source::{QueueTable, Source};
+use docket_settings::{self as settings, QueueTable, Setting, Source};
 use sqlx::postgres::PgConnectOptions;
 
 /// How log lines are written.

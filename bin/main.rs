@@ -3,9 +3,7 @@
 mod cli;
 mod cmd;
 mod config;
-mod settings;
 mod signal;
-mod source;
 mod table;
 mod telemetry;
 

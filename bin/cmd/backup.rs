@@ -21,7 +21,7 @@ use sqlx::{ConnectOptions, Executor};
 
 use crate::cli::BackupArgs;
 use crate::config::Config;
-use crate::settings;
+use docket_settings as settings;
 
 /// A PostgreSQL client program (`pg_dump`, `pg_restore`): on `PATH`, else the newest
 /// `/usr/lib/postgresql/*/bin` (Debian's layout, where only some are linked onto `PATH`).

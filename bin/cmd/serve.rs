@@ -50,7 +50,7 @@ pub(crate) async fn run(
         format!(
             "cannot listen on {} ({})",
             config.http_addr,
-            crate::settings::HTTP_ADDR
+            docket_settings::HTTP_ADDR
         )
     })?;
     info!(event = docket_queue::telemetry::event::HTTP_LISTENING, addr = %listener.local_addr()?, "HTTP listening");

@@ -1,27 +1,27 @@
 //! Every setting Docket reads, once: the variable, its default, which commands read it and
-//! what it means. The file's keys and the did-you-mean list of [`source`](crate::source)
-//! are derived from this table, the loader in [`config`](crate::config) reads through its
-//! constants, and a test keeps `docs/configuration.md` showing the same rows.
+//! what it means. The file's keys and the did-you-mean list of [`Source`](crate::Source)
+//! are derived from this table, each crate reads its own settings through these constants,
+//! and a test keeps `docs/configuration.md` showing the same rows.
 
 use std::fmt;
 
 /// One setting: an environment variable, or its key in `docket.toml`.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Setting {
+pub struct Setting {
     /// The environment variable.
-    pub(crate) var: &'static str,
+    pub var: &'static str,
     /// The default, as the docs say it.
-    pub(crate) default: &'static str,
+    pub default: &'static str,
     /// The commands that read it.
-    pub(crate) applies: &'static str,
+    pub applies: &'static str,
     /// What it means, as the docs say it.
-    pub(crate) help: &'static str,
+    pub help: &'static str,
 }
 
 impl Setting {
     /// Its key in `docket.toml`: the variable in lower case without its `DOCKET_` prefix
     /// (`DOCKET_SHUTDOWN_TIMEOUT` is `shutdown_timeout`, `DATABASE_URL` is `database_url`).
-    pub(crate) fn file_key(&self) -> String {
+    pub fn file_key(&self) -> String {
         self.var
             .strip_prefix("DOCKET_")
             .unwrap_or(self.var)
@@ -41,7 +41,7 @@ macro_rules! settings {
     ($($name:ident: $var:literal, default $default:literal, applies $applies:literal, help $help:literal;)*) => {
         $(
             #[doc = $help]
-            pub(crate) const $name: Setting = Setting {
+            pub const $name: Setting = Setting {
                 var: $var,
                 default: $default,
                 applies: $applies,
@@ -49,7 +49,7 @@ macro_rules! settings {
             };
         )*
         /// Every setting, in the order the docs list them.
-        pub(crate) const ALL: &[Setting] = &[$($name),*];
+        pub const ALL: &[Setting] = &[$($name),*];
     };
 }
 
@@ -58,6 +58,10 @@ settings! {
         default "required by every command but `demo`, which starts a throwaway cluster without it",
         applies "every command",
         help "PostgreSQL URL, `postgres://user:password@host:port/database` (a Unix socket: `?host=/path/to/dir`). Shown in messages with its password redacted.";
+    CONFIG: "DOCKET_CONFIG",
+        default "`./docket.toml` when it exists",
+        applies "every command",
+        help "the configuration file to read (a file named here must exist); the environment wins over it";
     CRON_SECRET: "CRON_SECRET",
         default "unset: guarded routes answer 401",
         applies "`serve`",
@@ -248,10 +252,9 @@ settings! {
         help "what Docket tells `DOCKET_ADMIN_EMAIL` by itself, comma-separated: `campaign_finished` (a campaign's last recipient is final), `dead_letters` (jobs were dead-lettered in the past minute; one email a minute at most)";
 }
 
-/// `DOCKET_*` variables that are not settings of a process: the file to read, and the
-/// test suite's own switches (which its child processes inherit).
-const NOT_SETTINGS: &[&str] = &[
-    "DOCKET_CONFIG",
+/// `DOCKET_*` variables that are not settings of a process: the test suite's own switches
+/// (which its child processes inherit).
+pub const TEST_SWITCHES: &[&str] = &[
     "DOCKET_TEST_TOOLS",
     "DOCKET_SCREENSHOTS_DIR",
     "DOCKET_WRITE_SCHEMA",
@@ -261,12 +264,12 @@ const NOT_SETTINGS: &[&str] = &[
 
 /// The first `DOCKET_*` name among `names` that is no setting (a misspelling would
 /// otherwise be ignored, and its default used without a word), with the nearest setting.
-pub(crate) fn unknown_variable<'a>(
+pub fn unknown_variable<'a>(
     names: impl IntoIterator<Item = &'a str>,
 ) -> Option<(&'a str, Option<&'static str>)> {
     let name = names.into_iter().find(|name| {
         name.starts_with("DOCKET_")
-            && !NOT_SETTINGS.contains(name)
+            && !TEST_SWITCHES.contains(name)
             && !ALL.iter().any(|setting| setting.var == *name)
     })?;
     let nearest = ALL
@@ -285,7 +288,7 @@ mod tests {
     /// by |` with the table's words, and documents no variable the table lacks.
     #[test]
     fn docs_configuration_md_shows_the_settings_table() {
-        let doc = include_str!("../docs/configuration.md");
+        let doc = include_str!("../../../docs/configuration.md");
         for setting in ALL {
             let row = format!(
                 "| `{}` | {} | {} | {} |",

@@ -1,6 +1,6 @@
 //! Where configuration values come from: the environment first, then `docket.toml` (the
-//! file named by `DOCKET_CONFIG`, else `./docket.toml` when it exists). What each setting
-//! is, and its key in the file, is in [`settings`](crate::settings).
+//! file named by [`CONFIG`](crate::CONFIG), else `./docket.toml` when it exists). What each
+//! setting is, and its key in the file, is in the [table](crate::table).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -8,42 +8,43 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use anyhow::{bail, Context};
-use docket_worker::cron::Schedule;
+use docket_queue::cron::Schedule;
 
-use crate::settings::{self, Setting};
+use crate::table::{self as settings, Setting};
+use crate::{bail, Error, Result};
 
-/// The environment over the file.
-pub(crate) struct Source {
+/// The environment over the file; [`Source::default`] is the environment alone.
+#[derive(Clone, Debug, Default)]
+pub struct Source {
     /// The file's values by variable name, as text.
     file: BTreeMap<String, String>,
     /// The file, for messages.
     path: Option<PathBuf>,
     /// The file's `[[schedule]]` tables.
-    pub(crate) schedules: Vec<Schedule>,
+    pub schedules: Vec<Schedule>,
     /// The file's `[queues.NAME]` tables, in the file's order.
-    pub(crate) queues: Vec<QueueTable>,
+    pub queues: Vec<QueueTable>,
 }
 
 /// One `[queues.NAME]` table: a queue this worker serves, with its own settings.
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) struct QueueTable {
+pub struct QueueTable {
     /// The queue.
-    pub(crate) name: String,
+    pub name: String,
     /// `concurrency`: jobs at once in this process; `None`: `DOCKET_CONCURRENCY`.
-    pub(crate) concurrency: Option<usize>,
+    pub concurrency: Option<usize>,
     /// `rate`: jobs started per second, minute or hour over every process (`"50/s"`).
-    pub(crate) rate: Option<docket_queue::rate_limit::Rate>,
+    pub rate: Option<docket_queue::rate_limit::Rate>,
     /// `prefetch`: jobs claimed ahead of free slots; `None`: none.
-    pub(crate) prefetch: Option<usize>,
+    pub prefetch: Option<usize>,
 }
 
 /// `[queues.NAME]` tables: `queues` as a table (the list form, `queues = [...]`, is the
 /// plain variable).
-fn queue_tables(table: &toml::Table, path: &Path) -> anyhow::Result<Vec<QueueTable>> {
+fn queue_tables(table: &toml::Table, path: &Path) -> Result<Vec<QueueTable>> {
     let mut queues = Vec::new();
     for (name, value) in table {
-        let at = |what: String| anyhow::anyhow!("{}: [queues.{name}]: {what}", path.display());
+        let at = |what: String| Error::new(format!("{}: [queues.{name}]: {what}", path.display()));
         let toml::Value::Table(settings) = value else {
             return Err(at(
                 "must be a table (concurrency, rate, prefetch)".to_owned()
@@ -109,12 +110,12 @@ const SCHEDULE_KEYS: &[&str] = &[
 
 /// One `[[schedule]]` table; an unknown key or a value of the wrong type is an error that
 /// names the schedule (or its position, when it has no name yet).
-fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Result<Schedule> {
+fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> Result<Schedule> {
     let label = match table.get("name").and_then(toml::Value::as_str) {
         Some(name) => format!("schedule {name:?}"),
         None => format!("schedule #{}", index + 1),
     };
-    let at = |what: String| anyhow::anyhow!("{}: {label}: {what}", path.display());
+    let at = |what: String| Error::new(format!("{}: {label}: {what}", path.display()));
     for key in table.keys() {
         if !SCHEDULE_KEYS.contains(&key.as_str()) {
             let nearest = SCHEDULE_KEYS
@@ -127,7 +128,7 @@ fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Resu
             }));
         }
     }
-    let text = |key: &str| -> anyhow::Result<Option<String>> {
+    let text = |key: &str| -> Result<Option<String>> {
         match table.get(key) {
             None => Ok(None),
             Some(toml::Value::String(s)) => Ok(Some(s.clone())),
@@ -137,7 +138,7 @@ fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Resu
             ))),
         }
     };
-    let number = |key: &str| -> anyhow::Result<Option<i64>> {
+    let number = |key: &str| -> Result<Option<i64>> {
         match table.get(key) {
             None => Ok(None),
             Some(toml::Value::Integer(n)) => Ok(Some(*n)),
@@ -147,7 +148,7 @@ fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Resu
             ))),
         }
     };
-    let required = |key: &str| -> anyhow::Result<String> {
+    let required = |key: &str| -> Result<String> {
         text(key)?.ok_or_else(|| at(format!("`{key}` is required")))
     };
     let mut schedule = Schedule::new(required("name")?, required("cron")?, required("kind")?);
@@ -183,9 +184,9 @@ fn schedule_from(table: &toml::Table, index: usize, path: &Path) -> anyhow::Resu
 }
 
 impl Source {
-    /// Reads `DOCKET_CONFIG`'s file, or `./docket.toml` if it exists, or none; a `DOCKET_*`
-    /// variable that is no setting (a misspelling) is an error naming the nearest.
-    pub(crate) fn load() -> anyhow::Result<Source> {
+    /// Reads [`CONFIG`](crate::CONFIG)'s file, or `./docket.toml` if it exists, or none; a
+    /// `DOCKET_*` variable that is no setting (a misspelling) is an error naming the nearest.
+    pub fn load() -> Result<Source> {
         let names: Vec<String> = std::env::vars_os()
             .filter_map(|(name, _)| name.into_string().ok())
             .collect();
@@ -199,29 +200,26 @@ impl Source {
                 ),
             }
         }
-        let (path, required) = match std::env::var_os("DOCKET_CONFIG") {
+        let (path, required) = match std::env::var_os(settings::CONFIG.var) {
             Some(path) => (PathBuf::from(path), true),
             None => (PathBuf::from("docket.toml"), false),
         };
         match std::fs::read_to_string(&path) {
             Ok(text) => Source::from_toml(&text, &path),
-            Err(err) if !required && err.kind() == std::io::ErrorKind::NotFound => Ok(Source {
-                file: BTreeMap::new(),
-                path: None,
-                schedules: Vec::new(),
-                queues: Vec::new(),
-            }),
+            Err(err) if !required && err.kind() == std::io::ErrorKind::NotFound => {
+                Ok(Source::default())
+            }
             Err(err) => {
-                Err(err).with_context(|| format!("cannot read {} (DOCKET_CONFIG)", path.display()))
+                bail!("cannot read {} ({}): {err}", path.display(), settings::CONFIG)
             }
         }
     }
 
     /// Parses a file's text; an unknown key is an error that suggests the nearest known one.
-    pub(crate) fn from_toml(text: &str, path: &Path) -> anyhow::Result<Source> {
+    pub fn from_toml(text: &str, path: &Path) -> Result<Source> {
         let table: toml::Table = text
             .parse()
-            .with_context(|| format!("{} is not valid TOML", path.display()))?;
+            .map_err(|err| Error::new(format!("{} is not valid TOML: {err}", path.display())))?;
         let mut file = BTreeMap::new();
         let mut schedules = Vec::new();
         let mut queues = Vec::new();
@@ -241,6 +239,13 @@ impl Source {
                     schedules.push(schedule_from(table, index, path)?);
                 }
                 continue;
+            }
+            if key == settings::CONFIG.file_key() {
+                bail!(
+                    "{}: `{key}` cannot be set in the file it names (set {} instead)",
+                    path.display(),
+                    settings::CONFIG
+                );
             }
             let Some(setting) = settings::ALL.iter().find(|s| s.file_key() == key) else {
                 let nearest = settings::ALL
@@ -268,7 +273,7 @@ impl Source {
                         toml::Value::Integer(n) => Ok(n.to_string()),
                         other => bail!("{}: `{key}` lists a {}", path.display(), other.type_str()),
                     })
-                    .collect::<anyhow::Result<Vec<_>>>()?
+                    .collect::<Result<Vec<_>>>()?
                     .join(","),
                 other => bail!(
                     "{}: `{key}` must be a string, number or boolean, not {}",
@@ -302,12 +307,12 @@ impl Source {
     }
 
     /// A setting's text.
-    pub(crate) fn text(&self, setting: &Setting) -> Option<String> {
+    pub fn text(&self, setting: &Setting) -> Option<String> {
         self.lookup(setting).map(|(value, _)| value)
     }
 
     /// A setting parsed; unparsable is an error naming the variable (or the file's key).
-    pub(crate) fn parse<T: FromStr>(&self, setting: &Setting) -> anyhow::Result<Option<T>>
+    pub fn parse<T: FromStr>(&self, setting: &Setting) -> Result<Option<T>>
     where
         T::Err: fmt::Display,
     {
@@ -318,15 +323,15 @@ impl Source {
             .trim()
             .parse()
             .map(Some)
-            .map_err(|err| anyhow::anyhow!("{origin}={value:?} is not valid: {err}"))
+            .map_err(|err| Error::new(format!("{origin}={value:?} is not valid: {err}")))
     }
 
     /// A setting holding a number of seconds.
-    pub(crate) fn seconds(&self, setting: &Setting) -> anyhow::Result<Option<Duration>> {
+    pub fn seconds(&self, setting: &Setting) -> Result<Option<Duration>> {
         self.parse::<f64>(setting)?
             .map(|value| {
                 Duration::try_from_secs_f64(value).map_err(|_| {
-                    anyhow::anyhow!("{setting} must be a number of seconds, not {value}")
+                    Error::new(format!("{setting} must be a number of seconds, not {value}"))
                 })
             })
             .transpose()
