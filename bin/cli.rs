@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use clap::{Args, Parser, Subcommand};
 use docket_queue::{JobId, JobState};
+use docket_settings as settings;
 
 /// Docket: a background job queue engine on PostgreSQL.
 #[derive(Debug, Parser)]
@@ -30,8 +31,12 @@ pub(crate) enum Command {
     Serve(WorkerArgs),
     /// The operator's health report: exit 0 ok, 1 warn, 2 fail.
     Check(OutputArgs),
-    /// Dump Docket's schema and migrations table (or the whole database) into
-    /// DOCKET_BACKUP_DIR with a manifest, and keep the newest DOCKET_BACKUP_KEEP.
+    #[command(about = format!(
+        "Dump Docket's schema and migrations table (or the whole database) into {} with a \
+         manifest, and keep the newest {}",
+        settings::BACKUP_DIR,
+        settings::BACKUP_KEEP
+    ))]
     Backup(BackupArgs),
     /// Restore a backup (the newest by default) into a scratch database, run the checks
     /// and compare its rows with the manifest; record the verdict; drop the scratch
@@ -95,7 +100,10 @@ pub(crate) enum QueuesCommand {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum MailCommand {
-    /// The template catalog (DOCKET_TEMPLATE_DIR), parsed as `serve` parses it.
+    #[command(about = format!(
+        "The template catalog ({}), parsed as `serve` parses it",
+        settings::TEMPLATE_DIR
+    ))]
     Templates(OutputArgs),
     /// Render a template without sending it.
     Render {
@@ -275,11 +283,12 @@ pub(crate) struct DemoArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct WorkerArgs {
-    /// Queues to serve, `name[:concurrency]` comma-separated (overrides DOCKET_QUEUES).
-    #[arg(long)]
+    #[arg(long, help = format!(
+        "Queues to serve, `name[:concurrency]` comma-separated (overrides {})",
+        settings::QUEUES
+    ))]
     pub(crate) queues: Option<String>,
-    /// Jobs at once per queue (overrides DOCKET_CONCURRENCY).
-    #[arg(long)]
+    #[arg(long, help = format!("Jobs at once per queue (overrides {})", settings::CONCURRENCY))]
     pub(crate) concurrency: Option<usize>,
 }
 
@@ -294,7 +303,10 @@ pub(crate) struct BackupArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct RestoreCheckArgs {
-    /// The backup to check (default: the newest in DOCKET_BACKUP_DIR).
+    #[arg(help = format!(
+        "The backup to check (default: the newest in {})",
+        settings::BACKUP_DIR
+    ))]
     pub(crate) file: Option<std::path::PathBuf>,
     /// Leave the scratch database for inspection (its name is printed).
     #[arg(long)]

@@ -2,15 +2,14 @@
 //! into each crate's typed config. The only place that reads either.
 
 use std::fmt;
-use std::time::Duration;
 
 use anyhow::{bail, Context};
 use docket_http::host::HostConfig;
 use docket_http::{HealthConfig, Secret};
 use docket_mail::MailConfig;
-use docket_worker::{QueueConfig, RuntimeConfig};
+use docket_worker::RuntimeConfig;
 
-use docket_settings::{self as settings, QueueTable, Setting, Source};
+use docket_settings::{self as settings, QueueTable, Source};
 use sqlx::postgres::PgConnectOptions;
 
 /// How log lines are written.
@@ -148,14 +147,14 @@ impl Config {
             None if std::io::IsTerminal::is_terminal(&std::io::stderr()) => LogFormat::Pretty,
             None => LogFormat::Json,
         };
-        let mail = mail_config(&source)?;
-        let mut runtime = runtime_config(&source)?;
+        let mail = MailConfig::from_source(&source)?;
+        let mut runtime = RuntimeConfig::from_source(&source)?;
         if mail.notify.dead_letters {
             // Docket's own schedule: one digest a minute, when there is something to say.
             runtime
                 .schedules
                 .push(docket_mail::jobs::dead_letter_schedule());
-            validate_runtime(&runtime)?;
+            runtime.check_settings()?;
         }
         Ok(Config {
             database_url,
@@ -192,14 +191,15 @@ impl Config {
         }
         if let Some(queues) = queues {
             let default = concurrency.unwrap_or(runtime.queues[0].concurrency);
-            runtime.queues = parse_queues(queues, default).context("--queues")?;
-            apply_queue_tables(&mut runtime.queues, &self.queue_tables);
+            runtime = runtime
+                .serving(queues, default, &self.queue_tables)
+                .context("--queues")?;
         }
-        validate_runtime(&runtime)?;
+        runtime.check_settings()?;
         Ok(runtime)
     }
 
-    /// `serve`'s secrets are long enough: a `CRON_SECRET` or `DOCKET_OPS_SECRET` shorter
+    /// `serve`'s secrets are long enough: a [`settings::CRON_SECRET`] or [`settings::OPS_SECRET`] shorter
     /// than [`docket_http::auth::MIN_SECRET_LEN`] characters is refused, with the reason.
     pub(crate) fn check_secrets(&self) -> anyhow::Result<()> {
         let min = docket_http::auth::MIN_SECRET_LEN;
@@ -227,143 +227,6 @@ impl Config {
                 settings::DATABASE_URL
             )
         })
-    }
-}
-
-/// The runtime's settings; unset ones keep their defaults.
-fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
-    let mut config = RuntimeConfig::default();
-    let concurrency = source
-        .parse(&settings::CONCURRENCY)?
-        .unwrap_or(docket_worker::config::CONCURRENCY_DEFAULT);
-    config.queues = match source.text(&settings::QUEUES) {
-        Some(queues) => parse_queues(&queues, concurrency).context(&settings::QUEUES)?,
-        // The built-in list, then each `[queues.NAME]` table's queue not in it: a table
-        // adds a queue's settings to the served list, it never replaces the list (a
-        // `[queues.mail]` alone must not leave `default` and `recovery` unserved).
-        None => served_queues(&source.queues, concurrency),
-    };
-    apply_queue_tables(&mut config.queues, &source.queues);
-    config.global_concurrency = source.parse(&settings::GLOBAL_CONCURRENCY)?;
-    if let Some(batch) = source.parse(&settings::CLAIM_BATCH)? {
-        config.claim_batch = batch;
-    }
-    if let Some(cron) = source.parse::<bool>(&settings::CRON)? {
-        config.cron = cron;
-    }
-    config.schedules = source.schedules.clone();
-    if let Some(listen) = source.parse::<bool>(&settings::LISTEN)? {
-        config.listen = listen;
-    }
-    let seconds = |setting: &Setting, field: &mut Duration| -> anyhow::Result<()> {
-        if let Some(value) = source.seconds(setting)? {
-            *field = value;
-        }
-        Ok(())
-    };
-    seconds(&settings::POLL_INTERVAL, &mut config.poll_interval)?;
-    seconds(
-        &settings::HEARTBEAT_INTERVAL,
-        &mut config.heartbeat_interval,
-    )?;
-    seconds(&settings::LEASE_TIMEOUT, &mut config.lease_timeout)?;
-    seconds(&settings::SHUTDOWN_TIMEOUT, &mut config.shutdown_timeout)?;
-    seconds(&settings::RESCUER_INTERVAL, &mut config.rescuer_interval)?;
-    seconds(&settings::PRUNER_INTERVAL, &mut config.pruner_interval)?;
-    seconds(&settings::PARK_AFTER, &mut config.park_after)?;
-    seconds(
-        &settings::COMPLETED_RETENTION,
-        &mut config.completed_retention,
-    )?;
-    seconds(
-        &settings::CANCELLED_RETENTION,
-        &mut config.cancelled_retention,
-    )?;
-    seconds(
-        &settings::DEAD_LETTER_RETENTION,
-        &mut config.dead_letter_retention,
-    )?;
-    validate_runtime(&config)?;
-    Ok(config)
-}
-
-/// The queues a worker serves when [`settings::QUEUES`] is unset: `default`, and the mail
-/// kinds' queues (recovery emails on their own, so a campaign on `mail` never holds one
-/// back), then every `[queues.NAME]` table's queue not among them, in the file's order.
-/// A table's concurrency is its queue's; unset, [`settings::CONCURRENCY`].
-fn served_queues(tables: &[QueueTable], concurrency: usize) -> Vec<QueueConfig> {
-    let mut queues: Vec<QueueConfig> = [
-        docket_queue::enqueue::DEFAULT_QUEUE,
-        docket_mail::jobs::MAIL_QUEUE,
-        docket_mail::jobs::RECOVERY_QUEUE,
-    ]
-    .into_iter()
-    .map(|name| QueueConfig::new(name).concurrency(concurrency))
-    .collect();
-    for table in tables {
-        let queue =
-            QueueConfig::new(&table.name).concurrency(table.concurrency.unwrap_or(concurrency));
-        match queues.iter_mut().find(|q| q.name == table.name) {
-            Some(served) => *served = queue,
-            None => queues.push(queue),
-        }
-    }
-    queues
-}
-
-/// The mail settings; unset ones keep their defaults. The mode is `smtp` when a URL is
-/// set, else `stub`.
-fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
-    use docket_mail::config::{parse_ladder, Mode, Notifications, SmtpUrl};
-    let mut config = MailConfig::default();
-    let url = source
-        .text(&settings::SMTP_URL)
-        .map(|url| SmtpUrl::parse(&url))
-        .transpose()?;
-    config.mode = match (source.text(&settings::SMTP_MODE).as_deref(), url) {
-        (Some("stub"), _) => Mode::Stub,
-        (Some("smtp") | None, Some(url)) => Mode::Smtp(url),
-        (Some("smtp"), None) => bail!("{}=smtp needs {}", settings::SMTP_MODE, settings::SMTP_URL),
-        (None, None) => Mode::Stub,
-        (Some(other), _) => bail!(
-            "{} must be `smtp` or `stub`, not {other:?}",
-            settings::SMTP_MODE
-        ),
-    };
-    config.from = source.text(&settings::MAIL_FROM);
-    if let Some(dir) = source.text(&settings::TEMPLATE_DIR) {
-        config.template_dir = dir.into();
-    }
-    if let Some(timeout) = source.seconds(&settings::SMTP_TIMEOUT)? {
-        config.timeout = timeout;
-    }
-    if let Some(size) = source.parse(&settings::SMTP_POOL_SIZE)? {
-        config.pool_size = size;
-    }
-    config.ca_file = source.text(&settings::SMTP_CA_FILE).map(Into::into);
-    config.rate = source
-        .text(&settings::MAIL_RATE)
-        .map(|rate| rate.parse())
-        .transpose()
-        .context(&settings::MAIL_RATE)?;
-    if let Some(ladder) = source.text(&settings::MAIL_RETRY_LADDER) {
-        config.retry_ladder = parse_ladder(&ladder)?;
-    }
-    config.admin_email = source.text(&settings::ADMIN_EMAIL);
-    if let Some(notify) = source.text(&settings::MAIL_NOTIFY) {
-        config.notify = Notifications::parse(&notify)?;
-    }
-    config.validate()?;
-    Ok(config)
-}
-
-/// A queue's rate and prefetch hold whichever list names the queue (the file's tables,
-/// [`settings::QUEUES`] or `--queues`).
-fn apply_queue_tables(queues: &mut [QueueConfig], tables: &[QueueTable]) {
-    for queue in queues {
-        let table = tables.iter().find(|table| table.name == queue.name);
-        queue.rate = table.and_then(|table| table.rate);
-        queue.prefetch = table.and_then(|table| table.prefetch).unwrap_or(0);
     }
 }
 
@@ -410,29 +273,6 @@ fn health_config(source: &Source) -> anyhow::Result<HealthConfig> {
         config.dead_letter_degrades = value;
     }
     Ok(config)
-}
-
-/// `name[:concurrency],...`, e.g. `default,mail:4`.
-fn parse_queues(list: &str, concurrency: usize) -> anyhow::Result<Vec<QueueConfig>> {
-    list.split(',')
-        .map(str::trim)
-        .filter(|item| !item.is_empty())
-        .map(|item| match item.split_once(':') {
-            Some((name, n)) => {
-                let n = n
-                    .parse()
-                    .with_context(|| format!("{item:?}: concurrency must be a whole number"))?;
-                Ok(QueueConfig::new(name.trim()).concurrency(n))
-            }
-            None => Ok(QueueConfig::new(item).concurrency(concurrency)),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()
-        .and_then(|queues| {
-            if queues.is_empty() {
-                bail!("names no queue");
-            }
-            Ok(queues)
-        })
 }
 
 /// A validated database URL. Displays with its password redacted, so it can be logged.
@@ -602,43 +442,6 @@ fn listen_address(text: &str) -> anyhow::Result<std::net::SocketAddr> {
         })
 }
 
-/// [`RuntimeConfig::validate`], its message in the user's terms: each field it names
-/// (`lease_timeout`) becomes the variable that sets it (`DOCKET_LEASE_TIMEOUT`; its key in
-/// `docket.toml` is the same name in lower case without the prefix).
-fn validate_runtime(runtime: &RuntimeConfig) -> anyhow::Result<()> {
-    runtime
-        .validate()
-        .map_err(|err| anyhow::anyhow!(name_variables(&err.to_string())))
-}
-
-/// `message` with each settings key it names as a whole word replaced by its variable.
-fn name_variables(message: &str) -> String {
-    let mut out = message.to_owned();
-    for setting in settings::ALL {
-        let key = setting.file_key();
-        if key == setting.var.to_ascii_lowercase() {
-            continue; // DATABASE_URL and the like: the key is the variable
-        }
-        let mut replaced = String::with_capacity(out.len());
-        let mut rest = out.as_str();
-        while let Some(at) = rest.find(&key) {
-            let before = rest[..at].chars().next_back();
-            let after = rest[at + key.len()..].chars().next();
-            let word = |c: Option<char>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == '_');
-            replaced.push_str(&rest[..at]);
-            if word(before) || word(after) {
-                replaced.push_str(&key);
-            } else {
-                replaced.push_str(setting.var);
-            }
-            rest = &rest[at + key.len()..];
-        }
-        replaced.push_str(rest);
-        out = replaced;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,41 +466,6 @@ mod tests {
     fn the_secret_never_prints() {
         let secret = Secret::new("hunter2").unwrap();
         assert_eq!(format!("{secret:?}"), "***");
-    }
-
-    #[test]
-    fn queue_list_takes_per_queue_concurrency() {
-        let queues = parse_queues("default, mail:4", 10).unwrap();
-        assert_eq!(
-            queues,
-            [
-                QueueConfig::new("default").concurrency(10),
-                QueueConfig::new("mail").concurrency(4)
-            ]
-        );
-        assert!(parse_queues("mail:four", 10).is_err());
-        assert!(parse_queues(" , ", 10).is_err());
-    }
-
-    #[test]
-    fn a_queue_table_adds_its_settings_and_never_drops_the_built_in_queues() {
-        let source = Source::from_toml(
-            "[queues.mail]\nconcurrency = 2\n[queues.reports]\nrate = \"5/s\"\n",
-            std::path::Path::new("docket.toml"),
-        )
-        .unwrap();
-        // The test's own environment sets neither DOCKET_QUEUES nor DOCKET_CONCURRENCY.
-        let queues = runtime_config(&source).unwrap().queues;
-        let n = docket_worker::config::CONCURRENCY_DEFAULT;
-        let served: Vec<(&str, usize)> = queues
-            .iter()
-            .map(|q| (q.name.as_str(), q.concurrency))
-            .collect();
-        assert_eq!(
-            served,
-            [("default", n), ("mail", 2), ("recovery", n), ("reports", n)]
-        );
-        assert_eq!(queues[3].rate.unwrap().per_second, 5.0);
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! `docket backup [--all]`: dumps what Docket owns (the `docket` schema and sqlx's
 //! migrations table), or the whole database, with `pg_dump` in custom format into
-//! `DOCKET_BACKUP_DIR`, writes its manifest (size, rows per table, jobs per state, read in
-//! the dump's own snapshot) beside it, and keeps the newest `DOCKET_BACKUP_KEEP`.
+//! [`BACKUP_DIR`](docket_settings::BACKUP_DIR), writes its manifest (size, rows per table, jobs per state, read in
+//! the dump's own snapshot) beside it, and keeps the newest [`BACKUP_KEEP`](docket_settings::BACKUP_KEEP).
 //!
 //! The dump is written under a hidden name and renamed only once it and its manifest are
 //! complete: a dump cut off (a crash, a full disk, Ctrl-C) is never the newest backup.

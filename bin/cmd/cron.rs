@@ -229,7 +229,10 @@ async fn declared(config: &Config, json: bool) -> anyhow::Result<()> {
         &table_rows,
     );
     if !config.runtime.cron {
-        println!("\nDOCKET_CRON=false: a process with this configuration runs no scheduler and declares none of these");
+        println!(
+            "\n{}=false: a process with this configuration runs no scheduler and declares none of these",
+            docket_settings::CRON
+        );
     }
     Ok(())
 }

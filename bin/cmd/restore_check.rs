@@ -1,6 +1,6 @@
 //! `docket restore-check [FILE] [--keep]`: proves a backup restores. It creates a scratch
 //! database (`docket_restore_check_<uuid>`, on the live database's server), restores the
-//! backup (the newest in `DOCKET_BACKUP_DIR` by default) with `pg_restore`, runs the
+//! backup (the newest in [`BACKUP_DIR`](docket_settings::BACKUP_DIR) by default) with `pg_restore`, runs the
 //! checks `docket check` runs on the copy, compares its rows with the manifest's, and
 //! records the verdict (when, which file, ok or why not, the counts, how long, who) in
 //! the live database and beside the backup. The scratch database is dropped whatever

@@ -36,7 +36,8 @@ pub(crate) fn mailer(pool: &PgPool, mail: &MailConfig) -> anyhow::Result<Arc<Mai
     if mail.mode == docket_mail::config::Mode::Stub {
         tracing::warn!(
             event = docket_queue::telemetry::event::MAIL_STUB,
-            "stub mode: no email is sent (set DOCKET_SMTP_URL to send through a relay)"
+            "stub mode: no email is sent (set {} to send through a relay)",
+            docket_settings::SMTP_URL
         );
     }
     Ok(Arc::new(

@@ -16,8 +16,9 @@ use axum::extract::FromRef;
 
 use crate::error::ApiError;
 
-/// The fewest characters a secret may have: `serve` refuses a shorter `CRON_SECRET` or
-/// `DOCKET_OPS_SECRET` at start-up. At one guess a second (the slow lane), 16 random
+/// The fewest characters a secret may have: `serve` refuses a shorter
+/// [`CRON_SECRET`](docket_settings::CRON_SECRET) or
+/// [`OPS_SECRET`](docket_settings::OPS_SECRET) at start-up. At one guess a second (the slow lane), 16 random
 /// characters are out of reach.
 pub const MIN_SECRET_LEN: usize = 16;
 

@@ -1,7 +1,7 @@
 //! Backups as the health checks see them, and the backup directory's layout that
 //! `docket backup` and `docket restore-check` write and read.
 //!
-//! In `DOCKET_BACKUP_DIR`, a backup is `docket-<UTC time>.dump` (pg_dump's custom format)
+//! In [`BACKUP_DIR`](docket_settings::BACKUP_DIR), a backup is `docket-<UTC time>.dump` (pg_dump's custom format)
 //! with its manifest `docket-<UTC time>.json` (size, rows per table, jobs per state) and,
 //! once checked, `docket-<UTC time>.restore-check.json`. A dump is written under a hidden
 //! name (`.docket-<UTC time>.dump.partial`) and renamed only when complete, so a

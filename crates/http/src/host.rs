@@ -77,8 +77,17 @@ impl Probe for DiskProbe {
     }
 }
 
-const DISK_ADVICE: &str =
-    "free space is low: prune old jobs sooner (DOCKET_RETENTION_*), or grow the disk.";
+/// What to do when free space is low (made once: a finding's advice lives as long as the
+/// process).
+static DISK_ADVICE: std::sync::LazyLock<&'static str> = std::sync::LazyLock::new(|| {
+    format!(
+        "free space is low: prune old jobs sooner ({}, {}, {}), or grow the disk.",
+        docket_settings::COMPLETED_RETENTION,
+        docket_settings::CANCELLED_RETENTION,
+        docket_settings::DEAD_LETTER_RETENTION
+    )
+    .leak()
+});
 
 /// Total and free bytes of the filesystem holding `path`, from `df -Pk`.
 pub fn free_space(path: &std::path::Path) -> Option<(u64, u64)> {
@@ -107,7 +116,7 @@ pub fn disk(config: &HostConfig) -> Finding {
             "disk",
             Verdict::Warn,
             format!("cannot read free space of {}", config.disk_path.display()),
-            DISK_ADVICE,
+            *DISK_ADVICE,
         );
     };
     let percent = free_kib as f64 * 100.0 / total_kib as f64;
@@ -124,7 +133,7 @@ pub fn disk(config: &HostConfig) -> Finding {
             config.disk_path.display(),
             config.disk_min_free_percent
         ),
-        DISK_ADVICE,
+        *DISK_ADVICE,
     )
 }
 

@@ -1,11 +1,13 @@
 //! The mail settings, with named defaults and a `validate` whose messages say what would go
-//! wrong. The binary fills them from `DOCKET_SMTP_*` / `DOCKET_MAIL_*`.
+//! wrong; [`MailConfig::from_env`] reads them from the `SMTP_*` and `MAIL_*` rows of the
+//! settings table, as the binary does.
 
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use docket_queue::rate_limit::Rate;
+use docket_settings::{self as settings, Source};
 
 /// Seconds an SMTP exchange (connect, each command) may take by default.
 pub const SMTP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
@@ -16,7 +18,7 @@ pub const SMTP_POOL_SIZE_DEFAULT: u32 = 4;
 /// The template catalog's default place.
 pub const TEMPLATE_DIR_DEFAULT: &str = "./templates";
 
-/// The sender when `DOCKET_MAIL_FROM` is unset (stub mode only: SMTP mode requires one).
+/// The sender when [`settings::MAIL_FROM`] is unset (stub mode only: SMTP mode requires one).
 pub const FROM_DEFAULT: &str = "Docket <docket@localhost>";
 
 /// Recipients per `mail.campaign_batch` job by default.
@@ -31,9 +33,13 @@ pub fn retry_ladder_default() -> Vec<Duration> {
 }
 
 /// The refusal of a URL whose user or password holds a character URLs reserve.
-const ENCODE_PASSWORD: &str =
-    "DOCKET_SMTP_URL: the user or password holds a `/`, `?`, `#` or `@`; \
-     percent-encode them (`%2F`, `%3F`, `%23`, `%40`)";
+fn encode_password() -> MailConfigError {
+    MailConfigError::new(format!(
+        "{}: the user or password holds a `/`, `?`, `#` or `@`; \
+         percent-encode them (`%2F`, `%3F`, `%23`, `%40`)",
+        settings::SMTP_URL
+    ))
+}
 
 /// How messages leave.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,7 +50,7 @@ pub enum Mode {
     Stub,
 }
 
-/// `DOCKET_SMTP_URL`, lettre's URL form. Its password is a secret: `Display` and `Debug`
+/// [`settings::SMTP_URL`], lettre's URL form. Its password is a secret: `Display` and `Debug`
 /// redact it.
 #[derive(Clone, PartialEq)]
 pub struct SmtpUrl(String);
@@ -61,26 +67,30 @@ impl SmtpUrl {
             .strip_prefix("smtp://")
             .or_else(|| url.strip_prefix("smtps://"))
             .ok_or_else(|| {
-                MailConfigError::new(
-                    "DOCKET_SMTP_URL must start with smtp:// (plain or STARTTLS) or smtps:// (TLS)",
-                )
+                MailConfigError::new(format!(
+                    "{} must start with smtp:// (plain or STARTTLS) or smtps:// (TLS)",
+                    settings::SMTP_URL
+                ))
             })?;
         // The user and password end at the last `@`. A password with an unencoded `/`,
         // `?` or `#` would otherwise be read as the start of a path, query or fragment,
         // and the URL's parts (so an error message naming them) would carry it.
         if let Some((userinfo, _)) = rest.rsplit_once('@') {
             if userinfo.contains(['/', '?', '#']) {
-                return Err(MailConfigError::new(ENCODE_PASSWORD));
+                return Err(encode_password());
             }
         }
         let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
         let host = authority.rsplit('@').next().unwrap_or("");
         if host.is_empty() || host.starts_with(':') {
-            return Err(MailConfigError::new("DOCKET_SMTP_URL names no host"));
+            return Err(MailConfigError::new(format!(
+                "{} names no host",
+                settings::SMTP_URL
+            )));
         }
         // url's messages name the fault, never the input.
         url::Url::parse(url).map_err(|err| {
-            MailConfigError::new(format!("DOCKET_SMTP_URL is not a valid URL: {err}"))
+            MailConfigError::new(format!("{} is not a valid URL: {err}", settings::SMTP_URL))
         })?;
         Ok(SmtpUrl(url.to_owned()))
     }
@@ -134,7 +144,7 @@ pub struct Notifications {
 }
 
 impl Notifications {
-    /// `DOCKET_MAIL_NOTIFY`: a comma-separated list of `campaign_finished`, `dead_letters`.
+    /// [`settings::MAIL_NOTIFY`]: a comma-separated list of `campaign_finished`, `dead_letters`.
     ///
     /// # Errors
     ///
@@ -145,11 +155,10 @@ impl Notifications {
             match item {
                 "campaign_finished" => notifications.campaign_finished = true,
                 "dead_letters" => notifications.dead_letters = true,
-                other => {
-                    return Err(MailConfigError::new(format!(
-                        "DOCKET_MAIL_NOTIFY: unknown notification {other:?} (known: campaign_finished, dead_letters)"
-                    )))
-                }
+                other => return Err(MailConfigError::new(format!(
+                    "{}: unknown notification {other:?} (known: campaign_finished, dead_letters)",
+                    settings::MAIL_NOTIFY
+                ))),
             }
         }
         Ok(notifications)
@@ -159,29 +168,29 @@ impl Notifications {
 /// Everything the mail jobs need to know.
 #[derive(Clone, Debug)]
 pub struct MailConfig {
-    /// `DOCKET_SMTP_MODE` / `DOCKET_SMTP_URL`: SMTP when a URL is set, else stub.
+    /// [`settings::SMTP_MODE`] / [`settings::SMTP_URL`]: SMTP when a URL is set, else stub.
     pub mode: Mode,
-    /// `DOCKET_MAIL_FROM`: the sender, `Name <address>`. Required in SMTP mode.
+    /// [`settings::MAIL_FROM`]: the sender, `Name <address>`. Required in SMTP mode.
     pub from: Option<String>,
-    /// `DOCKET_TEMPLATE_DIR`: the catalog. Default [`TEMPLATE_DIR_DEFAULT`].
+    /// [`settings::TEMPLATE_DIR`]: the catalog. Default [`TEMPLATE_DIR_DEFAULT`].
     pub template_dir: PathBuf,
-    /// `DOCKET_SMTP_TIMEOUT`: per SMTP exchange. Default [`SMTP_TIMEOUT_DEFAULT`].
+    /// [`settings::SMTP_TIMEOUT`]: per SMTP exchange. Default [`SMTP_TIMEOUT_DEFAULT`].
     pub timeout: Duration,
-    /// `DOCKET_SMTP_POOL_SIZE`: pooled SMTP connections per process. Default
+    /// [`settings::SMTP_POOL_SIZE`]: pooled SMTP connections per process. Default
     /// [`SMTP_POOL_SIZE_DEFAULT`].
     pub pool_size: u32,
-    /// `DOCKET_SMTP_CA_FILE`: a PEM certificate to trust besides the public roots (a relay
+    /// [`settings::SMTP_CA_FILE`]: a PEM certificate to trust besides the public roots (a relay
     /// with a private or self-signed certificate).
     pub ca_file: Option<PathBuf>,
-    /// `DOCKET_MAIL_RATE`: messages through the relay over all processes together
+    /// [`settings::MAIL_RATE`]: messages through the relay over all processes together
     /// (`"10/s"`); `None`: no limit.
     pub rate: Option<Rate>,
-    /// `DOCKET_MAIL_RETRY_LADDER`: delays after each temporary failure; one more failure
+    /// [`settings::MAIL_RETRY_LADDER`]: delays after each temporary failure; one more failure
     /// than it has steps dead-letters the delivery. Default [`retry_ladder_default`].
     pub retry_ladder: Vec<Duration>,
-    /// `DOCKET_ADMIN_EMAIL`: where `mail.admin` goes when its payload names nobody.
+    /// [`settings::ADMIN_EMAIL`]: where `mail.admin` goes when its payload names nobody.
     pub admin_email: Option<String>,
-    /// `DOCKET_MAIL_NOTIFY`: what Docket tells the admin address about by itself.
+    /// [`settings::MAIL_NOTIFY`]: what Docket tells the admin address about by itself.
     pub notify: Notifications,
 }
 
@@ -203,7 +212,7 @@ impl Default for MailConfig {
 }
 
 impl MailConfig {
-    /// The sender: `DOCKET_MAIL_FROM`, or [`FROM_DEFAULT`].
+    /// The sender: [`settings::MAIL_FROM`], or [`FROM_DEFAULT`].
     ///
     /// # Errors
     ///
@@ -213,7 +222,7 @@ impl MailConfig {
             .as_deref()
             .unwrap_or(FROM_DEFAULT)
             .parse()
-            .map_err(|err| MailConfigError::new(format!("DOCKET_MAIL_FROM: {err}")))
+            .map_err(|err| MailConfigError::new(format!("{}: {err}", settings::MAIL_FROM)))
     }
 
     /// Checks the settings together.
@@ -223,46 +232,123 @@ impl MailConfig {
     /// [`MailConfigError`] saying what would go wrong.
     pub fn validate(&self) -> Result<(), MailConfigError> {
         if matches!(self.mode, Mode::Smtp(_)) && self.from.is_none() {
-            return Err(MailConfigError::new(
-                "DOCKET_MAIL_FROM is required in smtp mode: every message needs a sender",
-            ));
+            return Err(MailConfigError::new(format!(
+                "{} is required in smtp mode: every message needs a sender",
+                settings::MAIL_FROM
+            )));
         }
         if let Some(from) = &self.from {
             from.parse::<lettre::message::Mailbox>().map_err(|err| {
                 MailConfigError::new(format!(
-                    "DOCKET_MAIL_FROM {from:?} is not a mailbox (`Name <address>` or an address): {err}"
+                    "{} {from:?} is not a mailbox (`Name <address>` or an address): {err}",
+                    settings::MAIL_FROM
                 ))
             })?;
         }
         if let Some(admin) = &self.admin_email {
             admin.parse::<lettre::message::Mailbox>().map_err(|err| {
                 MailConfigError::new(format!(
-                    "DOCKET_ADMIN_EMAIL {admin:?} is not an address: {err}"
+                    "{} {admin:?} is not an address: {err}",
+                    settings::ADMIN_EMAIL
                 ))
             })?;
         }
         if (self.notify.campaign_finished || self.notify.dead_letters) && self.admin_email.is_none()
         {
-            return Err(MailConfigError::new(
-                "DOCKET_MAIL_NOTIFY needs DOCKET_ADMIN_EMAIL: there is nobody to notify",
-            ));
+            return Err(MailConfigError::new(format!(
+                "{} needs {}: there is nobody to notify",
+                settings::MAIL_NOTIFY,
+                settings::ADMIN_EMAIL
+            )));
         }
         if self.retry_ladder.is_empty() {
-            return Err(MailConfigError::new(
-                "DOCKET_MAIL_RETRY_LADDER needs at least one delay",
-            ));
+            return Err(MailConfigError::new(format!(
+                "{} needs at least one delay",
+                settings::MAIL_RETRY_LADDER
+            )));
         }
         if self.pool_size == 0 {
-            return Err(MailConfigError::new(
-                "DOCKET_SMTP_POOL_SIZE must be at least 1: no connection, no mail",
-            ));
+            return Err(MailConfigError::new(format!(
+                "{} must be at least 1: no connection, no mail",
+                settings::SMTP_POOL_SIZE
+            )));
         }
         if self.timeout.is_zero() {
-            return Err(MailConfigError::new(
-                "DOCKET_SMTP_TIMEOUT must be above zero: every exchange would time out",
-            ));
+            return Err(MailConfigError::new(format!(
+                "{} must be above zero: every exchange would time out",
+                settings::SMTP_TIMEOUT
+            )));
         }
         Ok(())
+    }
+}
+
+impl MailConfig {
+    /// The mail settings from the environment over `docket.toml`, as the binary reads
+    /// them; unset ones keep their defaults. The mode is `smtp` when a URL is set, else
+    /// `stub`.
+    ///
+    /// # Errors
+    ///
+    /// A setting that cannot be read, or settings [`MailConfig::validate`] refuses.
+    pub fn from_env() -> Result<MailConfig, MailConfigError> {
+        MailConfig::from_source(&Source::load()?)
+    }
+
+    /// The mail settings from `source`; unset ones keep their defaults.
+    ///
+    /// # Errors
+    ///
+    /// As [`MailConfig::from_env`].
+    pub fn from_source(source: &Source) -> Result<MailConfig, MailConfigError> {
+        let mut config = MailConfig::default();
+        let url = source
+            .text(&settings::SMTP_URL)
+            .map(|url| SmtpUrl::parse(&url))
+            .transpose()?;
+        config.mode = match (source.text(&settings::SMTP_MODE).as_deref(), url) {
+            (Some("stub"), _) => Mode::Stub,
+            (Some("smtp") | None, Some(url)) => Mode::Smtp(url),
+            (Some("smtp"), None) => {
+                return Err(MailConfigError::new(format!(
+                    "{}=smtp needs {}",
+                    settings::SMTP_MODE,
+                    settings::SMTP_URL
+                )))
+            }
+            (None, None) => Mode::Stub,
+            (Some(other), _) => {
+                return Err(MailConfigError::new(format!(
+                    "{} must be `smtp` or `stub`, not {other:?}",
+                    settings::SMTP_MODE
+                )))
+            }
+        };
+        config.from = source.text(&settings::MAIL_FROM);
+        if let Some(dir) = source.text(&settings::TEMPLATE_DIR) {
+            config.template_dir = dir.into();
+        }
+        if let Some(timeout) = source.seconds(&settings::SMTP_TIMEOUT)? {
+            config.timeout = timeout;
+        }
+        if let Some(size) = source.parse(&settings::SMTP_POOL_SIZE)? {
+            config.pool_size = size;
+        }
+        config.ca_file = source.text(&settings::SMTP_CA_FILE).map(Into::into);
+        config.rate = source
+            .text(&settings::MAIL_RATE)
+            .map(|rate| rate.parse())
+            .transpose()
+            .map_err(|err| MailConfigError::new(format!("{}: {err}", settings::MAIL_RATE)))?;
+        if let Some(ladder) = source.text(&settings::MAIL_RETRY_LADDER) {
+            config.retry_ladder = parse_ladder(&ladder)?;
+        }
+        config.admin_email = source.text(&settings::ADMIN_EMAIL);
+        if let Some(notify) = source.text(&settings::MAIL_NOTIFY) {
+            config.notify = Notifications::parse(&notify)?;
+        }
+        config.validate()?;
+        Ok(config)
     }
 }
 
@@ -290,7 +376,8 @@ pub fn parse_ladder(list: &str) -> Result<Vec<Duration>, MailConfigError> {
             match number.trim().parse::<u64>() {
                 Ok(n) if seconds > 0 => Ok(Duration::from_secs(n * seconds)),
                 _ => Err(MailConfigError::new(format!(
-                    "DOCKET_MAIL_RETRY_LADDER: {step:?} is not a delay (write e.g. 30s, 5m, 1h)"
+                    "{}: {step:?} is not a delay (write e.g. 30s, 5m, 1h)",
+                    settings::MAIL_RETRY_LADDER
                 ))),
             }
         })
@@ -305,6 +392,12 @@ pub struct MailConfigError(String);
 impl MailConfigError {
     pub(crate) fn new(message: impl Into<String>) -> Self {
         MailConfigError(message.into())
+    }
+}
+
+impl From<settings::Error> for MailConfigError {
+    fn from(err: settings::Error) -> Self {
+        MailConfigError(err.to_string())
     }
 }
 

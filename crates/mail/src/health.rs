@@ -3,8 +3,11 @@
 //! relay answered (authentication, TLS), recorded by the mail jobs and cleared by the next
 //! message it accepts.
 
+use std::sync::LazyLock;
+
 use chrono::{DateTime, Utc};
 use docket_queue::health::{Finding, Probe, ProbeFuture, Verdict};
+use docket_settings as settings;
 use sqlx::{PgExecutor, PgPool};
 
 /// The relay's outstanding configuration fault.
@@ -27,22 +30,38 @@ pub async fn relay_fault(exec: impl PgExecutor<'_>) -> crate::Result<Option<Rela
         .map(|(at, error)| RelayFault { at, error }))
 }
 
-const ADVICE: &str = "the relay refuses our settings: check DOCKET_SMTP_URL's user, password and TLS mode, then send a test with `docket mail render`.";
+/// What to do while the relay refuses our settings (made once: a finding's advice lives as
+/// long as the process).
+static ADVICE: LazyLock<&'static str> = LazyLock::new(|| {
+    format!(
+        "the relay refuses our settings: check {}'s user, password and TLS mode, then send \
+         a test with `docket mail render`.",
+        settings::SMTP_URL
+    )
+    .leak()
+});
 
-const STUB_ADVICE: &str = "stub mode: every email is rendered and recorded as suppressed (reason stub), none is sent; set DOCKET_SMTP_URL to send through a relay.";
+static STUB_ADVICE: LazyLock<&'static str> = LazyLock::new(|| {
+    format!(
+        "stub mode: every email is rendered and recorded as suppressed (reason stub), none \
+         is sent; set {} to send through a relay.",
+        settings::SMTP_URL
+    )
+    .leak()
+});
 
 /// The `mail` check: `warn` in stub mode (nothing is sent), `degraded` while the relay
 /// refuses our settings and no message has gone through since.
 pub fn describe(stub: bool, fault: Option<&RelayFault>) -> Finding {
     if stub {
-        return Finding::new("mail", Verdict::Warn, "stub, nothing is sent", STUB_ADVICE);
+        return Finding::new("mail", Verdict::Warn, "stub, nothing is sent", *STUB_ADVICE);
     }
     match fault {
         None => Finding::new(
             "mail",
             Verdict::Ok,
             "no refusal of our settings recorded",
-            ADVICE,
+            *ADVICE,
         ),
         Some(fault) => Finding::new(
             "mail",
@@ -52,7 +71,7 @@ pub fn describe(stub: bool, fault: Option<&RelayFault>) -> Finding {
                 fault.at.format("%Y-%m-%d %H:%M:%S UTC"),
                 fault.error
             ),
-            ADVICE,
+            *ADVICE,
         ),
     }
 }

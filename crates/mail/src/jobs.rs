@@ -60,7 +60,11 @@ pub fn register(registry: &mut Registry, mailer: Arc<Mailer>) {
             let Some(to) = job.to.clone().or_else(|| mailer.config.admin_email.clone()) else {
                 return Err(JobError::DeadLetter {
                     reason: "no_recipient".to_owned(),
-                    error: "mail.admin names nobody and DOCKET_ADMIN_EMAIL is not set".into(),
+                    error: format!(
+                        "mail.admin names nobody and {} is not set",
+                        docket_settings::ADMIN_EMAIL
+                    )
+                    .into(),
                 });
             };
             let single = Single {

@@ -8,11 +8,7 @@ use docket_queue::JobArgs;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// The queue of campaign batches and admin emails.
-pub const MAIL_QUEUE: &str = "mail";
-
-/// The queue of recovery emails: their own, so a campaign never stands in their way.
-pub const RECOVERY_QUEUE: &str = "recovery";
+pub use docket_queue::enqueue::{MAIL_QUEUE, RECOVERY_QUEUE};
 
 /// The priority recovery emails are enqueued with.
 pub const RECOVERY_PRIORITY: i16 = -10;
@@ -45,7 +41,7 @@ impl JobArgs for Recovery {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
-    /// Default `DOCKET_ADMIN_EMAIL`.
+    /// Default [`docket_settings::ADMIN_EMAIL`].
     #[serde(default)]
     pub to: Option<String>,
     /// The template.
@@ -89,7 +85,7 @@ impl JobArgs for CampaignFinished {
 
 /// `mail.dead_letter_digest`: tells the admin address about jobs dead-lettered in the minute
 /// before its tick (nothing when there were none). Enqueued by the built-in schedule
-/// [`DEAD_LETTER_SCHEDULE`] when `DOCKET_MAIL_NOTIFY` has `dead_letters`.
+/// [`DEAD_LETTER_SCHEDULE`] when [`docket_settings::MAIL_NOTIFY`] has `dead_letters`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadLetterDigest {

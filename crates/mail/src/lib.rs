@@ -11,7 +11,7 @@
 //!
 //! - [`model`]: the domain types (`Delivery`, `Status`, `Source`, `CampaignStatus`, …),
 //!   at the bottom: they import nothing of the crate but the error.
-//! - [`config`]: `MailConfig` (`DOCKET_SMTP_*`, `DOCKET_MAIL_*`) with named defaults.
+//! - [`config`]: `MailConfig` (the `SMTP_*` and `MAIL_*` settings) with named defaults.
 //! - [`template`]: the catalog (minijinja), parsed whole at start-up; locale fallback.
 //! - [`message`]: addresses, the message itself (RFC 2047 headers, multipart/alternative).
 //! - [`transport`]: lettre's pooled SMTP transport, or stub mode.

@@ -12,7 +12,7 @@
 //! The delivery is reserved (`sending`, attempts + 1, and `retry_at` set to when the
 //! exchange is over at the latest) in its own committed statement right before the SMTP
 //! exchange, and its outcome is recorded in the next statement after it. The connection
-//! is made before the reservation, so that bound is one `DOCKET_SMTP_TIMEOUT` (plus
+//! is made before the reservation, so that bound is one [`SMTP_TIMEOUT`](docket_settings::SMTP_TIMEOUT) (plus
 //! [`RECORD_MARGIN`]). The exchange and its record run in a task of their own: a run
 //! stopped from outside (an operator's cancel, the job's timeout, a lease handed back)
 //! drops its handler, never the exchange, which finishes and settles the delivery.
@@ -60,7 +60,7 @@ const THROTTLES_FREE: i32 = 5;
 /// How long a configuration fault (authentication, TLS) holds a batch, at most.
 const CONFIG_FAULT_HOLD_MAX: Duration = Duration::from_secs(60);
 
-/// What a `sending` delivery's bound allows beyond `DOCKET_SMTP_TIMEOUT` for the record.
+/// What a `sending` delivery's bound allows beyond [`docket_settings::SMTP_TIMEOUT`] for the record.
 pub const RECORD_MARGIN: Duration = Duration::from_secs(10);
 
 /// How often a run looks again at a delivery whose exchange may still be under way.

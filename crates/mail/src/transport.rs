@@ -8,7 +8,7 @@
 //! 40 ms on Linux, at most 22 messages a second per connection (measured, see
 //! `docs/benchmarks.md`). It also bounds only the connect, not the exchange, so a relay that
 //! stalls after DATA holds a sender forever. Here each plain or STARTTLS connection is made
-//! with `TCP_NODELAY`, and each exchange is bounded by `DOCKET_SMTP_TIMEOUT`. (Implicit TLS,
+//! with `TCP_NODELAY`, and each exchange is bounded by [`SMTP_TIMEOUT`](docket_settings::SMTP_TIMEOUT). (Implicit TLS,
 //! `smtps://`, goes through lettre's own connect and keeps the 40 ms until lettre sets
 //! `TCP_NODELAY` itself; prefer STARTTLS on 587 for throughput.)
 //!
@@ -25,6 +25,7 @@
 //! replaced by a fresh one before the message is sent, so it costs no attempt. A connection
 //! that saw any error is closed (lettre marks it broken).
 
+use docket_settings as settings;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -102,7 +103,7 @@ impl Transport {
 
     /// A connection ready for one message: a permit of the pool and a live connection
     /// (reused or made, within the timeout). Nothing of a message has been sent yet, so
-    /// the exchange that follows is bounded by `DOCKET_SMTP_TIMEOUT` alone.
+    /// the exchange that follows is bounded by [`docket_settings::SMTP_TIMEOUT`] alone.
     /// An `urgent` message (a recovery email) never waits for a connection behind bulk
     /// mail: when the pool is all in use, it takes one of [`URGENT_EXTRA`] more.
     ///
@@ -131,7 +132,7 @@ pub enum Connection<'a> {
 }
 
 impl Connection<'_> {
-    /// Sends the message: one exchange, bounded by `DOCKET_SMTP_TIMEOUT`. The connection
+    /// Sends the message: one exchange, bounded by [`docket_settings::SMTP_TIMEOUT`]. The connection
     /// goes back to the pool when it is still good. `hand_over_by` (a job's expiry) bounds
     /// the commands before the message only: once the message is being handed over, the
     /// exchange runs to its end, so that what the relay did is known.
@@ -309,10 +310,10 @@ impl std::fmt::Debug for SmtpPool {
 impl SmtpPool {
     fn new(url: &SmtpUrl, config: &MailConfig) -> Result<SmtpPool, MailConfigError> {
         let parsed = url::Url::parse(url.expose())
-            .map_err(|err| MailConfigError::new(format!("DOCKET_SMTP_URL {url}: {err}")))?;
+            .map_err(|err| MailConfigError::new(format!("{} {url}: {err}", settings::SMTP_URL)))?;
         let host = parsed
             .host_str()
-            .ok_or_else(|| MailConfigError::new("DOCKET_SMTP_URL names no host"))?
+            .ok_or_else(|| MailConfigError::new(format!("{} names no host", settings::SMTP_URL)))?
             .trim_matches(['[', ']'])
             .to_owned();
         let tls_query = url.tls_query();
@@ -321,13 +322,15 @@ impl SmtpPool {
             if let Some(ca_file) = &config.ca_file {
                 let pem = std::fs::read(ca_file).map_err(|err| {
                     MailConfigError::new(format!(
-                        "DOCKET_SMTP_CA_FILE {}: {err}",
+                        "{} {}: {err}",
+                        settings::SMTP_CA_FILE,
                         ca_file.display()
                     ))
                 })?;
                 let certificate = Certificate::from_pem(&pem).map_err(|err| {
                     MailConfigError::new(format!(
-                        "DOCKET_SMTP_CA_FILE {} is not a PEM certificate: {err}",
+                        "{} {} is not a PEM certificate: {err}",
+                        settings::SMTP_CA_FILE,
                         ca_file.display()
                     ))
                 })?;
@@ -356,7 +359,8 @@ impl SmtpPool {
             (false, None) => (Security::Plain, 25),
             (false, Some(other)) => {
                 return Err(MailConfigError::new(format!(
-                    "DOCKET_SMTP_URL: tls={other} is not known (required or opportunistic)"
+                    "{}: tls={other} is not known (required or opportunistic)",
+                    settings::SMTP_URL
                 )))
             }
         };

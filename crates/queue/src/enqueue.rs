@@ -14,6 +14,18 @@ use crate::telemetry::{event, metric};
 /// The queue a job runs on when none is given.
 pub const DEFAULT_QUEUE: &str = "default";
 
+/// The queue of campaign batches and admin emails (the mail crate's kinds).
+pub const MAIL_QUEUE: &str = "mail";
+
+/// The queue of recovery emails: their own, so a campaign never stands in their way.
+pub const RECOVERY_QUEUE: &str = "recovery";
+
+/// The queues a worker serves unless told otherwise: [`DEFAULT_QUEUE`] and the queues of
+/// Docket's own mail kinds, so that a job enqueued by a built-in kind is never parked for
+/// want of a worker that serves its queue (a worker claims only the kinds it has handlers
+/// for, so serving a queue costs nothing when none of its kinds are registered).
+pub const BUILT_IN_QUEUES: [&str; 3] = [DEFAULT_QUEUE, MAIL_QUEUE, RECOVERY_QUEUE];
+
 /// The longest unique key, in characters. The database enforces it too
 /// (`jobs_unique_key_length`): 256 characters are at most 1,024 bytes of UTF-8, well within
 /// what the unique index can hold (about 2.7 kB).

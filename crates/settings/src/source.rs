@@ -210,7 +210,11 @@ impl Source {
                 Ok(Source::default())
             }
             Err(err) => {
-                bail!("cannot read {} ({}): {err}", path.display(), settings::CONFIG)
+                bail!(
+                    "cannot read {} ({}): {err}",
+                    path.display(),
+                    settings::CONFIG
+                )
             }
         }
     }
@@ -331,7 +335,9 @@ impl Source {
         self.parse::<f64>(setting)?
             .map(|value| {
                 Duration::try_from_secs_f64(value).map_err(|_| {
-                    Error::new(format!("{setting} must be a number of seconds, not {value}"))
+                    Error::new(format!(
+                        "{setting} must be a number of seconds, not {value}"
+                    ))
                 })
             })
             .transpose()

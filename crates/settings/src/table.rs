@@ -252,10 +252,14 @@ settings! {
         help "what Docket tells `DOCKET_ADMIN_EMAIL` by itself, comma-separated: `campaign_finished` (a campaign's last recipient is final), `dead_letters` (jobs were dead-lettered in the past minute; one email a minute at most)";
 }
 
+/// The test suite's switch that turns a test skipped for a missing tool into a failure
+/// (`required`; CI sets it).
+pub const TEST_TOOLS: &str = "DOCKET_TEST_TOOLS";
+
 /// `DOCKET_*` variables that are not settings of a process: the test suite's own switches
 /// (which its child processes inherit).
 pub const TEST_SWITCHES: &[&str] = &[
-    "DOCKET_TEST_TOOLS",
+    TEST_TOOLS,
     "DOCKET_SCREENSHOTS_DIR",
     "DOCKET_WRITE_SCHEMA",
     // The protocol replay's number and length of walks (crates/protocol).
@@ -331,6 +335,51 @@ mod tests {
         assert_eq!(
             unknown_variable(["DOCKET_CONFIG", "DOCKET_QUEUES", "HOME", "RUST_LOG"]),
             None
+        );
+    }
+
+    /// Outside this table, production code names a setting through its constant, never by
+    /// spelling the variable (tests may spell it: they check what a user reads). The part of
+    /// a file from its first `#[cfg(test)]` on is its tests.
+    #[test]
+    fn no_other_production_code_spells_a_variable() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let mut dirs = vec![root.join("bin"), root.join("loadtest/src")];
+        for entry in std::fs::read_dir(root.join("crates")).unwrap() {
+            let crate_dir = entry.unwrap().path();
+            if !crate_dir.ends_with("settings") {
+                dirs.push(crate_dir.join("src"));
+            }
+        }
+        let mut spelled = Vec::new();
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|ext| ext != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let production = text.split("#[cfg(test)]").next().unwrap_or_default();
+                for (number, line) in production.lines().enumerate() {
+                    let mut rest = line;
+                    while let Some(at) = rest.find("DOCKET_") {
+                        rest = &rest[at + "DOCKET_".len()..];
+                        if rest.starts_with(|c: char| c.is_ascii_uppercase()) {
+                            spelled.push(format!("{}:{}: {line}", path.display(), number + 1));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(
+            spelled.is_empty(),
+            "name these through the settings table's constants:\n{}",
+            spelled.join("\n")
         );
     }
 

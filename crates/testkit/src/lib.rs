@@ -14,7 +14,7 @@
 //!   and answers 4xx/5xx per recipient, stalls, offers STARTTLS and AUTH on demand.
 //! - [`wait`]: `eventually`, a bounded wait for a real process to react.
 //! - [`tools`]: `require_program`, a test's external tool: skipped when missing, failed
-//!   when missing under `DOCKET_TEST_TOOLS=required`.
+//!   when missing under [`tools::REQUIRE_VARIABLE`]`=required`.
 //!
 //! It is a dev-dependency everywhere but the `docket` binary, whose `demo` needs the
 //! throwaway cluster and the SMTP sink.

@@ -228,7 +228,7 @@ impl SmtpSink {
         self.addr
     }
 
-    /// Its URL for `DOCKET_SMTP_URL` (plain; with STARTTLS offered, `?tls=required` is
+    /// Its URL for [`SMTP_URL`](docket_settings::SMTP_URL) (plain; with STARTTLS offered, `?tls=required` is
     /// added).
     pub fn url(&self) -> String {
         match self.tls {

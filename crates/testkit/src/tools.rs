@@ -3,7 +3,7 @@
 //! On a machine with only Rust and PostgreSQL, a test whose tool is missing is skipped: it
 //! says so on the terminal (past the test harness's capture, once per tool and process,
 //! with the one command that installs every tool) and passes. With
-//! `DOCKET_TEST_TOOLS=required` (CI sets it) a missing tool fails the test instead, so a
+//! [`REQUIRE_VARIABLE`] set to `required` (CI sets it) a missing tool fails the test instead, so a
 //! green CI run has run everything.
 
 use std::collections::BTreeSet;
@@ -16,7 +16,7 @@ use std::sync::Mutex;
 pub const INSTALL_COMMAND: &str = "sudo bash .ci/install-test-tools";
 
 /// The variable that turns a skip into a failure, and the value that does.
-pub const REQUIRE_VARIABLE: &str = "DOCKET_TEST_TOOLS";
+pub const REQUIRE_VARIABLE: &str = docket_settings::TEST_TOOLS;
 const REQUIRED: &str = "required";
 
 /// Whether `program` is on the `PATH` (or in `/usr/sbin`, where Debian puts daemons such
@@ -24,7 +24,7 @@ const REQUIRED: &str = "required";
 ///
 /// # Panics
 ///
-/// When it is missing and `DOCKET_TEST_TOOLS=required`.
+/// When it is missing and [`REQUIRE_VARIABLE`] is `required`.
 #[must_use]
 pub fn require_program(program: &str) -> bool {
     let found = std::env::var_os("PATH")
@@ -40,7 +40,7 @@ pub fn require_program(program: &str) -> bool {
 ///
 /// # Panics
 ///
-/// When it is missing and `DOCKET_TEST_TOOLS=required`.
+/// When it is missing and [`REQUIRE_VARIABLE`] is `required`.
 #[must_use]
 pub fn require_python_module(module: &str) -> bool {
     let found = Command::new("python3")

@@ -97,7 +97,8 @@ impl QueueConfig {
 /// How the worker runtime behaves.
 #[derive(Clone, Debug)]
 pub struct RuntimeConfig {
-    /// The queues served. Default: `default` with [`CONCURRENCY_DEFAULT`].
+    /// The queues served. Default: [`docket_queue::enqueue::BUILT_IN_QUEUES`] (`default`,
+    /// `mail`, `recovery`), each with [`CONCURRENCY_DEFAULT`], as the binary serves them.
     pub queues: Vec<QueueConfig>,
     /// A cap on jobs running at once over all queues; `None` for the sum of the queues'.
     pub global_concurrency: Option<usize>,
@@ -136,7 +137,7 @@ pub struct RuntimeConfig {
     pub parker_interval: Duration,
     /// The cron schedules this process declares (and registers). Default none.
     pub schedules: Vec<crate::cron::Schedule>,
-    /// Whether this process runs the scheduler for its schedules (`DOCKET_CRON`). Default
+    /// Whether this process runs the scheduler for its schedules ([`docket_settings::CRON`]). Default
     /// on; however many processes run it, each tick is enqueued once.
     pub cron: bool,
     /// Completed jobs older than this are deleted. Default [`COMPLETED_RETENTION_DEFAULT`].
@@ -152,7 +153,10 @@ pub struct RuntimeConfig {
 impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
-            queues: vec![QueueConfig::new(docket_queue::enqueue::DEFAULT_QUEUE)],
+            queues: docket_queue::enqueue::BUILT_IN_QUEUES
+                .into_iter()
+                .map(QueueConfig::new)
+                .collect(),
             global_concurrency: None,
             claim_batch: CLAIM_BATCH_DEFAULT,
             listen: true,

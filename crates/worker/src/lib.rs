@@ -71,6 +71,7 @@ mod rescuer;
 mod retry;
 pub mod runtime;
 mod service;
+mod settings;
 
 pub use config::{ConfigError, QueueConfig, RuntimeConfig};
 pub use handler::{BoxError, JobContext, JobError};

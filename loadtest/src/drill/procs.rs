@@ -89,17 +89,23 @@ pub(crate) fn serve(setup: &Setup) -> anyhow::Result<Process> {
         .arg("serve")
         .env("DATABASE_URL", &setup.database_url)
         .env("CRON_SECRET", &setup.secret)
-        .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{}", setup.http_port))
-        .env("DOCKET_QUEUES", "mail,recovery")
-        .env("DOCKET_SMTP_URL", &setup.smtp_url)
-        .env("DOCKET_MAIL_FROM", "Docket drill <drill@example.com>")
-        .env("DOCKET_TEMPLATE_DIR", &setup.templates)
-        .env("DOCKET_LOG_FORMAT", "json")
-        .env("DOCKET_POLL_INTERVAL", "0.2")
-        .env("DOCKET_HEARTBEAT_INTERVAL", "0.5")
-        .env("DOCKET_LEASE_TIMEOUT", "2")
+        .env(
+            docket_settings::HTTP_ADDR.var,
+            format!("127.0.0.1:{}", setup.http_port),
+        )
+        .env(docket_settings::QUEUES.var, "mail,recovery")
+        .env(docket_settings::SMTP_URL.var, &setup.smtp_url)
+        .env(
+            docket_settings::MAIL_FROM.var,
+            "Docket drill <drill@example.com>",
+        )
+        .env(docket_settings::TEMPLATE_DIR.var, &setup.templates)
+        .env(docket_settings::LOG_FORMAT.var, "json")
+        .env(docket_settings::POLL_INTERVAL.var, "0.2")
+        .env(docket_settings::HEARTBEAT_INTERVAL.var, "0.5")
+        .env(docket_settings::LEASE_TIMEOUT.var, "2")
         // A 451 is retried within seconds, so the relay's fault fits in the drill.
-        .env("DOCKET_MAIL_RETRY_LADDER", "1s,2s,4s,8s");
+        .env(docket_settings::MAIL_RETRY_LADDER.var, "1s,2s,4s,8s");
     Process::spawn(command, "docket serve".into(), &setup.out.join("serve.log"))
 }
 

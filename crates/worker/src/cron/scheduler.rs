@@ -2,7 +2,7 @@
 //! due ticks from the state in the database (its last tick, its pause) and enqueues each
 //! tick's job through `docket_queue::cron::enqueue_tick`, which makes it exactly once
 //! however many processes run a scheduler. No leader: every `docket serve` and `docket
-//! worker` runs one (unless `DOCKET_CRON=false`).
+//! worker` runs one (unless [`CRON`](docket_settings::CRON) is `false`).
 
 use std::collections::HashMap;
 use std::time::Duration;
