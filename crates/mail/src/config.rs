@@ -155,10 +155,12 @@ impl Notifications {
             match item {
                 "campaign_finished" => notifications.campaign_finished = true,
                 "dead_letters" => notifications.dead_letters = true,
-                other => return Err(MailConfigError::new(format!(
+                other => {
+                    return Err(MailConfigError::new(format!(
                     "{}: unknown notification {other:?} (known: campaign_finished, dead_letters)",
                     settings::MAIL_NOTIFY
-                ))),
+                )))
+                }
             }
         }
         Ok(notifications)

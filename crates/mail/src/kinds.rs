@@ -13,8 +13,9 @@ pub use docket_queue::enqueue::{MAIL_QUEUE, RECOVERY_QUEUE};
 /// The priority recovery emails are enqueued with.
 pub const RECOVERY_PRIORITY: i16 = -10;
 
-/// `mail.recovery`: one time-critical email (a password reset, a sign-in link). Enqueue
-/// it on [`RECOVERY_QUEUE`] with priority [`RECOVERY_PRIORITY`] and an `expires_at`.
+/// `mail.recovery`: one time-critical email (a password reset, a sign-in link). Its jobs
+/// go to [`RECOVERY_QUEUE`] with priority [`RECOVERY_PRIORITY`] by themselves; give each an
+/// `expires_at`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recovery {
@@ -35,6 +36,8 @@ pub struct Recovery {
 
 impl JobArgs for Recovery {
     const KIND: &'static str = "mail.recovery";
+    const QUEUE: &'static str = RECOVERY_QUEUE;
+    const PRIORITY: i16 = RECOVERY_PRIORITY;
 }
 
 /// `mail.admin`: an operator notification.
@@ -53,6 +56,7 @@ pub struct Admin {
 
 impl JobArgs for Admin {
     const KIND: &'static str = "mail.admin";
+    const QUEUE: &'static str = MAIL_QUEUE;
 }
 
 /// `mail.campaign_batch`: some of a campaign's recipients (made by a campaign).
@@ -67,6 +71,7 @@ pub struct CampaignBatch {
 
 impl JobArgs for CampaignBatch {
     const KIND: &'static str = "mail.campaign_batch";
+    const QUEUE: &'static str = MAIL_QUEUE;
 }
 
 /// `mail.campaign_finished`: a campaign's batch callback, once every batch job is final.
@@ -81,6 +86,7 @@ pub struct CampaignFinished {
 
 impl JobArgs for CampaignFinished {
     const KIND: &'static str = "mail.campaign_finished";
+    const QUEUE: &'static str = MAIL_QUEUE;
 }
 
 /// `mail.dead_letter_digest`: tells the admin address about jobs dead-lettered in the minute
@@ -96,6 +102,7 @@ pub struct DeadLetterDigest {
 
 impl JobArgs for DeadLetterDigest {
     const KIND: &'static str = "mail.dead_letter_digest";
+    const QUEUE: &'static str = MAIL_QUEUE;
 }
 
 fn minute() -> u32 {

@@ -49,7 +49,9 @@ fn json_has_nul(value: &serde_json::Value) -> bool {
 /// How many attempts a job gets when none is given.
 pub const DEFAULT_MAX_ATTEMPTS: i32 = 25;
 
-/// A typed job: a serde payload with a kind name that selects its handler.
+/// A typed job: a serde payload with a kind name that selects its handler, and the options
+/// every job of the kind is enqueued with unless the enqueue says otherwise (River's
+/// `InsertOpts`, Oban's worker options), so that a caller never repeats `.queue("mail")`.
 ///
 /// ```
 /// # use serde::Serialize;
@@ -58,14 +60,39 @@ pub const DEFAULT_MAX_ATTEMPTS: i32 = 25;
 ///
 /// impl docket_queue::JobArgs for SendWelcome {
 ///     const KIND: &'static str = "send_welcome";
+///     const QUEUE: &'static str = "mail";
+///     const MAX_ATTEMPTS: i32 = 5;
+///
+///     // One live welcome per user: a second enqueue finds the first.
+///     fn unique_key(&self) -> Option<String> {
+///         Some(format!("welcome:{}", self.user_id))
+///     }
 /// }
 ///
-/// let job = docket_queue::NewJob::typed(&SendWelcome { user_id: 7 }).unwrap().queue("mail");
-/// assert_eq!(job.kind, "send_welcome");
+/// let job = docket_queue::NewJob::typed(&SendWelcome { user_id: 7 }).unwrap();
+/// assert_eq!((job.kind.as_str(), job.queue.as_str()), ("send_welcome", "mail"));
+/// assert_eq!(job.unique_key.as_deref(), Some("welcome:7"));
+/// let urgent = docket_queue::NewJob::typed(&SendWelcome { user_id: 8 }).unwrap().priority(-5);
+/// assert_eq!((urgent.priority, urgent.max_attempts), (-5, 5));
 /// ```
 pub trait JobArgs: Serialize {
     /// The kind name, stored with the job.
     const KIND: &'static str;
+    /// The queue its jobs run on. Default [`DEFAULT_QUEUE`].
+    const QUEUE: &'static str = DEFAULT_QUEUE;
+    /// Their priority (lower runs first). Default 0.
+    const PRIORITY: i16 = 0;
+    /// Attempts before a job is dead-lettered. Default [`DEFAULT_MAX_ATTEMPTS`].
+    const MAX_ATTEMPTS: i32 = DEFAULT_MAX_ATTEMPTS;
+    /// How long one attempt may run; `None`: the worker's default for a kind. The worker
+    /// applies it when the kind's handler is registered.
+    const TIMEOUT: Option<std::time::Duration> = None;
+
+    /// The job's unique key, derived from its arguments: at most one live job per key (a
+    /// second enqueue finds the first; see [`enqueue_or_find`]). Default none.
+    fn unique_key(&self) -> Option<String> {
+        None
+    }
 }
 
 /// A job to enqueue, with its options. Build it with [`NewJob::new`] or [`NewJob::typed`]
@@ -114,7 +141,8 @@ impl NewJob {
         }
     }
 
-    /// A typed job: its kind from [`JobArgs::KIND`], its payload serialized.
+    /// A typed job: its kind from [`JobArgs::KIND`], its payload serialized, its queue,
+    /// priority, attempts and unique key the kind's ([`JobArgs`]); the setters override them.
     ///
     /// # Errors
     ///
@@ -124,7 +152,13 @@ impl NewJob {
             kind: A::KIND.to_owned(),
             source,
         })?;
-        Ok(NewJob::new(A::KIND, payload))
+        Ok(NewJob {
+            queue: A::QUEUE.to_owned(),
+            priority: A::PRIORITY,
+            max_attempts: A::MAX_ATTEMPTS,
+            unique_key: args.unique_key(),
+            ..NewJob::new(A::KIND, payload)
+        })
     }
 
     /// Sets the queue.
@@ -261,6 +295,35 @@ pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
         "job enqueued (visible once the transaction commits)"
     );
     Ok(id)
+}
+
+/// What [`enqueue_or_find`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Enqueued {
+    /// The job's id: the new job's, or the live job's that holds the unique key.
+    pub id: JobId,
+    /// `true` when a live job with the unique key was found and nothing was inserted.
+    pub existing: bool,
+}
+
+/// Enqueues one job as [`enqueue`] does, and says whether it found a live job with the
+/// job's unique key instead of inserting one (River's `UniqueSkippedAsDuplicate`).
+///
+/// # Errors
+///
+/// As [`enqueue`].
+pub async fn enqueue_or_find(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<Enqueued> {
+    // The job carries its own id, so the one returned tells which job holds the key.
+    let id = job.id.unwrap_or_else(JobId::new);
+    let job = NewJob {
+        id: Some(id),
+        ..job.clone()
+    };
+    let found = enqueue(exec, &job).await?;
+    Ok(Enqueued {
+        id: found,
+        existing: found != id,
+    })
 }
 
 /// Counts enqueued jobs. Queue and kind names come from callers: the first

@@ -57,7 +57,7 @@ pub use claim::{
     claim, claim_fair, claim_resuming, ClaimCursor, ClaimRequest, Claimed, GroupCursor,
     HEAD_SCAN_BUDGET, HEAD_SCAN_EVERY,
 };
-pub use enqueue::{enqueue, enqueue_many, JobArgs, NewJob};
+pub use enqueue::{enqueue, enqueue_many, enqueue_or_find, Enqueued, JobArgs, NewJob};
 pub use error::{Error, ErrorChain, Result};
 pub use job::{AttemptError, Job, JobId, JobState};
 pub use maintenance::WorkerInfo;

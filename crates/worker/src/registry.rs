@@ -52,6 +52,9 @@ pub(crate) struct Entry {
 #[derive(Default)]
 pub struct Registry {
     entries: HashMap<String, Arc<Entry>>,
+    /// Kinds registered more than once: [`crate::Runtime::start`] refuses them rather than
+    /// let the last registration silently replace the first.
+    registered_twice: Vec<String>,
 }
 
 impl Registry {
@@ -60,21 +63,26 @@ impl Registry {
         Registry::default()
     }
 
-    /// Registers a typed handler for `A::KIND`: the payload is deserialized into `A`.
-    /// Returns the kind's options to adjust.
+    /// Registers a typed handler for `A::KIND`: the payload is deserialized into `A`, and
+    /// the kind's timeout is [`JobArgs::TIMEOUT`] when it gives one. Returns the kind's
+    /// options to adjust. A kind registered twice makes [`crate::Runtime::new`] fail.
     pub fn register<A, F, Fut>(&mut self, handler: F) -> &mut KindOptions
     where
         A: JobArgs + DeserializeOwned + Send + 'static,
         F: Fn(A, JobContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), JobError>> + Send + 'static,
     {
-        self.insert(
+        let options = self.insert(
             A::KIND,
             Box::new(move |payload, ctx| {
                 let args: A = serde_json::from_value(payload).map_err(|err| err.to_string())?;
                 Ok(Box::pin(handler(args, ctx)) as HandlerFuture)
             }),
-        )
+        );
+        if let Some(timeout) = A::TIMEOUT {
+            options.timeout = timeout;
+        }
+        options
     }
 
     /// Registers a handler that takes the payload as raw JSON.
@@ -90,6 +98,9 @@ impl Registry {
     }
 
     fn insert(&mut self, kind: &str, start: Box<Decoder>) -> &mut KindOptions {
+        if self.entries.contains_key(kind) && !self.registered_twice.iter().any(|k| k == kind) {
+            self.registered_twice.push(kind.to_owned());
+        }
         let entry = Arc::new(Entry {
             start,
             options: KindOptions::default(),
@@ -113,5 +124,48 @@ impl Registry {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Kinds given more than one handler, in the order of their second registration.
+    pub fn registered_twice(&self) -> &[String] {
+        &self.registered_twice
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Report;
+
+    impl JobArgs for Report {
+        const KIND: &'static str = "report";
+        const TIMEOUT: Option<Duration> = Some(Duration::from_secs(600));
+    }
+
+    #[tokio::test]
+    async fn a_kind_registered_twice_stops_the_runtime_from_being_built() {
+        let mut registry = Registry::new();
+        registry.register(|_: Report, _| async { Ok(()) });
+        registry.register(|_: Report, _| async { Ok(()) });
+        let pool = sqlx::PgPool::connect_lazy("postgres://localhost/unused").unwrap();
+        let err = crate::Runtime::new(pool, registry, crate::RuntimeConfig::default())
+            .err()
+            .expect("refused");
+        assert!(
+            err.to_string().contains("\"report\" is registered twice"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_kinds_own_timeout_is_its_handlers() {
+        let mut registry = Registry::new();
+        registry.register(|_: Report, _| async { Ok(()) });
+        assert_eq!(
+            registry.get("report").unwrap().options.timeout,
+            Duration::from_secs(600)
+        );
     }
 }

@@ -54,7 +54,8 @@ impl Runtime {
     ///
     /// # Errors
     ///
-    /// [`ConfigError`] when the configuration cannot work or no kind is registered.
+    /// [`ConfigError`] when the configuration cannot work, no kind is registered or a kind
+    /// is registered twice.
     pub fn new(
         pool: PgPool,
         registry: Registry,
@@ -63,6 +64,12 @@ impl Runtime {
         config.validate()?;
         if registry.is_empty() {
             return Err(ConfigError("no job kinds are registered".into()));
+        }
+        if let Some(kind) = registry.registered_twice().first() {
+            return Err(ConfigError(format!(
+                "kind {kind:?} is registered twice: one handler per kind (the second would \
+                 silently replace the first)"
+            )));
         }
         let worker = WorkerInfo {
             // Fresh per process start: a restarted process never inherits a dead one's jobs.

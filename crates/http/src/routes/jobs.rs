@@ -212,6 +212,9 @@ impl EnqueueRequest {
 pub(crate) struct Enqueued {
     /// The job's id (the live job's, for a duplicate unique key).
     id: JobId,
+    /// `true` when a live job already held the unique key and nothing was inserted (the
+    /// answer is then 200, not 201).
+    existing: bool,
 }
 
 fn empty_object() -> Value {
@@ -240,15 +243,26 @@ where
 }
 
 #[utoipa::path(post, path = "/api/jobs", request_body = EnqueueRequest, security(("bearer" = [])),
-    responses((status = 201, body = Enqueued), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
+    responses((status = 201, description = "A new job", body = Enqueued), (status = 200, description = "A live job already holds the unique key: its id, nothing inserted", body = Enqueued), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn enqueue(
     State(state): State<AppState>,
     _: Authorized,
     ApiJson(body): ApiJson<EnqueueRequest>,
 ) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
     let job = body.into_job();
-    let id = docket_queue::enqueue(&state.pool, &job).await?;
-    Ok((StatusCode::CREATED, Json(Enqueued { id })))
+    let enqueued = docket_queue::enqueue_or_find(&state.pool, &job).await?;
+    let status = if enqueued.existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((
+        status,
+        Json(Enqueued {
+            id: enqueued.id,
+            existing: enqueued.existing,
+        }),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/jobs/{id}/replay", params(("id" = uuid::Uuid, Path, description = "The job's id")), security(("bearer" = [])),

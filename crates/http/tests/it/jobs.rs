@@ -14,9 +14,15 @@ async fn enqueue_list_show_cancel_replay_round_trip() {
     let (status, created) = call(&app, authed("POST", "/api/jobs", Some(body))).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().unwrap().to_owned();
-    // The same unique key gives the same job.
-    let (_, again) = call(&app, authed("POST", "/api/jobs", Some(body))).await;
+    assert_eq!(created["existing"], json!(false));
+    // The same unique key gives the same job, and says so: 200, not 201.
+    let (status, again) = call(&app, authed("POST", "/api/jobs", Some(body))).await;
     assert_eq!(again["id"], created["id"]);
+    assert_eq!(
+        (status, &again["existing"]),
+        (StatusCode::OK, &json!(true)),
+        "{again}"
+    );
 
     let (status, job) = call(&app, authed("GET", &format!("/api/jobs/{id}"), None)).await;
     assert_eq!(status, StatusCode::OK);

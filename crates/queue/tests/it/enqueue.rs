@@ -556,3 +556,46 @@ async fn a_nul_in_a_filter_name_is_refused_naming_the_field() {
         "{err:?}"
     );
 }
+
+/// A kind whose jobs carry their own queue, priority, attempts and unique key.
+#[derive(Serialize)]
+struct Digest {
+    account: i64,
+}
+
+impl JobArgs for Digest {
+    const KIND: &'static str = "digest.send";
+    const QUEUE: &'static str = "mail";
+    const PRIORITY: i16 = 3;
+    const MAX_ATTEMPTS: i32 = 4;
+
+    fn unique_key(&self) -> Option<String> {
+        Some(format!("digest:{}", self.account))
+    }
+}
+
+#[tokio::test]
+async fn a_kinds_own_options_are_stored_and_a_second_enqueue_says_it_found_the_first() {
+    let db = TestDb::new().await;
+    let job = NewJob::typed(&Digest { account: 7 }).unwrap();
+    let first = docket_queue::enqueue_or_find(&db.pool, &job).await.unwrap();
+    assert!(!first.existing);
+    let stored = admin::show(&db.pool, first.id).await.unwrap();
+    assert_eq!(
+        (
+            stored.queue.as_str(),
+            stored.priority,
+            stored.max_attempts,
+            stored.unique_key.as_deref()
+        ),
+        ("mail", 3, 4, Some("digest:7"))
+    );
+    let again = docket_queue::enqueue_or_find(&db.pool, &job).await.unwrap();
+    assert_eq!((again.id, again.existing), (first.id, true));
+    let other =
+        docket_queue::enqueue_or_find(&db.pool, &NewJob::typed(&Digest { account: 8 }).unwrap())
+            .await
+            .unwrap();
+    assert!(!other.existing);
+    assert_eq!(job_count(&db).await, 2);
+}
