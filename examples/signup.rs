@@ -4,22 +4,25 @@
 //! application's own commit. The service embeds its worker, which runs the welcome job
 //! and the mail kinds.
 //!
+//! It reads the settings `docket worker` reads (the `DOCKET_*` variables over
+//! `./docket.toml`); its sign-in email's template ships beside it in `examples/templates`.
+//!
 //! ```sh
 //! DATABASE_URL=postgres://… DOCKET_SMTP_URL=smtp://localhost:1025 \
-//!   DOCKET_MAIL_FROM='App <app@example.com>' cargo run --example signup
+//!   DOCKET_MAIL_FROM='App <app@example.com>' DOCKET_TEMPLATE_DIR=examples/templates \
+//!   cargo run --example signup
 //! curl -X POST localhost:3000/signup -H 'content-type: application/json' -d '{"email":"ann@example.com"}'
 //! ```
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use docket_mail::jobs::{Recovery, RECOVERY_PRIORITY, RECOVERY_QUEUE};
+use docket_mail::jobs::Recovery;
 use docket_queue::{JobArgs, NewJob};
-use docket_worker::{JobContext, JobError, QueueConfig, Registry, Runtime, RuntimeConfig};
+use docket_worker::{JobContext, JobError, Registry, Runtime, RuntimeConfig};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 
@@ -100,10 +103,9 @@ async fn signup(
         locale: None,
         idempotency_key: Some(format!("sign-in:{user_id}")),
     };
+    // Recovery emails go to their own queue, ahead of everything else, by themselves.
     let sign_in = NewJob::typed(&sign_in)
         .map_err(|e| internal(&e))?
-        .queue(RECOVERY_QUEUE)
-        .priority(RECOVERY_PRIORITY)
         .expires_at(chrono::Utc::now() + chrono::Duration::minutes(15));
     docket_queue::enqueue(&mut *tx, &sign_in)
         .await
@@ -112,10 +114,12 @@ async fn signup(
     Ok((StatusCode::CREATED, Json(SignedUp { user_id })))
 }
 
-/// The embedded worker: the application's kinds and Docket's mail kinds.
+/// The embedded worker: the application's kinds and Docket's mail kinds, serving the
+/// queues `config` names (by default `default`, `mail` and `recovery`, as `docket worker`).
 pub fn worker(
     pool: PgPool,
     mailer: Arc<docket_mail::Mailer>,
+    config: RuntimeConfig,
 ) -> Result<Runtime, docket_worker::ConfigError> {
     let mut registry = Registry::new();
     let db = pool.clone();
@@ -131,14 +135,6 @@ pub fn worker(
         }
     });
     docket_mail::jobs::register(&mut registry, mailer);
-    let config = RuntimeConfig {
-        queues: vec![
-            QueueConfig::new("default"),
-            QueueConfig::new(RECOVERY_QUEUE),
-        ],
-        poll_interval: Duration::from_millis(500),
-        ..RuntimeConfig::default()
-    };
     Runtime::new(pool, registry, config)
 }
 
@@ -149,16 +145,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let pool = PgPool::connect(&url).await?;
     docket_queue::migrate(&pool).await?;
     create_tables(&pool).await?;
-    let mail = docket_mail::MailConfig {
-        mode: match std::env::var("DOCKET_SMTP_URL") {
-            Ok(url) => docket_mail::config::Mode::Smtp(docket_mail::config::SmtpUrl::parse(&url)?),
-            Err(_) => docket_mail::config::Mode::Stub,
-        },
-        from: std::env::var("DOCKET_MAIL_FROM").ok(),
-        ..docket_mail::MailConfig::default()
-    };
+    // The settings `docket worker` reads, with its validation and "did you mean".
+    let mail = docket_mail::MailConfig::from_env()?;
     let mailer = Arc::new(docket_mail::Mailer::new(pool.clone(), mail)?);
-    let runtime = worker(pool.clone(), mailer)?;
+    let runtime = worker(pool.clone(), mailer, RuntimeConfig::from_env()?)?;
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(runtime.run(stop.clone().cancelled_owned()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;

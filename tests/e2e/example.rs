@@ -40,14 +40,8 @@ async fn a_signup_enqueues_its_jobs_in_its_own_transaction_and_the_embedded_work
         "the refused signup rolled back its jobs with its row"
     );
 
-    let templates = std::env::temp_dir().join(format!("docket-example-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(templates.join("sign_in")).unwrap();
-    std::fs::write(templates.join("sign_in/subject.txt"), "Sign in").unwrap();
-    std::fs::write(
-        templates.join("sign_in/body.txt"),
-        "Sign in with {{ link }}",
-    )
-    .unwrap();
+    // The templates the example ships with: it runs as shipped.
+    let templates = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/templates");
     let mail = docket_mail::MailConfig {
         mode: Mode::Smtp(SmtpUrl::parse(&sink.url()).unwrap()),
         from: Some("App <app@example.com>".to_owned()),
@@ -55,7 +49,11 @@ async fn a_signup_enqueues_its_jobs_in_its_own_transaction_and_the_embedded_work
         ..docket_mail::MailConfig::default()
     };
     let mailer = Arc::new(docket_mail::Mailer::new(db.pool.clone(), mail).unwrap());
-    let runtime = signup::worker(db.pool.clone(), mailer).unwrap();
+    let config = docket_worker::RuntimeConfig {
+        poll_interval: Duration::from_millis(200),
+        ..docket_worker::RuntimeConfig::default()
+    };
+    let runtime = signup::worker(db.pool.clone(), mailer, config).unwrap();
     let stop = tokio_util::sync::CancellationToken::new();
     let worker = tokio::spawn(runtime.run(stop.clone().cancelled_owned()));
     eventually(

@@ -6,6 +6,7 @@ mod cli;
 mod cron;
 mod demo;
 mod deploy;
+mod embedding;
 mod example;
 mod http;
 mod mail;

@@ -57,6 +57,11 @@ pub use health::HealthConfig;
 pub use server::Limits;
 pub use state::AppState;
 
+/// `docs/embedding.md`, whose Rust blocks compile as this crate's doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/embedding.md")]
+pub struct EmbeddingGuide;
+
 /// The largest request body accepted, in bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
 

@@ -22,6 +22,7 @@
 //! delivery becomes `unknown`, final, and is sent again only on an operator's word
 //! (replaying a recovery or admin job, or putting a campaign's delivery back to `queued`).
 
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -145,6 +146,18 @@ impl Mailer {
     /// A message naming the setting or the template file (and line) at fault.
     pub fn new(pool: PgPool, config: MailConfig) -> std::result::Result<Mailer, String> {
         config.validate().map_err(|err| err.to_string())?;
+        // A folder someone named and that is not there is a mistake to say at start-up;
+        // without one (the default folder absent) only the built-in templates exist.
+        if !config.template_dir.exists()
+            && config.template_dir != Path::new(crate::config::TEMPLATE_DIR_DEFAULT)
+        {
+            return Err(format!(
+                "{} {} does not exist: create it, or point {} at your templates",
+                docket_settings::TEMPLATE_DIR,
+                config.template_dir.display(),
+                docket_settings::TEMPLATE_DIR
+            ));
+        }
         let catalog = Catalog::load(&config.template_dir)
             .map_err(|err| format!("template catalog: {err}"))?;
         let transport = Transport::from_config(&config).map_err(|err| err.to_string())?;
