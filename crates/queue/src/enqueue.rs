@@ -314,7 +314,7 @@ pub struct Enqueued {
 /// As [`enqueue`].
 pub async fn enqueue_or_find(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<Enqueued> {
     // The job carries its own id, so the one returned tells which job holds the key.
-    let id = job.id.unwrap_or_else(JobId::new);
+    let id = job.id.unwrap_or_default();
     let job = NewJob {
         id: Some(id),
         ..job.clone()
