@@ -106,9 +106,7 @@ async fn a_template_folder_that_is_not_there_stops_start_up_naming_the_setting()
     let sink = SmtpSink::start().await;
     let missing = std::env::temp_dir().join(format!("docket-no-such-{}", uuid::Uuid::now_v7()));
     let pool = PgPool::connect_lazy("postgres://localhost/unused").unwrap();
-    let err = Mailer::new(pool, config_for(&sink, missing.clone()))
-        .err()
-        .expect("refused");
+    let err = Mailer::new(pool, config_for(&sink, missing.clone())).expect_err("refused");
     assert!(
         err.contains("DOCKET_TEMPLATE_DIR") && err.contains(&missing.display().to_string()),
         "{err}"
