@@ -159,6 +159,30 @@ where
     Ok(applied)
 }
 
+/// Completes one job on `conn` (a handler's own transaction), fenced by its claim's token
+/// as [`apply_outcomes`] fences: `false`, and nothing written, when `worker_id` no longer
+/// holds the job under `token` (it was rescued, perhaps claimed by another worker).
+///
+/// # Errors
+///
+/// [`crate::Error::Database`] when the database fails.
+pub async fn complete_on(
+    conn: &mut sqlx::PgConnection,
+    worker_id: Uuid,
+    id: JobId,
+    attempt: i32,
+    token: Uuid,
+) -> Result<bool> {
+    let outcome = AttemptOutcome {
+        id,
+        attempt,
+        token,
+        outcome: Outcome::Complete,
+    };
+    let changed = write(&mut *conn, worker_id, &[outcome], None).await?;
+    Ok(!changed.is_empty())
+}
+
 /// Whether the database refused the statement's data (SQLSTATE class 22 data exception,
 /// 23 integrity violation, 54 program limit, P0 raised by a trigger), as opposed to
 /// failing (a lost connection, a shutdown, a timeout), after which the same batch is

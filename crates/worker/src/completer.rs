@@ -95,11 +95,18 @@ impl Completer {
                         );
                     }
                     let states: HashMap<JobId, JobState> = applied.changed.into_iter().collect();
+                    // Jobs their handlers completed in their own transactions are found
+                    // finished: not fenced off.
+                    let completed_in_tx = buffer
+                        .iter()
+                        .filter(|f| f.completed_in_tx && !states.contains_key(&f.id))
+                        .count();
                     for finished in buffer.drain(..) {
                         report(&finished, states.get(&finished.id).copied());
                     }
-                    if !applied.fenced.is_empty() {
-                        metrics::jobs_fenced(applied.fenced.len());
+                    let fenced = applied.fenced.len().saturating_sub(completed_in_tx);
+                    if fenced > 0 {
+                        metrics::jobs_fenced(fenced);
                     }
                     return;
                 }
@@ -135,9 +142,12 @@ fn report(finished: &Finished, state: Option<JobState>) {
         kind,
         duration,
         outcome,
+        completed_in_tx,
         ..
     } = finished;
     let duration_ms = duration.as_secs_f64() * 1000.0;
+    // Completed in the handler's committed transaction: the outcome here was a no-op.
+    let state = state.or(completed_in_tx.then_some(JobState::Completed));
     let Some(state) = state else {
         warn!(
             event = events::JOB_FENCED, job.id = %id, job.kind = %kind, job.queue = %queue,

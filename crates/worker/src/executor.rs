@@ -32,6 +32,9 @@ pub(crate) struct Finished {
     pub(crate) kind: String,
     pub(crate) outcome: Outcome,
     pub(crate) duration: Duration,
+    /// The handler completed the job in its own transaction ([`JobContext::complete_in`]):
+    /// this outcome finds it no longer processing, which is expected, not a lost lease.
+    pub(crate) completed_in_tx: bool,
     /// The holding, ended (dropped) once the outcome is written or given up on.
     pub(crate) _held: HeldJob,
 }
@@ -49,6 +52,8 @@ pub(crate) struct Executor {
     pub(crate) jobs: TaskTracker,
     /// This worker's lease: a handler is polled only while it provably holds.
     pub(crate) lease: Arc<Lease>,
+    /// This worker, for outcomes a handler writes itself ([`JobContext::complete_in`]).
+    pub(crate) worker_id: uuid::Uuid,
 }
 
 /// How a run ended, before it is turned into an outcome.
@@ -96,9 +101,20 @@ impl Executor {
             "job started"
         );
         metrics::job_started(&queue, &job.kind);
-        let outcome = self.run(&job, &queue, &held.stop).await;
-        self.send(job, held, queue, outcome, started.elapsed())
+        let completed_in_tx = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let outcome = self
+            .run(&job, &queue, &held.stop, completed_in_tx.clone())
             .await;
+        let completed_in_tx = completed_in_tx.load(std::sync::atomic::Ordering::Acquire);
+        self.send(
+            job,
+            held,
+            queue,
+            outcome,
+            started.elapsed(),
+            completed_in_tx,
+        )
+        .await;
         drop(permits);
         wake_producer.notify_one();
     }
@@ -112,7 +128,8 @@ impl Executor {
         queue: Arc<str>,
         outcome: Outcome,
     ) {
-        self.send(job, held, queue, outcome, Duration::ZERO).await;
+        self.send(job, held, queue, outcome, Duration::ZERO, false)
+            .await;
     }
 
     async fn send(
@@ -122,6 +139,7 @@ impl Executor {
         queue: Arc<str>,
         outcome: Outcome,
         duration: Duration,
+        completed_in_tx: bool,
     ) {
         held.stop.end();
         let Some(token) = job.lease_token else {
@@ -137,6 +155,7 @@ impl Executor {
             kind: job.kind,
             outcome,
             duration,
+            completed_in_tx,
             _held: held,
         };
         if self.completer.send(finished).await.is_err() {
@@ -147,7 +166,13 @@ impl Executor {
         }
     }
 
-    async fn run(&self, job: &Job, queue: &Arc<str>, stop: &StopSwitch) -> Outcome {
+    async fn run(
+        &self,
+        job: &Job,
+        queue: &Arc<str>,
+        stop: &StopSwitch,
+        completed_in_tx: Arc<std::sync::atomic::AtomicBool>,
+    ) -> Outcome {
         let Some(entry) = self.registry.get(&job.kind).cloned() else {
             // The claim asks only for registered kinds, so this is a bug, not bad input.
             return Outcome::Snooze {
@@ -175,6 +200,9 @@ impl Executor {
             expires_at: job.expires_at,
             cancel: CancellationToken::new(),
             deadline: deadline.clone(),
+            worker_id: self.worker_id,
+            token: job.lease_token,
+            completed_in_tx,
         };
         // Decoding and the handler's synchronous part run inside the task too, so that a
         // panic there (a custom `Deserialize`, a closure that panics before returning its

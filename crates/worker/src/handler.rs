@@ -1,6 +1,7 @@
 //! What application code writes: a handler gets a job's payload and a [`JobContext`], and
 //! returns `Ok(())` or a [`JobError`] that says what should happen next.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -76,9 +77,52 @@ pub struct JobContext {
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) cancel: CancellationToken,
     pub(crate) deadline: Arc<Mutex<Instant>>,
+    /// The worker and the claim's token: the fence of [`JobContext::complete_in`].
+    pub(crate) worker_id: uuid::Uuid,
+    pub(crate) token: Option<uuid::Uuid>,
+    /// Set once [`JobContext::complete_in`] wrote the completion in the handler's
+    /// transaction.
+    pub(crate) completed_in_tx: Arc<AtomicBool>,
 }
 
 impl JobContext {
+    /// Completes this job inside the handler's own transaction (River's `JobCompleteTx`):
+    /// the job is `completed` exactly when that transaction commits, together with the
+    /// handler's own writes, and not at all if it rolls back. The claim's token fences it:
+    /// a run that no longer holds its job (its lease lapsed and it was rescued, perhaps run
+    /// elsewhere) gets an error, and must not commit.
+    ///
+    /// ```no_run
+    /// # async fn handler(pool: sqlx::PgPool, ctx: docket_worker::JobContext) -> Result<(), docket_worker::JobError> {
+    /// let mut tx = pool.begin().await?;
+    /// sqlx::query("update invoices set sent = true where id = 7").execute(&mut *tx).await?;
+    /// ctx.complete_in(&mut tx).await?; // fenced: refused when this run lost the job
+    /// tx.commit().await?;
+    /// Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// A retry when this run no longer holds the job, or when the database fails.
+    pub async fn complete_in(&self, tx: &mut sqlx::PgConnection) -> Result<(), JobError> {
+        let Some(token) = self.token else {
+            return Err(JobError::from("this run holds no claim to complete"));
+        };
+        let held =
+            docket_queue::outcome::complete_on(tx, self.worker_id, self.id, self.attempt, token)
+                .await
+                .map_err(JobError::from)?;
+        if !held {
+            return Err(JobError::from(
+                "this run no longer holds the job (its lease lapsed, or it was handed back): \
+                 roll back",
+            ));
+        }
+        self.completed_in_tx.store(true, Ordering::Release);
+        Ok(())
+    }
+
     /// The job's id.
     pub fn id(&self) -> JobId {
         self.id

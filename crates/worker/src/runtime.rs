@@ -227,6 +227,7 @@ impl Runtime {
             holdings: parts.holdings.clone(),
             jobs: parts.jobs.clone(),
             lease: parts.lease.clone(),
+            worker_id: self.worker.id,
         });
         let total: usize = config.queues.iter().map(|q| q.concurrency).sum();
         let global = Arc::new(Semaphore::new(config.global_concurrency.unwrap_or(total)));

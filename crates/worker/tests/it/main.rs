@@ -2,6 +2,7 @@
 
 mod adversary;
 mod batches;
+mod complete_tx;
 mod faults;
 mod groups;
 mod prefetch;
