@@ -72,6 +72,7 @@ mod retry;
 pub mod runtime;
 mod service;
 mod settings;
+pub mod testing;
 
 pub use config::{ConfigError, QueueConfig, RuntimeConfig};
 pub use handler::{BoxError, JobContext, JobError};

@@ -9,6 +9,7 @@ mod prefetch;
 mod process;
 mod runtime;
 mod stall;
+mod testing;
 
 use std::time::Duration;
 
