@@ -176,3 +176,23 @@ impl JobContext {
         *deadline = (*deadline).max(Instant::now() + by);
     }
 }
+
+#[cfg(test)]
+impl JobContext {
+    /// A context for a run outside the runtime (unit tests of handlers' plumbing).
+    pub(crate) fn for_test() -> JobContext {
+        JobContext {
+            id: JobId::new(),
+            queue: Arc::from("default"),
+            attempt: 1,
+            max_attempts: 1,
+            run_at: Utc::now(),
+            expires_at: None,
+            cancel: CancellationToken::new(),
+            deadline: Arc::new(Mutex::new(Instant::now() + Duration::from_secs(60))),
+            worker_id: uuid::Uuid::now_v7(),
+            token: None,
+            completed_in_tx: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}

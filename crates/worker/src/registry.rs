@@ -85,6 +85,35 @@ impl Registry {
         options
     }
 
+    /// Registers a typed handler that is handed its own clone of `state` on each run (a
+    /// pool, a client; axum's `State`), so that the closure needs no clone of its own:
+    ///
+    /// ```
+    /// # use docket_queue::JobArgs;
+    /// # #[derive(serde::Serialize, serde::Deserialize)]
+    /// # struct Welcome { user_id: i64 }
+    /// # impl JobArgs for Welcome { const KIND: &'static str = "app.welcome"; }
+    /// # fn example(pool: sqlx::PgPool) {
+    /// let mut registry = docket_worker::Registry::new();
+    /// registry.register_with(pool, |job: Welcome, _ctx, pool: sqlx::PgPool| async move {
+    ///     sqlx::query("update users set welcomed = true where id = $1")
+    ///         .bind(job.user_id)
+    ///         .execute(&pool)
+    ///         .await?;
+    ///     Ok(())
+    /// });
+    /// # }
+    /// ```
+    pub fn register_with<A, S, F, Fut>(&mut self, state: S, handler: F) -> &mut KindOptions
+    where
+        A: JobArgs + DeserializeOwned + Send + 'static,
+        S: Clone + Send + Sync + 'static,
+        F: Fn(A, JobContext, S) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        self.register(move |args: A, ctx| handler(args, ctx, state.clone()))
+    }
+
     /// Registers a handler that takes the payload as raw JSON.
     pub fn register_raw<F, Fut>(&mut self, kind: &str, handler: F) -> &mut KindOptions
     where
@@ -157,6 +186,27 @@ mod tests {
             err.to_string().contains("\"report\" is registered twice"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_handler_registered_with_state_gets_its_own_clone_on_each_run() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let runs = Arc::new(AtomicUsize::new(0));
+        let mut registry = Registry::new();
+        registry.register_with(
+            runs.clone(),
+            |_: Report, _, runs: Arc<AtomicUsize>| async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            },
+        );
+        let entry = registry.get("report").unwrap();
+        for _ in 0..2 {
+            let ctx = JobContext::for_test();
+            let run = (entry.start)(serde_json::json!(null), ctx).unwrap();
+            run.await.unwrap();
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
     }
 
     #[test]
