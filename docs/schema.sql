@@ -137,7 +137,13 @@ create table docket.mail_status (
     id integer not null default 1,
     last_fault_at timestamp with time zone,
     last_fault text,
-    cleared_at timestamp with time zone
+    cleared_at timestamp with time zone,
+    last_sent_at timestamp with time zone,
+    unreachable_relay text,
+    unreachable_since timestamp with time zone,
+    unreachable_at timestamp with time zone,
+    unreachable_attempts integer not null default 0,
+    unreachable_error text
 );
 alter table docket.mail_status add constraint mail_status_one_row CHECK ((id = 1));
 alter table docket.mail_status add constraint mail_status_pkey PRIMARY KEY (id);
