@@ -87,9 +87,8 @@ const UNREACHABLE_ADVICE: &str = "the relay does not answer: check that it runs 
 
 const STUB_ADVICE: &str = "stub mode: every email is rendered and recorded as suppressed (reason stub), none is sent; set DOCKET_SMTP_URL to send through a relay.";
 
-/// How every surface prints a time: the one format of the health findings.
 fn at(time: DateTime<Utc>) -> String {
-    time.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+    time.format(docket_queue::health::TIME_FORMAT).to_string()
 }
 
 /// The `mail` check: `warn` in stub mode (nothing is sent); `degraded` while the relay

@@ -247,6 +247,10 @@ impl HealthReport {
     }
 }
 
+/// How every surface prints an instant for a person (the findings, `/ops`): UTC, to the
+/// second, saying so.
+pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S UTC";
+
 /// How late a schedule's due tick may be before `checks.cron` is degraded.
 pub const CRON_LATE_AFTER: Duration = Duration::from_secs(60);
 

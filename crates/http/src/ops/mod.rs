@@ -377,7 +377,7 @@ async fn job(
             let payload = serde_json::to_string_pretty(&job.payload).unwrap_or_default();
             state.ops.render(
                 "job.html",
-                json!({"job": job, "payload": payload, "csrf": viewer.csrf(), "notice": notice(&query)}),
+                json!({"job": job, "payload": payload, "replayable": job.replayable(Utc::now()), "csrf": viewer.csrf(), "notice": notice(&query)}),
             )
         }
         Err(err) => failed(&state, &err, "/ops"),

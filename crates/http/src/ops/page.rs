@@ -34,7 +34,7 @@ pub(crate) struct Overview {
     queues: Option<Vec<QueueLine>>,
     chart: Chart,
     dead_letter_total: i64,
-    dead_letters: Option<Vec<Job>>,
+    dead_letters: Option<Vec<DeadLetterLine>>,
     dead_letter_queues: Vec<String>,
     dead_letter_kinds: Vec<String>,
     cron: Vec<docket_queue::cron::ScheduleRow>,
@@ -65,6 +65,14 @@ struct QueueLine {
     dead_letter: i64,
     oldest_ready_age: String,
     paused: bool,
+}
+
+/// A dead letter, and whether a replay would take it (an expired one is refused).
+#[derive(Serialize)]
+struct DeadLetterLine {
+    #[serde(flatten)]
+    job: Job,
+    replayable: bool,
 }
 
 #[derive(Serialize)]
@@ -264,11 +272,18 @@ pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
                 .collect()
         })
         .unwrap_or_default();
-    let dead_letters = dead_letters.ok();
+    let dead_letters: Option<Vec<DeadLetterLine>> = dead_letters.ok().map(|jobs| {
+        jobs.into_iter()
+            .map(|job| DeadLetterLine {
+                replayable: job.replayable(now),
+                job,
+            })
+            .collect()
+    });
     let mut dead_letter_kinds: Vec<String> = dead_letters
         .iter()
         .flatten()
-        .map(|job| job.kind.clone())
+        .map(|line| line.job.kind.clone())
         .collect();
     dead_letter_kinds.sort();
     dead_letter_kinds.dedup();
@@ -280,7 +295,7 @@ pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
             .iter()
             .filter(|f| f.verdict == Verdict::Warn)
             .count(),
-        generated_at: now.format("%Y-%m-%d %H:%M:%S").to_string(),
+        generated_at: now.format(docket_queue::health::TIME_FORMAT).to_string(),
         refresh_seconds: REFRESH_SECONDS,
         checks: check_lines(&report),
         queues,
