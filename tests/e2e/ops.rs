@@ -431,6 +431,53 @@ async fn the_operations_page_in_a_real_browser() {
         .is_err());
     let stray = times_in_another_format(&client).await;
     assert!(stray.is_empty(), "one timestamp format: {stray:?}");
+    // Worker, batch and campaign ids lead to their pages, shown whole where they name the
+    // thing (a worker, a batch; a campaign by its name).
+    let worker_id = docket_queue::workers::list(&db.pool, None).await.unwrap()[0]
+        .info
+        .id;
+    let campaign = docket_mail::campaign::list(&db.pool, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let batch_id = campaign.batch_id.expect("a campaign's batch");
+    for (href, shown_as) in [
+        (format!("/ops/workers/{worker_id}"), worker_id.to_string()),
+        (format!("/ops/batches/{batch_id}"), batch_id.to_string()),
+        (
+            format!("/ops/campaigns/{}", campaign.id),
+            "December newsletter".to_owned(),
+        ),
+    ] {
+        client.goto(&format!("{base}/ops")).await.unwrap();
+        let link = client
+            .find(Locator::Css(&format!("a[href='{href}']")))
+            .await
+            .unwrap_or_else(|_| panic!("a link to {href}"));
+        let text_of_link = link.text().await.unwrap();
+        assert_eq!(text_of_link, shown_as, "{href}");
+        link.click().await.unwrap();
+        eventually(WAIT, "the linked page", || async {
+            client.current_url().await.unwrap().path() == href
+        })
+        .await;
+        let heading = client
+            .find(Locator::Css("h1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let id = href.rsplit('/').next().unwrap();
+        assert!(
+            heading.ends_with(id),
+            "the whole id heads its page: {heading}"
+        );
+        let problems = accessibility_problems(&client).await;
+        assert!(problems.is_empty(), "{href}: {problems:?}");
+        let stray = times_in_another_format(&client).await;
+        assert!(stray.is_empty(), "{href}: {stray:?}");
+    }
     client.goto(&format!("{base}/ops")).await.unwrap();
 
     // Screenshots with this data, desktop first (and phone below).

@@ -26,6 +26,7 @@ impl OpsState {
             ("login.html", include_str!("templates/login.html")),
             ("index.html", include_str!("templates/index.html")),
             ("job.html", include_str!("templates/job.html")),
+            ("detail.html", include_str!("templates/detail.html")),
             ("message.html", include_str!("templates/message.html")),
         ] {
             // Compiled in and covered by the tests: a template that does not parse is a
