@@ -391,6 +391,33 @@ async fn the_operations_page_in_a_real_browser() {
     let stray = times_in_another_format(&client).await;
     assert!(stray.is_empty(), "one timestamp format: {stray:?}");
 
+    // The chart counts emails beside jobs (57 of the 60 went out, 3 bounced), and the one
+    // real dead letter is a visible bar of its own strip.
+    let chart = client
+        .find(Locator::Css("section[aria-labelledby=throughput]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(chart.contains("57 emails sent"), "{chart}");
+    assert!(
+        chart.contains("emails sent per minute: 57 in the hour"),
+        "{chart}"
+    );
+    let dead_bar = client
+        .execute(
+            "return Math.max(0, ...[...document.querySelectorAll('svg.chart.dead rect')]
+               .map(r => r.getBoundingClientRect().height));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        dead_bar.as_f64().unwrap() >= 2.0,
+        "a visible dead-letter bar: {dead_bar}"
+    );
+
     // An expired dead letter offers no Replay (the replay route refuses it), only Discard.
     let expired_row = format!("tr[data-job='{expired}']");
     assert!(
@@ -584,6 +611,20 @@ async fn the_operations_page_in_a_real_browser() {
         overflow.as_i64().unwrap() <= 0,
         "the page fits a phone: {overflow}"
     );
+    // The chart's words are the page's text, as readable as the rest at phone width.
+    let small = phone
+        .execute(
+            "const chart = document.querySelector('section[aria-labelledby=throughput]');
+             const texts = [...chart.querySelectorAll('svg text')].map(t => t.textContent);
+             const labels = [...chart.querySelectorAll('figcaption, .axis span')]
+               .filter(l => parseFloat(getComputedStyle(l).fontSize) < 12)
+               .map(l => l.textContent);
+             return texts.concat(labels);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(small, json!([]), "chart labels too small to read");
     // Every Pause, Resume, Replay and Discard is on screen without scrolling sideways.
     let hidden = phone
         .execute(
