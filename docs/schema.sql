@@ -132,6 +132,7 @@ CREATE INDEX mail_deliveries_campaign ON docket.mail_deliveries USING btree (cam
 CREATE INDEX mail_deliveries_created ON docket.mail_deliveries USING btree (created_at DESC, id DESC);
 CREATE INDEX mail_deliveries_job_open ON docket.mail_deliveries USING btree (job_id) WHERE ((source <> 'campaign'::text) AND (status = ANY (ARRAY['queued'::text, 'sending'::text])));
 CREATE INDEX mail_deliveries_recipient ON docket.mail_deliveries USING btree (lower(recipient));
+CREATE INDEX mail_deliveries_sent ON docket.mail_deliveries USING btree (sent_at) WHERE (sent_at IS NOT NULL);
 
 create table docket.mail_status (
     id integer not null default 1,
