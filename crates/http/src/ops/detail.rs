@@ -46,15 +46,10 @@ fn maybe(time: Option<DateTime<Utc>>, none: &str) -> String {
     time.map_or_else(|| none.to_owned(), at)
 }
 
-/// The id in the path, or the page that says it is not one.
-fn parse(state: &AppState, id: &str, what: &str) -> Result<Uuid, Response> {
-    id.parse().map_err(|_| {
-        failed(
-            state,
-            &ApiError::BadRequest(format!("{id:?} is not a {what} id (a UUID)")),
-            "/ops",
-        )
-    })
+/// The id in the path, or why it is not one.
+fn parse(id: &str, what: &str) -> Result<Uuid, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a {what} id (a UUID)")))
 }
 
 /// Renders the page of `what` `id`.
@@ -86,9 +81,9 @@ pub(super) async fn worker(
     let Some(viewer) = viewer(&state, caller, &headers).await else {
         return Redirect::to("/ops/login").into_response();
     };
-    let id = match parse(&state, &id, "worker") {
+    let id = match parse(&id, "worker") {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(err) => return failed(&state, &err, "/ops"),
     };
     let workers = match docket_queue::workers::list(&state.pool, None).await {
         Ok(workers) => workers,
@@ -133,9 +128,9 @@ pub(super) async fn batch(
     let Some(viewer) = viewer(&state, caller, &headers).await else {
         return Redirect::to("/ops/login").into_response();
     };
-    let id = match parse(&state, &id, "batch") {
+    let id = match parse(&id, "batch") {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(err) => return failed(&state, &err, "/ops"),
     };
     let b = match docket_queue::batch::show(&state.pool, id).await {
         Ok(b) => b,
@@ -175,9 +170,9 @@ pub(super) async fn campaign(
     let Some(viewer) = viewer(&state, caller, &headers).await else {
         return Redirect::to("/ops/login").into_response();
     };
-    let id = match parse(&state, &id, "campaign") {
+    let id = match parse(&id, "campaign") {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(err) => return failed(&state, &err, "/ops"),
     };
     let c = match docket_mail::campaign::show(&state.pool, id).await {
         Ok(c) => c,
