@@ -613,9 +613,10 @@ impl Mailer {
         Ok(())
     }
 
-    /// The relay accepted a message: faults and failures to reach it are over (cleared at
-    /// once after one, by any process), and when it last took one is kept fresh enough for
-    /// the health check to say.
+    /// The relay accepted a message: faults and failures to reach it are over. A process
+    /// that saw one (or has just started) clears the record at once; every process
+    /// refreshes it at most once a [`SENT_RECORD_EVERY`], which also clears what another
+    /// process recorded and keeps "took a message at" fresh.
     async fn record_sent(&self) {
         let now = Utc::now().timestamp();
         let last = self.sent_recorded_at.load(Ordering::Relaxed);
