@@ -132,12 +132,19 @@ CREATE INDEX mail_deliveries_campaign ON docket.mail_deliveries USING btree (cam
 CREATE INDEX mail_deliveries_created ON docket.mail_deliveries USING btree (created_at DESC, id DESC);
 CREATE INDEX mail_deliveries_job_open ON docket.mail_deliveries USING btree (job_id) WHERE ((source <> 'campaign'::text) AND (status = ANY (ARRAY['queued'::text, 'sending'::text])));
 CREATE INDEX mail_deliveries_recipient ON docket.mail_deliveries USING btree (lower(recipient));
+CREATE INDEX mail_deliveries_sent ON docket.mail_deliveries USING btree (sent_at) WHERE (sent_at IS NOT NULL);
 
 create table docket.mail_status (
     id integer not null default 1,
     last_fault_at timestamp with time zone,
     last_fault text,
-    cleared_at timestamp with time zone
+    cleared_at timestamp with time zone,
+    last_sent_at timestamp with time zone,
+    unreachable_relay text,
+    unreachable_since timestamp with time zone,
+    unreachable_at timestamp with time zone,
+    unreachable_attempts integer not null default 0,
+    unreachable_error text
 );
 alter table docket.mail_status add constraint mail_status_one_row CHECK ((id = 1));
 alter table docket.mail_status add constraint mail_status_pkey PRIMARY KEY (id);

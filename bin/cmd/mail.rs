@@ -212,14 +212,17 @@ async fn run_campaign(
             (vec![status], false)
         }
         CampaignCommand::List(output) => (campaign::list(&pool, LIST_LIMIT).await?, output.json),
-        CampaignCommand::Pause { id } => {
-            return act(campaign::pause(&pool, id).await, id, "paused")
+        CampaignCommand::Pause { id, output } => {
+            let changed = campaign::pause(&pool, id).await;
+            return act(&pool, changed, id, "paused", output.json).await;
         }
-        CampaignCommand::Resume { id } => {
-            return act(campaign::resume(&pool, id).await, id, "sending")
+        CampaignCommand::Resume { id, output } => {
+            let changed = campaign::resume(&pool, id).await;
+            return act(&pool, changed, id, "sending", output.json).await;
         }
-        CampaignCommand::Cancel { id } => {
-            return act(campaign::cancel(&pool, id).await, id, "cancelled")
+        CampaignCommand::Cancel { id, output } => {
+            let changed = campaign::cancel(&pool, id).await;
+            return act(&pool, changed, id, "cancelled", output.json).await;
         }
     };
     if json {
@@ -341,8 +344,20 @@ async fn create(config: &Config, args: CreateArgs, catalog: &Catalog) -> anyhow:
 
 /// A control's answer: done, or the state it asks for held already; a wrong state is an
 /// error with the reason (exit 1).
-fn act(result: docket_mail::Result<bool>, id: uuid::Uuid, what: &str) -> anyhow::Result<()> {
-    if result? {
+/// An action's answer: a word, or with `--json` the campaign as it is now (what `campaign
+/// show --json` and the HTTP route print). A state that refuses the action is an error.
+async fn act(
+    pool: &sqlx::PgPool,
+    result: docket_mail::Result<bool>,
+    id: uuid::Uuid,
+    what: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let changed = result?;
+    if json {
+        return print_json(&campaign::show(pool, id).await?);
+    }
+    if changed {
         println!("campaign {id} {what}");
     } else {
         println!("campaign {id} was {what} already; nothing changed");

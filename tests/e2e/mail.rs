@@ -212,15 +212,11 @@ async fn the_mail_commands_render_list_suppress_and_run_a_campaign_s_controls() 
         "{}",
         String::from_utf8_lossy(&created.stderr)
     );
-    ok(&docket(
-        &db,
-        &templates,
-        &["mail", "campaign", "pause", &id],
-    ));
+    // `--json` answers with the campaign as it is after the action.
     let shown: Value = serde_json::from_str(&ok(&docket(
         &db,
         &templates,
-        &["mail", "campaign", "show", &id, "--json"],
+        &["mail", "campaign", "pause", &id, "--json"],
     )))
     .unwrap();
     assert_eq!(
@@ -508,4 +504,101 @@ async fn a_worker_killed_mid_campaign_and_restarted_sends_each_recipient_once() 
         (Some(total as i64 - unknown), Some(unknown), Some(0)),
         "{shown}"
     );
+}
+
+/// `docket check` as an operator runs it beside workers that send through `relay`.
+fn check_with_relay(db: &TestDb, relay: &str, json: bool) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_docket"));
+    command.arg("check");
+    if json {
+        command.arg("--json");
+    }
+    command
+        .env("DATABASE_URL", &db.url)
+        .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_CHECK_DISK_MIN_FREE_PERCENT", "0")
+        .env("DOCKET_SMTP_URL", relay)
+        .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
+        .output()
+        .expect("run docket check")
+}
+
+fn mail_finding(output: &Output) -> Value {
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == "mail"))
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+/// A relay that refuses connections: `docket check` has a mail row that says nothing was
+/// sent yet (not that the relay takes our mail), then, once a password reset has failed
+/// to reach it, that the relay cannot be reached, where and since when.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docket_check_says_the_relay_cannot_be_reached_when_it_refuses_connections() {
+    let db = TestDb::new().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let relay = format!("smtp://127.0.0.1:{port}");
+    let templates = folder(&[
+        ("reset/subject.txt", "Reset"),
+        ("reset/body.txt", "Follow {{ link }}"),
+    ]);
+
+    let before = check_with_relay(&db, &relay, false);
+    let table = String::from_utf8_lossy(&before.stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("mail "))
+        .unwrap_or_else(|| panic!("a mail row: {table}"));
+    assert!(
+        row.contains("ok") && row.contains("nothing sent yet"),
+        "{row}"
+    );
+
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_docket"))
+        .arg("worker")
+        .env("DATABASE_URL", &db.url)
+        .env("DOCKET_LOG_FORMAT", "json")
+        .env("DOCKET_POLL_INTERVAL", "0.2")
+        .env("DOCKET_SMTP_URL", &relay)
+        .env("DOCKET_SMTP_TIMEOUT", "2")
+        .env("DOCKET_MAIL_RETRY_LADDER", "1s,1s,1s,1s,1s,1s,1s,1s")
+        .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
+        .env("DOCKET_TEMPLATE_DIR", &templates)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start docket worker");
+    sqlx::query(
+        r#"select docket.enqueue('mail.recovery',
+               '{"to": "ann@example.com", "template": "reset", "vars": {"link": "https://x"}}',
+               queue => 'recovery', priority => -10)"#,
+    )
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let degraded = || async {
+        let finding = mail_finding(&check_with_relay(&db, &relay, true));
+        finding["verdict"] == "degraded"
+    };
+    eventually(WAIT, "the mail check is degraded", degraded).await;
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+
+    let output = check_with_relay(&db, &relay, true);
+    let finding = mail_finding(&output);
+    let detail = finding["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with(&format!(
+            "cannot reach the relay at 127.0.0.1:{port} since "
+        )),
+        "{finding}"
+    );
+    assert!(detail.contains("attempt"), "{finding}");
+    assert_eq!(output.status.code(), Some(1), "{finding}");
 }

@@ -123,7 +123,7 @@ async fn browser(phone: bool) -> (Process, Client) {
 
 /// Seeds what an operator would see on a working day: finished jobs for the chart, dead
 /// letters (one failed for real), a paused queue, a campaign with bounces, schedules.
-async fn seed(db: &TestDb, port: u16) -> docket_queue::JobId {
+async fn seed(db: &TestDb, port: u16) -> (docket_queue::JobId, docket_queue::JobId) {
     let jobs: Vec<NewJob> = (0..400)
         .map(|i| NewJob::new("docket.noop", json!({"n": i})))
         .collect();
@@ -157,6 +157,18 @@ async fn seed(db: &TestDb, port: u16) -> docket_queue::JobId {
     .execute(&db.pool)
     .await
     .unwrap();
+    // A password reset that expired unsent: replay refuses it, so no Replay is offered.
+    let expired = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::DeadLetter),
+            kind: Some("mail.recovery".into()),
+            queue: Some("recovery".into()),
+            expires_at: Some(chrono::Utc::now() - chrono::Duration::minutes(5)),
+            ..Default::default()
+        },
+    )
+    .await;
     docket_queue::queues::pause(&db.pool, "reports")
         .await
         .unwrap();
@@ -172,7 +184,7 @@ async fn seed(db: &TestDb, port: u16) -> docket_queue::JobId {
     let body = json!({"name": "December newsletter", "template": "news", "recipients": recipients, "batch_size": 20});
     let (status, answer) = post(port, "/api/campaigns", &body.to_string());
     assert_eq!(status, 201, "{answer}");
-    replayable.id
+    (replayable.id, expired.id)
 }
 
 /// A bearer POST with a JSON body.
@@ -254,6 +266,21 @@ if (document.querySelectorAll('h1').length !== 1) problems.push('not exactly one
 return problems;
 "#;
 
+/// Every date and time on the page not in the one format (`2026-12-08 03:00:00 UTC`).
+async fn times_in_another_format(client: &Client) -> Vec<Value> {
+    client
+        .execute(
+            r"const found = document.body.innerText.match(/\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2})?(\.\d+)?(Z|[+-]\d{2}:?\d{2}| UTC)?/g) || [];
+              return found.filter(t => !/^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC$/.test(t));",
+            vec![],
+        )
+        .await
+        .unwrap()
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
 async fn accessibility_problems(client: &Client) -> Vec<Value> {
     client
         .execute(ACCESSIBILITY, vec![])
@@ -290,7 +317,7 @@ async fn the_operations_page_in_a_real_browser() {
     let port = free_port();
     let _serve = serve(&db, &sink, port, &dir).await;
     let base = format!("http://127.0.0.1:{port}");
-    let replayable = seed(&db, port).await;
+    let (replayable, expired) = seed(&db, port).await;
     eventually(
         WAIT,
         "the campaign is sent and the no-op jobs are done",
@@ -315,7 +342,7 @@ async fn the_operations_page_in_a_real_browser() {
                     .queues
                     .get("default")
                     .is_none_or(|q| q.pending == 0)
-                && snapshot.total.dead_letter == 2
+                && snapshot.total.dead_letter == 3
         },
     )
     .await;
@@ -361,6 +388,124 @@ async fn the_operations_page_in_a_real_browser() {
     }
     let problems = accessibility_problems(&client).await;
     assert!(problems.is_empty(), "{problems:?}");
+    let stray = times_in_another_format(&client).await;
+    assert!(stray.is_empty(), "one timestamp format: {stray:?}");
+
+    // The chart counts emails beside jobs (57 of the 60 went out, 3 bounced), and the one
+    // real dead letter is a visible bar of its own strip.
+    let chart = client
+        .find(Locator::Css("section[aria-labelledby=throughput]"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(chart.contains("57 emails sent"), "{chart}");
+    assert!(
+        chart.contains("emails sent per minute: 57 in the hour"),
+        "{chart}"
+    );
+    let dead_bar = client
+        .execute(
+            "return Math.max(0, ...[...document.querySelectorAll('svg.chart.dead rect')]
+               .map(r => r.getBoundingClientRect().height));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        dead_bar.as_f64().unwrap() >= 2.0,
+        "a visible dead-letter bar: {dead_bar}"
+    );
+
+    // An expired dead letter offers no Replay (the replay route refuses it), only Discard.
+    let expired_row = format!("tr[data-job='{expired}']");
+    assert!(
+        client
+            .find(Locator::Css(&format!(
+                "{expired_row} form[action$='/replay']"
+            )))
+            .await
+            .is_err(),
+        "no Replay for an expired job"
+    );
+    let expired_text = client
+        .find(Locator::Css(&expired_row))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(expired_text.contains("expired"), "{expired_text}");
+    assert!(client
+        .find(Locator::Css(&format!(
+            "{expired_row} form[action$='/discard']"
+        )))
+        .await
+        .is_ok());
+    client
+        .goto(&format!("{base}/ops/jobs/{expired}"))
+        .await
+        .unwrap();
+    let job_page = text(&client).await;
+    assert!(
+        job_page.contains("Not replayable: its expiry"),
+        "{job_page}"
+    );
+    assert!(client
+        .find(Locator::Css("form[action$='/replay']"))
+        .await
+        .is_err());
+    let stray = times_in_another_format(&client).await;
+    assert!(stray.is_empty(), "one timestamp format: {stray:?}");
+    // Worker, batch and campaign ids lead to their pages, shown whole where they name the
+    // thing (a worker, a batch; a campaign by its name).
+    let worker_id = docket_queue::workers::list(&db.pool, None).await.unwrap()[0]
+        .info
+        .id;
+    let campaign = docket_mail::campaign::list(&db.pool, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let batch_id = campaign.batch_id.expect("a campaign's batch");
+    for (href, shown_as) in [
+        (format!("/ops/workers/{worker_id}"), worker_id.to_string()),
+        (format!("/ops/batches/{batch_id}"), batch_id.to_string()),
+        (
+            format!("/ops/campaigns/{}", campaign.id),
+            "December newsletter".to_owned(),
+        ),
+    ] {
+        client.goto(&format!("{base}/ops")).await.unwrap();
+        let link = client
+            .find(Locator::Css(&format!("a[href='{href}']")))
+            .await
+            .unwrap_or_else(|_| panic!("a link to {href}"));
+        let text_of_link = link.text().await.unwrap();
+        assert_eq!(text_of_link, shown_as, "{href}");
+        link.click().await.unwrap();
+        eventually(WAIT, "the linked page", || async {
+            client.current_url().await.unwrap().path() == href
+        })
+        .await;
+        let heading = client
+            .find(Locator::Css("h1"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let id = href.rsplit('/').next().unwrap();
+        assert!(
+            heading.ends_with(id),
+            "the whole id heads its page: {heading}"
+        );
+        let problems = accessibility_problems(&client).await;
+        assert!(problems.is_empty(), "{href}: {problems:?}");
+        let stray = times_in_another_format(&client).await;
+        assert!(stray.is_empty(), "{href}: {stray:?}");
+    }
+    client.goto(&format!("{base}/ops")).await.unwrap();
 
     // Screenshots with this data, desktop first (and phone below).
     let screenshots = std::env::var_os("DOCKET_SCREENSHOTS_DIR").map(PathBuf::from);
@@ -465,6 +610,36 @@ async fn the_operations_page_in_a_real_browser() {
     assert!(
         overflow.as_i64().unwrap() <= 0,
         "the page fits a phone: {overflow}"
+    );
+    // The chart's words are the page's text, as readable as the rest at phone width.
+    let small = phone
+        .execute(
+            "const chart = document.querySelector('section[aria-labelledby=throughput]');
+             const texts = [...chart.querySelectorAll('svg text')].map(t => t.textContent);
+             const labels = [...chart.querySelectorAll('figcaption, .axis span')]
+               .filter(l => parseFloat(getComputedStyle(l).fontSize) < 12)
+               .map(l => l.textContent);
+             return texts.concat(labels);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(small, json!([]), "chart labels too small to read");
+    // Every Pause, Resume, Replay and Discard is on screen without scrolling sideways.
+    let hidden = phone
+        .execute(
+            "const width = document.documentElement.clientWidth;
+             return [...document.querySelectorAll('.scroll button')]
+               .filter(b => { const r = b.getBoundingClientRect(); return r.left < 0 || r.right > width; })
+               .map(b => b.textContent.trim());",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        hidden,
+        json!([]),
+        "action buttons off screen at phone width"
     );
     let shot = phone.screenshot().await.unwrap();
     if let Some(dir) = &screenshots {

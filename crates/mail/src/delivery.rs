@@ -9,6 +9,20 @@ use crate::error::{MailError, Result};
 
 pub use crate::model::{Delivery, DeliveryFilter, Source, Status, Suppression, Tally};
 
+/// Emails the relay took per minute (the minute, how many) in `[since, until)`, oldest
+/// first: what the operations page charts beside jobs. Reads only that range.
+///
+/// # Errors
+///
+/// [`MailError::Database`].
+pub async fn sent_per_minute(
+    exec: impl PgExecutor<'_>,
+    since: chrono::DateTime<chrono::Utc>,
+    until: chrono::DateTime<chrono::Utc>,
+) -> Result<Vec<(chrono::DateTime<chrono::Utc>, i64)>> {
+    Ok(db::delivery_sent_per_minute(exec, since, until).await?)
+}
+
 /// Deliveries, newest first.
 ///
 /// # Errors

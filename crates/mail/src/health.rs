@@ -1,7 +1,9 @@
 //! The mail relay's health check, contributed to the one health judgement
-//! ([`docket_queue::health`]) by the crate that owns the fact: a configuration fault the
-//! relay answered (authentication, TLS), recorded by the mail jobs and cleared by the next
-//! message it accepts.
+//! ([`docket_queue::health`]) by the crate that owns the fact. The mail jobs record what
+//! the relay did: a configuration fault it answered (authentication, TLS), the failures to
+//! reach it at all (refused, unresolved, timed out), each cleared by the next message it
+//! takes, and when it last took one. The check says only what was seen: a relay nothing
+//! has been sent through yet is not called healthy.
 
 use std::sync::LazyLock;
 
@@ -19,15 +21,67 @@ pub struct RelayFault {
     pub error: String,
 }
 
-/// The outstanding fault, if any.
+/// Failures to reach the relay since the last message it took.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Unreachable {
+    /// The relay tried, `host:port`.
+    pub relay: String,
+    /// The first failure.
+    pub since: DateTime<Utc>,
+    /// The latest failure.
+    pub last_at: DateTime<Utc>,
+    /// How many attempts failed.
+    pub attempts: i32,
+    /// The latest failure's error.
+    pub error: String,
+}
+
+/// What the mail jobs recorded about the relay.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RelayStatus {
+    /// The outstanding configuration fault, if any.
+    pub fault: Option<RelayFault>,
+    /// The outstanding failures to reach it, if any.
+    pub unreachable: Option<Unreachable>,
+    /// When it last took a message (`None`: never, as far as the record goes).
+    pub last_sent_at: Option<DateTime<Utc>>,
+}
+
+/// The relay's recorded status.
+///
+/// # Errors
+///
+/// [`crate::MailError::Database`] when the database fails.
+pub async fn relay_status(exec: impl PgExecutor<'_>) -> crate::Result<RelayStatus> {
+    let row = crate::db::status_read(exec).await?;
+    let fault = row
+        .fault_at
+        .zip(row.fault)
+        .map(|(at, error)| RelayFault { at, error });
+    let unreachable = match (row.unreachable_since, row.unreachable_at) {
+        (Some(since), Some(last_at)) if row.unreachable_attempts > 0 => Some(Unreachable {
+            relay: row.unreachable_relay.unwrap_or_default(),
+            since,
+            last_at,
+            attempts: row.unreachable_attempts,
+            error: row.unreachable_error.unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    Ok(RelayStatus {
+        fault,
+        unreachable,
+        last_sent_at: row.last_sent_at,
+    })
+}
+
+/// The outstanding configuration fault, if any.
 ///
 /// # Errors
 ///
 /// [`crate::MailError::Database`] when the database fails.
 pub async fn relay_fault(exec: impl PgExecutor<'_>) -> crate::Result<Option<RelayFault>> {
-    Ok(crate::db::status_fault(exec)
-        .await?
-        .map(|(at, error)| RelayFault { at, error }))
+    Ok(relay_status(exec).await?.fault)
 }
 
 /// What to do while the relay refuses our settings (made once: a finding's advice lives as
@@ -36,6 +90,15 @@ static ADVICE: LazyLock<&'static str> = LazyLock::new(|| {
     format!(
         "the relay refuses our settings: check {}'s user, password and TLS mode, then send \
          a test with `docket mail render`.",
+        settings::SMTP_URL
+    )
+    .leak()
+});
+
+static UNREACHABLE_ADVICE: LazyLock<&'static str> = LazyLock::new(|| {
+    format!(
+        "the relay does not answer: check that it runs and that {} names its host and port; \
+         mail waits on its retry ladder meanwhile and recovery emails may expire unsent.",
         settings::SMTP_URL
     )
     .leak()
@@ -50,30 +113,49 @@ static STUB_ADVICE: LazyLock<&'static str> = LazyLock::new(|| {
     .leak()
 });
 
-/// The `mail` check: `warn` in stub mode (nothing is sent), `degraded` while the relay
-/// refuses our settings and no message has gone through since.
-pub fn describe(stub: bool, fault: Option<&RelayFault>) -> Finding {
+fn at(time: DateTime<Utc>) -> String {
+    time.format(docket_queue::health::TIME_FORMAT).to_string()
+}
+
+/// The `mail` check: `warn` in stub mode (nothing is sent); `degraded` while the relay
+/// refuses our settings, or cannot be reached, and no message has gone through since;
+/// otherwise `ok`, saying when the relay last took a message, or that nothing has been
+/// sent yet (never that the relay works when nothing was seen).
+pub fn describe(stub: bool, status: &RelayStatus) -> Finding {
     if stub {
         return Finding::new("mail", Verdict::Warn, "stub, nothing is sent", *STUB_ADVICE);
     }
-    match fault {
-        None => Finding::new(
+    if let Some(fault) = &status.fault {
+        return Finding::new(
             "mail",
-            Verdict::Ok,
-            "no refusal of our settings recorded",
+            Verdict::Degraded,
+            format!("since {}: {}", at(fault.at), fault.error),
             *ADVICE,
-        ),
-        Some(fault) => Finding::new(
+        );
+    }
+    if let Some(down) = &status.unreachable {
+        let attempts = match down.attempts {
+            1 => "1 attempt failed".to_owned(),
+            n => format!("{n} attempts failed"),
+        };
+        return Finding::new(
             "mail",
             Verdict::Degraded,
             format!(
-                "since {}: {}",
-                fault.at.format("%Y-%m-%d %H:%M:%S UTC"),
-                fault.error
+                "cannot reach the relay at {} since {}: {attempts}, the last at {} ({})",
+                down.relay,
+                at(down.since),
+                at(down.last_at),
+                down.error
             ),
-            *ADVICE,
-        ),
+            *UNREACHABLE_ADVICE,
+        );
     }
+    let detail = match status.last_sent_at {
+        Some(sent) => format!("the relay took a message at {}", at(sent)),
+        None => "nothing sent yet: the relay has not been tried".to_owned(),
+    };
+    Finding::new("mail", Verdict::Ok, detail, *ADVICE)
 }
 
 /// The probe of the `mail` check, for a process whose mail goes out as `mode` says.
@@ -101,8 +183,8 @@ impl Probe for RelayProbe {
             let Some(pool) = db else {
                 return Finding::unknown("mail", "the database does not answer");
             };
-            match relay_fault(pool).await {
-                Ok(fault) => describe(self.stub, fault.as_ref()),
+            match relay_status(pool).await {
+                Ok(status) => describe(self.stub, &status),
                 Err(err) => {
                     Finding::unknown("mail", format!("cannot read the relay's status: {err}"))
                 }
@@ -117,21 +199,71 @@ mod tests {
 
     #[test]
     fn an_outstanding_fault_degrades_the_mail_check_and_says_what_the_relay_said() {
-        let fault = RelayFault {
-            at: Utc::now(),
-            error: "535 5.7.8 authentication credentials invalid".into(),
+        let status = RelayStatus {
+            fault: Some(RelayFault {
+                at: Utc::now(),
+                error: "535 5.7.8 authentication credentials invalid".into(),
+            }),
+            ..RelayStatus::default()
         };
-        let finding = describe(false, Some(&fault));
+        let finding = describe(false, &status);
         assert_eq!(finding.verdict, Verdict::Degraded);
         assert!(finding.detail.contains("535 5.7.8"), "{finding:?}");
         assert!(finding.advice.is_some());
-        assert_eq!(describe(false, None).verdict, Verdict::Ok);
+    }
+
+    #[test]
+    fn failures_to_reach_the_relay_degrade_the_check_naming_where_since_when_and_how_many() {
+        let since = Utc::now();
+        let status = RelayStatus {
+            unreachable: Some(Unreachable {
+                relay: "127.0.0.1:2525".into(),
+                since,
+                last_at: since,
+                attempts: 3,
+                error: "connection failed: Connection refused (os error 111)".into(),
+            }),
+            ..RelayStatus::default()
+        };
+        let finding = describe(false, &status);
+        assert_eq!(finding.verdict, Verdict::Degraded);
+        assert!(
+            finding.detail.starts_with(&format!(
+                "cannot reach the relay at 127.0.0.1:2525 since {}: 3 attempts failed",
+                at(since)
+            )),
+            "{finding:?}"
+        );
+        assert_eq!(finding.advice, Some(*UNREACHABLE_ADVICE));
+    }
+
+    /// Nothing seen is not called healthy; a message taken is said with its time.
+    #[test]
+    fn the_check_says_only_what_it_saw() {
+        let never = describe(false, &RelayStatus::default());
+        assert_eq!(never.verdict, Verdict::Ok);
+        assert_eq!(
+            never.detail,
+            "nothing sent yet: the relay has not been tried"
+        );
+        let sent = Utc::now();
+        let finding = describe(
+            false,
+            &RelayStatus {
+                last_sent_at: Some(sent),
+                ..RelayStatus::default()
+            },
+        );
+        assert_eq!(
+            finding.detail,
+            format!("the relay took a message at {}", at(sent))
+        );
     }
 
     /// Stub mode sends nothing: the check says so, whatever else it saw.
     #[test]
     fn stub_mode_is_a_warning_that_nothing_is_sent() {
-        let finding = describe(true, None);
+        let finding = describe(true, &RelayStatus::default());
         assert_eq!(finding.verdict, Verdict::Warn);
         assert_eq!(finding.detail, "stub, nothing is sent");
     }

@@ -23,7 +23,7 @@
 //! (replaying a recovery or admin job, or putting a campaign's delivery back to `queued`).
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,9 @@ pub const RECORD_MARGIN: Duration = Duration::from_secs(10);
 
 /// How often a run looks again at a delivery whose exchange may still be under way.
 const IN_FLIGHT_RECHECK: Duration = Duration::from_secs(1);
+/// How often a process refreshes the record of when the relay last took a message (the
+/// health check's "took a message at").
+const SENT_RECORD_EVERY: Duration = Duration::from_secs(60);
 
 /// What one delivery's turn came to.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -123,9 +126,12 @@ pub struct Mailer {
     transport: Transport,
     from: Mailbox,
     limiter: Option<RateLimit>,
-    /// A recorded configuration fault may be outstanding: the next accepted message clears
-    /// it (one write, then none until the next fault).
+    /// A recorded fault or failure to reach the relay may be outstanding: the next
+    /// accepted message clears it at once (one write, then none until the next failure).
     fault_outstanding: AtomicBool,
+    /// When this process last recorded that the relay took a message (Unix seconds): the
+    /// record is refreshed at most once a [`SENT_RECORD_EVERY`].
+    sent_recorded_at: AtomicI64,
 }
 
 impl std::fmt::Debug for Mailer {
@@ -173,6 +179,7 @@ impl Mailer {
             // A fault another process (or an earlier run) recorded is cleared by this
             // process's first message that goes through.
             fault_outstanding: AtomicBool::new(true),
+            sent_recorded_at: AtomicI64::new(0),
         })
     }
 
@@ -415,7 +422,7 @@ impl Mailer {
                 },
             )
             .await?;
-        self.clear_fault().await;
+        self.record_sent().await;
         Ok(step)
     }
 
@@ -440,6 +447,9 @@ impl Mailer {
             Failure::Reply { text, .. } => Some(text.as_str()),
             _ => None,
         };
+        if matches!(failure, Failure::Timeout | Failure::Connection(_)) {
+            self.record_unreachable(&error).await?;
+        }
         let code = failure.code().map(i32::from);
         let detail = Detail {
             smtp_code: code,
@@ -616,14 +626,31 @@ impl Mailer {
         Ok(())
     }
 
-    /// The relay accepted a message: a fault this process recorded is over.
-    async fn clear_fault(&self) {
-        if self.fault_outstanding.swap(false, Ordering::Relaxed) {
-            if let Err(err) = db::status_clear_fault(&self.pool).await {
-                self.fault_outstanding.store(true, Ordering::Relaxed);
-                tracing::warn!(event = event::MAIL_CONFIG_FAULT, error = %err, "could not clear the recorded fault");
-            }
+    /// The relay accepted a message: faults and failures to reach it are over. A process
+    /// that saw one (or has just started) clears the record at once; every process
+    /// refreshes it at most once a [`SENT_RECORD_EVERY`], which also clears what another
+    /// process recorded and keeps "took a message at" fresh.
+    async fn record_sent(&self) {
+        let now = Utc::now().timestamp();
+        let last = self.sent_recorded_at.load(Ordering::Relaxed);
+        let stale = now - last >= i64::try_from(SENT_RECORD_EVERY.as_secs()).unwrap_or(60);
+        if !(self.fault_outstanding.swap(false, Ordering::Relaxed) || stale) {
+            return;
         }
+        self.sent_recorded_at.store(now, Ordering::Relaxed);
+        if let Err(err) = db::status_record_sent(&self.pool).await {
+            self.fault_outstanding.store(true, Ordering::Relaxed);
+            tracing::warn!(event = event::MAIL_CONFIG_FAULT, error = %err, "could not record that the relay took a message");
+        }
+    }
+
+    /// The relay could not be reached (refused, unresolved, no answer in time): counted
+    /// for the health check until a message goes through.
+    async fn record_unreachable(&self, error: &str) -> Result<()> {
+        let relay = self.transport.relay().unwrap_or_default();
+        db::status_record_unreachable(&self.pool, &relay, error).await?;
+        self.fault_outstanding.store(true, Ordering::Relaxed);
+        Ok(())
     }
 }
 

@@ -121,6 +121,17 @@ impl Transport {
     pub fn is_stub(&self) -> bool {
         matches!(self, Transport::Stub)
     }
+
+    /// The relay's `host:port` (never its credentials); `None` in stub mode.
+    pub fn relay(&self) -> Option<String> {
+        match self {
+            Transport::Stub => None,
+            Transport::Smtp(pool) if pool.host.contains(':') => {
+                Some(format!("[{}]:{}", pool.host, pool.port))
+            }
+            Transport::Smtp(pool) => Some(format!("{}:{}", pool.host, pool.port)),
+        }
+    }
 }
 
 /// One message's way out, from [`Transport::connect`].

@@ -247,6 +247,10 @@ impl HealthReport {
     }
 }
 
+/// How every surface prints an instant for a person (the findings, `/ops`): UTC, to the
+/// second, saying so.
+pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S UTC";
+
 /// How late a schedule's due tick may be before `checks.cron` is degraded.
 pub const CRON_LATE_AFTER: Duration = Duration::from_secs(60);
 
@@ -322,7 +326,7 @@ pub fn judge(observed: Option<Observed>, config: &HealthConfig) -> HealthReport 
     let findings = vec![
         Finding::new("database", Verdict::Ok, "answers", DATABASE_ADVICE),
         workers_finding(workers.as_deref(), current),
-        backlog_finding(current, config),
+        backlog_finding(current, workers.as_deref(), unhandled.as_deref(), config),
         dead_letter_finding(snapshot.as_ref(), config),
         unhandled_finding(unhandled.as_deref()),
         cron_finding(cron.as_deref(), snapshot.as_ref()),
@@ -372,31 +376,95 @@ fn workers_finding(workers: Option<&[Worker]>, current: Option<&Snapshot>) -> Fi
     )
 }
 
-fn backlog_finding(current: Option<&Snapshot>, config: &HealthConfig) -> Finding {
+/// Why a queue's oldest ready job waits too long: the advice depends on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Cause {
+    /// No live worker serves the queue, or runs a kind of its ready jobs.
+    Unserved,
+    /// The queue is paused.
+    Paused,
+    /// Served, yet behind: more workers or concurrency.
+    Slow,
+}
+
+const BACKLOG_SLOW_ADVICE: &str = "add workers or concurrency, and look for a busy kind; the runbook's \"Backlog growth\" walks through it.";
+const BACKLOG_UNSERVED_ADVICE: &str = "no live worker runs these jobs: serve the queue (the `queues` setting or `--queues`) with a worker that registers their kind, or move them to a served queue (or cancel them if the kind is gone); more workers like the ones running change nothing.";
+const BACKLOG_PAUSED_ADVICE: &str =
+    "the queue is paused: `docket queues resume NAME` when its jobs should run again.";
+const BACKLOG_MIXED_ADVICE: &str = "each queue above says why: serve the queues no live worker serves (or move their jobs), resume the paused ones, add workers or concurrency for the rest; the runbook's \"Backlog growth\" walks through it.";
+
+fn backlog_finding(
+    current: Option<&Snapshot>,
+    workers: Option<&[Worker]>,
+    unhandled: Option<&[UnhandledKind]>,
+    config: &HealthConfig,
+) -> Finding {
     let Some(snapshot) = current else {
         return Finding::unknown("backlog", format!("the snapshot {NOT_READ}"));
     };
     let threshold = config.backlog_threshold.as_secs_f64();
     let waiting = snapshot.total.pending + snapshot.total.retrying;
-    let (verdict, detail) = match snapshot.total.oldest_ready_age_seconds {
-        Some(age) => (
-            if age > threshold {
-                Verdict::Degraded
-            } else {
-                Verdict::Ok
-            },
-            format!(
-                "oldest ready job waits {age:.0} s (threshold {threshold:.0} s); {waiting} ready or waiting"
-            ),
-        ),
-        None => (Verdict::Ok, "nothing ready".to_owned()),
+    let Some(age) = snapshot.total.oldest_ready_age_seconds else {
+        return Finding::new("backlog", Verdict::Ok, "nothing ready", BACKLOG_SLOW_ADVICE);
     };
-    Finding::new(
-        "backlog",
-        verdict,
-        detail,
-        "add workers or concurrency, and look for a paused queue or a busy kind; the runbook's \"Backlog growth\" walks through it.",
-    )
+    let summary = format!(
+        "oldest ready job waits {age:.0} s (threshold {threshold:.0} s); {waiting} ready or waiting"
+    );
+    if age <= threshold {
+        return Finding::new("backlog", Verdict::Ok, summary, BACKLOG_SLOW_ADVICE);
+    }
+    // Each queue behind, with its cause: a parked job is not a reason to add workers.
+    let mut causes = Vec::new();
+    let mut parts = Vec::new();
+    for (name, queue) in &snapshot.queues {
+        let Some(queue_age) = queue.oldest_ready_age_seconds.filter(|a| *a > threshold) else {
+            continue;
+        };
+        let jobs = count(
+            usize::try_from(queue.pending + queue.retrying).unwrap_or(0),
+            "job waits",
+            "jobs wait",
+        );
+        let parked: Vec<&str> = unhandled
+            .unwrap_or_default()
+            .iter()
+            .filter(|u| u.queue == *name)
+            .map(|u| u.kind.as_str())
+            .collect();
+        let served = workers.map(|ws| ws.iter().any(|w| w.live && w.info.queues.contains(name)));
+        let (cause, why) = if queue.paused {
+            (Cause::Paused, format!("queue {name} is paused"))
+        } else if served == Some(false) {
+            (
+                Cause::Unserved,
+                format!("no live worker serves queue {name}"),
+            )
+        } else if !parked.is_empty() {
+            (
+                Cause::Unserved,
+                format!("no live worker of queue {name} runs {}", parked.join(", ")),
+            )
+        } else {
+            (Cause::Slow, format!("queue {name} is behind"))
+        };
+        causes.push(cause);
+        parts.push(format!(
+            "{jobs} on queue {name} (oldest {queue_age:.0} s): {why}"
+        ));
+    }
+    let advice = match causes.first() {
+        None => BACKLOG_SLOW_ADVICE,
+        Some(first) if causes.iter().any(|c| c != first) => BACKLOG_MIXED_ADVICE,
+        Some(Cause::Unserved) => BACKLOG_UNSERVED_ADVICE,
+        Some(Cause::Paused) => BACKLOG_PAUSED_ADVICE,
+        Some(Cause::Slow) => BACKLOG_SLOW_ADVICE,
+    };
+    let detail = if parts.is_empty() {
+        summary
+    } else {
+        format!("{summary}: {}", parts.join("; "))
+    };
+    Finding::new("backlog", Verdict::Degraded, detail, advice)
 }
 
 fn dead_letter_finding(snapshot: Option<&Snapshot>, config: &HealthConfig) -> Finding {
@@ -661,6 +729,67 @@ mod tests {
         assert_eq!(
             (report.status, report.verdict("backlog").unwrap()),
             (Verdict::Degraded, Verdict::Degraded)
+        );
+    }
+
+    /// One job on a queue nobody serves, one on a paused queue: the backlog names the
+    /// queue and the cause, and the advice fits it (not "add workers").
+    #[test]
+    fn a_parked_or_paused_backlog_says_its_cause_not_add_workers() {
+        let behind = |paused: bool| QueueFigures {
+            pending: 1,
+            oldest_ready_at: Some(Utc::now()),
+            oldest_ready_age_seconds: Some(400.0),
+            paused,
+            ..QueueFigures::default()
+        };
+        let with = |name: &str, paused: bool| {
+            let mut snapshot = snapshot(Some(400.0), 0);
+            snapshot.queues.insert(name.to_owned(), behind(paused));
+            snapshot
+        };
+
+        let report = judged(with("reports", false), vec![worker(true)]);
+        let backlog = report.finding("backlog").unwrap();
+        assert_eq!(backlog.verdict, Verdict::Degraded);
+        assert!(
+            backlog.detail.ends_with(
+                "1 job waits on queue reports (oldest 400 s): no live worker serves queue reports"
+            ),
+            "{backlog:?}"
+        );
+        assert_eq!(backlog.advice, Some(BACKLOG_UNSERVED_ADVICE));
+        assert!(!BACKLOG_UNSERVED_ADVICE.starts_with("add workers"));
+
+        // Served, but its kind is run by no live worker: parked all the same.
+        let mut observed = observed(with("default", false), vec![worker(true)]);
+        observed.unhandled = Some(vec![UnhandledKind {
+            queue: "default".into(),
+            kind: "app.gone".into(),
+        }]);
+        let report = judge(Some(observed), &HealthConfig::default());
+        let backlog = report.finding("backlog").unwrap();
+        assert!(
+            backlog
+                .detail
+                .ends_with("no live worker of queue default runs app.gone"),
+            "{backlog:?}"
+        );
+        assert_eq!(backlog.advice, Some(BACKLOG_UNSERVED_ADVICE));
+
+        let report = judged(with("default", true), vec![worker(true)]);
+        let backlog = report.finding("backlog").unwrap();
+        assert!(
+            backlog.detail.ends_with("queue default is paused"),
+            "{backlog:?}"
+        );
+        assert_eq!(backlog.advice, Some(BACKLOG_PAUSED_ADVICE));
+
+        // A served queue that is simply behind still asks for workers.
+        let report = judged(with("default", false), vec![worker(true)]);
+        assert_eq!(
+            report.finding("backlog").unwrap().advice,
+            Some(BACKLOG_SLOW_ADVICE)
         );
     }
 

@@ -187,6 +187,15 @@ pub struct Job {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
+impl Job {
+    /// Whether [`crate::admin::replay`] would take it at `now`: finished, and not past its
+    /// expiry (an expired job is refused rather than run late). Surfaces that offer a
+    /// Replay button ask this, so that they never offer what the replay refuses.
+    pub fn replayable(&self, now: DateTime<Utc>) -> bool {
+        self.state.is_final() && self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
 /// How many failures a job's error history keeps (the most recent ones).
 pub const ERROR_HISTORY_LIMIT: i32 = 20;
 

@@ -4,9 +4,11 @@
 //!
 //! - `session`: sign-in, the signed session cookie, CSRF tokens, the wrong-secret delay.
 //! - `page`: what the page shows, shaped for the templates.
+//! - `detail`: the pages of one worker, batch and campaign.
 //! - `state`: the page's own state (sessions, chart, templates), held by the router's.
 //! - `throughput`: the last hour's chart, kept in memory.
 
+mod detail;
 mod page;
 mod session;
 pub(crate) mod state;
@@ -48,6 +50,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ops/login", get(sign_in_form).post(sign_in))
         .route("/ops/logout", post(sign_out))
         .route("/ops/jobs/{id}", get(job))
+        .route("/ops/workers/{id}", get(detail::worker))
+        .route("/ops/batches/{id}", get(detail::batch))
+        .route("/ops/campaigns/{id}", get(detail::campaign))
         .route("/ops/jobs/{id}/{action}", post(job_action))
         .route("/ops/dead-letters/replay", post(replay_dead_letters))
         .route("/ops/queues/{name}/{action}", post(queue_action))
@@ -377,7 +382,7 @@ async fn job(
             let payload = serde_json::to_string_pretty(&job.payload).unwrap_or_default();
             state.ops.render(
                 "job.html",
-                json!({"job": job, "payload": payload, "csrf": viewer.csrf(), "notice": notice(&query)}),
+                json!({"job": job, "payload": payload, "replayable": job.replayable(Utc::now()), "csrf": viewer.csrf(), "notice": notice(&query)}),
             )
         }
         Err(err) => failed(&state, &err, "/ops"),

@@ -34,7 +34,7 @@ pub(crate) struct Overview {
     queues: Option<Vec<QueueLine>>,
     chart: Chart,
     dead_letter_total: i64,
-    dead_letters: Option<Vec<Job>>,
+    dead_letters: Option<Vec<DeadLetterLine>>,
     dead_letter_queues: Vec<String>,
     dead_letter_kinds: Vec<String>,
     cron: Vec<docket_queue::cron::ScheduleRow>,
@@ -65,6 +65,14 @@ struct QueueLine {
     dead_letter: i64,
     oldest_ready_age: String,
     paused: bool,
+}
+
+/// A dead letter, and whether a replay would take it (an expired one is refused).
+#[derive(Serialize)]
+struct DeadLetterLine {
+    #[serde(flatten)]
+    job: Job,
+    replayable: bool,
 }
 
 #[derive(Serialize)]
@@ -132,79 +140,130 @@ fn check_lines(report: &HealthReport) -> Vec<CheckLine> {
     lines
 }
 
-/// The chart's geometry: one bar per minute, completed below, dead-lettered on top.
+/// The chart: one strip per series (jobs completed, emails sent when mail runs, jobs
+/// dead-lettered), each on its own scale, so that a few dead letters beside thousands of
+/// completed jobs still show; the labels are the page's text, readable at any width.
 #[derive(Serialize)]
 struct Chart {
     width: u32,
     height: u32,
     bar_width: u32,
-    max: i64,
     completed: i64,
     dead_lettered: i64,
+    emails: i64,
+    show_emails: bool,
     last_minute: i64,
     first_label: String,
     last_label: String,
+    series: Vec<Series>,
+}
+
+/// One strip of the chart.
+#[derive(Serialize)]
+struct Series {
+    /// Its class and key: `completed`, `emails` or `dead`.
+    key: &'static str,
+    /// What it counts, as a person says it.
+    name: &'static str,
+    /// Its colour (the key beside its caption has the same).
+    colour: &'static str,
+    total: i64,
+    max: i64,
     bars: Vec<Bar>,
 }
 
 #[derive(Serialize)]
 struct Bar {
     x: u32,
+    y: f64,
+    height: f64,
+    count: i64,
     label: String,
-    completed: i64,
-    dead_lettered: i64,
-    completed_y: f64,
-    completed_height: f64,
-    dead_y: f64,
-    dead_height: f64,
 }
 
-fn chart(minutes: &[Minute]) -> Chart {
-    const WIDTH: u32 = 600;
-    const HEIGHT: u32 = 120;
-    const TOP: f64 = 16.0;
-    let step = WIDTH / minutes.len().max(1) as u32;
-    let max = minutes
-        .iter()
-        .map(|m| m.completed + m.dead_lettered)
-        .max()
-        .unwrap_or(0);
-    let scale = if max > 0 {
-        (f64::from(HEIGHT) - TOP) / max as f64
-    } else {
-        0.0
-    };
+/// A minute with any count is never drawn thinner than this (in the strip's units).
+const BAR_MIN_HEIGHT: f64 = 3.0;
+
+fn series(
+    minutes: &[Minute],
+    (key, name, colour): (&'static str, &'static str, &'static str),
+    count: fn(&Minute) -> i64,
+    step: u32,
+    height: u32,
+) -> Series {
+    let max = minutes.iter().map(count).max().unwrap_or(0);
     let bars = minutes
         .iter()
         .enumerate()
         .map(|(i, m)| {
-            let completed_height = m.completed as f64 * scale;
-            let dead_height = m.dead_lettered as f64 * scale;
-            let completed_y = f64::from(HEIGHT) - completed_height;
+            let n = count(m);
+            let bar = if n > 0 && max > 0 {
+                (n as f64 * f64::from(height) / max as f64).max(BAR_MIN_HEIGHT)
+            } else {
+                0.0
+            };
             Bar {
                 x: i as u32 * step,
+                y: f64::from(height) - bar,
+                height: bar,
+                count: n,
                 label: m.label.clone(),
-                completed: m.completed,
-                dead_lettered: m.dead_lettered,
-                completed_y,
-                completed_height,
-                dead_y: completed_y - dead_height,
-                dead_height,
             }
         })
         .collect();
+    Series {
+        key,
+        name,
+        colour,
+        total: minutes.iter().map(count).sum(),
+        max,
+        bars,
+    }
+}
+
+/// The chart of `minutes`; the emails strip when `mail` runs here or any email went out.
+fn chart(minutes: &[Minute], mail: bool) -> Chart {
+    const WIDTH: u32 = 600;
+    const HEIGHT: u32 = 60;
+    let step = WIDTH / minutes.len().max(1) as u32;
+    let emails: i64 = minutes.iter().map(|m| m.emails).sum();
+    let show_emails = mail || emails > 0;
+    let mut strips = vec![series(
+        minutes,
+        ("completed", "jobs completed", "#1f6f43"),
+        |m| m.completed,
+        step,
+        HEIGHT,
+    )];
+    if show_emails {
+        strips.push(series(
+            minutes,
+            ("emails", "emails sent", "#1d4f91"),
+            |m| m.emails,
+            step,
+            HEIGHT,
+        ));
+    }
+    strips.push(series(
+        minutes,
+        ("dead", "jobs dead-lettered", "#a61b1b"),
+        |m| m.dead_lettered,
+        step,
+        HEIGHT,
+    ));
     Chart {
         width: WIDTH,
         height: HEIGHT,
         bar_width: step.saturating_sub(1).max(1),
-        max,
         completed: minutes.iter().map(|m| m.completed).sum(),
         dead_lettered: minutes.iter().map(|m| m.dead_lettered).sum(),
+        emails,
+        show_emails,
         // The newest minute is still running.
         last_minute: minutes.iter().rev().nth(1).map_or(0, |m| m.completed),
         first_label: minutes.first().map(|m| m.label.clone()).unwrap_or_default(),
         last_label: minutes.last().map(|m| m.label.clone()).unwrap_or_default(),
-        bars,
+        series: strips,
     }
 }
 
@@ -264,11 +323,18 @@ pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
                 .collect()
         })
         .unwrap_or_default();
-    let dead_letters = dead_letters.ok();
+    let dead_letters: Option<Vec<DeadLetterLine>> = dead_letters.ok().map(|jobs| {
+        jobs.into_iter()
+            .map(|job| DeadLetterLine {
+                replayable: job.replayable(now),
+                job,
+            })
+            .collect()
+    });
     let mut dead_letter_kinds: Vec<String> = dead_letters
         .iter()
         .flatten()
-        .map(|job| job.kind.clone())
+        .map(|line| line.job.kind.clone())
         .collect();
     dead_letter_kinds.sort();
     dead_letter_kinds.dedup();
@@ -280,11 +346,11 @@ pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
             .iter()
             .filter(|f| f.verdict == Verdict::Warn)
             .count(),
-        generated_at: now.format("%Y-%m-%d %H:%M:%S").to_string(),
+        generated_at: now.format(docket_queue::health::TIME_FORMAT).to_string(),
         refresh_seconds: REFRESH_SECONDS,
         checks: check_lines(&report),
         queues,
-        chart: chart(&minutes),
+        chart: chart(&minutes, state.mailer.is_some()),
         dead_letter_total: report.queue.as_ref().map_or(0, |s| s.total.dead_letter),
         dead_letters,
         dead_letter_queues,
@@ -334,24 +400,54 @@ mod tests {
         assert_eq!(age(3.0 * 86400.0), "3.0 days");
     }
 
-    #[test]
-    fn the_chart_scales_to_its_busiest_minute() {
-        let minutes: Vec<Minute> = (0..60)
+    fn minutes(at: usize, completed: i64, dead_lettered: i64, emails: i64) -> Vec<Minute> {
+        (0..60)
             .map(|i| Minute {
                 label: format!("{i}"),
-                completed: if i == 10 { 90 } else { 0 },
-                dead_lettered: if i == 10 { 10 } else { 0 },
+                completed: if i == at { completed } else { 0 },
+                dead_lettered: if i == at { dead_lettered } else { 0 },
+                emails: if i == at { emails } else { 0 },
             })
-            .collect();
-        let chart = chart(&minutes);
-        assert_eq!(chart.max, 100);
-        assert_eq!(chart.completed, 90);
-        let bar = &chart.bars[10];
-        assert!((bar.completed_height + bar.dead_height - 104.0).abs() < 1e-9);
+            .collect()
+    }
+
+    #[test]
+    fn each_series_scales_to_its_own_busiest_minute() {
+        let chart = chart(&minutes(10, 900, 100, 0), false);
+        let keys: Vec<&str> = chart.series.iter().map(|s| s.key).collect();
+        assert_eq!(keys, ["completed", "dead"], "no emails strip without mail");
+        for strip in &chart.series {
+            let bar = &strip.bars[10];
+            assert!((bar.height - 60.0).abs() < 1e-9, "{}", strip.key);
+            assert_eq!(bar.y, 0.0);
+            assert_eq!(strip.bars[11].height, 0.0);
+        }
+        assert_eq!((chart.completed, chart.dead_lettered), (900, 100));
+    }
+
+    /// One dead letter beside a thousand completed jobs is a visible bar of its own.
+    #[test]
+    fn a_single_dead_letter_is_visible_beside_thousands_of_jobs() {
+        let mut minutes = minutes(10, 1000, 0, 0);
+        minutes[20].dead_lettered = 1;
+        minutes[30].dead_lettered = 50;
+        let chart = chart(&minutes, false);
+        let dead = chart.series.iter().find(|s| s.key == "dead").unwrap();
         assert!(
-            bar.dead_y >= 16.0 - 1e-9,
-            "the tallest bar stays below the label"
+            dead.bars[20].height >= BAR_MIN_HEIGHT,
+            "{}",
+            dead.bars[20].height
         );
-        assert_eq!(chart.bars[11].completed_height, 0.0);
+        assert_eq!(dead.max, 50);
+    }
+
+    /// Where mail runs, emails sent are counted beside jobs (what the operator thinks in).
+    #[test]
+    fn emails_are_counted_beside_jobs_when_mail_runs() {
+        let chart = chart(&minutes(5, 3, 0, 1200), true);
+        let emails = chart.series.iter().find(|s| s.key == "emails").unwrap();
+        assert_eq!((emails.total, emails.max, chart.emails), (1200, 1200, 1200));
+        assert!(chart.show_emails);
+        assert!(chart.series.iter().any(|s| s.key == "completed"));
     }
 }

@@ -26,6 +26,7 @@ impl OpsState {
             ("login.html", include_str!("templates/login.html")),
             ("index.html", include_str!("templates/index.html")),
             ("job.html", include_str!("templates/job.html")),
+            ("detail.html", include_str!("templates/detail.html")),
             ("message.html", include_str!("templates/message.html")),
         ] {
             // Compiled in and covered by the tests: a template that does not parse is a
@@ -34,6 +35,7 @@ impl OpsState {
                 .add_template(name, source)
                 .unwrap_or_else(|err| panic!("ops template {name}: {err:#}"));
         }
+        templates.add_filter("time", time);
         OpsState {
             sessions: Sessions::new(secret),
             throughput: Throughput::default(),
@@ -73,4 +75,15 @@ impl OpsState {
         *response.status_mut() = status;
         response
     }
+}
+
+/// The `time` filter: an instant (RFC 3339, as the page's data carries it) in the one
+/// format every surface prints ([`docket_queue::health::TIME_FORMAT`]); anything else as
+/// it is.
+fn time(value: String) -> String {
+    chrono::DateTime::parse_from_rfc3339(&value).map_or(value, |at| {
+        at.with_timezone(&chrono::Utc)
+            .format(docket_queue::health::TIME_FORMAT)
+            .to_string()
+    })
 }

@@ -1,6 +1,7 @@
-//! The page's throughput chart: jobs completed and dead-lettered per minute over the last
-//! hour, kept in memory and brought up to date when the page is viewed. Each view reads
-//! only the jobs that finished since the previous one (an index range on `jobs_finished`),
+//! The page's throughput chart: jobs completed and dead-lettered, and emails the relay
+//! took, per minute over the last hour, kept in memory and brought up to date when the page is viewed. Each view reads
+//! only the jobs that finished and the emails sent since the previous one (index ranges on
+//! `jobs_finished` and `mail_deliveries_sent`),
 //! so the chart costs the database nothing while nobody looks and never scans the table.
 
 use std::collections::BTreeMap;
@@ -26,16 +27,26 @@ pub(crate) struct Throughput {
 #[derive(Default)]
 struct State {
     read_until: Option<DateTime<Utc>>,
-    minutes: BTreeMap<DateTime<Utc>, (i64, i64)>,
+    minutes: BTreeMap<DateTime<Utc>, Counts>,
 }
 
-/// One minute's bar.
+/// One minute's counts.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counts {
+    completed: i64,
+    dead_lettered: i64,
+    emails: i64,
+}
+
+/// One minute's bars.
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct Minute {
     /// `HH:MM` (UTC).
     pub(crate) label: String,
     pub(crate) completed: i64,
     pub(crate) dead_lettered: i64,
+    /// Emails the relay took.
+    pub(crate) emails: i64,
 }
 
 impl Throughput {
@@ -50,28 +61,36 @@ impl Throughput {
             .read_until
             .map_or(first_minute, |read| read.max(first_minute));
         if since < until {
-            match docket_queue::admin::finished_per_minute(pool, since, until).await {
-                Ok(rows) => {
-                    for row in rows {
+            let (jobs, emails) = tokio::join!(
+                docket_queue::admin::finished_per_minute(pool, since, until),
+                docket_mail::delivery::sent_per_minute(pool, since, until)
+            );
+            match (jobs, emails) {
+                (Ok(jobs), Ok(emails)) => {
+                    for row in jobs {
                         let counts = state.minutes.entry(row.minute).or_default();
-                        counts.0 += row.completed;
-                        counts.1 += row.dead_lettered;
+                        counts.completed += row.completed;
+                        counts.dead_lettered += row.dead_lettered;
+                    }
+                    for (minute, sent) in emails {
+                        state.minutes.entry(minute).or_default().emails += sent;
                     }
                     state.read_until = Some(until);
                 }
-                Err(err) => tracing::debug!(error = %err, "throughput not read"),
+                (Err(err), _) => tracing::debug!(error = %err, "throughput not read"),
+                (_, Err(err)) => tracing::debug!(error = %err, "emails sent not read"),
             }
         }
         state.minutes.retain(|minute, _| *minute >= first_minute);
         (0..MINUTES)
             .map(|i| {
                 let minute = first_minute + Duration::minutes(i);
-                let (completed, dead_lettered) =
-                    state.minutes.get(&minute).copied().unwrap_or_default();
+                let counts = state.minutes.get(&minute).copied().unwrap_or_default();
                 Minute {
                     label: minute.format("%H:%M").to_string(),
-                    completed,
-                    dead_lettered,
+                    completed: counts.completed,
+                    dead_lettered: counts.dead_lettered,
+                    emails: counts.emails,
                 }
             })
             .collect()

@@ -277,3 +277,24 @@ pub(crate) async fn delivery_reserve(
     .fetch_optional(exec)
     .await
 }
+
+/// Messages the relay took per minute of `sent_at`, in `[since, until)`: an index range.
+pub(crate) async fn delivery_sent_per_minute(
+    exec: impl PgExecutor<'_>,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+) -> sqlx::Result<Vec<(DateTime<Utc>, i64)>> {
+    sqlx::query_as(
+        r#"
+        select date_trunc('minute', sent_at) as minute, count(*) as sent
+        from docket.mail_deliveries
+        where sent_at is not null and sent_at >= $1 and sent_at < $2
+        group by 1
+        order by 1
+        "#,
+    )
+    .bind(since)
+    .bind(until)
+    .fetch_all(exec)
+    .await
+}

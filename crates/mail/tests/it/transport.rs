@@ -6,6 +6,7 @@ use std::time::Duration;
 use docket_mail::config::SmtpUrl;
 use docket_mail::delivery::Status;
 use docket_mail::jobs::{Recovery, RECOVERY_QUEUE};
+use docket_queue::health::{Finding, Probe, Verdict};
 use docket_queue::{JobState, NewJob};
 use docket_testkit::{eventually, SelfSigned, SmtpSink, TestDb};
 use sqlx::PgPool;
@@ -174,4 +175,73 @@ async fn a_relay_that_stalls_is_cut_off_at_the_timeout_and_the_message_retried()
         recorded[0]
     );
     assert_eq!(sink.count_for("slow@example.com"), 1);
+}
+
+/// The `mail` check as every surface shows it, for mail sent as `config` says.
+async fn mail_check(pool: &PgPool, config: &docket_mail::config::MailConfig) -> Finding {
+    docket_mail::health::RelayProbe::new(&config.mode)
+        .probe(Some(pool))
+        .await
+}
+
+#[tokio::test]
+async fn a_relay_that_refuses_connections_degrades_the_mail_check_until_a_message_goes_through() {
+    let db = TestDb::new().await;
+    // A port nobody listens on: the relay is down.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let sink = SmtpSink::start().await;
+    let mut down = config_for(&sink, hello());
+    down.mode = docket_mail::config::Mode::Smtp(
+        SmtpUrl::parse(&format!("smtp://127.0.0.1:{port}")).unwrap(),
+    );
+    down.retry_ladder = vec![Duration::from_millis(300); 20];
+
+    // Nothing sent yet: the check does not claim the relay takes our mail.
+    let before = mail_check(&db.pool, &down).await;
+    assert_eq!(before.verdict, Verdict::Ok, "{before:?}");
+    assert_eq!(
+        before.detail, "nothing sent yet: the relay has not been tried",
+        "{before:?}"
+    );
+
+    let running = start(&db.pool, down.clone());
+    let id = enqueue(&db.pool, "ann@example.com").await;
+    eventually(
+        Duration::from_secs(20),
+        "two failed attempts degrade the mail check",
+        || async {
+            let finding = mail_check(&db.pool, &down).await;
+            finding.verdict == Verdict::Degraded && finding.detail.contains("2 attempts failed")
+        },
+    )
+    .await;
+    running.shutdown().await;
+    let finding = mail_check(&db.pool, &down).await;
+    let expected = format!("cannot reach the relay at 127.0.0.1:{port} since ");
+    assert!(finding.detail.starts_with(&expected), "{finding:?}");
+    assert!(finding.detail.contains("refused"), "{finding:?}");
+    assert!(
+        finding
+            .advice
+            .is_some_and(|a| a.contains("does not answer")),
+        "{finding:?}"
+    );
+
+    // The relay is back: the next message that goes through clears it.
+    let up = config_for(&sink, hello());
+    let running = start(&db.pool, up.clone());
+    eventually(Duration::from_secs(20), "the job completes", || async {
+        docket_queue::admin::show(&db.pool, id).await.unwrap().state == JobState::Completed
+    })
+    .await;
+    running.shutdown().await;
+    let finding = mail_check(&db.pool, &up).await;
+    assert_eq!(finding.verdict, Verdict::Ok, "{finding:?}");
+    assert!(
+        finding.detail.starts_with("the relay took a message at "),
+        "{finding:?}"
+    );
 }
