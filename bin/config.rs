@@ -316,6 +316,7 @@ fn served_queues(tables: &[QueueTable], concurrency: usize) -> Vec<QueueConfig> 
 /// set, else `stub`.
 fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
     use docket_mail::config::{parse_ladder, Mode, Notifications, SmtpUrl};
+    use docket_mail::token::TokenSecret;
     let mut config = MailConfig::default();
     let url = source
         .text(&settings::SMTP_URL)
@@ -353,6 +354,22 @@ fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
     config.admin_email = source.text(&settings::ADMIN_EMAIL);
     if let Some(notify) = source.text(&settings::MAIL_NOTIFY) {
         config.notify = Notifications::parse(&notify)?;
+    }
+    config.public_url = source.text(&settings::PUBLIC_URL);
+    config.unsubscribe_mailto = source.text(&settings::MAIL_UNSUBSCRIBE_MAILTO);
+    for (setting, slot) in [
+        (&settings::MAIL_TOKEN_SECRET, &mut config.token_secret),
+        (
+            &settings::MAIL_TOKEN_SECRET_PREVIOUS,
+            &mut config.token_secret_previous,
+        ),
+    ] {
+        *slot = source
+            .text(setting)
+            .map(|secret| {
+                TokenSecret::new(&secret).map_err(|err| anyhow::anyhow!("{setting} {err}"))
+            })
+            .transpose()?;
     }
     config.validate()?;
     Ok(config)

@@ -118,7 +118,8 @@ create table docket.mail_deliveries (
     created_at timestamp with time zone not null default now(),
     updated_at timestamp with time zone not null default now(),
     sent_at timestamp with time zone,
-    throttles integer not null default 0
+    throttles integer not null default 0,
+    unsubscribed_at timestamp with time zone
 );
 alter table docket.mail_deliveries add constraint mail_deliveries_attempts_nonnegative CHECK ((attempts >= 0));
 alter table docket.mail_deliveries add constraint mail_deliveries_campaign_iff_source CHECK (((campaign_id IS NOT NULL) = (source = 'campaign'::text)));
@@ -126,6 +127,7 @@ alter table docket.mail_deliveries add constraint mail_deliveries_reason_iff_sup
 alter table docket.mail_deliveries add constraint mail_deliveries_sent_at_iff_sent CHECK (((sent_at IS NOT NULL) = (status = 'sent'::text)));
 alter table docket.mail_deliveries add constraint mail_deliveries_source CHECK ((source = ANY (ARRAY['recovery'::text, 'admin'::text, 'campaign'::text])));
 alter table docket.mail_deliveries add constraint mail_deliveries_status CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'suppressed'::text, 'failed'::text, 'dead_letter'::text, 'expired'::text, 'unknown'::text, 'cancelled'::text])));
+alter table docket.mail_deliveries add constraint mail_deliveries_unsubscribed_campaign CHECK (((unsubscribed_at IS NULL) OR (source = 'campaign'::text)));
 alter table docket.mail_deliveries add constraint mail_deliveries_pkey PRIMARY KEY (id);
 alter table docket.mail_deliveries add constraint mail_deliveries_idempotency_key UNIQUE (idempotency_key);
 CREATE INDEX mail_deliveries_campaign ON docket.mail_deliveries USING btree (campaign_id, status) WHERE (campaign_id IS NOT NULL);
@@ -145,7 +147,8 @@ alter table docket.mail_status add constraint mail_status_pkey PRIMARY KEY (id);
 create table docket.mail_suppressions (
     address text not null,
     reason text not null,
-    created_at timestamp with time zone not null default now()
+    created_at timestamp with time zone not null default now(),
+    campaign_id uuid
 );
 alter table docket.mail_suppressions add constraint mail_suppressions_lower CHECK ((address = lower(address)));
 alter table docket.mail_suppressions add constraint mail_suppressions_pkey PRIMARY KEY (address);

@@ -238,6 +238,7 @@ async fn run_campaign(
             "DEAD_LETTER",
             "CANCELLED",
             "PENDING",
+            "UNSUBSCRIBED",
         ],
         &rows,
     );
@@ -362,5 +363,6 @@ fn row(c: &CampaignStatus) -> Vec<String> {
         c.dead_letter.to_string(),
         c.cancelled.to_string(),
         c.pending.to_string(),
+        c.unsubscribed.to_string(),
     ]
 }

@@ -51,6 +51,11 @@ async fn setup(pool_size: u32) -> anyhow::Result<Bench> {
         from: Some("Docket <docket@example.com>".to_owned()),
         template_dir: catalog_dir()?,
         pool_size,
+        public_url: Some("https://docket.example.com".to_owned()),
+        token_secret: Some(
+            docket_mail::token::TokenSecret::new("bench-token-secret-0123456789abcdef")
+                .map_err(anyhow::Error::msg)?,
+        ),
         ..MailConfig::default()
     };
     let mailer = Arc::new(Mailer::new(db.pool.clone(), config).map_err(anyhow::Error::msg)?);

@@ -12,4 +12,5 @@ mod mail;
 mod openapi;
 mod ops;
 mod pgbouncer;
+mod unsubscribe;
 mod worker;

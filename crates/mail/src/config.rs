@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use docket_queue::rate_limit::Rate;
 
+use crate::token::{Signer, TokenSecret};
+
 /// Seconds an SMTP exchange (connect, each command) may take by default.
 pub const SMTP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
@@ -183,6 +185,17 @@ pub struct MailConfig {
     pub admin_email: Option<String>,
     /// `DOCKET_MAIL_NOTIFY`: what Docket tells the admin address about by itself.
     pub notify: Notifications,
+    /// `DOCKET_PUBLIC_URL`: where `docket serve` is reached from the internet; the base of
+    /// every campaign email's unsubscribe link. Required in SMTP mode.
+    pub public_url: Option<String>,
+    /// `DOCKET_MAIL_UNSUBSCRIBE_MAILTO`: an address that also takes unsubscribe requests
+    /// (a second `List-Unsubscribe` entry); unset: the link only.
+    pub unsubscribe_mailto: Option<String>,
+    /// `DOCKET_MAIL_TOKEN_SECRET`: signs the unsubscribe links. Required in SMTP mode.
+    pub token_secret: Option<TokenSecret>,
+    /// `DOCKET_MAIL_TOKEN_SECRET_PREVIOUS`: the secret before a rotation, whose links still
+    /// work until it is removed.
+    pub token_secret_previous: Option<TokenSecret>,
 }
 
 impl Default for MailConfig {
@@ -198,6 +211,10 @@ impl Default for MailConfig {
             retry_ladder: retry_ladder_default(),
             admin_email: None,
             notify: Notifications::default(),
+            public_url: None,
+            unsubscribe_mailto: None,
+            token_secret: None,
+            token_secret_previous: None,
         }
     }
 }
@@ -262,7 +279,55 @@ impl MailConfig {
                 "DOCKET_SMTP_TIMEOUT must be above zero: every exchange would time out",
             ));
         }
+        self.validate_links()
+    }
+
+    /// The unsubscribe links: required in SMTP mode (mailbox providers filter bulk mail
+    /// without one-click unsubscribe), and well formed whenever set.
+    fn validate_links(&self) -> Result<(), MailConfigError> {
+        if matches!(self.mode, Mode::Smtp(_)) {
+            if self.public_url.is_none() {
+                return Err(MailConfigError::new(
+                    "DOCKET_PUBLIC_URL is required in smtp mode: every campaign email carries a \
+                     one-click unsubscribe link (RFC 8058) to `docket serve` at that address, \
+                     e.g. https://docket.example.com",
+                ));
+            }
+            if self.token_secret.is_none() {
+                return Err(MailConfigError::new(
+                    "DOCKET_MAIL_TOKEN_SECRET is required in smtp mode: it signs every campaign \
+                     email's unsubscribe link (at least 32 characters)",
+                ));
+            }
+        }
+        if let Some(base) = &self.public_url {
+            let url = url::Url::parse(base).map_err(|err| {
+                MailConfigError::new(format!("DOCKET_PUBLIC_URL {base:?} is not a URL: {err}"))
+            })?;
+            if !matches!(url.scheme(), "https" | "http")
+                || url.query().is_some()
+                || url.fragment().is_some()
+            {
+                return Err(MailConfigError::new(format!(
+                    "DOCKET_PUBLIC_URL {base:?} must be an http(s) URL without a query or \
+                     fragment (mailbox providers expect https)"
+                )));
+            }
+        }
+        if let Some(mailto) = &self.unsubscribe_mailto {
+            mailto.parse::<lettre::Address>().map_err(|err| {
+                MailConfigError::new(format!(
+                    "DOCKET_MAIL_UNSUBSCRIBE_MAILTO {mailto:?} is not an address: {err}"
+                ))
+            })?;
+        }
         Ok(())
+    }
+
+    /// The signer of the unsubscribe links, when a secret is set.
+    pub fn signer(&self) -> Option<Signer> {
+        let current = self.token_secret.clone()?;
+        Some(Signer::new(current, self.token_secret_previous.clone()))
     }
 }
 
@@ -381,7 +446,19 @@ mod tests {
             .to_string()
             .contains("DOCKET_MAIL_FROM"));
         config.from = Some("Docket <docket@example.com>".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("DOCKET_PUBLIC_URL is required"), "{err}");
+        config.public_url = Some("https://docket.example.com/".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("DOCKET_MAIL_TOKEN_SECRET is required"),
+            "{err}"
+        );
+        config.token_secret = Some(TokenSecret::new(&"s".repeat(32)).unwrap());
         config.validate().unwrap();
+        config.public_url = Some("ftp://docket.example.com/?a=b".into());
+        assert!(config.validate().is_err());
+        config.public_url = Some("https://docket.example.com/".into());
         config.notify = Notifications::parse("dead_letters").unwrap();
         assert!(config
             .validate()

@@ -28,6 +28,8 @@
 //! - `db`: every SQL statement, one function per statement, one file per table (private).
 //! - [`health`]: the `mail` health check (the relay's recorded fault), contributed to
 //!   the one health judgement as a probe.
+//! - [`token`]: signed tokens naming a delivery (the unsubscribe link). Pure.
+//! - [`unsubscribe`]: one-click unsubscribe: the token checked, the address suppressed.
 //! - [`error`]: the error type, `MailError`.
 //!
 //! Each module imports only modules below it: `model` and `kinds` at the bottom (with
@@ -52,7 +54,9 @@ pub mod model;
 pub mod outcome;
 pub mod sender;
 pub mod template;
+pub mod token;
 pub mod transport;
+pub mod unsubscribe;
 
 pub use config::MailConfig;
 pub use error::{MailError, Result};

@@ -188,8 +188,10 @@ pub struct Tally {
 pub struct Suppression {
     /// The address, lower case.
     pub address: String,
-    /// Why (`manual`, or the relay's reply).
+    /// Why (`manual`, `unsubscribed`, or the relay's reply).
     pub reason: String,
+    /// For `unsubscribed`: the campaign whose link was used.
+    pub campaign_id: Option<Uuid>,
     /// Since when.
     pub created_at: DateTime<Utc>,
 }
@@ -224,6 +226,9 @@ pub struct CampaignStatus {
     pub cancelled: i32,
     /// Not final yet.
     pub pending: i32,
+    /// Recipients who used the campaign's one-click unsubscribe link (counted besides
+    /// their delivery's status, which stays `sent`).
+    pub unsubscribed: i32,
     /// The batch of its jobs.
     pub batch_id: Option<Uuid>,
     /// When it was created.

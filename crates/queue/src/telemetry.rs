@@ -87,6 +87,12 @@ pub mod event {
     pub const CAMPAIGN_FINISHED: &str = "campaign_batch.campaign_finished";
     /// A batch job stopped for a paused campaign, or found it cancelled.
     pub const CAMPAIGN_PAUSED: &str = "campaign_batch.paused";
+    /// A recipient used a campaign email's one-click unsubscribe link: the address is on
+    /// the suppression list (reason `unsubscribed`).
+    pub const CAMPAIGN_UNSUBSCRIBED: &str = "campaign_batch.unsubscribed";
+    /// An unsubscribe link was refused (malformed, tampered with, or naming no delivery);
+    /// nothing changed.
+    pub const CAMPAIGN_UNSUBSCRIBE_REFUSED: &str = "campaign_batch.unsubscribe_refused";
     /// The relay's setup is wrong (authentication, TLS): retried without spending the
     /// recipients' attempts; `checks.mail` is degraded until a message goes through.
     pub const MAIL_CONFIG_FAULT: &str = "mail.config_fault";
@@ -194,6 +200,8 @@ pub mod event {
         CAMPAIGN_CREATED,
         CAMPAIGN_FINISHED,
         CAMPAIGN_PAUSED,
+        CAMPAIGN_UNSUBSCRIBED,
+        CAMPAIGN_UNSUBSCRIBE_REFUSED,
         MAIL_CONFIG_FAULT,
         MAIL_NOTIFIED,
         MAIL_STUB,
@@ -364,6 +372,8 @@ pub mod metric {
     pub const MAIL_RATE_LIMIT_WAITS: &str = "docket_mail_rate_limit_waits_total";
     /// Configuration faults (authentication, TLS) seen by this process.
     pub const MAIL_CONFIG_FAULTS: &str = "docket_mail_config_faults_total";
+    /// One-click unsubscribes taken (each delivery's link counts once).
+    pub const MAIL_UNSUBSCRIBES: &str = "docket_mail_unsubscribes_total";
 
     /// Every metric, for the test that keeps `docs/operations.md` complete.
     pub const ALL: &[&str] = &[
@@ -392,6 +402,7 @@ pub mod metric {
         MAIL_SEND_DURATION,
         MAIL_RATE_LIMIT_WAITS,
         MAIL_CONFIG_FAULTS,
+        MAIL_UNSUBSCRIBES,
     ];
 }
 

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The token secret every drill process signs unsubscribe links with.
+pub(crate) const TOKEN_SECRET: &str = "drill-token-secret-0123456789abcdef";
+
 /// A child process, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
 pub(crate) struct Process {
     pub(crate) child: Child,
@@ -83,6 +86,8 @@ pub(crate) struct Setup {
 
 /// `docket serve`: HTTP, maintenance, and the mail queues (the campaigns' emails, and the
 /// recovery emails smtp-busy sends).
+///
+/// Every process signs links with the same secret.
 pub(crate) fn serve(setup: &Setup) -> anyhow::Result<Process> {
     let mut command = Command::new(&setup.docket);
     command
@@ -92,6 +97,11 @@ pub(crate) fn serve(setup: &Setup) -> anyhow::Result<Process> {
         .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{}", setup.http_port))
         .env("DOCKET_QUEUES", "mail,recovery")
         .env("DOCKET_SMTP_URL", &setup.smtp_url)
+        .env(
+            "DOCKET_PUBLIC_URL",
+            format!("http://127.0.0.1:{}", setup.http_port),
+        )
+        .env("DOCKET_MAIL_TOKEN_SECRET", TOKEN_SECRET)
         .env("DOCKET_MAIL_FROM", "Docket drill <drill@example.com>")
         .env("DOCKET_TEMPLATE_DIR", &setup.templates)
         .env("DOCKET_LOG_FORMAT", "json")

@@ -277,3 +277,29 @@ pub(crate) async fn delivery_reserve(
     .fetch_optional(exec)
     .await
 }
+
+/// Marks a campaign delivery unsubscribed (its link was used), once; its status stays.
+/// Returns its address, its campaign and whether this was the first time, or `None` when
+/// no campaign delivery has that id.
+pub(crate) async fn delivery_mark_unsubscribed(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<Option<(String, Option<Uuid>, bool)>> {
+    sqlx::query_as(
+        r#"
+        with target as (
+            select id, recipient, campaign_id, unsubscribed_at from docket.mail_deliveries
+            where id = $1 and source = 'campaign'
+            for update
+        ), marked as (
+            update docket.mail_deliveries d set unsubscribed_at = now(), updated_at = now()
+            from target t where d.id = t.id and t.unsubscribed_at is null
+            returning d.id
+        )
+        select t.recipient, t.campaign_id, exists (select 1 from marked) from target t
+        "#,
+    )
+    .bind(id)
+    .fetch_optional(exec)
+    .await
+}

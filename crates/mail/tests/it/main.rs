@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use docket_mail::config::{Mode, SmtpUrl};
+use docket_mail::token::TokenSecret;
 use docket_mail::{MailConfig, Mailer};
 use docket_testkit::SmtpSink;
 use docket_worker::{builtin, QueueConfig, Registry, Runtime, RuntimeConfig};
@@ -48,6 +49,12 @@ pub(crate) fn templates(files: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
+/// The base of the unsubscribe links in the tests' emails (nothing listens there).
+pub(crate) const PUBLIC_URL: &str = "https://docket.example.com";
+
+/// The tests' token secret.
+pub(crate) const TOKEN_SECRET: &str = "test-token-secret-0123456789abcdef";
+
 /// Settings that send to `sink` with a ladder of seconds.
 pub(crate) fn config_for(sink: &SmtpSink, template_dir: PathBuf) -> MailConfig {
     MailConfig {
@@ -56,6 +63,8 @@ pub(crate) fn config_for(sink: &SmtpSink, template_dir: PathBuf) -> MailConfig {
         template_dir,
         timeout: Duration::from_secs(5),
         retry_ladder: vec![Duration::from_secs(1); 4],
+        public_url: Some(PUBLIC_URL.to_owned()),
+        token_secret: Some(TokenSecret::new(TOKEN_SECRET).unwrap()),
         ..MailConfig::default()
     }
 }
