@@ -357,6 +357,7 @@ fn mail_config(source: &Source) -> anyhow::Result<MailConfig> {
     }
     config.public_url = source.text(&settings::PUBLIC_URL);
     config.unsubscribe_mailto = source.text(&settings::MAIL_UNSUBSCRIBE_MAILTO);
+    config.bounce_domain = source.text(&settings::MAIL_BOUNCE_DOMAIN);
     for (setting, slot) in [
         (&settings::MAIL_TOKEN_SECRET, &mut config.token_secret),
         (

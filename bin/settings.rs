@@ -258,6 +258,10 @@ settings! {
         default "required in `smtp` mode",
         applies "`serve`, `worker`, `mail`",
         help "signs the unsubscribe links (HMAC-SHA256 under a key derived from it); at least 32 characters; the same in every process; never printed or logged. Changing it breaks the links in mail already sent unless the old one is kept in `DOCKET_MAIL_TOKEN_SECRET_PREVIOUS`";
+    MAIL_BOUNCE_DOMAIN: "DOCKET_MAIL_BOUNCE_DOMAIN",
+        default "unset: the envelope sender is `DOCKET_MAIL_FROM`'s address and bounces are not matched",
+        applies "`serve`, `worker`, `mail`",
+        help "each delivery's envelope sender (Return-Path) is `bounce+<token>@<this domain>` (VERP; the visible From is unchanged), so a delivery status notification names its delivery; route the domain's mail to `docket mail bounce` or `POST /api/mail/bounces`. Needs `DOCKET_MAIL_TOKEN_SECRET`";
     MAIL_TOKEN_SECRET_PREVIOUS: "DOCKET_MAIL_TOKEN_SECRET_PREVIOUS",
         default "unset",
         applies "`serve`, `worker`, `mail`",

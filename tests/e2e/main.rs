@@ -2,6 +2,7 @@
 
 mod adv_mail;
 mod backup;
+mod bounce;
 mod cli;
 mod cron;
 mod demo;

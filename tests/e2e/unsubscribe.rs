@@ -14,10 +14,10 @@ use docket_testkit::{eventually, SmtpSink, TestDb};
 use mail_parser::MessageParser;
 use serde_json::Value;
 
-const WAIT: Duration = Duration::from_secs(60);
-const TOKEN_SECRET: &str = "e2e-unsubscribe-secret-0123456789abcdef";
+pub(crate) const WAIT: Duration = Duration::from_secs(60);
+pub(crate) const TOKEN_SECRET: &str = "e2e-unsubscribe-secret-0123456789abcdef";
 
-struct Process(Child);
+pub(crate) struct Process(pub(crate) Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -26,7 +26,7 @@ impl Drop for Process {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -34,7 +34,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn templates() -> PathBuf {
+pub(crate) fn templates() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("docket-e2e-unsub-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(dir.join("news")).unwrap();
     std::fs::write(dir.join("news/subject.txt"), "News for {{ name }}").unwrap();
@@ -46,7 +46,7 @@ fn templates() -> PathBuf {
     dir
 }
 
-fn env<'a>(
+pub(crate) fn env<'a>(
     command: &'a mut Command,
     db: &TestDb,
     sink: &SmtpSink,
@@ -62,9 +62,10 @@ fn env<'a>(
         .env("DOCKET_PUBLIC_URL", format!("http://127.0.0.1:{port}/"))
         .env("DOCKET_MAIL_TOKEN_SECRET", TOKEN_SECRET)
         .env("DOCKET_MAIL_UNSUBSCRIBE_MAILTO", "unsubscribe@example.com")
+        .env("DOCKET_MAIL_BOUNCE_DOMAIN", "bounces.example.com")
 }
 
-fn docket(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn docket(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path, args: &[&str]) -> Output {
     env(
         &mut Command::new(env!("CARGO_BIN_EXE_docket")),
         db,
@@ -77,7 +78,7 @@ fn docket(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path, args: &[&str]) ->
     .expect("run docket")
 }
 
-fn ok(output: &Output) -> String {
+pub(crate) fn ok(output: &Output) -> String {
     assert!(
         output.status.success(),
         "docket failed: {}",
@@ -87,7 +88,7 @@ fn ok(output: &Output) -> String {
 }
 
 /// One HTTP/1.1 request over a fresh connection: the status and the body.
-fn request(port: u16, method: &str, path: &str, form: Option<&str>) -> (u16, String) {
+pub(crate) fn request(port: u16, method: &str, path: &str, form: Option<&str>) -> (u16, String) {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -110,7 +111,7 @@ fn request(port: u16, method: &str, path: &str, form: Option<&str>) -> (u16, Str
     (status, body)
 }
 
-fn campaign(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path, name: &str) -> String {
+pub(crate) fn campaign(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path, name: &str) -> String {
     let file = dir.join(format!("{name}.csv"));
     std::fs::write(
         &file,
@@ -132,7 +133,7 @@ fn campaign(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path, name: &str) -> 
     ok(&docket(db, sink, port, dir, &args)).trim().to_owned()
 }
 
-fn show(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path, id: &str) -> Value {
+pub(crate) fn show(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path, id: &str) -> Value {
     let shown = docket(
         db,
         sink,

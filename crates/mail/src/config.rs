@@ -196,6 +196,10 @@ pub struct MailConfig {
     /// `DOCKET_MAIL_TOKEN_SECRET_PREVIOUS`: the secret before a rotation, whose links still
     /// work until it is removed.
     pub token_secret_previous: Option<TokenSecret>,
+    /// `DOCKET_MAIL_BOUNCE_DOMAIN`: each delivery's envelope sender is
+    /// `bounce+<token>@<this>` (VERP), so a bounce names its delivery; unset: the sender's
+    /// address, and bounces cannot be matched.
+    pub bounce_domain: Option<String>,
 }
 
 impl Default for MailConfig {
@@ -215,6 +219,7 @@ impl Default for MailConfig {
             unsubscribe_mailto: None,
             token_secret: None,
             token_secret_previous: None,
+            bounce_domain: None,
         }
     }
 }
@@ -312,6 +317,20 @@ impl MailConfig {
                     "DOCKET_PUBLIC_URL {base:?} must be an http(s) URL without a query or \
                      fragment (mailbox providers expect https)"
                 )));
+            }
+        }
+        if let Some(domain) = &self.bounce_domain {
+            format!("bounce@{domain}")
+                .parse::<lettre::Address>()
+                .map_err(|_| {
+                    MailConfigError::new(format!(
+                        "DOCKET_MAIL_BOUNCE_DOMAIN {domain:?} is not a mail domain"
+                    ))
+                })?;
+            if self.token_secret.is_none() {
+                return Err(MailConfigError::new(
+                    "DOCKET_MAIL_BOUNCE_DOMAIN needs DOCKET_MAIL_TOKEN_SECRET: it signs the bounce addresses",
+                ));
             }
         }
         if let Some(mailto) = &self.unsubscribe_mailto {

@@ -58,11 +58,14 @@ pub enum Status {
     Unknown,
     /// Its campaign was cancelled before it was sent.
     Cancelled,
+    /// The relay took it, then reported that it could not be delivered (a delivery status
+    /// notification with `Action: failed`, matched by its envelope sender).
+    Bounced,
 }
 
 impl Status {
     /// Every status, in life order.
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Queued,
         Status::Sending,
         Status::Sent,
@@ -72,6 +75,7 @@ impl Status {
         Status::Expired,
         Status::Unknown,
         Status::Cancelled,
+        Status::Bounced,
     ];
 
     /// As stored.
@@ -86,6 +90,7 @@ impl Status {
             Status::Expired => "expired",
             Status::Unknown => "unknown",
             Status::Cancelled => "cancelled",
+            Status::Bounced => "bounced",
         }
     }
 
@@ -104,7 +109,7 @@ impl std::str::FromStr for Status {
             .find(|s| s.as_str() == text)
             .ok_or_else(|| {
                 MailError::Invalid(format!(
-                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired, unknown, cancelled)"
+                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired, unknown, cancelled, bounced)"
                 ))
             })
     }
@@ -224,6 +229,8 @@ pub struct CampaignStatus {
     pub unknown: i32,
     /// Not sent: the campaign was cancelled first.
     pub cancelled: i32,
+    /// Taken by the relay, then reported undeliverable (a DSN).
+    pub bounced: i32,
     /// Not final yet.
     pub pending: i32,
     /// Recipients who used the campaign's one-click unsubscribe link (counted besides

@@ -190,6 +190,22 @@ impl Mailer {
         self.signer.as_ref()
     }
 
+    /// The envelope with the delivery's own sender, `bounce+<token>@DOCKET_MAIL_BOUNCE_DOMAIN`
+    /// (VERP), when a bounce domain is configured: a bounce then names its delivery. The
+    /// visible From is unchanged.
+    fn verp(
+        &self,
+        delivery: &Delivery,
+        envelope: lettre::address::Envelope,
+    ) -> Result<lettre::address::Envelope> {
+        let (Some(domain), Some(signer)) = (&self.config.bounce_domain, &self.signer) else {
+            return Ok(envelope);
+        };
+        let sender = crate::bounce::envelope_sender(signer, domain, delivery.id)?;
+        lettre::address::Envelope::new(Some(sender), envelope.to().to_vec())
+            .map_err(|err| MailError::Invalid(format!("the envelope: {err}")))
+    }
+
     /// A campaign email's `List-Unsubscribe`, when links are configured
     /// (`DOCKET_PUBLIC_URL` and the token secret; always in SMTP mode).
     fn list_unsubscribe(&self, delivery: &Delivery) -> Option<ListUnsubscribe> {
@@ -325,7 +341,10 @@ impl Mailer {
                     crate::message::build(&self.from, to, &rendered, &delivery.message_id, list)
                 });
         match built {
-            Ok((envelope, message)) => Ok(Prepared::Ready { envelope, message }),
+            Ok((envelope, message)) => Ok(Prepared::Ready {
+                envelope: self.verp(delivery, envelope)?,
+                message,
+            }),
             Err(err) => {
                 let error = err.to_string();
                 let step = self
@@ -636,7 +655,11 @@ impl Mailer {
             Status::DeadLetter => {
                 tracing::error!(event = events.dead_letter, delivery.id = %ids.delivery, campaign.id = ids.campaign, error, "dead-lettered")
             }
-            Status::Queued | Status::Sending | Status::Unknown | Status::Cancelled => {}
+            Status::Queued
+            | Status::Sending
+            | Status::Unknown
+            | Status::Cancelled
+            | Status::Bounced => {}
         }
         Ok(Step::Final(status))
     }

@@ -98,6 +98,9 @@ pub mod event {
     pub const MAIL_CONFIG_FAULT: &str = "mail.config_fault";
     /// A job was made to notify the admin address (campaign finished, dead letters).
     pub const MAIL_NOTIFIED: &str = "mail.notified";
+    /// A message handed to bounce ingestion was read: `outcome` `bounced` (the delivery is
+    /// `bounced`), `delayed` (nothing changed) or `ignored` (with its `reason`).
+    pub const MAIL_BOUNCE: &str = "mail.bounce";
     /// A process that runs the mail kinds started in stub mode: nothing it handles is sent.
     pub const MAIL_STUB: &str = "mail.stub";
 
@@ -204,6 +207,7 @@ pub mod event {
         CAMPAIGN_UNSUBSCRIBE_REFUSED,
         MAIL_CONFIG_FAULT,
         MAIL_NOTIFIED,
+        MAIL_BOUNCE,
         MAIL_STUB,
         QUEUE_PAUSED,
         QUEUE_RESUMED,
@@ -372,6 +376,8 @@ pub mod metric {
     pub const MAIL_RATE_LIMIT_WAITS: &str = "docket_mail_rate_limit_waits_total";
     /// Configuration faults (authentication, TLS) seen by this process.
     pub const MAIL_CONFIG_FAULTS: &str = "docket_mail_config_faults_total";
+    /// Messages handed to bounce ingestion, by outcome (`bounced`, `delayed`, `ignored`).
+    pub const MAIL_BOUNCES: &str = "docket_mail_bounces_total";
     /// One-click unsubscribes taken (each delivery's link counts once).
     pub const MAIL_UNSUBSCRIBES: &str = "docket_mail_unsubscribes_total";
 
@@ -403,6 +409,7 @@ pub mod metric {
         MAIL_RATE_LIMIT_WAITS,
         MAIL_CONFIG_FAULTS,
         MAIL_UNSUBSCRIBES,
+        MAIL_BOUNCES,
     ];
 }
 

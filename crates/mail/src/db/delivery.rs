@@ -303,3 +303,25 @@ pub(crate) async fn delivery_mark_unsubscribed(
     .fetch_optional(exec)
     .await
 }
+
+/// A delivery the relay took (`sent`, or `unknown`: the report proves it was taken) becomes
+/// `bounced`, final. Returns whether it did (not for one already bounced, or never sent).
+pub(crate) async fn delivery_mark_bounced(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    diagnostic: Option<&str>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        r#"
+        update docket.mail_deliveries
+        set status = 'bounced', last_error = coalesce($2, 'bounced after the relay took it'),
+            updated_at = now()
+        where id = $1 and status in ('sent', 'unknown')
+        "#,
+    )
+    .bind(id)
+    .bind(diagnostic)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

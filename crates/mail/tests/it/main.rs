@@ -2,6 +2,7 @@
 //! testkit's SMTP sink (a real SMTP server on loopback).
 
 mod adversarial;
+mod bounce;
 mod campaign;
 mod in_flight;
 mod notify;
@@ -101,6 +102,23 @@ pub(crate) async fn deliveries(
         ..Default::default()
     };
     docket_mail::delivery::list(pool, &filter).await.unwrap()
+}
+
+/// The bounce domain of the tests' envelope senders.
+pub(crate) const BOUNCE_DOMAIN: &str = "bounces.example.com";
+
+/// A checked-in delivery status notification (`tests/fixtures/dsn/`) for `delivery`: its
+/// bounce address (the token of `envelope_from`) and its recipient filled in.
+pub(crate) fn fixture(name: &str, envelope_from: &str, recipient: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/dsn/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let token = envelope_from
+        .strip_prefix("bounce+")
+        .and_then(|rest| rest.split('@').next())
+        .unwrap_or_else(|| panic!("not a bounce address: {envelope_from}"));
+    text.replace("{TOKEN}", token)
+        .replace("{RECIPIENT}", recipient)
+        .into_bytes()
 }
 
 /// A message as a mail client reads it.
