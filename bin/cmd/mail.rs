@@ -330,6 +330,7 @@ async fn run_campaign(
             "DEAD_LETTER",
             "CANCELLED",
             "PENDING",
+            "BOUNCED",
             "UNSUBSCRIBED",
         ],
         &rows,
@@ -455,6 +456,7 @@ fn row(c: &CampaignStatus) -> Vec<String> {
         c.dead_letter.to_string(),
         c.cancelled.to_string(),
         c.pending.to_string(),
+        c.bounced.to_string(),
         c.unsubscribed.to_string(),
     ]
 }
