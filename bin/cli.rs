@@ -121,7 +121,7 @@ pub(crate) enum MailCommand {
     /// Recorded deliveries, newest first.
     Deliveries {
         /// Only this status (queued, sending, sent, suppressed, failed, dead_letter, expired,
-        /// unknown, cancelled).
+        /// unknown, cancelled, bounced).
         #[arg(long)]
         status: Option<String>,
         /// Only this campaign's.
@@ -155,6 +155,10 @@ pub(crate) enum MailCommand {
     },
     /// The suppression list.
     Suppressions(OutputArgs),
+    /// Read one message sent to a bounce address (a delivery status notification) on
+    /// standard input and record it, for a mail server's pipe: exit 0 done (bounced,
+    /// delayed or ignored), 67 the bounce address names no delivery, 75 try again later.
+    Bounce(OutputArgs),
     /// Campaigns: create, show, list, pause, resume, cancel.
     #[command(subcommand)]
     Campaign(CampaignCommand),

@@ -17,6 +17,11 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(err) => {
             eprintln!("error: {err:#}");
+            // A mail server's pipe bounces on most codes; 75 (EX_TEMPFAIL) keeps the message
+            // queued until the settings are fixed.
+            if matches!(cli.command, cli::Command::Mail(cli::MailCommand::Bounce(_))) {
+                return ExitCode::from(cmd::mail::exit::TRY_LATER);
+            }
             return ExitCode::from(2);
         }
     };

@@ -81,6 +81,20 @@ CREATE UNIQUE INDEX jobs_unique_key_live ON docket.jobs USING btree (unique_key)
 CREATE TRIGGER jobs_expire_mail_delivery AFTER UPDATE ON docket.jobs FOR EACH ROW WHEN (((new.state = 'dead_letter'::docket.job_state) AND (old.state <> 'dead_letter'::docket.job_state) AND (new.dead_letter_reason = 'expired'::text) AND (new.kind = ANY (ARRAY['mail.recovery'::text, 'mail.admin'::text])))) EXECUTE FUNCTION docket.mail_expire_delivery_of_expired_job();
 CREATE TRIGGER jobs_park_paused_campaign_job BEFORE UPDATE ON docket.jobs FOR EACH ROW WHEN (((old.state = 'processing'::docket.job_state) AND (new.state = ANY (ARRAY['pending'::docket.job_state, 'retrying'::docket.job_state])) AND (new.kind = 'mail.campaign_batch'::text) AND (new.batch_id IS NOT NULL))) EXECUTE FUNCTION docket.mail_park_paused_campaign_job();
 
+create table docket.mail_bounces (
+    id uuid not null default docket.uuid_v7(),
+    received_at timestamp with time zone not null default now(),
+    delivery_id uuid,
+    outcome text not null,
+    status_code text,
+    diagnostic text,
+    reason text
+);
+alter table docket.mail_bounces add constraint mail_bounces_outcome CHECK ((outcome = ANY (ARRAY['bounced'::text, 'delayed'::text, 'ignored'::text])));
+alter table docket.mail_bounces add constraint mail_bounces_reason_iff_ignored CHECK (((reason IS NOT NULL) = (outcome = 'ignored'::text)));
+alter table docket.mail_bounces add constraint mail_bounces_pkey PRIMARY KEY (id);
+CREATE INDEX mail_bounces_delivery ON docket.mail_bounces USING btree (delivery_id) WHERE (delivery_id IS NOT NULL);
+
 create table docket.mail_campaigns (
     id uuid not null default docket.uuid_v7(),
     name text not null,
@@ -118,14 +132,16 @@ create table docket.mail_deliveries (
     created_at timestamp with time zone not null default now(),
     updated_at timestamp with time zone not null default now(),
     sent_at timestamp with time zone,
-    throttles integer not null default 0
+    throttles integer not null default 0,
+    unsubscribed_at timestamp with time zone
 );
 alter table docket.mail_deliveries add constraint mail_deliveries_attempts_nonnegative CHECK ((attempts >= 0));
 alter table docket.mail_deliveries add constraint mail_deliveries_campaign_iff_source CHECK (((campaign_id IS NOT NULL) = (source = 'campaign'::text)));
 alter table docket.mail_deliveries add constraint mail_deliveries_reason_iff_suppressed CHECK (((suppressed_reason IS NOT NULL) = (status = 'suppressed'::text)));
-alter table docket.mail_deliveries add constraint mail_deliveries_sent_at_iff_sent CHECK (((sent_at IS NOT NULL) = (status = 'sent'::text)));
+alter table docket.mail_deliveries add constraint mail_deliveries_sent_at_iff_sent CHECK ((((status <> 'sent'::text) OR (sent_at IS NOT NULL)) AND ((sent_at IS NULL) OR (status = ANY (ARRAY['sent'::text, 'bounced'::text])))));
 alter table docket.mail_deliveries add constraint mail_deliveries_source CHECK ((source = ANY (ARRAY['recovery'::text, 'admin'::text, 'campaign'::text])));
-alter table docket.mail_deliveries add constraint mail_deliveries_status CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'suppressed'::text, 'failed'::text, 'dead_letter'::text, 'expired'::text, 'unknown'::text, 'cancelled'::text])));
+alter table docket.mail_deliveries add constraint mail_deliveries_status CHECK ((status = ANY (ARRAY['queued'::text, 'sending'::text, 'sent'::text, 'suppressed'::text, 'failed'::text, 'dead_letter'::text, 'expired'::text, 'unknown'::text, 'cancelled'::text, 'bounced'::text])));
+alter table docket.mail_deliveries add constraint mail_deliveries_unsubscribed_campaign CHECK (((unsubscribed_at IS NULL) OR (source = 'campaign'::text)));
 alter table docket.mail_deliveries add constraint mail_deliveries_pkey PRIMARY KEY (id);
 alter table docket.mail_deliveries add constraint mail_deliveries_idempotency_key UNIQUE (idempotency_key);
 CREATE INDEX mail_deliveries_campaign ON docket.mail_deliveries USING btree (campaign_id, status) WHERE (campaign_id IS NOT NULL);
@@ -152,7 +168,8 @@ alter table docket.mail_status add constraint mail_status_pkey PRIMARY KEY (id);
 create table docket.mail_suppressions (
     address text not null,
     reason text not null,
-    created_at timestamp with time zone not null default now()
+    created_at timestamp with time zone not null default now(),
+    campaign_id uuid
 );
 alter table docket.mail_suppressions add constraint mail_suppressions_lower CHECK ((address = lower(address)));
 alter table docket.mail_suppressions add constraint mail_suppressions_pkey PRIMARY KEY (address);

@@ -15,6 +15,7 @@ use docket_http::{AppState, HealthConfig, Secret};
 use docket_mail::campaign::{self, NewCampaign, Recipient};
 use docket_mail::config::{Mode, Notifications, SmtpUrl};
 use docket_mail::jobs::{Recovery, RECOVERY_PRIORITY, RECOVERY_QUEUE};
+use docket_mail::token::TokenSecret;
 use docket_mail::{MailConfig, Mailer};
 use docket_queue::{admin, DeadLetterFilter, JobState, NewJob};
 use docket_testkit::{SmtpSink, ThrowawayCluster};
@@ -143,8 +144,20 @@ async fn tell(
         std::fs::create_dir_all(path.parent().context("template path")?)?;
         std::fs::write(path, text)?;
     }
+    // The demo's own server answers the campaign's unsubscribe links.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let addr = listener.local_addr()?;
     let mail = MailConfig {
         mode: Mode::Smtp(SmtpUrl::parse(&sink.url())?),
+        public_url: Some(format!("http://{addr}")),
+        token_secret: Some(
+            TokenSecret::new(&format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            ))
+            .map_err(anyhow::Error::msg)?,
+        ),
         from: Some("Docket Demo <demo@docket.test>".to_owned()),
         template_dir: templates.clone(),
         pool_size: u32::try_from(scale.senders)?,
@@ -202,8 +215,6 @@ async fn tell(
         HealthConfig::default(),
     )
     .with_mailer(mailer.clone());
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
-    let addr = listener.local_addr()?;
     let stop_http = CancellationToken::new();
     let http = tokio::spawn(docket_http::serve(
         listener,

@@ -1,6 +1,7 @@
 //! `docket mail templates|render|deliveries|suppress|unsuppress|suppressions|campaign ...`.
 
 use anyhow::Context;
+use docket_mail::bounce;
 use docket_mail::campaign::{self, CampaignStatus, NewCampaign};
 use docket_mail::delivery::{self, DeliveryFilter};
 use docket_mail::template::Catalog;
@@ -9,6 +10,96 @@ use crate::cli::{CampaignCommand, MailCommand};
 use crate::cmd::{connect, print_json};
 use crate::config::Config;
 use crate::table;
+
+/// `docket mail bounce`'s exit codes, as a mail server's pipe reads them (sysexits.h).
+pub(crate) mod exit {
+    /// Recorded: bounced, delayed or ignored.
+    pub(crate) const DONE: u8 = 0;
+    /// EX_NOUSER: the bounce address names no delivery.
+    pub(crate) const UNKNOWN_RECIPIENT: u8 = 67;
+    /// EX_TEMPFAIL: the database or the settings failed; hand the message over again later.
+    pub(crate) const TRY_LATER: u8 = 75;
+}
+
+/// `docket mail bounce`: one message on standard input, recorded; the exit code says what
+/// came of it (see [`exit`]). Errors are printed, never returned: each maps to a code.
+pub(crate) async fn bounce(
+    config: &Config,
+    output: crate::cli::OutputArgs,
+) -> std::process::ExitCode {
+    use std::io::Read;
+    let code = |code: u8| std::process::ExitCode::from(code);
+    let Some(signer) = config.mail.signer() else {
+        eprintln!(
+            "error: {} is not set: no bounce address can be checked",
+            docket_settings::MAIL_TOKEN_SECRET
+        );
+        return code(exit::TRY_LATER);
+    };
+    let mut raw = Vec::new();
+    if let Err(err) = std::io::stdin()
+        .take(MAX_BOUNCE_BYTES)
+        .read_to_end(&mut raw)
+    {
+        eprintln!("error: reading standard input: {err}");
+        return code(exit::TRY_LATER);
+    }
+    let outcome = async {
+        let pool = connect(config.require_database()?).await?;
+        let domain = config.mail.bounce_domain.as_deref();
+        Ok::<_, anyhow::Error>(docket_mail::bounce::ingest(&pool, &signer, domain, &raw).await?)
+    }
+    .await;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            return code(exit::TRY_LATER);
+        }
+    };
+    let exit = match &outcome {
+        bounce::Outcome::Ignored {
+            unknown_recipient: true,
+            ..
+        } => exit::UNKNOWN_RECIPIENT,
+        _ => exit::DONE,
+    };
+    let (delivery, detail) = match &outcome {
+        bounce::Outcome::Bounced {
+            delivery,
+            status,
+            suppressed,
+        } => (
+            Some(*delivery),
+            format!(
+                "{}{}",
+                status.as_deref().unwrap_or(""),
+                if *suppressed {
+                    ", address suppressed"
+                } else {
+                    ""
+                }
+            ),
+        ),
+        bounce::Outcome::Delayed { delivery } => (Some(*delivery), String::new()),
+        bounce::Outcome::Ignored { reason, .. } => (None, reason.clone()),
+    };
+    if output.json {
+        let _ = print_json(&serde_json::json!({
+            "outcome": outcome.as_str(), "delivery_id": delivery, "detail": detail,
+        }));
+    } else {
+        let who = delivery
+            .map(|id| format!(" delivery {id}"))
+            .unwrap_or_default();
+        println!("{}{who}: {detail}", outcome.as_str());
+    }
+    code(exit)
+}
+
+/// The most of a message `docket mail bounce` reads: a report and the returned headers fit
+/// many times over; a returned message with large attachments is cut, its report intact.
+const MAX_BOUNCE_BYTES: u64 = 4 * 1024 * 1024;
 
 /// How many campaigns `campaign list` shows.
 const LIST_LIMIT: u32 = 50;
@@ -171,6 +262,7 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
             table::print(&["ADDRESS", "REASON", "SINCE"], &rows);
         }
         MailCommand::Campaign(command) => return run_campaign(config, command, catalog).await,
+        MailCommand::Bounce(_) => unreachable!("docket mail bounce has its own exit codes"),
     }
     Ok(())
 }
@@ -241,6 +333,8 @@ async fn run_campaign(
             "DEAD_LETTER",
             "CANCELLED",
             "PENDING",
+            "BOUNCED",
+            "UNSUBSCRIBED",
         ],
         &rows,
     );
@@ -377,5 +471,7 @@ fn row(c: &CampaignStatus) -> Vec<String> {
         c.dead_letter.to_string(),
         c.cancelled.to_string(),
         c.pending.to_string(),
+        c.bounced.to_string(),
+        c.unsubscribed.to_string(),
     ]
 }

@@ -7,7 +7,7 @@ mod cron;
 pub(crate) mod demo;
 mod enqueue;
 mod jobs;
-mod mail;
+pub(crate) mod mail;
 mod migrate;
 mod queues;
 mod restore_check;
@@ -42,6 +42,9 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
             batches::run(&connect(config.require_database()?).await?, command).await
         }
         Command::Cron(command) => cron::run(&config, command).await,
+        Command::Mail(crate::cli::MailCommand::Bounce(output)) => {
+            return Ok(mail::bounce(&config, output).await)
+        }
         Command::Mail(command) => mail::run(&config, command).await,
         Command::Queues(command) => {
             queues::run(

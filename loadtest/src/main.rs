@@ -152,6 +152,23 @@ enum Bench {
         /// SMTP connections (and batch jobs at once).
         #[arg(long, default_value_t = 4)]
         pool_size: u32,
+        /// Each delivery's envelope sender `bounce+<token>@<this>` (VERP); unset: the
+        /// sender's address.
+        #[arg(long)]
+        bounce_domain: Option<String>,
+    },
+    /// Bounce ingestion: Postfix failure reports over `POST /api/mail/bounces` and
+    /// through `docket mail bounce`.
+    MailBounces {
+        /// Reports (half over HTTP, half through the command).
+        #[arg(long, default_value_t = 2_000)]
+        messages: usize,
+        /// HTTP clients at once.
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        /// The `docket` binary, for the command's half; unset: HTTP only.
+        #[arg(long)]
+        docket: Option<std::path::PathBuf>,
     },
     /// Recovery email latency while a campaign runs.
     MailRecovery {
@@ -236,7 +253,13 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         Bench::MailCampaign {
             recipients,
             pool_size,
-        } => multi.block_on(mail_bench::campaign(recipients, pool_size)),
+            bounce_domain,
+        } => multi.block_on(mail_bench::campaign(recipients, pool_size, bounce_domain)),
+        Bench::MailBounces {
+            messages,
+            concurrency,
+            docket,
+        } => multi.block_on(mail_bench::bounces(messages, concurrency, docket)),
         Bench::MailRecovery {
             recipients,
             samples,

@@ -37,6 +37,11 @@ fn spawn_worker(db: &TestDb, sink: &SmtpSink, templates: &Path) -> Child {
         .env("DOCKET_LEASE_TIMEOUT", "2")
         .env("DOCKET_RESCUER_INTERVAL", "0.5")
         .env("DOCKET_SMTP_URL", sink.url())
+        .env("DOCKET_PUBLIC_URL", "https://docket.example.com")
+        .env(
+            "DOCKET_MAIL_TOKEN_SECRET",
+            "e2e-token-secret-0123456789abcdefgh",
+        )
         // Longer than the relay's slow answer (no timeout mid-exchange), far longer than
         // the lease: bound = 5 + 10 s from the reservation.
         .env("DOCKET_SMTP_TIMEOUT", "5")

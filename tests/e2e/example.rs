@@ -45,6 +45,10 @@ async fn a_signup_enqueues_its_jobs_in_its_own_transaction_and_the_embedded_work
     let mail = docket_mail::MailConfig {
         mode: Mode::Smtp(SmtpUrl::parse(&sink.url()).unwrap()),
         from: Some("App <app@example.com>".to_owned()),
+        public_url: Some("https://app.example.com".to_owned()),
+        token_secret: Some(
+            docket_mail::token::TokenSecret::new("example-token-secret-0123456789abcdef").unwrap(),
+        ),
         template_dir: templates,
         ..docket_mail::MailConfig::default()
     };

@@ -158,6 +158,11 @@ fn check(env: &[(&str, &str)]) -> (i32, Value) {
         .env("DOCKET_CHECK_DISK_MIN_FREE_PERCENT", "0")
         .env("DOCKET_LOG_FORMAT", "json")
         .env("DOCKET_SMTP_URL", "smtp://127.0.0.1:2525")
+        .env("DOCKET_PUBLIC_URL", "https://docket.example.com")
+        .env(
+            "DOCKET_MAIL_TOKEN_SECRET",
+            "e2e-token-secret-0123456789abcdefgh",
+        )
         .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
         .envs(env.iter().copied())
         .output()

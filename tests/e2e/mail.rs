@@ -402,6 +402,11 @@ fn spawn_worker(db: &TestDb, sink: &SmtpSink, templates: &Path) -> Child {
         .env("DOCKET_LEASE_TIMEOUT", "2")
         .env("DOCKET_RESCUER_INTERVAL", "0.5")
         .env("DOCKET_SMTP_URL", sink.url())
+        .env("DOCKET_PUBLIC_URL", "https://docket.example.com")
+        .env(
+            "DOCKET_MAIL_TOKEN_SECRET",
+            "e2e-token-secret-0123456789abcdefgh",
+        )
         // A delivery a kill left `sending` becomes `unknown` once this bound (plus 10 s)
         // has passed.
         .env("DOCKET_SMTP_TIMEOUT", "5")

@@ -2,6 +2,7 @@
 
 mod adv_mail;
 mod backup;
+mod bounce;
 mod cli;
 mod cron;
 mod demo;
@@ -13,4 +14,5 @@ mod mail;
 mod openapi;
 mod ops;
 mod pgbouncer;
+mod unsubscribe;
 mod worker;

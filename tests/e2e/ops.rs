@@ -68,6 +68,11 @@ async fn serve(db: &TestDb, sink: &SmtpSink, port: u16, dir: &Path) -> Process {
         .env("DOCKET_CONFIG", dir.join("docket.toml"))
         .env("DOCKET_TEMPLATE_DIR", dir.join("templates"))
         .env("DOCKET_SMTP_URL", sink.url())
+        .env("DOCKET_PUBLIC_URL", "https://docket.example.com")
+        .env(
+            "DOCKET_MAIL_TOKEN_SECRET",
+            "e2e-token-secret-0123456789abcdefgh",
+        )
         .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
         .stdout(Stdio::null())
         .stderr(Stdio::null())

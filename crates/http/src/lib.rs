@@ -11,7 +11,9 @@
 //! | `GET /api/jobs`, `GET /api/jobs/{id}` | bearer |
 //! | `POST /api/jobs`, `POST /api/jobs/{id}/replay|cancel|discard`, `POST /api/jobs/replay-dead-letters` | bearer |
 //! | `GET /api/cron`, `POST /api/cron/{name}/pause|resume`, `DELETE /api/cron/{name}`, `POST /api/queues/{name}/pause|resume` | bearer |
+//! | `POST /api/mail/bounces` | bearer: one message sent to a bounce address, raw |
 //! | `GET /api/mail/deliveries`, `POST /api/campaigns`, `GET /api/campaigns/{id}`, `POST /api/campaigns/{id}/pause|resume|cancel` | bearer |
+//! | `GET`, `POST /unsubscribe/{token}` | anyone holding a campaign email's signed link: the confirmation page; one-click unsubscribe |
 //! | `GET /ops` and its forms | a session signed in at `/ops/login`, or the bearer |
 //! | `GET /api/openapi.json` | anyone: the generated document; with the bearer, also this server's template and schedule names |
 //!
@@ -88,6 +90,11 @@ pub fn router(state: AppState) -> Router {
         .route("/api/queues/{name}/pause", post(routes::queues::pause))
         .route("/api/queues/{name}/resume", post(routes::queues::resume))
         .route("/api/mail/deliveries", get(routes::mail::deliveries))
+        .route(
+            "/api/mail/bounces",
+            post(routes::mail::bounce)
+                .layer(DefaultBodyLimit::max(routes::mail::BOUNCE_BODY_LIMIT)),
+        )
         .route("/api/campaigns", post(routes::mail::create_campaign))
         .route("/api/campaigns/{id}", get(routes::mail::show_campaign))
         .route(
@@ -105,6 +112,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/replay", post(routes::jobs::replay))
         .route("/api/jobs/{id}/cancel", post(routes::jobs::cancel))
         .route("/api/jobs/{id}/discard", post(routes::jobs::discard))
+        .route(
+            docket_mail::unsubscribe::ROUTE,
+            get(routes::unsubscribe::get).post(routes::unsubscribe::post),
+        )
         .route("/api/cron", get(routes::cron::list))
         .route("/api/cron/{name}/pause", post(routes::cron::pause))
         .route("/api/cron/{name}/resume", post(routes::cron::resume))

@@ -370,6 +370,8 @@ impl NewCampaign {
                 .filter(|variable| {
                     recipient.vars.get(variable.as_str()).is_none()
                         && !(variable.as_str() == "name" && recipient.name.is_some())
+                        // Docket gives each recipient its own link.
+                        && variable.as_str() != crate::unsubscribe::URL_VAR
                 })
                 .collect();
             if !absent.is_empty() {
@@ -424,7 +426,7 @@ pub fn preview(
             .render(
                 &campaign.template,
                 recipient.locale.as_deref(),
-                &vars_of(recipient),
+                &preview_vars(recipient),
             )
             .map_err(|err| MailError::Invalid(format!("recipient {}: {err}", recipient.to)))?;
         if previews.len() < shown {
@@ -432,6 +434,17 @@ pub fn preview(
         }
     }
     Ok(previews)
+}
+
+/// A recipient's variables for a preview: as sent, with a stand-in unsubscribe link (each
+/// recipient's own is signed when it is sent).
+fn preview_vars(recipient: &Recipient) -> serde_json::Value {
+    let mut vars = vars_of(recipient);
+    if let Some(map) = vars.as_object_mut() {
+        map.entry(crate::unsubscribe::URL_VAR)
+            .or_insert_with(|| crate::unsubscribe::URL_PLACEHOLDER.into());
+    }
+    vars
 }
 
 /// A recipient's template variables as it is sent: its own, and its display name as

@@ -9,6 +9,8 @@ use std::time::Duration;
 use docket_queue::rate_limit::Rate;
 use docket_settings::{self as settings, Source};
 
+use crate::token::{Signer, TokenSecret};
+
 /// Seconds an SMTP exchange (connect, each command) may take by default.
 pub const SMTP_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
@@ -194,6 +196,21 @@ pub struct MailConfig {
     pub admin_email: Option<String>,
     /// [`settings::MAIL_NOTIFY`]: what Docket tells the admin address about by itself.
     pub notify: Notifications,
+    /// [`settings::PUBLIC_URL`]: where `docket serve` is reached from the internet; the base of
+    /// every campaign email's unsubscribe link. Required in SMTP mode.
+    pub public_url: Option<String>,
+    /// [`settings::MAIL_UNSUBSCRIBE_MAILTO`]: an address that also takes unsubscribe requests
+    /// (a second `List-Unsubscribe` entry); unset: the link only.
+    pub unsubscribe_mailto: Option<String>,
+    /// [`settings::MAIL_TOKEN_SECRET`]: signs the unsubscribe links. Required in SMTP mode.
+    pub token_secret: Option<TokenSecret>,
+    /// [`settings::MAIL_TOKEN_SECRET_PREVIOUS`]: the secret before a rotation, whose links still
+    /// work until it is removed.
+    pub token_secret_previous: Option<TokenSecret>,
+    /// [`settings::MAIL_BOUNCE_DOMAIN`]: each delivery's envelope sender is
+    /// `bounce+<token>@<this>` (VERP), so a bounce names its delivery; unset: the sender's
+    /// address, and bounces cannot be matched.
+    pub bounce_domain: Option<String>,
 }
 
 impl Default for MailConfig {
@@ -209,6 +226,11 @@ impl Default for MailConfig {
             retry_ladder: retry_ladder_default(),
             admin_email: None,
             notify: Notifications::default(),
+            public_url: None,
+            unsubscribe_mailto: None,
+            token_secret: None,
+            token_secret_previous: None,
+            bounce_domain: None,
         }
     }
 }
@@ -281,7 +303,79 @@ impl MailConfig {
                 settings::SMTP_TIMEOUT
             )));
         }
+        self.validate_links()
+    }
+
+    /// The unsubscribe links: required in SMTP mode (mailbox providers filter bulk mail
+    /// without one-click unsubscribe), and well formed whenever set.
+    fn validate_links(&self) -> Result<(), MailConfigError> {
+        if matches!(self.mode, Mode::Smtp(_)) {
+            if self.public_url.is_none() {
+                return Err(MailConfigError::new(format!(
+                    "{} is required in smtp mode: every campaign email carries a one-click \
+                     unsubscribe link (RFC 8058) to `docket serve` at that address, e.g. \
+                     https://docket.example.com",
+                    settings::PUBLIC_URL
+                )));
+            }
+            if self.token_secret.is_none() {
+                return Err(MailConfigError::new(format!(
+                    "{} is required in smtp mode: it signs every campaign email's unsubscribe \
+                     link (at least 32 characters)",
+                    settings::MAIL_TOKEN_SECRET
+                )));
+            }
+        }
+        if let Some(base) = &self.public_url {
+            let url = url::Url::parse(base).map_err(|err| {
+                MailConfigError::new(format!(
+                    "{} {base:?} is not a URL: {err}",
+                    settings::PUBLIC_URL
+                ))
+            })?;
+            if !matches!(url.scheme(), "https" | "http")
+                || url.query().is_some()
+                || url.fragment().is_some()
+            {
+                return Err(MailConfigError::new(format!(
+                    "{} {base:?} must be an http(s) URL without a query or fragment (mailbox \
+                     providers expect https)",
+                    settings::PUBLIC_URL
+                )));
+            }
+        }
+        if let Some(domain) = &self.bounce_domain {
+            format!("bounce@{domain}")
+                .parse::<lettre::Address>()
+                .map_err(|_| {
+                    MailConfigError::new(format!(
+                        "{} {domain:?} is not a mail domain",
+                        settings::MAIL_BOUNCE_DOMAIN
+                    ))
+                })?;
+            if self.token_secret.is_none() {
+                return Err(MailConfigError::new(format!(
+                    "{} needs {}: it signs the bounce addresses",
+                    settings::MAIL_BOUNCE_DOMAIN,
+                    settings::MAIL_TOKEN_SECRET
+                )));
+            }
+        }
+        if let Some(mailto) = &self.unsubscribe_mailto {
+            mailto.parse::<lettre::Address>().map_err(|err| {
+                MailConfigError::new(format!(
+                    "{} {mailto:?} is not an address: {err}",
+                    settings::MAIL_UNSUBSCRIBE_MAILTO
+                ))
+            })?;
+        }
         Ok(())
+    }
+
+    /// The signer of the unsubscribe links, when a secret is set.
+    pub fn signer(&self) -> Option<Signer> {
+        let current = self.token_secret.clone()?;
+        Some(Signer::new(current, self.token_secret_previous.clone()))
     }
 }
 
@@ -348,6 +442,24 @@ impl MailConfig {
         config.admin_email = source.text(&settings::ADMIN_EMAIL);
         if let Some(notify) = source.text(&settings::MAIL_NOTIFY) {
             config.notify = Notifications::parse(&notify)?;
+        }
+        config.public_url = source.text(&settings::PUBLIC_URL);
+        config.unsubscribe_mailto = source.text(&settings::MAIL_UNSUBSCRIBE_MAILTO);
+        config.bounce_domain = source.text(&settings::MAIL_BOUNCE_DOMAIN);
+        for (setting, slot) in [
+            (&settings::MAIL_TOKEN_SECRET, &mut config.token_secret),
+            (
+                &settings::MAIL_TOKEN_SECRET_PREVIOUS,
+                &mut config.token_secret_previous,
+            ),
+        ] {
+            *slot = source
+                .text(setting)
+                .map(|secret| {
+                    crate::token::TokenSecret::new(&secret)
+                        .map_err(|err| MailConfigError::new(format!("{setting} {err}")))
+                })
+                .transpose()?;
         }
         config.validate()?;
         Ok(config)
@@ -476,7 +588,19 @@ mod tests {
             .to_string()
             .contains("DOCKET_MAIL_FROM"));
         config.from = Some("Docket <docket@example.com>".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(err.contains("DOCKET_PUBLIC_URL is required"), "{err}");
+        config.public_url = Some("https://docket.example.com/".into());
+        let err = config.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("DOCKET_MAIL_TOKEN_SECRET is required"),
+            "{err}"
+        );
+        config.token_secret = Some(TokenSecret::new(&"s".repeat(32)).unwrap());
         config.validate().unwrap();
+        config.public_url = Some("ftp://docket.example.com/?a=b".into());
+        assert!(config.validate().is_err());
+        config.public_url = Some("https://docket.example.com/".into());
         config.notify = Notifications::parse("dead_letters").unwrap();
         assert!(config
             .validate()

@@ -55,7 +55,13 @@ pub async fn tally(exec: impl PgExecutor<'_>) -> Result<Vec<Tally>> {
 /// [`MailError::Invalid`] for something that is not an address; [`MailError::Database`].
 pub async fn suppress(exec: impl PgExecutor<'_>, address: &str, reason: &str) -> Result<bool> {
     let address = crate::message::parse_address(address)?;
-    Ok(db::suppression_insert(exec, &address.to_string().to_ascii_lowercase(), reason).await?)
+    Ok(db::suppression_insert(
+        exec,
+        &address.to_string().to_ascii_lowercase(),
+        reason,
+        None,
+    )
+    .await?)
 }
 
 /// Takes an address off the suppression list. Returns whether it was there.

@@ -28,6 +28,13 @@
 //! - `db`: every SQL statement, one function per statement, one file per table (private).
 //! - [`health`]: the `mail` health check (the relay's recorded fault), contributed to
 //!   the one health judgement as a probe.
+//! - [`token`]: signed tokens naming a delivery (the unsubscribe link, the bounce
+//!   address). Pure.
+//! - [`dsn`]: reading what comes back to a bounce address (RFC 3464 reports, auto-replies)
+//!   with `mail-parser`. Pure.
+//! - [`bounce`]: the envelope sender per delivery (VERP) and bounce ingestion: `bounced`,
+//!   suppressions, the record of every message.
+//! - [`unsubscribe`]: one-click unsubscribe: the token checked, the address suppressed.
 //! - [`error`]: the error type, `MailError`.
 //!
 //! Each module imports only modules below it: `model` and `kinds` at the bottom (with
@@ -39,10 +46,12 @@
 //! (so a broken template stops it before it listens) and registers the kinds.
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod bounce;
 pub mod campaign;
 pub mod config;
 mod db;
 pub mod delivery;
+pub mod dsn;
 pub mod error;
 pub mod health;
 pub mod jobs;
@@ -52,7 +61,9 @@ pub mod model;
 pub mod outcome;
 pub mod sender;
 pub mod template;
+pub mod token;
 pub mod transport;
+pub mod unsubscribe;
 
 pub use config::MailConfig;
 pub use error::{MailError, Result};

@@ -3,7 +3,8 @@
 //! headers (RFC 2047) and picks quoted-printable or base64 for the bodies.
 
 use lettre::address::Envelope;
-use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::Message;
 
 use crate::error::{MailError, Result};
@@ -41,7 +42,55 @@ pub fn message_id(delivery: uuid::Uuid, from: &Mailbox) -> String {
     format!("<{delivery}@{}>", from.email.domain())
 }
 
-/// The envelope and the formatted message.
+/// A campaign email's `List-Unsubscribe` (RFC 2369): the one-click link, and a mailto
+/// when one is configured. With it goes `List-Unsubscribe-Post` (RFC 8058).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ListUnsubscribe {
+    /// The https link, answered by `docket serve`.
+    pub url: String,
+    /// `mailto:address?subject=…`, if any.
+    pub mailto: Option<String>,
+}
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+
+    fn parse(_: &str) -> std::result::Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Err("List-Unsubscribe is only written".into())
+    }
+
+    fn display(&self) -> HeaderValue {
+        let mut value = format!("<{}>", self.url);
+        if let Some(mailto) = &self.mailto {
+            value.push_str(&format!(", <{mailto}>"));
+        }
+        HeaderValue::new(Self::name(), value)
+    }
+}
+
+/// `List-Unsubscribe-Post: List-Unsubscribe=One-Click` (RFC 8058): the link unsubscribes
+/// with one POST, no page to visit.
+#[derive(Clone, Copy, Debug)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+
+    fn parse(_: &str) -> std::result::Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribePost)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_owned())
+    }
+}
+
+/// The envelope and the formatted message; `list` adds the unsubscribe headers (campaign
+/// emails only: recovery and admin emails are transactional).
 ///
 /// # Errors
 ///
@@ -51,12 +100,16 @@ pub(crate) fn build(
     to: Mailbox,
     rendered: &Rendered,
     message_id: &str,
+    list: Option<ListUnsubscribe>,
 ) -> Result<(Envelope, Vec<u8>)> {
-    let builder = Message::builder()
+    let mut builder = Message::builder()
         .from(from.clone())
         .to(to)
         .subject(rendered.subject.clone())
         .message_id(Some(message_id.to_owned()));
+    if let Some(list) = list {
+        builder = builder.header(list).header(ListUnsubscribePost);
+    }
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
         .body(rendered.text.clone());

@@ -58,11 +58,14 @@ pub enum Status {
     Unknown,
     /// Its campaign was cancelled before it was sent.
     Cancelled,
+    /// The relay took it, then reported that it could not be delivered (a delivery status
+    /// notification with `Action: failed`, matched by its envelope sender).
+    Bounced,
 }
 
 impl Status {
     /// Every status, in life order.
-    pub const ALL: [Status; 9] = [
+    pub const ALL: [Status; 10] = [
         Status::Queued,
         Status::Sending,
         Status::Sent,
@@ -72,6 +75,7 @@ impl Status {
         Status::Expired,
         Status::Unknown,
         Status::Cancelled,
+        Status::Bounced,
     ];
 
     /// As stored.
@@ -86,6 +90,7 @@ impl Status {
             Status::Expired => "expired",
             Status::Unknown => "unknown",
             Status::Cancelled => "cancelled",
+            Status::Bounced => "bounced",
         }
     }
 
@@ -104,7 +109,7 @@ impl std::str::FromStr for Status {
             .find(|s| s.as_str() == text)
             .ok_or_else(|| {
                 MailError::Invalid(format!(
-                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired, unknown, cancelled)"
+                    "unknown delivery status {text:?} (known: queued, sending, sent, suppressed, failed, dead_letter, expired, unknown, cancelled, bounced)"
                 ))
             })
     }
@@ -188,8 +193,10 @@ pub struct Tally {
 pub struct Suppression {
     /// The address, lower case.
     pub address: String,
-    /// Why (`manual`, or the relay's reply).
+    /// Why (`manual`, `unsubscribed`, or the relay's reply).
     pub reason: String,
+    /// For `unsubscribed`: the campaign whose link was used.
+    pub campaign_id: Option<Uuid>,
     /// Since when.
     pub created_at: DateTime<Utc>,
 }
@@ -222,8 +229,13 @@ pub struct CampaignStatus {
     pub unknown: i32,
     /// Not sent: the campaign was cancelled first.
     pub cancelled: i32,
+    /// Taken by the relay, then reported undeliverable (a DSN).
+    pub bounced: i32,
     /// Not final yet.
     pub pending: i32,
+    /// Recipients who used the campaign's one-click unsubscribe link (counted besides
+    /// their delivery's status, which stays `sent`).
+    pub unsubscribed: i32,
     /// The batch of its jobs.
     pub batch_id: Option<Uuid>,
     /// When it was created.

@@ -38,10 +38,13 @@ use sqlx::PgPool;
 use crate::config::MailConfig;
 use crate::db::{self, Record};
 use crate::error::{MailError, Result};
+use crate::message::ListUnsubscribe;
 use crate::model::{Delivery, Source, Status};
 use crate::outcome::{classify, Class, Failure};
 use crate::template::Catalog;
+use crate::token::{Purpose, Signer};
 use crate::transport::{Accepted, Transport};
+use crate::unsubscribe;
 
 /// The relay-wide bucket's name in `docket.rate_limits`.
 pub const RELAY_BUCKET: &str = "mail.relay";
@@ -126,6 +129,8 @@ pub struct Mailer {
     transport: Transport,
     from: Mailbox,
     limiter: Option<RateLimit>,
+    /// Signs campaign emails' unsubscribe links; `None` in stub mode without a secret.
+    signer: Option<Signer>,
     /// A recorded fault or failure to reach the relay may be outstanding: the next
     /// accepted message clears it at once (one write, then none until the next failure).
     fault_outstanding: AtomicBool,
@@ -169,6 +174,7 @@ impl Mailer {
         let transport = Transport::from_config(&config).map_err(|err| err.to_string())?;
         let from = config.sender().map_err(|err| err.to_string())?;
         let limiter = config.rate.map(|rate| RateLimit::new(RELAY_BUCKET, rate));
+        let signer = config.signer();
         Ok(Mailer {
             pool,
             config,
@@ -176,6 +182,7 @@ impl Mailer {
             transport,
             from,
             limiter,
+            signer,
             // A fault another process (or an earlier run) recorded is cleared by this
             // process's first message that goes through.
             fault_outstanding: AtomicBool::new(true),
@@ -196,6 +203,42 @@ impl Mailer {
     /// The settings.
     pub fn config(&self) -> &MailConfig {
         &self.config
+    }
+
+    /// The signer of unsubscribe links, when a secret is configured.
+    pub fn signer(&self) -> Option<&Signer> {
+        self.signer.as_ref()
+    }
+
+    /// The envelope with the delivery's own sender, `bounce+<token>@<MAIL_BOUNCE_DOMAIN>` ([`docket_settings::MAIL_BOUNCE_DOMAIN`])
+    /// (VERP), when a bounce domain is configured: a bounce then names its delivery. The
+    /// visible From is unchanged.
+    fn verp(
+        &self,
+        delivery: &Delivery,
+        envelope: lettre::address::Envelope,
+    ) -> Result<lettre::address::Envelope> {
+        let (Some(domain), Some(signer)) = (&self.config.bounce_domain, &self.signer) else {
+            return Ok(envelope);
+        };
+        let sender = crate::bounce::envelope_sender(signer, domain, delivery.id)?;
+        lettre::address::Envelope::new(Some(sender), envelope.to().to_vec())
+            .map_err(|err| MailError::Invalid(format!("the envelope: {err}")))
+    }
+
+    /// A campaign email's `List-Unsubscribe`, when links are configured
+    /// ([`docket_settings::PUBLIC_URL`] and the token secret; always in SMTP mode).
+    fn list_unsubscribe(&self, delivery: &Delivery) -> Option<ListUnsubscribe> {
+        let (signer, base) = (self.signer.as_ref()?, self.config.public_url.as_deref()?);
+        let token = signer.sign(Purpose::Unsubscribe, delivery.id);
+        Some(ListUnsubscribe {
+            url: unsubscribe::url(base, &token),
+            mailto: self
+                .config
+                .unsubscribe_mailto
+                .as_ref()
+                .map(|to| format!("mailto:{to}?subject=unsubscribe%20{token}")),
+        })
     }
 
     /// One delivery's turn: [`prepare`](Self::prepare) it (suppression, expiry, render,
@@ -281,10 +324,26 @@ impl Mailer {
                 .await?;
             return Ok(Prepared::Decided(step));
         }
+        // Campaign emails carry the unsubscribe headers, and their templates may show the
+        // link as `unsubscribe_url`; transactional ones (recovery, admin) carry neither.
+        let list = (source == Source::Campaign)
+            .then(|| self.list_unsubscribe(delivery))
+            .flatten();
+        let vars = match (source, vars) {
+            (Source::Campaign, serde_json::Value::Object(map)) => {
+                let mut map = map.clone();
+                let link = list
+                    .as_ref()
+                    .map_or(unsubscribe::URL_PLACEHOLDER, |l| &l.url);
+                map.insert(unsubscribe::URL_VAR.to_owned(), link.into());
+                std::borrow::Cow::Owned(serde_json::Value::Object(map))
+            }
+            _ => std::borrow::Cow::Borrowed(vars),
+        };
         let rendered =
             match self
                 .catalog
-                .render(&delivery.template, delivery.locale.as_deref(), vars)
+                .render(&delivery.template, delivery.locale.as_deref(), &vars)
             {
                 Ok(rendered) => rendered,
                 Err(err) => {
@@ -299,10 +358,13 @@ impl Mailer {
         let built =
             crate::message::parse_mailbox(&delivery.recipient, delivery.recipient_name.as_deref())
                 .and_then(|to| {
-                    crate::message::build(&self.from, to, &rendered, &delivery.message_id)
+                    crate::message::build(&self.from, to, &rendered, &delivery.message_id, list)
                 });
         match built {
-            Ok((envelope, message)) => Ok(Prepared::Ready { envelope, message }),
+            Ok((envelope, message)) => Ok(Prepared::Ready {
+                envelope: self.verp(delivery, envelope)?,
+                message,
+            }),
             Err(err) => {
                 let error = err.to_string();
                 let step = self
@@ -461,7 +523,7 @@ impl Mailer {
             Class::Permanent { suppress } => {
                 if suppress {
                     let reason = format!("smtp: {error}");
-                    db::suppression_insert(&self.pool, &delivery.recipient, &reason).await?;
+                    db::suppression_insert(&self.pool, &delivery.recipient, &reason, None).await?;
                 }
                 self.finish(delivery, source, Status::Failed, detail).await
             }
@@ -616,7 +678,11 @@ impl Mailer {
             Status::DeadLetter => {
                 tracing::error!(event = events.dead_letter, delivery.id = %ids.delivery, campaign.id = ids.campaign, error, "dead-lettered")
             }
-            Status::Queued | Status::Sending | Status::Unknown | Status::Cancelled => {}
+            Status::Queued
+            | Status::Sending
+            | Status::Unknown
+            | Status::Cancelled
+            | Status::Bounced => {}
         }
         Ok(Step::Final(status))
     }

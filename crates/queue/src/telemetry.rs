@@ -87,11 +87,20 @@ pub mod event {
     pub const CAMPAIGN_FINISHED: &str = "campaign_batch.campaign_finished";
     /// A batch job stopped for a paused campaign, or found it cancelled.
     pub const CAMPAIGN_PAUSED: &str = "campaign_batch.paused";
+    /// A recipient used a campaign email's one-click unsubscribe link: the address is on
+    /// the suppression list (reason `unsubscribed`).
+    pub const CAMPAIGN_UNSUBSCRIBED: &str = "campaign_batch.unsubscribed";
+    /// An unsubscribe link was refused (malformed, tampered with, or naming no delivery);
+    /// nothing changed.
+    pub const CAMPAIGN_UNSUBSCRIBE_REFUSED: &str = "campaign_batch.unsubscribe_refused";
     /// The relay's setup is wrong (authentication, TLS): retried without spending the
     /// recipients' attempts; `checks.mail` is degraded until a message goes through.
     pub const MAIL_CONFIG_FAULT: &str = "mail.config_fault";
     /// A job was made to notify the admin address (campaign finished, dead letters).
     pub const MAIL_NOTIFIED: &str = "mail.notified";
+    /// A message handed to bounce ingestion was read: `outcome` `bounced` (the delivery is
+    /// `bounced`), `delayed` (nothing changed) or `ignored` (with its `reason`).
+    pub const MAIL_BOUNCE: &str = "mail.bounce";
     /// A process that runs the mail kinds started in stub mode: nothing it handles is sent.
     pub const MAIL_STUB: &str = "mail.stub";
 
@@ -194,8 +203,11 @@ pub mod event {
         CAMPAIGN_CREATED,
         CAMPAIGN_FINISHED,
         CAMPAIGN_PAUSED,
+        CAMPAIGN_UNSUBSCRIBED,
+        CAMPAIGN_UNSUBSCRIBE_REFUSED,
         MAIL_CONFIG_FAULT,
         MAIL_NOTIFIED,
+        MAIL_BOUNCE,
         MAIL_STUB,
         QUEUE_PAUSED,
         QUEUE_RESUMED,
@@ -364,6 +376,10 @@ pub mod metric {
     pub const MAIL_RATE_LIMIT_WAITS: &str = "docket_mail_rate_limit_waits_total";
     /// Configuration faults (authentication, TLS) seen by this process.
     pub const MAIL_CONFIG_FAULTS: &str = "docket_mail_config_faults_total";
+    /// Messages handed to bounce ingestion, by outcome (`bounced`, `delayed`, `ignored`).
+    pub const MAIL_BOUNCES: &str = "docket_mail_bounces_total";
+    /// One-click unsubscribes taken (each delivery's link counts once).
+    pub const MAIL_UNSUBSCRIBES: &str = "docket_mail_unsubscribes_total";
 
     /// Every metric, for the test that keeps `docs/operations.md` complete.
     pub const ALL: &[&str] = &[
@@ -392,6 +408,8 @@ pub mod metric {
         MAIL_SEND_DURATION,
         MAIL_RATE_LIMIT_WAITS,
         MAIL_CONFIG_FAULTS,
+        MAIL_UNSUBSCRIBES,
+        MAIL_BOUNCES,
     ];
 }
 

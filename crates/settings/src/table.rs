@@ -250,6 +250,26 @@ settings! {
         default "unset: nothing",
         applies "`serve`, `worker`, `mail`",
         help "what Docket tells `DOCKET_ADMIN_EMAIL` by itself, comma-separated: `campaign_finished` (a campaign's last recipient is final), `dead_letters` (jobs were dead-lettered in the past minute; one email a minute at most)";
+    PUBLIC_URL: "DOCKET_PUBLIC_URL",
+        default "required in `smtp` mode",
+        applies "`serve`, `worker`, `mail`",
+        help "where `docket serve` is reached from the internet, e.g. `https://docket.example.com` (https for mailbox providers); every campaign email's one-click unsubscribe link is `<this>/unsubscribe/<token>`";
+    MAIL_UNSUBSCRIBE_MAILTO: "DOCKET_MAIL_UNSUBSCRIBE_MAILTO",
+        default "unset: the link only",
+        applies "`serve`, `worker`, `mail`",
+        help "an address that also takes unsubscribe requests, listed in `List-Unsubscribe` as `mailto:<address>?subject=unsubscribe%20<token>` (reading that mailbox is the operator's)";
+    MAIL_TOKEN_SECRET: "DOCKET_MAIL_TOKEN_SECRET",
+        default "required in `smtp` mode",
+        applies "`serve`, `worker`, `mail`",
+        help "signs the unsubscribe links (HMAC-SHA256 under a key derived from it); at least 32 characters; the same in every process; never printed or logged. Changing it breaks the links in mail already sent unless the old one is kept in `DOCKET_MAIL_TOKEN_SECRET_PREVIOUS`";
+    MAIL_BOUNCE_DOMAIN: "DOCKET_MAIL_BOUNCE_DOMAIN",
+        default "unset: the envelope sender is `DOCKET_MAIL_FROM`'s address and bounces are not matched",
+        applies "`serve`, `worker`, `mail`",
+        help "each delivery's envelope sender (Return-Path) is `bounce+<token>@<this domain>` (VERP; the visible From is unchanged), so a delivery status notification names its delivery; route the domain's mail to `docket mail bounce` or `POST /api/mail/bounces`. Needs `DOCKET_MAIL_TOKEN_SECRET`";
+    MAIL_TOKEN_SECRET_PREVIOUS: "DOCKET_MAIL_TOKEN_SECRET_PREVIOUS",
+        default "unset",
+        applies "`serve`, `worker`, `mail`",
+        help "the token secret before a rotation: links it signed still work until it is removed (links are signed with `DOCKET_MAIL_TOKEN_SECRET` only)";
 }
 
 /// The test suite's switch that turns a test skipped for a missing tool into a failure

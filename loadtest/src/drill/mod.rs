@@ -492,6 +492,11 @@ pub(crate) async fn run(args: DrillArgs) -> anyhow::Result<ExitCode> {
         mode: docket_mail::config::Mode::Smtp(docket_mail::config::SmtpUrl::parse(&sink.url())?),
         from: Some("Docket drill <drill@example.com>".to_owned()),
         template_dir: setup.templates.clone(),
+        public_url: Some(format!("http://127.0.0.1:{}", setup.http_port)),
+        token_secret: Some(
+            docket_mail::token::TokenSecret::new(procs::TOKEN_SECRET)
+                .map_err(anyhow::Error::msg)?,
+        ),
         ..docket_mail::MailConfig::default()
     };
     let mailer = docket_mail::Mailer::new(pool.clone(), mail_config).map_err(anyhow::Error::msg)?;

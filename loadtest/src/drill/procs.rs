@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The token secret every drill process signs unsubscribe links with.
+pub(crate) const TOKEN_SECRET: &str = "drill-token-secret-0123456789abcdef";
+
 /// A child process, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
 pub(crate) struct Process {
     pub(crate) child: Child,
@@ -83,6 +86,8 @@ pub(crate) struct Setup {
 
 /// `docket serve`: HTTP, maintenance, and the mail queues (the campaigns' emails, and the
 /// recovery emails smtp-busy sends).
+///
+/// Every process signs links with the same secret.
 pub(crate) fn serve(setup: &Setup) -> anyhow::Result<Process> {
     let mut command = Command::new(&setup.docket);
     command
@@ -95,6 +100,11 @@ pub(crate) fn serve(setup: &Setup) -> anyhow::Result<Process> {
         )
         .env(docket_settings::QUEUES.var, "mail,recovery")
         .env(docket_settings::SMTP_URL.var, &setup.smtp_url)
+        .env(
+            docket_settings::PUBLIC_URL.var,
+            format!("http://127.0.0.1:{}", setup.http_port),
+        )
+        .env(docket_settings::MAIL_TOKEN_SECRET.var, TOKEN_SECRET)
         .env(
             docket_settings::MAIL_FROM.var,
             "Docket drill <drill@example.com>",

@@ -1,11 +1,13 @@
 //! `GET /api/mail/deliveries`, `POST /api/campaigns`, `GET /api/campaigns/{id}`,
-//! `POST /api/campaigns/{id}/pause|resume|cancel`: the mail records and campaigns, as
-//! `docket mail` shows, makes and controls them.
+//! `POST /api/campaigns/{id}/pause|resume|cancel`, `POST /api/mail/bounces`: the mail
+//! records and campaigns, as `docket mail` shows, makes and controls them, and the bounces
+//! it ingests.
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
+use docket_mail::bounce;
 use docket_mail::campaign::{self, CampaignStatus, NewCampaign, Recipient};
 use docket_mail::delivery::{self, Delivery, DeliveryFilter, Status};
 use serde::{Deserialize, Serialize};
@@ -21,7 +23,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub(crate) struct DeliveriesQuery {
     /// Only this status: queued, sending, sent, suppressed, failed, dead_letter, expired,
-    /// unknown, cancelled.
+    /// unknown, cancelled, bounced.
     #[param(value_type = Option<Status>)]
     status: Option<String>,
     /// Only this campaign's.
@@ -275,4 +277,73 @@ pub(crate) async fn cancel_campaign(
     Ok(Json(
         control(&state.pool, campaign_id(&id)?, "cancel").await?,
     ))
+}
+
+/// The most of a message `POST /api/mail/bounces` takes: a report and the returned headers
+/// fit many times over; a returned message with its attachments may not.
+pub(crate) const BOUNCE_BODY_LIMIT: usize = 1024 * 1024;
+
+/// What a message sent to a bounce address came to.
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct BounceRecorded {
+    /// `bounced` (the delivery is `bounced`), `delayed` (nothing changed) or `ignored`.
+    outcome: &'static str,
+    /// The delivery it names, for `bounced` and `delayed`.
+    delivery_id: Option<uuid::Uuid>,
+    /// For `bounced`: the enhanced status code (`5.1.1`).
+    status: Option<String>,
+    /// For `bounced`: whether the address went on the suppression list (5.1.x).
+    suppressed: bool,
+    /// For `ignored`: why (an automatic reply, not a delivery status notification, a bounce
+    /// address that names no delivery, …).
+    reason: Option<String>,
+    /// For `ignored`: the bounce address names no delivery (what `docket mail bounce`
+    /// exits 67 for).
+    unknown_recipient: bool,
+}
+
+/// One message sent to a bounce address (`bounce+<token>@<MAIL_BOUNCE_DOMAIN>` ([`docket_settings::MAIL_BOUNCE_DOMAIN`])), raw,
+/// as `docket mail bounce` reads it on standard input: recorded, and acted on when it is a
+/// delivery status notification for a delivery.
+#[utoipa::path(post, path = "/api/mail/bounces", security(("bearer" = [])),
+    request_body(content = String, content_type = "message/rfc822", description = "The raw message, headers and body"),
+    responses((status = 200, body = BounceRecorded), (status = 401, body = crate::error::ErrorBody),
+        (status = 413, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody, description = "The database does not answer, or no token secret is set: hand the message over again later")))]
+pub(crate) async fn bounce(
+    State(state): State<AppState>,
+    _: Authorized,
+    body: axum::body::Bytes,
+) -> Result<Json<BounceRecorded>, ApiError> {
+    let mailer = state.mailer.as_ref().ok_or(ApiError::Unavailable)?;
+    let signer = mailer.signer().ok_or(ApiError::Unavailable)?;
+    let domain = mailer.config().bounce_domain.as_deref();
+    let outcome = bounce::ingest(&state.pool, signer, domain, &body).await?;
+    let mut answer = BounceRecorded {
+        outcome: outcome.as_str(),
+        delivery_id: None,
+        status: None,
+        suppressed: false,
+        reason: None,
+        unknown_recipient: false,
+    };
+    match outcome {
+        bounce::Outcome::Bounced {
+            delivery,
+            status,
+            suppressed,
+        } => {
+            answer.delivery_id = Some(delivery);
+            answer.status = status;
+            answer.suppressed = suppressed;
+        }
+        bounce::Outcome::Delayed { delivery } => answer.delivery_id = Some(delivery),
+        bounce::Outcome::Ignored {
+            reason,
+            unknown_recipient,
+        } => {
+            answer.reason = Some(reason);
+            answer.unknown_recipient = unknown_recipient;
+        }
+    }
+    Ok(Json(answer))
 }

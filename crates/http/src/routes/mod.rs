@@ -8,3 +8,4 @@ pub(crate) mod mail;
 pub(crate) mod metrics;
 pub(crate) mod openapi;
 pub(crate) mod queues;
+pub(crate) mod unsubscribe;

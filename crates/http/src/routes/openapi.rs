@@ -30,6 +30,7 @@ use crate::state::AppState;
         super::batches::create,
         super::batches::show,
         super::mail::deliveries,
+        super::mail::bounce,
         super::mail::create_campaign,
         super::mail::show_campaign,
         super::mail::pause_campaign,

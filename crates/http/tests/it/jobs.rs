@@ -292,6 +292,7 @@ async fn the_openapi_document_describes_every_route_and_the_job_fields() {
             "/api/jobs/{id}/cancel",
             "/api/jobs/{id}/discard",
             "/api/jobs/{id}/replay",
+            "/api/mail/bounces",
             "/api/mail/deliveries",
             "/api/queues/{name}/pause",
             "/api/queues/{name}/resume",

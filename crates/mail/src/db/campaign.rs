@@ -20,7 +20,8 @@ macro_rules! campaign_select {
            coalesce(n.sent, 0) as sent, coalesce(n.suppressed, 0) as suppressed,
            coalesce(n.failed, 0) as failed, coalesce(n.dead_letter, 0) as dead_letter,
            coalesce(n.expired, 0) as expired, coalesce(n.unknown, 0) as unknown,
-           coalesce(n.cancelled, 0) as cancelled, coalesce(n.pending, 0) as pending
+           coalesce(n.cancelled, 0) as cancelled, coalesce(n.pending, 0) as pending,
+           coalesce(n.unsubscribed, 0) as unsubscribed, coalesce(n.bounced, 0) as bounced
     from docket.mail_campaigns c
     left join lateral (
         select count(*) filter (where status = 'sent')::int as sent,
@@ -30,7 +31,9 @@ macro_rules! campaign_select {
                count(*) filter (where status = 'expired')::int as expired,
                count(*) filter (where status = 'unknown')::int as unknown,
                count(*) filter (where status = 'cancelled')::int as cancelled,
-               count(*) filter (where status in ('queued', 'sending'))::int as pending
+               count(*) filter (where status in ('queued', 'sending'))::int as pending,
+               count(*) filter (where unsubscribed_at is not null)::int as unsubscribed,
+               count(*) filter (where status = 'bounced')::int as bounced
         from docket.mail_deliveries d where d.campaign_id = c.id
     ) n on true
 "#

@@ -298,3 +298,51 @@ pub(crate) async fn delivery_sent_per_minute(
     .fetch_all(exec)
     .await
 }
+
+/// Marks a campaign delivery unsubscribed (its link was used), once; its status stays.
+/// Returns its address, its campaign and whether this was the first time, or `None` when
+/// no campaign delivery has that id.
+pub(crate) async fn delivery_mark_unsubscribed(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<Option<(String, Option<Uuid>, bool)>> {
+    sqlx::query_as(
+        r#"
+        with target as (
+            select id, recipient, campaign_id, unsubscribed_at from docket.mail_deliveries
+            where id = $1 and source = 'campaign'
+            for update
+        ), marked as (
+            update docket.mail_deliveries d set unsubscribed_at = now(), updated_at = now()
+            from target t where d.id = t.id and t.unsubscribed_at is null
+            returning d.id
+        )
+        select t.recipient, t.campaign_id, exists (select 1 from marked) from target t
+        "#,
+    )
+    .bind(id)
+    .fetch_optional(exec)
+    .await
+}
+
+/// A delivery the relay took (`sent`, or `unknown`: the report proves it was taken) becomes
+/// `bounced`, final. Returns whether it did (not for one already bounced, or never sent).
+pub(crate) async fn delivery_mark_bounced(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    diagnostic: Option<&str>,
+) -> sqlx::Result<bool> {
+    let done = sqlx::query(
+        r#"
+        update docket.mail_deliveries
+        set status = 'bounced', last_error = coalesce($2, 'bounced after the relay took it'),
+            updated_at = now()
+        where id = $1 and status in ('sent', 'unknown')
+        "#,
+    )
+    .bind(id)
+    .bind(diagnostic)
+    .execute(exec)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

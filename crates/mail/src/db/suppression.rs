@@ -28,19 +28,24 @@ pub(crate) async fn suppression_delete(
     Ok(done.rows_affected() == 1)
 }
 
+/// Adds an address with why and, for an unsubscribe, the campaign it came from; an address
+/// already listed keeps its first reason. Returns whether it was added.
 pub(crate) async fn suppression_insert(
     exec: impl PgExecutor<'_>,
     address: &str,
     reason: &str,
+    campaign_id: Option<uuid::Uuid>,
 ) -> sqlx::Result<bool> {
     let done = sqlx::query(
         r#"
-        insert into docket.mail_suppressions (address, reason) values (lower($1), $2)
+        insert into docket.mail_suppressions (address, reason, campaign_id)
+        values (lower($1), $2, $3)
         on conflict (address) do nothing
         "#,
     )
     .bind(address)
     .bind(reason)
+    .bind(campaign_id)
     .execute(exec)
     .await?;
     Ok(done.rows_affected() == 1)
@@ -51,7 +56,7 @@ pub(crate) async fn suppression_list(
     limit: Option<u32>,
 ) -> sqlx::Result<Vec<Suppression>> {
     sqlx::query_as(
-        "select address, reason, created_at from docket.mail_suppressions
+        "select address, reason, campaign_id, created_at from docket.mail_suppressions
          order by created_at desc, address limit $1",
     )
     .bind(limit.map(i64::from))

@@ -701,3 +701,35 @@ async fn a_relay_answering_421_holds_everyone_a_few_seconds_and_a_recovery_email
     );
     assert_eq!((status.sent, status.dead_letter), (3, 0), "{status:?}");
 }
+
+/// A campaign email carries `List-Unsubscribe` with its own signed link (no mailto unless
+/// one is configured) and `List-Unsubscribe-Post`; the template shows the same link.
+#[tokio::test]
+async fn a_campaign_email_carries_its_own_signed_one_click_link() {
+    use docket_mail::token::{Purpose, Signer, TokenSecret};
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    let dir = templates(&[
+        ("news/subject.txt", "News"),
+        ("news/body.txt", "Leave: {{ unsubscribe_url }}"),
+    ]);
+    let running = start(&db.pool, config_for(&sink, dir.clone()));
+    let id = create(&db.pool, &dir, "links", recipients(1, "example.com"), 10).await;
+    wait_finished(&db.pool, id, Duration::from_secs(30)).await;
+    running.shutdown().await;
+    let delivery = deliveries(&db.pool, Some(id)).await.remove(0);
+    let messages = sink.messages();
+    let message = parse(&messages[0].data);
+    let list = message.header_raw("List-Unsubscribe").unwrap().trim();
+    let prefix = format!("<{}/unsubscribe/", crate::PUBLIC_URL);
+    assert!(list.starts_with(&prefix) && list.ends_with('>'), "{list}");
+    let token = &list[prefix.len()..list.len() - 1];
+    let signer = Signer::new(TokenSecret::new(crate::TOKEN_SECRET).unwrap(), None);
+    assert_eq!(signer.verify(Purpose::Unsubscribe, token), Ok(delivery.id));
+    assert_eq!(
+        message.header_raw("List-Unsubscribe-Post").map(str::trim),
+        Some("List-Unsubscribe=One-Click")
+    );
+    let body = message.body_text(0).unwrap();
+    assert!(body.contains(&list[1..list.len() - 1]), "{body}");
+}

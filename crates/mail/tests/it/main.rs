@@ -2,6 +2,7 @@
 //! testkit's SMTP sink (a real SMTP server on loopback).
 
 mod adversarial;
+mod bounce;
 mod campaign;
 mod in_flight;
 mod notify;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use docket_mail::config::{Mode, SmtpUrl};
+use docket_mail::token::TokenSecret;
 use docket_mail::{MailConfig, Mailer};
 use docket_testkit::SmtpSink;
 use docket_worker::{builtin, QueueConfig, Registry, Runtime, RuntimeConfig};
@@ -48,6 +50,12 @@ pub(crate) fn templates(files: &[(&str, &str)]) -> PathBuf {
     dir
 }
 
+/// The base of the unsubscribe links in the tests' emails (nothing listens there).
+pub(crate) const PUBLIC_URL: &str = "https://docket.example.com";
+
+/// The tests' token secret.
+pub(crate) const TOKEN_SECRET: &str = "test-token-secret-0123456789abcdef";
+
 /// Settings that send to `sink` with a ladder of seconds.
 pub(crate) fn config_for(sink: &SmtpSink, template_dir: PathBuf) -> MailConfig {
     MailConfig {
@@ -56,6 +64,8 @@ pub(crate) fn config_for(sink: &SmtpSink, template_dir: PathBuf) -> MailConfig {
         template_dir,
         timeout: Duration::from_secs(5),
         retry_ladder: vec![Duration::from_secs(1); 4],
+        public_url: Some(PUBLIC_URL.to_owned()),
+        token_secret: Some(TokenSecret::new(TOKEN_SECRET).unwrap()),
         ..MailConfig::default()
     }
 }
@@ -92,6 +102,23 @@ pub(crate) async fn deliveries(
         ..Default::default()
     };
     docket_mail::delivery::list(pool, &filter).await.unwrap()
+}
+
+/// The bounce domain of the tests' envelope senders.
+pub(crate) const BOUNCE_DOMAIN: &str = "bounces.example.com";
+
+/// A checked-in delivery status notification (`tests/fixtures/dsn/`) for `delivery`: its
+/// bounce address (the token of `envelope_from`) and its recipient filled in.
+pub(crate) fn fixture(name: &str, envelope_from: &str, recipient: &str) -> Vec<u8> {
+    let path = format!("{}/tests/fixtures/dsn/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let token = envelope_from
+        .strip_prefix("bounce+")
+        .and_then(|rest| rest.split('@').next())
+        .unwrap_or_else(|| panic!("not a bounce address: {envelope_from}"));
+    text.replace("{TOKEN}", token)
+        .replace("{RECIPIENT}", recipient)
+        .into_bytes()
 }
 
 /// A message as a mail client reads it.

@@ -117,6 +117,9 @@ async fn cyrillic_subject_name_and_bodies_arrive_intact() {
     assert_eq!(messages.len(), 1);
     let message = parse(&messages[0].data);
     assert_eq!(message.subject(), Some("Восстановление пароля для Анна"));
+    // Transactional: no unsubscribe headers.
+    assert!(message.header_raw("List-Unsubscribe").is_none());
+    assert!(message.header_raw("List-Unsubscribe-Post").is_none());
     let to = message.to().unwrap().first().unwrap();
     assert_eq!(to.name(), Some("Анна Каренина"));
     assert_eq!(to.address(), Some("anna@example.com"));
