@@ -122,7 +122,7 @@ pub(crate) struct RecipientRequest {
     /// The address.
     #[schema(
         max_length = 254,
-        pattern = r"^[A-Za-z0-9]{1,32}([._+-][A-Za-z0-9]{1,32}){0,3}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,3}$"
+        pattern = r"^[A-Za-z0-9]{1,16}([._+-][A-Za-z0-9]{1,15}){0,3}@[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?){0,3}$"
     )]
     to: String,
     /// The display name.
@@ -307,13 +307,18 @@ pub(crate) struct BounceRecorded {
 /// delivery status notification for a delivery.
 #[utoipa::path(post, path = "/api/mail/bounces", security(("bearer" = [])),
     request_body(content = String, content_type = "message/rfc822", description = "The raw message, headers and body"),
-    responses((status = 200, body = BounceRecorded), (status = 401, body = crate::error::ErrorBody),
+    responses((status = 200, body = BounceRecorded), (status = 400, body = crate::error::ErrorBody, description = "An empty body"), (status = 401, body = crate::error::ErrorBody),
         (status = 413, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody, description = "The database does not answer, or no token secret is set: hand the message over again later")))]
 pub(crate) async fn bounce(
     State(state): State<AppState>,
     _: Authorized,
     body: axum::body::Bytes,
 ) -> Result<Json<BounceRecorded>, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::BadRequest(
+            "the body is empty: send the raw message (message/rfc822), headers and body".into(),
+        ));
+    }
     let mailer = state.mailer.as_ref().ok_or(ApiError::Unavailable)?;
     let signer = mailer.signer().ok_or(ApiError::Unavailable)?;
     let domain = mailer.config().bounce_domain.as_deref();
