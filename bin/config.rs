@@ -34,6 +34,8 @@ pub(crate) struct Config {
     /// [`settings::DB_POOL_SIZE`]: connections for claims, outcomes and handlers; default: the
     /// total concurrency plus 4, at most 50.
     pub(crate) pool_size: Option<u32>,
+    /// [`settings::POOLER`]: how the database is reached. Default session.
+    pub(crate) pooler: docket_queue::Pooler,
     /// [`settings::CRON_SECRET`]: the bearer token of the guarded routes; never printed.
     pub(crate) cron_secret: Option<Secret>,
     /// [`settings::OPS_SECRET`]: signs in to the operations page instead of [`settings::CRON_SECRET`], so the
@@ -150,7 +152,8 @@ impl Config {
             None => LogFormat::Json,
         };
         let mail = mail_config(&source)?;
-        let mut runtime = runtime_config(&source)?;
+        let pooler = source.parse(&settings::POOLER)?.unwrap_or_default();
+        let mut runtime = runtime_config(&source, pooler)?;
         if mail.notify.dead_letters {
             // Docket's own schedule: one digest a minute, when there is something to say.
             runtime
@@ -163,6 +166,7 @@ impl Config {
             log_format,
             runtime,
             pool_size: source.parse(&settings::DB_POOL_SIZE)?,
+            pooler,
             cron_secret: source.text(&settings::CRON_SECRET).and_then(Secret::new),
             ops_secret: source.text(&settings::OPS_SECRET).and_then(Secret::new),
             http_addr: match source.text(&settings::HTTP_ADDR) {
@@ -232,7 +236,7 @@ impl Config {
 }
 
 /// The runtime's settings; unset ones keep their defaults.
-fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
+fn runtime_config(source: &Source, pooler: docket_queue::Pooler) -> anyhow::Result<RuntimeConfig> {
     let mut config = RuntimeConfig::default();
     let concurrency = source
         .parse(&settings::CONCURRENCY)?
@@ -253,8 +257,18 @@ fn runtime_config(source: &Source) -> anyhow::Result<RuntimeConfig> {
         config.cron = cron;
     }
     config.schedules = source.schedules.clone();
-    if let Some(listen) = source.parse::<bool>(&settings::LISTEN)? {
-        config.listen = listen;
+    // A transaction-mode pooler cannot keep a LISTEN: polling does all the work there.
+    config.listen = pooler == docket_queue::Pooler::Session;
+    match source.parse::<bool>(&settings::LISTEN)? {
+        Some(true) if !config.listen => bail!(
+            "{}=true cannot work with {}=transaction: the pooler hands the LISTEN's server \
+             connection to other clients after each transaction; leave {} unset",
+            settings::LISTEN,
+            settings::POOLER,
+            settings::LISTEN
+        ),
+        Some(listen) => config.listen = listen,
+        None => {}
     }
     let seconds = |setting: &Setting, field: &mut Duration| -> anyhow::Result<()> {
         if let Some(value) = source.seconds(setting)? {
@@ -688,7 +702,9 @@ mod tests {
         )
         .unwrap();
         // The test's own environment sets neither DOCKET_QUEUES nor DOCKET_CONCURRENCY.
-        let queues = runtime_config(&source).unwrap().queues;
+        let queues = runtime_config(&source, docket_queue::Pooler::Session)
+            .unwrap()
+            .queues;
         let n = docket_worker::config::CONCURRENCY_DEFAULT;
         let served: Vec<(&str, usize)> = queues
             .iter()

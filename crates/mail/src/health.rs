@@ -82,7 +82,7 @@ impl Probe for RelayProbe {
             let Some(pool) = db else {
                 return Finding::unknown("mail", "the database does not answer");
             };
-            match relay_fault(pool).await {
+            match relay_fault(docket_queue::pooled(pool)).await {
                 Ok(fault) => describe(self.stub, fault.as_ref()),
                 Err(err) => {
                     Finding::unknown("mail", format!("cannot read the relay's status: {err}"))

@@ -50,7 +50,9 @@ impl Throughput {
             .read_until
             .map_or(first_minute, |read| read.max(first_minute));
         if since < until {
-            match docket_queue::admin::finished_per_minute(pool, since, until).await {
+            match docket_queue::admin::finished_per_minute(docket_queue::pooled(pool), since, until)
+                .await
+            {
                 Ok(rows) => {
                     for row in rows {
                         let counts = state.minutes.entry(row.minute).or_default();
