@@ -718,6 +718,35 @@ mod tests {
     }
 
     #[test]
+    fn behind_a_transaction_mode_pooler_listen_is_off_and_cannot_be_turned_on() {
+        let path = std::path::Path::new("docket.toml");
+        let pooled = |text: &str| {
+            let source = Source::from_toml(text, path).unwrap();
+            let pooler = source.parse(&settings::POOLER).unwrap().unwrap_or_default();
+            runtime_config(&source, pooler)
+        };
+        assert!(pooled("").unwrap().listen);
+        assert!(!pooled("pooler = \"transaction\"").unwrap().listen);
+        assert!(
+            !pooled("pooler = \"transaction\"\nlisten = false")
+                .unwrap()
+                .listen
+        );
+        let err = pooled("pooler = \"transaction\"\nlisten = true").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("DOCKET_LISTEN=true cannot work with DOCKET_POOLER=transaction"),
+            "{err}"
+        );
+        let source = Source::from_toml("pooler = \"statement\"", path).unwrap();
+        let err = source
+            .parse::<docket_queue::Pooler>(&settings::POOLER)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("write session or transaction"), "{err}");
+    }
+
+    #[test]
     fn the_listen_address_may_name_a_host() {
         assert_eq!(
             listen_address("localhost:8080").unwrap(),

@@ -75,15 +75,16 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-/// Refuses what a transaction-mode pooler cannot carry: applying migrations takes a session
-/// advisory lock and prepares named statements (sqlx's migrator), so it needs PostgreSQL
-/// itself or a session-mode pool.
-pub(crate) fn refuse_migrating_through_pooler() -> anyhow::Result<()> {
+/// Refuses what a transaction-mode pooler cannot carry: applying migrations (sqlx's
+/// migrator takes a session advisory lock and prepares named statements), and `backup` and
+/// `restore-check` (`pg_dump` and `pg_restore` set session state and read an exported
+/// snapshot). They need PostgreSQL itself or a session-mode pool; `command` says which.
+pub(crate) fn refuse_through_pooler(command: &str) -> anyhow::Result<()> {
     if docket_queue::pooler::mode() == docket_queue::Pooler::Transaction {
         anyhow::bail!(
-            "{}=transaction: migrations hold a session (an advisory lock, prepared statements) \
-             that a transaction-mode pooler cannot keep. Run `docket migrate` with {} pointing at \
-             PostgreSQL itself (or a session-mode pool) and {} unset, then start this again",
+            "{}=transaction: {command} holds a session (advisory locks, prepared statements, \
+             session settings) that a transaction-mode pooler cannot keep. Run `docket {command}` \
+             with {} pointing at PostgreSQL itself (or a session-mode pool) and {} unset",
             crate::settings::POOLER,
             crate::settings::DATABASE_URL,
             crate::settings::POOLER

@@ -35,7 +35,7 @@ pub(crate) async fn run(
             docket_queue::workers::migration_status(docket_queue::pooled(&connect(url).await?))
                 .await?;
         if !status.is_current() {
-            crate::cmd::refuse_migrating_through_pooler()?;
+            crate::cmd::refuse_through_pooler("migrate")?;
         }
     } else {
         docket_queue::migrate(&connect(url).await?)

@@ -287,7 +287,7 @@ async fn through_pgbouncer_in_transaction_mode_with_shared_server_connections_ev
     let output = docket_pooled(&url, &dir, &["migrate"]).output().unwrap();
     assert!(!output.status.success());
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("docket migrate` with DATABASE_URL"),
+        String::from_utf8_lossy(&output.stderr).contains("Run `docket migrate` with DATABASE_URL"),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );

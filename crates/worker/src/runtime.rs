@@ -61,6 +61,13 @@ impl Runtime {
         config: RuntimeConfig,
     ) -> Result<Runtime, ConfigError> {
         config.validate()?;
+        if config.listen && docket_queue::pooler::mode() == docket_queue::Pooler::Transaction {
+            return Err(ConfigError(
+                "listen must be off behind a transaction-mode pooler: the pooler hands the \
+                 LISTEN's server connection to other clients after each transaction"
+                    .into(),
+            ));
+        }
         if registry.is_empty() {
             return Err(ConfigError("no job kinds are registered".into()));
         }
