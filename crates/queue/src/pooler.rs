@@ -246,7 +246,9 @@ where
 /// the server connection they live on. Its own lookups of a custom type's oid (the first
 /// use of `docket.job_state` on a connection) are named statements that no caller can
 /// make unnamed; left on the server connection, they would meet another client's
-/// statement of the same name. Nothing to do, and nothing sent, once those lookups are made.
+/// statement of the same name. Nothing is sent when sqlx keeps none: once a connection knows
+/// a type by its oid it looks it up no more (a type bound by name, as the pruner binds a
+/// state, is looked up again after each clearing: once a run).
 async fn forget_named(conn: &mut PgConnection) -> sqlx::Result<()> {
     if conn.cached_statements_size() > 0 {
         conn.clear_cached_statements().await?;
