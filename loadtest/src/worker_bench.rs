@@ -355,11 +355,9 @@ pub(crate) async fn latency(samples: usize, route: &Route) -> anyhow::Result<()>
             Ok(())
         }
     });
-    let runtime = Runtime::new(
-        pool.clone(),
-        registry,
-        route.runtime(RuntimeConfig::default()),
-    )?;
+    let config = route.runtime(RuntimeConfig::default());
+    let (listen, poll) = (config.listen, config.poll_interval);
+    let runtime = Runtime::new(pool.clone(), registry, config)?;
     let stop = CancellationToken::new();
     let worker = tokio::spawn(runtime.run(stop.clone().cancelled_owned()));
     let enqueue_pool = sqlx::postgres::PgPoolOptions::new()
@@ -383,7 +381,14 @@ pub(crate) async fn latency(samples: usize, route: &Route) -> anyhow::Result<()>
             from_commit.push(started.saturating_duration_since(committed));
             from_call.push(started.saturating_duration_since(call));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Polling only: the next job comes at a random moment of the poll's period, as an
+        // application's would (in step with the polls, each would wait nearly a whole one).
+        let phase = if listen {
+            Duration::ZERO
+        } else {
+            poll.mul_f64(random_unit())
+        };
+        tokio::time::sleep(Duration::from_millis(10) + phase).await;
     }
     stop.cancel();
     worker.await??;
@@ -396,6 +401,16 @@ pub(crate) async fn latency(samples: usize, route: &Route) -> anyhow::Result<()>
         percentiles(&mut from_call)
     );
     Ok(())
+}
+
+/// A random number in 0..1, without a dependency: the std hasher's keys are random per
+/// instance.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    random as f64 / u64::MAX as f64
 }
 
 fn spawn_worker(
