@@ -32,6 +32,8 @@ pub(crate) struct Config {
     /// [`settings::DB_POOL_SIZE`]: connections for claims, outcomes and handlers; default: the
     /// total concurrency plus 4, at most 50.
     pub(crate) pool_size: Option<u32>,
+    /// [`settings::POOLER`]: how the database is reached. Default session.
+    pub(crate) pooler: docket_queue::Pooler,
     /// [`settings::CRON_SECRET`]: the bearer token of the guarded routes; never printed.
     pub(crate) cron_secret: Option<Secret>,
     /// [`settings::OPS_SECRET`]: signs in to the operations page instead of [`settings::CRON_SECRET`], so the
@@ -148,6 +150,7 @@ impl Config {
             None => LogFormat::Json,
         };
         let mail = MailConfig::from_source(&source)?;
+        let pooler = source.parse(&settings::POOLER)?.unwrap_or_default();
         let mut runtime = RuntimeConfig::from_source(&source)?;
         if mail.notify.dead_letters {
             // Docket's own schedule: one digest a minute, when there is something to say.
@@ -161,6 +164,7 @@ impl Config {
             log_format,
             runtime,
             pool_size: source.parse(&settings::DB_POOL_SIZE)?,
+            pooler,
             cron_secret: source.text(&settings::CRON_SECRET).and_then(Secret::new),
             ops_secret: source.text(&settings::OPS_SECRET).and_then(Secret::new),
             http_addr: match source.text(&settings::HTTP_ADDR) {

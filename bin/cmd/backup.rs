@@ -94,6 +94,7 @@ impl Drop for Partial {
 }
 
 pub(crate) async fn run(config: &Config, args: BackupArgs) -> anyhow::Result<ExitCode> {
+    crate::cmd::refuse_through_pooler("backup")?;
     match backup(config, &args).await {
         Ok(Some(manifest)) => {
             if args.output.json {

@@ -12,9 +12,12 @@ const LIST_LIMIT: u32 = 50;
 
 pub(crate) async fn run(pool: &PgPool, command: BatchesCommand) -> anyhow::Result<()> {
     let (batches, json) = match command {
-        BatchesCommand::List(output) => (batch::list(pool, LIST_LIMIT).await?, output.json),
+        BatchesCommand::List(output) => (
+            batch::list(docket_queue::pooled(pool), LIST_LIMIT).await?,
+            output.json,
+        ),
         BatchesCommand::Show { id, output } => {
-            let status = batch::show(pool, id).await?;
+            let status = batch::show(docket_queue::pooled(pool), id).await?;
             if output.json {
                 return print_json(&status);
             }

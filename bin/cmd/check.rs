@@ -109,7 +109,7 @@ async fn database_unreachable(
 
 /// Whether every migration this binary knows is applied.
 pub(crate) async fn migrations(pool: &sqlx::PgPool) -> Finding {
-    match docket_queue::workers::migration_status(pool).await {
+    match docket_queue::workers::migration_status(docket_queue::pooled(pool)).await {
         Ok(status) if status.is_current() => Finding::new(
             "migrations",
             Verdict::Ok,

@@ -23,7 +23,7 @@ pub(crate) async fn run(config: &Config, command: CronCommand) -> anyhow::Result
     let pool = connect(config.require_database()?).await?;
     match command {
         CronCommand::List { output, .. } => {
-            let rows = cron::list(&pool).await?;
+            let rows = cron::list(docket_queue::pooled(&pool)).await?;
             if output.json {
                 return print_json(&rows);
             }
@@ -31,7 +31,7 @@ pub(crate) async fn run(config: &Config, command: CronCommand) -> anyhow::Result
             Ok(())
         }
         CronCommand::Run { name, output } => {
-            let rows = cron::list(&pool).await?;
+            let rows = cron::list(docket_queue::pooled(&pool)).await?;
             let Some(row) = rows.iter().find(|row| row.def.name == name) else {
                 anyhow::bail!("no schedule is named {name:?} (docket cron list shows them)");
             };
@@ -39,7 +39,7 @@ pub(crate) async fn run(config: &Config, command: CronCommand) -> anyhow::Result
                 .queue(row.def.queue.clone())
                 .priority(row.def.priority)
                 .max_attempts(row.def.max_attempts);
-            let id = docket_queue::enqueue(&pool, &job).await?;
+            let id = docket_queue::enqueue(docket_queue::pooled(&pool), &job).await?;
             if output.json {
                 return print_json(&serde_json::json!({ "schedule": name, "job_id": id }));
             }
@@ -49,7 +49,7 @@ pub(crate) async fn run(config: &Config, command: CronCommand) -> anyhow::Result
         CronCommand::Pause { name, output } => set_paused(&pool, name, true, output.json).await,
         CronCommand::Resume { name, output } => set_paused(&pool, name, false, output.json).await,
         CronCommand::Remove { name, output } => {
-            cron::remove(&pool, &name).await?;
+            cron::remove(docket_queue::pooled(&pool), &name).await?;
             tracing::info!(event = event::CRON_REMOVED, schedule = %name, "schedule removed");
             if output.json {
                 return print_json(&serde_json::json!({ "name": name, "removed": true }));
@@ -61,7 +61,7 @@ pub(crate) async fn run(config: &Config, command: CronCommand) -> anyhow::Result
 }
 
 async fn set_paused(pool: &PgPool, name: String, paused: bool, json: bool) -> anyhow::Result<()> {
-    cron::set_paused(pool, &name, paused).await?;
+    cron::set_paused(docket_queue::pooled(pool), &name, paused).await?;
     if paused {
         tracing::info!(event = event::CRON_PAUSED, schedule = %name, "schedule paused");
     } else {

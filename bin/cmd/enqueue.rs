@@ -27,7 +27,7 @@ pub(crate) async fn run(pool: &PgPool, args: EnqueueArgs) -> anyhow::Result<()> 
     job.unique_key = args.unique_key;
     job.expires_at = args.expires_at;
     job.group_key = args.group;
-    let id = docket_queue::enqueue(pool, &job).await?;
+    let id = docket_queue::enqueue(docket_queue::pooled(pool), &job).await?;
     if args.output.json {
         crate::cmd::print_json(&serde_json::json!({ "id": id }))
     } else {

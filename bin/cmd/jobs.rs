@@ -12,7 +12,7 @@ pub(crate) async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<(
     match command {
         JobsCommand::List(args) => list(pool, args).await,
         JobsCommand::Show { id, output } => {
-            let job = admin::show(pool, id).await?;
+            let job = admin::show(docket_queue::pooled(pool), id).await?;
             if output.json {
                 print_json(&job)
             } else {
@@ -22,7 +22,7 @@ pub(crate) async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<(
         }
         JobsCommand::Replay(args) => replay(pool, args).await,
         JobsCommand::Cancel { id, output } => {
-            let job = admin::cancel(pool, id).await?;
+            let job = admin::cancel(docket_queue::pooled(pool), id).await?;
             if output.json {
                 return print_json(&job);
             }
@@ -34,7 +34,7 @@ pub(crate) async fn run(pool: &PgPool, command: JobsCommand) -> anyhow::Result<(
             Ok(())
         }
         JobsCommand::Discard { id, output } => {
-            let job = admin::discard(pool, id).await?;
+            let job = admin::discard(docket_queue::pooled(pool), id).await?;
             if output.json {
                 return print_json(&job);
             }
@@ -52,7 +52,7 @@ async fn list(pool: &PgPool, args: ListArgs) -> anyhow::Result<()> {
         before: args.before,
         limit: args.limit,
     };
-    let page = admin::list(pool, &filter).await?;
+    let page = admin::list(docket_queue::pooled(pool), &filter).await?;
     if args.output.json {
         return print_json(&serde_json::json!({ "jobs": page.jobs, "next": page.next }));
     }
@@ -102,7 +102,7 @@ async fn list(pool: &PgPool, args: ListArgs) -> anyhow::Result<()> {
 
 async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
     if let Some(id) = args.id {
-        let job = admin::replay(pool, id).await?;
+        let job = admin::replay(docket_queue::pooled(pool), id).await?;
         return if args.output.json {
             print_json(&job)
         } else {
@@ -119,7 +119,7 @@ async fn replay(pool: &PgPool, args: ReplayArgs) -> anyhow::Result<()> {
         finished_after: args.since,
         finished_before: args.until,
     };
-    let replayed = admin::replay_dead_letters(pool, &filter).await?;
+    let replayed = admin::replay_dead_letters(docket_queue::pooled(pool), &filter).await?;
     if args.output.json {
         print_json(&serde_json::json!({ "replayed": replayed }))
     } else {

@@ -171,7 +171,7 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
                 to,
                 limit,
             };
-            let deliveries = delivery::list(&pool, &filter).await?;
+            let deliveries = delivery::list(docket_queue::pooled(&pool), &filter).await?;
             if output.json {
                 return print_json(&deliveries);
             }
@@ -211,7 +211,7 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
             output,
         } => {
             let pool = connect(config.require_database()?).await?;
-            let new = delivery::suppress(&pool, &address, &reason).await?;
+            let new = delivery::suppress(docket_queue::pooled(&pool), &address, &reason).await?;
             if output.json {
                 return print_json(&serde_json::json!({
                     "address": address, "suppressed": true, "already": !new,
@@ -228,7 +228,7 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
         }
         MailCommand::Unsuppress { address, output } => {
             let pool = connect(config.require_database()?).await?;
-            let was = delivery::unsuppress(&pool, &address).await?;
+            let was = delivery::unsuppress(docket_queue::pooled(&pool), &address).await?;
             if output.json {
                 return print_json(&serde_json::json!({
                     "address": address, "suppressed": false, "was_suppressed": was,
@@ -245,7 +245,7 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
         }
         MailCommand::Suppressions(output) => {
             let pool = connect(config.require_database()?).await?;
-            let list = delivery::suppressions(&pool, None).await?;
+            let list = delivery::suppressions(docket_queue::pooled(&pool), None).await?;
             if output.json {
                 return print_json(&list);
             }
@@ -297,13 +297,16 @@ async fn run_campaign(
     let (campaigns, json) = match command {
         CampaignCommand::Create { .. } => unreachable!("handled above"),
         CampaignCommand::Show { id, output } => {
-            let status = campaign::show(&pool, id).await?;
+            let status = campaign::show(docket_queue::pooled(&pool), id).await?;
             if output.json {
                 return print_json(&status);
             }
             (vec![status], false)
         }
-        CampaignCommand::List(output) => (campaign::list(&pool, LIST_LIMIT).await?, output.json),
+        CampaignCommand::List(output) => (
+            campaign::list(docket_queue::pooled(&pool), LIST_LIMIT).await?,
+            output.json,
+        ),
         CampaignCommand::Pause { id, output } => {
             let changed = campaign::pause(&pool, id).await;
             return act(&pool, changed, id, "paused", output.json).await;
@@ -449,7 +452,7 @@ async fn act(
 ) -> anyhow::Result<()> {
     let changed = result?;
     if json {
-        return print_json(&campaign::show(pool, id).await?);
+        return print_json(&campaign::show(docket_queue::pooled(pool), id).await?);
     }
     if changed {
         println!("campaign {id} {what}");

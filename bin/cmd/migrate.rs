@@ -3,6 +3,7 @@
 use sqlx::PgPool;
 
 pub(crate) async fn run(pool: &PgPool, json: bool) -> anyhow::Result<()> {
+    crate::cmd::refuse_through_pooler("migrate")?;
     docket_queue::migrate(pool).await?;
     let applied = docket_queue::MIGRATOR.iter().count();
     if json {

@@ -28,6 +28,8 @@ use crate::config::{Config, DatabaseUrl};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<ExitCode> {
+    // Before any pool opens: every statement from here on is sent as the route allows.
+    docket_queue::pooler::set_mode(config.pooler);
     match command {
         Command::Check(output) => return check::run(&config, output).await,
         Command::Backup(args) => return backup::run(&config, args).await,
@@ -74,6 +76,38 @@ pub(crate) async fn run(command: Command, config: Config) -> anyhow::Result<Exit
         Command::Demo(args) => demo::run(config.database_url.as_ref(), &args).await,
     }?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses what a transaction-mode pooler cannot carry: applying migrations (sqlx's
+/// migrator takes a session advisory lock and prepares named statements), and `backup` and
+/// `restore-check` (`pg_dump` and `pg_restore` set session state and read an exported
+/// snapshot). They need PostgreSQL itself or a session-mode pool; `command` says which.
+pub(crate) fn refuse_through_pooler(command: &str) -> anyhow::Result<()> {
+    if docket_queue::pooler::mode() == docket_queue::Pooler::Transaction {
+        anyhow::bail!(
+            "{}=transaction: {command} holds a session (advisory locks, prepared statements, \
+             session settings) that a transaction-mode pooler cannot keep. Run `docket {command}` \
+             with {} pointing at PostgreSQL itself (or a session-mode pool) and {} unset",
+            docket_settings::POOLER,
+            docket_settings::DATABASE_URL,
+            docket_settings::POOLER
+        );
+    }
+    Ok(())
+}
+
+/// Logs, once at start, what a transaction-mode pooler costs a worker: no LISTEN, so pickup
+/// waits for the next poll.
+pub(crate) fn log_pooler(runtime: &docket_worker::RuntimeConfig) {
+    if docket_queue::pooler::mode() == docket_queue::Pooler::Transaction {
+        tracing::info!(
+            event = docket_queue::telemetry::event::POOLER_TRANSACTION,
+            poll_interval_s = runtime.poll_interval.as_secs_f64(),
+            "behind a transaction-mode pooler: LISTEN is off, so a job enqueued into an idle \
+             queue waits up to the poll interval ({} s) for pickup",
+            runtime.poll_interval.as_secs_f64()
+        );
+    }
 }
 
 /// A small pool to the database for a command.

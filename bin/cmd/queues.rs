@@ -15,7 +15,9 @@ pub(crate) async fn run(
     command: QueuesCommand,
 ) -> anyhow::Result<()> {
     let (controls, json) = match command {
-        QueuesCommand::List(output) => (queues::list(pool).await?, output.json),
+        QueuesCommand::List(output) => {
+            (queues::list(docket_queue::pooled(pool)).await?, output.json)
+        }
         QueuesCommand::Pause {
             name,
             force,
@@ -24,11 +26,15 @@ pub(crate) async fn run(
             if !force {
                 refuse_unknown(pool, config, &name).await?;
             }
-            (vec![queues::pause(pool, &name).await?], output.json)
+            (
+                vec![queues::pause(docket_queue::pooled(pool), &name).await?],
+                output.json,
+            )
         }
-        QueuesCommand::Resume { name, output } => {
-            (vec![queues::resume(pool, &name).await?], output.json)
-        }
+        QueuesCommand::Resume { name, output } => (
+            vec![queues::resume(docket_queue::pooled(pool), &name).await?],
+            output.json,
+        ),
     };
     if json {
         return print_json(&controls);
@@ -45,10 +51,12 @@ async fn refuse_unknown(pool: &PgPool, config: &Config, name: &str) -> anyhow::R
         .runtime_with(None, None)
         .map(|runtime| runtime.queues.into_iter().map(|q| q.name).collect())
         .unwrap_or_default();
-    if queues::is_known(pool, name).await? || configured.iter().any(|q| q == name) {
+    if queues::is_known(docket_queue::pooled(pool), name).await?
+        || configured.iter().any(|q| q == name)
+    {
         return Ok(());
     }
-    let mut names = queues::named(pool).await?;
+    let mut names = queues::named(docket_queue::pooled(pool)).await?;
     names.extend(configured);
     let nearest = names
         .iter()

@@ -164,6 +164,7 @@ struct Found {
 }
 
 pub(crate) async fn run(config: &Config, args: RestoreCheckArgs) -> anyhow::Result<ExitCode> {
+    crate::cmd::refuse_through_pooler("restore-check")?;
     let file = match &args.file {
         Some(file) => file.clone(),
         None => {

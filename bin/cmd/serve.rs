@@ -28,9 +28,21 @@ pub(crate) async fn run(
     let shutdown = crate::signal::shutdown_signal();
     let runtime_config = config.runtime_with(queues, concurrency)?;
     let url = config.require_database()?;
-    docket_queue::migrate(&connect(url).await?)
-        .await
-        .context("applying migrations")?;
+    if docket_queue::pooler::mode() == docket_queue::Pooler::Transaction {
+        // Behind a transaction-mode pooler migrations cannot run (they hold a session): the
+        // database must already be current.
+        let status =
+            docket_queue::workers::migration_status(docket_queue::pooled(&connect(url).await?))
+                .await?;
+        if !status.is_current() {
+            crate::cmd::refuse_through_pooler("migrate")?;
+        }
+    } else {
+        docket_queue::migrate(&connect(url).await?)
+            .await
+            .context("applying migrations")?;
+    }
+    crate::cmd::log_pooler(&runtime_config);
     let pool = work_pool(url, &runtime_config, config.pool_size).await?;
     let mailer = crate::cmd::worker::mailer(&pool, &config.mail)?;
     let registry = crate::cmd::worker::registry(mailer.clone());

@@ -7,7 +7,7 @@ use crate::cli::OutputArgs;
 use crate::table;
 
 pub(crate) async fn run(pool: &PgPool, args: OutputArgs) -> anyhow::Result<()> {
-    let snapshot = docket_queue::snapshot(pool, None).await?;
+    let snapshot = docket_queue::snapshot(docket_queue::pooled(pool), None).await?;
     if args.json {
         crate::cmd::print_json(&snapshot)
     } else {

@@ -60,6 +60,7 @@ pub(crate) async fn run(
     pool_size: Option<u32>,
     mail: &MailConfig,
 ) -> anyhow::Result<()> {
+    crate::cmd::log_pooler(&runtime);
     let pool = work_pool(url, &runtime, pool_size).await?;
     let registry = registry(mailer(&pool, mail)?);
     let runtime = Runtime::new(pool.clone(), registry, runtime)?;

@@ -80,6 +80,8 @@ enum Bench {
         /// Jobs to time.
         #[arg(long, default_value_t = 500)]
         samples: usize,
+        #[command(flatten)]
+        route: worker_bench::Route,
     },
     /// `docket worker` processes on one database: throughput and memory.
     Scale {
@@ -95,6 +97,8 @@ enum Bench {
         /// Jobs at once per process.
         #[arg(long, default_value_t = 50)]
         concurrency: usize,
+        #[command(flatten)]
+        route: worker_bench::Route,
     },
     /// Run a drill worker (the runtime embedded, with the `drill.ledger` kind) until
     /// SIGTERM; used by the crash drills.
@@ -270,13 +274,20 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             live_share,
             samples,
         } => multi.block_on(ops_bench::page(rows, live_share, samples)),
-        Bench::Latency { samples } => multi.block_on(worker_bench::latency(samples)),
+        Bench::Latency { samples, route } => multi.block_on(worker_bench::latency(samples, &route)),
         Bench::Scale {
             docket,
             processes,
             jobs,
             concurrency,
-        } => multi.block_on(worker_bench::scale(&docket, processes, jobs, concurrency)),
+            route,
+        } => multi.block_on(worker_bench::scale(
+            &docket,
+            processes,
+            jobs,
+            concurrency,
+            &route,
+        )),
         Bench::DrillWorker {
             concurrency,
             heartbeat_ms,

@@ -292,10 +292,58 @@ fn draw(path: &std::path::Path, samples: &[Sample], released_at_s: f64) -> anyho
     crate::chart::draw(path, (900, 500), end, panels, &[released_at_s])
 }
 
+/// How the workers (and, for `latency`, the enqueuer) reach the benchmark's database.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Route {
+    /// Through a PgBouncer in transaction mode listening on 127.0.0.1 at this port, with
+    /// [`docket_settings::POOLER`] `transaction` (seeding and the clock stay on direct connections).
+    #[arg(long)]
+    pooler_port: Option<u16>,
+    /// Milliseconds between polls (the runtime's default when unset).
+    #[arg(long)]
+    poll_ms: Option<u64>,
+    /// LISTEN off on a direct connection too (polling only), to tell the pooler's cost
+    /// from polling's.
+    #[arg(long)]
+    no_listen: bool,
+}
+
+impl Route {
+    /// The URL the workers use for `db`.
+    fn url(&self, db: &TestDb) -> String {
+        match self.pooler_port {
+            Some(port) => format!("postgres://postgres@127.0.0.1:{port}/{}", db.name),
+            None => db.url.clone(),
+        }
+    }
+
+    fn pooler(&self) -> docket_queue::Pooler {
+        if self.pooler_port.is_some() {
+            docket_queue::Pooler::Transaction
+        } else {
+            docket_queue::Pooler::Session
+        }
+    }
+
+    /// `config` as this route runs it.
+    fn runtime(&self, mut config: RuntimeConfig) -> RuntimeConfig {
+        config.listen = !self.no_listen && self.pooler_port.is_none();
+        if let Some(ms) = self.poll_ms {
+            config.poll_interval = Duration::from_millis(ms);
+        }
+        config
+    }
+}
+
 /// Pickup latency at idle: from the enqueue's commit (and from before the call) to the
 /// handler's start, one job at a time.
-pub(crate) async fn latency(samples: usize) -> anyhow::Result<()> {
+pub(crate) async fn latency(samples: usize, route: &Route) -> anyhow::Result<()> {
     let db = TestDb::with_pool_size(12).await;
+    docket_queue::pooler::set_mode(route.pooler());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(12)
+        .connect(&route.url(&db))
+        .await?;
     let (started_tx, mut started_rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
     let started_tx = Arc::new(started_tx);
     let mut registry = Registry::new();
@@ -307,20 +355,22 @@ pub(crate) async fn latency(samples: usize) -> anyhow::Result<()> {
             Ok(())
         }
     });
-    let runtime = Runtime::new(db.pool.clone(), registry, RuntimeConfig::default())?;
+    let config = route.runtime(RuntimeConfig::default());
+    let (listen, poll) = (config.listen, config.poll_interval);
+    let runtime = Runtime::new(pool.clone(), registry, config)?;
     let stop = CancellationToken::new();
     let worker = tokio::spawn(runtime.run(stop.clone().cancelled_owned()));
     let enqueue_pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
         .test_before_acquire(false)
-        .connect(&db.url)
+        .connect(&route.url(&db))
         .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let job = NewJob::new("bench.ping", json!({}));
     let (mut from_commit, mut from_call) = (Vec::new(), Vec::new());
     for n in 0..samples + 20 {
         let call = Instant::now();
-        docket_queue::enqueue(&enqueue_pool, &job).await?;
+        docket_queue::enqueue(docket_queue::pooled(&enqueue_pool), &job).await?;
         let committed = Instant::now();
         let started = started_rx
             .recv()
@@ -331,7 +381,14 @@ pub(crate) async fn latency(samples: usize) -> anyhow::Result<()> {
             from_commit.push(started.saturating_duration_since(committed));
             from_call.push(started.saturating_duration_since(call));
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Polling only: the next job comes at a random moment of the poll's period, as an
+        // application's would (in step with the polls, each would wait nearly a whole one).
+        let phase = if listen {
+            Duration::ZERO
+        } else {
+            poll.mul_f64(random_unit())
+        };
+        tokio::time::sleep(Duration::from_millis(10) + phase).await;
     }
     stop.cancel();
     worker.await??;
@@ -346,10 +403,36 @@ pub(crate) async fn latency(samples: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_worker(docket: &str, url: &str, concurrency: usize) -> anyhow::Result<Child> {
-    Ok(Command::new(docket)
+/// A random number in 0..1, without a dependency: the std hasher's keys are random per
+/// instance.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    random as f64 / u64::MAX as f64
+}
+
+fn spawn_worker(
+    docket: &str,
+    db: &TestDb,
+    route: &Route,
+    concurrency: usize,
+) -> anyhow::Result<Child> {
+    let mut command = Command::new(docket);
+    if let Some(ms) = route.poll_ms {
+        command.env(
+            docket_settings::POLL_INTERVAL.var,
+            (ms as f64 / 1000.0).to_string(),
+        );
+    }
+    if route.no_listen {
+        command.env(docket_settings::LISTEN.var, "false");
+    }
+    Ok(command
         .arg("worker")
-        .env("DATABASE_URL", url)
+        .env("DATABASE_URL", route.url(db))
+        .env(docket_settings::POOLER.var, route.pooler().as_str())
         .env(docket_settings::CONCURRENCY.var, concurrency.to_string())
         .env(docket_settings::LOG_FORMAT.var, "json")
         .env("RUST_LOG", "warn")
@@ -371,13 +454,14 @@ pub(crate) async fn scale(
     processes: usize,
     jobs: usize,
     concurrency: usize,
+    route: &Route,
 ) -> anyhow::Result<()> {
     let db = TestDb::with_pool_size(4).await;
     seed(&db.pool, jobs, false, 0).await?;
     let started = Instant::now();
     let mut children = Vec::new();
     for _ in 0..processes {
-        children.push(spawn_worker(docket, &db.url, concurrency)?);
+        children.push(spawn_worker(docket, &db, route, concurrency)?);
     }
     let first = children[0].id();
     let mut peak = 0;

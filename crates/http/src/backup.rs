@@ -394,7 +394,7 @@ impl Probe for RestoreCheckProbe {
             let Some(pool) = db else {
                 return Finding::unknown("restore_check", "the database does not answer");
             };
-            match docket_queue::backup::latest(pool).await {
+            match docket_queue::backup::latest(docket_queue::pooled(pool)).await {
                 Ok(last) => restore_check(last.as_ref(), self.max_age, Utc::now()),
                 Err(err) => Finding::unknown("restore_check", err.to_string()),
             }

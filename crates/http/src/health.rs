@@ -157,8 +157,11 @@ impl HealthMonitor {
     /// Reads what the judgement needs; a snapshot that cannot be taken now is replaced by
     /// the last one, with its age.
     async fn observe(&self) -> Option<Observed> {
-        let mut observed =
-            docket_queue::health::observe(&self.pool, self.config.check_timeout).await?;
+        let mut observed = docket_queue::health::observe(
+            docket_queue::pooled(&self.pool),
+            self.config.check_timeout,
+        )
+        .await?;
         match &observed.snapshot {
             Some((snapshot, _)) => store(&self.last_snapshot, snapshot.clone()),
             None => observed.snapshot = self.last_snapshot_with_age(),

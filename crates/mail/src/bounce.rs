@@ -93,7 +93,10 @@ pub async fn ingest(
         .as_deref()
         .and_then(|token| signer.verify(Purpose::Bounce, token).ok());
     let found = match delivery {
-        Some(id) => db::delivery_get_many(pool, &[id]).await?.into_iter().next(),
+        Some(id) => db::delivery_get_many(docket_queue::pooled(pool), &[id])
+            .await?
+            .into_iter()
+            .next(),
         None => None,
     };
     let Some((delivery, _)) = found else {
@@ -118,7 +121,13 @@ pub async fn ingest(
     };
     let outcome = if report.failed() {
         let mut tx = pool.begin().await?;
-        if !db::delivery_mark_bounced(&mut *tx, delivery.id, report.diagnostic.as_deref()).await? {
+        if !db::delivery_mark_bounced(
+            docket_queue::pooled_conn(&mut tx),
+            delivery.id,
+            report.diagnostic.as_deref(),
+        )
+        .await?
+        {
             drop(tx);
             let why = format!(
                 "a failure report for a delivery that is {}, not sent",
@@ -133,7 +142,13 @@ pub async fn ingest(
                 report.status.as_deref().unwrap_or(""),
                 report.diagnostic.as_deref().unwrap_or("")
             );
-            db::suppression_insert(&mut *tx, &delivery.recipient, reason.trim(), None).await?;
+            db::suppression_insert(
+                docket_queue::pooled_conn(&mut tx),
+                &delivery.recipient,
+                reason.trim(),
+                None,
+            )
+            .await?;
         }
         tx.commit().await?;
         metrics::counter!(metric::MAIL_DELIVERIES, "source" => source_label(&delivery.source), "status" => Status::Bounced.as_str()).increment(1);
@@ -181,7 +196,15 @@ async fn record(
     };
     let status = report.and_then(|r| r.status.as_deref());
     let diagnostic = report.and_then(|r| r.diagnostic.as_deref());
-    db::bounce_insert(pool, delivery, outcome.as_str(), status, diagnostic, reason).await?;
+    db::bounce_insert(
+        docket_queue::pooled(pool),
+        delivery,
+        outcome.as_str(),
+        status,
+        diagnostic,
+        reason,
+    )
+    .await?;
     metrics::counter!(metric::MAIL_BOUNCES, "outcome" => outcome.as_str()).increment(1);
     let delivery = delivery.map(|id| id.to_string());
     match outcome {

@@ -494,7 +494,7 @@ pub async fn create(
         .map_err(|_| MailError::Invalid("too many recipients".to_owned()))?;
     let mut tx = pool.begin().await?;
     db::campaign_insert(
-        &mut *tx,
+        docket_queue::pooled_conn(&mut tx),
         &db::CampaignParams {
             id,
             name,
@@ -503,7 +503,13 @@ pub async fn create(
         },
     )
     .await?;
-    let inserted = db::delivery_insert_campaign(&mut *tx, id, &campaign.template, &rows).await?;
+    let inserted = db::delivery_insert_campaign(
+        docket_queue::pooled_conn(&mut tx),
+        id,
+        &campaign.template,
+        &rows,
+    )
+    .await?;
     if inserted.len() != rows.ids.len() {
         return Err(MailError::Invalid(
             "a recipient is listed more than once (addresses are compared without case)".to_owned(),
@@ -537,7 +543,7 @@ pub async fn create(
         },
     )
     .await?;
-    db::campaign_set_batch(&mut *tx, id, batch).await?;
+    db::campaign_set_batch(docket_queue::pooled_conn(&mut tx), id, batch).await?;
     tx.commit().await?;
     tracing::info!(
         event = docket_queue::telemetry::event::CAMPAIGN_CREATED,
@@ -645,7 +651,7 @@ enum Action {
 /// is refused with the reason, one whose end state holds already changes nothing.
 async fn control(pool: &PgPool, id: Uuid, action: Action) -> Result<bool> {
     let mut tx = pool.begin().await?;
-    let (paused, cancelled, pending) = db::campaign_lock(&mut *tx, id)
+    let (paused, cancelled, pending) = db::campaign_lock(docket_queue::pooled_conn(&mut tx), id)
         .await?
         .ok_or(MailError::CampaignNotFound(id))?;
     let verb = match action {
@@ -677,7 +683,13 @@ async fn control(pool: &PgPool, id: Uuid, action: Action) -> Result<bool> {
         Action::Resume => (Some(false), None),
         Action::Cancel => (None, Some(true)),
     };
-    db::campaign_set_controls(&mut *tx, id, set_paused, set_cancelled).await?;
+    db::campaign_set_controls(
+        docket_queue::pooled_conn(&mut tx),
+        id,
+        set_paused,
+        set_cancelled,
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
 }

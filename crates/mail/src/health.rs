@@ -183,7 +183,7 @@ impl Probe for RelayProbe {
             let Some(pool) = db else {
                 return Finding::unknown("mail", "the database does not answer");
             };
-            match relay_status(pool).await {
+            match relay_status(docket_queue::pooled(pool)).await {
                 Ok(status) => describe(self.stub, &status),
                 Err(err) => {
                     Finding::unknown("mail", format!("cannot read the relay's status: {err}"))

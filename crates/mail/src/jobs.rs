@@ -123,7 +123,7 @@ async fn send_single(
     let id = Uuid::now_v7();
     let key = single.key.unwrap_or_else(|| format!("job:{}", ctx.id()));
     let delivery = delivery::insert_or_get(
-        &mailer.pool,
+        docket_queue::pooled(&mailer.pool),
         &NewDelivery {
             id,
             source,
@@ -150,7 +150,7 @@ async fn send_single(
     if own && matches!(delivery.status, Status::DeadLetter | Status::Unknown) {
         // An operator replayed the job: the delivery gets a fresh ladder (for an
         // `unknown` one, the replay is the operator's word to send it again).
-        delivery::requeue(&mailer.pool, delivery.id)
+        delivery::requeue(docket_queue::pooled(&mailer.pool), delivery.id)
             .await
             .map_err(retry)?;
     } else if delivery.status.is_final() {
@@ -191,7 +191,7 @@ async fn send_single(
 /// the ladder ran out) and the delivery's own cause, for the job's `last_error`: the
 /// missing variable, the relay's last reply.
 async fn dead_letter_cause(mailer: &Mailer, delivery: Uuid) -> (String, String) {
-    let recorded = delivery::get_many(&mailer.pool, &[delivery])
+    let recorded = delivery::get_many(docket_queue::pooled(&mailer.pool), &[delivery])
         .await
         .ok()
         .and_then(|mut rows| rows.pop())
@@ -229,7 +229,7 @@ async fn send_campaign_batch(
     ctx: &JobContext,
 ) -> Result<(), JobError> {
     let mut retry_in: Option<Duration> = None;
-    let deliveries = delivery::get_many(&mailer.pool, &job.deliveries)
+    let deliveries = delivery::get_many(docket_queue::pooled(&mailer.pool), &job.deliveries)
         .await
         .map_err(retry)?;
     for (delivery, vars) in deliveries {
@@ -238,7 +238,7 @@ async fn send_campaign_batch(
         }
         // The operator's controls, read before each recipient: a pause or cancel takes
         // effect within one message.
-        match campaign::controls(&mailer.pool, job.campaign_id)
+        match campaign::controls(docket_queue::pooled(&mailer.pool), job.campaign_id)
             .await
             .map_err(retry)?
         {
@@ -292,7 +292,7 @@ async fn send_campaign_batch(
 }
 
 async fn campaign_finished(mailer: &Mailer, job: &CampaignFinished) -> Result<(), JobError> {
-    let campaign = campaign::show(&mailer.pool, job.campaign_id)
+    let campaign = campaign::show(docket_queue::pooled(&mailer.pool), job.campaign_id)
         .await
         .map_err(retry)?;
     tracing::info!(
@@ -312,7 +312,7 @@ async fn campaign_finished(mailer: &Mailer, job: &CampaignFinished) -> Result<()
     .map_err(|err| JobError::permanent(err.to_string()))?
     .queue(MAIL_QUEUE)
     .unique_key(format!("campaign_finished:{}", campaign.id));
-    let id = docket_queue::enqueue(&mailer.pool, &admin)
+    let id = docket_queue::enqueue(docket_queue::pooled(&mailer.pool), &admin)
         .await
         .map_err(|err| JobError::from(err.to_string()))?;
     tracing::info!(event = docket_queue::telemetry::event::MAIL_NOTIFIED, job.id = %id, campaign.id = %campaign.id, "admin told: campaign finished");
@@ -326,10 +326,14 @@ async fn dead_letter_digest(
 ) -> Result<(), JobError> {
     let until = ctx.run_at();
     let since = until - chrono::Duration::seconds(i64::from(job.window_seconds));
-    let (count, jobs) =
-        docket_queue::admin::dead_lettered_between(&mailer.pool, since, until, DIGEST_LIST_LIMIT)
-            .await
-            .map_err(|err| JobError::from(err.to_string()))?;
+    let (count, jobs) = docket_queue::admin::dead_lettered_between(
+        docket_queue::pooled(&mailer.pool),
+        since,
+        until,
+        DIGEST_LIST_LIMIT,
+    )
+    .await
+    .map_err(|err| JobError::from(err.to_string()))?;
     if count == 0 {
         return Ok(());
     }
@@ -352,7 +356,7 @@ async fn dead_letter_digest(
     .map_err(|err| JobError::permanent(err.to_string()))?
     .queue(MAIL_QUEUE)
     .unique_key(format!("dead_letters:{}", until.timestamp()));
-    let id = docket_queue::enqueue(&mailer.pool, &admin)
+    let id = docket_queue::enqueue(docket_queue::pooled(&mailer.pool), &admin)
         .await
         .map_err(|err| JobError::from(err.to_string()))?;
     tracing::info!(event = docket_queue::telemetry::event::MAIL_NOTIFIED, job.id = %id, count, "admin told: jobs dead-lettered");

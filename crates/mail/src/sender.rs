@@ -302,7 +302,7 @@ impl Mailer {
         ctx: &JobContext,
         source: Source,
     ) -> Result<Prepared> {
-        if db::suppression_contains(&self.pool, &delivery.recipient).await? {
+        if db::suppression_contains(docket_queue::pooled(&self.pool), &delivery.recipient).await? {
             let step = self
                 .finish(
                     delivery,
@@ -415,8 +415,13 @@ impl Mailer {
             None => connect.await,
         };
         let bound = self.config.timeout + RECORD_MARGIN;
-        let Some(attempt) =
-            db::delivery_reserve(&self.pool, delivery.id, out.job_id, bound).await?
+        let Some(attempt) = db::delivery_reserve(
+            docket_queue::pooled(&self.pool),
+            delivery.id,
+            out.job_id,
+            bound,
+        )
+        .await?
         else {
             // Final already (another job with the same key got there first), or another
             // exchange of it is under way: look again.
@@ -523,7 +528,13 @@ impl Mailer {
             Class::Permanent { suppress } => {
                 if suppress {
                     let reason = format!("smtp: {error}");
-                    db::suppression_insert(&self.pool, &delivery.recipient, &reason, None).await?;
+                    db::suppression_insert(
+                        docket_queue::pooled(&self.pool),
+                        &delivery.recipient,
+                        &reason,
+                        None,
+                    )
+                    .await?;
                 }
                 self.finish(delivery, source, Status::Failed, detail).await
             }
@@ -543,7 +554,7 @@ impl Mailer {
                 };
                 self.record(delivery, &record).await?;
                 if let Some(limiter) = &self.limiter {
-                    limiter.hold(&self.pool, hold).await?;
+                    limiter.hold(docket_queue::pooled(&self.pool), hold).await?;
                 }
                 tracing::warn!(event = events.throttled, delivery.id = %ids.delivery, campaign.id = ids.campaign, hold_s = hold.as_secs(), error = %error, "the relay asks to slow down; holding without spending the attempt");
                 Ok(Step::Hold(hold))
@@ -556,7 +567,7 @@ impl Mailer {
                 let hold = self.config.retry_ladder[0].min(CONFIG_FAULT_HOLD_MAX);
                 self.record(delivery, &detail.record(Status::Queued, true))
                     .await?;
-                db::status_record_fault(&self.pool, &error).await?;
+                db::status_record_fault(docket_queue::pooled(&self.pool), &error).await?;
                 self.fault_outstanding.store(true, Ordering::Relaxed);
                 metrics::counter!(metric::MAIL_CONFIG_FAULTS).increment(1);
                 tracing::error!(event = event::MAIL_CONFIG_FAULT, delivery.id = %ids.delivery, error = %error, "the relay refused our settings (authentication or TLS); fix the configuration; recipients' attempts are not spent");
@@ -609,7 +620,7 @@ impl Mailer {
         {
             return Ok(Step::Wait(wait.min(IN_FLIGHT_RECHECK)));
         }
-        if !db::delivery_mark_unknown(&self.pool, delivery.id).await? {
+        if !db::delivery_mark_unknown(docket_queue::pooled(&self.pool), delivery.id).await? {
             // Its exchange settled it meanwhile (or is still within its bound).
             return Ok(Step::Wait(Duration::from_millis(100)));
         }
@@ -632,7 +643,10 @@ impl Mailer {
             return Ok(None);
         };
         loop {
-            match limiter.take(&self.pool, borrow).await? {
+            match limiter
+                .take(docket_queue::pooled(&self.pool), borrow)
+                .await?
+            {
                 Take::Taken(_) => return Ok(None),
                 Take::Wait(wait) => {
                     metrics::counter!(metric::MAIL_RATE_LIMIT_WAITS, "source" => source.as_str())
@@ -688,7 +702,7 @@ impl Mailer {
     }
 
     async fn record(&self, delivery: &Delivery, record: &Record<'_>) -> Result<()> {
-        db::delivery_record(&self.pool, delivery.id, record).await?;
+        db::delivery_record(docket_queue::pooled(&self.pool), delivery.id, record).await?;
         Ok(())
     }
 
@@ -704,7 +718,7 @@ impl Mailer {
             return;
         }
         self.sent_recorded_at.store(now, Ordering::Relaxed);
-        if let Err(err) = db::status_record_sent(&self.pool).await {
+        if let Err(err) = db::status_record_sent(docket_queue::pooled(&self.pool)).await {
             self.fault_outstanding.store(true, Ordering::Relaxed);
             tracing::warn!(event = event::MAIL_CONFIG_FAULT, error = %err, "could not record that the relay took a message");
         }
@@ -714,7 +728,7 @@ impl Mailer {
     /// for the health check until a message goes through.
     async fn record_unreachable(&self, error: &str) -> Result<()> {
         let relay = self.transport.relay().unwrap_or_default();
-        db::status_record_unreachable(&self.pool, &relay, error).await?;
+        db::status_record_unreachable(docket_queue::pooled(&self.pool), &relay, error).await?;
         self.fault_outstanding.store(true, Ordering::Relaxed);
         Ok(())
     }

@@ -84,7 +84,7 @@ pub async fn look(
         Ok(delivery) => delivery,
         Err(err) => return Ok(Err(refused(Refusal::Token(err), None))),
     };
-    let found = db::delivery_get_many(pool, &[delivery]).await?;
+    let found = db::delivery_get_many(docket_queue::pooled(pool), &[delivery]).await?;
     match found.into_iter().next() {
         Some((d, _)) if d.campaign_id.is_some() => Ok(Ok(Target {
             delivery,
@@ -112,11 +112,17 @@ pub async fn unsubscribe(
     };
     let mut tx = pool.begin().await?;
     let Some((address, campaign_id, first)) =
-        db::delivery_mark_unsubscribed(&mut *tx, delivery).await?
+        db::delivery_mark_unsubscribed(docket_queue::pooled_conn(&mut tx), delivery).await?
     else {
         return Ok(Err(refused(Refusal::Unknown, Some(delivery))));
     };
-    db::suppression_insert(&mut *tx, &address, "unsubscribed", campaign_id).await?;
+    db::suppression_insert(
+        docket_queue::pooled_conn(&mut tx),
+        &address,
+        "unsubscribed",
+        campaign_id,
+    )
+    .await?;
     tx.commit().await?;
     if first {
         metrics::counter!(metric::MAIL_UNSUBSCRIBES).increment(1);

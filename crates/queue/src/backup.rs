@@ -73,11 +73,11 @@ impl Contents {
 /// [`crate::Error::Database`].
 pub async fn contents(conn: &mut PgConnection, scope: Scope) -> Result<Contents> {
     let mut contents = Contents::default();
-    for (name, quoted) in db::backup_tables(&mut *conn, scope == Scope::All).await? {
-        let rows = db::backup_table_rows(&mut *conn, &quoted).await?;
+    for (name, quoted) in db::backup_tables(crate::pooled_conn(conn), scope == Scope::All).await? {
+        let rows = db::backup_table_rows(crate::pooled_conn(conn), &quoted).await?;
         contents.tables.insert(name, rows);
     }
-    contents.jobs = db::backup_job_states(&mut *conn)
+    contents.jobs = db::backup_job_states(crate::pooled_conn(conn))
         .await?
         .into_iter()
         .collect();

@@ -136,8 +136,9 @@ where
             .map_or(crate::enqueue::DEFAULT_QUEUE, |c| c.queue.as_str()),
         parent: batch.parent.map(|id| id.0),
     };
-    db::batch_insert(&mut *tx, &params).await?;
-    let slots = crate::enqueue::enqueue_many_in(&mut *tx, &batch.jobs, Some(id)).await?;
+    db::batch_insert(crate::pooled_conn(&mut tx), &params).await?;
+    let slots =
+        crate::enqueue::enqueue_many_in(crate::pooled_conn(&mut tx), &batch.jobs, Some(id)).await?;
     if let Some(taken) = key_taken(&mut tx, id, &batch.jobs, &slots).await? {
         // Dropping the transaction rolls the batch and its jobs back.
         return Err(taken);
@@ -172,10 +173,11 @@ async fn key_taken(
     // `slots` has one id per job, in the jobs' order (`docket.enqueue_many` returns one row
     // per input), so indexing it by a job's position cannot fail.
     let ids: Vec<Uuid> = keyed.iter().map(|&(index, _)| slots[index].0).collect();
-    let foreign: std::collections::HashSet<Uuid> = db::batch_foreign_jobs(&mut *conn, batch, &ids)
-        .await?
-        .into_iter()
-        .collect();
+    let foreign: std::collections::HashSet<Uuid> =
+        db::batch_foreign_jobs(crate::pooled_conn(conn), batch, &ids)
+            .await?
+            .into_iter()
+            .collect();
     let mut seen = std::collections::HashSet::new();
     for (index, key) in keyed {
         let holder = slots[index];

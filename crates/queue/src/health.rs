@@ -660,7 +660,7 @@ pub async fn evaluate(
     config: &HealthConfig,
     probes: &[Arc<dyn Probe>],
 ) -> HealthReport {
-    let observed = observe(pool, config.check_timeout).await;
+    let observed = observe(crate::pooled(pool), config.check_timeout).await;
     let db = observed.is_some().then_some(pool);
     let report = judge(observed, config);
     report.with_findings(probe_all(probes, db, config.check_timeout).await)

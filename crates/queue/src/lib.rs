@@ -10,6 +10,8 @@
 //! - [`enqueue`]: `NewJob`, typed `JobArgs`, single and bulk enqueue.
 //! - [`claim`]: the ready → processing step (`FOR UPDATE SKIP LOCKED`).
 //! - [`outcome`]: complete, retry, dead-letter, snooze, cancel; batched and fenced.
+//! - [`pooler`]: statements safe behind a transaction-mode pooler (unnamed, each in a
+//!   transaction).
 //! - [`backoff`]: retry delays, exponential or a ladder. Pure.
 //! - [`queues`]: queue controls: pause and resume for every process.
 //! - [`rate_limit`]: token buckets that hold over every process together.
@@ -45,6 +47,7 @@ pub mod health;
 pub mod job;
 pub mod maintenance;
 pub mod outcome;
+pub mod pooler;
 pub mod queues;
 pub mod rate_limit;
 pub mod snapshot;
@@ -62,6 +65,7 @@ pub use error::{Error, ErrorChain, Result};
 pub use job::{AttemptError, Job, JobId, JobState};
 pub use maintenance::WorkerInfo;
 pub use outcome::{apply_outcomes, Applied, AttemptOutcome, Outcome};
+pub use pooler::{pooled, pooled_conn, Pooler};
 pub use snapshot::{snapshot, QueueFigures, Snapshot};
 
 /// `n` with the word that fits it, for a person: `1 dead letter`, `2 dead letters`.

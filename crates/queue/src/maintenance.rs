@@ -243,6 +243,20 @@ pub async fn try_take(conn: &mut sqlx::PgConnection, task: Exclusive) -> Result<
     Ok(db::advisory_try_lock(conn, task.key()).await?)
 }
 
+/// Takes the task's lock for the transaction open on `conn` if no other session holds it.
+/// The lock lasts until that transaction ends: no session state, so it is what a worker
+/// behind a transaction-mode pooler takes.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn try_take_in_transaction(
+    conn: &mut sqlx::PgConnection,
+    task: Exclusive,
+) -> Result<bool> {
+    Ok(db::advisory_try_xact_lock(crate::pooled_conn(conn), task.key()).await?)
+}
+
 /// Releases a lock taken with [`try_take`] on the same connection.
 ///
 /// # Errors

@@ -125,7 +125,7 @@ where
         if batch.is_empty() {
             continue;
         }
-        match write(&mut *conn, worker_id, batch, now).await {
+        match write(crate::pooled_conn(&mut conn), worker_id, batch, now).await {
             Ok(changed) => applied.changed.extend(changed),
             Err(err) if is_refused_data(&err) && batch.len() > 1 => {
                 let (left, right) = batch.split_at(batch.len() / 2);
@@ -144,7 +144,7 @@ where
                 };
                 applied
                     .changed
-                    .extend(write(&mut *conn, worker_id, &[failed], now).await?);
+                    .extend(write(crate::pooled_conn(&mut conn), worker_id, &[failed], now).await?);
                 applied.refused.push((item.id, reason));
             }
             Err(err) => return Err(err.into()),
@@ -179,7 +179,7 @@ pub async fn complete_on(
         token,
         outcome: Outcome::Complete,
     };
-    let changed = write(&mut *conn, worker_id, &[outcome], None).await?;
+    let changed = write(crate::pooled_conn(conn), worker_id, &[outcome], None).await?;
     Ok(!changed.is_empty())
 }
 

@@ -104,6 +104,9 @@ pub mod event {
     /// A process that runs the mail kinds started in stub mode: nothing it handles is sent.
     pub const MAIL_STUB: &str = "mail.stub";
 
+    /// A process started behind a transaction-mode pooler: no LISTEN, so a job enqueued into
+    /// an idle queue waits up to the poll interval.
+    pub const POOLER_TRANSACTION: &str = "worker.pooler_transaction";
     /// A queue was paused: this worker claims none of its jobs until it is resumed.
     pub const QUEUE_PAUSED: &str = "worker.queue_paused";
     /// A paused queue was resumed.
@@ -209,6 +212,7 @@ pub mod event {
         MAIL_NOTIFIED,
         MAIL_BOUNCE,
         MAIL_STUB,
+        POOLER_TRANSACTION,
         QUEUE_PAUSED,
         QUEUE_RESUMED,
     ];

@@ -111,9 +111,13 @@ settings! {
         applies "`serve`, `worker`",
         help "most jobs one claim takes";
     LISTEN: "DOCKET_LISTEN",
-        default "`true`",
+        default "`true` (`false` with `DOCKET_POOLER=transaction`)",
         applies "`serve`, `worker`",
         help "`true`/`false`: wake on LISTEN/NOTIFY; `false` polls only (behind a pooler that cannot hold a LISTEN; see [scaling](scaling.md#pgbouncer))";
+    POOLER: "DOCKET_POOLER",
+        default "`session`",
+        applies "every command",
+        help "`session`/`transaction`: how `DATABASE_URL` reaches PostgreSQL. `transaction` (behind PgBouncer's `pool_mode = transaction` or a hosted pooler): every statement unnamed and inside a transaction, no LISTEN (pickup waits up to `DOCKET_POLL_INTERVAL`), no session advisory locks; `migrate` then needs a direct URL ([scaling](scaling.md#pgbouncer))";
     CRON: "DOCKET_CRON",
         default "`true`",
         applies "`serve`, `worker`",

@@ -40,7 +40,8 @@ impl BatchTracker {
             }
             *last = Some(Instant::now());
         }
-        let open = docket_queue::batch::list(&self.pool, PROGRESS_BATCHES).await?;
+        let open =
+            docket_queue::batch::list(docket_queue::pooled(&self.pool), PROGRESS_BATCHES).await?;
         for batch in open.iter().filter(|b| b.finished_at.is_none()) {
             info!(
                 event = events::BATCH_PROGRESS, batch.id = %batch.id, total = batch.total,
@@ -58,7 +59,9 @@ impl Service for BatchTracker {
     async fn run_once(&self, _now: Option<DateTime<Utc>>) -> docket_queue::Result<RunReport> {
         let limit = self.batch;
         let finished = exclusively(&self.pool, Exclusive::Batch, move |conn| {
-            Box::pin(async move { docket_queue::batch::finish_done(&mut *conn, limit).await })
+            Box::pin(async move {
+                docket_queue::batch::finish_done(docket_queue::pooled_conn(conn), limit).await
+            })
         })
         .await?;
         let Some(finished) = finished else {

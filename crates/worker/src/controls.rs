@@ -72,7 +72,7 @@ pub(crate) struct ControlWatcher {
 impl ControlWatcher {
     /// Reads the controls and applies them.
     pub(crate) async fn refresh(&self) -> docket_queue::Result<(usize, usize)> {
-        let now: HashSet<String> = docket_queue::queues::paused(&self.pool)
+        let now: HashSet<String> = docket_queue::queues::paused(docket_queue::pooled(&self.pool))
             .await?
             .into_iter()
             .collect();
@@ -89,7 +89,8 @@ impl ControlWatcher {
             }
         }
         let served: Vec<String> = self.wakes.keys().cloned().collect();
-        let grouped = docket_queue::queues::grouped(&self.pool, &served).await?;
+        let grouped =
+            docket_queue::queues::grouped(docket_queue::pooled(&self.pool), &served).await?;
         for queue in self.grouped.replace(grouped.into_iter().collect()) {
             // Its grouped jobs are invisible to the plain claim: claim them now.
             if let Some(wake) = self.wakes.get(&queue) {

@@ -26,7 +26,8 @@ impl Service for Expirer {
             Box::pin(async move {
                 let mut total = 0;
                 loop {
-                    let expired = maintenance::expire(&mut *conn, batch, now).await?;
+                    let expired =
+                        maintenance::expire(docket_queue::pooled_conn(conn), batch, now).await?;
                     for job in &expired {
                         warn!(
                             event = events::JOB_EXPIRED, job.id = %job.id, job.kind = %job.kind,

@@ -65,8 +65,13 @@ impl Service for Heartbeat {
             // The maintenance pool's other connections may be dead too (a terminated
             // backend, a restart): try each, within the interval, before the beat fails.
             loop {
-                match maintenance::heartbeat(&self.pool, &self.worker, self.lease_timeout, now)
-                    .await
+                match maintenance::heartbeat(
+                    docket_queue::pooled(&self.pool),
+                    &self.worker,
+                    self.lease_timeout,
+                    now,
+                )
+                .await
                 {
                     Err(err) if err.is_lost_connection() => {
                         tokio::time::sleep(crate::retry::LOST_CONNECTION_RETRY).await;

@@ -34,15 +34,22 @@ impl Service for Parker {
             Box::pin(async move {
                 let mut unparked = 0;
                 loop {
-                    let freed = maintenance::unpark_handled(&mut *conn, batch, now).await?;
+                    let freed =
+                        maintenance::unpark_handled(docket_queue::pooled_conn(conn), batch, now)
+                            .await?;
                     unparked += freed;
                     if freed < u64::from(batch) {
                         break;
                     }
                 }
-                let parked =
-                    maintenance::park_unhandled(&mut *conn, park_after, SCAN_PER_QUEUE, batch, now)
-                        .await?;
+                let parked = maintenance::park_unhandled(
+                    docket_queue::pooled_conn(conn),
+                    park_after,
+                    SCAN_PER_QUEUE,
+                    batch,
+                    now,
+                )
+                .await?;
                 let mut pairs: Vec<_> = parked.iter().collect();
                 pairs.sort();
                 pairs.dedup();

@@ -262,7 +262,11 @@ impl Producer {
         if self.tokens < wanted {
             let ahead = (rate.rate.per_second / 10.0).min(f64::from(self.claim_batch)) as u32;
             match rate
-                .take_up_to(&self.pool, wanted.max(ahead) - self.tokens, 0.0)
+                .take_up_to(
+                    docket_queue::pooled(&self.pool),
+                    wanted.max(ahead) - self.tokens,
+                    0.0,
+                )
                 .await?
             {
                 Take::Taken(granted) => self.tokens += granted,
@@ -279,7 +283,8 @@ impl Producer {
         self.tokens -= u32::try_from(claimed).unwrap_or(self.tokens);
         if claimed < offered {
             // The queue ran dry: the tokens are other processes' to use.
-            rate.give_back(&self.pool, self.tokens).await?;
+            rate.give_back(docket_queue::pooled(&self.pool), self.tokens)
+                .await?;
             self.tokens = 0;
         }
         Ok(claimed)
@@ -300,9 +305,19 @@ impl Producer {
         };
         let in_flight = self.executor.holdings.begin_claim(request.token);
         let claimed = if self.grouped.contains(&self.queue) {
-            docket_queue::claim_fair(&self.pool, &request, &mut self.group_cursor).await?
+            docket_queue::claim_fair(
+                docket_queue::pooled(&self.pool),
+                &request,
+                &mut self.group_cursor,
+            )
+            .await?
         } else {
-            docket_queue::claim_resuming(&self.pool, &request, &mut self.claim_cursor).await?
+            docket_queue::claim_resuming(
+                docket_queue::pooled(&self.pool),
+                &request,
+                &mut self.claim_cursor,
+            )
+            .await?
         };
         let held = in_flight.adopt(claimed.jobs.iter().map(|job| job.id));
         let count = claimed.jobs.len();

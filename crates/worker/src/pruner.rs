@@ -33,8 +33,14 @@ impl Service for Pruner {
                 for (state, retention) in retention {
                     let mut deleted = 0;
                     loop {
-                        let pruned =
-                            maintenance::prune(&mut *conn, state, retention, batch, now).await?;
+                        let pruned = maintenance::prune(
+                            docket_queue::pooled_conn(conn),
+                            state,
+                            retention,
+                            batch,
+                            now,
+                        )
+                        .await?;
                         deleted += pruned;
                         if pruned < u64::from(batch) {
                             break;
@@ -47,12 +53,18 @@ impl Service for Pruner {
                         report = report.count(pruned_what(state), deleted);
                     }
                 }
-                let workers =
-                    maintenance::prune_workers(&mut *conn, STALE_WORKER_AFTER, now).await?;
+                let workers = maintenance::prune_workers(
+                    docket_queue::pooled_conn(conn),
+                    STALE_WORKER_AFTER,
+                    now,
+                )
+                .await?;
                 // A week of tick records is plenty to look back on; last_tick_at alone
                 // keeps older ticks from being enqueued again.
                 let week_ago = now.unwrap_or_else(chrono::Utc::now) - chrono::Duration::days(7);
-                let ticks = docket_queue::cron::prune_ticks(&mut *conn, week_ago).await?;
+                let ticks =
+                    docket_queue::cron::prune_ticks(docket_queue::pooled_conn(conn), week_ago)
+                        .await?;
                 Ok(report
                     .count("pruned stale worker registrations", workers)
                     .count("pruned schedule ticks", ticks))

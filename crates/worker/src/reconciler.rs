@@ -38,7 +38,7 @@ impl Reconciler {
         // Taken before the database is asked: a run adopted meanwhile is newer than the
         // answer, and must not look given away.
         let running = self.holdings.runs();
-        let held = maintenance::held_by(&self.pool, self.worker_id).await?;
+        let held = maintenance::held_by(docket_queue::pooled(&self.pool), self.worker_id).await?;
         let given: HashSet<RunId> = held.iter().map(|job| (job.id, job.token)).collect();
         let taken: Vec<RunId> = running
             .into_iter()

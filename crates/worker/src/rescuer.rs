@@ -24,7 +24,9 @@ impl Service for Rescuer {
             Box::pin(async move {
                 let mut total = 0;
                 loop {
-                    let rescued = maintenance::rescue_lapsed(&mut *conn, batch, now).await?;
+                    let rescued =
+                        maintenance::rescue_lapsed(docket_queue::pooled_conn(conn), batch, now)
+                            .await?;
                     for job in &rescued {
                         warn!(
                             event = events::JOB_RESCUED, job.id = %job.id, job.kind = %job.kind,

@@ -62,6 +62,13 @@ impl Runtime {
         config: RuntimeConfig,
     ) -> Result<Runtime, ConfigError> {
         config.validate()?;
+        if config.listen && docket_queue::pooler::mode() == docket_queue::Pooler::Transaction {
+            return Err(ConfigError(
+                "listen must be off behind a transaction-mode pooler: the pooler hands the \
+                 LISTEN's server connection to other clients after each transaction"
+                    .into(),
+            ));
+        }
         if registry.is_empty() {
             return Err(ConfigError("no job kinds are registered".into()));
         }
@@ -167,14 +174,21 @@ impl Runtime {
     /// waits for from the start (the first enqueue on each queue notifies).
     async fn register(&self, pool: &PgPool) -> docket_queue::Result<Vec<(Schedule, Cron)>> {
         let config = &self.config;
-        maintenance::heartbeat(pool, &self.worker, config.lease_timeout, None).await?;
+        maintenance::heartbeat(
+            docket_queue::pooled(pool),
+            &self.worker,
+            config.lease_timeout,
+            None,
+        )
+        .await?;
         let schedules = if config.cron {
             register_schedules(pool, self.worker.id, &config.schedules).await?
         } else {
             Vec::new()
         };
         if config.listen {
-            docket_queue::claim::want_wakeups(pool, &self.worker.queues).await?;
+            docket_queue::claim::want_wakeups(docket_queue::pooled(pool), &self.worker.queues)
+                .await?;
         }
         info!(
             event = events::WORKER_STARTED, worker.id = %self.worker.id, queues = ?self.worker.queues,
@@ -412,7 +426,9 @@ async fn register_schedules(
     let mut parsed = Vec::with_capacity(schedules.len());
     for schedule in schedules {
         let cron = Cron::of(schedule).map_err(docket_queue::Error::InvalidArgument)?;
-        for other in docket_queue::cron::declare(pool, worker_id, schedule).await? {
+        for other in
+            docket_queue::cron::declare(docket_queue::pooled(pool), worker_id, schedule).await?
+        {
             warn!(
                 event = events::CRON_CONFLICT, schedule = %schedule.name,
                 this = %schedule.summary(), other = %other.def.summary(),
@@ -423,7 +439,12 @@ async fn register_schedules(
                 other.def.summary(), schedule.summary()
             );
         }
-        docket_queue::cron::register(pool, schedule, cron.next_after(chrono::Utc::now())).await?;
+        docket_queue::cron::register(
+            docket_queue::pooled(pool),
+            schedule,
+            cron.next_after(chrono::Utc::now()),
+        )
+        .await?;
         parsed.push((schedule.clone(), cron));
     }
     Ok(parsed)
@@ -558,7 +579,7 @@ impl Started {
                 &self.pool.connect_options(),
             )
             .await?;
-            maintenance::deregister(&mut conn, self.worker_id).await?;
+            maintenance::deregister(docket_queue::pooled_conn(&mut conn), self.worker_id).await?;
             sqlx::Connection::close(conn).await?;
             Ok::<(), docket_queue::Error>(())
         };

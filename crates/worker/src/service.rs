@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use docket_queue::maintenance::{self, Exclusive};
-use docket_queue::ErrorChain;
+use docket_queue::{ErrorChain, Pooler};
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
@@ -67,12 +67,25 @@ pub(crate) type ConnFuture<'c, T> =
 /// workers run the service, one works at a time. `Ok(None)` when another worker holds the
 /// lock (it is doing this work). The lock is released whether the work succeeds or not;
 /// should the connection die first, the lock dies with it.
+///
+/// Behind a transaction-mode pooler a session's lock would stay on a server connection other
+/// clients go on to use, so there the lock is the transaction's and the work runs inside
+/// that transaction (all of it, or nothing of it, is written).
 pub(crate) async fn exclusively<T>(
     pool: &PgPool,
     task: Exclusive,
     work: impl for<'c> FnOnce(&'c mut PgConnection) -> ConnFuture<'c, T>,
 ) -> docket_queue::Result<Option<T>> {
     let mut conn = pool.acquire().await?;
+    if docket_queue::pooler::mode() == Pooler::Transaction {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        if !maintenance::try_take_in_transaction(&mut tx, task).await? {
+            return Ok(None);
+        }
+        let result = work(&mut tx).await?;
+        tx.commit().await?;
+        return Ok(Some(result));
+    }
     if !maintenance::try_take(&mut conn, task).await? {
         return Ok(None);
     }

@@ -48,8 +48,21 @@ impl RuntimeConfig {
             config.cron = cron;
         }
         config.schedules = source.schedules.clone();
-        if let Some(listen) = source.parse::<bool>(&settings::LISTEN)? {
-            config.listen = listen;
+        // A transaction-mode pooler cannot keep a LISTEN: polling does all the work there.
+        let pooler: docket_queue::Pooler = source.parse(&settings::POOLER)?.unwrap_or_default();
+        config.listen = pooler == docket_queue::Pooler::Session;
+        match source.parse::<bool>(&settings::LISTEN)? {
+            Some(true) if !config.listen => {
+                return Err(Error::new(format!(
+                    "{}=true cannot work with {}=transaction: the pooler hands the LISTEN's \
+                     server connection to other clients after each transaction; leave {} unset",
+                    settings::LISTEN,
+                    settings::POOLER,
+                    settings::LISTEN
+                )))
+            }
+            Some(listen) => config.listen = listen,
+            None => {}
         }
         let seconds = |setting: &Setting, field: &mut Duration| -> Result<()> {
             if let Some(value) = source.seconds(setting)? {
@@ -245,6 +258,28 @@ mod tests {
                 && err.contains(settings::HEARTBEAT_INTERVAL.var),
             "{err}"
         );
+    }
+
+    #[test]
+    fn behind_a_transaction_mode_pooler_listen_is_off_and_cannot_be_turned_on() {
+        let path = std::path::Path::new("docket.toml");
+        let pooled =
+            |text: &str| RuntimeConfig::from_source(&Source::from_toml(text, path).unwrap());
+        assert!(pooled("").unwrap().listen);
+        assert!(!pooled("pooler = \"transaction\"").unwrap().listen);
+        assert!(
+            !pooled("pooler = \"transaction\"\nlisten = false")
+                .unwrap()
+                .listen
+        );
+        let err = pooled("pooler = \"transaction\"\nlisten = true").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("DOCKET_LISTEN=true cannot work with DOCKET_POOLER=transaction"),
+            "{err}"
+        );
+        let err = pooled("pooler = \"statement\"").unwrap_err().to_string();
+        assert!(err.contains("write session or transaction"), "{err}");
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub(super) async fn worker(
         Ok(id) => id,
         Err(err) => return failed(&state, &err, "/ops"),
     };
-    let workers = match docket_queue::workers::list(&state.pool, None).await {
+    let workers = match docket_queue::workers::list(docket_queue::pooled(&state.pool), None).await {
         Ok(workers) => workers,
         Err(err) => return failed(&state, &err.into(), "/ops"),
     };
@@ -132,7 +132,7 @@ pub(super) async fn batch(
         Ok(id) => id,
         Err(err) => return failed(&state, &err, "/ops"),
     };
-    let b = match docket_queue::batch::show(&state.pool, id).await {
+    let b = match docket_queue::batch::show(docket_queue::pooled(&state.pool), id).await {
         Ok(b) => b,
         Err(err) => return failed(&state, &err.into(), "/ops"),
     };
@@ -174,7 +174,7 @@ pub(super) async fn campaign(
         Ok(id) => id,
         Err(err) => return failed(&state, &err, "/ops"),
     };
-    let c = match docket_mail::campaign::show(&state.pool, id).await {
+    let c = match docket_mail::campaign::show(docket_queue::pooled(&state.pool), id).await {
         Ok(c) => c,
         Err(err) => return failed(&state, &err.into(), "/ops"),
     };

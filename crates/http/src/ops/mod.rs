@@ -372,7 +372,7 @@ async fn job(
         return Redirect::to("/ops/login").into_response();
     };
     let job = match crate::params::parse_id(&id) {
-        Ok(id) => docket_queue::admin::show(&state.pool, id)
+        Ok(id) => docket_queue::admin::show(docket_queue::pooled(&state.pool), id)
             .await
             .map_err(ApiError::from),
         Err(err) => Err(err),
@@ -420,7 +420,7 @@ async fn job_action(
     let result = match crate::params::parse_id(&id) {
         Err(err) => Err(err),
         Ok(id) => {
-            let pool = &state.pool;
+            let pool = docket_queue::pooled(&state.pool);
             match action.as_str() {
                 "replay" => docket_queue::admin::replay(pool, id).await,
                 "discard" => docket_queue::admin::discard(pool, id).await,
@@ -457,7 +457,8 @@ async fn replay_dead_letters(
         kind: non_empty(form.kind),
         ..Default::default()
     };
-    match docket_queue::admin::replay_dead_letters(&state.pool, &filter).await {
+    match docket_queue::admin::replay_dead_letters(docket_queue::pooled(&state.pool), &filter).await
+    {
         Ok(n) => done(&state, &format!("/ops?done=replay-many&n={n}")),
         Err(err) => failed(&state, &err.into(), "/ops"),
     }
@@ -483,10 +484,10 @@ async fn queue_action(
         return refused(&state);
     }
     let result = match pausing(&action) {
-        Some(true) => docket_queue::queues::pause(&state.pool, &name)
+        Some(true) => docket_queue::queues::pause(docket_queue::pooled(&state.pool), &name)
             .await
             .map(drop),
-        Some(false) => docket_queue::queues::resume(&state.pool, &name)
+        Some(false) => docket_queue::queues::resume(docket_queue::pooled(&state.pool), &name)
             .await
             .map(drop),
         None => return no_such_action(&state, &action),
@@ -510,7 +511,7 @@ async fn cron_action(
     let Some(paused) = pausing(&action) else {
         return no_such_action(&state, &action);
     };
-    match docket_queue::cron::set_paused(&state.pool, &name, paused).await {
+    match docket_queue::cron::set_paused(docket_queue::pooled(&state.pool), &name, paused).await {
         Ok(()) => done(&state, &format!("/ops?done=cron-{action}")),
         Err(err) => failed(&state, &err.into(), "/ops"),
     }

@@ -271,12 +271,13 @@ fn chart(minutes: &[Minute], mail: bool) -> Chart {
 /// page itself always renders.
 pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
     let pool = &state.pool;
+    let db = docket_queue::pooled(pool);
     let report = state.health.report();
-    let dead_letters = admin::newest_dead_letters(pool, DEAD_LETTERS_SHOWN);
-    let campaigns = docket_mail::campaign::list(pool, CAMPAIGNS_SHOWN);
-    let batches = docket_queue::batch::list(pool, BATCHES_SHOWN);
+    let dead_letters = admin::newest_dead_letters(db, DEAD_LETTERS_SHOWN);
+    let campaigns = docket_mail::campaign::list(db, CAMPAIGNS_SHOWN);
+    let batches = docket_queue::batch::list(db, BATCHES_SHOWN);
     let deliveries = docket_mail::delivery::list(
-        pool,
+        db,
         &docket_mail::delivery::DeliveryFilter {
             status: None,
             campaign_id: None,
@@ -284,7 +285,7 @@ pub(crate) async fn overview(state: &AppState, now: DateTime<Utc>) -> Overview {
             limit: DELIVERIES_SHOWN,
         },
     );
-    let suppressions = docket_mail::delivery::suppressions(pool, Some(SUPPRESSIONS_SHOWN));
+    let suppressions = docket_mail::delivery::suppressions(db, Some(SUPPRESSIONS_SHOWN));
     let minutes = state.ops.throughput.last_hour(pool, now);
     let (report, dead_letters, campaigns, batches, deliveries, suppressions, minutes) = tokio::join!(
         report,

@@ -165,10 +165,10 @@ impl Sessions {
         )
         .bind(nonce)
         .bind(expires as f64)
-        .execute(pool)
+        .execute(docket_queue::pooled(pool))
         .await?;
         sqlx::query("delete from docket.revoked_sessions where expires_at < now()")
-            .execute(pool)
+            .execute(docket_queue::pooled(pool))
             .await?;
         Ok(())
     }
@@ -198,7 +198,7 @@ async fn is_revoked(pool: &PgPool, session: &Session) -> sqlx::Result<bool> {
     )
     .bind(&session.nonce)
     .bind(issued as f64)
-    .fetch_one(pool)
+    .fetch_one(docket_queue::pooled(pool))
     .await
 }
 

@@ -62,8 +62,8 @@ impl Throughput {
             .map_or(first_minute, |read| read.max(first_minute));
         if since < until {
             let (jobs, emails) = tokio::join!(
-                docket_queue::admin::finished_per_minute(pool, since, until),
-                docket_mail::delivery::sent_per_minute(pool, since, until)
+                docket_queue::admin::finished_per_minute(docket_queue::pooled(pool), since, until),
+                docket_mail::delivery::sent_per_minute(docket_queue::pooled(pool), since, until)
             );
             match (jobs, emails) {
                 (Ok(jobs), Ok(emails)) => {

@@ -103,7 +103,7 @@ pub(crate) async fn show(
     let id: uuid::Uuid = id
         .parse()
         .map_err(|_| ApiError::BadRequest(format!("{id:?} is not a batch id (a UUID)")))?;
-    match batch::show(&state.pool, id).await {
+    match batch::show(docket_queue::pooled(&state.pool), id).await {
         Ok(status) => Ok(Json(status)),
         Err(docket_queue::Error::InvalidArgument(message)) => Err(ApiError::NotFound(message)),
         Err(err) => Err(err.into()),

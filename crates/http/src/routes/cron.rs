@@ -27,7 +27,7 @@ pub(crate) async fn list(
     State(state): State<AppState>,
     _: Authorized,
 ) -> Result<Json<Vec<ScheduleRow>>, ApiError> {
-    Ok(Json(cron::list(&state.pool).await?))
+    Ok(Json(cron::list(docket_queue::pooled(&state.pool)).await?))
 }
 
 async fn set_paused(
@@ -35,7 +35,7 @@ async fn set_paused(
     name: String,
     paused: bool,
 ) -> Result<Json<CronControl>, ApiError> {
-    cron::set_paused(&state.pool, &name, paused)
+    cron::set_paused(docket_queue::pooled(&state.pool), &name, paused)
         .await
         .map_err(|err| match err {
             docket_queue::Error::InvalidArgument(message) => ApiError::NotFound(message),
@@ -91,7 +91,7 @@ pub(crate) async fn remove(
     _: Authorized,
     Path(name): Path<String>,
 ) -> Result<Json<CronRemoved>, ApiError> {
-    cron::remove(&state.pool, &name)
+    cron::remove(docket_queue::pooled(&state.pool), &name)
         .await
         .map_err(|err| match err {
             docket_queue::Error::InvalidArgument(message) => ApiError::NotFound(message),

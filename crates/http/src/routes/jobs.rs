@@ -123,7 +123,7 @@ pub(crate) async fn list(
         before,
         limit: params.limit.unwrap_or(50),
     };
-    let page = admin::list(&state.pool, &filter).await?;
+    let page = admin::list(docket_queue::pooled(&state.pool), &filter).await?;
     Ok(Json(JobPage {
         jobs: page.jobs,
         next: page.next,
@@ -138,7 +138,11 @@ pub(crate) async fn show(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(
-        admin::show(&state.pool, crate::params::parse_id(&id)?).await?,
+        admin::show(
+            docket_queue::pooled(&state.pool),
+            crate::params::parse_id(&id)?,
+        )
+        .await?,
     ))
 }
 
@@ -250,7 +254,7 @@ pub(crate) async fn enqueue(
     ApiJson(body): ApiJson<EnqueueRequest>,
 ) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
     let job = body.into_job();
-    let enqueued = docket_queue::enqueue_or_find(&state.pool, &job).await?;
+    let enqueued = docket_queue::enqueue_or_find(docket_queue::pooled(&state.pool), &job).await?;
     let status = if enqueued.existing {
         StatusCode::OK
     } else {
@@ -273,7 +277,11 @@ pub(crate) async fn replay(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(
-        admin::replay(&state.pool, crate::params::parse_id(&id)?).await?,
+        admin::replay(
+            docket_queue::pooled(&state.pool),
+            crate::params::parse_id(&id)?,
+        )
+        .await?,
     ))
 }
 
@@ -285,7 +293,11 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(
-        admin::cancel(&state.pool, crate::params::parse_id(&id)?).await?,
+        admin::cancel(
+            docket_queue::pooled(&state.pool),
+            crate::params::parse_id(&id)?,
+        )
+        .await?,
     ))
 }
 
@@ -297,7 +309,11 @@ pub(crate) async fn discard(
     Path(id): Path<String>,
 ) -> Result<Json<Job>, ApiError> {
     Ok(Json(
-        admin::discard(&state.pool, crate::params::parse_id(&id)?).await?,
+        admin::discard(
+            docket_queue::pooled(&state.pool),
+            crate::params::parse_id(&id)?,
+        )
+        .await?,
     ))
 }
 
@@ -345,6 +361,6 @@ pub(crate) async fn replay_dead_letters(
         finished_after: body.since,
         finished_before: body.until,
     };
-    let replayed = admin::replay_dead_letters(&state.pool, &filter).await?;
+    let replayed = admin::replay_dead_letters(docket_queue::pooled(&state.pool), &filter).await?;
     Ok(Json(Replayed { replayed }))
 }

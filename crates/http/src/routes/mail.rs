@@ -81,7 +81,7 @@ pub(crate) async fn deliveries(
         limit: params.limit.unwrap_or(50),
     };
     // A filter out of range is a bad query (400), not a bad body.
-    let deliveries = delivery::list(&state.pool, &filter)
+    let deliveries = delivery::list(docket_queue::pooled(&state.pool), &filter)
         .await
         .map_err(|err| match err {
             docket_mail::MailError::Invalid(message) => ApiError::BadRequest(message),
@@ -213,7 +213,9 @@ pub(crate) async fn show_campaign(
     _: Authorized,
     Path(id): Path<String>,
 ) -> Result<Json<CampaignStatus>, ApiError> {
-    Ok(Json(campaign::show(&state.pool, campaign_id(&id)?).await?))
+    Ok(Json(
+        campaign::show(docket_queue::pooled(&state.pool), campaign_id(&id)?).await?,
+    ))
 }
 
 /// A campaign id from the path, or 400.
@@ -234,7 +236,7 @@ pub(crate) async fn control(
         "cancel" => campaign::cancel(pool, id).await?,
         other => return Err(ApiError::NotFound(format!("no action {other:?}"))),
     };
-    Ok(campaign::show(pool, id).await?)
+    Ok(campaign::show(docket_queue::pooled(pool), id).await?)
 }
 
 #[utoipa::path(post, path = "/api/campaigns/{id}/pause", params(("id" = uuid::Uuid, Path, description = "The campaign's id")), security(("bearer" = [])),

@@ -139,7 +139,7 @@ async fn named_doc(state: &AppState) -> utoipa::openapi::OpenApi {
         name_templates(&mut doc, names.map(serde_json::Value::from).collect());
     }
     // The cron routes take only the names of registered schedules (others answer 404).
-    if let Ok(schedules) = docket_queue::cron::list(&state.pool).await {
+    if let Ok(schedules) = docket_queue::cron::list(docket_queue::pooled(&state.pool)).await {
         if !schedules.is_empty() {
             let names: Vec<serde_json::Value> =
                 schedules.into_iter().map(|s| s.def.name.into()).collect();

@@ -20,7 +20,9 @@ pub(crate) async fn pause(
     _: Authorized,
     Path(name): Path<String>,
 ) -> Result<Json<QueueControl>, ApiError> {
-    Ok(Json(queues::pause(&state.pool, &name).await?))
+    Ok(Json(
+        queues::pause(docket_queue::pooled(&state.pool), &name).await?,
+    ))
 }
 
 #[utoipa::path(post, path = "/api/queues/{name}/resume",
@@ -34,5 +36,7 @@ pub(crate) async fn resume(
     _: Authorized,
     Path(name): Path<String>,
 ) -> Result<Json<QueueControl>, ApiError> {
-    Ok(Json(queues::resume(&state.pool, &name).await?))
+    Ok(Json(
+        queues::resume(docket_queue::pooled(&state.pool), &name).await?,
+    ))
 }

@@ -1,4 +1,6 @@
-//! Session advisory locks: one maintenance task at a time over all workers.
+//! Advisory locks: one maintenance task at a time over all workers. Session-level ones
+//! directly; transaction-level ones behind a transaction-mode pooler, where a session's lock
+//! would stay on a server connection other clients go on to use.
 
 use sqlx::PgExecutor;
 
@@ -16,4 +18,15 @@ pub(crate) async fn advisory_unlock(exec: impl PgExecutor<'_>, key: i64) -> sqlx
         .execute(exec)
         .await?;
     Ok(())
+}
+
+/// Takes a transaction-level advisory lock if it is free: held until the transaction ends.
+pub(crate) async fn advisory_try_xact_lock(
+    exec: impl PgExecutor<'_>,
+    key: i64,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select pg_try_advisory_xact_lock($1)")
+        .bind(key)
+        .fetch_one(exec)
+        .await
 }

@@ -61,11 +61,12 @@ impl Service for Scheduler {
             .replace(now);
         let gap = chrono::Duration::from_std(WATCHED_GAP).unwrap_or_default();
         let watched_since = previous.filter(|previous| *previous < now && now - *previous <= gap);
-        let stored: HashMap<String, stored::ScheduleState> = stored::states(&self.pool)
-            .await?
-            .into_iter()
-            .map(|state| (state.name.clone(), state))
-            .collect();
+        let stored: HashMap<String, stored::ScheduleState> =
+            stored::states(docket_queue::pooled(&self.pool))
+                .await?
+                .into_iter()
+                .map(|state| (state.name.clone(), state))
+                .collect();
         let mut report = Pass::default();
         for (config, cron) in &self.schedules {
             let Some(row) = stored.get(&config.name) else {
@@ -78,7 +79,8 @@ impl Service for Scheduler {
                 // Nothing to enqueue (a paused schedule's missed ticks are the catch-up
                 // policy's on resume); only the next tick, when it moved.
                 if row.next_tick_at != next {
-                    stored::advance(&self.pool, &config.name, None, next).await?;
+                    stored::advance(docket_queue::pooled(&self.pool), &config.name, None, next)
+                        .await?;
                 }
                 continue;
             }
@@ -127,7 +129,8 @@ impl Scheduler {
     ) -> docket_queue::Result<()> {
         let name = &config.name;
         let mut tx = self.pool.begin().await?;
-        let Some(state) = stored::lock_state(&mut *tx, name).await? else {
+        let Some(state) = stored::lock_state(docket_queue::pooled_conn(&mut tx), name).await?
+        else {
             return Ok(());
         };
         if state.paused {
@@ -149,9 +152,12 @@ impl Scheduler {
         );
         let mut outcomes = Vec::with_capacity(due.enqueue.len());
         for tick in &due.enqueue {
-            outcomes.push((*tick, stored::enqueue_tick(&mut *tx, name, *tick).await?));
+            outcomes.push((
+                *tick,
+                stored::enqueue_tick(docket_queue::pooled_conn(&mut tx), name, *tick).await?,
+            ));
         }
-        stored::advance(&mut *tx, name, due.last, next).await?;
+        stored::advance(docket_queue::pooled_conn(&mut tx), name, due.last, next).await?;
         tx.commit().await?;
         for (tick, outcome) in outcomes {
             match outcome {
