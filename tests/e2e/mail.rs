@@ -391,10 +391,18 @@ async fn a_campaign_its_file_cannot_fill_or_with_bad_rows_is_refused_and_a_dry_r
     assert_eq!(campaigns().await, 1);
 }
 
+/// The `application_name` of [`spawn_worker`]'s connections.
+const WORKER_APP: &str = "docket-e2e-mail-worker";
+
 fn spawn_worker(db: &TestDb, sink: &SmtpSink, templates: &Path) -> Child {
+    let url = format!(
+        "{}{}application_name={WORKER_APP}",
+        db.url,
+        if db.url.contains('?') { "&" } else { "?" }
+    );
     Command::new(env!("CARGO_BIN_EXE_docket"))
         .arg("worker")
-        .env("DATABASE_URL", &db.url)
+        .env("DATABASE_URL", url)
         .env("DOCKET_LOG_FORMAT", "json")
         .env("DOCKET_QUEUES", "mail:4")
         .env("DOCKET_POLL_INTERVAL", "0.2")
@@ -451,6 +459,18 @@ async fn a_worker_killed_mid_campaign_and_restarted_sends_each_recipient_once() 
     .await;
     worker.kill().unwrap();
     worker.wait().unwrap();
+    // A statement the killed process had sent (a reservation, a `sent`) may still be
+    // committing in its server process: read the deliveries once those are gone.
+    eventually(WAIT, "the killed worker's connections are gone", || async {
+        let left: i64 =
+            sqlx::query_scalar("select count(*) from pg_stat_activity where application_name = $1")
+                .bind(WORKER_APP)
+                .fetch_one(&db.pool)
+                .await
+                .unwrap();
+        left == 0
+    })
+    .await;
     // What was in flight at the kill: the only deliveries whose fate is unknown.
     let in_flight: HashSet<String> = sqlx::query_scalar::<_, String>(
         "select recipient from docket.mail_deliveries where status = 'sending'",
@@ -523,6 +543,11 @@ fn check_with_relay(db: &TestDb, relay: &str, json: bool) -> Output {
         .env("DOCKET_LOG_FORMAT", "json")
         .env("DOCKET_CHECK_DISK_MIN_FREE_PERCENT", "0")
         .env("DOCKET_SMTP_URL", relay)
+        .env("DOCKET_PUBLIC_URL", "https://docket.example.com")
+        .env(
+            "DOCKET_MAIL_TOKEN_SECRET",
+            "e2e-token-secret-0123456789abcdefgh",
+        )
         .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")
         .output()
         .expect("run docket check")
@@ -571,6 +596,11 @@ async fn docket_check_says_the_relay_cannot_be_reached_when_it_refuses_connectio
         .env("DOCKET_LOG_FORMAT", "json")
         .env("DOCKET_POLL_INTERVAL", "0.2")
         .env("DOCKET_SMTP_URL", &relay)
+        .env("DOCKET_PUBLIC_URL", "https://docket.example.com")
+        .env(
+            "DOCKET_MAIL_TOKEN_SECRET",
+            "e2e-token-secret-0123456789abcdefgh",
+        )
         .env("DOCKET_SMTP_TIMEOUT", "2")
         .env("DOCKET_MAIL_RETRY_LADDER", "1s,1s,1s,1s,1s,1s,1s,1s")
         .env("DOCKET_MAIL_FROM", "Docket <docket@example.com>")

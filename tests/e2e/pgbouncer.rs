@@ -384,6 +384,11 @@ async fn through_pgbouncer_in_transaction_mode_with_shared_server_connections_ev
         .map(|n| {
             docket_pooled(&url, &dir, &["worker", "--queues", "default,mail,slow"])
                 .env("DOCKET_SMTP_URL", sink.url())
+                .env("DOCKET_PUBLIC_URL", "https://docket.example.com")
+                .env(
+                    "DOCKET_MAIL_TOKEN_SECRET",
+                    "pooled-token-secret-0123456789abcdef",
+                )
                 .stdout(Stdio::null())
                 .stderr(log(&format!("worker-{n}.log")))
                 .spawn()
@@ -398,6 +403,11 @@ async fn through_pgbouncer_in_transaction_mode_with_shared_server_connections_ev
     let secret = "pooled-secret-0123456789";
     let serve = docket_pooled(&url, &dir, &["serve", "--queues", "default"])
         .env("DOCKET_SMTP_URL", sink.url())
+        .env("DOCKET_PUBLIC_URL", "https://docket.example.com")
+        .env(
+            "DOCKET_MAIL_TOKEN_SECRET",
+            "pooled-token-secret-0123456789abcdef",
+        )
         .env("DOCKET_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("CRON_SECRET", secret)
         .stdout(Stdio::null())
