@@ -153,8 +153,9 @@ fn hmac_sha256(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-/// Lower- or upper-case hex to bytes; `None` for anything else.
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
+/// Lower- or upper-case hex to bytes; `None` for anything else (also the operations
+/// page's session tags).
+pub fn decode_hex(text: &str) -> Option<Vec<u8>> {
     if text.len() % 2 != 0 {
         return None;
     }

@@ -68,7 +68,7 @@ impl Sessions {
     }
 
     fn verify(&self, parts: &[&str], tag: &str) -> bool {
-        let (Some(key), Some(tag)) = (self.key.as_deref(), unhex(tag)) else {
+        let (Some(key), Some(tag)) = (self.key.as_deref(), docket_mail::token::decode_hex(tag)) else {
             return false;
         };
         let mut mac = mac(key);
@@ -220,16 +220,6 @@ fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
