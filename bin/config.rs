@@ -79,6 +79,12 @@ fn host_config(source: &Source) -> anyhow::Result<HostConfig> {
             Some(list) => parse_services(&list)?,
             None => defaults.services,
         },
+        relay_queue_command: source
+            .text(&settings::RELAY_QUEUE_COMMAND)
+            .filter(|command| !command.trim().is_empty()),
+        relay_queue_warn: source
+            .parse(&settings::RELAY_QUEUE_WARN)?
+            .unwrap_or(defaults.relay_queue_warn),
     })
 }
 

@@ -171,6 +171,35 @@ fn check(env: &[(&str, &str)]) -> (i32, Value) {
     (out.status.code().unwrap(), report)
 }
 
+/// With a relay queue command, `docket check` (and so the health document and `/ops`,
+/// which print the same findings) shows the relay's own queue: two messages held by a
+/// relay whose listing prints Postfix's `postqueue -j` lines, a warning above the threshold.
+#[tokio::test]
+async fn check_shows_the_relays_own_queue_from_its_listing() {
+    let db = TestDb::new().await;
+    let now = chrono::Utc::now().timestamp();
+    let listing = format!(
+        "printf '%s\\n' '{{\"queue_name\": \"deferred\", \"queue_id\": \"A1\", \"arrival_time\": {}, \"sender\": \"app@example.com\", \"recipients\": []}}' '{{\"queue_name\": \"active\", \"queue_id\": \"A2\", \"arrival_time\": {now}, \"sender\": \"app@example.com\", \"recipients\": []}}'",
+        now - 7200
+    );
+    let (_, report) = check(&[
+        ("DATABASE_URL", &db.url),
+        ("DOCKET_RELAY_QUEUE_COMMAND", &listing),
+        ("DOCKET_RELAY_QUEUE_WARN", "1"),
+    ]);
+    let finding = report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == "relay_queue"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(finding["verdict"], "warn", "{report}");
+    let detail = finding["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.starts_with("2 messages held, the oldest for 2"),
+        "{detail}"
+    );
+}
+
 /// A process in stub mode sends nothing: `docket check` says so (a warning, exit 1) in the
 /// words the health document and `/ops` use, instead of `ok`.
 #[tokio::test]

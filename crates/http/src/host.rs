@@ -25,6 +25,10 @@ pub struct HostConfig {
     pub restore_check_max_age: Duration,
     /// systemd units whose state is checked; empty skips the check.
     pub services: Vec<String>,
+    /// The command that lists the relay's queue (`postqueue -j`); `None` skips the check.
+    pub relay_queue_command: Option<String>,
+    /// Above this many messages in the relay's queue, a warning.
+    pub relay_queue_warn: usize,
 }
 
 impl Default for HostConfig {
@@ -38,6 +42,8 @@ impl Default for HostConfig {
             backup_max_age: Duration::from_secs(26 * 3600),
             restore_check_max_age: Duration::from_secs(92 * 86400),
             services: Vec::new(),
+            relay_queue_command: None,
+            relay_queue_warn: 100,
         }
     }
 }
@@ -52,6 +58,12 @@ pub fn probes(config: &HostConfig) -> Vec<Arc<dyn Probe>> {
     if !config.services.is_empty() {
         probes.push(Arc::new(ServicesProbe {
             services: config.services.clone(),
+        }));
+    }
+    if let Some(command) = &config.relay_queue_command {
+        probes.push(Arc::new(crate::relay_queue::RelayQueueProbe {
+            command: command.clone(),
+            warn_above: config.relay_queue_warn,
         }));
     }
     probes

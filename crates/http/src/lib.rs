@@ -43,6 +43,7 @@ pub mod host;
 pub mod observe;
 pub mod ops;
 mod params;
+pub mod relay_queue;
 mod routes;
 mod server;
 pub mod state;

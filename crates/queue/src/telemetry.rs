@@ -371,6 +371,10 @@ pub mod metric {
     pub const RESTORE_CHECK_AGE: &str = "docket_restore_check_age_seconds";
     /// 1 when the last restore check passed, 0 when it failed.
     pub const RESTORE_CHECK_OK: &str = "docket_restore_check_ok";
+    /// Messages the relay still holds (its own queue, as the configured command says).
+    pub const RELAY_QUEUE_MESSAGES: &str = "docket_relay_queue_messages";
+    /// Seconds the oldest message has waited in the relay's queue (0 when it is empty).
+    pub const RELAY_QUEUE_OLDEST_AGE: &str = "docket_relay_queue_oldest_age_seconds";
 
     /// Deliveries that reached a status, by source and status.
     pub const MAIL_DELIVERIES: &str = "docket_mail_deliveries_total";
@@ -408,6 +412,8 @@ pub mod metric {
         BACKUP_SIZE,
         RESTORE_CHECK_AGE,
         RESTORE_CHECK_OK,
+        RELAY_QUEUE_MESSAGES,
+        RELAY_QUEUE_OLDEST_AGE,
         MAIL_DELIVERIES,
         MAIL_SEND_DURATION,
         MAIL_RATE_LIMIT_WAITS,

@@ -210,6 +210,14 @@ settings! {
         default "unset: no service check",
         applies "`serve`, `check`",
         help "systemd units to check with `systemctl is-active`, comma-separated (e.g. `docket-serve,docket-worker,postfix`): a stopped one is `degraded`, `unknown` where systemd is not running";
+    RELAY_QUEUE_COMMAND: "DOCKET_RELAY_QUEUE_COMMAND",
+        default "unset: no relay queue check",
+        applies "`serve`, `check`",
+        help "a command (run by `sh -c`, 2 s at most) that prints the relay's queue as Postfix's `postqueue -j` does, one JSON object per message (e.g. `postqueue -j`, or `sudo -n postqueue -j`): the `relay_queue` check counts them and ages the oldest; a command that fails or hangs is `unknown`, never `down`";
+    RELAY_QUEUE_WARN: "DOCKET_RELAY_QUEUE_WARN",
+        default "100",
+        applies "`serve`, `check`",
+        help "above this many messages held by the relay, `relay_queue` is `warn`";
     SMTP_MODE: "DOCKET_SMTP_MODE",
         default "`smtp` when `DOCKET_SMTP_URL` is set, else `stub`",
         applies "`serve`, `worker`, `mail`",

@@ -10,6 +10,7 @@
 
 mod detail;
 mod page;
+pub(crate) use page::age;
 mod session;
 pub(crate) mod state;
 mod throughput;

@@ -68,7 +68,8 @@ impl Sessions {
     }
 
     fn verify(&self, parts: &[&str], tag: &str) -> bool {
-        let (Some(key), Some(tag)) = (self.key.as_deref(), docket_mail::token::decode_hex(tag)) else {
+        let (Some(key), Some(tag)) = (self.key.as_deref(), docket_mail::token::decode_hex(tag))
+        else {
             return false;
         };
         let mut mac = mac(key);
