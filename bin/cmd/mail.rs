@@ -254,12 +254,13 @@ pub(crate) async fn run(config: &Config, command: MailCommand) -> anyhow::Result
                 .map(|s| {
                     vec![
                         s.address.clone(),
+                        s.source.clone(),
                         s.reason.clone(),
                         s.created_at.to_rfc3339(),
                     ]
                 })
                 .collect::<Vec<_>>();
-            table::print(&["ADDRESS", "REASON", "SINCE"], &rows);
+            table::print(&["ADDRESS", "SOURCE", "REASON", "SINCE"], &rows);
         }
         MailCommand::Campaign(command) => return run_campaign(config, command, catalog).await,
         MailCommand::Bounce(_) => unreachable!("docket mail bounce has its own exit codes"),

@@ -169,6 +169,7 @@ async fn the_mail_commands_render_list_suppress_and_run_a_campaign_s_controls() 
     .unwrap();
     assert_eq!(list[0]["address"], "bounce@example.com");
     assert_eq!(list[0]["reason"], "complaint");
+    assert_eq!(list[0]["source"], "operator");
     ok(&docket(
         &db,
         &templates,

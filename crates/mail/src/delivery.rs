@@ -82,7 +82,11 @@ pub async fn suppressions(
     exec: impl PgExecutor<'_>,
     limit: Option<u32>,
 ) -> Result<Vec<Suppression>> {
-    Ok(db::suppression_list(exec, limit).await?)
+    let mut list = db::suppression_list(exec, limit).await?;
+    for entry in &mut list {
+        entry.source = Suppression::source_of(&entry.reason).to_owned();
+    }
+    Ok(list)
 }
 
 /// One email of a recovery or admin job, to record.

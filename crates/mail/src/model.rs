@@ -199,6 +199,27 @@ pub struct Suppression {
     pub campaign_id: Option<Uuid>,
     /// Since when.
     pub created_at: DateTime<Utc>,
+    /// Where it came from: `smtp` (the relay refused the address for good), `dsn` (a
+    /// delivery report after the relay took it), `unsubscribe` (the recipient's link) or
+    /// `operator` (`docket mail suppress`).
+    #[sqlx(skip)]
+    #[serde(default)]
+    pub source: String,
+}
+
+impl Suppression {
+    /// [`Suppression::source`] as its reason says it.
+    pub fn source_of(reason: &str) -> &'static str {
+        if reason.starts_with("smtp:") {
+            "smtp"
+        } else if reason.starts_with("dsn:") {
+            "dsn"
+        } else if reason == "unsubscribed" {
+            "unsubscribe"
+        } else {
+            "operator"
+        }
+    }
 }
 
 /// A campaign and its progress.
@@ -240,4 +261,25 @@ pub struct CampaignStatus {
     pub batch_id: Option<Uuid>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suppressions_source_is_read_off_its_reason() {
+        for (reason, source) in [
+            (
+                "smtp: 550 5.1.1 <ann@example.com>: Recipient address rejected",
+                "smtp",
+            ),
+            ("dsn: 5.1.1 smtp; 550 5.1.1 user unknown", "dsn"),
+            ("unsubscribed", "unsubscribe"),
+            ("complaint", "operator"),
+            ("manual", "operator"),
+        ] {
+            assert_eq!(Suppression::source_of(reason), source, "{reason}");
+        }
+    }
 }

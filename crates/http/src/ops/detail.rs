@@ -185,6 +185,8 @@ pub(super) async fn campaign(
         fact("Recipients", c.total),
         fact("Sent", c.sent),
         fact("Suppressed", c.suppressed),
+        fact("Bounced", c.bounced),
+        fact("Unsubscribed", c.unsubscribed),
         fact("Failed", c.failed),
         fact("Dead-lettered", c.dead_letter),
         fact("Expired", c.expired),
