@@ -11,7 +11,8 @@
 //!
 //! The delivery is reserved (`sending`, attempts + 1, and `retry_at` set to when the
 //! exchange is over at the latest) in its own committed statement right before the SMTP
-//! exchange, and its outcome is recorded in the next statement after it. The connection
+//! exchange (its commit written even where the server runs `synchronous_commit = off`), and
+//! its outcome is recorded in the next statement after it. The connection
 //! is made before the reservation, so that bound is one [`SMTP_TIMEOUT`](docket_settings::SMTP_TIMEOUT) (plus
 //! [`RECORD_MARGIN`]). The exchange and its record run in a task of their own: a run
 //! stopped from outside (an operator's cancel, the job's timeout, a lease handed back)
@@ -415,13 +416,8 @@ impl Mailer {
             None => connect.await,
         };
         let bound = self.config.timeout + RECORD_MARGIN;
-        let Some(attempt) = db::delivery_reserve(
-            docket_queue::pooled(&self.pool),
-            delivery.id,
-            out.job_id,
-            bound,
-        )
-        .await?
+        let Some(attempt) =
+            db::delivery_reserve(&self.pool, delivery.id, out.job_id, bound).await?
         else {
             // Final already (another job with the same key got there first), or another
             // exchange of it is under way: look again.

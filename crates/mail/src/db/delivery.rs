@@ -2,7 +2,7 @@
 //! exchange and recorded right after, every write fenced on the delivery not being final.
 
 use chrono::{DateTime, Utc};
-use sqlx::PgExecutor;
+use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
 use crate::model::{Delivery, DeliveryFilter, Status, Tally};
@@ -256,13 +256,25 @@ pub(crate) async fn delivery_requeue(exec: impl PgExecutor<'_>, id: Uuid) -> sql
 /// the moment the exchange is over at the latest (`bound` from now), committed before the
 /// exchange starts. Returns the attempt's number, or `None` when the delivery is final
 /// already (another job got there first) or another exchange of it may still be under way.
+///
+/// The commit waits for its WAL to be written even on a server that runs
+/// `synchronous_commit = off`: a reservation acknowledged and then lost in a crash would
+/// leave the delivery `queued`, and its message, already with the relay, sent again.
 pub(crate) async fn delivery_reserve(
-    exec: impl PgExecutor<'_>,
+    pool: &PgPool,
     id: Uuid,
     job_id: Uuid,
     bound: std::time::Duration,
 ) -> sqlx::Result<Option<i32>> {
-    sqlx::query_scalar(
+    let mut tx = pool.begin().await?;
+    // Only `off` is raised: a stronger setting (a synchronous standby's) stays.
+    sqlx::query(
+        "select set_config('synchronous_commit', 'on', true)
+         where current_setting('synchronous_commit') = 'off'",
+    )
+    .execute(docket_queue::pooled_conn(&mut tx))
+    .await?;
+    let attempt = sqlx::query_scalar(
         r#"
         update docket.mail_deliveries
         set status = 'sending', attempts = attempts + 1, job_id = $2,
@@ -274,8 +286,10 @@ pub(crate) async fn delivery_reserve(
     .bind(id)
     .bind(job_id)
     .bind(bound.as_secs_f64())
-    .fetch_optional(exec)
-    .await
+    .fetch_optional(docket_queue::pooled_conn(&mut tx))
+    .await?;
+    tx.commit().await?;
+    Ok(attempt)
 }
 
 /// Messages the relay took per minute of `sent_at`, in `[since, until)`: an index range.

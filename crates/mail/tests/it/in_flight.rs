@@ -8,7 +8,8 @@ use docket_mail::delivery::Status;
 use docket_mail::jobs::{Recovery, RECOVERY_QUEUE};
 use docket_mail::template::Catalog;
 use docket_queue::{JobId, JobState, NewJob};
-use docket_testkit::{eventually, SmtpSink, TestDb};
+use docket_testkit::{eventually, SmtpSink, TestDb, ThrowawayCluster};
+use sqlx::postgres::PgPoolOptions;
 use sqlx::PgPool;
 
 use crate::{config_for, deliveries, start, templates};
@@ -156,4 +157,88 @@ async fn a_recovery_delivery_left_sending_dead_letters_its_job_and_a_replay_send
     running.shutdown().await;
     assert_eq!(sink.count_for("ann@example.com"), 1);
     assert_eq!(deliveries(&db.pool, None).await[0].status, Status::Sent);
+}
+
+/// PostgreSQL restarted (every connection cut, `-m immediate`) while the relay holds a
+/// message: the reservation the database acknowledged before the exchange must still be
+/// there afterwards, also on a server that runs `synchronous_commit = off` (the throwaway
+/// cluster does). Lost, the delivery would be `queued` again and the message sent twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_right_after_the_reservation_never_sends_the_message_twice() {
+    let cluster = tokio::task::spawn_blocking(ThrowawayCluster::start)
+        .await
+        .unwrap()
+        .expect("a throwaway PostgreSQL cluster");
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&cluster.url("postgres"))
+        .await
+        .unwrap();
+    // With `synchronous_commit = off` a commit is acknowledged before its WAL is written;
+    // the WAL writer writes it within `wal_writer_delay`. Its longest makes the window the
+    // restart falls in seconds wide instead of a fraction of one.
+    sqlx::query("alter system set wal_writer_delay = '10s'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("select pg_reload_conf()")
+        .execute(&pool)
+        .await
+        .unwrap();
+    docket_queue::migrate(&pool).await.unwrap();
+    let sink = SmtpSink::start().await;
+    // The relay takes the message and answers it only after the restart.
+    sink.slow_data(Some(Duration::from_secs(8)));
+    let dir = reset();
+    let catalog = Catalog::load(&dir).unwrap();
+    let from = "Docket <docket@example.com>".parse().unwrap();
+    let rows = vec![Recipient {
+        to: "ann@example.com".to_owned(),
+        name: None,
+        locale: None,
+        vars: serde_json::json!({}),
+    }];
+    let id = campaign::create(
+        &pool,
+        &catalog,
+        &from,
+        &NewCampaign::new("restart", "news", rows),
+    )
+    .await
+    .unwrap();
+    // The campaign is on disk; from here on only what is flushed survives the restart.
+    sqlx::query("checkpoint").execute(&pool).await.unwrap();
+    let mut config = config_for(&sink, dir);
+    config.timeout = Duration::from_secs(20);
+    let running = start(&pool, config);
+    eventually(
+        Duration::from_secs(10),
+        "the relay took the message and has not answered yet",
+        || async { sink.count_for("ann@example.com") == 1 },
+    )
+    .await;
+    let restarted = std::sync::Arc::new(cluster);
+    let restarting = restarted.clone();
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .unwrap()
+        .expect("PostgreSQL restarts");
+    eventually(Duration::from_secs(60), "the campaign finishes", || async {
+        campaign::show(&pool, id)
+            .await
+            .is_ok_and(|status| status.state == "finished")
+    })
+    .await;
+    running.shutdown().await;
+    assert_eq!(
+        sink.count_for("ann@example.com"),
+        1,
+        "the message was sent again after the restart"
+    );
+    let recorded = deliveries(&pool, Some(id)).await;
+    assert!(
+        matches!(recorded[0].status, Status::Sent | Status::Unknown),
+        "{recorded:?}"
+    );
+    assert_eq!(recorded[0].attempts, 1, "{recorded:?}");
 }
