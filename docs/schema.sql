@@ -17,7 +17,8 @@ create table docket.batches (
     schedule text,
     tick_at timestamp with time zone,
     created_at timestamp with time zone not null default now(),
-    finished_at timestamp with time zone
+    finished_at timestamp with time zone,
+    trace_context jsonb
 );
 alter table docket.batches add constraint batches_counts_iff_finished CHECK (((finished_at IS NULL) = ((completed IS NULL) AND (dead_letter IS NULL) AND (cancelled IS NULL))));
 alter table docket.batches add constraint batches_total_positive CHECK ((total > 0));
@@ -48,7 +49,8 @@ create table docket.jobs (
     lease_token uuid,
     parked_at timestamp with time zone,
     batch_id uuid,
-    group_key text
+    group_key text,
+    trace_context jsonb
 );
 alter table docket.jobs add constraint jobs_attempt_not_negative CHECK ((attempt >= 0));
 alter table docket.jobs add constraint jobs_dead_letter_reason CHECK (((state = 'dead_letter'::docket.job_state) = (dead_letter_reason IS NOT NULL)));
@@ -62,6 +64,7 @@ alter table docket.jobs add constraint jobs_max_attempts_positive CHECK ((max_at
 alter table docket.jobs add constraint jobs_queue_length CHECK (((char_length(queue) >= 1) AND (char_length(queue) <= 127)));
 alter table docket.jobs add constraint jobs_run_at_in_range CHECK (((run_at >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (run_at < '10000-01-01 00:00:00+00'::timestamp with time zone))) NOT VALID;
 alter table docket.jobs add constraint jobs_token_iff_processing CHECK (((state = 'processing'::docket.job_state) = (lease_token IS NOT NULL)));
+alter table docket.jobs add constraint jobs_trace_context_object CHECK (((trace_context IS NULL) OR (jsonb_typeof(trace_context) = 'object'::text)));
 alter table docket.jobs add constraint jobs_unique_key_length CHECK ((char_length(unique_key) <= 256)) NOT VALID;
 alter table docket.jobs add constraint jobs_unique_key_not_empty CHECK (((unique_key IS NULL) OR (char_length(unique_key) > 0)));
 alter table docket.jobs add constraint jobs_pkey PRIMARY KEY (id);
@@ -308,7 +311,7 @@ AS $function$
     where e.n > jsonb_array_length(errors) + 1 - 20
 $function$;
 
-CREATE OR REPLACE FUNCTION docket.enqueue(kind text, payload jsonb, queue text DEFAULT 'default'::text, run_at timestamp with time zone DEFAULT now(), priority integer DEFAULT 0, max_attempts integer DEFAULT 25, unique_key text DEFAULT NULL::text, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, group_key text DEFAULT NULL::text)
+CREATE OR REPLACE FUNCTION docket.enqueue(kind text, payload jsonb, queue text DEFAULT 'default'::text, run_at timestamp with time zone DEFAULT now(), priority integer DEFAULT 0, max_attempts integer DEFAULT 25, unique_key text DEFAULT NULL::text, expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, group_key text DEFAULT NULL::text, traceparent text DEFAULT NULL::text, tracestate text DEFAULT NULL::text)
  RETURNS uuid
  LANGUAGE plpgsql
 AS $function$
@@ -318,11 +321,11 @@ declare
 begin
     loop
         insert into docket.jobs (queue, kind, payload, run_at, priority, max_attempts, unique_key, expires_at,
-                                 group_key)
+                                 group_key, trace_context)
         values (coalesce(enqueue.queue, 'default'), enqueue.kind, coalesce(enqueue.payload, '{}'),
                 coalesce(enqueue.run_at, now()), coalesce(enqueue.priority, 0),
                 coalesce(enqueue.max_attempts, 25), enqueue.unique_key, enqueue.expires_at,
-                enqueue.group_key)
+                enqueue.group_key, docket.trace_context(enqueue.traceparent, enqueue.tracestate))
         on conflict (unique_key) where unique_key is not null and state in ('pending', 'retrying', 'processing')
         do nothing
         returning id into job_id;
@@ -342,7 +345,26 @@ begin
 end
 $function$;
 
-CREATE OR REPLACE FUNCTION docket.enqueue_many(kinds text[], payloads jsonb[], queues text[], run_ats timestamp with time zone[], priorities integer[], max_attempts_list integer[], unique_keys text[], expires_ats timestamp with time zone[], ids uuid[] DEFAULT NULL::uuid[], batch_id uuid DEFAULT NULL::uuid, group_keys text[] DEFAULT NULL::text[])
+CREATE OR REPLACE FUNCTION docket.enqueue_batch_callback(kind text, payload jsonb, queue text, batch_context jsonb)
+ RETURNS uuid
+ LANGUAGE plpgsql
+AS $function$
+declare
+    job_id uuid;
+begin
+    job_id := docket.enqueue(kind, payload, queue);
+    if batch_context ? 'traceparent' then
+        update docket.jobs j
+        set trace_context = jsonb_build_object('links', jsonb_build_array(
+                jsonb_strip_nulls(jsonb_build_object('traceparent', batch_context->'traceparent',
+                                                     'tracestate', batch_context->'tracestate'))))
+        where j.id = job_id;
+    end if;
+    return job_id;
+end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.enqueue_many(kinds text[], payloads jsonb[], queues text[], run_ats timestamp with time zone[], priorities integer[], max_attempts_list integer[], unique_keys text[], expires_ats timestamp with time zone[], ids uuid[] DEFAULT NULL::uuid[], batch_id uuid DEFAULT NULL::uuid, group_keys text[] DEFAULT NULL::text[], traceparents text[] DEFAULT NULL::text[], tracestates text[] DEFAULT NULL::text[])
  RETURNS TABLE(ord bigint, id uuid)
  LANGUAGE plpgsql
 AS $function$
@@ -357,28 +379,30 @@ begin
     if not exists (select 1 from unnest(unique_keys) k where k is not null) then
         -- Fast path: with no unique keys there is nothing to look up.
         insert into docket.jobs (id, queue, kind, payload, run_at, priority, max_attempts, expires_at,
-                                 batch_id, group_key)
+                                 batch_id, group_key, trace_context)
         select i.id, coalesce(i.queue, 'default'), i.kind, coalesce(i.payload, '{}'),
                coalesce(i.run_at, now()), coalesce(i.priority, 0), coalesce(i.max_attempts, 25),
-               i.expires_at, enqueue_many.batch_id, i.group_key
+               i.expires_at, enqueue_many.batch_id, i.group_key, docket.trace_context(i.traceparent, i.tracestate)
         from unnest(slots, kinds, payloads, queues, run_ats, priorities, max_attempts_list, expires_ats,
-                    group_keys)
-             as i(id, kind, payload, queue, run_at, priority, max_attempts, expires_at, group_key);
+                    group_keys, traceparents, tracestates)
+             as i(id, kind, payload, queue, run_at, priority, max_attempts, expires_at, group_key,
+                  traceparent, tracestate);
     else
         loop
             -- Duplicate keys inside one call: the first occurrence is the one inserted. A
             -- slot whose id is already a job (inserted in an earlier round, or its key's
             -- live job found below) is not inserted again.
             insert into docket.jobs (id, queue, kind, payload, run_at, priority, max_attempts, unique_key,
-                                     expires_at, batch_id, group_key)
+                                     expires_at, batch_id, group_key, trace_context)
             select distinct on (coalesce(i.unique_key, i.id::text))
                    i.id, coalesce(i.queue, 'default'), i.kind, coalesce(i.payload, '{}'),
                    coalesce(i.run_at, now()), coalesce(i.priority, 0), coalesce(i.max_attempts, 25),
-                   i.unique_key, i.expires_at, enqueue_many.batch_id, i.group_key
+                   i.unique_key, i.expires_at, enqueue_many.batch_id, i.group_key,
+                   docket.trace_context(i.traceparent, i.tracestate)
             from unnest(slots, kinds, payloads, queues, run_ats, priorities, max_attempts_list, unique_keys, expires_ats,
-                        group_keys)
+                        group_keys, traceparents, tracestates)
                  with ordinality as i(id, kind, payload, queue, run_at, priority, max_attempts, unique_key, expires_at,
-                                      group_key, ord)
+                                      group_key, traceparent, tracestate, ord)
             where not exists (select 1 from docket.jobs j where j.id = i.id)
             order by coalesce(i.unique_key, i.id::text), i.ord
             on conflict (unique_key) where unique_key is not null and state in ('pending', 'retrying', 'processing')
@@ -410,7 +434,7 @@ begin
 end
 $function$;
 
-CREATE OR REPLACE FUNCTION docket.enqueue_tick(schedule text, tick_at timestamp with time zone, OUT job_id uuid, OUT skipped boolean)
+CREATE OR REPLACE FUNCTION docket.enqueue_tick(schedule text, tick_at timestamp with time zone, traceparent text DEFAULT NULL::text, tracestate text DEFAULT NULL::text, OUT job_id uuid, OUT skipped boolean)
  RETURNS record
  LANGUAGE plpgsql
 AS $function$
@@ -448,7 +472,8 @@ begin
         return;
     end if;
     job_id := docket.enqueue(s.kind, s.payload, s.queue, enqueue_tick.tick_at, s.priority,
-                             s.max_attempts);
+                             s.max_attempts, traceparent => enqueue_tick.traceparent,
+                             tracestate => enqueue_tick.tracestate);
     update docket.schedule_ticks t set job_id = enqueue_tick.job_id
     where t.schedule = enqueue_tick.schedule and t.tick_at = enqueue_tick.tick_at;
     perform docket.advance_schedule(enqueue_tick.schedule, enqueue_tick.tick_at);
@@ -642,6 +667,22 @@ begin
         exit when due_groups >= $3 or walked >= $4;
     end loop;
 end
+$function$;
+
+CREATE OR REPLACE FUNCTION docket.trace_context(traceparent text, tracestate text DEFAULT NULL::text)
+ RETURNS jsonb
+ LANGUAGE sql
+ IMMUTABLE PARALLEL SAFE
+AS $function$
+    select case when traceparent ~ '^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}(-.*)?$'
+                 and left(traceparent, 2) <> 'ff'
+                 and (left(traceparent, 2) <> '00' or length(traceparent) = 55)
+                 and substr(traceparent, 4, 32) <> repeat('0', 32)
+                 and substr(traceparent, 37, 16) <> repeat('0', 16)
+           then jsonb_strip_nulls(jsonb_build_object(
+                    'traceparent', '00' || substr(traceparent, 3, 53),
+                    'tracestate', nullif(left(tracestate, 512), '')))
+           end
 $function$;
 
 CREATE OR REPLACE FUNCTION docket.uuid_v7()

@@ -125,6 +125,7 @@ where
     let id = Uuid::now_v7();
     let mut tx = exec.begin().await?;
     let empty = empty_object();
+    let trace = crate::trace::TraceContext::current();
     let params = db::BatchParams {
         id,
         total,
@@ -135,6 +136,7 @@ where
             .as_ref()
             .map_or(crate::enqueue::DEFAULT_QUEUE, |c| c.queue.as_str()),
         parent: batch.parent.map(|id| id.0),
+        trace: trace.as_ref(),
     };
     db::batch_insert(crate::pooled_conn(&mut tx), &params).await?;
     let slots =

@@ -401,7 +401,14 @@ pub async fn enqueue_tick(
     tick_at: DateTime<Utc>,
 ) -> Result<Tick> {
     Ok(
-        match db::schedule_tick_enqueue(exec, name, tick_at).await? {
+        match db::schedule_tick_enqueue(
+            exec,
+            name,
+            tick_at,
+            crate::trace::TraceContext::current().as_ref(),
+        )
+        .await?
+        {
             (Some(job), _) => Tick::Enqueued(job),
             (None, true) => Tick::Skipped,
             (None, false) => Tick::Elsewhere,

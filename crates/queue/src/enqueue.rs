@@ -10,6 +10,7 @@ use crate::db;
 use crate::error::{Error, Result};
 use crate::job::{check_text, check_time, JobId, Name};
 use crate::telemetry::{event, metric};
+use crate::trace::{self, TraceContext};
 
 /// The queue a job runs on when none is given.
 pub const DEFAULT_QUEUE: &str = "default";
@@ -122,6 +123,9 @@ pub struct NewJob {
     /// record it elsewhere in the same transaction. Default: a fresh one. With a unique
     /// key that already has a live job, the live job's id is returned instead.
     pub id: Option<JobId>,
+    /// The trace context the enqueue continues (an incoming request's `traceparent`).
+    /// Default: the caller's current span. See [`crate::trace`].
+    pub trace_parent: Option<TraceContext>,
 }
 
 impl NewJob {
@@ -138,6 +142,7 @@ impl NewJob {
             expires_at: None,
             group_key: None,
             id: None,
+            trace_parent: None,
         }
     }
 
@@ -194,6 +199,13 @@ impl NewJob {
     /// Puts the job in a fair-share group of its queue (a tenant, a customer).
     pub fn group(mut self, key: impl Into<String>) -> Self {
         self.group_key = Some(key.into());
+        self
+    }
+
+    /// Continues the trace of `parent` (an incoming request's `traceparent`) instead of the
+    /// caller's current span.
+    pub fn trace_parent(mut self, parent: TraceContext) -> Self {
+        self.trace_parent = Some(parent);
         self
     }
 
@@ -277,6 +289,8 @@ pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
             .ok_or_else(|| Error::InvalidJob("the job was not enqueued".to_owned()));
     }
     job.validate()?;
+    let span = enqueue_span(&job.queue, &job.kind, job.trace_parent.as_ref());
+    let context = stored_context(&span, job.trace_parent.as_ref());
     let params = db::EnqueueParams {
         kind: &job.kind,
         payload: &job.payload,
@@ -287,8 +301,14 @@ pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
         unique_key: job.unique_key.as_deref(),
         expires_at: job.expires_at,
         group_key: job.group_key.as_deref(),
+        traceparent: context.as_ref().map(|c| c.traceparent.as_str()),
+        tracestate: context.as_ref().and_then(|c| c.tracestate.as_deref()),
     };
-    let id = db::job_enqueue(exec, &params).await?;
+    let id = {
+        use tracing::Instrument as _;
+        db::job_enqueue(exec, &params).instrument(span.clone()).await?
+    };
+    span.record("messaging.message.id", tracing::field::display(id));
     record_enqueued(&job.queue, &job.kind, 1);
     tracing::debug!(
         event = event::JOB_ENQUEUED, job.id = %id, job.kind = %job.kind, job.queue = %job.queue,
@@ -326,6 +346,35 @@ pub async fn enqueue_or_find(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<
     })
 }
 
+/// The enqueue's span (OpenTelemetry messaging conventions: a `send` to the queue), a child
+/// of `parent` when given, else of the caller's current span.
+fn enqueue_span(queue: &str, kind: &str, parent: Option<&TraceContext>) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: trace::TARGET,
+        "docket.enqueue",
+        otel.name = %format_args!("send {queue}"),
+        otel.kind = "producer",
+        messaging.system = "docket",
+        messaging.operation.type = "send",
+        messaging.operation.name = "send",
+        messaging.destination.name = %queue,
+        messaging.message.id = tracing::field::Empty,
+        messaging.batch.message_count = tracing::field::Empty,
+        docket.job.kind = %kind,
+    );
+    if let Some(parent) = parent {
+        trace::set_parent(&span, parent);
+    }
+    span
+}
+
+/// What is stored with the job: the enqueue span's context when OpenTelemetry is on; else
+/// the explicit parent passed on as is (so a worker that traces still joins the caller's
+/// trace); else nothing.
+fn stored_context(span: &tracing::Span, parent: Option<&TraceContext>) -> Option<TraceContext> {
+    TraceContext::of_span(span).or_else(|| parent.cloned())
+}
+
 /// Counts enqueued jobs. Queue and kind names come from callers: the first
 /// [`metric::LABEL_VALUES`] (queue, kind) pairs are labelled as they are, the rest as
 /// (`other`, `other`), so the series stay bounded by pairs, not by their product.
@@ -361,6 +410,12 @@ pub(crate) async fn enqueue_many_in(
         batch_id: batch,
         ..db::EnqueueColumns::default()
     };
+    // One span for the call, in the first job's queue (bulk calls are one operation).
+    let first = jobs.first();
+    let span = first.map_or_else(tracing::Span::none, |job| {
+        enqueue_span(&job.queue, &job.kind, job.trace_parent.as_ref())
+    });
+    let call_context = TraceContext::of_span(&span);
     columns.ids.reserve(jobs.len());
     for (index, job) in jobs.iter().enumerate() {
         job.validate()
@@ -377,11 +432,28 @@ pub(crate) async fn enqueue_many_in(
         columns.unique_keys.push(job.unique_key.as_deref());
         columns.expires_ats.push(job.expires_at);
         columns.group_keys.push(job.group_key.as_deref());
+        // The call's span when there is one; else the job's own parent, passed on as is.
+        if let Some(context) = call_context.as_ref().or(job.trace_parent.as_ref()) {
+            columns.traceparents.resize(index, None);
+            columns.tracestates.resize(index, None);
+            columns.traceparents.push(Some(&context.traceparent));
+            columns.tracestates.push(context.tracestate.as_deref());
+        }
+    }
+    if !columns.traceparents.is_empty() {
+        columns.traceparents.resize(jobs.len(), None);
+        columns.tracestates.resize(jobs.len(), None);
     }
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let ids = db::job_enqueue_many(exec, &columns).await?;
+    let ids = {
+        use tracing::Instrument as _;
+        db::job_enqueue_many(exec, &columns)
+            .instrument(span.clone())
+            .await?
+    };
+    span.record("messaging.batch.message_count", jobs.len());
     // One count per queue and kind, not per job: bulk calls carry thousands.
     let mut counts: std::collections::HashMap<(&str, &str), u64> = std::collections::HashMap::new();
     for job in jobs {

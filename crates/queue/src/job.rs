@@ -185,6 +185,11 @@ pub struct Job {
     pub attempted_at: Option<DateTime<Utc>>,
     /// When it reached a final state.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The W3C trace context it was enqueued in (and contexts its attempts link to), when
+    /// there was one: see [`crate::trace`].
+    #[sqlx(default, json(nullable))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_context: Option<crate::trace::JobTrace>,
 }
 
 impl Job {

@@ -24,6 +24,7 @@
 //! - [`backup`]: what a backup holds (rows per table, jobs per state) and the restore
 //!   checks' record.
 //! - [`telemetry`]: every log event and metric name, of every crate.
+//! - [`trace`]: W3C trace context stored with jobs, and the spans' ties to it.
 //! - [`health`]: the health judgement over the snapshot and the workers.
 //! - [`workers`]: the worker model (`WorkerInfo`, `Worker`), registered workers, kinds no
 //!   live worker runs, migration status.
@@ -52,6 +53,7 @@ pub mod queues;
 pub mod rate_limit;
 pub mod snapshot;
 pub mod telemetry;
+pub mod trace;
 pub mod workers;
 
 pub use admin::{DeadLetterFilter, ListFilter, Page};

@@ -14,6 +14,8 @@ pub(crate) struct BatchParams<'a> {
     pub(crate) callback_queue: &'a str,
     /// The job making it: its schedule tick, if any, is the batch's.
     pub(crate) parent: Option<Uuid>,
+    /// The trace context it is made in: its callback's attempts link to it.
+    pub(crate) trace: Option<&'a crate::trace::TraceContext>,
 }
 
 /// Finishes up to `limit` open batches that have no live job left: stores their final
@@ -49,9 +51,9 @@ pub(crate) async fn batch_finish_done(
             dead_letter = c.dead_letter,
             cancelled = c.cancelled,
             callback_job_id = case when b.callback_kind is not null then
-                docket.enqueue(b.callback_kind,
+                docket.enqueue_batch_callback(b.callback_kind,
                                b.callback_payload || jsonb_build_object('batch_id', b.id),
-                               b.callback_queue) end
+                               b.callback_queue, b.trace_context) end
         from counts c
         where b.id = c.id and b.finished_at is null
         returning b.id, b.total, b.completed, b.dead_letter, b.cancelled, 0 as remaining,
@@ -94,8 +96,8 @@ pub(crate) async fn batch_insert(
     sqlx::query(
         r#"
         insert into docket.batches (id, total, callback_kind, callback_payload, callback_queue,
-                                    schedule, tick_at)
-        select $1, $2, $3, $4, $5, t.schedule, t.tick_at
+                                    schedule, tick_at, trace_context)
+        select $1, $2, $3, $4, $5, t.schedule, t.tick_at, docket.trace_context($7, $8)
         from (select 1) one
         left join docket.schedule_ticks t on $6::uuid is not null and t.job_id = $6
         "#,
@@ -106,6 +108,8 @@ pub(crate) async fn batch_insert(
     .bind(params.callback_payload)
     .bind(params.callback_queue)
     .bind(params.parent)
+    .bind(params.trace.map(|t| t.traceparent.as_str()))
+    .bind(params.trace.and_then(|t| t.tracestate.as_deref()))
     .execute(exec)
     .await?;
     Ok(())

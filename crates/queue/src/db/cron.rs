@@ -26,10 +26,13 @@ pub(crate) async fn schedule_tick_enqueue(
     exec: impl PgExecutor<'_>,
     name: &str,
     tick_at: DateTime<Utc>,
+    trace: Option<&crate::trace::TraceContext>,
 ) -> sqlx::Result<(Option<JobId>, bool)> {
-    sqlx::query_as("select job_id, skipped from docket.enqueue_tick($1, $2)")
+    sqlx::query_as("select job_id, skipped from docket.enqueue_tick($1, $2, $3, $4)")
         .bind(name)
         .bind(tick_at)
+        .bind(trace.map(|t| t.traceparent.as_str()))
+        .bind(trace.and_then(|t| t.tracestate.as_deref()))
         .fetch_one(exec)
         .await
 }

@@ -324,6 +324,8 @@ pub(crate) struct EnqueueParams<'a> {
     pub(crate) unique_key: Option<&'a str>,
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) group_key: Option<&'a str>,
+    pub(crate) traceparent: Option<&'a str>,
+    pub(crate) tracestate: Option<&'a str>,
 }
 
 pub(crate) async fn job_enqueue(
@@ -332,7 +334,7 @@ pub(crate) async fn job_enqueue(
 ) -> sqlx::Result<JobId> {
     sqlx::query_scalar(
         r#"
-        select docket.enqueue($1, $2, $3, coalesce($4, now()), $5, $6, $7, $8, $9)
+        select docket.enqueue($1, $2, $3, coalesce($4, now()), $5, $6, $7, $8, $9, $10, $11)
         "#,
     )
     .bind(params.kind)
@@ -344,6 +346,8 @@ pub(crate) async fn job_enqueue(
     .bind(params.unique_key)
     .bind(params.expires_at)
     .bind(params.group_key)
+    .bind(params.traceparent)
+    .bind(params.tracestate)
     .fetch_one(exec)
     .await
 }
@@ -364,6 +368,9 @@ pub(crate) struct EnqueueColumns<'a> {
     pub(crate) group_keys: Column<&'a str>,
     /// The batch every job of the call joins.
     pub(crate) batch_id: Option<Uuid>,
+    /// Each job's trace context; empty when no job has one (sent as null).
+    pub(crate) traceparents: Vec<Option<&'a str>>,
+    pub(crate) tracestates: Vec<Option<&'a str>>,
 }
 
 pub(crate) async fn job_enqueue_many(
@@ -372,7 +379,8 @@ pub(crate) async fn job_enqueue_many(
 ) -> sqlx::Result<Vec<JobId>> {
     sqlx::query_scalar(
         r#"
-        select id from docket.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) order by ord
+        select id from docket.enqueue_many($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                                           $12, $13) order by ord
         "#,
     )
     .bind(&columns.kinds)
@@ -386,6 +394,8 @@ pub(crate) async fn job_enqueue_many(
     .bind(&columns.ids)
     .bind(columns.batch_id)
     .bind(&columns.group_keys)
+    .bind((!columns.traceparents.is_empty()).then_some(&columns.traceparents))
+    .bind((!columns.tracestates.is_empty()).then_some(&columns.tracestates))
     .fetch_all(exec)
     .await
 }
