@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) database_url: Option<DatabaseUrl>,
     /// [`settings::LOG_FORMAT`]: `json` or `pretty`; default `pretty` on a terminal, else `json`.
     pub(crate) log_format: LogFormat,
+    /// Whether spans are exported over OTLP ([`trace_export_wanted`]).
+    pub(crate) trace_export: bool,
     /// The worker runtime's settings ([`settings::QUEUES`], [`settings::CONCURRENCY`], ...).
     pub(crate) runtime: RuntimeConfig,
     /// [`settings::DB_POOL_SIZE`]: connections for claims, outcomes and handlers; default: the
@@ -137,6 +139,22 @@ fn backup_config(source: &Source) -> anyhow::Result<BackupConfig> {
     })
 }
 
+/// Whether traces go out over OTLP: an endpoint is set (`OTEL_EXPORTER_OTLP_ENDPOINT` or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, non-empty), the SDK is not disabled
+/// (`OTEL_SDK_DISABLED=true`), and the traces exporter is not `none` (`OTEL_TRACES_EXPORTER`).
+/// The standard variables are OpenTelemetry's, not Docket's settings: the SDK reads the rest
+/// of them itself (service name, resource attributes, sampler, batch sizes, headers,
+/// timeouts); these it does not decide on.
+pub(crate) fn trace_export_wanted(var: impl Fn(&str) -> Option<String>) -> bool {
+    let set = |name: &str| var(name).is_some_and(|value| !value.trim().is_empty());
+    let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let no_exporter =
+        var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim().eq_ignore_ascii_case("none"));
+    (set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        && !disabled
+        && !no_exporter
+}
+
 impl Config {
     /// Reads and validates the environment over `docket.toml`.
     pub(crate) fn load() -> anyhow::Result<Config> {
@@ -168,6 +186,7 @@ impl Config {
         Ok(Config {
             database_url,
             log_format,
+            trace_export: trace_export_wanted(|name| std::env::var(name).ok()),
             runtime,
             pool_size: source.parse(&settings::DB_POOL_SIZE)?,
             pooler,

@@ -58,7 +58,6 @@ fn main() -> ExitCode {
             | cli::Command::Backup(_)
             | cli::Command::RestoreCheck(_)
     );
-    telemetry::init(config.log_format, log_file, quiet);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -66,11 +65,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(cmd::run(cli.command, config)) {
+    // Inside the runtime: the span exporter's batch processor is a task on it.
+    let telemetry = {
+        let _runtime = runtime.enter();
+        telemetry::init(config.log_format, log_file, quiet, config.trace_export)
+    };
+    let code = match runtime.block_on(cmd::run(cli.command, config)) {
         Ok(code) => code,
         Err(err) => {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // The spans still buffered go out before the runtime stops.
+    telemetry.shutdown();
+    code
 }

@@ -192,6 +192,9 @@ pub struct MailConfig {
     /// [`settings::MAIL_RETRY_LADDER`]: delays after each temporary failure; one more failure
     /// than it has steps dead-letters the delivery. Default [`retry_ladder_default`].
     pub retry_ladder: Vec<Duration>,
+    /// [`settings::TRACE_RECIPIENTS`]: the recipients' addresses on the SMTP exchange's
+    /// trace span. Default `false`: no address in a trace.
+    pub trace_recipients: bool,
     /// [`settings::ADMIN_EMAIL`]: where `mail.admin` goes when its payload names nobody.
     pub admin_email: Option<String>,
     /// [`settings::MAIL_NOTIFY`]: what Docket tells the admin address about by itself.
@@ -224,6 +227,7 @@ impl Default for MailConfig {
             ca_file: None,
             rate: None,
             retry_ladder: retry_ladder_default(),
+            trace_recipients: false,
             admin_email: None,
             notify: Notifications::default(),
             public_url: None,
@@ -438,6 +442,9 @@ impl MailConfig {
             .map_err(|err| MailConfigError::new(format!("{}: {err}", settings::MAIL_RATE)))?;
         if let Some(ladder) = source.text(&settings::MAIL_RETRY_LADDER) {
             config.retry_ladder = parse_ladder(&ladder)?;
+        }
+        if let Some(trace) = source.parse(&settings::TRACE_RECIPIENTS)? {
+            config.trace_recipients = trace;
         }
         config.admin_email = source.text(&settings::ADMIN_EMAIL);
         if let Some(notify) = source.text(&settings::MAIL_NOTIFY) {

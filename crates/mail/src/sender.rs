@@ -282,9 +282,11 @@ impl Mailer {
             expires_at: ctx.expires_at(),
             job_id: ctx.id().0,
         };
+        let span = self.smtp_span(&outgoing);
         // A task of its own: a stopped run drops its handler, never an exchange under way.
         let mailer = Arc::clone(self);
-        match tokio::spawn(async move { mailer.exchange(outgoing).await }).await {
+        let exchange = async move { mailer.exchange(outgoing).await };
+        match tokio::spawn(tracing::Instrument::instrument(exchange, span)).await {
             Ok(step) => step,
             Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
             Err(err) => Err(MailError::Invalid(format!(
@@ -389,6 +391,39 @@ impl Mailer {
         }
     }
 
+    /// The SMTP exchange's span (a child of the attempt's): the relay, and once it has
+    /// answered, its reply code and the outcome; the recipients only when
+    /// [`MailConfig::trace_recipients`] says so.
+    fn smtp_span(&self, out: &Outgoing) -> tracing::Span {
+        let (host, port) = self.transport.relay_address().unwrap_or(("", 0));
+        let span = tracing::info_span!(
+            target: docket_queue::trace::TARGET,
+            "docket.smtp",
+            otel.name = "smtp send",
+            otel.kind = "client",
+            server.address = %host,
+            server.port = port,
+            network.protocol.name = "smtp",
+            docket.mail.source = out.source.as_str(),
+            docket.mail.delivery_id = %out.delivery.id,
+            docket.smtp.reply_code = tracing::field::Empty,
+            docket.smtp.outcome = tracing::field::Empty,
+            docket.smtp.recipients = tracing::field::Empty,
+            otel.status_description = tracing::field::Empty,
+        );
+        if self.config.trace_recipients && !span.is_disabled() {
+            let recipients = out
+                .envelope
+                .to()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            span.record("docket.smtp.recipients", recipients.as_str());
+        }
+        span
+    }
+
     /// Connect, reserve, send: the relay's reply, or the delivery's fate when the job
     /// expired first or the delivery could not be reserved.
     async fn send(&self, out: &Outgoing) -> Result<Sent> {
@@ -448,6 +483,22 @@ impl Mailer {
                 sent
             }
         };
+        let span = tracing::Span::current();
+        if !span.is_disabled() {
+            match &reply {
+                Ok(accepted) => {
+                    span.record("docket.smtp.reply_code", accepted.code);
+                    span.record("docket.smtp.outcome", "accepted");
+                }
+                Err(failure) => {
+                    if let Failure::Reply { code, .. } = failure {
+                        span.record("docket.smtp.reply_code", *code);
+                    }
+                    span.record("docket.smtp.outcome", "refused");
+                    span.record("otel.status_description", failure.to_string().as_str());
+                }
+            }
+        }
         Ok(Sent::Replied {
             attempt,
             reply,

@@ -122,6 +122,14 @@ impl Transport {
         matches!(self, Transport::Stub)
     }
 
+    /// The relay's host and port; `None` in stub mode.
+    pub fn relay_address(&self) -> Option<(&str, u16)> {
+        match self {
+            Transport::Stub => None,
+            Transport::Smtp(pool) => Some((&pool.host, pool.port)),
+        }
+    }
+
     /// The relay's `host:port` (never its credentials); `None` in stub mode.
     pub fn relay(&self) -> Option<String> {
         match self {

@@ -125,7 +125,9 @@ where
     let id = Uuid::now_v7();
     let mut tx = exec.begin().await?;
     let empty = empty_object();
-    let trace = crate::trace::TraceContext::current();
+    // The caller's span, else the context its jobs continue (an HTTP request's).
+    let trace = crate::trace::TraceContext::current()
+        .or_else(|| batch.jobs.first().and_then(|job| job.trace_parent.clone()));
     let params = db::BatchParams {
         id,
         total,

@@ -254,6 +254,10 @@ settings! {
         default "`1m,5m,15m,1h,6h`",
         applies "`serve`, `worker`, `mail`",
         help "delays after each temporary failure of one recipient (4xx other than 421/454, timeouts, lost connections); one failure more than it has steps dead-letters the delivery";
+    TRACE_RECIPIENTS: "DOCKET_TRACE_RECIPIENTS",
+        default "`false`",
+        applies "`serve`, `worker`",
+        help "`true` puts the recipients' addresses on each SMTP exchange's trace span (`docket.smtp.recipients`) when tracing is on; by default no address leaves for the trace collector";
     ADMIN_EMAIL: "DOCKET_ADMIN_EMAIL",
         default "unset",
         applies "`serve`, `worker`, `mail`",

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::debug;
+use tracing::{debug, Instrument as _};
 use uuid::Uuid;
 
 use crate::events;
@@ -102,9 +102,13 @@ impl Executor {
         );
         metrics::job_started(&queue, &job.kind);
         let completed_in_tx = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let span = attempt_span(&job, &queue);
         let outcome = self
             .run(&job, &queue, &held.stop, completed_in_tx.clone())
+            .instrument(span.clone())
             .await;
+        record_outcome(&span, &outcome);
+        drop(span);
         let completed_in_tx = completed_in_tx.load(std::sync::atomic::Ordering::Acquire);
         self.send(
             job,
@@ -211,17 +215,21 @@ impl Executor {
         let task_ctx = ctx.clone();
         let lease = self.lease.clone();
         let term = lease.term();
-        let mut task = tokio::spawn(async move {
-            match (entry.start)(payload, task_ctx) {
-                Ok(future) => Ok(WhileLeaseHeld {
-                    lease,
-                    term,
-                    run: future,
+        // The handler's task runs in the attempt's span (and so do its log lines).
+        let mut task = tokio::spawn(
+            async move {
+                match (entry.start)(payload, task_ctx) {
+                    Ok(future) => Ok(WhileLeaseHeld {
+                        lease,
+                        term,
+                        run: future,
+                    }
+                    .await),
+                    Err(detail) => Err(detail),
                 }
-                .await),
-                Err(detail) => Err(detail),
             }
-        });
+            .in_current_span(),
+        );
         let ended = loop {
             let wake_at = *deadline
                 .lock()
@@ -262,6 +270,51 @@ impl Executor {
             task.abort();
         }
         outcome_of(ended, job, &options.backoff)
+    }
+}
+
+/// The attempt's span (OpenTelemetry messaging conventions: a `process` of a message
+/// from the queue): a child of the enqueue for the first attempt, a new trace linked to it
+/// for a retry ([`docket_queue::trace::attach_attempt`]).
+fn attempt_span(job: &Job, queue: &str) -> tracing::Span {
+    let span = tracing::info_span!(
+        target: docket_queue::trace::TARGET,
+        "docket.attempt",
+        otel.name = %format_args!("process {queue}"),
+        otel.kind = "consumer",
+        messaging.system = "docket",
+        messaging.operation.type = "process",
+        messaging.operation.name = "process",
+        messaging.destination.name = %queue,
+        messaging.message.id = %job.id,
+        docket.job.kind = %job.kind,
+        docket.job.attempt = job.attempt,
+        docket.job.outcome = tracing::field::Empty,
+        otel.status_code = tracing::field::Empty,
+        otel.status_description = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        let trace = job.trace_context.clone().unwrap_or_default();
+        docket_queue::trace::attach_attempt(&span, &trace, job.attempt);
+    }
+    span
+}
+
+/// Writes the attempt's outcome on its span: an error status for a failed attempt.
+fn record_outcome(span: &tracing::Span, outcome: &Outcome) {
+    if span.is_disabled() {
+        return;
+    }
+    let (name, error) = match outcome {
+        Outcome::Complete => ("completed", None),
+        Outcome::Retry { error, .. } => ("failed", Some(error)),
+        Outcome::DeadLetter { error, .. } => ("dead_letter", Some(error)),
+        Outcome::Snooze { .. } => ("snoozed", None),
+        Outcome::Cancel => ("cancelled", None),
+    };
+    span.record("docket.job.outcome", name);
+    if let Some(error) = error {
+        span.record("otel.status_description", error.as_str());
     }
 }
 
@@ -367,6 +420,7 @@ mod tests {
             created_at: now,
             attempted_at: Some(now),
             finished_at: None,
+            trace_context: None,
         }
     }
 

@@ -5,6 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use docket_queue::batch::{self, BatchStatus, Callback, NewBatch};
+use docket_queue::NewJob;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Authorized;
@@ -65,19 +66,28 @@ pub(crate) struct Created {
 }
 
 #[utoipa::path(post, path = "/api/batches", request_body = BatchRequest, security(("bearer" = [])),
+    params(
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: every job of the batch is enqueued in this trace, and the callback's attempts link to it. A malformed value is ignored."),
+        ("tracestate" = Option<String>, Header, description = "W3C trace state that travels with `traceparent`."),
+    ),
     responses((status = 201, body = Created), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
         (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     _: Authorized,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<BatchRequest>,
 ) -> Result<(StatusCode, Json<Created>), ApiError> {
     let total = body.jobs.len();
+    let trace_parent = super::jobs::trace_parent(&headers);
     let batch = NewBatch {
         jobs: body
             .jobs
             .into_iter()
-            .map(EnqueueRequest::into_job)
+            .map(|job| NewJob {
+                trace_parent: trace_parent.clone(),
+                ..job.into_job()
+            })
             .collect(),
         callback: body.callback.map(|c| Callback {
             kind: c.kind,

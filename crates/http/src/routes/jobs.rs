@@ -221,6 +221,15 @@ pub(crate) struct Enqueued {
     existing: bool,
 }
 
+/// The W3C trace context of a request (`traceparent`, `tracestate`); `None` when absent or
+/// malformed (ignored, as the W3C recommendation asks).
+pub(crate) fn trace_parent(
+    headers: &axum::http::HeaderMap,
+) -> Option<docket_queue::trace::TraceContext> {
+    let header = |name: &str| headers.get(name).and_then(|value| value.to_str().ok());
+    docket_queue::trace::TraceContext::parse(header("traceparent")?, header("tracestate"))
+}
+
 fn empty_object() -> Value {
     json!({})
 }
@@ -247,13 +256,19 @@ where
 }
 
 #[utoipa::path(post, path = "/api/jobs", request_body = EnqueueRequest, security(("bearer" = [])),
+    params(
+        ("traceparent" = Option<String>, Header, description = "W3C trace context (`00-<trace id>-<span id>-<flags>`): the job's enqueue continues this trace and its first attempt is the enqueue's child. A malformed value is ignored."),
+        ("tracestate" = Option<String>, Header, description = "W3C trace state that travels with `traceparent`."),
+    ),
     responses((status = 201, description = "A new job", body = Enqueued), (status = 200, description = "A live job already holds the unique key: its id, nothing inserted", body = Enqueued), (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody), (status = 503, body = crate::error::ErrorBody)))]
 pub(crate) async fn enqueue(
     State(state): State<AppState>,
     _: Authorized,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<EnqueueRequest>,
 ) -> Result<(StatusCode, Json<Enqueued>), ApiError> {
-    let job = body.into_job();
+    let mut job = body.into_job();
+    job.trace_parent = trace_parent(&headers);
     let enqueued = docket_queue::enqueue_or_find(docket_queue::pooled(&state.pool), &job).await?;
     let status = if enqueued.existing {
         StatusCode::OK

@@ -152,10 +152,22 @@ impl Scheduler {
         );
         let mut outcomes = Vec::with_capacity(due.enqueue.len());
         for tick in &due.enqueue {
-            outcomes.push((
-                *tick,
-                stored::enqueue_tick(docket_queue::pooled_conn(&mut tx), name, *tick).await?,
-            ));
+            // A span per tick: the tick's job carries its context, so the job's first
+            // attempt is the tick's child in the trace.
+            let span = tracing::info_span!(
+                target: docket_queue::trace::TARGET,
+                "docket.cron.tick",
+                otel.name = %format_args!("cron {name}"),
+                otel.kind = "producer",
+                docket.cron.schedule = %name,
+                docket.cron.tick_at = %tick.to_rfc3339(),
+            );
+            let enqueued = tracing::Instrument::instrument(
+                stored::enqueue_tick(docket_queue::pooled_conn(&mut tx), name, *tick),
+                span,
+            )
+            .await?;
+            outcomes.push((*tick, enqueued));
         }
         stored::advance(docket_queue::pooled_conn(&mut tx), name, due.last, next).await?;
         tx.commit().await?;
