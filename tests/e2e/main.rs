@@ -14,5 +14,6 @@ mod mail;
 mod openapi;
 mod ops;
 mod pgbouncer;
+mod traces;
 mod unsubscribe;
 mod worker;

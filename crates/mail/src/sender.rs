@@ -402,7 +402,7 @@ impl Mailer {
             otel.name = "smtp send",
             otel.kind = "client",
             server.address = %host,
-            server.port = port,
+            server.port = i64::from(port),
             network.protocol.name = "smtp",
             docket.mail.source = out.source.as_str(),
             docket.mail.delivery_id = %out.delivery.id,
@@ -487,12 +487,12 @@ impl Mailer {
         if !span.is_disabled() {
             match &reply {
                 Ok(accepted) => {
-                    span.record("docket.smtp.reply_code", accepted.code);
+                    span.record("docket.smtp.reply_code", i64::from(accepted.code));
                     span.record("docket.smtp.outcome", "accepted");
                 }
                 Err(failure) => {
                     if let Failure::Reply { code, .. } = failure {
-                        span.record("docket.smtp.reply_code", *code);
+                        span.record("docket.smtp.reply_code", i64::from(*code));
                     }
                     span.record("docket.smtp.outcome", "refused");
                     span.record("otel.status_description", failure.to_string().as_str());

@@ -453,7 +453,10 @@ pub(crate) async fn enqueue_many_in(
             .instrument(span.clone())
             .await?
     };
-    span.record("messaging.batch.message_count", jobs.len());
+    match ids.as_slice() {
+        [id] => span.record("messaging.message.id", tracing::field::display(id)),
+        _ => span.record("messaging.batch.message_count", jobs.len()),
+    };
     // One count per queue and kind, not per job: bulk calls carry thousands.
     let mut counts: std::collections::HashMap<(&str, &str), u64> = std::collections::HashMap::new();
     for job in jobs {
