@@ -85,18 +85,16 @@ pub(crate) fn init(
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
-    let otel = provider
-        .as_ref()
-        .map(|provider| {
-            // Lean spans: the attributes Docket names, not the layer's timings, source
-            // location, thread and target on each.
-            tracing_opentelemetry::layer()
-                .with_tracer(provider.tracer("docket"))
-                .with_tracked_inactivity(false)
-                .with_location(false)
-                .with_threads(false)
-                .with_target(false)
-        });
+    let otel = provider.as_ref().map(|provider| {
+        // Lean spans: the attributes Docket names, not the layer's timings, source
+        // location, thread and target on each.
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("docket"))
+            .with_tracked_inactivity(false)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+    });
     // A file is read later, not on a terminal: JSON lines.
     let to_file = file.is_some();
     let writer = match file {

@@ -181,7 +181,10 @@ async fn an_email_enqueued_over_http_that_fails_once_is_traced_from_the_caller_t
     assert_eq!(enqueue["attributes"]["messaging.system"], "docket");
     assert_eq!(enqueue["attributes"]["messaging.operation.type"], "send");
     assert_eq!(enqueue["attributes"]["messaging.destination.name"], "mail");
-    assert_eq!(enqueue["attributes"]["messaging.message.id"], id.to_string());
+    assert_eq!(
+        enqueue["attributes"]["messaging.message.id"],
+        id.to_string()
+    );
     let stored = job.trace_context.clone().unwrap().parent.unwrap();
     assert_eq!(stored.trace_id(), CALLER_TRACE);
     assert_eq!(stored.span_id(), enqueue["span_id"].as_str().unwrap());
@@ -233,7 +236,10 @@ async fn an_email_enqueued_over_http_that_fails_once_is_traced_from_the_caller_t
     assert_eq!(accepted["attributes"]["docket.smtp.reply_code"], 250);
     assert_eq!(accepted["attributes"]["docket.smtp.outcome"], "accepted");
     let relay = sink.addr();
-    assert_eq!(refused["attributes"]["server.address"], relay.ip().to_string());
+    assert_eq!(
+        refused["attributes"]["server.address"],
+        relay.ip().to_string()
+    );
     assert_eq!(refused["attributes"]["server.port"], relay.port());
     for span in &spans {
         assert!(
@@ -307,7 +313,10 @@ async fn with_tracing_off_nothing_is_exported_and_nothing_is_stored_unasked() {
         &[("traceparent", "00-not-a-trace-01")],
         r#"{"kind": "docket.noop"}"#,
     );
-    assert_eq!(status, 201, "a malformed traceparent is ignored: {malformed}");
+    assert_eq!(
+        status, 201,
+        "a malformed traceparent is ignored: {malformed}"
+    );
     let show = |v: &Value| {
         let id: docket_queue::JobId = v["id"].as_str().unwrap().parse().unwrap();
         let pool = db.pool.clone();
@@ -330,7 +339,11 @@ async fn with_tracing_off_nothing_is_exported_and_nothing_is_stored_unasked() {
         .status()
         .unwrap();
     let status = tokio::task::spawn_blocking(move || serve.0.wait().unwrap());
-    assert!(tokio::time::timeout(WAIT, status).await.unwrap().unwrap().success());
+    assert!(tokio::time::timeout(WAIT, status)
+        .await
+        .unwrap()
+        .unwrap()
+        .success());
     assert_eq!(receiver.spans(), Vec::<Value>::new());
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(!log.contains("otel_trace_id"), "{log}");

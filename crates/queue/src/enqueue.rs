@@ -306,7 +306,9 @@ pub async fn enqueue(exec: impl PgExecutor<'_>, job: &NewJob) -> Result<JobId> {
     };
     let id = {
         use tracing::Instrument as _;
-        db::job_enqueue(exec, &params).instrument(span.clone()).await?
+        db::job_enqueue(exec, &params)
+            .instrument(span.clone())
+            .await?
     };
     span.record("messaging.message.id", tracing::field::display(id));
     record_enqueued(&job.queue, &job.kind, 1);

@@ -217,7 +217,10 @@ mod tests {
         assert!(parsed.span_context().is_some());
         // A future version is read as 00; extra fields are allowed there only.
         let future = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what";
-        assert_eq!(TraceContext::parse(future, None).unwrap().traceparent, VALID);
+        assert_eq!(
+            TraceContext::parse(future, None).unwrap().traceparent,
+            VALID
+        );
         for bad in [
             "",
             "garbage",
@@ -231,7 +234,10 @@ mod tests {
             assert_eq!(TraceContext::parse(bad, None), None, "{bad}");
         }
         let long = "a=".to_owned() + &"b".repeat(TRACESTATE_MAX);
-        assert_eq!(TraceContext::parse(VALID, Some(&long)).unwrap().tracestate, None);
+        assert_eq!(
+            TraceContext::parse(VALID, Some(&long)).unwrap().tracestate,
+            None
+        );
     }
 
     #[test]
@@ -242,8 +248,7 @@ mod tests {
         .unwrap();
         assert_eq!(stored.parent.unwrap().tracestate.as_deref(), Some("a=b"));
         let stored: JobTrace =
-            serde_json::from_value(serde_json::json!({"links": [{"traceparent": VALID}]}))
-                .unwrap();
+            serde_json::from_value(serde_json::json!({"links": [{"traceparent": VALID}]})).unwrap();
         assert_eq!((stored.parent, stored.links.len()), (None, 1));
     }
 

@@ -70,7 +70,10 @@ impl OtlpReceiver {
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
                 if let Ok(span) = serde_json::from_str::<Value>(&line) {
-                    collected.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(span);
+                    collected
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(span);
                 }
             }
         });

@@ -13,6 +13,7 @@ mod queues;
 mod rate_limit;
 mod schema;
 mod snapshot;
+mod trace;
 
 use chrono::{DateTime, Utc};
 use docket_queue::{ClaimRequest, Job};

@@ -28,7 +28,9 @@ fn main() {
     let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the receiver's port");
     let out = Arc::new(Mutex::new(std::io::stdout()));
     {
-        let mut out = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut out = out
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let addr = listener.local_addr().expect("the receiver's address");
         let _ = writeln!(out, "{}", json!({"listening": addr.to_string()}));
         let _ = out.flush();
@@ -75,9 +77,11 @@ fn serve(stream: TcpStream, out: &Mutex<std::io::Stdout>, total: &AtomicU64, cou
             match ExportTraceServiceRequest::decode(body.as_slice()) {
                 Ok(request) => {
                     let spans = spans_of(&request);
-                    let count = total.fetch_add(spans.len() as u64, Ordering::Relaxed)
-                        + spans.len() as u64;
-                    let mut out = out.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let count =
+                        total.fetch_add(spans.len() as u64, Ordering::Relaxed) + spans.len() as u64;
+                    let mut out = out
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     if count_only {
                         let _ = writeln!(out, "{}", json!({ "spans": count }));
                     } else {
