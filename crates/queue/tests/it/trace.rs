@@ -102,3 +102,33 @@ async fn a_callers_parent_is_kept_and_a_batch_callback_links_to_the_batchs_conte
     assert_eq!(trace.parent, None, "a callback has no parent of its own");
     assert_eq!(trace.links, vec![parent]);
 }
+
+#[tokio::test]
+async fn a_cron_ticks_job_carries_the_ticks_context() {
+    use chrono::TimeZone as _;
+    use docket_queue::cron::{self, Schedule};
+    let db = TestDb::new().await;
+    cron::register(&db.pool, &Schedule::new("every", "* * * * * *", "tick.kind"), None)
+        .await
+        .unwrap();
+    let at = chrono::Utc.with_ymd_and_hms(2026, 12, 8, 9, 0, 0).unwrap();
+    // What the scheduler's span passes (the SQL call's trailing arguments).
+    let job: uuid::Uuid = sqlx::query_scalar(
+        "select job_id from docket.enqueue_tick('every', $1, traceparent => $2)",
+    )
+    .bind(at)
+    .bind(CALLER)
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    let trace = trace_of(&db, JobId(job)).await.unwrap();
+    assert_eq!(trace.parent.unwrap().traceparent, CALLER);
+    // Without a span (no OpenTelemetry layer), a tick's job has none.
+    let next = cron::enqueue_tick(&db.pool, "every", at + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    let cron::Tick::Enqueued(next) = next else {
+        panic!("{next:?}")
+    };
+    assert_eq!(trace_of(&db, next).await, None);
+}
