@@ -108,9 +108,13 @@ async fn a_cron_ticks_job_carries_the_ticks_context() {
     use chrono::TimeZone as _;
     use docket_queue::cron::{self, Schedule};
     let db = TestDb::new().await;
-    cron::register(&db.pool, &Schedule::new("every", "* * * * * *", "tick.kind"), None)
-        .await
-        .unwrap();
+    cron::register(
+        &db.pool,
+        &Schedule::new("every", "* * * * * *", "tick.kind"),
+        None,
+    )
+    .await
+    .unwrap();
     let at = chrono::Utc.with_ymd_and_hms(2026, 12, 8, 9, 0, 0).unwrap();
     // What the scheduler's span passes (the SQL call's trailing arguments).
     let job: uuid::Uuid = sqlx::query_scalar(
