@@ -134,6 +134,11 @@ pub(crate) fn init(
             )
             .boxed(),
     };
+    // The log layer never prints spans (their ids come from the OpenTelemetry context):
+    // Docket's tracing spans skip it, so that it does not format their fields for nothing.
+    let logs = logs.with_filter(tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.is_span() && meta.target() == docket_queue::trace::TARGET)
+    }));
     let result = tracing_subscriber::registry()
         .with(filter)
         .with(otel)
