@@ -5,6 +5,7 @@ mod health;
 mod jobs;
 mod mail;
 mod metrics;
+mod mount;
 mod ops;
 mod queues;
 
