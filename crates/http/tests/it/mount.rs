@@ -371,6 +371,10 @@ async fn nested_under_a_prefix_every_link_form_redirect_and_cookie_stays_under_i
         browser.get("/docket/api/health").await.status,
         StatusCode::OK
     );
+    assert_eq!(
+        browser.get("/docket/no-such-page").await.status,
+        StatusCode::NOT_FOUND
+    );
     browser.staff = true;
 
     sign_in(&mut browser).await;
