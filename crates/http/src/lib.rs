@@ -71,7 +71,10 @@ pub struct EmbeddingGuide;
 /// The largest request body accepted, in bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The whole API.
+/// The whole API. Serve it at the root (as `docket serve` does), merge it into an
+/// application's router, or nest it under a fixed prefix there (`Router::nest("/docket",
+/// …)`): every URL it hands out (the operations page's links, forms, redirects, stylesheet
+/// and cookie paths, the OpenAPI document's server) follows where it is mounted.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(
