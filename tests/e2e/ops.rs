@@ -2,7 +2,8 @@
 //! `chromedriver`) against a real `docket serve`: sign-in, a wrong secret, Replay of a
 //! dead letter until it completes, pause and resume, a form without its CSRF token, the
 //! basics of accessibility, and the screenshots in `docs/` at desktop and phone width
-//! (written there when `DOCKET_SCREENSHOTS_DIR` names the folder).
+//! (written there when `DOCKET_SCREENSHOTS_DIR` names the folder); and the router nested
+//! under a prefix in an application's own, served in the test's process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
