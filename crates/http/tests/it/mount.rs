@@ -448,6 +448,11 @@ async fn nested_under_a_prefix_every_link_form_redirect_and_cookie_stays_under_i
     // The JSON API under the prefix, and the OpenAPI document naming it as the server.
     let jobs = browser.send_bearer("/docket/api/jobs?state=pending").await;
     assert_eq!(jobs.status, StatusCode::OK, "{}", jobs.body);
+    let metrics = recorder().render();
+    assert!(
+        metrics.contains(r#"route="/docket/api/jobs""#),
+        "the route label is the whole pattern: {metrics}"
+    );
     let doc: Value =
         serde_json::from_str(&browser.get("/docket/api/openapi.json").await.body).unwrap();
     assert_eq!(doc["servers"][0]["url"], PREFIX, "{}", doc["servers"]);
