@@ -59,8 +59,13 @@ pub(crate) const TOKEN_SECRET: &str = "test-token-secret-0123456789abcdef";
 
 /// Settings that send to `sink` with a ladder of seconds.
 pub(crate) fn config_for(sink: &SmtpSink, template_dir: PathBuf) -> MailConfig {
+    config_for_url(&sink.url(), template_dir)
+}
+
+/// Settings that send to the sink at `url` (in another process) with a ladder of seconds.
+pub(crate) fn config_for_url(url: &str, template_dir: PathBuf) -> MailConfig {
     MailConfig {
-        mode: Mode::Smtp(SmtpUrl::parse(&sink.url()).unwrap()),
+        mode: Mode::Smtp(SmtpUrl::parse(url).unwrap()),
         from: Some("Docket <docket@example.com>".to_owned()),
         template_dir,
         timeout: Duration::from_secs(5),

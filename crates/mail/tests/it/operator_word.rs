@@ -4,6 +4,7 @@
 //! after the exchange that settled the delivery outlived the run that started it. Only a
 //! replay of the job (one, or in bulk) sends it again, with a fresh ladder.
 
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use docket_mail::delivery::Status;
@@ -13,7 +14,7 @@ use docket_queue::{JobId, JobState, NewJob};
 use docket_testkit::{eventually, SmtpSink, TestDb};
 use sqlx::PgPool;
 
-use crate::{config_for, deliveries, start_tuned, templates, Running};
+use crate::{config_for, config_for_url, deliveries, start_tuned, templates, Running};
 
 fn reset() -> std::path::PathBuf {
     templates(&[("reset/subject.txt", "Reset"), ("reset/body.txt", "Reset.")])
@@ -54,10 +55,34 @@ fn start_worker(pool: &PgPool, config: docket_mail::MailConfig) -> Running {
     })
 }
 
-/// A worker is stopped (a deploy) while the relay holds the message without answering:
-/// the run is handed back, its exchange goes on and ends `unknown` (no reply in time).
-/// The next worker runs the job again; nobody replayed it, so nothing is sent: the job is
-/// dead-lettered `unknown`. The operator's replay then sends it.
+/// Runs `id` on a worker until the relay holds its message number `nth` without answering
+/// (the exchange then ends `unknown`: no reply in time), and stops that worker (a deploy):
+/// the run is handed back, its exchange goes on. Returns a new worker, which runs the job
+/// again.
+async fn hand_back_mid_exchange(
+    db: &TestDb,
+    sink: &SmtpSink,
+    config: &docket_mail::MailConfig,
+    running: Running,
+    nth: usize,
+) -> Running {
+    eventually(
+        Duration::from_secs(10),
+        "the relay took the message and has not answered",
+        || async { sink.count_for("ann@example.com") == nth },
+    )
+    .await;
+    // The relay answers at once from here on: another copy would arrive.
+    sink.slow_data(None);
+    running.shutdown().await;
+    start_worker(&db.pool, config.clone())
+}
+
+/// A worker is stopped while the relay holds the message without answering; the exchange
+/// outlives the run and ends `unknown`. The next worker runs the job again; nobody
+/// replayed it, so nothing is sent: the job is dead-lettered `unknown`. The operator's
+/// replay sends it, and counts once: the same again after that replay sends nothing more,
+/// and a second replay sends it once more.
 #[tokio::test]
 async fn an_exchange_that_ends_unknown_after_its_run_was_handed_back_is_not_sent_again_unasked() {
     let db = TestDb::new().await;
@@ -67,16 +92,7 @@ async fn an_exchange_that_ends_unknown_after_its_run_was_handed_back_is_not_sent
     config.timeout = Duration::from_secs(3);
     let first = start_worker(&db.pool, config.clone());
     let id = enqueue_recovery(&db.pool, "ann@example.com").await;
-    eventually(
-        Duration::from_secs(10),
-        "the relay took the message and has not answered",
-        || async { sink.count_for("ann@example.com") == 1 },
-    )
-    .await;
-    // The relay answers at once from here on: a second copy would arrive.
-    sink.slow_data(None);
-    first.shutdown().await;
-    let second = start_worker(&db.pool, config);
+    let second = hand_back_mid_exchange(&db, &sink, &config, first, 1).await;
     let job = wait_final(&db.pool, id).await;
     assert_eq!(
         sink.count_for("ann@example.com"),
@@ -88,12 +104,26 @@ async fn an_exchange_that_ends_unknown_after_its_run_was_handed_back_is_not_sent
         (JobState::DeadLetter, Some("unknown"))
     );
     assert_eq!(deliveries(&db.pool, None).await[0].status, Status::Unknown);
-    // The operator's word: the replay sends it, once.
+    // The operator's word, and the same fault after it: one more copy, not two.
+    sink.slow_data(Some(Duration::from_secs(30)));
+    docket_queue::admin::replay(&db.pool, id).await.unwrap();
+    let third = hand_back_mid_exchange(&db, &sink, &config, second, 2).await;
+    let job = wait_final(&db.pool, id).await;
+    assert_eq!(
+        sink.count_for("ann@example.com"),
+        2,
+        "one replay sent the message twice"
+    );
+    assert_eq!(
+        (job.state, job.dead_letter_reason.as_deref(), job.replays),
+        (JobState::DeadLetter, Some("unknown"), 1)
+    );
+    // The operator's word again: the replay sends it, once.
     docket_queue::admin::replay(&db.pool, id).await.unwrap();
     let job = wait_final(&db.pool, id).await;
-    second.shutdown().await;
+    third.shutdown().await;
     assert_eq!(job.state, JobState::Completed);
-    assert_eq!(sink.count_for("ann@example.com"), 2);
+    assert_eq!(sink.count_for("ann@example.com"), 3);
     let recorded = deliveries(&db.pool, None).await;
     assert_eq!(
         (recorded[0].status, recorded[0].attempts),
@@ -154,4 +184,131 @@ async fn a_ladder_that_ends_after_its_run_was_handed_back_is_not_started_over_un
         (Status::Sent, 1),
         "a fresh ladder: {recorded:?}"
     );
+}
+
+/// The stalled worker's database, for [`mail_worker_process`].
+const DB_VAR: &str = "MAIL_IT_WORKER_DB";
+/// The stalled worker's relay (the test's sink).
+const SMTP_VAR: &str = "MAIL_IT_WORKER_SMTP";
+
+/// The SMTP timeout of the stall test's workers: the exchange of a worker stopped for
+/// longer ends `unknown` as soon as it wakes, well within the delivery's bound (this plus
+/// 10 s), so the run that finds it next finds it `unknown` rather than marking it so.
+const STALL_SMTP_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The stall test's leases: 4 s, renewed every second, lapsed ones rescued every second.
+fn short_lease(runtime: &mut docket_worker::RuntimeConfig) {
+    runtime.heartbeat_interval = Duration::from_secs(1);
+    runtime.lease_timeout = Duration::from_secs(4);
+    runtime.rescuer_interval = Duration::from_secs(1);
+}
+
+/// Not a test: the worker process of the stall test, which starts this binary again with
+/// [`DB_VAR`] and [`SMTP_VAR`] set. Without them it returns at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the worker process of the stall test; it starts it"]
+async fn mail_worker_process() {
+    let (Ok(url), Ok(smtp)) = (std::env::var(DB_VAR), std::env::var(SMTP_VAR)) else {
+        return;
+    };
+    let pool = PgPool::connect(&url).await.expect("connect");
+    let mut config = config_for_url(&smtp, reset());
+    config.timeout = STALL_SMTP_TIMEOUT;
+    let _running = start_tuned(&pool, config, short_lease);
+    // Runs until the test kills the process.
+    std::future::pending::<()>().await;
+}
+
+/// A worker in a process of its own (this test binary started again), killed when dropped.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn start(db: &TestDb, sink: &SmtpSink) -> WorkerProcess {
+        let child = Command::new(std::env::current_exe().expect("this test binary"))
+            .args([
+                "operator_word::mail_worker_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .env(DB_VAR, &db.url)
+            .env(SMTP_VAR, sink.url())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a worker process");
+        WorkerProcess(child)
+    }
+
+    /// Sends `kill -NAME` (`STOP`, `CONT`).
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.0.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The brief's fault for real: a worker process is stopped (SIGSTOP: a paused VM, a stall)
+/// while the relay holds its message without answering, for longer than its lease. Another
+/// worker's rescuer frees the job and runs it; the stalled worker wakes, its exchange ends
+/// `unknown` at once (no reply in time), and its own run's outcome is fenced off. The job's
+/// next run finds its delivery `unknown` with nobody's word: nothing is sent again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_that_ends_unknown_in_a_worker_stalled_past_its_lease_is_not_sent_again_after_the_rescue(
+) {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.slow_data(Some(Duration::from_secs(30)));
+    let stalled = WorkerProcess::start(&db, &sink);
+    let id = enqueue_recovery(&db.pool, "ann@example.com").await;
+    eventually(
+        Duration::from_secs(60),
+        "the worker process handed the message over and waits for the reply",
+        || async { sink.count_for("ann@example.com") == 1 },
+    )
+    .await;
+    stalled.signal("STOP");
+    // A second copy would be taken at once.
+    sink.slow_data(None);
+    let mut config = config_for(&sink, reset());
+    config.timeout = STALL_SMTP_TIMEOUT;
+    let rescuer = start_tuned(&db.pool, config, short_lease);
+    eventually(
+        Duration::from_secs(30),
+        "the stalled worker's lease lapsed and its job was rescued",
+        || async {
+            docket_queue::admin::show(&db.pool, id)
+                .await
+                .unwrap()
+                .errors
+                .iter()
+                .any(|e| e.error.contains("lease lapsed"))
+        },
+    )
+    .await;
+    stalled.signal("CONT");
+    let job = wait_final(&db.pool, id).await;
+    drop(stalled);
+    rescuer.shutdown().await;
+    assert_eq!(
+        sink.count_for("ann@example.com"),
+        1,
+        "sent again after the rescue with nobody's word"
+    );
+    assert_eq!(
+        (job.state, job.dead_letter_reason.as_deref()),
+        (JobState::DeadLetter, Some("unknown")),
+        "{:?}",
+        job.errors
+    );
+    assert_eq!(deliveries(&db.pool, None).await[0].status, Status::Unknown);
 }
