@@ -155,7 +155,11 @@ async fn a_ladder_that_ends_after_its_run_was_handed_back_is_not_started_over_un
     first.shutdown().await;
     let second = start_worker(&db.pool, config);
     let job = wait_final(&db.pool, id).await;
-    assert_eq!(sink.attempts_for(to), 2, "the ladder was started over unasked");
+    assert_eq!(
+        sink.attempts_for(to),
+        2,
+        "the ladder was started over unasked"
+    );
     assert_eq!(
         (job.state, job.dead_letter_reason.as_deref()),
         (JobState::DeadLetter, Some("smtp_temporary")),
