@@ -134,6 +134,7 @@ async fn send_single(
             vars: single.vars,
             message_id: &crate::message::message_id(id, mailer.from()),
             job_id: ctx.id().0,
+            job_replays: ctx.replays(),
         },
     )
     .await
@@ -147,24 +148,40 @@ async fn send_single(
     if delivery.id == id {
         tracing::info!(event = crate::sender::events_of(source).queued, delivery.id = %id, "delivery recorded");
     }
-    if own && matches!(delivery.status, Status::DeadLetter | Status::Unknown) {
-        // An operator replayed the job: the delivery gets a fresh ladder (for an
-        // `unknown` one, the replay is the operator's word to send it again).
-        delivery::requeue(docket_queue::pooled(&mailer.pool), delivery.id)
-            .await
-            .map_err(retry)?;
-    } else if delivery.status.is_final() {
-        return Ok(());
-    }
-    let borrow = if source == Source::Recovery {
-        RECOVERY_BORROW
-    } else {
-        0.0
-    };
-    let step = mailer
-        .send_one(&delivery, single.vars, ctx, source, borrow)
+    let mut delivery = delivery;
+    if own && delivery.id != id && ctx.replays() > 0 {
+        // The job was replayed: the operator's word, taken once per replay. A `dead_letter`
+        // or `unknown` delivery gets a fresh ladder (for an `unknown` one, the word to send
+        // it again); the replay is recorded on the delivery either way.
+        if let Some(taken) = delivery::take_replay(
+            docket_queue::pooled(&mailer.pool),
+            delivery.id,
+            ctx.id().0,
+            ctx.replays(),
+        )
         .await
-        .map_err(retry)?;
+        .map_err(retry)?
+        {
+            delivery = taken;
+        }
+    }
+    let step = if delivery.status.is_final() {
+        // An earlier run of this job settled it, and nobody asked for it again since: the
+        // job may be running again by itself (handed back at shutdown, rescued after a
+        // stall, its outcome lost) after the exchange outlived that run. Nothing is sent;
+        // the job ends as that run would have.
+        Step::Final(delivery.status)
+    } else {
+        let borrow = if source == Source::Recovery {
+            RECOVERY_BORROW
+        } else {
+            0.0
+        };
+        mailer
+            .send_one(&delivery, single.vars, ctx, source, borrow)
+            .await
+            .map_err(retry)?
+    };
     match step {
         Step::Final(Status::DeadLetter) => {
             let (reason, error) = dead_letter_cause(mailer, delivery.id).await;
