@@ -275,6 +275,7 @@ impl Runtime {
                 tokens: 0,
                 rate: queue.rate_limit().map(Arc::new),
                 prefetch: queue.prefetch,
+                pace: Arc::default(),
                 prefetched: VecDeque::new(),
             });
         }
