@@ -114,6 +114,18 @@ async fn count_of(pool: &PgPool, kind: &str, state: JobState) -> i64 {
         .unwrap()
 }
 
+/// Ready jobs that were claimed and handed back unstarted: their attempt is given back,
+/// their `attempted_at` stays.
+async fn handed_back(pool: &PgPool) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from docket.jobs
+          where state = 'pending' and attempt = 0 and attempted_at is not null",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
 /// The most jobs one claim took: a claim's jobs share their `attempted_at` (the claim
 /// transaction's time).
 async fn largest_claim(pool: &PgPool) -> i64 {
@@ -385,6 +397,7 @@ async fn auto_prefetch_holds_nothing_ahead_of_jobs_it_has_seen_run_long() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(count_in(&db.pool, JobState::Processing).await, 2);
     assert_eq!(count_in(&db.pool, JobState::Pending).await, 8);
+    assert_eq!(handed_back(&db.pool).await, 0, "none was claimed ahead");
 
     gate.gate.add_permits(10);
     eventually(WAIT, "every job completed", || async {
@@ -415,6 +428,11 @@ async fn auto_prefetch_hands_back_what_it_holds_ahead_once_jobs_run_long_so_anot
         count_of(&db.pool, HELD, JobState::Pending).await == 8
     })
     .await;
+    assert_eq!(
+        handed_back(&db.pool).await,
+        8,
+        "A had claimed them ahead, and handed them back unstarted"
+    );
     // A second worker with eight free slots gets them.
     let b = start(&db.pool, gate_b.registry(), auto(8));
     eventually(WAIT, "B runs the other eight", || async {
