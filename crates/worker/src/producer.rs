@@ -23,6 +23,7 @@ use crate::controls::{GroupedQueues, PausedQueues};
 use crate::events;
 use crate::executor::Executor;
 use crate::lease::{HeldJob, Lease, StopReason};
+use crate::metrics;
 use crate::pace::{Pace, STALE_AFTER};
 use crate::retry::RetryDelay;
 use crate::Prefetch;
@@ -64,6 +65,8 @@ pub(crate) struct Producer {
     pub(crate) prefetch: Prefetch,
     /// What this queue's jobs and claims have taken (for an auto prefetch).
     pub(crate) pace: Arc<Pace>,
+    /// The look-ahead last recorded in its gauge.
+    pub(crate) shown_ahead: Option<usize>,
     /// Jobs claimed ahead, in claim order, each waiting for a slot since its claim.
     pub(crate) prefetched: VecDeque<(Job, HeldJob, Instant)>,
 }
@@ -107,6 +110,10 @@ impl Producer {
                 self.hand_back_stale_prefetched().await;
             }
             let ahead = self.ahead();
+            if self.shown_ahead != Some(ahead) {
+                metrics::prefetch_ahead(&self.queue, ahead);
+                self.shown_ahead = Some(ahead);
+            }
             let wanted = if claiming {
                 self.wanted(slots.len(), ahead)
             } else {

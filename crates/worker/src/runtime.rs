@@ -276,6 +276,7 @@ impl Runtime {
                 rate: queue.rate_limit().map(Arc::new),
                 prefetch: queue.prefetch,
                 pace: Arc::default(),
+                shown_ahead: None,
                 prefetched: VecDeque::new(),
             });
         }
