@@ -24,7 +24,7 @@ use crate::events;
 use crate::executor::Executor;
 use crate::lease::{HeldJob, Lease, StopReason};
 use crate::metrics;
-use crate::pace::{Pace, STALE_AFTER};
+use crate::pace::{Pace, STALE_AFTER, WAIT_BOUND};
 use crate::retry::RetryDelay;
 use crate::Prefetch;
 use docket_queue::rate_limit::{RateLimit, Take};
@@ -65,6 +65,9 @@ pub(crate) struct Producer {
     pub(crate) prefetch: Prefetch,
     /// What this queue's jobs and claims have taken (for an auto prefetch).
     pub(crate) pace: Arc<Pace>,
+    /// Since when prefetched jobs have been counted starting, and how many (the drain
+    /// rate's window), while some wait.
+    pub(crate) draining: Option<(Instant, usize)>,
     /// The look-ahead last recorded in its gauge.
     pub(crate) shown_ahead: Option<usize>,
     /// Jobs claimed ahead, in claim order, each waiting for a slot since its claim.
@@ -105,7 +108,8 @@ impl Producer {
             } else {
                 Vec::new()
             };
-            self.start_prefetched(&mut slots);
+            let started = self.start_prefetched(&mut slots);
+            self.measure_drain(started);
             if self.prefetch == Prefetch::Auto {
                 self.hand_back_stale_prefetched().await;
             }
@@ -174,9 +178,11 @@ impl Producer {
     fn ahead(&self) -> usize {
         match self.prefetch {
             Prefetch::Fixed(n) => n,
-            Prefetch::Auto => self
-                .pace
-                .ahead(self.slots.concurrency, self.claim_batch as usize),
+            Prefetch::Auto => self.pace.ahead(
+                self.slots.concurrency,
+                self.claim_batch as usize,
+                Instant::now(),
+            ),
         }
     }
 
@@ -214,8 +220,9 @@ impl Producer {
         (self.wake.clone(), self.pace.clone())
     }
 
-    /// Starts prefetched jobs, oldest first, in the free slots.
-    fn start_prefetched(&mut self, slots: &mut Vec<Slots>) {
+    /// Starts prefetched jobs, oldest first, in the free slots; returns how many.
+    fn start_prefetched(&mut self, slots: &mut Vec<Slots>) -> usize {
+        let mut started = 0;
         while !slots.is_empty() {
             let Some((job, held, _)) = self.prefetched.pop_front() else {
                 break;
@@ -223,6 +230,28 @@ impl Producer {
             let Some(slot) = slots.pop() else { break };
             self.executor
                 .spawn(job, held, self.queue.clone(), slot, self.producer());
+            started += 1;
+        }
+        started
+    }
+
+    /// Counts the prefetched jobs started while jobs wait here, over windows of
+    /// [`WAIT_BOUND`] (or until none waits), and tells the pace how fast they drain.
+    fn measure_drain(&mut self, started: usize) {
+        let now = Instant::now();
+        match &mut self.draining {
+            None => {}
+            Some((since, count)) => {
+                *count += started;
+                let elapsed = now - *since;
+                if self.prefetched.is_empty() || elapsed >= WAIT_BOUND {
+                    self.pace.drained(*count, elapsed, now);
+                    self.draining = None;
+                }
+            }
+        }
+        if self.draining.is_none() && !self.prefetched.is_empty() {
+            self.draining = Some((now, 0));
         }
     }
 

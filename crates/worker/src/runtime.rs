@@ -277,6 +277,7 @@ impl Runtime {
                 prefetch: queue.prefetch,
                 pace: Arc::default(),
                 shown_ahead: None,
+                draining: None,
                 prefetched: VecDeque::new(),
             });
         }
