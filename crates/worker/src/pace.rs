@@ -10,7 +10,7 @@
 //! at most about 5 ms:
 //!
 //! ```text
-//! ahead = ⌊ c × min(r, 5 ms) / d ⌋, at most the claim batch
+//! ahead = ⌊ c × min(r, 5 ms) / d ⌋, at most the claim batch (and the drain bound below)
 //! ```
 //!
 //! `d` is the time a job holds its slot, which for very short jobs is less than the time
@@ -22,9 +22,8 @@
 //! used (nothing waits here while the look-ahead is 0, so it could not be renewed).
 //!
 //! No-op jobs (`d` of tens of microseconds) get the claim batch or what 5 ms of draining
-//! starts (about 85 at concurrency 10 on the benchmark's machine); jobs of 50 ms on 10
-//! slots with a 1 ms round trip get `⌊10 × 1 / 50⌋ = 0`: nothing is held that another
-//! worker could run. Nothing is claimed ahead before the first job finished and the first
+//! starts, whichever is less; jobs of 50 ms on 10 slots with a 1 ms round trip get
+//! `⌊10 × 1 / 50⌋ = 0`: nothing is held that another worker could run. Nothing is claimed ahead before the first job finished and the first
 //! claim came back (nothing is known yet).
 //!
 //! `d` and `r` are smoothed (each new value moves them by an eighth of the difference), so
