@@ -20,6 +20,7 @@ use crate::events;
 use crate::handler::{JobContext, JobError};
 use crate::lease::{HeldJob, Holdings, Lease, StopReason, StopSwitch, STOP_GRACE};
 use crate::metrics;
+use crate::pace::Pace;
 use crate::registry::{HandlerFuture, Registry};
 
 /// A job whose attempt is over, on its way to the completer.
@@ -74,25 +75,24 @@ impl Executor {
         held: HeldJob,
         queue: Arc<str>,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-        wake_producer: Arc<Notify>,
+        producer: (Arc<Notify>, Arc<Pace>),
     ) {
         let executor = self.clone();
         self.jobs.spawn(async move {
-            executor
-                .execute(job, held, queue, permits, wake_producer)
-                .await;
+            executor.execute(job, held, queue, permits, producer).await;
         });
     }
 
     /// Runs `job` and sends its outcome to the completer. The permits are held until the
-    /// outcome is handed over; then the producer is woken to claim more.
+    /// outcome is handed over; then the producer is told how long the slot was held (its
+    /// [`Pace`]) and woken to claim more.
     pub(crate) async fn execute(
         &self,
         job: Job,
         held: HeldJob,
         queue: Arc<str>,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-        wake_producer: Arc<Notify>,
+        (wake_producer, pace): (Arc<Notify>, Arc<Pace>),
     ) {
         let started = Instant::now();
         debug!(
@@ -116,6 +116,7 @@ impl Executor {
         )
         .await;
         drop(permits);
+        pace.job_finished(started.elapsed());
         wake_producer.notify_one();
     }
 
