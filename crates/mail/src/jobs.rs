@@ -245,7 +245,7 @@ async fn held_elsewhere(mailer: &Mailer, held: &Delivery, source: Source) -> Res
         tracing::info!(
             event = crate::sender::events_of(source).suppressed, delivery.id = %held.id,
             holder.job.id = holder.map(tracing::field::display), status = held.status.as_str(),
-            "a delivery with this idempotency key exists, and its job sends or sent it; nothing sent"
+            "another job holds this idempotency key, and its delivery is sent, suppressed, or still to be sent by that job; nothing sent"
         );
         return Ok(());
     };
