@@ -376,6 +376,57 @@ async fn a_suppressed_address_is_never_sent_to() {
     );
 }
 
+/// An unsubscribe is from campaigns: the address still gets its password reset (a reset the
+/// user asked for, never marketing). A refusal recorded later (the relay's 5.1.1) widens
+/// the entry, and then nothing more is sent to it.
+#[tokio::test]
+async fn an_address_unsubscribed_from_campaigns_still_gets_its_password_reset() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    // What the one-click unsubscribe route records.
+    delivery::suppress(&db.pool, "ann@example.com", "unsubscribed")
+        .await
+        .unwrap();
+    let running = start(&db.pool, config_for(&sink, reset_templates()));
+    let first = enqueue(
+        &db.pool,
+        &recovery("ann@example.com", serde_json::json!({"link": "l"})),
+        None,
+    )
+    .await;
+    wait_state(&db.pool, first, JobState::Completed).await;
+    assert_eq!(
+        sink.attempts_for("ann@example.com"),
+        1,
+        "the reset was sent"
+    );
+
+    delivery::suppress(&db.pool, "ann@example.com", "smtp: 550 5.1.1 no such user")
+        .await
+        .unwrap();
+    let second = enqueue(
+        &db.pool,
+        &recovery("ann@example.com", serde_json::json!({"link": "m"})),
+        None,
+    )
+    .await;
+    wait_state(&db.pool, second, JobState::Completed).await;
+    running.shutdown().await;
+    assert_eq!(
+        sink.attempts_for("ann@example.com"),
+        1,
+        "nothing more is sent to a refused address"
+    );
+    let listed = delivery::suppressions(&db.pool, None).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.address.as_str(), s.source.as_str()))
+            .collect::<Vec<_>>(),
+        [("ann@example.com", "smtp")]
+    );
+}
+
 /// Issue 21, case 6: a recovery email held past its job's expiry (here by a configuration
 /// fault: the relay wants authentication, which holds every email without spending its
 /// attempt) is dead-lettered `expired` by the expiry sweep, since no claim hands out an
