@@ -197,6 +197,16 @@ async fn send_single(
             reason: "unknown".to_owned(),
             error: "the SMTP exchange was cut off with no outcome recorded; the message may have been sent; replay the job to send it again".into(),
         }),
+        // Refused for good (5xx): the email will never go, and a completed job would say
+        // it did. No replay sends it (the delivery stays `failed`); a new address does.
+        Step::Final(Status::Failed) => Err(JobError::DeadLetter {
+            reason: "smtp_permanent".to_owned(),
+            error: format!(
+                "the relay refused the address for good ({}); no replay sends it: check the address, then enqueue a new email",
+                refusal_of(mailer, delivery.id).await
+            )
+            .into(),
+        }),
         Step::Final(_) => Ok(()),
         Step::Retry(delay) => Err(JobError::retry_after("a temporary SMTP failure", delay)),
         Step::Hold(delay) | Step::Wait(delay) => Err(JobError::Snooze(delay)),
@@ -260,6 +270,16 @@ async fn held_elsewhere(mailer: &Mailer, held: &Delivery, source: Source) -> Res
         )
         .into(),
     })
+}
+
+/// The relay's refusal of a delivery, as recorded (its reply), for a dead letter's error.
+async fn refusal_of(mailer: &Mailer, delivery: Uuid) -> String {
+    delivery::get_many(docket_queue::pooled(&mailer.pool), &[delivery])
+        .await
+        .ok()
+        .and_then(|mut rows| rows.pop())
+        .and_then(|(d, _)| cause_of(&d))
+        .unwrap_or_else(|| "no reply recorded".to_owned())
 }
 
 /// A delivery's own cause, as recorded: its last error, else the relay's last reply.

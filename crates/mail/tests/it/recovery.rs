@@ -211,6 +211,21 @@ async fn a_second_job_with_the_key_of_a_refused_email_is_dead_lettered_naming_th
     )
     .await;
     let held = deliveries(&db.pool, None).await.remove(0);
+    // The first job does not complete as if its email had gone.
+    let refused = wait_state(&db.pool, first, JobState::DeadLetter).await;
+    assert_eq!(
+        refused.dead_letter_reason.as_deref(),
+        Some("smtp_permanent")
+    );
+    assert!(
+        refused
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("550 5.1.1 no such user"),
+        "{:?}",
+        refused.last_error
+    );
     let second = enqueue(&db.pool, &job, None).await;
     let dead = wait_state(&db.pool, second, JobState::DeadLetter).await;
     running.shutdown().await;
