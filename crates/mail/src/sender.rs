@@ -306,7 +306,14 @@ impl Mailer {
         ctx: &JobContext,
         source: Source,
     ) -> Result<Prepared> {
-        if db::suppression_contains(docket_queue::pooled(&self.pool), &delivery.recipient).await? {
+        let campaign = source == Source::Campaign;
+        if db::suppression_contains(
+            docket_queue::pooled(&self.pool),
+            &delivery.recipient,
+            campaign,
+        )
+        .await?
+        {
             let step = self
                 .finish(
                     delivery,
