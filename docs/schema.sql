@@ -50,7 +50,8 @@ create table docket.jobs (
     parked_at timestamp with time zone,
     batch_id uuid,
     group_key text,
-    trace_context jsonb
+    trace_context jsonb,
+    replays integer not null default 0
 );
 alter table docket.jobs add constraint jobs_attempt_not_negative CHECK ((attempt >= 0));
 alter table docket.jobs add constraint jobs_dead_letter_reason CHECK (((state = 'dead_letter'::docket.job_state) = (dead_letter_reason IS NOT NULL)));
@@ -136,7 +137,8 @@ create table docket.mail_deliveries (
     updated_at timestamp with time zone not null default now(),
     sent_at timestamp with time zone,
     throttles integer not null default 0,
-    unsubscribed_at timestamp with time zone
+    unsubscribed_at timestamp with time zone,
+    job_replays integer not null default 0
 );
 alter table docket.mail_deliveries add constraint mail_deliveries_attempts_nonnegative CHECK ((attempts >= 0));
 alter table docket.mail_deliveries add constraint mail_deliveries_campaign_iff_source CHECK (((campaign_id IS NOT NULL) = (source = 'campaign'::text)));

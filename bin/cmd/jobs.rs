@@ -141,6 +141,7 @@ fn print_job(job: &Job) {
         ("state", job.state.to_string()),
         ("priority", job.priority.to_string()),
         ("attempt", format!("{}/{}", job.attempt, job.max_attempts)),
+        ("replays", job.replays.to_string()),
         ("run_at", job.run_at.to_rfc3339()),
         (
             "unique_key",

@@ -107,9 +107,13 @@ pub(crate) struct ThroughputArgs {
     /// Draw the samples (jobs/s and dead tuples over time) into this SVG file.
     #[arg(long, requires = "sample_every")]
     chart: Option<std::path::PathBuf>,
-    /// Jobs claimed ahead of free slots (the queue's `prefetch`); 0: none.
+    /// Jobs claimed ahead of free slots (the queue's `prefetch`): `auto` (the default) or
+    /// a number; 0: none.
+    #[arg(long, default_value = "auto")]
+    prefetch: docket_worker::Prefetch,
+    /// Each job sleeps this many milliseconds (0: returns at once).
     #[arg(long, default_value_t = 0)]
-    prefetch: usize,
+    sleep_ms: u64,
 }
 
 /// One in-process runtime working queued no-op jobs (as one batch with a callback when
@@ -126,6 +130,7 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
         chart,
         rate,
         prefetch,
+        sleep_ms,
     } = args;
     let db = TestDb::with_pool_size(12).await;
     seed(&db.pool, jobs, as_batch, groups).await?;
@@ -135,13 +140,20 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     let ran = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut registry = Registry::new();
     let counter = ran.clone();
+    let sleep = Duration::from_millis(sleep_ms);
     registry.register_raw(builtin::NOOP, move |_payload, _ctx| {
-        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        async { Ok(()) }
+        let counter = counter.clone();
+        async move {
+            if !sleep.is_zero() {
+                tokio::time::sleep(sleep).await;
+            }
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(())
+        }
     });
     let mut queue = QueueConfig::new("default")
         .concurrency(concurrency)
-        .prefetch(prefetch);
+        .prefetch_mode(prefetch);
     if let Some(rate) = rate {
         queue = queue.rate(rate);
     }
@@ -193,13 +205,27 @@ pub(crate) async fn throughput(args: ThroughputArgs) -> anyhow::Result<()> {
     if let Some(rate) = rate {
         held.push_str(&format!(", rate limit {}/s", rate.per_second));
     }
-    if prefetch > 0 {
-        held.push_str(&format!(", prefetch {prefetch}"));
-    }
+    held.push_str(&format!(", prefetch {prefetch}"));
+    let work = match sleep_ms {
+        0 => "no-op".to_owned(),
+        ms => format!("{ms} ms"),
+    };
+    // From each job's claim to its outcome: the run, plus the wait for a slot if it was
+    // claimed ahead (and the completer's flush).
+    let mut held_for: Vec<Duration> = sqlx::query_scalar::<_, f64>(
+        "select extract(epoch from finished_at - attempted_at)::float8 from docket.jobs
+          where state = 'completed' and attempted_at is not null",
+    )
+    .fetch_all(&db.pool)
+    .await?
+    .into_iter()
+    .map(|secs| Duration::from_secs_f64(secs.max(0.0)))
+    .collect();
     println!(
-        "worker throughput: {jobs} no-op {what}, concurrency {concurrency}, claim batch {claim_batch}{held}: \
-         {elapsed:.2?} = {:.0} jobs/s",
-        jobs as f64 / elapsed.as_secs_f64()
+        "worker throughput: {jobs} {work} {what}, concurrency {concurrency}, claim batch {claim_batch}{held}: \
+         {elapsed:.2?} = {:.0} jobs/s; claim to outcome {}",
+        jobs as f64 / elapsed.as_secs_f64(),
+        percentiles(&mut held_for)
     );
     Ok(())
 }

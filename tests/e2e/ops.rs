@@ -2,7 +2,8 @@
 //! `chromedriver`) against a real `docket serve`: sign-in, a wrong secret, Replay of a
 //! dead letter until it completes, pause and resume, a form without its CSRF token, the
 //! basics of accessibility, and the screenshots in `docs/` at desktop and phone width
-//! (written there when `DOCKET_SCREENSHOTS_DIR` names the folder).
+//! (written there when `DOCKET_SCREENSHOTS_DIR` names the folder); and the router nested
+//! under a prefix in an application's own, served in the test's process.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -652,4 +653,145 @@ async fn the_operations_page_in_a_real_browser() {
     }
     phone.close().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The router nested under `/docket` in an application's own axum router (as
+/// `docs/embedding.md` shows), served in this process: in a real browser, sign-in lands
+/// under the prefix, the stylesheet loads, the chart draws, every link and form stays
+/// under the prefix, and a Replay comes back to the job's page there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operations_page_nested_under_a_prefix_in_a_real_browser() {
+    let browser_installed = docket_testkit::tools::require_program("chromedriver")
+        & docket_testkit::tools::require_program("chromium");
+    if !browser_installed {
+        return;
+    }
+    let db = TestDb::new().await;
+    insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::Completed),
+            finished_at: Some(chrono::Utc::now() - chrono::Duration::seconds(70)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let dead = insert_job(
+        &db.pool,
+        JobOpts {
+            state: Some(JobState::DeadLetter),
+            kind: Some("app.invoice".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .id;
+    let docket = docket_http::router(docket_http::AppState::new(
+        db.pool.clone(),
+        docket_http::Secret::new(SECRET),
+        None,
+        docket_http::HealthConfig::default(),
+    ));
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|| async { "the application's own page" }),
+        )
+        .nest("/docket", docket);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let (_driver, client) = browser(false).await;
+    client.goto(&format!("{origin}/docket/ops")).await.unwrap();
+    assert_eq!(
+        client.current_url().await.unwrap().path(),
+        "/docket/ops/login",
+        "sent to sign in under the prefix"
+    );
+    client
+        .find(Locator::Id("secret"))
+        .await
+        .unwrap()
+        .send_keys(SECRET)
+        .await
+        .unwrap();
+    client
+        .find(Locator::Css("form[action='/docket/ops/login'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    eventually(WAIT, "signed in, on the page under the prefix", || async {
+        client.current_url().await.unwrap().path() == "/docket/ops"
+            && text(&client).await.contains("Dead letters")
+    })
+    .await;
+
+    let sheets = client
+        .execute(
+            "return [...document.styleSheets].map(s => [new URL(s.href).pathname, s.cssRules.length]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let sheets = sheets.as_array().unwrap();
+    assert_eq!(sheets.len(), 1, "{sheets:?}");
+    assert_eq!(sheets[0][0], "/docket/ops/ops.css");
+    assert!(
+        sheets[0][1].as_u64().unwrap() > 10,
+        "the stylesheet loaded: {sheets:?}"
+    );
+    let bar = client
+        .execute(
+            "return Math.max(0, ...[...document.querySelectorAll('svg.chart.completed rect')]
+               .map(r => r.getBoundingClientRect().height));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        bar.as_f64().unwrap() >= 2.0,
+        "the chart draws the finished job: {bar}"
+    );
+    let outside = client
+        .execute(
+            "return [...document.querySelectorAll('a[href]')].map(a => a.href)
+               .concat([...document.querySelectorAll('form')].map(f => f.action))
+               .map(u => new URL(u).pathname)
+               .filter(p => !p.startsWith('/docket/'));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(outside, json!([]), "links and forms outside the prefix");
+
+    client
+        .find(Locator::Css(&format!("tr[data-job='{dead}'] a")))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    let job_page = format!("/docket/ops/jobs/{dead}");
+    eventually(WAIT, "the job's page", || async {
+        client.current_url().await.unwrap().path() == job_page
+    })
+    .await;
+    press(
+        &client,
+        Locator::Css("form[action$='/replay'] button"),
+        "Replayed",
+    )
+    .await;
+    assert_eq!(client.current_url().await.unwrap().path(), job_page);
+    assert_eq!(
+        docket_queue::admin::show(&db.pool, dead)
+            .await
+            .unwrap()
+            .state,
+        JobState::Pending
+    );
+    client.close().await.unwrap();
 }

@@ -30,6 +30,8 @@
 //! - [`ops`]: the operations page, its sign-in and its forms.
 //! - [`host`]: the host's checks (disk, services), shared with `docket check`.
 //! - [`backup`]: the backup directory's layout, and the backup and restore checks.
+//! - `mount`: where the router is mounted (at the root, or nested under a prefix in an
+//!   application's router) and the one way to make a URL under it.
 //!
 //! It does not run jobs (that is `docket-worker`): worker liveness comes from the
 //! heartbeat table.
@@ -40,6 +42,7 @@ pub mod backup;
 pub mod error;
 pub mod health;
 pub mod host;
+mod mount;
 pub mod observe;
 pub mod ops;
 mod params;
@@ -68,7 +71,10 @@ pub struct EmbeddingGuide;
 /// The largest request body accepted, in bytes.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-/// The whole API.
+/// The whole API. Serve it at the root (as `docket serve` does), merge it into an
+/// application's router, or nest it under a fixed prefix there (`Router::nest("/docket",
+/// …)`): every URL it hands out (the operations page's links, forms, redirects, stylesheet
+/// and cookie paths, the OpenAPI document's server) follows where it is mounted.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route(

@@ -1,5 +1,6 @@
 //! What every handler shares.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -109,10 +110,11 @@ impl FromRef<AppState> for Gate {
     }
 }
 
-/// The OpenAPI document, serialized: the public one built once, the bearer's (with this
-/// server's names) with when it was read.
+/// The OpenAPI document, serialized: the public one built once per mount (the prefix the
+/// router is nested at, a route pattern: a fixed set, one in practice), the bearer's (with
+/// this server's names) with when it was read and for which mount.
 #[derive(Default)]
 pub(crate) struct OpenApiCache {
-    pub(crate) public: std::sync::OnceLock<Bytes>,
-    pub(crate) named: tokio::sync::Mutex<Option<(Instant, Bytes)>>,
+    pub(crate) public: std::sync::Mutex<HashMap<String, Bytes>>,
+    pub(crate) named: tokio::sync::Mutex<Option<(Instant, String, Bytes)>>,
 }

@@ -103,6 +103,8 @@ pub(crate) struct NewDelivery<'a> {
     pub(crate) message_id: &'a str,
     /// The job that sends it.
     pub(crate) job_id: Uuid,
+    /// The replays that job had when this run of it was claimed.
+    pub(crate) job_replays: i32,
 }
 
 /// Records the delivery, or returns the one that already holds its key.
@@ -121,6 +123,7 @@ pub(crate) async fn insert_or_get(
         vars: new.vars,
         message_id: new.message_id,
         job_id: Some(new.job_id),
+        job_replays: new.job_replays,
     };
     Ok(db::delivery_insert_or_get(exec, &params).await?)
 }
@@ -133,8 +136,16 @@ pub(crate) async fn get_many(
     Ok(db::delivery_get_many(exec, ids).await?)
 }
 
-/// A dead-lettered or `unknown` delivery whose job an operator replayed gets a fresh
-/// ladder (the replay is the operator's word to send it again).
-pub(crate) async fn requeue(exec: impl PgExecutor<'_>, id: Uuid) -> Result<()> {
-    Ok(db::delivery_requeue(exec, id).await?)
+/// The operator's word, recorded: replay number `replays` of job `job_id` sends its
+/// `dead_letter` or `unknown` delivery again, with a fresh ladder, once. Returns the
+/// delivery as it is now when this replay was new to it; `None` when it had answered this
+/// replay already (or is not that job's), so that nothing is sent again on the strength of
+/// a status alone.
+pub(crate) async fn take_replay(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    job_id: Uuid,
+    replays: i32,
+) -> Result<Option<Delivery>> {
+    Ok(db::delivery_take_replay(exec, id, job_id, replays).await?)
 }

@@ -6,14 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use docket_queue::NewJob;
+use docket_queue::{JobId, NewJob};
 use docket_worker::{JobContext, JobError, Registry};
 use uuid::Uuid;
 
 use crate::campaign::{self, Controls};
 use crate::delivery::{self, NewDelivery};
 use crate::error::MailError;
-use crate::model::{Source, Status};
+use crate::model::{Delivery, Source, Status};
 use crate::sender::{Mailer, Step};
 
 pub use crate::kinds::{
@@ -134,37 +134,53 @@ async fn send_single(
             vars: single.vars,
             message_id: &crate::message::message_id(id, mailer.from()),
             job_id: ctx.id().0,
+            job_replays: ctx.replays(),
         },
     )
     .await
     .map_err(retry)?;
     let own = delivery.job_id == Some(ctx.id().0);
     if !own && delivery.id != id {
-        // Another job holds this key: it sends, or sent, the one message.
-        tracing::info!(event = crate::sender::events_of(source).suppressed, delivery.id = %delivery.id, "a delivery with this idempotency key exists; nothing sent");
-        return Ok(());
+        // Another job holds this key: this job sends nothing, and ends as that delivery.
+        return held_elsewhere(mailer, &delivery, source).await;
     }
     if delivery.id == id {
         tracing::info!(event = crate::sender::events_of(source).queued, delivery.id = %id, "delivery recorded");
     }
-    if own && matches!(delivery.status, Status::DeadLetter | Status::Unknown) {
-        // An operator replayed the job: the delivery gets a fresh ladder (for an
-        // `unknown` one, the replay is the operator's word to send it again).
-        delivery::requeue(docket_queue::pooled(&mailer.pool), delivery.id)
-            .await
-            .map_err(retry)?;
-    } else if delivery.status.is_final() {
-        return Ok(());
-    }
-    let borrow = if source == Source::Recovery {
-        RECOVERY_BORROW
-    } else {
-        0.0
-    };
-    let step = mailer
-        .send_one(&delivery, single.vars, ctx, source, borrow)
+    let mut delivery = delivery;
+    if own && delivery.id != id && ctx.replays() > 0 {
+        // The job was replayed: the operator's word, taken once per replay. A `dead_letter`
+        // or `unknown` delivery gets a fresh ladder (for an `unknown` one, the word to send
+        // it again); the replay is recorded on the delivery either way.
+        if let Some(taken) = delivery::take_replay(
+            docket_queue::pooled(&mailer.pool),
+            delivery.id,
+            ctx.id().0,
+            ctx.replays(),
+        )
         .await
-        .map_err(retry)?;
+        .map_err(retry)?
+        {
+            delivery = taken;
+        }
+    }
+    let step = if delivery.status.is_final() {
+        // An earlier run of this job settled it, and nobody asked for it again since: the
+        // job may be running again by itself (handed back at shutdown, rescued after a
+        // stall, its outcome lost) after the exchange outlived that run. Nothing is sent;
+        // the job ends as that run would have.
+        Step::Final(delivery.status)
+    } else {
+        let borrow = if source == Source::Recovery {
+            RECOVERY_BORROW
+        } else {
+            0.0
+        };
+        mailer
+            .send_one(&delivery, single.vars, ctx, source, borrow)
+            .await
+            .map_err(retry)?
+    };
     match step {
         Step::Final(Status::DeadLetter) => {
             let (reason, error) = dead_letter_cause(mailer, delivery.id).await;
@@ -181,9 +197,100 @@ async fn send_single(
             reason: "unknown".to_owned(),
             error: "the SMTP exchange was cut off with no outcome recorded; the message may have been sent; replay the job to send it again".into(),
         }),
+        // Refused for good (5xx): the email will never go, and a completed job would say
+        // it did. No replay sends it (the delivery stays `failed`); a new address does.
+        Step::Final(Status::Failed) => Err(JobError::DeadLetter {
+            reason: "smtp_permanent".to_owned(),
+            error: format!(
+                "the relay refused the address for good ({}); no replay sends it: check the address, then enqueue a new email",
+                refusal_of(mailer, delivery.id).await
+            )
+            .into(),
+        }),
         Step::Final(_) => Ok(()),
         Step::Retry(delay) => Err(JobError::retry_after("a temporary SMTP failure", delay)),
         Step::Hold(delay) | Step::Wait(delay) => Err(JobError::Snooze(delay)),
+    }
+}
+
+/// The outcome of a job whose idempotency key another job's delivery holds, as a repeated
+/// request gets the original's: nothing is sent either way, and the job completes only when
+/// that delivery was sent (or suppressed on purpose), or its own job is still to send it.
+/// A delivery that never left (refused, dead-lettered, cut off, expired, or waiting for a
+/// job that is over) dead-letters this job too, with reason `duplicate_of_failed` and an
+/// error naming the delivery, its job, its status and what to do.
+async fn held_elsewhere(mailer: &Mailer, held: &Delivery, source: Source) -> Result<(), JobError> {
+    let holder = held.job_id;
+    let holder_over = match (held.status, holder) {
+        // Its job sends it, unless that job is over (cancelled, or out of attempts before
+        // it got there) or gone: then nobody will until that job is replayed.
+        (Status::Queued, Some(job)) => {
+            match docket_queue::admin::show(docket_queue::pooled(&mailer.pool), JobId(job)).await {
+                Ok(job) => job.state.is_final(),
+                Err(docket_queue::Error::JobNotFound(_)) => true,
+                Err(err) => return Err(JobError::from(err.to_string())),
+            }
+        }
+        (Status::Queued, None) => true,
+        _ => false,
+    };
+    let holder_text = holder.map_or_else(|| "no job".to_owned(), |job| format!("job {job}"));
+    let todo = match held.status {
+        Status::Sent | Status::Suppressed | Status::Sending => None,
+        Status::Queued if !holder_over => None,
+        Status::Queued => Some(format!(
+            "its job is over without having sent it; replay {holder_text} to send it, then this one to close it"
+        )),
+        Status::DeadLetter | Status::Unknown => Some(format!(
+            "replay {holder_text} to send it again, then this one to close it (replaying only this one sends nothing while that delivery holds the key)"
+        )),
+        Status::Failed | Status::Bounced => Some(
+            "the relay refused it for good, and a replay sends nothing; check the address (and `docket mail suppressions`), then enqueue a new email with a new idempotency key".to_owned(),
+        ),
+        Status::Expired | Status::Cancelled => Some(
+            "it will never be sent; enqueue a new email with a new idempotency key".to_owned(),
+        ),
+    };
+    let Some(todo) = todo else {
+        tracing::info!(
+            event = crate::sender::events_of(source).suppressed, delivery.id = %held.id,
+            holder.job.id = holder.map(tracing::field::display), status = held.status.as_str(),
+            "another job holds this idempotency key, and its delivery is sent, suppressed, or still to be sent by that job; nothing sent"
+        );
+        return Ok(());
+    };
+    let cause = cause_of(held).map_or_else(String::new, |cause| format!(" ({cause})"));
+    Err(JobError::DeadLetter {
+        reason: "duplicate_of_failed".to_owned(),
+        error: format!(
+            "delivery {} of {holder_text} holds idempotency key {:?} and is {}{cause}; nothing was sent for this job: {todo}",
+            held.id,
+            held.idempotency_key,
+            held.status.as_str(),
+        )
+        .into(),
+    })
+}
+
+/// The relay's refusal of a delivery, as recorded (its reply), for a dead letter's error.
+async fn refusal_of(mailer: &Mailer, delivery: Uuid) -> String {
+    delivery::get_many(docket_queue::pooled(&mailer.pool), &[delivery])
+        .await
+        .ok()
+        .and_then(|mut rows| rows.pop())
+        .and_then(|(d, _)| cause_of(&d))
+        .unwrap_or_else(|| "no reply recorded".to_owned())
+}
+
+/// A delivery's own cause, as recorded: its last error, else the relay's last reply.
+fn cause_of(d: &Delivery) -> Option<String> {
+    let reply = d
+        .smtp_code
+        .map(|code| format!("{code} {}", d.smtp_reply.as_deref().unwrap_or("")));
+    match (&d.last_error, reply) {
+        (Some(error), _) => Some(error.trim().to_owned()),
+        (None, Some(reply)) => Some(reply.trim().to_owned()),
+        (None, None) => None,
     }
 }
 
@@ -196,16 +303,7 @@ async fn dead_letter_cause(mailer: &Mailer, delivery: Uuid) -> (String, String) 
         .ok()
         .and_then(|mut rows| rows.pop())
         .map(|(d, _)| d);
-    let cause = recorded.as_ref().and_then(|d| {
-        let reply = d
-            .smtp_code
-            .map(|code| format!("{code} {}", d.smtp_reply.as_deref().unwrap_or("")));
-        match (&d.last_error, reply) {
-            (Some(error), _) => Some(error.trim().to_owned()),
-            (None, Some(reply)) => Some(reply.trim().to_owned()),
-            (None, None) => None,
-        }
-    });
+    let cause = recorded.as_ref().and_then(cause_of);
     let template = cause.as_deref().is_some_and(|e| e.starts_with("template"));
     let reason = if template {
         "template"

@@ -22,6 +22,9 @@
 //! waits for the exchange to settle it; past it (the process died mid-exchange) the
 //! delivery becomes `unknown`, final, and is sent again only on an operator's word
 //! (replaying a recovery or admin job, or putting a campaign's delivery back to `queued`).
+//! That word is a record, never a status read as one: a job runs again by itself too
+//! (handed back, rescued) and may find its delivery `unknown`; only a replay counted on the
+//! job ([`docket_worker::JobContext::replays`]) sends it again (`jobs::send_single`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -305,7 +308,14 @@ impl Mailer {
         ctx: &JobContext,
         source: Source,
     ) -> Result<Prepared> {
-        if db::suppression_contains(docket_queue::pooled(&self.pool), &delivery.recipient).await? {
+        let campaign = source == Source::Campaign;
+        if db::suppression_contains(
+            docket_queue::pooled(&self.pool),
+            &delivery.recipient,
+            campaign,
+        )
+        .await?
+        {
             let step = self
                 .finish(
                     delivery,

@@ -179,6 +179,10 @@ pub struct Job {
     pub parked_at: Option<DateTime<Utc>>,
     /// When a cancel was asked for while the job was processing.
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// How many times an operator replayed it ([`crate::admin::replay`], one or in bulk):
+    /// the record a handler compares with its own, to tell a replay from a run that came
+    /// back by itself (handed back, rescued, retried).
+    pub replays: i32,
     /// When the job was enqueued.
     pub created_at: DateTime<Utc>,
     /// When its latest attempt started.

@@ -336,6 +336,9 @@ pub mod metric {
     pub const JOB_DURATION: &str = "docket_job_duration_seconds";
     /// Jobs started, by queue and kind.
     pub const JOBS_STARTED: &str = "docket_jobs_started_total";
+    /// Jobs a queue's producer claims ahead of its free slots at most (its look-ahead: the
+    /// auto prefetch's current size, or the fixed prefetch), by queue.
+    pub const PREFETCH_AHEAD: &str = "docket_worker_prefetch_ahead";
     /// Outcomes dropped because the worker no longer held the job.
     pub const JOBS_FENCED: &str = "docket_jobs_fenced_total";
     /// Jobs freed by the rescuer, by queue and kind.
@@ -396,6 +399,7 @@ pub mod metric {
         JOB_DURATION,
         JOBS_STARTED,
         JOBS_FENCED,
+        PREFETCH_AHEAD,
         JOBS_RESCUED,
         JOBS_PRUNED,
         CRON_TICKS,

@@ -12,7 +12,7 @@
 mod source;
 pub mod table;
 
-pub use source::{QueueTable, Source};
+pub use source::{Prefetch, QueueTable, Source};
 pub use table::*;
 
 /// A setting that cannot be read: the message names the variable (or the file and its key)

@@ -35,8 +35,46 @@ pub struct QueueTable {
     pub concurrency: Option<usize>,
     /// `rate`: jobs started per second, minute or hour over every process (`"50/s"`).
     pub rate: Option<docket_queue::rate_limit::Rate>,
-    /// `prefetch`: jobs claimed ahead of free slots; `None`: none.
-    pub prefetch: Option<usize>,
+    /// `prefetch`: jobs claimed ahead of free slots (`"auto"` or a number); `None`: unset
+    /// ([`Prefetch::Auto`]).
+    pub prefetch: Option<Prefetch>,
+}
+
+/// How many jobs a queue claims ahead of its free slots, to wait in the worker for one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Prefetch {
+    /// As many as slots free up during one claim's round trip, by what the worker observes
+    /// (its jobs' run times and its claims' round trips), so that none waits more than a
+    /// few milliseconds: none for jobs that run longer than a few round trips. The default.
+    #[default]
+    Auto,
+    /// At most this many, whatever the jobs take; 0: none (a job is claimed only for a free
+    /// slot).
+    Fixed(usize),
+}
+
+impl fmt::Display for Prefetch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Prefetch::Auto => f.write_str("auto"),
+            Prefetch::Fixed(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl FromStr for Prefetch {
+    type Err = String;
+
+    /// `auto`, or a whole number (0: none).
+    fn from_str(text: &str) -> std::result::Result<Self, String> {
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("auto") {
+            return Ok(Prefetch::Auto);
+        }
+        text.parse()
+            .map(Prefetch::Fixed)
+            .map_err(|_| format!("{text:?} is neither `auto` nor a whole number of jobs"))
+    }
 }
 
 /// `[queues.NAME]` tables: `queues` as a table (the list form, `queues = [...]`, is the
@@ -70,10 +108,18 @@ fn queue_tables(table: &toml::Table, path: &Path) -> Result<Vec<QueueTable>> {
                     queue.rate = Some(rate.parse().map_err(|err| at(format!("`rate`: {err}")))?);
                 }
                 ("prefetch", toml::Value::Integer(n)) => {
-                    queue.prefetch = Some(
-                        usize::try_from(*n)
-                            .map_err(|_| at("`prefetch` must be 0 or more".to_owned()))?,
-                    );
+                    queue.prefetch =
+                        Some(Prefetch::Fixed(usize::try_from(*n).map_err(|_| {
+                            at("`prefetch` must be 0 or more".to_owned())
+                        })?));
+                }
+                ("prefetch", toml::Value::String(text)) if text == "auto" => {
+                    queue.prefetch = Some(Prefetch::Auto);
+                }
+                ("prefetch", toml::Value::String(text)) => {
+                    return Err(at(format!(
+                        "`prefetch` must be \"auto\" or a number of jobs, not {text:?}"
+                    )))
                 }
                 ("concurrency" | "rate" | "prefetch", other) => {
                     return Err(at(format!(
@@ -358,7 +404,9 @@ mod tests {
         let reports = source.queues.iter().find(|q| q.name == "reports").unwrap();
         assert_eq!(reports.concurrency, Some(4));
         assert_eq!(reports.rate.unwrap().per_second, 50.0);
-        assert_eq!(reports.prefetch, Some(20));
+        assert_eq!(reports.prefetch, Some(Prefetch::Fixed(20)));
+        let auto = Source::from_toml("[queues.reports]\nprefetch = \"auto\"\n", path).unwrap();
+        assert_eq!(auto.queues[0].prefetch, Some(Prefetch::Auto));
         for (bad, message) in [
             (
                 "[queues.reports]\nprefetch = -1\n",
@@ -366,6 +414,10 @@ mod tests {
             ),
             (
                 "[queues.reports]\nprefetch = \"20\"\n",
+                "`prefetch` must be \"auto\" or a number of jobs",
+            ),
+            (
+                "[queues.reports]\nprefetch = true\n",
                 "`prefetch` has the wrong type",
             ),
             (

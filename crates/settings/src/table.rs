@@ -269,7 +269,7 @@ settings! {
     PUBLIC_URL: "DOCKET_PUBLIC_URL",
         default "required in `smtp` mode",
         applies "`serve`, `worker`, `mail`",
-        help "where `docket serve` is reached from the internet, e.g. `https://docket.example.com` (https for mailbox providers); every campaign email's one-click unsubscribe link is `<this>/unsubscribe/<token>`";
+        help "where `docket serve` is reached from the internet, e.g. `https://docket.example.com` (https for mailbox providers); every campaign email's one-click unsubscribe link is `<this>/unsubscribe/<token>`, so where an application nests Docket's router under a prefix, the prefix is part of it (`https://app.example.com/docket`)";
     MAIL_UNSUBSCRIBE_MAILTO: "DOCKET_MAIL_UNSUBSCRIBE_MAILTO",
         default "unset: the link only",
         applies "`serve`, `worker`, `mail`",

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+pub use docket_settings::Prefetch;
+
 /// Jobs run at once per queue unless configured.
 pub const CONCURRENCY_DEFAULT: usize = 10;
 /// Most jobs one claim takes.
@@ -49,12 +51,14 @@ pub struct QueueConfig {
     /// its tokens first, so the rate is never exceeded by more than the bucket's burst
     /// (one second's worth).
     pub rate: Option<docket_queue::rate_limit::Rate>,
-    /// Jobs claimed ahead of free slots, to wait in this process for one. Default 0: a
-    /// job is claimed only when a slot is free and starts at once. With short jobs a
-    /// prefetch lets one claim serve many finishing jobs (see `docs/configuration.md`):
+    /// Jobs claimed ahead of free slots, to wait in this process for one. With short jobs
+    /// a prefetch lets one claim serve many finishing jobs (see `docs/configuration.md`):
     /// prefetched jobs are `processing` under this worker while they wait, so no other
-    /// worker can take them, and their `attempted_at` is the claim's time.
-    pub prefetch: usize,
+    /// worker can take them, and their `attempted_at` is the claim's time. Default
+    /// [`Prefetch::Auto`]: as many as slots free up during one claim's round trip, none for
+    /// jobs that run longer than a few round trips; `Fixed(0)`: a job is claimed only when
+    /// a slot is free and starts at once.
+    pub prefetch: Prefetch,
 }
 
 impl QueueConfig {
@@ -64,7 +68,7 @@ impl QueueConfig {
             name: name.into(),
             concurrency: CONCURRENCY_DEFAULT,
             rate: None,
-            prefetch: 0,
+            prefetch: Prefetch::Auto,
         }
     }
 
@@ -74,8 +78,14 @@ impl QueueConfig {
         self
     }
 
-    /// Claims up to `prefetch` jobs ahead of free slots.
+    /// Claims up to `prefetch` jobs ahead of free slots, whatever the jobs take (0: none).
     pub fn prefetch(mut self, prefetch: usize) -> Self {
+        self.prefetch = Prefetch::Fixed(prefetch);
+        self
+    }
+
+    /// Sets the prefetch: [`Prefetch::Auto`] or a fixed number.
+    pub fn prefetch_mode(mut self, prefetch: Prefetch) -> Self {
         self.prefetch = prefetch;
         self
     }
@@ -102,7 +112,7 @@ pub struct RuntimeConfig {
     pub queues: Vec<QueueConfig>,
     /// A cap on jobs running at once over all queues; `None` for the sum of the queues'.
     pub global_concurrency: Option<usize>,
-    /// Most jobs one claim takes (a claim takes `min(free slots + prefetch, this)`). Default
+    /// Most jobs one claim takes (a claim takes `min(free slots + prefetch, this)`; an auto prefetch is at most this too). Default
     /// [`CLAIM_BATCH_DEFAULT`].
     pub claim_batch: u32,
     /// Whether producers are woken by `LISTEN/NOTIFY`. Turn it off behind PgBouncer in

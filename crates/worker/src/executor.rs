@@ -20,6 +20,7 @@ use crate::events;
 use crate::handler::{JobContext, JobError};
 use crate::lease::{HeldJob, Holdings, Lease, StopReason, StopSwitch, STOP_GRACE};
 use crate::metrics;
+use crate::pace::Pace;
 use crate::registry::{HandlerFuture, Registry};
 
 /// A job whose attempt is over, on its way to the completer.
@@ -74,25 +75,24 @@ impl Executor {
         held: HeldJob,
         queue: Arc<str>,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-        wake_producer: Arc<Notify>,
+        producer: (Arc<Notify>, Arc<Pace>),
     ) {
         let executor = self.clone();
         self.jobs.spawn(async move {
-            executor
-                .execute(job, held, queue, permits, wake_producer)
-                .await;
+            executor.execute(job, held, queue, permits, producer).await;
         });
     }
 
     /// Runs `job` and sends its outcome to the completer. The permits are held until the
-    /// outcome is handed over; then the producer is woken to claim more.
+    /// outcome is handed over; then the producer is told how long the slot was held (its
+    /// [`Pace`]) and woken to claim more.
     pub(crate) async fn execute(
         &self,
         job: Job,
         held: HeldJob,
         queue: Arc<str>,
         permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-        wake_producer: Arc<Notify>,
+        (wake_producer, pace): (Arc<Notify>, Arc<Pace>),
     ) {
         let started = Instant::now();
         debug!(
@@ -120,6 +120,7 @@ impl Executor {
         )
         .await;
         drop(permits);
+        pace.job_finished(started.elapsed());
         wake_producer.notify_one();
     }
 
@@ -202,6 +203,7 @@ impl Executor {
             max_attempts: job.max_attempts,
             run_at: job.run_at,
             expires_at: job.expires_at,
+            replays: job.replays,
             cancel: CancellationToken::new(),
             deadline: deadline.clone(),
             worker_id: self.worker_id,
@@ -417,6 +419,7 @@ mod tests {
             group_key: None,
             parked_at: None,
             cancel_requested_at: None,
+            replays: 0,
             created_at: now,
             attempted_at: Some(now),
             finished_at: None,

@@ -75,6 +75,7 @@ pub struct JobContext {
     pub(crate) max_attempts: i32,
     pub(crate) run_at: DateTime<Utc>,
     pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) replays: i32,
     pub(crate) cancel: CancellationToken,
     pub(crate) deadline: Arc<Mutex<Instant>>,
     /// The worker and the claim's token: the fence of [`JobContext::complete_in`].
@@ -154,6 +155,15 @@ impl JobContext {
         self.expires_at
     }
 
+    /// How many times an operator replayed the job before this run: an operator's word
+    /// recorded. A handler that must not redo on its own what an earlier run settled (an
+    /// email that may have been sent) compares it with the count it recorded then; finding
+    /// its own earlier result is no evidence of a replay, since a job also runs again when
+    /// handed back, rescued or retried.
+    pub fn replays(&self) -> i32 {
+        self.replays
+    }
+
     /// Whether the job should stop: an operator cancelled it, its timeout passed, or the
     /// worker is shutting down and the grace period is over.
     pub fn is_cancelled(&self) -> bool {
@@ -188,6 +198,7 @@ impl JobContext {
             max_attempts: 1,
             run_at: Utc::now(),
             expires_at: None,
+            replays: 0,
             cancel: CancellationToken::new(),
             deadline: Arc::new(Mutex::new(Instant::now() + Duration::from_secs(60))),
             worker_id: uuid::Uuid::now_v7(),

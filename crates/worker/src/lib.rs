@@ -29,7 +29,7 @@
 //! - [`cron`]: cron schedules: parsing and tick arithmetic, catch-up (pure), and
 //!   `cron::scheduler`, which enqueues each due tick, exactly once over all processes.
 //! - [`runtime`]: `Runtime::run`: start-up and ordered shutdown.
-//! - `producer`: claims `min(free slots, batch)` per queue when woken.
+//! - `producer`: claims `min(free slots + look-ahead, batch)` per queue when woken.
 //! - `executor`: runs one job: decode, timeout, panic capture, cancellation → `Outcome`.
 //! - `completer`: the only writer of outcomes; batched, retried, drained at shutdown.
 //! - `listener`: LISTEN on a dedicated connection, reconnecting with backoff.
@@ -38,6 +38,7 @@
 //! - `lease`: what this worker holds: its lease, claims in flight, held jobs and their
 //!   stop switches.
 //! - `service`: the periodic-service trait and loop.
+//! - `pace`: sizes an auto prefetch from the jobs' run times and the claims' round trips.
 //! - `heartbeat`: renews the lease; stops and hands back jobs when it cannot.
 //! - `reconciler`: stops cancelled jobs; hands back jobs held in the database but unknown here.
 //! - `rescuer`, `expirer`, `parker`, `pruner`: shared maintenance, one worker at a time.
@@ -62,6 +63,7 @@ mod heartbeat;
 mod lease;
 mod listener;
 pub mod metrics;
+mod pace;
 mod parker;
 mod producer;
 mod pruner;
@@ -74,7 +76,7 @@ mod service;
 mod settings;
 pub mod testing;
 
-pub use config::{ConfigError, QueueConfig, RuntimeConfig};
+pub use config::{ConfigError, Prefetch, QueueConfig, RuntimeConfig};
 pub use handler::{BoxError, JobContext, JobError};
 pub use listener::CHANNEL;
 pub use registry::{KindOptions, Registry};

@@ -24,6 +24,11 @@ pub(crate) fn job_reached(queue: &str, kind: &str, state: &'static str) {
         .increment(1);
 }
 
+/// A queue's look-ahead changed to `ahead`.
+pub(crate) fn prefetch_ahead(queue: &str, ahead: usize) {
+    metrics::gauge!(PREFETCH_AHEAD, "queue" => queue.to_owned()).set(ahead as f64);
+}
+
 pub(crate) fn cron_tick(schedule: &str, outcome: &'static str, count: u64) {
     metrics::counter!(CRON_TICKS, "schedule" => schedule.to_owned(), "outcome" => outcome)
         .increment(count);

@@ -1,15 +1,16 @@
 //! One producer per queue: when woken (a notification, a job finishing, or the poll
 //! timer), it takes the free slots first (this queue's and the global cap's), claims at
 //! most that many jobs in one statement and hands each to an executor task with its slots.
-//! By default a claimed job therefore always starts at once: none waits `processing` for a
-//! slot. A queue with a prefetch also claims up to that many jobs ahead, which wait here
-//! for slots (one claim then serves many finishing jobs); a prefetched job that is
-//! cancelled, released or past its expiry before a slot frees is finished unstarted. It
-//! never decides outcomes.
+//! It also claims jobs ahead of its free slots (its look-ahead), which wait here for slots,
+//! so that one claim serves many finishing jobs: by default as many as slots free up
+//! during one claim's round trip (`pace`: none for long jobs, so that a job never waits
+//! `processing` here for longer than a few milliseconds), or a fixed number (0: none, and
+//! every claimed job starts at once). A prefetched job that is cancelled, released or past
+//! its expiry before a slot frees is finished unstarted. It never decides outcomes.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use docket_queue::{ClaimCursor, ClaimRequest, ErrorChain, GroupCursor, Job, Outcome};
 use sqlx::PgPool;
@@ -22,7 +23,10 @@ use crate::controls::{GroupedQueues, PausedQueues};
 use crate::events;
 use crate::executor::Executor;
 use crate::lease::{HeldJob, Lease, StopReason};
+use crate::metrics;
+use crate::pace::{Pace, STALE_AFTER, WAIT_BOUND};
 use crate::retry::RetryDelay;
+use crate::Prefetch;
 use docket_queue::rate_limit::{RateLimit, Take};
 
 /// How long a producer with few free slots waits for more before it claims.
@@ -57,10 +61,17 @@ pub(crate) struct Producer {
     pub(crate) rate: Option<Arc<RateLimit>>,
     /// Tokens taken from the rate limit and not yet spent on a claimed job.
     pub(crate) tokens: u32,
-    /// Most jobs claimed ahead of free slots (0: none).
-    pub(crate) prefetch: usize,
-    /// Jobs claimed ahead, in claim order, each waiting for a slot.
-    pub(crate) prefetched: VecDeque<(Job, HeldJob)>,
+    /// Jobs claimed ahead of free slots: sized by `pace`, or at most a fixed number.
+    pub(crate) prefetch: Prefetch,
+    /// What this queue's jobs and claims have taken (for an auto prefetch).
+    pub(crate) pace: Arc<Pace>,
+    /// Since when prefetched jobs have been counted starting, and how many (the drain
+    /// rate's window), while some wait.
+    pub(crate) draining: Option<(Instant, usize)>,
+    /// The look-ahead last recorded in its gauge.
+    pub(crate) shown_ahead: Option<usize>,
+    /// Jobs claimed ahead, in claim order, each waiting for a slot since its claim.
+    pub(crate) prefetched: VecDeque<(Job, HeldJob, Instant)>,
 }
 
 /// A queue's concurrency: its own permits, and the cap over all queues.
@@ -97,9 +108,18 @@ impl Producer {
             } else {
                 Vec::new()
             };
-            self.start_prefetched(&mut slots);
+            let started = self.start_prefetched(&mut slots);
+            self.measure_drain(started);
+            if self.prefetch == Prefetch::Auto {
+                self.hand_back_stale_prefetched().await;
+            }
+            let ahead = self.ahead();
+            if self.shown_ahead != Some(ahead) {
+                metrics::prefetch_ahead(&self.queue, ahead);
+                self.shown_ahead = Some(ahead);
+            }
             let wanted = if claiming {
-                self.wanted(slots.len())
+                self.wanted(slots.len(), ahead)
             } else {
                 0
             };
@@ -136,37 +156,102 @@ impl Producer {
                 // A full batch suggests more is ready: claim again at once.
                 continue;
             }
+            // While jobs wait here under an auto prefetch, look again when the oldest has
+            // waited too long even if no slot frees: it is then handed back (see above).
+            let nap = match (self.prefetch, self.prefetched.front()) {
+                (Prefetch::Auto, Some((_, _, since))) => {
+                    (STALE_AFTER.saturating_sub(since.elapsed()) + Duration::from_millis(1))
+                        .min(self.poll_interval)
+                }
+                _ => self.poll_interval,
+            };
             tokio::select! {
                 () = stop.cancelled() => break,
                 () = self.wake.notified() => {}
-                () = tokio::time::sleep(self.poll_interval) => {}
+                () = tokio::time::sleep(nap) => {}
             }
         }
         self.hand_back_prefetched().await;
     }
 
+    /// How many jobs to hold ahead of free slots now.
+    fn ahead(&self) -> usize {
+        match self.prefetch {
+            Prefetch::Fixed(n) => n,
+            Prefetch::Auto => self.pace.ahead(
+                self.slots.concurrency,
+                self.claim_batch as usize,
+                Instant::now(),
+            ),
+        }
+    }
+
+    /// Under an auto prefetch, hands back every job held ahead once the oldest has waited
+    /// [`STALE_AFTER`] for a slot: the slots are busy for longer than the estimate said
+    /// (the jobs run long now), and other workers may have free slots. The wait tells the
+    /// estimate (`Pace::stalled`), so that the same jobs are not claimed ahead again.
+    async fn hand_back_stale_prefetched(&mut self) {
+        let Some((_, _, since)) = self.prefetched.front() else {
+            return;
+        };
+        let waited = since.elapsed();
+        if waited < STALE_AFTER {
+            return;
+        }
+        self.pace.stalled(self.slots.concurrency, waited);
+        self.hand_back_prefetched().await;
+    }
+
     /// How many jobs to claim with `free` slots in hand: one per slot, and, once the
-    /// prefetched jobs are down to half the prefetch, enough to fill it again (so that one
-    /// claim serves many finishing jobs rather than one each). At most a claim batch.
-    fn wanted(&self, free: usize) -> usize {
+    /// prefetched jobs are down to half the look-ahead, enough to fill it again (so that
+    /// one claim serves many finishing jobs rather than one each). At most a claim batch.
+    fn wanted(&self, free: usize, ahead: usize) -> usize {
         let waiting = self.prefetched.len();
-        let ahead = if waiting <= self.prefetch / 2 {
-            self.prefetch - waiting
+        let more = if waiting <= ahead / 2 {
+            ahead - waiting
         } else {
             0
         };
-        (free + ahead).min(self.claim_batch as usize)
+        (free + more).min(self.claim_batch as usize)
     }
 
-    /// Starts prefetched jobs, oldest first, in the free slots.
-    fn start_prefetched(&mut self, slots: &mut Vec<Slots>) {
+    /// What a job's task tells this producer: that a slot freed, and how long it was held.
+    fn producer(&self) -> (Arc<Notify>, Arc<Pace>) {
+        (self.wake.clone(), self.pace.clone())
+    }
+
+    /// Starts prefetched jobs, oldest first, in the free slots; returns how many.
+    fn start_prefetched(&mut self, slots: &mut Vec<Slots>) -> usize {
+        let mut started = 0;
         while !slots.is_empty() {
-            let Some((job, held)) = self.prefetched.pop_front() else {
+            let Some((job, held, _)) = self.prefetched.pop_front() else {
                 break;
             };
             let Some(slot) = slots.pop() else { break };
             self.executor
-                .spawn(job, held, self.queue.clone(), slot, self.wake.clone());
+                .spawn(job, held, self.queue.clone(), slot, self.producer());
+            started += 1;
+        }
+        started
+    }
+
+    /// Counts the prefetched jobs started while jobs wait here, over windows of
+    /// [`WAIT_BOUND`] (or until none waits), and tells the pace how fast they drain.
+    fn measure_drain(&mut self, started: usize) {
+        let now = Instant::now();
+        match &mut self.draining {
+            None => {}
+            Some((since, count)) => {
+                *count += started;
+                let elapsed = now - *since;
+                if self.prefetched.is_empty() || elapsed >= WAIT_BOUND {
+                    self.pace.drained(*count, elapsed, now);
+                    self.draining = None;
+                }
+            }
+        }
+        if self.draining.is_none() && !self.prefetched.is_empty() {
+            self.draining = Some((now, 0));
         }
     }
 
@@ -179,18 +264,18 @@ impl Producer {
         }
         let now = chrono::Utc::now();
         let (stopped, waiting): (VecDeque<_>, VecDeque<_>) =
-            self.prefetched.drain(..).partition(|(job, held)| {
+            self.prefetched.drain(..).partition(|(job, held, _)| {
                 held.stop.token.is_cancelled() || job.expires_at.is_some_and(|at| at <= now)
             });
         self.prefetched = waiting;
-        for (job, held) in stopped {
+        for (job, held, _) in stopped {
             self.finish_unstarted(job, held).await;
         }
     }
 
     /// Hands every prefetched job back.
     async fn hand_back_prefetched(&mut self) {
-        while let Some((job, held)) = self.prefetched.pop_front() {
+        while let Some((job, held, _)) = self.prefetched.pop_front() {
             self.finish_unstarted(job, held).await;
         }
     }
@@ -304,6 +389,7 @@ impl Producer {
             now: None,
         };
         let in_flight = self.executor.holdings.begin_claim(request.token);
+        let sent = Instant::now();
         let claimed = if self.grouped.contains(&self.queue) {
             docket_queue::claim_fair(
                 docket_queue::pooled(&self.pool),
@@ -319,6 +405,8 @@ impl Producer {
             )
             .await?
         };
+        let now = Instant::now();
+        self.pace.claimed(now - sent);
         let held = in_flight.adopt(claimed.jobs.iter().map(|job| job.id));
         let count = claimed.jobs.len();
         // In the claim's order: the first start in the free slots, the rest wait for theirs.
@@ -331,9 +419,9 @@ impl Producer {
             match slots.pop() {
                 Some(slots) => {
                     self.executor
-                        .spawn(job, held, self.queue.clone(), slots, self.wake.clone());
+                        .spawn(job, held, self.queue.clone(), slots, self.producer());
                 }
-                None => self.prefetched.push_back((job, held)),
+                None => self.prefetched.push_back((job, held, now)),
             }
         }
         Ok(count)

@@ -275,6 +275,9 @@ impl Runtime {
                 tokens: 0,
                 rate: queue.rate_limit().map(Arc::new),
                 prefetch: queue.prefetch,
+                pace: Arc::default(),
+                shown_ahead: None,
+                draining: None,
                 prefetched: VecDeque::new(),
             });
         }

@@ -152,7 +152,7 @@ fn apply_queue_tables(queues: &mut [QueueConfig], tables: &[QueueTable]) {
     for queue in queues {
         let table = tables.iter().find(|table| table.name == queue.name);
         queue.rate = table.and_then(|table| table.rate);
-        queue.prefetch = table.and_then(|table| table.prefetch).unwrap_or(0);
+        queue.prefetch = table.and_then(|table| table.prefetch).unwrap_or_default();
     }
 }
 

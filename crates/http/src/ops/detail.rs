@@ -13,6 +13,7 @@ use uuid::Uuid;
 use super::{failed, viewer};
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::mount::Mount;
 use crate::state::AppState;
 
 /// One line of a page's facts, with a link when it names something that has a page.
@@ -20,6 +21,7 @@ use crate::state::AppState;
 struct Fact {
     label: &'static str,
     value: String,
+    /// The page's path as the routes spell it (`/ops/jobs/…`); the template makes it a URL.
     link: Option<String>,
 }
 
@@ -53,12 +55,20 @@ fn parse(id: &str, what: &str) -> Result<Uuid, ApiError> {
 }
 
 /// Renders the page of `what` `id`.
-fn page(state: &AppState, csrf: &str, what: &str, id: Uuid, facts: Vec<Fact>) -> Response {
-    page_with(state, csrf, what, id, facts, json!({}))
+fn page(
+    state: &AppState,
+    mount: &Mount,
+    csrf: &str,
+    what: &str,
+    id: Uuid,
+    facts: Vec<Fact>,
+) -> Response {
+    page_with(state, mount, csrf, what, id, facts, json!({}))
 }
 
 fn page_with(
     state: &AppState,
+    mount: &Mount,
     csrf: &str,
     what: &str,
     id: Uuid,
@@ -69,29 +79,31 @@ fn page_with(
     extra["id"] = json!(id);
     extra["facts"] = json!(facts);
     extra["csrf"] = json!(csrf);
-    state.ops.render("detail.html", extra)
+    state.ops.render(mount, "detail.html", extra)
 }
 
 pub(super) async fn worker(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let Some(viewer) = viewer(&state, caller, &headers).await else {
-        return Redirect::to("/ops/login").into_response();
+        return Redirect::to(&mount.url("/ops/login")).into_response();
     };
     let id = match parse(&id, "worker") {
         Ok(id) => id,
-        Err(err) => return failed(&state, &err, "/ops"),
+        Err(err) => return failed(&state, &mount, &err, "/ops"),
     };
     let workers = match docket_queue::workers::list(docket_queue::pooled(&state.pool), None).await {
         Ok(workers) => workers,
-        Err(err) => return failed(&state, &err.into(), "/ops"),
+        Err(err) => return failed(&state, &mount, &err.into(), "/ops"),
     };
     let Some(w) = workers.into_iter().find(|w| w.info.id == id) else {
         return failed(
             &state,
+            &mount,
             &ApiError::NotFound(format!(
                 "no worker {id} is registered (a stopped worker deregisters)"
             )),
@@ -116,25 +128,26 @@ pub(super) async fn worker(
         ),
         fact("Lease until", at(w.lease_expires_at)),
     ];
-    page(&state, viewer.csrf(), "Worker", id, facts)
+    page(&state, &mount, viewer.csrf(), "Worker", id, facts)
 }
 
 pub(super) async fn batch(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let Some(viewer) = viewer(&state, caller, &headers).await else {
-        return Redirect::to("/ops/login").into_response();
+        return Redirect::to(&mount.url("/ops/login")).into_response();
     };
     let id = match parse(&id, "batch") {
         Ok(id) => id,
-        Err(err) => return failed(&state, &err, "/ops"),
+        Err(err) => return failed(&state, &mount, &err, "/ops"),
     };
     let b = match docket_queue::batch::show(docket_queue::pooled(&state.pool), id).await {
         Ok(b) => b,
-        Err(err) => return failed(&state, &err.into(), "/ops"),
+        Err(err) => return failed(&state, &mount, &err.into(), "/ops"),
     };
     let mut facts = vec![
         fact("Jobs", b.total),
@@ -158,25 +171,26 @@ pub(super) async fn batch(
             format!("/ops/jobs/{callback}"),
         ));
     }
-    page(&state, viewer.csrf(), "Batch", id, facts)
+    page(&state, &mount, viewer.csrf(), "Batch", id, facts)
 }
 
 pub(super) async fn campaign(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
     let Some(viewer) = viewer(&state, caller, &headers).await else {
-        return Redirect::to("/ops/login").into_response();
+        return Redirect::to(&mount.url("/ops/login")).into_response();
     };
     let id = match parse(&id, "campaign") {
         Ok(id) => id,
-        Err(err) => return failed(&state, &err, "/ops"),
+        Err(err) => return failed(&state, &mount, &err, "/ops"),
     };
     let c = match docket_mail::campaign::show(docket_queue::pooled(&state.pool), id).await {
         Ok(c) => c,
-        Err(err) => return failed(&state, &err.into(), "/ops"),
+        Err(err) => return failed(&state, &mount, &err.into(), "/ops"),
     };
     let mut facts = vec![
         fact("Name", &c.name),
@@ -200,5 +214,5 @@ pub(super) async fn campaign(
     }
     let controls = matches!(c.state.as_str(), "sending" | "paused");
     let extra = json!({"campaign": {"name": c.name, "state": c.state, "controls": controls}});
-    page_with(&state, viewer.csrf(), "Campaign", id, facts, extra)
+    page_with(&state, &mount, viewer.csrf(), "Campaign", id, facts, extra)
 }

@@ -35,6 +35,7 @@ use serde_json::json;
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::mount::Mount;
 use crate::state::AppState;
 use session::{Session, SESSION_COOKIE, SESSION_TTL, SIGN_IN_COOKIE};
 
@@ -124,13 +125,14 @@ async fn may_act(
 }
 
 /// The answer to a state-changing request without a session or its CSRF token.
-fn refused(state: &AppState) -> Response {
+fn refused(state: &AppState, mount: &Mount) -> Response {
     tracing::warn!(
         event = docket_queue::telemetry::event::HEALTH_AUTH_FAILED,
         route = "/ops (action)",
         "operations page action without a session or CSRF token refused"
     );
     state.ops.message(
+        mount,
         StatusCode::FORBIDDEN,
         "Refused",
         "This action needs a signed-in session and the page's form token. Reload the page and try again.",
@@ -140,18 +142,19 @@ fn refused(state: &AppState) -> Response {
 
 async fn overview(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(viewer) = viewer(&state, caller, &headers).await else {
-        return Redirect::to("/ops/login").into_response();
+        return Redirect::to(&mount.url("/ops/login")).into_response();
     };
     let overview = page::overview(&state, Utc::now()).await;
     let mut context = serde_json::to_value(overview).unwrap_or_else(|_| json!({}));
     context["csrf"] = json!(viewer.csrf());
     context["notice"] = json!(notice(&query));
-    state.ops.render("index.html", context)
+    state.ops.render(&mount, "index.html", context)
 }
 
 /// The message an action's redirect asks for, from a fixed list: a link cannot make the
@@ -196,7 +199,7 @@ async fn stylesheet() -> Response {
         .into_response()
 }
 
-async fn sign_in_form(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn sign_in_form(State(state): State<AppState>, mount: Mount, headers: HeaderMap) -> Response {
     if state
         .ops
         .sessions
@@ -204,13 +207,14 @@ async fn sign_in_form(State(state): State<AppState>, headers: HeaderMap) -> Resp
         .await
         .is_some()
     {
-        return Redirect::to("/ops").into_response();
+        return Redirect::to(&mount.url("/ops")).into_response();
     }
-    sign_in_page(&state, &headers, StatusCode::OK, None)
+    sign_in_page(&state, &mount, &headers, StatusCode::OK, None)
 }
 
 fn sign_in_page(
     state: &AppState,
+    mount: &Mount,
     headers: &HeaderMap,
     status: StatusCode,
     error: Option<&str>,
@@ -218,6 +222,7 @@ fn sign_in_page(
     let sessions = &state.ops.sessions;
     let token = sessions.sign_in_token(headers);
     let mut response = state.ops.render(
+        mount,
         "login.html",
         json!({
             "enabled": sessions.enabled(),
@@ -229,7 +234,11 @@ fn sign_in_page(
     if let Some((nonce, _)) = token {
         set_cookie(
             &mut response,
-            &format!("{SIGN_IN_COOKIE}={nonce}; Path=/ops/login; HttpOnly; SameSite=Strict; Max-Age=3600{}", secure(headers)),
+            &format!(
+                "{SIGN_IN_COOKIE}={nonce}; Path={}; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+                mount.url("/ops/login"),
+                secure(headers)
+            ),
         );
     }
     response
@@ -262,6 +271,7 @@ struct SignInForm {
 
 async fn sign_in(
     State(state): State<AppState>,
+    mount: Mount,
     headers: HeaderMap,
     Form(form): Form<SignInForm>,
 ) -> Response {
@@ -273,6 +283,7 @@ async fn sign_in(
     {
         return sign_in_page(
             &state,
+            &mount,
             &headers,
             StatusCode::FORBIDDEN,
             Some("The sign-in form expired. Enter the secret again."),
@@ -282,6 +293,7 @@ async fn sign_in(
         metrics::counter!(crate::observe::AUTH_FAILURES).increment(1);
         let mut response = sign_in_page(
             &state,
+            &mount,
             &headers,
             StatusCode::TOO_MANY_REQUESTS,
             Some("Too many wrong secrets are waiting their turn. Try again in a few seconds."),
@@ -295,26 +307,37 @@ async fn sign_in(
     if !right {
         return sign_in_page(
             &state,
+            &mount,
             &headers,
             StatusCode::UNAUTHORIZED,
             Some("That secret is not right."),
         );
     }
     let Some(cookie) = sessions.open(now()) else {
-        return sign_in_page(&state, &headers, StatusCode::SERVICE_UNAVAILABLE, None);
+        return sign_in_page(
+            &state,
+            &mount,
+            &headers,
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+        );
     };
-    let mut response = Redirect::to("/ops").into_response();
+    let mut response = Redirect::to(&mount.url("/ops")).into_response();
     set_cookie(
         &mut response,
         &format!(
-            "{SESSION_COOKIE}={cookie}; Path=/ops; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            "{SESSION_COOKIE}={cookie}; Path={}; HttpOnly; SameSite=Strict; Max-Age={}{}",
+            mount.url("/ops"),
             SESSION_TTL.as_secs(),
             secure(&headers)
         ),
     );
     set_cookie(
         &mut response,
-        &format!("{SIGN_IN_COOKIE}=; Path=/ops/login; HttpOnly; SameSite=Strict; Max-Age=0"),
+        &format!(
+            "{SIGN_IN_COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
+            mount.url("/ops/login")
+        ),
     );
     response
 }
@@ -333,6 +356,7 @@ struct ActionForm {
 
 async fn sign_out(
     State(state): State<AppState>,
+    mount: Mount,
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
@@ -343,34 +367,39 @@ async fn sign_out(
             .as_deref()
             .is_some_and(|t| sessions.csrf_ok(&session, t))
         {
-            return refused(&state);
+            return refused(&state, &mount);
         }
         let everywhere = form.everywhere.as_deref() == Some("1");
         if let Err(err) = sessions.revoke(&state.pool, &session, everywhere).await {
             return failed(
                 &state,
+                &mount,
                 &ApiError::from(docket_queue::Error::from(err)),
                 "/ops",
             );
         }
     }
-    let mut response = Redirect::to("/ops/login").into_response();
+    let mut response = Redirect::to(&mount.url("/ops/login")).into_response();
     set_cookie(
         &mut response,
-        &format!("{SESSION_COOKIE}=; Path=/ops; HttpOnly; SameSite=Strict; Max-Age=0"),
+        &format!(
+            "{SESSION_COOKIE}=; Path={}; HttpOnly; SameSite=Strict; Max-Age=0",
+            mount.url("/ops")
+        ),
     );
     response
 }
 
 async fn job(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Path(id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(viewer) = viewer(&state, caller, &headers).await else {
-        return Redirect::to("/ops/login").into_response();
+        return Redirect::to(&mount.url("/ops/login")).into_response();
     };
     let job = match crate::params::parse_id(&id) {
         Ok(id) => docket_queue::admin::show(docket_queue::pooled(&state.pool), id)
@@ -382,37 +411,41 @@ async fn job(
         Ok(job) => {
             let payload = serde_json::to_string_pretty(&job.payload).unwrap_or_default();
             state.ops.render(
+                &mount,
                 "job.html",
                 json!({"job": job, "payload": payload, "replayable": job.replayable(Utc::now()), "csrf": viewer.csrf(), "notice": notice(&query)}),
             )
         }
-        Err(err) => failed(&state, &err, "/ops"),
+        Err(err) => failed(&state, &mount, &err, "/ops"),
     }
 }
 
-/// An action that worked: back to the page, which shows its effect.
-fn done(state: &AppState, to: &str) -> Response {
+/// An action that worked: back to the page `to` (as the routes spell it), which shows its
+/// effect.
+fn done(state: &AppState, mount: &Mount, to: &str) -> Response {
     state.health.invalidate();
-    Redirect::to(to).into_response()
+    Redirect::to(&mount.url(to)).into_response()
 }
 
-/// An action that failed, as a page that says why.
-fn failed(state: &AppState, err: &ApiError, back: &str) -> Response {
+/// An action that failed, as a page that says why, with a link `back` (as the routes
+/// spell it).
+fn failed(state: &AppState, mount: &Mount, err: &ApiError, back: &str) -> Response {
     let (status, message) = err.status_and_message();
     state
         .ops
-        .message(status, "That did not work", &message, back)
+        .message(mount, status, "That did not work", &message, back)
 }
 
 async fn job_action(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
     if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
-        return refused(&state);
+        return refused(&state, &mount);
     }
     let back = match form.back.as_deref() {
         Some("job") => format!("/ops/jobs/{id}"),
@@ -429,6 +462,7 @@ async fn job_action(
                 _ => {
                     return failed(
                         &state,
+                        &mount,
                         &ApiError::NotFound(format!("no action {action:?}")),
                         &back,
                     )
@@ -438,19 +472,20 @@ async fn job_action(
         }
     };
     match result {
-        Ok(_) => done(&state, &format!("{back}?done={action}")),
-        Err(err) => failed(&state, &err, &back),
+        Ok(_) => done(&state, &mount, &format!("{back}?done={action}")),
+        Err(err) => failed(&state, &mount, &err, &back),
     }
 }
 
 async fn replay_dead_letters(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Form(form): Form<ActionForm>,
 ) -> Response {
     if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
-        return refused(&state);
+        return refused(&state, &mount);
     }
     let non_empty = |v: Option<String>| v.filter(|v| !v.trim().is_empty());
     let filter = docket_queue::admin::DeadLetterFilter {
@@ -460,8 +495,8 @@ async fn replay_dead_letters(
     };
     match docket_queue::admin::replay_dead_letters(docket_queue::pooled(&state.pool), &filter).await
     {
-        Ok(n) => done(&state, &format!("/ops?done=replay-many&n={n}")),
-        Err(err) => failed(&state, &err.into(), "/ops"),
+        Ok(n) => done(&state, &mount, &format!("/ops?done=replay-many&n={n}")),
+        Err(err) => failed(&state, &mount, &err.into(), "/ops"),
     }
 }
 
@@ -476,13 +511,14 @@ fn pausing(action: &str) -> Option<bool> {
 
 async fn queue_action(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
     if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
-        return refused(&state);
+        return refused(&state, &mount);
     }
     let result = match pausing(&action) {
         Some(true) => docket_queue::queues::pause(docket_queue::pooled(&state.pool), &name)
@@ -491,62 +527,66 @@ async fn queue_action(
         Some(false) => docket_queue::queues::resume(docket_queue::pooled(&state.pool), &name)
             .await
             .map(drop),
-        None => return no_such_action(&state, &action),
+        None => return no_such_action(&state, &mount, &action),
     };
     match result {
-        Ok(()) => done(&state, &format!("/ops?done={action}")),
-        Err(err) => failed(&state, &err.into(), "/ops"),
+        Ok(()) => done(&state, &mount, &format!("/ops?done={action}")),
+        Err(err) => failed(&state, &mount, &err.into(), "/ops"),
     }
 }
 
 async fn cron_action(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Path((name, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
     if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
-        return refused(&state);
+        return refused(&state, &mount);
     }
     let Some(paused) = pausing(&action) else {
-        return no_such_action(&state, &action);
+        return no_such_action(&state, &mount, &action);
     };
     match docket_queue::cron::set_paused(docket_queue::pooled(&state.pool), &name, paused).await {
-        Ok(()) => done(&state, &format!("/ops?done=cron-{action}")),
-        Err(err) => failed(&state, &err.into(), "/ops"),
+        Ok(()) => done(&state, &mount, &format!("/ops?done=cron-{action}")),
+        Err(err) => failed(&state, &mount, &err.into(), "/ops"),
     }
 }
 
 async fn campaign_action(
     State(state): State<AppState>,
+    mount: Mount,
     caller: Caller,
     headers: HeaderMap,
     Path((id, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Response {
     if !may_act(&state, caller, &headers, form.csrf.as_deref()).await {
-        return refused(&state);
+        return refused(&state, &mount);
     }
     if !matches!(action.as_str(), "pause" | "resume" | "cancel") {
-        return no_such_action(&state, &action);
+        return no_such_action(&state, &mount, &action);
     }
     let Ok(id) = id.parse::<uuid::Uuid>() else {
         return failed(
             &state,
+            &mount,
             &ApiError::BadRequest(format!("{id:?} is not a campaign id (a UUID)")),
             "/ops",
         );
     };
     match crate::routes::mail::control(&state.pool, id, &action).await {
-        Ok(_) => done(&state, &format!("/ops?done=campaign-{action}")),
-        Err(err) => failed(&state, &err, "/ops"),
+        Ok(_) => done(&state, &mount, &format!("/ops?done=campaign-{action}")),
+        Err(err) => failed(&state, &mount, &err, "/ops"),
     }
 }
 
-fn no_such_action(state: &AppState, action: &str) -> Response {
+fn no_such_action(state: &AppState, mount: &Mount, action: &str) -> Response {
     failed(
         state,
+        mount,
         &ApiError::NotFound(format!("no action {action:?}")),
         "/ops",
     )

@@ -11,6 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::auth::Caller;
+use crate::mount::Mount;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -73,21 +74,31 @@ pub(crate) const NAMED_TTL: Duration = Duration::from_secs(10);
 /// nothing a reader of the source does not know, and a client generator needs no secret to
 /// read it. Built once, never a database query. The bearer also learns this server's
 /// template and schedule names (what `template` and the cron routes' `name` accept); that
-/// document is read at most every [`NAMED_TTL`].
-pub(crate) async fn get(State(state): State<AppState>, caller: Caller) -> Response {
+/// document is read at most every [`NAMED_TTL`]. Where the router is nested under a prefix
+/// (`Router::nest("/docket", …)`), the document's `servers` names it, so a client asks for
+/// `/docket/api/jobs`; at the root it has no `servers` (OpenAPI's default, `/`).
+pub(crate) async fn get(State(state): State<AppState>, mount: Mount, caller: Caller) -> Response {
     let cache = &state.openapi;
     let body = match caller {
-        Caller::Anonymous => cache
-            .public
-            .get_or_init(|| serialize(&ApiDoc::openapi()))
-            .clone(),
+        Caller::Anonymous => {
+            // A std lock held only to look up or insert, never across an await.
+            let mut public = cache.public.lock().unwrap_or_else(|e| e.into_inner());
+            public
+                .entry(mount.prefix().to_owned())
+                .or_insert_with(|| serialize(ApiDoc::openapi(), &mount))
+                .clone()
+        }
         Caller::Authorized => {
             let mut named = cache.named.lock().await;
             match &*named {
-                Some((at, body)) if at.elapsed() < NAMED_TTL => body.clone(),
+                Some((at, prefix, body))
+                    if at.elapsed() < NAMED_TTL && prefix == mount.prefix() =>
+                {
+                    body.clone()
+                }
                 _ => {
-                    let body = serialize(&named_doc(&state).await);
-                    *named = Some((Instant::now(), body.clone()));
+                    let body = serialize(named_doc(&state).await, &mount);
+                    *named = Some((Instant::now(), mount.prefix().to_owned(), body.clone()));
                     body
                 }
             }
@@ -96,9 +107,12 @@ pub(crate) async fn get(State(state): State<AppState>, caller: Caller) -> Respon
     ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn serialize(doc: &utoipa::openapi::OpenApi) -> Bytes {
+fn serialize(mut doc: utoipa::openapi::OpenApi, mount: &Mount) -> Bytes {
+    if !mount.prefix().is_empty() {
+        doc.servers = Some(vec![utoipa::openapi::Server::new(mount.url(""))]);
+    }
     // A document of plain strings and maps always serializes.
-    let mut value = serde_json::to_value(doc).unwrap_or_default();
+    let mut value = serde_json::to_value(&doc).unwrap_or_default();
     camel_case_links(&mut value);
     Bytes::from(serde_json::to_vec(&value).unwrap_or_default())
 }

@@ -1,10 +1,12 @@
-//! Tests of the HTTP layer: the router against a real PostgreSQL, without a socket.
+//! Tests of the HTTP layer: the router against a real PostgreSQL, without a socket (but
+//! `mount`: the router nested in an application's, served on a real port).
 
 mod backup;
 mod health;
 mod jobs;
 mod mail;
 mod metrics;
+mod mount;
 mod ops;
 mod queues;
 

@@ -19,6 +19,8 @@ pub(crate) struct DeliveryParams<'a> {
     pub(crate) vars: &'a serde_json::Value,
     pub(crate) message_id: &'a str,
     pub(crate) job_id: Option<Uuid>,
+    /// The replays its job had when the run that records it was claimed.
+    pub(crate) job_replays: i32,
 }
 
 pub(crate) async fn delivery_get_many(
@@ -54,8 +56,8 @@ pub(crate) async fn delivery_insert_or_get(
         with inserted as (
             insert into docket.mail_deliveries
                 (id, source, idempotency_key, recipient, recipient_name, template, locale, vars,
-                 message_id, job_id)
-            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 message_id, job_id, job_replays)
+            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             on conflict (idempotency_key) do nothing
             returning *
         )
@@ -75,6 +77,7 @@ pub(crate) async fn delivery_insert_or_get(
     .bind(params.vars)
     .bind(params.message_id)
     .bind(params.job_id)
+    .bind(params.job_replays)
     .fetch_one(exec)
     .await
 }
@@ -236,20 +239,36 @@ pub(crate) async fn delivery_mark_unknown(
     Ok(done.rows_affected() == 1)
 }
 
-/// A dead-lettered or `unknown` delivery whose job an operator replayed gets a fresh
-/// ladder (the replay is the operator's word to send it again).
-pub(crate) async fn delivery_requeue(exec: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
+/// Takes replay number `replays` of job `job_id` as the operator's word for its delivery,
+/// once: a `dead_letter` or `unknown` delivery goes back to `queued` with a fresh ladder,
+/// one in any other status is left as it is, and either way the replay is recorded
+/// (`job_replays`) in the same statement. Fenced on the delivery having answered an older
+/// replay of this job: a later run of the same replay (rescued, handed back, retried)
+/// changes nothing, however the earlier one ended. Returns the delivery as changed, or
+/// `None` when nothing was new.
+pub(crate) async fn delivery_take_replay(
+    exec: impl PgExecutor<'_>,
+    id: Uuid,
+    job_id: Uuid,
+    replays: i32,
+) -> sqlx::Result<Option<Delivery>> {
+    sqlx::query_as(
         r#"
-        update docket.mail_deliveries
-        set status = 'queued', attempts = 0, retry_at = null, updated_at = now()
-        where id = $1 and status in ('dead_letter', 'unknown')
+        update docket.mail_deliveries set
+            job_replays = $3,
+            status = case when status in ('dead_letter', 'unknown') then 'queued' else status end,
+            attempts = case when status in ('dead_letter', 'unknown') then 0 else attempts end,
+            retry_at = case when status in ('dead_letter', 'unknown') then null else retry_at end,
+            updated_at = now()
+        where id = $1 and job_id = $2 and job_replays < $3
+        returning *
         "#,
     )
     .bind(id)
-    .execute(exec)
-    .await?;
-    Ok(())
+    .bind(job_id)
+    .bind(replays)
+    .fetch_optional(exec)
+    .await
 }
 
 /// Reserves the delivery for one SMTP exchange: `sending`, attempts + 1, and `retry_at`

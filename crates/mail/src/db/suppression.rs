@@ -5,14 +5,20 @@ use sqlx::PgExecutor;
 
 use crate::model::Suppression;
 
+/// Whether `address` is suppressed for an email of this kind: every entry suppresses a
+/// campaign's email, but an unsubscribe is from campaigns only, so it never stops a
+/// password reset, a sign-in link or an operator's notification to the same address.
 pub(crate) async fn suppression_contains(
     exec: impl PgExecutor<'_>,
     address: &str,
+    campaign: bool,
 ) -> sqlx::Result<bool> {
     sqlx::query_scalar(
-        "select exists (select 1 from docket.mail_suppressions where address = lower($1))",
+        "select exists (select 1 from docket.mail_suppressions
+                        where address = lower($1) and ($2 or reason <> 'unsubscribed'))",
     )
     .bind(address)
+    .bind(campaign)
     .fetch_one(exec)
     .await
 }
@@ -29,7 +35,9 @@ pub(crate) async fn suppression_delete(
 }
 
 /// Adds an address with why and, for an unsubscribe, the campaign it came from; an address
-/// already listed keeps its first reason. Returns whether it was added.
+/// already listed keeps its first reason, except that an unsubscribe gives way to any other
+/// reason (a refused address stops every email, an unsubscribe only campaigns). Returns
+/// whether it was added or widened.
 pub(crate) async fn suppression_insert(
     exec: impl PgExecutor<'_>,
     address: &str,
@@ -40,7 +48,9 @@ pub(crate) async fn suppression_insert(
         r#"
         insert into docket.mail_suppressions (address, reason, campaign_id)
         values (lower($1), $2, $3)
-        on conflict (address) do nothing
+        on conflict (address) do update
+            set reason = excluded.reason, created_at = now(), campaign_id = null
+            where mail_suppressions.reason = 'unsubscribed' and excluded.reason <> 'unsubscribed'
         "#,
     )
     .bind(address)

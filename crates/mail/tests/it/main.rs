@@ -6,6 +6,7 @@ mod bounce;
 mod campaign;
 mod in_flight;
 mod notify;
+mod operator_word;
 mod recovery;
 mod transport;
 
@@ -58,8 +59,13 @@ pub(crate) const TOKEN_SECRET: &str = "test-token-secret-0123456789abcdef";
 
 /// Settings that send to `sink` with a ladder of seconds.
 pub(crate) fn config_for(sink: &SmtpSink, template_dir: PathBuf) -> MailConfig {
+    config_for_url(&sink.url(), template_dir)
+}
+
+/// Settings that send to the sink at `url` (in another process) with a ladder of seconds.
+pub(crate) fn config_for_url(url: &str, template_dir: PathBuf) -> MailConfig {
     MailConfig {
-        mode: Mode::Smtp(SmtpUrl::parse(&sink.url()).unwrap()),
+        mode: Mode::Smtp(SmtpUrl::parse(url).unwrap()),
         from: Some("Docket <docket@example.com>".to_owned()),
         template_dir,
         timeout: Duration::from_secs(5),
@@ -72,11 +78,20 @@ pub(crate) fn config_for(sink: &SmtpSink, template_dir: PathBuf) -> MailConfig {
 
 /// Runs the mail kinds (and the built-in ones) on `mail` and `recovery`.
 pub(crate) fn start(pool: &PgPool, config: MailConfig) -> Running {
+    start_tuned(pool, config, |_| {})
+}
+
+/// Like [`start`], with the runtime's settings adjusted by `tune`.
+pub(crate) fn start_tuned(
+    pool: &PgPool,
+    config: MailConfig,
+    tune: impl FnOnce(&mut RuntimeConfig),
+) -> Running {
     let mailer = Mailer::new(pool.clone(), config).expect("valid mail settings");
     let mut registry = Registry::new();
     builtin::register(&mut registry);
     docket_mail::jobs::register(&mut registry, Arc::new(mailer));
-    let runtime_config = RuntimeConfig {
+    let mut runtime_config = RuntimeConfig {
         queues: vec![
             QueueConfig::new("mail").concurrency(4),
             QueueConfig::new("recovery").concurrency(2),
@@ -85,6 +100,7 @@ pub(crate) fn start(pool: &PgPool, config: MailConfig) -> Running {
         shutdown_timeout: Duration::from_secs(5),
         ..RuntimeConfig::default()
     };
+    tune(&mut runtime_config);
     let runtime = Runtime::new(pool.clone(), registry, runtime_config).expect("valid runtime");
     let stop = CancellationToken::new();
     let handle = tokio::spawn(runtime.run(stop.clone().cancelled_owned()));

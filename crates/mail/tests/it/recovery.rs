@@ -185,6 +185,165 @@ async fn a_second_job_with_the_same_idempotency_key_sends_nothing() {
     assert_eq!(deliveries(&db.pool, None).await.len(), 1);
 }
 
+/// A key whose delivery the relay refused for good (550): the second job sends nothing
+/// and says so, naming the delivery, its job and its status, instead of completing as if
+/// its email had gone.
+#[tokio::test]
+async fn a_second_job_with_the_key_of_a_refused_email_is_dead_lettered_naming_the_first() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reply_to("bob@example.com", Some("550 5.1.1 no such user"));
+    let running = start(&db.pool, config_for(&sink, reset_templates()));
+    let job = Recovery {
+        idempotency_key: Some("reset:bob".to_owned()),
+        ..recovery("bob@example.com", serde_json::json!({"link": "l"}))
+    };
+    let first = enqueue(&db.pool, &job, None).await;
+    eventually(
+        Duration::from_secs(30),
+        "the first delivery is failed",
+        || async {
+            deliveries(&db.pool, None)
+                .await
+                .first()
+                .is_some_and(|d| d.status == Status::Failed)
+        },
+    )
+    .await;
+    let held = deliveries(&db.pool, None).await.remove(0);
+    // The first job does not complete as if its email had gone.
+    let refused = wait_state(&db.pool, first, JobState::DeadLetter).await;
+    assert_eq!(
+        refused.dead_letter_reason.as_deref(),
+        Some("smtp_permanent")
+    );
+    assert!(
+        refused
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("550 5.1.1 no such user"),
+        "{:?}",
+        refused.last_error
+    );
+    let second = enqueue(&db.pool, &job, None).await;
+    let dead = wait_state(&db.pool, second, JobState::DeadLetter).await;
+    running.shutdown().await;
+    assert_eq!(
+        dead.dead_letter_reason.as_deref(),
+        Some("duplicate_of_failed")
+    );
+    let error = dead.last_error.unwrap_or_default();
+    for part in [
+        held.id.to_string(),
+        first.to_string(),
+        "failed".to_owned(),
+        "550".to_owned(),
+    ] {
+        assert!(error.contains(&part), "{part:?} missing from {error:?}");
+    }
+    assert_eq!(sink.messages().len(), 0);
+    assert_eq!(deliveries(&db.pool, None).await.len(), 1);
+}
+
+/// A key whose delivery ran out of ladder (the relay deferred it every time): the second
+/// job is dead-lettered and says which job to replay; that replay sends the email, and the
+/// second job replayed after it completes without sending it again.
+#[tokio::test]
+async fn a_second_job_with_the_key_of_a_dead_lettered_email_points_at_the_replay_that_sends_it() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reply_to("cy@example.com", Some("451 4.3.0 try again later"));
+    let running = start(&db.pool, config_for(&sink, reset_templates()));
+    let job = Recovery {
+        idempotency_key: Some("reset:cy".to_owned()),
+        ..recovery("cy@example.com", serde_json::json!({"link": "l"}))
+    };
+    let first = enqueue(&db.pool, &job, None).await;
+    let first_dead = wait_state(&db.pool, first, JobState::DeadLetter).await;
+    assert_eq!(
+        first_dead.dead_letter_reason.as_deref(),
+        Some("smtp_temporary")
+    );
+    let held = deliveries(&db.pool, None).await.remove(0);
+    assert_eq!(held.status, Status::DeadLetter);
+
+    let second = enqueue(&db.pool, &job, None).await;
+    let dead = wait_state(&db.pool, second, JobState::DeadLetter).await;
+    assert_eq!(
+        dead.dead_letter_reason.as_deref(),
+        Some("duplicate_of_failed")
+    );
+    let error = dead.last_error.unwrap_or_default();
+    for part in [
+        held.id.to_string(),
+        first.to_string(),
+        "dead_letter".to_owned(),
+        format!("replay job {first}"),
+    ] {
+        assert!(error.contains(&part), "{part:?} missing from {error:?}");
+    }
+    assert_eq!(sink.messages().len(), 0);
+
+    // What the error says to do: replay the job that holds the key.
+    sink.reply_to("cy@example.com", None);
+    docket_queue::admin::replay(&db.pool, first).await.unwrap();
+    wait_state(&db.pool, first, JobState::Completed).await;
+    docket_queue::admin::replay(&db.pool, second).await.unwrap();
+    wait_state(&db.pool, second, JobState::Completed).await;
+    running.shutdown().await;
+    assert_eq!(sink.count_for("cy@example.com"), 1);
+    assert_eq!(deliveries(&db.pool, None).await.len(), 1);
+}
+
+/// A key whose delivery waits for a retry its job will never make (the job was cancelled):
+/// the second job does not complete on the promise that the other job sends it.
+#[tokio::test]
+async fn a_second_job_with_the_key_of_an_email_whose_job_was_cancelled_is_dead_lettered() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    sink.reply_to("dee@example.com", Some("451 4.3.0 try again later"));
+    let running = start(&db.pool, config_for(&sink, reset_templates()));
+    let job = Recovery {
+        idempotency_key: Some("reset:dee".to_owned()),
+        ..recovery("dee@example.com", serde_json::json!({"link": "l"}))
+    };
+    let first = enqueue(&db.pool, &job, None).await;
+    eventually(
+        Duration::from_secs(30),
+        "the relay deferred it once",
+        || async { sink.attempts_for("dee@example.com") >= 1 },
+    )
+    .await;
+    docket_queue::admin::cancel(&db.pool, first).await.unwrap();
+    wait_state(&db.pool, first, JobState::Cancelled).await;
+    // Its exchange over, the delivery waits for a retry nobody will make.
+    eventually(
+        Duration::from_secs(30),
+        "the delivery is queued",
+        || async { deliveries(&db.pool, None).await[0].status == Status::Queued },
+    )
+    .await;
+    let held = deliveries(&db.pool, None).await.remove(0);
+
+    let second = enqueue(&db.pool, &job, None).await;
+    let dead = wait_state(&db.pool, second, JobState::DeadLetter).await;
+    running.shutdown().await;
+    assert_eq!(
+        dead.dead_letter_reason.as_deref(),
+        Some("duplicate_of_failed")
+    );
+    let error = dead.last_error.unwrap_or_default();
+    for part in [
+        held.id.to_string(),
+        "queued".to_owned(),
+        format!("replay job {first}"),
+    ] {
+        assert!(error.contains(&part), "{part:?} missing from {error:?}");
+    }
+    assert_eq!(sink.messages().len(), 0);
+}
+
 #[tokio::test]
 async fn stub_mode_renders_records_suppressed_and_completes() {
     let db = TestDb::new().await;
@@ -229,6 +388,57 @@ async fn a_suppressed_address_is_never_sent_to() {
     assert_eq!(
         (recorded[0].status, recorded[0].suppressed_reason.as_deref()),
         (Status::Suppressed, Some("list"))
+    );
+}
+
+/// An unsubscribe is from campaigns: the address still gets its password reset (a reset the
+/// user asked for, never marketing). A refusal recorded later (the relay's 5.1.1) widens
+/// the entry, and then nothing more is sent to it.
+#[tokio::test]
+async fn an_address_unsubscribed_from_campaigns_still_gets_its_password_reset() {
+    let db = TestDb::new().await;
+    let sink = SmtpSink::start().await;
+    // What the one-click unsubscribe route records.
+    delivery::suppress(&db.pool, "ann@example.com", "unsubscribed")
+        .await
+        .unwrap();
+    let running = start(&db.pool, config_for(&sink, reset_templates()));
+    let first = enqueue(
+        &db.pool,
+        &recovery("ann@example.com", serde_json::json!({"link": "l"})),
+        None,
+    )
+    .await;
+    wait_state(&db.pool, first, JobState::Completed).await;
+    assert_eq!(
+        sink.attempts_for("ann@example.com"),
+        1,
+        "the reset was sent"
+    );
+
+    delivery::suppress(&db.pool, "ann@example.com", "smtp: 550 5.1.1 no such user")
+        .await
+        .unwrap();
+    let second = enqueue(
+        &db.pool,
+        &recovery("ann@example.com", serde_json::json!({"link": "m"})),
+        None,
+    )
+    .await;
+    wait_state(&db.pool, second, JobState::Completed).await;
+    running.shutdown().await;
+    assert_eq!(
+        sink.attempts_for("ann@example.com"),
+        1,
+        "nothing more is sent to a refused address"
+    );
+    let listed = delivery::suppressions(&db.pool, None).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.address.as_str(), s.source.as_str()))
+            .collect::<Vec<_>>(),
+        [("ann@example.com", "smtp")]
     );
 }
 

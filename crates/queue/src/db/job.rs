@@ -694,8 +694,8 @@ pub(crate) async fn job_parked_kinds(
     .await
 }
 
-/// Puts a finished job back to `pending` with a fresh attempt budget; its error history
-/// stays. Returns `None` when the job is not finished, or when its `expires_at` has passed
+/// Puts a finished job back to `pending` with a fresh attempt budget and counts the replay
+/// (`replays`); its error history stays. Returns `None` when the job is not finished, or when its `expires_at` has passed
 /// (replaying it would only expire it again: it must never run late).
 pub(crate) async fn job_replay(
     exec: impl PgExecutor<'_>,
@@ -706,7 +706,8 @@ pub(crate) async fn job_replay(
         r#"
         update docket.jobs set
             state = 'pending', attempt = 0, run_at = coalesce($2, now()), finished_at = null,
-            dead_letter_reason = null, cancel_requested_at = null, parked_at = null
+            dead_letter_reason = null, cancel_requested_at = null, parked_at = null,
+            replays = replays + 1
         where id = $1 and state in ('completed', 'dead_letter', 'cancelled')
           and (expires_at is null or expires_at > coalesce($2, now()))
         returning *
@@ -728,7 +729,8 @@ pub(crate) struct ReplayParams<'a> {
     pub(crate) now: Option<DateTime<Utc>>,
 }
 
-/// Replays up to `limit` dead letters matching the filter. A dead letter whose unique key
+/// Replays up to `limit` dead letters matching the filter, each counted in its `replays`
+/// as [`job_replay`] does. A dead letter whose unique key
 /// already has a live job is left where it is (replaying it would make a second live job),
 /// of several dead letters sharing a key only the newest is replayed, and one whose
 /// `expires_at` has passed stays (it must never run late).
@@ -760,7 +762,7 @@ pub(crate) async fn job_replay_dead_letters(
         )
         update docket.jobs j set
             state = 'pending', attempt = 0, run_at = coalesce($6, now()), finished_at = null,
-            dead_letter_reason = null, parked_at = null
+            dead_letter_reason = null, parked_at = null, replays = j.replays + 1
         from locked l
         where j.id = l.id
         "#,

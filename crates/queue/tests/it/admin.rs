@@ -449,3 +449,39 @@ async fn listing_any_state_reads_only_what_it_returns_under_a_generic_plan() {
         assert!(read <= 10, "a page of {state:?} read {read} rows");
     }
 }
+
+/// A replay is recorded on the job, one or in bulk, and nothing else counts as one: a
+/// handler tells an operator's word from a run that came back by itself by this count.
+#[tokio::test]
+async fn every_replay_is_counted_on_the_job_and_nothing_else_is() {
+    let db = TestDb::new().await;
+    let dead = |state| JobOpts {
+        state: Some(state),
+        ..Default::default()
+    };
+    let job = insert_job(&db.pool, dead(JobState::DeadLetter)).await;
+    assert_eq!(job.replays, 0);
+    assert_eq!(admin::replay(&db.pool, job.id).await.unwrap().replays, 1);
+    sqlx::query(
+        "update docket.jobs set state = 'dead_letter', finished_at = now(),
+                dead_letter_reason = 'permanent'
+         where id = $1",
+    )
+    .bind(job.id.0)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let replayed = admin::replay_dead_letters(&db.pool, &DeadLetterFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(replayed, 1);
+    assert_eq!(admin::show(&db.pool, job.id).await.unwrap().replays, 2);
+    // Cancelled, then a refused replay: no count.
+    let other = enqueue(&db.pool, &NewJob::new("k", json!({})))
+        .await
+        .unwrap();
+    admin::cancel(&db.pool, other).await.unwrap();
+    assert_eq!(admin::show(&db.pool, other).await.unwrap().replays, 0);
+    admin::replay(&db.pool, job.id).await.unwrap_err();
+    assert_eq!(admin::show(&db.pool, job.id).await.unwrap().replays, 2);
+}
