@@ -65,7 +65,7 @@ alter table docket.jobs add constraint jobs_max_attempts_positive CHECK ((max_at
 alter table docket.jobs add constraint jobs_queue_length CHECK (((char_length(queue) >= 1) AND (char_length(queue) <= 127)));
 alter table docket.jobs add constraint jobs_run_at_in_range CHECK (((run_at >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (run_at < '10000-01-01 00:00:00+00'::timestamp with time zone))) NOT VALID;
 alter table docket.jobs add constraint jobs_token_iff_processing CHECK (((state = 'processing'::docket.job_state) = (lease_token IS NOT NULL)));
-alter table docket.jobs add constraint jobs_trace_context_object CHECK (((trace_context IS NULL) OR (jsonb_typeof(trace_context) = 'object'::text)));
+alter table docket.jobs add constraint jobs_trace_context_object CHECK (((trace_context IS NULL) OR (jsonb_typeof(trace_context) = 'object'::text))) NOT VALID;
 alter table docket.jobs add constraint jobs_unique_key_length CHECK ((char_length(unique_key) <= 256)) NOT VALID;
 alter table docket.jobs add constraint jobs_unique_key_not_empty CHECK (((unique_key IS NULL) OR (char_length(unique_key) > 0)));
 alter table docket.jobs add constraint jobs_pkey PRIMARY KEY (id);

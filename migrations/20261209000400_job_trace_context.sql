@@ -8,9 +8,11 @@
 --       the first attempt is its child, later attempts link to it;
 --   {"links": [{"traceparent": ..., "tracestate": ...}]}  contexts every attempt links to
 --       (a batch callback: the batch's creator), without a parent.
+-- The check is `not valid`: every row written from now on is checked, and the rows already
+-- there (all null) are not scanned under the table's lock.
 alter table docket.jobs add column trace_context jsonb;
 alter table docket.jobs add constraint jobs_trace_context_object
-    check (trace_context is null or jsonb_typeof(trace_context) = 'object');
+    check (trace_context is null or jsonb_typeof(trace_context) = 'object') not valid;
 
 -- The context a batch was created in, for its callback's link.
 alter table docket.batches add column trace_context jsonb;
