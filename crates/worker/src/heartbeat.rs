@@ -64,8 +64,11 @@ impl Service for Heartbeat {
         let beat = async {
             // The maintenance pool's other connections may be dead too (a terminated
             // backend, a restart): try each, within the interval, before the beat fails.
+            // A try that renewed the lease, then failed before its renewal was on disk, may
+            // have found the lease lapsed: the next try finds that renewal, not the gap.
+            let mut lapsed = false;
             loop {
-                match maintenance::heartbeat(
+                let renewed = match maintenance::heartbeat(
                     docket_queue::pooled(&self.pool),
                     &self.worker,
                     self.lease_timeout,
@@ -73,6 +76,18 @@ impl Service for Heartbeat {
                 )
                 .await
                 {
+                    Ok(renewal) => {
+                        lapsed |= renewal.lapsed;
+                        // The lease counts only once a crash of the server cannot take it
+                        // back (`synchronous_commit = off`): a rescuer would see it lapse
+                        // while we count on it.
+                        maintenance::make_durable(docket_queue::pooled(&self.pool), self.worker.id)
+                            .await
+                            .map(|()| maintenance::Renewal { lapsed })
+                    }
+                    Err(err) => Err(err),
+                };
+                match renewed {
                     Err(err) if err.is_lost_connection() => {
                         tokio::time::sleep(crate::retry::LOST_CONNECTION_RETRY).await;
                     }

@@ -319,6 +319,17 @@ impl Producer {
             )
             .await?
         };
+        if !claimed.jobs.is_empty() {
+            // A claim the server acknowledged but could lose in a crash (`synchronous_commit
+            // = off`) would leave the job ready for another worker while it runs here. Not
+            // started until it is on disk; if this fails, the claim is left to the
+            // reconciler, like one whose reply never came.
+            docket_queue::maintenance::make_durable(
+                docket_queue::pooled(&self.pool),
+                self.worker_id,
+            )
+            .await?;
+        }
         let held = in_flight.adopt(claimed.jobs.iter().map(|job| job.id));
         let count = claimed.jobs.len();
         // In the claim's order: the first start in the free slots, the rest wait for theirs.

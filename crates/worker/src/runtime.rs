@@ -181,6 +181,7 @@ impl Runtime {
             None,
         )
         .await?;
+        maintenance::make_durable(docket_queue::pooled(pool), self.worker.id).await?;
         let schedules = if config.cron {
             register_schedules(pool, self.worker.id, &config.schedules).await?
         } else {
