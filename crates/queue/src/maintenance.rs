@@ -55,6 +55,18 @@ pub async fn make_durable(exec: impl PgExecutor<'_>, worker_id: Uuid) -> Result<
     Ok(db::make_durable(exec, worker_id).await?)
 }
 
+/// Whether the server may lose commits it acknowledged (`synchronous_commit = off` for this
+/// role and database): then a worker makes its claims and lease renewals durable with
+/// [`make_durable`] before it counts on them. Read once at start: elsewhere that would cost
+/// a round trip per claim for nothing.
+///
+/// # Errors
+///
+/// [`Error::Database`] when the database fails.
+pub async fn commits_may_be_lost(exec: impl PgExecutor<'_>) -> Result<bool> {
+    Ok(db::commits_may_be_lost(exec).await?)
+}
+
 /// What a heartbeat found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Renewal {

@@ -30,6 +30,9 @@ pub(crate) struct Heartbeat {
     pub(crate) interval: Duration,
     /// The lease each heartbeat stores.
     pub(crate) lease_timeout: Duration,
+    /// Renewals are made durable before they count
+    /// ([`maintenance::commits_may_be_lost`]).
+    pub(crate) commits_may_be_lost: bool,
 }
 
 impl Heartbeat {
@@ -81,9 +84,16 @@ impl Service for Heartbeat {
                         // The lease counts only once a crash of the server cannot take it
                         // back (`synchronous_commit = off`): a rescuer would see it lapse
                         // while we count on it.
-                        maintenance::make_durable(docket_queue::pooled(&self.pool), self.worker.id)
+                        if self.commits_may_be_lost {
+                            maintenance::make_durable(
+                                docket_queue::pooled(&self.pool),
+                                self.worker.id,
+                            )
                             .await
                             .map(|()| maintenance::Renewal { lapsed })
+                        } else {
+                            Ok(maintenance::Renewal { lapsed })
+                        }
                     }
                     Err(err) => Err(err),
                 };

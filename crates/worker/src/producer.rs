@@ -34,6 +34,9 @@ pub(crate) struct Producer {
     pub(crate) queue: Arc<str>,
     pub(crate) kinds: Arc<[String]>,
     pub(crate) worker_id: Uuid,
+    /// Claims are made durable before their jobs start
+    /// ([`docket_queue::maintenance::commits_may_be_lost`]).
+    pub(crate) commits_may_be_lost: bool,
     pub(crate) claim_batch: u32,
     pub(crate) poll_interval: Duration,
     /// This queue's slots and the global ones.
@@ -319,7 +322,7 @@ impl Producer {
             )
             .await?
         };
-        if !claimed.jobs.is_empty() {
+        if self.commits_may_be_lost && !claimed.jobs.is_empty() {
             // A claim the server acknowledged but could lose in a crash (`synchronous_commit
             // = off`) would leave the job ready for another worker while it runs here. Not
             // started until it is on disk; if this fails, the claim is left to the

@@ -60,6 +60,13 @@ pub(crate) struct WorkerParams<'a> {
     pub(crate) now: Option<DateTime<Utc>>,
 }
 
+/// Whether `synchronous_commit` is `off` for this session (so for the role and database).
+pub(crate) async fn commits_may_be_lost(exec: impl PgExecutor<'_>) -> sqlx::Result<bool> {
+    sqlx::query_scalar("select current_setting('synchronous_commit') = 'off'")
+        .fetch_one(exec)
+        .await
+}
+
 /// Waits until the WAL the server wrote so far is flushed. Only `synchronous_commit = off`
 /// needs it: there, this statement rewrites the worker's row (a transaction that writes
 /// nothing commits asynchronously whatever the setting) and commits synchronously, and
