@@ -460,3 +460,78 @@ async fn a_run_whose_claim_the_database_gave_away_is_stopped_and_the_jobs_next_r
     .await;
     worker.shutdown().await;
 }
+
+/// The drill's `pg-restart` found a run that ended after its lease: on a server that runs
+/// `synchronous_commit = off` (the throwaway cluster does; production servers may), a
+/// commit is acknowledged before it is on disk, and an immediate restart took back the
+/// claim and the lease the worker had been told of. The worker ran on while the database
+/// gave its job to nobody: another worker could have claimed it and run it at the same
+/// time. What the worker acts on must survive the crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_and_a_lease_the_server_acknowledged_survive_its_crash() {
+    let cluster = tokio::task::spawn_blocking(docket_testkit::ThrowawayCluster::start)
+        .await
+        .unwrap()
+        .expect("a throwaway PostgreSQL cluster");
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(&cluster.url("postgres"))
+        .await
+        .unwrap();
+    // The WAL writer writes an acknowledged commit within `wal_writer_delay`; its longest
+    // makes the window the restart falls in seconds wide instead of a fraction of one.
+    for sql in [
+        "alter system set wal_writer_delay = '10s'",
+        "select pg_reload_conf()",
+    ] {
+        sqlx::query(sql).execute(&pool).await.unwrap();
+    }
+    docket_queue::migrate(&pool).await.unwrap();
+    let id = enqueue(&pool, &NewJob::new("test.hold", json!({})))
+        .await
+        .unwrap();
+    // The job is on disk; from here on only what is flushed survives the restart.
+    sqlx::query("checkpoint").execute(&pool).await.unwrap();
+    let started = Arc::new(tokio::sync::Notify::new());
+    let mut registry = Registry::new();
+    let signal = started.clone();
+    registry.register_raw("test.hold", move |_payload, ctx: JobContext| {
+        let signal = signal.clone();
+        async move {
+            signal.notify_one();
+            ctx.cancelled().await;
+            Ok::<(), JobError>(())
+        }
+    });
+    let config = RuntimeConfig {
+        queues: vec![QueueConfig::new("default").concurrency(1)],
+        lease_timeout: Duration::from_secs(30),
+        ..quick_config()
+    };
+    let worker = start(&pool, registry, config);
+    tokio::time::timeout(WAIT, started.notified())
+        .await
+        .expect("the job starts");
+    let cluster = Arc::new(cluster);
+    let restarting = cluster.clone();
+    tokio::task::spawn_blocking(move || restarting.restart())
+        .await
+        .unwrap()
+        .expect("PostgreSQL restarts");
+    // At once, before the worker's next heartbeat or claim: the job it runs is still its
+    // own, under this attempt, and its lease (30 s) still holds.
+    let (state, attempt, lease_holds): (String, i32, Option<bool>) = sqlx::query_as(
+        "select j.state::text, j.attempt, w.lease_expires_at > now()
+         from docket.jobs j left join docket.workers w on w.id = j.locked_by where j.id = $1",
+    )
+    .bind(id.0)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (state.as_str(), attempt, lease_holds),
+        ("processing", 1, Some(true)),
+        "the running job's claim or its worker's lease was lost in the crash"
+    );
+    worker.shutdown().await;
+}
