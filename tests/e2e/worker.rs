@@ -245,9 +245,18 @@ async fn a_second_signal_exits_at_once() {
     enqueue(&db.pool, &NewJob::typed(&Sleep { ms: 120_000 }).unwrap())
         .await
         .unwrap();
-    let mut worker = spawn_worker(&db, &[("DOCKET_SHUTDOWN_TIMEOUT", "60")]);
+    let mut worker = spawn_worker(
+        &db,
+        &[
+            ("DOCKET_SHUTDOWN_TIMEOUT", "60"),
+            ("RUST_LOG", "info,docket_worker::executor=debug"),
+        ],
+    );
+    // The worker's own word that the job started: `processing` in the table comes first,
+    // and a signal between the claim's commit and the start hands the claim back at once.
+    let log = collect_lines(worker.stderr.take().unwrap());
     eventually(WAIT, "the long job is running", || async {
-        count(&db, JobState::Processing).await == 1
+        log.lock().unwrap().contains("background_job.started")
     })
     .await;
     signal(&worker, "INT");
@@ -267,12 +276,27 @@ async fn a_second_signal_exits_at_once() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status.code(), Some(130));
-    let mut log = String::new();
-    std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let log = log.lock().unwrap().clone();
     assert!(
         log.contains("worker.shutdown.forced") || log.contains("second signal"),
         "{log}"
     );
+}
+
+/// What `stream` prints, as it prints it, read on a thread of its own.
+fn collect_lines(
+    stream: impl std::io::Read + Send + 'static,
+) -> std::sync::Arc<std::sync::Mutex<String>> {
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let writer = log.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stream)).map_while(Result::ok) {
+            let mut log = writer.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    log
 }
 
 /// A SIGTERM that comes while the worker is still starting (registered, not yet waiting
