@@ -40,33 +40,6 @@ pub async fn heartbeat(
     Ok(Renewal { lapsed })
 }
 
-/// Returns once every commit the server acknowledged before this call is on disk, also
-/// where it runs `synchronous_commit = off` (a commit acknowledged there is lost when the
-/// server crashes within a moment). There it rewrites the registered worker's row
-/// `worker_id`: a transaction that writes nothing would commit asynchronously. The worker relies on what it was told: a claim (the
-/// job is its own) and a renewed lease (nobody rescues its jobs before the lease ends).
-/// Lost in a crash, another worker could take the job it is running. Elsewhere it costs one
-/// round trip and writes nothing.
-///
-/// # Errors
-///
-/// [`Error::Database`] when the database fails: what was acknowledged may be lost.
-pub async fn make_durable(exec: impl PgExecutor<'_>, worker_id: Uuid) -> Result<()> {
-    Ok(db::make_durable(exec, worker_id).await?)
-}
-
-/// Whether the server may lose commits it acknowledged (`synchronous_commit = off` for this
-/// role and database): then a worker makes its claims and lease renewals durable with
-/// [`make_durable`] before it counts on them. Read once at start: elsewhere that would cost
-/// a round trip per claim for nothing.
-///
-/// # Errors
-///
-/// [`Error::Database`] when the database fails.
-pub async fn commits_may_be_lost(exec: impl PgExecutor<'_>) -> Result<bool> {
-    Ok(db::commits_may_be_lost(exec).await?)
-}
-
 /// What a heartbeat found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Renewal {

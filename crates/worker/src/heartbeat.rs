@@ -30,9 +30,6 @@ pub(crate) struct Heartbeat {
     pub(crate) interval: Duration,
     /// The lease each heartbeat stores.
     pub(crate) lease_timeout: Duration,
-    /// Renewals are made durable before they count
-    /// ([`maintenance::commits_may_be_lost`]).
-    pub(crate) commits_may_be_lost: bool,
 }
 
 impl Heartbeat {
@@ -67,11 +64,8 @@ impl Service for Heartbeat {
         let beat = async {
             // The maintenance pool's other connections may be dead too (a terminated
             // backend, a restart): try each, within the interval, before the beat fails.
-            // A try that renewed the lease, then failed before its renewal was on disk, may
-            // have found the lease lapsed: the next try finds that renewal, not the gap.
-            let mut lapsed = false;
             loop {
-                let renewed = match maintenance::heartbeat(
+                match maintenance::heartbeat(
                     docket_queue::pooled(&self.pool),
                     &self.worker,
                     self.lease_timeout,
@@ -79,25 +73,6 @@ impl Service for Heartbeat {
                 )
                 .await
                 {
-                    Ok(renewal) => {
-                        lapsed |= renewal.lapsed;
-                        // The lease counts only once a crash of the server cannot take it
-                        // back (`synchronous_commit = off`): a rescuer would see it lapse
-                        // while we count on it.
-                        if self.commits_may_be_lost {
-                            maintenance::make_durable(
-                                docket_queue::pooled(&self.pool),
-                                self.worker.id,
-                            )
-                            .await
-                            .map(|()| maintenance::Renewal { lapsed })
-                        } else {
-                            Ok(maintenance::Renewal { lapsed })
-                        }
-                    }
-                    Err(err) => Err(err),
-                };
-                match renewed {
                     Err(err) if err.is_lost_connection() => {
                         tokio::time::sleep(crate::retry::LOST_CONNECTION_RETRY).await;
                     }

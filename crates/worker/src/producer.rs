@@ -38,9 +38,6 @@ pub(crate) struct Producer {
     pub(crate) queue: Arc<str>,
     pub(crate) kinds: Arc<[String]>,
     pub(crate) worker_id: Uuid,
-    /// Claims are made durable before their jobs start
-    /// ([`docket_queue::maintenance::commits_may_be_lost`]).
-    pub(crate) commits_may_be_lost: bool,
     pub(crate) claim_batch: u32,
     pub(crate) poll_interval: Duration,
     /// This queue's slots and the global ones.
@@ -408,17 +405,6 @@ impl Producer {
             )
             .await?
         };
-        if self.commits_may_be_lost && !claimed.jobs.is_empty() {
-            // A claim the server acknowledged but could lose in a crash (`synchronous_commit
-            // = off`) would leave the job ready for another worker while it runs here. Not
-            // started until it is on disk; if this fails, the claim is left to the
-            // reconciler, like one whose reply never came.
-            docket_queue::maintenance::make_durable(
-                docket_queue::pooled(&self.pool),
-                self.worker_id,
-            )
-            .await?;
-        }
         let now = Instant::now();
         self.pace.claimed(now - sent);
         let held = in_flight.adopt(claimed.jobs.iter().map(|job| job.id));

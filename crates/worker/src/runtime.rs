@@ -123,8 +123,8 @@ impl Runtime {
     async fn start(self) -> docket_queue::Result<Started> {
         let maintenance_pool = self.side_pool(3);
         let registered_at = Instant::now();
-        let (schedules, commits_may_be_lost) = self.register(&maintenance_pool).await?;
-        let parts = Parts::new(registered_at, &self.config, commits_may_be_lost);
+        let schedules = self.register(&maintenance_pool).await?;
+        let parts = Parts::new(registered_at, &self.config);
         let (completer, completer_tx) = self.spawn_completer(&parts);
         let (producers, wakes) = self.producers(&parts, completer_tx);
         let watcher = ControlWatcher {
@@ -172,9 +172,7 @@ impl Runtime {
 
     /// Step 1: the worker's first heartbeat (its lease), its schedules, and the wakeups it
     /// waits for from the start (the first enqueue on each queue notifies).
-    /// Also says whether the server may lose acknowledged commits
-    /// ([`maintenance::commits_may_be_lost`]).
-    async fn register(&self, pool: &PgPool) -> docket_queue::Result<(Vec<(Schedule, Cron)>, bool)> {
+    async fn register(&self, pool: &PgPool) -> docket_queue::Result<Vec<(Schedule, Cron)>> {
         let config = &self.config;
         maintenance::heartbeat(
             docket_queue::pooled(pool),
@@ -183,11 +181,6 @@ impl Runtime {
             None,
         )
         .await?;
-        let commits_may_be_lost =
-            maintenance::commits_may_be_lost(docket_queue::pooled(pool)).await?;
-        if commits_may_be_lost {
-            maintenance::make_durable(docket_queue::pooled(pool), self.worker.id).await?;
-        }
         let schedules = if config.cron {
             register_schedules(pool, self.worker.id, &config.schedules).await?
         } else {
@@ -201,7 +194,7 @@ impl Runtime {
             event = events::WORKER_STARTED, worker.id = %self.worker.id, queues = ?self.worker.queues,
             kinds = ?self.registry.kinds(), "worker started"
         );
-        Ok((schedules, commits_may_be_lost))
+        Ok(schedules)
     }
 
     /// Step 2: the completer, and the channel the executors send outcomes on. It may hold
@@ -265,7 +258,6 @@ impl Runtime {
                 queue: queue.name.as_str().into(),
                 kinds: kinds.clone(),
                 worker_id: self.worker.id,
-                commits_may_be_lost: parts.commits_may_be_lost,
                 claim_batch: config.claim_batch,
                 poll_interval: config.poll_interval,
                 slots: QueueSlots {
@@ -319,7 +311,6 @@ impl Runtime {
                 holdings: parts.holdings.clone(),
                 interval: config.heartbeat_interval,
                 lease_timeout: config.lease_timeout,
-                commits_may_be_lost: parts.commits_may_be_lost,
             },
             config.heartbeat_interval,
         );
@@ -394,16 +385,12 @@ struct Parts {
     services: TaskTracker,
     producers: TaskTracker,
     jobs: TaskTracker,
-    /// The server may lose acknowledged commits: claims and renewals are made durable
-    /// before they count.
-    commits_may_be_lost: bool,
 }
 
 impl Parts {
     /// The lease counts from `registered_at`, the first heartbeat's send.
-    fn new(registered_at: Instant, config: &RuntimeConfig, commits_may_be_lost: bool) -> Parts {
+    fn new(registered_at: Instant, config: &RuntimeConfig) -> Parts {
         Parts {
-            commits_may_be_lost,
             holdings: Arc::new(Holdings::default()),
             lease: Arc::new(Lease::new(registered_at, config.lease_timeout)),
             hard_stop: CancellationToken::new(),

@@ -60,32 +60,6 @@ pub(crate) struct WorkerParams<'a> {
     pub(crate) now: Option<DateTime<Utc>>,
 }
 
-/// Whether `synchronous_commit` is `off` for this session (so for the role and database).
-pub(crate) async fn commits_may_be_lost(exec: impl PgExecutor<'_>) -> sqlx::Result<bool> {
-    sqlx::query_scalar("select current_setting('synchronous_commit') = 'off'")
-        .fetch_one(exec)
-        .await
-}
-
-/// Waits until the WAL the server wrote so far is flushed. Only `synchronous_commit = off`
-/// needs it: there, this statement rewrites the worker's row (a transaction that writes
-/// nothing commits asynchronously whatever the setting) and commits synchronously, and
-/// flushing its commit record flushes every commit before it. Elsewhere it writes nothing
-/// and waits for nothing; a stronger setting is left alone.
-pub(crate) async fn make_durable(exec: impl PgExecutor<'_>, worker_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query(
-        "with durable as (
-             select set_config('synchronous_commit', 'on', true)
-             where current_setting('synchronous_commit') = 'off')
-         update docket.workers set heartbeat_at = heartbeat_at
-         where id = $1 and exists (select from durable)",
-    )
-    .bind(worker_id)
-    .execute(exec)
-    .await?;
-    Ok(())
-}
-
 /// Registers the worker on its first call, renews its heartbeat (and so its lease, until
 /// `now + lease_secs`) after. Returns whether the lease had lapsed before this renewal:
 /// the stored expiry was already past, or the registration was gone (deleted as stale).
